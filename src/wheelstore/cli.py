@@ -1,0 +1,151 @@
+"""The ``wheelstore`` command: argument parsing and printing over the :mod:`wheelstore` API, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import __version__
+from .config import select_store
+from .errors import NotImplementedYet, WheelstoreError
+from .policy import SHARED_MODES
+from .store import Store
+
+#: verbs that later stages of the pipeline will add; listed now so --help shows the whole tool
+PLANNED = {
+    "venv": "create a virtual environment",
+    "install": "install distributions into a venv from the store",
+    "uninstall": "remove distributions from a venv",
+    "sync": "make a venv hold exactly the given distributions",
+    "list": "list the distributions in a venv",
+    "verify": "check the store's trees against their manifests",
+    "gc": "remove trees no venv uses",
+    "stats": "report logical and physical space",
+    "doctor": "check whether sharing works for you here",
+    "edit": "give a venv private, writable copies of one distribution",
+}
+
+
+def _out(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text)
+
+
+def _json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = args.path or select_store(args.store).path
+    store = Store.init(target, shared=args.shared, group=args.group)
+    with store:
+        group = f", group {store.policy.group}" if store.policy.group else ""
+        _out(args, f"created {store.policy.shared} store at {store.root}{group}")
+    return 0
+
+
+def cmd_realize(args: argparse.Namespace) -> int:
+    if args.sha256 and len(args.wheels) != 1:
+        raise WheelstoreError("--sha256 applies to one wheel; give one wheel per call")
+    results = []
+    with Store.select(args.store) as store:
+        for wheel in args.wheels:
+            done = store.realize(wheel, args.sha256)
+            m = done.tree.manifest
+            results.append(
+                {
+                    "wheel": m.wheel,
+                    "key": done.tree.key,
+                    "name": m.name,
+                    "version": m.version,
+                    "tree": str(done.tree.path),
+                    "files": len(m.files),
+                    "unpacked": done.unpacked,
+                }
+            )
+            if not args.json:
+                verb = "published" if done.unpacked else "already in store:"
+                _out(args, f"{verb} {m.name} {m.version} ({len(m.files)} files) -> {done.tree.path}")
+    if args.json:
+        _json(results)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    selection = select_store(args.store)
+    with Store.select(args.store) as store:
+        info = store.describe()
+    info["selected_by"] = selection.source
+    if args.json:
+        _json(info)
+    else:
+        for k in ("store", "selected_by", "shared", "group", "owner", "trees"):
+            _out(args, f"{k:12} {info[k] if info[k] is not None else '-'}")
+    return 0
+
+
+def _not_yet(verb: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise NotImplementedYet(f"'wheelstore {verb}' is not implemented yet")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default=argparse.SUPPRESS, help="the store to use (default: see 'wheelstore info')")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only errors")
+
+    parser = argparse.ArgumentParser(
+        prog="wheelstore",
+        description="One shared, safe store of unpacked wheels, and venvs filled from it.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"wheelstore {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser("init", parents=[common], help="create a store and record its sharing policy")
+    p.add_argument("path", nargs="?", metavar="STORE", help="where to create it (default: the selected store)")
+    p.add_argument("--group", help="share with this group; you must be a member")
+    p.add_argument("--shared", choices=SHARED_MODES, help="who may read: private, group (default with --group), all")
+    p.set_defaults(func=cmd_init)
+
+    p = verbs.add_parser("realize", parents=[common], help="unpack local wheels into the store, without installing")
+    p.add_argument("wheels", nargs="+", metavar="WHEEL")
+    p.add_argument("--sha256", help="the sha256 the wheel must have")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_realize)
+
+    p = verbs.add_parser("info", parents=[common], help="show which store is selected, why, and its policy")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_info)
+
+    for verb, text in PLANNED.items():
+        p = verbs.add_parser(verb, parents=[common], help=f"{text} (not implemented yet)")
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=_not_yet(verb))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.store = getattr(args, "store", None)
+    args.quiet = getattr(args, "quiet", False)
+    try:
+        return int(args.func(args))
+    except WheelstoreError as e:
+        print(f"error: {e.oneline()}", file=sys.stderr)
+        return e.exit_code
+    except PermissionError as e:
+        print(f"error: permission denied: {e.filename or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

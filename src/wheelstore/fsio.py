@@ -1,0 +1,67 @@
+"""Small filesystem primitives the stages share: durable writes and removal of read-only trees."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+
+from .policy import open_dir
+
+_libc: ctypes.CDLL | None
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    _syncfs = _libc.syncfs
+except (OSError, AttributeError):
+    _libc = None
+
+
+def syncfs(fd: int) -> None:
+    """Flush everything written to the filesystem holding ``fd``.
+
+    One ``syncfs`` makes a staged tree of thousands of files durable far faster than an fsync per file would.
+    Where the call is missing (not Linux), fall back to a global ``sync``.
+    """
+    if _libc is None:
+        os.sync()
+        return
+    if _syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def fsync_dir(fd: int) -> None:
+    """Make a rename or link in the directory ``fd`` durable."""
+    try:
+        os.fsync(fd)
+    except OSError as e:  # some filesystems refuse fsync on directories; the rename is still atomic
+        if e.errno not in (errno.EINVAL, errno.EBADF):
+            raise
+
+
+def remove_tree(name: str, *, dir_fd: int) -> None:
+    """Delete the directory ``name`` under ``dir_fd`` and everything in it, read-only or not.
+
+    Walks by directory fd without following symlinks, so a planted link cannot redirect the deletion. Only works on
+    trees this process may make writable: its own, or any as root.
+    """
+    try:
+        fd = open_dir(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(fd)
+        if not st.st_mode & stat.S_IWUSR:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)
+        with os.scandir(fd) as entries:
+            names = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for child, is_dir in names:
+            if is_dir:
+                remove_tree(child, dir_fd=fd)
+            else:
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dir_fd)

@@ -1,0 +1,86 @@
+"""The manifest: a published tree's commit marker and its record of what every file must be.
+
+A tree is trusted only once its manifest exists. Besides each file's size, sha256 and mode, the manifest keeps the stat
+signature (mtime, ctime) taken when the file was sealed, so a later quick check can spot a chmod or a write without
+re-reading the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+    mode: int
+    mtime_ns: int
+    ctime_ns: int
+
+    def to_json(self) -> list[Any]:
+        return [self.size, self.sha256, self.mode, self.mtime_ns, self.ctime_ns]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a published tree holds and who published it when."""
+
+    key: str  #: sha256 of the wheel file, which also names the tree
+    wheel: str  #: the wheel's file name
+    name: str  #: canonical distribution name
+    version: str
+    dist_info: str
+    root_is_purelib: bool
+    publisher_uid: int
+    publisher: str
+    owner_uid: int  #: owner of the tree's inodes (the publisher, unless an orphan was adopted)
+    published_at: str  #: UTC, ISO 8601
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    dirs: list[str] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": FORMAT,
+            "key": self.key,
+            "wheel": self.wheel,
+            "name": self.name,
+            "version": self.version,
+            "dist_info": self.dist_info,
+            "root_is_purelib": self.root_is_purelib,
+            "publisher_uid": self.publisher_uid,
+            "publisher": self.publisher,
+            "owner_uid": self.owner_uid,
+            "published_at": self.published_at,
+            "dirs": sorted(self.dirs),
+            "files": {path: entry.to_json() for path, entry in sorted(self.files.items())},
+        }
+        return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        """Parse a manifest; raise ``ValueError`` if it is not a complete format-1 manifest."""
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ValueError("not a wheelstore format 1 manifest")
+        try:
+            return cls(
+                key=str(doc["key"]),
+                wheel=str(doc["wheel"]),
+                name=str(doc["name"]),
+                version=str(doc["version"]),
+                dist_info=str(doc["dist_info"]),
+                root_is_purelib=bool(doc["root_is_purelib"]),
+                publisher_uid=int(doc["publisher_uid"]),
+                publisher=str(doc["publisher"]),
+                owner_uid=int(doc["owner_uid"]),
+                published_at=str(doc["published_at"]),
+                files={path: FileEntry(*entry) for path, entry in doc["files"].items()},
+                dirs=list(doc["dirs"]),
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"incomplete manifest: {e}") from None

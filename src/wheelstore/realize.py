@@ -1,0 +1,281 @@
+"""Realize: turn a wheel into a published, read-only tree, exactly once, crash-safely.
+
+The protocol:
+
+1. validate the wheel completely except for member hashes (:mod:`wheelstore.wheel`), before touching the store;
+2. take the key's lock; if a manifest appeared meanwhile, use it;
+3. unpack into a private directory in ``staging/``, checking every member against RECORD as it streams;
+4. seal modes, ``syncfs``, and ``rename()`` into ``trees/<key>`` (never onto a pre-created target);
+5. write the manifest beside, last, with ``link()`` so an existing one is never replaced.
+
+A crash before step 5 leaves at most a staging entry (recognisably stale) or a tree without a manifest (an orphan),
+neither of which a reader uses. The next realize of the same key verifies an orphan against the wheel and adopts it, or
+moves it aside and publishes afresh.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import fsio
+from .errors import StoreError
+from .hooks import checkpoint
+from .manifest import FileEntry, Manifest
+from .policy import Role, current_user, open_dir
+from .store import Store, Tree, staging_name
+from .wheel import CHUNK, Member, WheelArchive
+
+
+@dataclass(frozen=True)
+class Realized:
+    tree: Tree
+    #: True when this call unpacked the wheel; False when it reused a tree someone had already published
+    unpacked: bool
+
+
+def realize(store: Store, wheel: Path, sha256: str | None = None) -> Realized:
+    with WheelArchive(wheel, sha256) as archive:
+        key = archive.sha256
+        tree = store.lookup(key)
+        if tree is not None:
+            return Realized(tree, unpacked=False)
+        store.require_publish_access()
+        with store.key_lock(key):
+            tree = store.lookup(key)  # published while we waited for the lock
+            if tree is not None:
+                return Realized(tree, unpacked=False)
+            checkpoint("locked")
+            return _publish(store, archive)
+
+
+def _publish(store: Store, archive: WheelArchive) -> Realized:
+    key = archive.sha256
+    trees_fd = store.area_fd("trees")
+    if _exists(key, trees_fd):
+        tree = _adopt_orphan(store, archive)
+        if tree is not None:
+            return Realized(tree, unpacked=False)
+    staging_fd = store.area_fd("staging")
+    name = staging_name("tree", key)
+    root_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=staging_fd)
+    try:
+        try:
+            files = _unpack(store, archive, root_fd)
+            checkpoint("unpacked")
+            fsio.syncfs(root_fd)
+            os.rename(name, key, src_dir_fd=staging_fd, dst_dir_fd=trees_fd)
+        except OSError as e:
+            fsio.remove_tree(name, dir_fd=staging_fd)
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # Another publisher won without our lock (locks can fail on network filesystems): use theirs.
+            return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=False)
+        except BaseException:
+            fsio.remove_tree(name, dir_fd=staging_fd)
+            raise
+        # Moving a directory needs write access to it (for its '..'), so the tree's root is sealed only now.
+        store.policy.apply(root_fd, Role.PUBLISHED_DIR)
+    finally:
+        os.close(root_fd)
+    fsio.fsync_dir(trees_fd)
+    checkpoint("renamed")
+    manifest = _manifest(archive, files, owner_uid=os.geteuid())
+    return Realized(_commit(store, manifest), unpacked=True)
+
+
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _unpack(store: Store, archive: WheelArchive, root_fd: int) -> dict[str, FileEntry]:
+    """Write every member into the staging tree at ``root_fd`` and seal it, all but the root itself."""
+    policy = store.policy
+    for d in sorted(archive.dirs):  # parents sort before children
+        os.close(policy.mkdir(d, Role.STAGING_DIR, dir_fd=root_fd))
+    files: dict[str, FileEntry] = {}
+    half = len(archive.members) // 2
+    for i, member in enumerate(archive.members):
+        if i == half:
+            checkpoint("mid-unpack")
+        fd = policy.create(member.name, dir_fd=root_fd)
+        try:
+            sha256 = archive.extract(member, lambda chunk: _write_all(fd, chunk))
+            st = policy.apply(fd, Role.PUBLISHED_EXEC if member.executable else Role.PUBLISHED_FILE)
+        finally:
+            os.close(fd)
+        files[member.name] = FileEntry(st.st_size, sha256, stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_ctime_ns)
+    for d in sorted(archive.dirs, reverse=True):
+        fd = open_dir(d, dir_fd=root_fd)
+        try:
+            policy.apply(fd, Role.PUBLISHED_DIR)
+        finally:
+            os.close(fd)
+    return files
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _manifest(archive: WheelArchive, files: dict[str, FileEntry], owner_uid: int) -> Manifest:
+    return Manifest(
+        key=archive.sha256,
+        wheel=archive.filename,
+        name=str(archive.name),
+        version=str(archive.version),
+        dist_info=archive.dist_info,
+        root_is_purelib=archive.root_is_purelib,
+        publisher_uid=os.geteuid(),
+        publisher=current_user(),
+        owner_uid=owner_uid,
+        published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        files=files,
+        dirs=sorted(archive.dirs),
+    )
+
+
+def _commit(store: Store, manifest: Manifest) -> Tree:
+    """Write the manifest: the step that makes the tree visible. An existing manifest is never replaced."""
+    staging_fd = store.area_fd("staging")
+    manifests_fd = store.area_fd("manifests")
+    tmp = staging_name("manifest", manifest.key, ".json")
+    fd = store.policy.create(tmp, dir_fd=staging_fd)
+    try:
+        try:
+            _write_all(fd, manifest.to_json())
+            store.policy.apply(fd, Role.PUBLISHED_FILE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, f"{manifest.key}.json", src_dir_fd=staging_fd, dst_dir_fd=manifests_fd, follow_symlinks=False)
+        except FileExistsError:
+            pass  # another publisher committed the same tree first: theirs stands
+    finally:
+        os.unlink(tmp, dir_fd=staging_fd)
+    fsio.fsync_dir(manifests_fd)
+    tree = store.lookup(manifest.key)
+    if tree is None:  # pragma: no cover - a manifest we just linked cannot vanish unless an admin removed it
+        raise StoreError(f"tree {manifest.key} disappeared while it was being published")
+    return tree
+
+
+# -- orphans: a tree whose publisher died before writing its manifest -------------------------------------------------
+
+
+def _adopt_orphan(store: Store, archive: WheelArchive) -> Tree | None:
+    """Commit an orphan tree if it is exactly what the wheel holds; otherwise move it aside and return None."""
+    key = archive.sha256
+    trees_fd = store.area_fd("trees")
+    files = _check_orphan(store, archive, trees_fd)
+    if files is not None:
+        st = os.stat(key, dir_fd=trees_fd, follow_symlinks=False)
+        return _commit(store, _manifest(archive, files, owner_uid=st.st_uid))
+    aside = staging_name("orphan", key)
+    try:
+        os.rename(key, aside, src_dir_fd=trees_fd, dst_dir_fd=store.area_fd("staging"))
+    except PermissionError:
+        owner = os.stat(key, dir_fd=trees_fd, follow_symlinks=False).st_uid
+        raise StoreError(
+            f"tree {key} ({archive.filename}) was left unfinished by uid {owner} and does not match the wheel; "
+            "only that user or an admin can remove it",
+            hint=f"rm -rf {store.root / 'trees' / key}",
+        ) from None
+    fsio.fsync_dir(trees_fd)
+    return None
+
+
+def _check_orphan(store: Store, archive: WheelArchive, trees_fd: int) -> dict[str, FileEntry] | None:
+    """Return manifest entries for the orphan if every file and mode is as the wheel says, else None."""
+    key = archive.sha256
+    policy = store.policy
+    expected = {m.name: m for m in archive.members}
+    files: dict[str, FileEntry] = {}
+    try:
+        root_fd = open_dir(key, dir_fd=trees_fd)
+    except OSError:
+        return None
+    try:
+        root_st = os.fstat(root_fd)
+        if stat.S_IMODE(root_st.st_mode) != policy.mode(Role.PUBLISHED_DIR):
+            if root_st.st_uid != os.geteuid():
+                return None
+            policy.apply(root_fd, Role.PUBLISHED_DIR)  # the publisher died between rename and sealing the root
+        seen_dirs: set[str] = set()
+        if not _walk_orphan(store, root_fd, "", expected, files, seen_dirs):
+            return None
+    finally:
+        os.close(root_fd)
+    if set(files) != set(expected) or seen_dirs != archive.dirs:
+        return None
+    return files
+
+
+def _walk_orphan(
+    store: Store,
+    dir_fd: int,
+    prefix: str,
+    expected: dict[str, Member],
+    files: dict[str, FileEntry],
+    seen_dirs: set[str],
+) -> bool:
+    policy = store.policy
+    with os.scandir(dir_fd) as it:
+        entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
+    for name, st in entries:
+        rel = prefix + name
+        if stat.S_ISDIR(st.st_mode):
+            if stat.S_IMODE(st.st_mode) != policy.mode(Role.PUBLISHED_DIR):
+                return False
+            seen_dirs.add(rel)
+            fd = open_dir(name, dir_fd=dir_fd)
+            try:
+                if not _walk_orphan(store, fd, rel + "/", expected, files, seen_dirs):
+                    return False
+            finally:
+                os.close(fd)
+            continue
+        member = expected.get(rel)
+        if member is None or not stat.S_ISREG(st.st_mode):
+            return False
+        role = Role.PUBLISHED_EXEC if member.executable else Role.PUBLISHED_FILE
+        if stat.S_IMODE(st.st_mode) != policy.mode(role) or (member.size is not None and st.st_size != member.size):
+            return False
+        digest = _hash_file(name, dir_fd, member.algorithm or "sha256")
+        if member.digest is not None and digest[0] != member.digest:
+            return False
+        files[rel] = FileEntry(st.st_size, digest[1], stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_ctime_ns)
+    return True
+
+
+def _hash_file(name: str, dir_fd: int, algorithm: str) -> tuple[bytes, str]:
+    """The file's digest under ``algorithm`` and its sha256 hex."""
+    h = hashlib.new(algorithm)
+    sha = hashlib.sha256()
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            sha.update(chunk)
+    return h.digest(), sha.hexdigest()
+
+
+
+
+def _adopt_or_fail(store: Store, archive: WheelArchive) -> Tree:
+    tree = _adopt_orphan(store, archive)
+    if tree is None:
+        raise StoreError(f"tree {archive.sha256} ({archive.filename}) changed while it was being published; try again")
+    return tree

@@ -1,0 +1,390 @@
+"""The store: a directory of read-only unpacked wheels keyed by sha256, with its policy recorded inside.
+
+Layout::
+
+    STORE/config.toml        the policy (modes, group, trust), written last by ``init``
+    STORE/trees/<key>/        a published tree, read-only for everyone
+    STORE/manifests/<key>.json  its commit marker; a tree without one is never used
+    STORE/staging/            trees and manifests being built, named so that stale ones are recognisable
+    STORE/locks/              per-key lock files
+    STORE/roots/              gc roots (used by later stages)
+
+Every area is shared-writable with setgid and sticky bits in group stores, so members can add entries but not
+rename, replace or delete each other's.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from . import fsio
+from .config import read_toml, select_store
+from .errors import StoreAccessDenied, StoreError, StoreNotFound
+from .locks import KeyLock
+from .manifest import Manifest
+from .policy import Policy, Role, SharedMode, current_user, group_name, in_group, open_dir
+
+if TYPE_CHECKING:
+    from .realize import Realized
+
+AREAS = ("trees", "manifests", "staging", "locks", "roots")
+CONFIG = "config.toml"
+#: staging entries older than this whose builder cannot be checked (another host) count as stale
+STALE_AFTER = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A published, manifest-committed tree."""
+
+    key: str
+    path: Path
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class StagingEntry:
+    """An entry of ``staging/`` and whether the process that made it is gone."""
+
+    name: str
+    kind: str
+    key: str
+    host: str
+    pid: int
+    owner_uid: int
+    age_seconds: float
+    stale: bool
+
+
+def staging_name(kind: str, key: str, suffix: str = "") -> str:
+    """A staging entry name that says what it is for and which process made it."""
+    return f"{kind}-{key}-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}{suffix}"
+
+
+def _parse_staging_name(name: str) -> tuple[str, str, str, int] | None:
+    kind, _, rest = name.partition("-")
+    key, _, rest = rest.partition("-")
+    if len(key) != 64 or not rest:
+        return None
+    rest = rest.removesuffix(".json")
+    parts = rest.rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return kind, key, parts[0], int(parts[1])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+class Store:
+    """An opened store. Create one with :meth:`init`, open one with :meth:`open` or :meth:`select`."""
+
+    def __init__(self, root: Path, policy: Policy, root_fd: int) -> None:
+        self.root = root
+        self.policy = policy
+        self._root_fd = root_fd
+        self.owner_uid = os.fstat(root_fd).st_uid
+        self._area_fds: dict[str, int] = {}
+
+    # -- opening ---------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Store:
+        """Open an existing store; every way this can fail is a one-line :class:`StoreError`."""
+        root = Path(path).absolute()
+        try:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise StoreNotFound(f"there is no store at {root}", hint=f"create one with: wheelstore init {root}") from None
+        except NotADirectoryError:
+            raise StoreError(f"{root} is not a directory, so it is not a store") from None
+        except PermissionError:
+            raise _access_denied(root) from None
+        try:
+            data = cls._read_config(root, fd)
+            return cls(root, Policy.from_mapping(data), fd)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _read_config(root: Path, root_fd: int) -> dict[str, object]:
+        try:
+            cfd = os.open(CONFIG, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+        except FileNotFoundError:
+            raise StoreError(
+                f"{root} is not a wheelstore store (it has no {CONFIG})", hint=f"create one with: wheelstore init {root}"
+            ) from None
+        except PermissionError:
+            raise _access_denied(root) from None
+        os.close(cfd)
+        data = read_toml(root / CONFIG)
+        assert data is not None
+        return data
+
+    @classmethod
+    def select(cls, cli_store: str | os.PathLike[str] | None = None) -> Store:
+        """Open the store the user selected, creating the default private store on first use."""
+        selection = select_store(cli_store)
+        if selection.is_default and not selection.path.exists():
+            return cls.init(selection.path)
+        return cls.open(selection.path)
+
+    @classmethod
+    def init(
+        cls, path: str | os.PathLike[str], *, shared: SharedMode | None = None, group: str | None = None
+    ) -> Store:
+        """Create a store at ``path`` with the given policy, or finish one a crash interrupted.
+
+        ``path`` may be missing or an empty directory the caller owns (an admin may pre-create it). The areas are made
+        first and ``config.toml`` last, so an interrupted init leaves no directory that opens as a store.
+        """
+        policy = Policy.for_init(shared, group)
+        root = Path(path).absolute()
+        _make_parents(root.parent, private=policy.shared == "private")
+        try:
+            parent_fd = open_dir(str(root.parent))
+        except PermissionError:
+            raise StoreError(f"cannot create {root}: permission denied on {root.parent}") from None
+        try:
+            try:
+                os.mkdir(root.name, 0o700, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+            except PermissionError:
+                raise StoreError(f"cannot create {root}: permission denied on {root.parent}") from None
+            try:
+                root_fd = open_dir(root.name, dir_fd=parent_fd)
+            except NotADirectoryError:
+                raise StoreError(f"{root} exists and is not a directory") from None
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise StoreError(f"{root} is a symlink; give the real path to init") from None
+                raise
+        finally:
+            os.close(parent_fd)
+        try:
+            cls._init_in(root, root_fd, policy)
+        except BaseException:
+            os.close(root_fd)
+            raise
+        os.close(root_fd)
+        return cls.open(root)
+
+    @staticmethod
+    def _init_in(root: Path, root_fd: int, policy: Policy) -> None:
+        st = os.fstat(root_fd)
+        existing = set(os.listdir(root_fd))
+        if CONFIG in existing:
+            raise StoreError(f"{root} is already a store", hint=f"use it with --store {root}")
+        if st.st_uid != os.geteuid() and os.geteuid() != 0:
+            raise StoreError(f"{root} belongs to another user; only its owner can make it a store")
+        if existing - set(AREAS):
+            raise StoreError(f"{root} is not empty; give a new or empty directory")
+        policy.apply(root_fd, Role.STORE_ROOT)
+        for area in AREAS:
+            if area in existing:  # left by an interrupted init
+                fd = open_dir(area, dir_fd=root_fd)
+                policy.apply(fd, Role.AREA)
+            else:
+                fd = policy.mkdir(area, Role.AREA, dir_fd=root_fd)
+            os.close(fd)
+        tmp = f".{CONFIG}.{os.getpid()}"
+        fd = policy.create(tmp, dir_fd=root_fd)
+        try:
+            os.write(fd, policy.to_toml().encode())
+            policy.apply(fd, Role.CONFIG)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, CONFIG, src_dir_fd=root_fd, dst_dir_fd=root_fd, follow_symlinks=False)
+        except FileExistsError:
+            raise StoreError(f"{root} was made a store by someone else meanwhile") from None
+        finally:
+            os.unlink(tmp, dir_fd=root_fd)
+        fsio.fsync_dir(root_fd)
+
+    # -- areas -----------------------------------------------------------------------------------------------------
+
+    def area_fd(self, area: str) -> int:
+        """An fd for one of the store's areas, opened once, never through a symlink."""
+        fd = self._area_fds.get(area)
+        if fd is None:
+            try:
+                fd = open_dir(area, dir_fd=self._root_fd)
+            except FileNotFoundError:
+                raise StoreError(f"{self.root} is damaged: {area}/ is missing") from None
+            except PermissionError:
+                raise _access_denied(self.root) from None
+            self._area_fds[area] = fd
+        return fd
+
+    def close(self) -> None:
+        for fd in self._area_fds.values():
+            os.close(fd)
+        self._area_fds.clear()
+        if self._root_fd >= 0:
+            os.close(self._root_fd)
+            self._root_fd = -1
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def require_publish_access(self) -> None:
+        """Fail early, in one line, if this user may read the store but not publish into it."""
+        use_effective = os.access in os.supports_effective_ids
+        for area in ("trees", "manifests", "staging", "locks"):
+            if not os.access(area, os.W_OK | os.X_OK, dir_fd=self._root_fd, effective_ids=use_effective):
+                raise StoreAccessDenied(
+                    f"you may read but not publish into the store at {self.root}",
+                    hint="ask its owner to add the wheel, or use a store you can write",
+                )
+
+    def key_lock(self, key: str) -> KeyLock:
+        return KeyLock(self.area_fd("locks"), f"{key}.lock", self.policy)
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+
+    def lookup(self, key: str) -> Tree | None:
+        """The committed tree for ``key``, or None. A tree without a manifest is never returned."""
+        try:
+            fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.area_fd("manifests"))
+        except FileNotFoundError:
+            return None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                data = f.read()
+        except PermissionError:
+            raise _access_denied(self.root) from None
+        try:
+            manifest = Manifest.from_json(data)
+        except ValueError as e:
+            raise StoreError(f"the manifest of tree {key} is corrupt ({e})") from None
+        if manifest.key != key:
+            raise StoreError(f"the manifest of tree {key} names another tree ({manifest.key})")
+        try:
+            st = os.stat(key, dir_fd=self.area_fd("trees"), follow_symlinks=False)
+        except FileNotFoundError:
+            raise StoreError(f"tree {key} ({manifest.wheel}) has a manifest but no files") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise StoreError(f"tree {key} ({manifest.wheel}) is not a directory")
+        return Tree(key, self.root / "trees" / key, manifest)
+
+    def trees(self) -> Iterator[Tree]:
+        """Every committed tree, in key order."""
+        for name in sorted(os.listdir(self.area_fd("manifests"))):
+            if name.endswith(".json") and len(name) == 69:
+                tree = self.lookup(name.removesuffix(".json"))
+                if tree is not None:
+                    yield tree
+
+    def staging_entries(self) -> list[StagingEntry]:
+        """What is in ``staging/``; an entry is stale when the process that made it is gone."""
+        entries = []
+        now = time.time()
+        host = socket.gethostname()
+        fd = self.area_fd("staging")
+        for name in sorted(os.listdir(fd)):
+            parsed = _parse_staging_name(name)
+            if parsed is None:
+                continue
+            kind, key, made_on, pid = parsed
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            age = now - st.st_mtime
+            if kind == "orphan":
+                stale = True
+            elif made_on == host:
+                stale = not _pid_alive(pid)
+            else:
+                stale = age > STALE_AFTER
+            entries.append(StagingEntry(name, kind, key, made_on, pid, st.st_uid, age, stale))
+        return entries
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+
+    def realize(self, wheel: str | os.PathLike[str], sha256: str | None = None) -> Realized:
+        """Publish a local wheel as a tree (once, however many processes ask) and return it."""
+        from .realize import realize
+
+        return realize(self, Path(wheel), sha256)
+
+    def describe(self) -> dict[str, object]:
+        """The store's identity and policy, for ``wheelstore info``."""
+        return {
+            "store": str(self.root),
+            "shared": self.policy.shared,
+            "group": self.policy.group,
+            "owner": _user_name(self.owner_uid),
+            "trees": sum(1 for n in os.listdir(self.area_fd("manifests")) if n.endswith(".json")),
+        }
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _access_denied(root: Path) -> StoreAccessDenied:
+    """Explain a permission error on a store: it is someone's private store, or the user is not in its group."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        st = None
+    if st is not None and st.st_uid != os.geteuid():
+        if not st.st_mode & 0o070:
+            return StoreAccessDenied(
+                f"the store at {root} is private to {_user_name(st.st_uid)}",
+                hint="ask them to create a shared one with 'wheelstore init --group GROUP', or use your own store",
+            )
+        if not in_group(st.st_gid):
+            group = group_name(st.st_gid)
+            return StoreAccessDenied(
+                f"you cannot use the store at {root}: it belongs to group {group!r}, and you are not a member",
+                hint=f"ask an admin: usermod -aG {group} {current_user()}, then log in again",
+            )
+    return StoreAccessDenied(f"cannot use the store at {root}: permission denied", hint=f"check: ls -ld {root}")
+
+
+def _make_parents(path: Path, *, private: bool) -> None:
+    """Create missing parents of a new store with an explicit mode, never the umask's."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, 0o700)
+        except FileExistsError:
+            continue
+        except PermissionError:
+            raise StoreError(f"cannot create {p}: permission denied on {p.parent}") from None
+        os.chmod(p, 0o700 if private else 0o755)

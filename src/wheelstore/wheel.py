@@ -1,0 +1,276 @@
+"""Reading a wheel archive and proving it safe before anything is written.
+
+All structural checks (file name, archive integrity, member names and types, RECORD coverage) run before the store is
+touched. Member hashes and sizes are checked while the members are streamed out, so each byte is decompressed once.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import os
+import stat
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.parser import HeaderParser
+from pathlib import Path
+from types import TracebackType
+
+from packaging.tags import Tag
+from packaging.utils import (
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    canonicalize_version,
+    parse_wheel_filename,
+)
+from packaging.version import Version
+
+from .errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
+
+CHUNK = 1 << 20
+#: files a wheel's RECORD may leave without a hash (PEP 376/427): RECORD itself and its signatures
+UNHASHED = ("RECORD", "RECORD.jws", "RECORD.p7s")
+#: hash algorithms RECORD may use; weaker ones are refused as PEP 427 asks
+ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b"})
+
+
+@dataclass(frozen=True)
+class Member:
+    """A regular file in the wheel, with what RECORD promises about it."""
+
+    name: str
+    info: zipfile.ZipInfo
+    executable: bool
+    algorithm: str | None
+    digest: bytes | None
+    size: int | None
+
+
+def normalize_sha256(value: str) -> str:
+    """Accept ``HEX`` or ``sha256:HEX`` (pip and pylock spellings); return lowercase hex."""
+    text = value.strip().lower().removeprefix("sha256:").removeprefix("sha256=")
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise WheelError(f"{value!r} is not a sha256 hex digest")
+    return text
+
+
+def check_member_name(name: str, *, where: str) -> str:
+    """Return ``name`` as a tree-relative path, or raise naming it if it could escape the tree."""
+    path = name.rstrip("/") if name.endswith("/") else name
+    if not path or "\x00" in path or "\\" in path:
+        raise UnsafeMember(f"{where}: member {name!r} has an invalid name")
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise UnsafeMember(f"{where}: member {name!r} is an absolute path")
+    parts = path.split("/")
+    if ".." in parts:
+        raise UnsafeMember(f"{where}: member {name!r} escapes the tree with '..'")
+    if any(p in ("", ".") for p in parts):
+        raise UnsafeMember(f"{where}: member {name!r} is not a normalized path")
+    return path
+
+
+class WheelArchive:
+    """An open, structurally validated wheel.
+
+    The file is opened once and that same descriptor is hashed and unzipped, so the bytes that were checked are the
+    bytes that get published, even if someone replaces the path meanwhile.
+    """
+
+    def __init__(self, path: Path, expected_sha256: str | None = None) -> None:
+        self.path = path
+        self.filename = path.name
+        try:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except FileNotFoundError:
+            raise WheelError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise WheelError(f"{path}: is a directory, not a wheel") from None
+        except PermissionError:
+            raise WheelError(f"{path}: permission denied") from None
+        try:
+            try:
+                name, version, _build, tags = parse_wheel_filename(self.filename)
+            except InvalidWheelFilename as e:
+                raise WheelError(f"{self.filename}: not a wheel file name ({e})") from None
+            self.name: NormalizedName = name
+            self.version: Version = version
+            self.tags: frozenset[Tag] = tags
+            self.sha256, self.size = self._hash()
+            if expected_sha256 is not None and normalize_sha256(expected_sha256) != self.sha256:
+                raise HashMismatch(
+                    f"{self.filename}: sha256 is {self.sha256}, expected {normalize_sha256(expected_sha256)}"
+                )
+            try:
+                self._zip = zipfile.ZipFile(self._file)
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                raise WheelError(f"{self.filename}: not a valid zip archive, truncated or corrupt ({e})") from None
+            self.dist_info, self.members, self.dirs = self._validate()
+        except BaseException:
+            self._file.close()
+            raise
+
+    # -- context manager -------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> WheelArchive:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- validation ------------------------------------------------------------------------------------------------
+
+    def _hash(self) -> tuple[str, int]:
+        h = hashlib.sha256()
+        size = 0
+        while chunk := self._file.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+        self._file.seek(0)
+        return h.hexdigest(), size
+
+    def _validate(self) -> tuple[str, list[Member], set[str]]:
+        where = self.filename
+        files: dict[str, zipfile.ZipInfo] = {}
+        dirs: set[str] = set()
+        for info in self._zip.infolist():
+            path = check_member_name(info.filename, where=where)
+            kind = stat.S_IFMT(info.external_attr >> 16)
+            if kind == stat.S_IFLNK:
+                raise UnsafeMember(f"{where}: member {info.filename!r} is a symlink")
+            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+                raise UnsafeMember(f"{where}: member {info.filename!r} is a device, fifo or socket")
+            if path in files or (path in dirs and not info.is_dir()):
+                raise UnsafeMember(f"{where}: member {info.filename!r} appears twice")
+            if info.is_dir() or kind == stat.S_IFDIR:
+                dirs.add(path)
+            else:
+                files[path] = info
+        for path in files:  # every parent of a file must be a directory, not also a file
+            parent = path.rpartition("/")[0]
+            while parent:
+                if parent in files:
+                    raise UnsafeMember(f"{where}: member {parent!r} is both a file and a directory")
+                dirs.add(parent)
+                parent = parent.rpartition("/")[0]
+
+        dist_info = self._find_dist_info(files)
+        self._check_wheel_metadata(files, dist_info)
+        record = self._read_record(files, dist_info)
+        members = []
+        for path, info in files.items():
+            if path not in record:
+                if path.rpartition("/")[2] in UNHASHED and path.startswith(dist_info + "/"):
+                    record[path] = (None, None, None)
+                else:
+                    raise RecordMismatch(f"{where}: member {path!r} is missing from RECORD")
+            algorithm, digest, size = record[path]
+            mode = info.external_attr >> 16
+            members.append(Member(path, info, bool(mode & 0o111), algorithm, digest, size))
+        extra = sorted(set(record) - set(files))
+        if extra:
+            raise RecordMismatch(f"{where}: RECORD lists {extra[0]!r}, which is not in the wheel")
+        return dist_info, members, dirs
+
+    def _find_dist_info(self, files: dict[str, zipfile.ZipInfo]) -> str:
+        tops = {p.split("/", 1)[0] for p in files if "/" in p and p.split("/", 1)[0].endswith(".dist-info")}
+        if len(tops) != 1:
+            raise WheelError(f"{self.filename}: expected exactly one .dist-info directory, found {len(tops)}")
+        top = tops.pop()
+        dist_name, _, dist_version = top.removesuffix(".dist-info").rpartition("-")
+        if canonicalize_name(dist_name) != self.name or canonicalize_version(dist_version) != canonicalize_version(
+            self.version
+        ):
+            raise WheelError(f"{self.filename}: {top} does not match the file name")
+        return top
+
+    def _check_wheel_metadata(self, files: dict[str, zipfile.ZipInfo], dist_info: str) -> None:
+        info = files.get(f"{dist_info}/WHEEL")
+        if info is None:
+            raise WheelError(f"{self.filename}: {dist_info}/WHEEL is missing")
+        headers = HeaderParser().parsestr(self._zip.read(info).decode("utf-8", "replace"))
+        version = headers.get("Wheel-Version", "")
+        if version.split(".")[0] != "1":
+            raise WheelError(f"{self.filename}: unsupported Wheel-Version {version!r}")
+        self.root_is_purelib = headers.get("Root-Is-Purelib", "true").strip().lower() == "true"
+
+    def _read_record(
+        self, files: dict[str, zipfile.ZipInfo], dist_info: str
+    ) -> dict[str, tuple[str | None, bytes | None, int | None]]:
+        where = self.filename
+        info = files.get(f"{dist_info}/RECORD")
+        if info is None:
+            raise RecordMismatch(f"{where}: {dist_info}/RECORD is missing")
+        text = self._zip.read(info).decode("utf-8")
+        record: dict[str, tuple[str | None, bytes | None, int | None]] = {}
+        for row in csv.reader(io.StringIO(text)):
+            if not row:
+                continue
+            if len(row) != 3:
+                raise RecordMismatch(f"{where}: RECORD row {row!r} does not have 3 fields")
+            path, hash_field, size_field = row
+            path = check_member_name(path, where=f"{where}: RECORD")
+            if path in record:
+                raise RecordMismatch(f"{where}: RECORD lists {path!r} twice")
+            if not hash_field:
+                if path.rpartition("/")[2] not in UNHASHED:
+                    raise RecordMismatch(f"{where}: RECORD has no hash for {path!r}")
+                record[path] = (None, None, None)
+                continue
+            algorithm, _, encoded = hash_field.partition("=")
+            if algorithm not in ALLOWED_ALGORITHMS:
+                raise RecordMismatch(f"{where}: RECORD uses hash {algorithm!r} for {path!r}; sha256 or stronger needed")
+            try:
+                digest = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                size = int(size_field) if size_field else None
+            except ValueError:
+                raise RecordMismatch(f"{where}: RECORD row for {path!r} is malformed") from None
+            record[path] = (algorithm, digest, size)
+        return record
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+
+    def extract(self, member: Member, write: Callable[[bytes], object]) -> str:
+        """Stream ``member`` into ``write`` and return its sha256 hex; raise if it differs from RECORD.
+
+        The caller must discard what was written when this raises.
+        """
+        sha256 = hashlib.sha256()
+        record_hash = None
+        if member.algorithm not in (None, "sha256"):
+            record_hash = hashlib.new(member.algorithm)
+        size = 0
+        try:
+            with self._zip.open(member.info) as f:
+                while chunk := f.read(CHUNK):
+                    sha256.update(chunk)
+                    if record_hash is not None:
+                        record_hash.update(chunk)
+                    size += len(chunk)
+                    write(chunk)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+            raise WheelError(f"{self.filename}: member {member.name!r} is corrupt ({e})") from None
+        if member.size is not None and size != member.size:
+            raise RecordMismatch(f"{self.filename}: {member.name!r} is {size} bytes, RECORD says {member.size}")
+        if member.digest is not None:
+            digest = (record_hash or sha256).digest()
+            if digest != member.digest:
+                raise RecordMismatch(f"{self.filename}: {member.name!r} does not match its RECORD hash")
+        return sha256.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,222 @@
+"""Fixtures for testing the real thing: real users and groups, a world-readable install, real processes.
+
+The suite runs as root (as CI does). It creates the group ``wstest`` with two members and one outsider, installs
+wheelstore into a venv under /var/tmp built from /usr/bin/python3 (root's own interpreter lives under 0700 /root), and
+runs the CLI as those users with ``subprocess.run(user=, group=, extra_groups=, umask=)``.
+"""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUP = "wstest"
+OTHER_GROUP = "wsother"
+MEMBERS = ("wsalice", "wsbob")
+OUTSIDER = "wscarol"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def _ensure_group(name: str) -> None:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        _sh("groupadd", name)
+
+
+def _ensure_user(name: str, groups: tuple[str, ...]) -> None:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        _sh("useradd", "--create-home", "--shell", "/bin/sh", name)
+    for group in groups:
+        if name not in grp.getgrnam(group).gr_mem:
+            _sh("usermod", "-aG", group, name)
+
+
+@dataclass(frozen=True)
+class Users:
+    group: str = GROUP
+    other_group: str = OTHER_GROUP
+    alice: str = MEMBERS[0]
+    bob: str = MEMBERS[1]
+    carol: str = OUTSIDER
+
+    def uid(self, user: str) -> int:
+        return pwd.getpwnam(user).pw_uid
+
+    @property
+    def gid(self) -> int:
+        return grp.getgrnam(self.group).gr_gid
+
+
+@pytest.fixture(scope="session")
+def users() -> Users:
+    if os.geteuid() != 0:
+        pytest.skip("tests with real users need root (CI runs as root)")
+    for g in (GROUP, OTHER_GROUP):
+        _ensure_group(g)
+    for m in MEMBERS:
+        _ensure_user(m, (GROUP,))
+    _ensure_user(OUTSIDER, ())
+    return Users()
+
+
+@pytest.fixture(scope="session")
+def base_dir() -> Iterator[Path]:
+    """A world-traversable scratch directory (pytest's tmp_path is 0700, which other users cannot enter)."""
+    d = Path(tempfile.mkdtemp(prefix="wheelstore-tests-", dir="/var/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def workdir(base_dir: Path) -> Path:
+    """A fresh directory anyone may create entries in, sticky like /tmp."""
+    d = Path(tempfile.mkdtemp(dir=base_dir))
+    os.chmod(d, 0o1777)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tool(base_dir: Path) -> Path:
+    """The ``wheelstore`` executable of a real install every test user can run."""
+    venv = base_dir / "venv"
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-warn-script-location", str(ROOT)],
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "PIP_REQUIRE_VIRTUALENV"},
+    )
+    for p in [venv, *venv.rglob("*")]:  # world-readable whatever root's umask was
+        if not p.is_symlink():
+            mode = stat.S_IMODE(p.lstat().st_mode)
+            p.chmod(mode | 0o444 | (0o111 if p.is_dir() or mode & 0o100 else 0))
+    return venv / "bin" / "wheelstore"
+
+
+class Runner:
+    """Runs the installed CLI as a given user, with an explicit umask and a clean environment."""
+
+    def __init__(self, tool: Path, users: Users) -> None:
+        self.tool = tool
+        self.users = users
+
+    def env(self, user: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+        home = pwd.getpwnam(user).pw_dir if user else "/root"
+        env = {
+            "HOME": home,
+            "USER": user or "root",
+            "LOGNAME": user or "root",
+            "PATH": f"{self.tool.parent}:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+        }
+        env.update(extra or {})
+        return env
+
+    def popen_kwargs(self, user: str | None, umask: int) -> dict[str, object]:
+        if user is None:
+            return {"umask": umask}
+        groups = [] if user == self.users.carol else [self.users.group]
+        return {"user": user, "group": user, "extra_groups": groups, "umask": umask}
+
+    def __call__(
+        self,
+        user: str | None,
+        *args: str,
+        umask: int = 0o022,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.tool), *args],
+            capture_output=True,
+            text=True,
+            env=self.env(user, env),
+            cwd="/",
+            timeout=timeout,
+            **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
+        )
+
+    def popen(
+        self, user: str | None, *args: str, umask: int = 0o022, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(self.tool), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env(user, env),
+            cwd="/",
+            **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
+        )
+
+    def python(self, user: str, code: str, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
+        """Run a snippet with the system Python as ``user`` (to attempt things the CLI would never do)."""
+        return subprocess.run(
+            [SYSTEM_PYTHON, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            env=self.env(user),
+            cwd="/",
+            timeout=60,
+            **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture(scope="session")
+def run(tool: Path, users: Users) -> Runner:
+    return Runner(tool, users)
+
+
+@pytest.fixture
+def group_store(workdir: Path, run: Runner, users: Users) -> Path:
+    """A group store created by alice, with no root involved."""
+    path = workdir / "store"
+    result = run(users.alice, "init", str(path), "--group", users.group)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def snapshot(path: Path) -> dict[str, tuple[object, ...]]:
+    """Every entry under ``path`` with its type, mode, owner, group and content hash: to prove nothing changed."""
+    result: dict[str, tuple[object, ...]] = {}
+    for p in [path, *sorted(path.rglob("*"))]:
+        st = p.lstat()
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else None
+        result[str(p.relative_to(path))] = (stat.S_IFMT(st.st_mode), st.st_mode, st.st_uid, st.st_gid, digest)
+    return result
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert the CLI failed with exactly one line on stderr and no traceback; return that line."""
+    assert result.returncode != 0, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def dev_python() -> str:
+    """The interpreter running the tests, which has wheelstore importable (for in-process API checks)."""
+    return sys.executable
