@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from .config import select_store
@@ -94,18 +94,25 @@ def _not_yet(verb: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage mistakes reported in one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--store", default=argparse.SUPPRESS, help="the store to use (default: see 'wheelstore info')")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only errors")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wheelstore",
         description="One shared, safe store of unpacked wheels, and venvs filled from it.",
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"wheelstore {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
 
     p = verbs.add_parser("init", parents=[common], help="create a store and record its sharing policy")
     p.add_argument("path", nargs="?", metavar="STORE", help="where to create it (default: the selected store)")
@@ -125,13 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb, text in PLANNED.items():
         p = verbs.add_parser(verb, parents=[common], help=f"{text} (not implemented yet)")
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        p.set_defaults(func=_not_yet(verb))
+        p.set_defaults(func=_not_yet(verb), planned=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "planned", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.store = getattr(args, "store", None)
     args.quiet = getattr(args, "quiet", False)
     try:

@@ -50,11 +50,8 @@ class KeyLock:
             try:
                 fd = os.open(self._name, flags, dir_fd=self._dir_fd)
             except FileNotFoundError:
-                try:
-                    fd = os.open(self._name, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=self._dir_fd)
-                except FileExistsError:
-                    continue
-                self._policy.apply(fd, Role.LOCK)
+                self._create()  # by us or, if it lost the race, by someone else: open it again either way
+                continue
             except PermissionError:  # flock needs no write access on local filesystems
                 fd = os.open(self._name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
             except OSError as e:
@@ -65,6 +62,23 @@ class KeyLock:
                 os.close(fd)
                 raise StoreError(f"lock file locks/{self._name} is not a regular file")
             return fd
+
+    def _create(self) -> None:
+        """Make the lock file appear with its final mode: build it under a private name, then link it into place.
+
+        Creating it in place would expose it, for an instant, with the creator's private mode, and a member opening
+        it just then would be refused.
+        """
+        tmp = f".{self._name}.{os.getpid()}.{os.urandom(4).hex()}"
+        fd = self._policy.create(tmp, dir_fd=self._dir_fd)
+        try:
+            self._policy.apply(fd, Role.LOCK)
+            os.link(tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd, follow_symlinks=False)
+        except FileExistsError:
+            pass  # someone else's appeared first; the caller opens that one
+        finally:
+            os.close(fd)
+            os.unlink(tmp, dir_fd=self._dir_fd)
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

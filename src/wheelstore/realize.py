@@ -185,6 +185,7 @@ def _adopt_orphan(store: Store, archive: WheelArchive) -> Tree | None:
         return _commit(store, _manifest(archive, files, owner_uid=st.st_uid))
     aside = staging_name("orphan", key)
     try:
+        _make_movable(key, trees_fd)
         os.rename(key, aside, src_dir_fd=trees_fd, dst_dir_fd=store.area_fd("staging"))
     except PermissionError:
         owner = os.stat(key, dir_fd=trees_fd, follow_symlinks=False).st_uid
@@ -195,6 +196,17 @@ def _adopt_orphan(store: Store, archive: WheelArchive) -> Tree | None:
         ) from None
     fsio.fsync_dir(trees_fd)
     return None
+
+
+def _make_movable(name: str, dir_fd: int) -> None:
+    """Moving a directory to another parent rewrites its '..', which needs write access to it."""
+    fd = open_dir(name, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() or os.geteuid() == 0:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
+    finally:
+        os.close(fd)
 
 
 def _check_orphan(store: Store, archive: WheelArchive, trees_fd: int) -> dict[str, FileEntry] | None:
