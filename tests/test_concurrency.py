@@ -54,6 +54,7 @@ def test_eight_processes_unpack_once(run: Runner, users: Users, workdir: Path, g
     store = Store.open(group_store)
     assert len(list(store.trees())) == 1
     assert os.listdir(group_store / "staging") == []
+    assert len(os.listdir(group_store / "trees")) == 1
     _tree_matches_wheel(Path(reports[0]["tree"]), whl)
 
 
@@ -67,6 +68,7 @@ def test_without_hook_many_realizes_agree(run: Runner, users: Users, workdir: Pa
     assert [p.returncode for p in procs] == [0] * 8, [err for _out, err in outputs]
     assert sum(json.loads(out)[0]["unpacked"] for out, _err in outputs) == 1
     assert os.listdir(group_store / "staging") == []
+    assert len(os.listdir(group_store / "trees")) == 1
 
 
 @pytest.mark.parametrize("point", ["mid-unpack", "unpacked", "renamed"])
@@ -87,10 +89,12 @@ def test_kill_9_leaves_nothing_a_reader_uses(
     staged = [e for e in store.staging_entries() if e.kind == "tree"]
     assert list(store.trees()) == []
     assert os.listdir(group_store / "manifests") == []
+    published = [n for n in os.listdir(group_store / "trees") if not n.startswith(".")]
     if point == "renamed":  # the tree is in place, but without its manifest nobody uses it
-        assert staged == [] and len(os.listdir(group_store / "trees")) == 1
-    else:
-        assert len(staged) == 1 and not staged[0].stale and os.listdir(group_store / "trees") == []
+        assert staged == [] and len(published) == 1
+    else:  # the tree is still being built, hidden beside where it will go
+        assert len(staged) == 1 and not staged[0].stale and published == []
+        assert staged[0].name.startswith("trees/.tree-")
     info = run(users.bob, "--store", str(group_store), "info", "--json")
     assert json.loads(info.stdout)["trees"] == 0
     # A second publisher arrives and waits on the lock the first one holds.

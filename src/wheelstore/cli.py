@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -136,6 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_to_stderr(*, quiet: bool) -> None:
+    """Warnings from the API (a lock that could not be taken, ...) as ``warning: ...`` lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log = logging.getLogger("wheelstore")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.ERROR if quiet else logging.WARNING)
+    log.propagate = False
+    logging.addLevelName(logging.WARNING, "warning")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -143,13 +155,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.store = getattr(args, "store", None)
     args.quiet = getattr(args, "quiet", False)
+    _log_to_stderr(quiet=args.quiet)
     try:
         return int(args.func(args))
     except WheelstoreError as e:
         print(f"error: {e.oneline()}", file=sys.stderr)
         return e.exit_code
-    except PermissionError as e:
-        print(f"error: permission denied: {e.filename or e}", file=sys.stderr)
+    except OSError as e:  # the environment, not a bug: a full disk, a read-only or vanished filesystem, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

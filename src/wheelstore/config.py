@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import platformdirs
 
@@ -45,17 +46,24 @@ class Selection:
         return self.source == "default"
 
 
+def parse_toml(f: BinaryIO, where: Path) -> dict[str, object]:
+    try:
+        return tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{where} is not valid TOML: {e}") from None
+
+
 def read_toml(path: Path) -> dict[str, object] | None:
     """Parse a TOML file, or return None if there is none; a broken file is a one-line error."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            return parse_toml(f, path)
     except FileNotFoundError:
         return None
     except PermissionError:
         raise StoreError(f"cannot read {path}: permission denied") from None
-    except tomllib.TOMLDecodeError as e:
-        raise StoreError(f"{path} is not valid TOML: {e}") from None
+    except IsADirectoryError:
+        raise StoreError(f"{path} is a directory, not a config file") from None
 
 
 def _store_from_config(path: Path) -> Path | None:

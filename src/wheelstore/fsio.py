@@ -16,6 +16,8 @@ try:
     _syncfs = _libc.syncfs
 except (OSError, AttributeError):
     _libc = None
+_renameat2 = getattr(_libc, "renameat2", None)
+RENAME_NOREPLACE = 1
 
 
 def syncfs(fd: int) -> None:
@@ -30,6 +32,31 @@ def syncfs(fd: int) -> None:
     if _syncfs(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+def rename_noreplace(src: str, dst: str, *, dir_fd: int) -> None:
+    """Rename ``src`` to ``dst`` in one directory, failing with EEXIST instead of replacing anything.
+
+    A plain ``rename()`` of a directory silently replaces an empty directory at the target, so a planted empty
+    directory could otherwise be swapped for ours unnoticed. Where ``renameat2`` is missing or the filesystem does not
+    support the flag (some network filesystems), fall back to ``rename()``, which still refuses a non-empty target.
+    """
+    if _renameat2 is not None:
+        if _renameat2(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), dst)
+    os.rename(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def exists(name: str, *, dir_fd: int) -> bool:
+    """Whether ``name`` exists under ``dir_fd``, without following a symlink there."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def fsync_dir(fd: int) -> None:

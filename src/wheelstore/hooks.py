@@ -1,7 +1,8 @@
 """Test checkpoints: named points in the publish protocol where a test can pause or slow a real process.
 
 Set ``WHEELSTORE_TEST_HOOK="point=action[,point=action]"`` with action ``pause`` (write a marker file into
-``WHEELSTORE_TEST_HOOK_DIR`` and sleep until killed) or ``sleep:SECONDS``. Tests use this to ``kill -9`` a publisher
+``WHEELSTORE_TEST_HOOK_DIR`` and sleep until killed), ``wait`` (write the marker and go on once it is deleted) or
+``sleep:SECONDS``. Tests use this to ``kill -9`` a publisher
 at an exact step and to hold a lock long enough to prove that others wait. Without the variable every checkpoint is a
 no-op.
 """
@@ -21,9 +22,9 @@ def checkpoint(point: str) -> None:
         return
     if action.startswith("sleep:"):
         time.sleep(float(action.removeprefix("sleep:")))
-    elif action == "pause":
-        marker_dir = os.environ.get("WHEELSTORE_TEST_HOOK_DIR", ".")
-        with open(os.path.join(marker_dir, f"{point}.{os.getpid()}"), "w"):
+    elif action in ("pause", "wait"):
+        marker = os.path.join(os.environ.get("WHEELSTORE_TEST_HOOK_DIR", "."), f"{point}.{os.getpid()}")
+        with open(marker, "w"):
             pass
-        while True:
-            time.sleep(3600)
+        while action == "pause" or os.path.exists(marker):
+            time.sleep(0.01)

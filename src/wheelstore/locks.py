@@ -1,36 +1,57 @@
 """Per-key advisory locks, so that work on one key happens once however many processes ask.
 
-Locks are an optimisation: correctness comes from the atomic rename. A lock file lives in the store's sticky
-``locks/`` area. Its holder removes it when done if it owns it, so lock files do not pile up; a waiter that then wins a
-lock on the removed inode notices (the path no longer names its inode) and starts over.
+Locks are an optimisation: correctness comes from the atomic, never-replacing rename. So a lock that cannot be had
+(a planted non-file, a lock file we may not open, flock unsupported on a network filesystem, a holder stuck for longer
+than the timeout) is reported as a warning and the work goes ahead unlocked, never hangs and never fails.
+
+A lock file lives in the store's sticky ``locks/`` area and appears there with its final mode (it is built under a
+private name and linked into place). Its holder removes it when done if it owns it, so lock files do not pile up; a
+waiter that then wins a lock on the removed inode notices (the path no longer names its inode) and starts over.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
+import logging
 import os
 import stat
+import time
 from types import TracebackType
 
-from .errors import StoreError
 from .policy import Policy, Role
+
+log = logging.getLogger("wheelstore")
+
+#: seconds to wait for another process's lock before going ahead without it
+DEFAULT_TIMEOUT = float(os.environ.get("WHEELSTORE_LOCK_TIMEOUT", "900"))
+
+
+class LockUnavailable(Exception):
+    """This lock cannot be taken; the caller proceeds without it."""
 
 
 class KeyLock:
     """An exclusive ``flock`` on ``locks/<name>``, taken on entry and released on exit."""
 
-    def __init__(self, dir_fd: int, name: str, policy: Policy) -> None:
+    def __init__(self, dir_fd: int, name: str, policy: Policy, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._dir_fd = dir_fd
         self._name = name
         self._policy = policy
+        self._timeout = timeout
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        try:
+            self._fd = self._acquire()
+        except LockUnavailable as e:
+            log.warning("going ahead without lock locks/%s: %s", self._name, e)
+
+    def _acquire(self) -> int:
+        deadline = time.monotonic() + self._timeout
         while True:
             fd = self._open()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._wait(fd, deadline)
                 held = os.fstat(fd)
                 try:
                     now = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
@@ -40,27 +61,41 @@ class KeyLock:
                 os.close(fd)
                 raise
             if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
-                self._fd = fd
-                return
+                return fd
             os.close(fd)  # the holder before us removed this lock file: take the current one
 
-    def _open(self) -> int:
-        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    def _wait(self, fd: int, deadline: float) -> None:
+        delay = 0.002
         while True:
             try:
-                fd = os.open(self._name, flags, dir_fd=self._dir_fd)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            except OSError as e:  # e.g. ENOLCK on a network filesystem without lock support
+                raise LockUnavailable(f"flock failed: {e.strerror}") from None
+            if time.monotonic() >= deadline:
+                raise LockUnavailable(f"still held by another process after {self._timeout:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _open(self) -> int:
+        # O_NONBLOCK: a FIFO planted in locks/ must not hang us in open().
+        flags = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        while True:
+            try:
+                try:
+                    fd = os.open(self._name, os.O_RDWR | flags, dir_fd=self._dir_fd)
+                except PermissionError:  # flock needs no write access on local filesystems
+                    fd = os.open(self._name, os.O_RDONLY | flags, dir_fd=self._dir_fd)
             except FileNotFoundError:
                 self._create()  # by us or, if it lost the race, by someone else: open it again either way
                 continue
-            except PermissionError:  # flock needs no write access on local filesystems
-                fd = os.open(self._name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._dir_fd)
-            except OSError as e:
-                if e.errno == errno.ELOOP:
-                    raise StoreError(f"lock file locks/{self._name} is a symlink; refusing to follow it") from None
-                raise
+            except OSError as e:  # ELOOP (a symlink), EISDIR, EACCES, ...
+                raise LockUnavailable(f"cannot open it ({e.strerror})") from None
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
-                raise StoreError(f"lock file locks/{self._name} is not a regular file")
+                raise LockUnavailable("it is not a regular file")
             return fd
 
     def _create(self) -> None:
@@ -70,7 +105,10 @@ class KeyLock:
         it just then would be refused.
         """
         tmp = f".{self._name}.{os.getpid()}.{os.urandom(4).hex()}"
-        fd = self._policy.create(tmp, dir_fd=self._dir_fd)
+        try:
+            fd = self._policy.create(tmp, dir_fd=self._dir_fd)
+        except OSError as e:
+            raise LockUnavailable(f"cannot create it ({e.strerror})") from None
         try:
             self._policy.apply(fd, Role.LOCK)
             os.link(tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd, follow_symlinks=False)

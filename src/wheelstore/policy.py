@@ -9,6 +9,7 @@ way git records ``core.sharedRepository`` in the repository.
 from __future__ import annotations
 
 import enum
+import functools
 import grp
 import os
 import pwd
@@ -84,8 +85,8 @@ class Policy:
         if role is Role.AREA:
             sticky = stat.S_ISVTX if self.gid is not None else 0
             return ((0o555 & read) | (0o777 & write)) | shared_dir | sticky
-        if role is Role.LOCK:
-            return (0o444 & read) | (0o666 & write)
+        if role is Role.LOCK:  # only those who may publish may lock: a reader could otherwise hold a lock forever
+            return 0o666 & write
         if role is Role.STAGING_DIR:
             return 0o700
         if role is Role.PUBLISHED_DIR:
@@ -115,6 +116,9 @@ class Policy:
     def mkdir(self, name: str, role: Role, *, dir_fd: int) -> int:
         """Create directory ``name`` under ``dir_fd`` with this role's group and mode; return an fd for it."""
         os.mkdir(name, 0o700, dir_fd=dir_fd)
+        # A umask like 0577 would leave even the owner unable to open the new directory: fix that first. The entry
+        # is safe to address by name: it sits in a private or sticky directory, where nobody else can replace it.
+        os.chmod(name, 0o700, dir_fd=dir_fd)
         fd = open_dir(name, dir_fd=dir_fd)
         try:
             self.apply(fd, role)
@@ -138,13 +142,7 @@ class Policy:
         """Whether content owned by ``uid`` may be trusted: root, the store's owner, or a member of its group."""
         if uid in (0, store_owner):
             return True
-        if self.gid is None:
-            return False
-        try:
-            user = pwd.getpwuid(uid)
-        except KeyError:
-            return False
-        return user.pw_gid == self.gid or user.pw_name in grp.getgrgid(self.gid).gr_mem
+        return self.gid is not None and _is_member(uid, self.gid)
 
     # -- the recorded form -----------------------------------------------------------------------------------------
 
@@ -188,6 +186,15 @@ class Policy:
         gid = resolve_group(group)
         require_membership(group, gid)
         return cls(shared, group, gid)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_member(uid: int, gid: int) -> bool:
+    try:
+        user = pwd.getpwuid(uid)
+        return user.pw_gid == gid or user.pw_name in grp.getgrgid(gid).gr_mem
+    except KeyError:
+        return False
 
 
 def resolve_group(name: str) -> int:

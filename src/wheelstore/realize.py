@@ -4,13 +4,16 @@ The protocol:
 
 1. validate the wheel completely except for member hashes (:mod:`wheelstore.wheel`), before touching the store;
 2. take the key's lock; if a manifest appeared meanwhile, use it;
-3. unpack into a private directory in ``staging/``, checking every member against RECORD as it streams;
-4. seal modes, ``syncfs``, and ``rename()`` into ``trees/<key>`` (never onto a pre-created target);
-5. write the manifest beside, last, with ``link()`` so an existing one is never replaced.
+3. unpack into a private hidden directory beside the target (``trees/.tree-<key>-<host>-<pid>-<rand>``), checking
+   every member against RECORD as it streams;
+4. seal every mode, the root's included, ``syncfs``, and rename it to ``trees/<key>`` without ever replacing an
+   existing entry. Staging beside the target matters: moving a directory to another parent needs write access to it,
+   so a tree staged elsewhere could only be sealed after it was already in place;
+5. write the manifest, last, with ``link()`` so an existing one is never replaced.
 
-A crash before step 5 leaves at most a staging entry (recognisably stale) or a tree without a manifest (an orphan),
-neither of which a reader uses. The next realize of the same key verifies an orphan against the wheel and adopts it, or
-moves it aside and publishes afresh.
+A crash before step 5 leaves at most a hidden staging directory (recognisably stale) or a sealed tree without a
+manifest (an orphan). Readers use neither. The next realize of the same key verifies an orphan against the wheel and
+adopts it, or moves it aside and publishes afresh.
 """
 
 from __future__ import annotations
@@ -24,11 +27,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import fsio
-from .errors import StoreError
+from .errors import StoreError, UnsafeMember
 from .hooks import checkpoint
 from .manifest import FileEntry, Manifest
 from .policy import Role, current_user, open_dir
-from .store import Store, Tree, staging_name
+from .store import Store, Tree, staging_name, user_name
 from .wheel import CHUNK, Member, WheelArchive
 
 
@@ -40,7 +43,7 @@ class Realized:
 
 
 def realize(store: Store, wheel: Path, sha256: str | None = None) -> Realized:
-    with WheelArchive(wheel, sha256) as archive:
+    with WheelArchive(wheel, sha256, spool_dir=store.root / "staging") as archive:
         key = archive.sha256
         tree = store.lookup(key)
         if tree is not None:
@@ -57,30 +60,29 @@ def realize(store: Store, wheel: Path, sha256: str | None = None) -> Realized:
 def _publish(store: Store, archive: WheelArchive) -> Realized:
     key = archive.sha256
     trees_fd = store.area_fd("trees")
-    if _exists(key, trees_fd):
+    if fsio.exists(key, dir_fd=trees_fd):
         tree = _adopt_orphan(store, archive)
         if tree is not None:
             return Realized(tree, unpacked=False)
-    staging_fd = store.area_fd("staging")
-    name = staging_name("tree", key)
-    root_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=staging_fd)
+    name = "." + staging_name("tree", key)
+    root_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=trees_fd)
     try:
         try:
             files = _unpack(store, archive, root_fd)
+            store.policy.apply(root_fd, Role.PUBLISHED_DIR)
             checkpoint("unpacked")
             fsio.syncfs(root_fd)
-            os.rename(name, key, src_dir_fd=staging_fd, dst_dir_fd=trees_fd)
+        except BaseException:
+            fsio.remove_tree(name, dir_fd=trees_fd)
+            raise
+        try:
+            fsio.rename_noreplace(name, key, dir_fd=trees_fd)
         except OSError as e:
-            fsio.remove_tree(name, dir_fd=staging_fd)
+            fsio.remove_tree(name, dir_fd=trees_fd)
             if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
             # Another publisher won without our lock (locks can fail on network filesystems): use theirs.
             return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=False)
-        except BaseException:
-            fsio.remove_tree(name, dir_fd=staging_fd)
-            raise
-        # Moving a directory needs write access to it (for its '..'), so the tree's root is sealed only now.
-        store.policy.apply(root_fd, Role.PUBLISHED_DIR)
     finally:
         os.close(root_fd)
     fsio.fsync_dir(trees_fd)
@@ -88,13 +90,6 @@ def _publish(store: Store, archive: WheelArchive) -> Realized:
     manifest = _manifest(archive, files, owner_uid=os.geteuid())
     return Realized(_commit(store, manifest), unpacked=True)
 
-
-def _exists(name: str, dir_fd: int) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _unpack(store: Store, archive: WheelArchive, root_fd: int) -> dict[str, FileEntry]:
@@ -107,7 +102,12 @@ def _unpack(store: Store, archive: WheelArchive, root_fd: int) -> dict[str, File
     for i, member in enumerate(archive.members):
         if i == half:
             checkpoint("mid-unpack")
-        fd = policy.create(member.name, dir_fd=root_fd)
+        try:
+            fd = policy.create(member.name, dir_fd=root_fd)
+        except FileExistsError:  # only possible where the filesystem folds case or normalizes names
+            raise UnsafeMember(
+                f"{archive.filename}: member {member.name!r} collides with another member on this filesystem"
+            ) from None
         try:
             sha256 = archive.extract(member, lambda chunk: _write_all(fd, chunk))
             st = policy.apply(fd, Role.PUBLISHED_EXEC if member.executable else Role.PUBLISHED_FILE)
@@ -179,18 +179,24 @@ def _adopt_orphan(store: Store, archive: WheelArchive) -> Tree | None:
     """Commit an orphan tree if it is exactly what the wheel holds; otherwise move it aside and return None."""
     key = archive.sha256
     trees_fd = store.area_fd("trees")
-    files = _check_orphan(store, archive, trees_fd)
-    if files is not None:
-        st = os.stat(key, dir_fd=trees_fd, follow_symlinks=False)
-        return _commit(store, _manifest(archive, files, owner_uid=st.st_uid))
+    try:
+        checked = _check_orphan(store, archive, trees_fd)
+    except OSError:  # vanished, swapped or unreadable while we looked: not adoptable
+        checked = None
+    if checked is not None:
+        files, owner_uid = checked
+        return _commit(store, _manifest(archive, files, owner_uid=owner_uid))
     aside = staging_name("orphan", key)
     try:
         _make_movable(key, trees_fd)
         os.rename(key, aside, src_dir_fd=trees_fd, dst_dir_fd=store.area_fd("staging"))
-    except PermissionError:
-        owner = os.stat(key, dir_fd=trees_fd, follow_symlinks=False).st_uid
+    except OSError:
+        try:
+            owner = user_name(os.stat(key, dir_fd=trees_fd, follow_symlinks=False).st_uid)
+        except OSError:
+            owner = "someone"
         raise StoreError(
-            f"tree {key} ({archive.filename}) was left unfinished by uid {owner} and does not match the wheel; "
+            f"trees/{key} ({archive.filename}) was left unfinished by {owner} and does not match the wheel; "
             "only that user or an admin can remove it",
             hint=f"rm -rf {store.root / 'trees' / key}",
         ) from None
@@ -200,7 +206,10 @@ def _adopt_orphan(store: Store, archive: WheelArchive) -> Tree | None:
 
 def _make_movable(name: str, dir_fd: int) -> None:
     """Moving a directory to another parent rewrites its '..', which needs write access to it."""
-    fd = open_dir(name, dir_fd=dir_fd)
+    try:
+        fd = open_dir(name, dir_fd=dir_fd)
+    except OSError:  # not a directory (a planted file or symlink): moving it needs no write access to it
+        return
     try:
         st = os.fstat(fd)
         if st.st_uid == os.geteuid() or os.geteuid() == 0:
@@ -209,30 +218,28 @@ def _make_movable(name: str, dir_fd: int) -> None:
         os.close(fd)
 
 
-def _check_orphan(store: Store, archive: WheelArchive, trees_fd: int) -> dict[str, FileEntry] | None:
-    """Return manifest entries for the orphan if every file and mode is as the wheel says, else None."""
-    key = archive.sha256
+def _check_orphan(
+    store: Store, archive: WheelArchive, trees_fd: int
+) -> tuple[dict[str, FileEntry], int] | None:
+    """Return manifest entries and owner for the orphan if every file and mode is as the wheel says, else None."""
     policy = store.policy
     expected = {m.name: m for m in archive.members}
     files: dict[str, FileEntry] = {}
-    try:
-        root_fd = open_dir(key, dir_fd=trees_fd)
-    except OSError:
-        return None
+    seen_dirs: set[str] = set()
+    root_fd = open_dir(archive.sha256, dir_fd=trees_fd)
     try:
         root_st = os.fstat(root_fd)
         if stat.S_IMODE(root_st.st_mode) != policy.mode(Role.PUBLISHED_DIR):
-            if root_st.st_uid != os.geteuid():
-                return None
-            policy.apply(root_fd, Role.PUBLISHED_DIR)  # the publisher died between rename and sealing the root
-        seen_dirs: set[str] = set()
+            return None
+        if not policy.trusted_writer(root_st.st_uid, store.owner_uid):
+            return None
         if not _walk_orphan(store, root_fd, "", expected, files, seen_dirs):
             return None
     finally:
         os.close(root_fd)
     if set(files) != set(expected) or seen_dirs != archive.dirs:
         return None
-    return files
+    return files, root_st.st_uid
 
 
 def _walk_orphan(
@@ -245,45 +252,51 @@ def _walk_orphan(
 ) -> bool:
     policy = store.policy
     with os.scandir(dir_fd) as it:
-        entries = [(e.name, e.stat(follow_symlinks=False)) for e in it]
-    for name, st in entries:
+        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    for name, is_dir in entries:
         rel = prefix + name
-        if stat.S_ISDIR(st.st_mode):
-            if stat.S_IMODE(st.st_mode) != policy.mode(Role.PUBLISHED_DIR):
-                return False
+        if is_dir:
             seen_dirs.add(rel)
             fd = open_dir(name, dir_fd=dir_fd)
             try:
+                if stat.S_IMODE(os.fstat(fd).st_mode) != policy.mode(Role.PUBLISHED_DIR):
+                    return False
                 if not _walk_orphan(store, fd, rel + "/", expected, files, seen_dirs):
                     return False
             finally:
                 os.close(fd)
             continue
         member = expected.get(rel)
-        if member is None or not stat.S_ISREG(st.st_mode):
+        if member is None:
+            return False
+        entry = _check_file(name, dir_fd, member)
+        if entry is None:
             return False
         role = Role.PUBLISHED_EXEC if member.executable else Role.PUBLISHED_FILE
-        if stat.S_IMODE(st.st_mode) != policy.mode(role) or (member.size is not None and st.st_size != member.size):
+        if entry.mode != policy.mode(role):
             return False
-        digest = _hash_file(name, dir_fd, member.algorithm or "sha256")
-        if member.digest is not None and digest[0] != member.digest:
-            return False
-        files[rel] = FileEntry(st.st_size, digest[1], stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_ctime_ns)
+        files[rel] = entry
     return True
 
 
-def _hash_file(name: str, dir_fd: int, algorithm: str) -> tuple[bytes, str]:
-    """The file's digest under ``algorithm`` and its sha256 hex."""
-    h = hashlib.new(algorithm)
-    sha = hashlib.sha256()
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+def _check_file(name: str, dir_fd: int, member: Member) -> FileEntry | None:
+    """Hash the file through one descriptor and describe it by that descriptor's stat, if it matches RECORD."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (member.size is not None and st.st_size != member.size):
+            return None
+        record_hash = hashlib.new(member.algorithm or "sha256")
+        sha256 = hashlib.sha256()
         while chunk := f.read(CHUNK):
-            h.update(chunk)
-            sha.update(chunk)
-    return h.digest(), sha.hexdigest()
-
-
+            record_hash.update(chunk)
+            sha256.update(chunk)
+        after = os.fstat(fd)
+    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        return None  # changed while we read it
+    if member.digest is not None and record_hash.digest() != member.digest:
+        return None
+    return FileEntry(st.st_size, sha256.hexdigest(), stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _adopt_or_fail(store: Store, archive: WheelArchive) -> Tree:

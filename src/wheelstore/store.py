@@ -16,7 +16,9 @@ rename, replace or delete each other's.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import pwd
 import socket
 import stat
 import time
@@ -27,7 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from . import fsio
-from .config import read_toml, select_store
+from .config import parse_toml, select_store
 from .errors import StoreAccessDenied, StoreError, StoreNotFound
 from .locks import KeyLock
 from .manifest import Manifest
@@ -40,6 +42,8 @@ AREAS = ("trees", "manifests", "staging", "locks", "roots")
 CONFIG = "config.toml"
 #: staging entries older than this whose builder cannot be checked (another host) count as stale
 STALE_AFTER = 24 * 3600
+#: a manifest larger than this is not one we wrote (numpy's is well under 1 MiB)
+MAX_MANIFEST = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class Tree:
 class StagingEntry:
     """An entry of ``staging/`` and whether the process that made it is gone."""
 
-    name: str
+    name: str  #: path relative to the store root
     kind: str
     key: str
     host: str
@@ -80,6 +84,7 @@ def _parse_staging_name(name: str) -> tuple[str, str, str, int] | None:
     if len(parts) != 3 or not parts[1].isdigit():
         return None
     return kind, key, parts[0], int(parts[1])
+
 
 
 def _pid_alive(pid: int) -> bool:
@@ -126,34 +131,42 @@ class Store:
     @staticmethod
     def _read_config(root: Path, root_fd: int) -> dict[str, object]:
         try:
-            cfd = os.open(CONFIG, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
+            cfd = os.open(CONFIG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root_fd)
         except FileNotFoundError:
             raise StoreError(
                 f"{root} is not a wheelstore store (it has no {CONFIG})", hint=f"create one with: wheelstore init {root}"
             ) from None
         except PermissionError:
             raise _access_denied(root) from None
-        os.close(cfd)
-        data = read_toml(root / CONFIG)
-        assert data is not None
-        return data
+        except OSError as e:
+            raise StoreError(f"{root / CONFIG} cannot be read: {e.strerror}") from None
+        with os.fdopen(cfd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(cfd).st_mode):
+                raise StoreError(f"{root / CONFIG} is not a regular file")
+            return parse_toml(f, root / CONFIG)
 
     @classmethod
     def select(cls, cli_store: str | os.PathLike[str] | None = None) -> Store:
         """Open the store the user selected, creating the default private store on first use."""
         selection = select_store(cli_store)
-        if selection.is_default and not selection.path.exists():
-            return cls.init(selection.path)
+        if selection.is_default and not (selection.path / CONFIG).exists():
+            return cls.init(selection.path, exist_ok=True)
         return cls.open(selection.path)
 
     @classmethod
     def init(
-        cls, path: str | os.PathLike[str], *, shared: SharedMode | None = None, group: str | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        shared: SharedMode | None = None,
+        group: str | None = None,
+        exist_ok: bool = False,
     ) -> Store:
         """Create a store at ``path`` with the given policy, or finish one a crash interrupted.
 
         ``path`` may be missing or an empty directory the caller owns (an admin may pre-create it). The areas are made
-        first and ``config.toml`` last, so an interrupted init leaves no directory that opens as a store.
+        first and ``config.toml`` last, so an interrupted init leaves no directory that opens as a store. Concurrent
+        inits of one path are serialised by a lock on the directory; with ``exist_ok`` the losers open the winner's.
         """
         policy = Policy.for_init(shared, group)
         root = Path(path).absolute()
@@ -165,6 +178,7 @@ class Store:
         try:
             try:
                 os.mkdir(root.name, 0o700, dir_fd=parent_fd)
+                os.chmod(root.name, 0o700, dir_fd=parent_fd)  # whatever the umask took away
             except FileExistsError:
                 pass
             except PermissionError:
@@ -180,11 +194,14 @@ class Store:
         finally:
             os.close(parent_fd)
         try:
-            cls._init_in(root, root_fd, policy)
-        except BaseException:
+            try:
+                fcntl.flock(root_fd, fcntl.LOCK_EX)
+            except OSError:  # no flock here (some network filesystems): the final link() still decides
+                pass
+            if not (exist_ok and fsio.exists(CONFIG, dir_fd=root_fd)):
+                cls._init_in(root, root_fd, policy)
+        finally:
             os.close(root_fd)
-            raise
-        os.close(root_fd)
         return cls.open(root)
 
     @staticmethod
@@ -195,8 +212,11 @@ class Store:
             raise StoreError(f"{root} is already a store", hint=f"use it with --store {root}")
         if st.st_uid != os.geteuid() and os.geteuid() != 0:
             raise StoreError(f"{root} belongs to another user; only its owner can make it a store")
-        if existing - set(AREAS):
+        tmp = f".{CONFIG}.tmp"
+        if existing - set(AREAS) - {tmp}:
             raise StoreError(f"{root} is not empty; give a new or empty directory")
+        if tmp in existing:  # left by an interrupted init (we hold the init lock, so it is not in use)
+            os.unlink(tmp, dir_fd=root_fd)
         policy.apply(root_fd, Role.STORE_ROOT)
         for area in AREAS:
             if area in existing:  # left by an interrupted init
@@ -205,7 +225,6 @@ class Store:
             else:
                 fd = policy.mkdir(area, Role.AREA, dir_fd=root_fd)
             os.close(fd)
-        tmp = f".{CONFIG}.{os.getpid()}"
         fd = policy.create(tmp, dir_fd=root_fd)
         try:
             os.write(fd, policy.to_toml().encode())
@@ -268,29 +287,56 @@ class Store:
     # -- reading ---------------------------------------------------------------------------------------------------
 
     def lookup(self, key: str) -> Tree | None:
-        """The committed tree for ``key``, or None. A tree without a manifest is never returned."""
+        """The committed tree for ``key``, or None. A tree without a manifest is never returned.
+
+        Both the manifest and the tree must look like the tool made them: a read-only regular file and a sealed
+        directory, owned by a trusted publisher. Anything else in their place was planted or damaged, and using it
+        would let one member feed others arbitrary files.
+        """
+        path = f"manifests/{key}.json"
         try:
-            fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.area_fd("manifests"))
+            fd = os.open(
+                f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.area_fd("manifests")
+            )
         except FileNotFoundError:
             return None
-        try:
-            with os.fdopen(fd, "rb") as f:
-                data = f.read()
         except PermissionError:
             raise _access_denied(self.root) from None
+        except OSError as e:
+            raise self._untrusted(path, e.strerror or "unreadable") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_MANIFEST:
+            os.close(fd)
+            raise self._untrusted(path, "not a regular file of sensible size", st.st_uid)
+        with os.fdopen(fd, "rb") as f:
+            if st.st_mode & 0o222 or not self.policy.trusted_writer(st.st_uid, self.owner_uid):
+                raise self._untrusted(path, "writable, or not written by a trusted publisher", st.st_uid)
+            data = f.read(MAX_MANIFEST + 1)
         try:
             manifest = Manifest.from_json(data)
         except ValueError as e:
-            raise StoreError(f"the manifest of tree {key} is corrupt ({e})") from None
+            raise self._untrusted(path, f"corrupt: {e}", st.st_uid) from None
         if manifest.key != key:
-            raise StoreError(f"the manifest of tree {key} names another tree ({manifest.key})")
+            raise self._untrusted(path, f"it names another tree ({manifest.key})", st.st_uid)
         try:
-            st = os.stat(key, dir_fd=self.area_fd("trees"), follow_symlinks=False)
+            tree_st = os.stat(key, dir_fd=self.area_fd("trees"), follow_symlinks=False)
         except FileNotFoundError:
             raise StoreError(f"tree {key} ({manifest.wheel}) has a manifest but no files") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise StoreError(f"tree {key} ({manifest.wheel}) is not a directory")
+        if (
+            not stat.S_ISDIR(tree_st.st_mode)
+            or stat.S_IMODE(tree_st.st_mode) != self.policy.mode(Role.PUBLISHED_DIR)
+            or tree_st.st_uid != manifest.owner_uid
+            or not self.policy.trusted_writer(tree_st.st_uid, self.owner_uid)
+        ):
+            raise self._untrusted(f"trees/{key}", f"does not match its manifest ({manifest.wheel})", tree_st.st_uid)
         return Tree(key, self.root / "trees" / key, manifest)
+
+    def _untrusted(self, rel: str, why: str, owner: int | None = None) -> StoreError:
+        who = f", owned by {user_name(owner)}" if owner is not None else ""
+        return StoreError(
+            f"{self.root / rel} is not trustworthy ({why}{who}); it is not used",
+            hint=f"its owner or an admin should remove it: rm -rf {self.root / rel}",
+        )
 
     def trees(self) -> Iterator[Tree]:
         """Every committed tree, in key order."""
@@ -301,28 +347,34 @@ class Store:
                     yield tree
 
     def staging_entries(self) -> list[StagingEntry]:
-        """What is in ``staging/``; an entry is stale when the process that made it is gone."""
+        """Unfinished work: trees being built (hidden in ``trees/``) and leftovers in ``staging/``.
+
+        An entry is stale when the process that made it is gone (or, made on another host, when it is old).
+        """
         entries = []
         now = time.time()
         host = socket.gethostname()
-        fd = self.area_fd("staging")
-        for name in sorted(os.listdir(fd)):
-            parsed = _parse_staging_name(name)
-            if parsed is None:
-                continue
-            kind, key, made_on, pid = parsed
-            try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            age = now - st.st_mtime
-            if kind == "orphan":
-                stale = True
-            elif made_on == host:
-                stale = not _pid_alive(pid)
-            else:
-                stale = age > STALE_AFTER
-            entries.append(StagingEntry(name, kind, key, made_on, pid, st.st_uid, age, stale))
+        for area, hidden in (("trees", True), ("staging", False)):
+            fd = self.area_fd(area)
+            for name in sorted(os.listdir(fd)):
+                if hidden != name.startswith("."):
+                    continue
+                parsed = _parse_staging_name(name.removeprefix("."))
+                if parsed is None:
+                    continue
+                kind, key, made_on, pid = parsed
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                age = now - st.st_mtime
+                if kind == "orphan":
+                    stale = True
+                elif made_on == host:
+                    stale = not _pid_alive(pid)
+                else:
+                    stale = age > STALE_AFTER
+                entries.append(StagingEntry(f"{area}/{name}", kind, key, made_on, pid, st.st_uid, age, stale))
         return entries
 
     # -- writing ---------------------------------------------------------------------------------------------------
@@ -339,14 +391,12 @@ class Store:
             "store": str(self.root),
             "shared": self.policy.shared,
             "group": self.policy.group,
-            "owner": _user_name(self.owner_uid),
+            "owner": user_name(self.owner_uid),
             "trees": sum(1 for n in os.listdir(self.area_fd("manifests")) if n.endswith(".json")),
         }
 
 
-def _user_name(uid: int) -> str:
-    import pwd
-
+def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -362,7 +412,7 @@ def _access_denied(root: Path) -> StoreAccessDenied:
     if st is not None and st.st_uid != os.geteuid():
         if not st.st_mode & 0o070:
             return StoreAccessDenied(
-                f"the store at {root} is private to {_user_name(st.st_uid)}",
+                f"the store at {root} is private to {user_name(st.st_uid)}",
                 hint="ask them to create a shared one with 'wheelstore init --group GROUP', or use your own store",
             )
         if not in_group(st.st_gid):

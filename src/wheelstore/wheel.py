@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import stat
+import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from packaging.tags import Tag
 from packaging.utils import (
@@ -30,11 +32,19 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
+from .hooks import checkpoint
 from .errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
 
 CHUNK = 1 << 20
+#: what reading a member can raise: corrupt data, encryption, an unsupported compression method
+_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError, ValueError)
 #: files a wheel's RECORD may leave without a hash (PEP 376/427): RECORD itself and its signatures
 UNHASHED = ("RECORD", "RECORD.jws", "RECORD.p7s")
+#: the install schemes a wheel's .data directory may hold (PEP 427)
+DATA_SCHEMES = frozenset({"purelib", "platlib", "headers", "scripts", "data"})
+#: longest name component and member path accepted: NAME_MAX, and PATH_MAX less room for a store and venv prefix
+MAX_COMPONENT = 255
+MAX_PATH = 3000
 #: hash algorithms RECORD may use; weaker ones are refused as PEP 427 asks
 ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b"})
 
@@ -71,27 +81,37 @@ def check_member_name(name: str, *, where: str) -> str:
         raise UnsafeMember(f"{where}: member {name!r} escapes the tree with '..'")
     if any(p in ("", ".") for p in parts):
         raise UnsafeMember(f"{where}: member {name!r} is not a normalized path")
+    if len(path.encode()) > MAX_PATH or any(len(p.encode()) > MAX_COMPONENT for p in parts):
+        raise UnsafeMember(f"{where}: member {name[:80]!r}... has a name too long for a filesystem")
     return path
+
+
+def _is_under(path: str, directory: str) -> bool:
+    return path.startswith(directory + "/")
 
 
 class WheelArchive:
     """An open, structurally validated wheel.
 
-    The file is opened once and that same descriptor is hashed and unzipped, so the bytes that were checked are the
-    bytes that get published, even if someone replaces the path meanwhile.
+    The bytes that are hashed are the bytes that get unzipped and published. The file is opened once, so replacing
+    the path does not matter; if anyone else could rewrite the file in place (it is not ours, or it is group- or
+    world-writable, or has an ACL), it is copied into a private spool file while it is hashed, and unzipped from
+    there.
     """
 
-    def __init__(self, path: Path, expected_sha256: str | None = None) -> None:
+    def __init__(self, path: Path, expected_sha256: str | None = None, *, spool_dir: Path | None = None) -> None:
         self.path = path
         self.filename = path.name
         try:
-            self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+            self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
         except FileNotFoundError:
             raise WheelError(f"{path}: no such file") from None
         except IsADirectoryError:
             raise WheelError(f"{path}: is a directory, not a wheel") from None
         except PermissionError:
             raise WheelError(f"{path}: permission denied") from None
+        except OSError as e:
+            raise WheelError(f"{path}: cannot be read ({e.strerror})") from None
         try:
             try:
                 name, version, _build, tags = parse_wheel_filename(self.filename)
@@ -100,14 +120,15 @@ class WheelArchive:
             self.name: NormalizedName = name
             self.version: Version = version
             self.tags: frozenset[Tag] = tags
-            self.sha256, self.size = self._hash()
+            self.sha256, self.size = self._hash(spool_dir if _others_can_write(self._file.fileno()) else None)
+            checkpoint("hashed")
             if expected_sha256 is not None and normalize_sha256(expected_sha256) != self.sha256:
                 raise HashMismatch(
                     f"{self.filename}: sha256 is {self.sha256}, expected {normalize_sha256(expected_sha256)}"
                 )
             try:
                 self._zip = zipfile.ZipFile(self._file)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
+            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
                 raise WheelError(f"{self.filename}: not a valid zip archive, truncated or corrupt ({e})") from None
             self.dist_info, self.members, self.dirs = self._validate()
         except BaseException:
@@ -129,14 +150,37 @@ class WheelArchive:
 
     # -- validation ------------------------------------------------------------------------------------------------
 
-    def _hash(self) -> tuple[str, int]:
+    def _hash(self, spool_dir: Path | None) -> tuple[str, int]:
+        """Hash the file; with ``spool_dir``, also copy it there and switch to the copy."""
+        spool: BinaryIO | None = None
+        if spool_dir is not None:
+            try:
+                spool = tempfile.TemporaryFile(dir=spool_dir)  # unnamed (O_TMPFILE) where supported: no leftovers
+            except OSError:
+                spool = tempfile.TemporaryFile()
         h = hashlib.sha256()
         size = 0
-        while chunk := self._file.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
+        try:
+            while chunk := self._file.read(CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+                if spool is not None:
+                    spool.write(chunk)
+        except OSError as e:
+            if spool is not None:
+                spool.close()
+            raise WheelError(f"{self.path}: cannot be read ({e.strerror})") from None
+        if spool is not None:
+            self._file.close()
+            self._file = spool
         self._file.seek(0)
         return h.hexdigest(), size
+
+    def _read(self, info: zipfile.ZipInfo) -> bytes:
+        try:
+            return self._zip.read(info)
+        except _ZIP_ERRORS as e:
+            raise WheelError(f"{self.filename}: member {info.filename!r} is corrupt ({e})") from None
 
     def _validate(self) -> tuple[str, list[Member], set[str]]:
         where = self.filename
@@ -164,12 +208,14 @@ class WheelArchive:
                 parent = parent.rpartition("/")[0]
 
         dist_info = self._find_dist_info(files)
+        self._check_data_dir(files, dist_info)
         self._check_wheel_metadata(files, dist_info)
         record = self._read_record(files, dist_info)
+        unhashed = {f"{dist_info}/{n}" for n in UNHASHED}
         members = []
         for path, info in files.items():
             if path not in record:
-                if path.rpartition("/")[2] in UNHASHED and path.startswith(dist_info + "/"):
+                if path in unhashed:
                     record[path] = (None, None, None)
                 else:
                     raise RecordMismatch(f"{where}: member {path!r} is missing from RECORD")
@@ -193,11 +239,24 @@ class WheelArchive:
             raise WheelError(f"{self.filename}: {top} does not match the file name")
         return top
 
+    def _check_data_dir(self, files: dict[str, zipfile.ZipInfo], dist_info: str) -> None:
+        """Only ``{name}-{version}.data/<scheme>/...`` may sit beside the code: an installer maps each scheme."""
+        data = dist_info.removesuffix(".dist-info") + ".data"
+        for path in files:
+            top, _, rest = path.partition("/")
+            if not top.endswith(".data"):
+                continue
+            if top != data:
+                raise UnsafeMember(f"{self.filename}: member {path!r} is in {top}, expected {data}")
+            scheme = rest.partition("/")[0]
+            if scheme not in DATA_SCHEMES or "/" not in rest:
+                raise UnsafeMember(f"{self.filename}: member {path!r} is not under a known .data scheme")
+
     def _check_wheel_metadata(self, files: dict[str, zipfile.ZipInfo], dist_info: str) -> None:
         info = files.get(f"{dist_info}/WHEEL")
         if info is None:
             raise WheelError(f"{self.filename}: {dist_info}/WHEEL is missing")
-        headers = HeaderParser().parsestr(self._zip.read(info).decode("utf-8", "replace"))
+        headers = HeaderParser().parsestr(self._read(info).decode("utf-8", "replace"))
         version = headers.get("Wheel-Version", "")
         if version.split(".")[0] != "1":
             raise WheelError(f"{self.filename}: unsupported Wheel-Version {version!r}")
@@ -210,9 +269,14 @@ class WheelArchive:
         info = files.get(f"{dist_info}/RECORD")
         if info is None:
             raise RecordMismatch(f"{where}: {dist_info}/RECORD is missing")
-        text = self._zip.read(info).decode("utf-8")
+        try:
+            text = self._read(info).decode("utf-8")
+            rows = list(csv.reader(io.StringIO(text)))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise RecordMismatch(f"{where}: RECORD is not a UTF-8 CSV file ({e})") from None
+        unhashed = {f"{dist_info}/{n}" for n in UNHASHED}
         record: dict[str, tuple[str | None, bytes | None, int | None]] = {}
-        for row in csv.reader(io.StringIO(text)):
+        for row in rows:
             if not row:
                 continue
             if len(row) != 3:
@@ -222,7 +286,7 @@ class WheelArchive:
             if path in record:
                 raise RecordMismatch(f"{where}: RECORD lists {path!r} twice")
             if not hash_field:
-                if path.rpartition("/")[2] not in UNHASHED:
+                if path not in unhashed:
                     raise RecordMismatch(f"{where}: RECORD has no hash for {path!r}")
                 record[path] = (None, None, None)
                 continue
@@ -257,7 +321,7 @@ class WheelArchive:
                         record_hash.update(chunk)
                     size += len(chunk)
                     write(chunk)
-        except (zipfile.BadZipFile, EOFError, zlib.error) as e:
+        except _ZIP_ERRORS as e:
             raise WheelError(f"{self.filename}: member {member.name!r} is corrupt ({e})") from None
         if member.size is not None and size != member.size:
             raise RecordMismatch(f"{self.filename}: {member.name!r} is {size} bytes, RECORD says {member.size}")
@@ -268,9 +332,12 @@ class WheelArchive:
         return sha256.hexdigest()
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+def _others_can_write(fd: int) -> bool:
+    """Whether someone other than this user (and root) could rewrite the open file in place."""
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return True
+    try:
+        return "system.posix_acl_access" in os.listxattr(fd)
+    except OSError:
+        return False
