@@ -81,8 +81,9 @@ def _publish(store: Store, archive: WheelArchive) -> Realized:
             fsio.remove_tree(name, dir_fd=trees_fd)
             if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise
-            # Another publisher won without our lock (locks can fail on network filesystems): use theirs.
-            return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=False)
+            # Another publisher won without our lock (locks can fail on network filesystems): use theirs. We did
+            # unpack, though, and say so: that is the work the lock exists to save.
+            return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=True)
     finally:
         os.close(root_fd)
     fsio.fsync_dir(trees_fd)
