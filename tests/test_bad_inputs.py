@@ -179,3 +179,17 @@ def test_init_refuses_existing_store_and_nonempty_dir(run: Runner, users: Users,
     line = one_line_error(run(users.alice, "init", str(busy)))
     assert "not empty" in line
     assert [p.name for p in busy.iterdir()] == ["precious.txt"]
+
+
+def test_one_bad_wheel_in_a_batch(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
+    """Wheels are realized in parallel and independently: a bad one is reported, the good ones are published."""
+    good = [make_wheel(workdir, f"batch{i}") for i in range(3)]
+    bad = make_wheel(workdir, "batchbad", extra=[(member("../x.py", stat.S_IFREG | 0o644), b"")])
+    for w in (*good, bad):
+        os.chmod(w, 0o644)
+    result = run(users.alice, "--store", str(group_store), "realize", "--json", str(good[0]), str(bad), *map(str, good[1:]))
+    line = one_line_error(result)
+    assert "'../x.py' escapes the tree" in line
+    import json
+
+    assert sorted(r["name"] for r in json.loads(result.stdout)) == ["batch0", "batch1", "batch2"]

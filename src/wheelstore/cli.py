@@ -52,26 +52,33 @@ def cmd_realize(args: argparse.Namespace) -> int:
     if args.sha256 and len(args.wheels) != 1:
         raise WheelstoreError("--sha256 applies to one wheel; give one wheel per call")
     results = []
+    failures = []
     with Store.select(args.store) as store:
-        for wheel in args.wheels:
-            done = store.realize(wheel, args.sha256)
-            m = done.tree.manifest
+        for outcome in store.realize_many([(w, args.sha256) for w in args.wheels]):
+            if isinstance(outcome, WheelstoreError):
+                failures.append(outcome)
+                continue
+            m = outcome.tree.manifest
             results.append(
                 {
                     "wheel": m.wheel,
-                    "key": done.tree.key,
+                    "key": outcome.tree.key,
                     "name": m.name,
                     "version": m.version,
-                    "tree": str(done.tree.path),
+                    "tree": str(outcome.tree.path),
                     "files": len(m.files),
-                    "unpacked": done.unpacked,
+                    "unpacked": outcome.unpacked,
                 }
             )
             if not args.json:
-                verb = "published" if done.unpacked else "already in store:"
-                _out(args, f"{verb} {m.name} {m.version} ({len(m.files)} files) -> {done.tree.path}")
+                verb = "published" if outcome.unpacked else "already in store:"
+                _out(args, f"{verb} {m.name} {m.version} ({len(m.files)} files) -> {outcome.tree.path}")
     if args.json:
         _json(results)
+    for failure in failures[:-1]:
+        print(f"error: {failure.oneline()}", file=sys.stderr)
+    if failures:
+        raise failures[-1]
     return 0
 
 

@@ -22,12 +22,13 @@ import errno
 import hashlib
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from . import fsio
-from .errors import StoreError, UnsafeMember
+from .errors import StoreError, UnsafeMember, WheelstoreError
 from .hooks import checkpoint
 from .manifest import FileEntry, Manifest
 from .policy import Role, current_user, open_dir
@@ -55,6 +56,24 @@ def realize(store: Store, wheel: Path, sha256: str | None = None) -> Realized:
                 return Realized(tree, unpacked=False)
             checkpoint("locked")
             return _publish(store, archive)
+
+
+def realize_many(
+    store: Store, wheels: list[tuple[Path, str | None]], *, jobs: int | None = None
+) -> list[Realized | WheelstoreError]:
+    """Realize each wheel, several at a time; a bad wheel yields its error and does not stop the others."""
+
+    def one(item: tuple[Path, str | None]) -> Realized | WheelstoreError:
+        try:
+            return realize(store, *item)
+        except WheelstoreError as e:
+            return e
+
+    workers = max(1, min(jobs or os.cpu_count() or 1, 8, len(wheels)))
+    if workers == 1:
+        return [one(item) for item in wheels]
+    with ThreadPoolExecutor(workers, thread_name_prefix="realize") as pool:
+        return list(pool.map(one, wheels))
 
 
 def _publish(store: Store, archive: WheelArchive) -> Realized:

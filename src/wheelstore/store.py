@@ -21,8 +21,9 @@ import os
 import pwd
 import socket
 import stat
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from . import fsio
 from .config import parse_toml, select_store
-from .errors import StoreAccessDenied, StoreError, StoreNotFound
+from .errors import StoreAccessDenied, StoreError, StoreNotFound, WheelstoreError
 from .locks import KeyLock
 from .manifest import Manifest
 from .policy import Policy, Role, SharedMode, current_user, group_name, in_group, open_dir
@@ -106,6 +107,7 @@ class Store:
         self._root_fd = root_fd
         self.owner_uid = os.fstat(root_fd).st_uid
         self._area_fds: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     # -- opening ---------------------------------------------------------------------------------------------------
 
@@ -244,16 +246,17 @@ class Store:
 
     def area_fd(self, area: str) -> int:
         """An fd for one of the store's areas, opened once, never through a symlink."""
-        fd = self._area_fds.get(area)
-        if fd is None:
-            try:
-                fd = open_dir(area, dir_fd=self._root_fd)
-            except FileNotFoundError:
-                raise StoreError(f"{self.root} is damaged: {area}/ is missing") from None
-            except PermissionError:
-                raise _access_denied(self.root) from None
-            self._area_fds[area] = fd
-        return fd
+        with self._lock:
+            fd = self._area_fds.get(area)
+            if fd is None:
+                try:
+                    fd = open_dir(area, dir_fd=self._root_fd)
+                except FileNotFoundError:
+                    raise StoreError(f"{self.root} is damaged: {area}/ is missing") from None
+                except PermissionError:
+                    raise _access_denied(self.root) from None
+                self._area_fds[area] = fd
+            return fd
 
     def close(self) -> None:
         for fd in self._area_fds.values():
@@ -384,6 +387,17 @@ class Store:
         from .realize import realize
 
         return realize(self, Path(wheel), sha256)
+
+    def realize_many(
+        self, wheels: Sequence[tuple[str | os.PathLike[str], str | None]], *, jobs: int | None = None
+    ) -> list[Realized | WheelstoreError]:
+        """Realize several ``(wheel, sha256)`` pairs in parallel; each result is a tree or the error for that wheel.
+
+        Decompression and hashing release the GIL, so threads use every core.
+        """
+        from .realize import realize_many
+
+        return realize_many(self, [(Path(w), h) for w, h in wheels], jobs=jobs)
 
     def describe(self) -> dict[str, object]:
         """The store's identity and policy, for ``wheelstore info``."""
