@@ -113,6 +113,29 @@ def tool(base_dir: Path) -> Path:
     return venv / "bin" / "wheelstore"
 
 
+@pytest.fixture(scope="session")
+def pip_wheel(base_dir: Path) -> Path:
+    """A current pip, downloaded once: Debian's bundled pip 23.0.1 refuses to uninstall symlinks that point outside
+    the venv (it resolves them first), which current pip does correctly."""
+    wheels = base_dir / "pip-wheel"
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
+                    "pip>=25"], check=True)
+    (wheel,) = wheels.glob("pip-*.whl")
+    wheels.chmod(0o755)
+    wheel.chmod(0o644)
+    return wheel
+
+
+def make_venv(path: Path, pip_wheel: Path, owner: str | None = None) -> Path:
+    """A venv as ``python -m venv`` makes it, with a current pip, owned by ``owner``."""
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(path)], check=True)
+    subprocess.run([str(path / "bin" / "python"), str(pip_wheel / "pip"), "install", "-q", "--no-index",
+                    str(pip_wheel)], check=True, capture_output=True)
+    if owner:
+        subprocess.run(["chown", "-R", owner, str(path)], check=True)
+    return path
+
+
 class Runner:
     """Runs the installed CLI as a given user, with an explicit umask and a clean environment."""
 

@@ -6,22 +6,23 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
 from .config import select_store
 from .errors import NotImplementedYet, WheelstoreError
 from .policy import SHARED_MODES
+from .environment import Environment, Report
+from .inputs import Candidate, collect
+from .link import LinkMode
 from .store import Store
+from .venv import create as create_venv
 
 #: verbs that later stages of the pipeline will add; listed now so --help shows the whole tool
 PLANNED = {
-    "venv": "create a virtual environment",
-    "install": "install distributions into a venv from the store",
-    "uninstall": "remove distributions from a venv",
-    "sync": "make a venv hold exactly the given distributions",
-    "list": "list the distributions in a venv",
     "verify": "check the store's trees against their manifests",
     "gc": "remove trees no venv uses",
     "stats": "report logical and physical space",
@@ -95,6 +96,74 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _environment(args: argparse.Namespace) -> Environment:
+    return Environment(args.venv)
+
+
+def _link_mode(args: argparse.Namespace) -> LinkMode | None:
+    return None if args.link_mode == "auto" else LinkMode(args.link_mode)
+
+
+def _print_report(args: argparse.Namespace, report: Report, started: float) -> None:
+    if args.json:
+        _json(report.to_json())
+        return
+    for name, version in report.removed:
+        _out(args, f" - {name}=={version}")
+    for name, version, mode in report.installed:
+        _out(args, f" + {name}=={version} ({mode})")
+    elapsed = (time.perf_counter() - started) * 1000
+    _out(args, f"{len(report.installed)} installed, {len(report.removed)} removed, "
+               f"{len(report.unchanged)} already there, in {elapsed:.0f} ms")
+
+
+def cmd_venv(args: argparse.Namespace) -> int:
+    interpreter = create_venv(Path(args.path).absolute(), args.python)
+    _out(args, f"created venv at {Path(args.path).absolute()} (Python {'.'.join(map(str, interpreter.version))})")
+    return 0
+
+
+def _collect(args: argparse.Namespace, env: Environment) -> list[Candidate]:
+    return collect(
+        args.items,
+        [Path(r) for r in args.requirements],
+        [Path(f) for f in args.find_links],
+        env.interpreter,
+        no_index=True,
+    )
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if not args.items and not args.requirements:
+        raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
+    env = _environment(args)
+    candidates = _collect(args, env)
+    with Store.select(args.store) as store:
+        report = env.install(store, candidates, link_mode=_link_mode(args), exact=args.verb == "sync")
+    _print_report(args, report, started)
+    return 0
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    report = _environment(args).uninstall(args.names)
+    _print_report(args, report, started)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    dists = sorted(_environment(args).distributions().values(), key=lambda d: d.name)
+    if args.json:
+        _json([d.to_json() for d in dists])
+        return 0
+    width = max((len(d.display_name) for d in dists), default=7)
+    _out(args, f"{'Package':{width}}  Version")
+    for d in dists:
+        _out(args, f"{d.display_name:{width}}  {d.version}")
+    return 0
+
+
 def _not_yet(verb: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise NotImplementedYet(f"'wheelstore {verb}' is not implemented yet")
@@ -137,6 +206,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("info", parents=[common], help="show which store is selected, why, and its policy")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_info)
+
+    p = verbs.add_parser("venv", parents=[common], help="create a virtual environment (without pip, like uv venv)")
+    p.add_argument("path", metavar="VENV")
+    p.add_argument("--python", help="the interpreter to base it on (default: python3 on PATH)")
+    p.set_defaults(func=cmd_venv)
+
+    for verb, text in (("install", "install distributions into a venv from the store"),
+                       ("sync", "make a venv hold exactly the given distributions")):
+        p = verbs.add_parser(verb, parents=[common], help=text)
+        p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheel files, name==version pins, pylock.toml")
+        p.add_argument("--venv", required=True, help="the target venv")
+        p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
+        p.add_argument("-f", "--find-links", action="append", default=[], metavar="DIR",
+                       help="a directory of wheels to choose from")
+        p.add_argument("--no-index", action="store_true", help="use only local wheels (the only source so far)")
+        p.add_argument("--offline", action="store_true", help="use only what is local (the only source so far)")
+        p.add_argument("--link-mode", choices=["auto", *(m.value for m in LinkMode)], default="auto")
+        p.add_argument("--json", action="store_true", help="print a JSON report")
+        p.set_defaults(func=cmd_install)
+
+    p = verbs.add_parser("uninstall", parents=[common], help="remove distributions from a venv")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--venv", required=True)
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_uninstall)
+
+    p = verbs.add_parser("list", parents=[common], help="list the distributions in a venv")
+    p.add_argument("--venv", required=True)
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_list)
 
     for verb, text in PLANNED.items():
         p = verbs.add_parser(verb, parents=[common], help=f"{text} (not implemented yet)")

@@ -60,7 +60,7 @@ class Interpreter:
         """Ask ``python`` about itself (one short subprocess, no imports beyond the stdlib)."""
         try:
             out = subprocess.run(
-                [os.fspath(python), "-I", "-S", "-c", _PROBE],
+                [os.fspath(python), "-I", "-c", _PROBE],
                 capture_output=True,
                 text=True,
                 check=True,

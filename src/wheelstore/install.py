@@ -1,0 +1,364 @@
+"""Install: lay a published tree out in a venv exactly as pip would, linking files instead of copying them.
+
+The wheel's install schemes (purelib/platlib, ``.data/scripts``, ``headers``, ``data``) map onto the target
+interpreter's paths. What pip would write fresh is written fresh here too, as real files: scripts with a rewritten
+``#!python`` shebang, console/gui launchers, and the installer's metadata (RECORD with the venv's paths, INSTALLER,
+REQUESTED, direct_url.json). Everything else is linked from the store in the chosen mode. The resulting RECORD lets
+``pip uninstall`` remove exactly what was installed, never touching the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from email.parser import HeaderParser
+from pathlib import Path
+
+from packaging.utils import NormalizedName, canonicalize_name
+
+from .errors import WheelstoreError
+from .link import LinkMode, link_file
+from .store import Tree
+from .venv import Interpreter
+
+INSTALLER_NAME = "wheelstore"
+#: files pip writes itself into a dist-info directory, never taken from the wheel
+INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
+_SHEBANG_PYTHON = re.compile(rb"^#!python(w?)(.*)$")
+
+
+class InstallError(WheelstoreError):
+    """A distribution cannot be installed into or removed from the venv."""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A distribution installed in a venv, as its dist-info directory describes it."""
+
+    name: NormalizedName
+    display_name: str
+    version: str
+    dist_info: Path
+    installer: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "name": self.display_name,
+            "version": self.version,
+            "installer": self.installer,
+            "location": str(self.dist_info.parent),
+        }
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _record_hash_hex(hexdigest: str) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(bytes.fromhex(hexdigest)).rstrip(b"=").decode()
+
+
+class _Layout:
+    """Where each file of one tree goes in one venv."""
+
+    def __init__(self, tree: Tree, interpreter: Interpreter) -> None:
+        m = tree.manifest
+        self.paths = {k: Path(v) for k, v in interpreter.paths.items()}
+        self.root = self.paths["purelib" if m.root_is_purelib else "platlib"]
+        self.data_dir = m.dist_info.removesuffix(".dist-info") + ".data"
+        headers = Path(interpreter.prefix) / "include" / "site" / f"python{interpreter.python_version}"
+        self.schemes = {
+            "purelib": self.paths["purelib"],
+            "platlib": self.paths["platlib"],
+            "scripts": self.paths["scripts"],
+            "data": self.paths["data"],
+            "headers": headers / m.name,
+        }
+
+    def target(self, rel: str) -> tuple[Path, str | None]:
+        """The destination of tree file ``rel``, and its .data scheme if it has one."""
+        top, _, rest = rel.partition("/")
+        if top == self.data_dir:
+            scheme, _, sub = rest.partition("/")
+            return self.schemes[scheme] / sub, scheme
+        return self.root / rel, None
+
+
+def install_tree(
+    tree: Tree,
+    interpreter: Interpreter,
+    mode: LinkMode,
+    *,
+    requested: bool,
+    direct_url: dict[str, object] | None = None,
+) -> Path:
+    """Install one tree into the venv of ``interpreter``; return the new dist-info directory.
+
+    On failure, whatever this call created is removed again, so the venv is as it was.
+    """
+    m = tree.manifest
+    layout = _Layout(tree, interpreter)
+    created: list[Path] = []
+    made_dirs: list[Path] = []
+    record: list[tuple[Path, str, int | str]] = []
+    dist_info = layout.root / m.dist_info
+    try:
+        for rel in sorted(m.files):
+            entry = m.files[rel]
+            dst, scheme = layout.target(rel)
+            if dst.parent == dist_info and dst.name in INSTALLER_FILES:
+                continue
+            _makedirs(dst.parent, made_dirs)
+            src = os.fspath(tree.path / rel)
+            if scheme == "scripts":
+                data = _rewrite_shebang(Path(src).read_bytes(), interpreter.executable)
+                _write_new(dst, data, 0o755)
+                record.append((dst, _record_hash(data), len(data)))
+            else:
+                _replace_existing(dst)
+                link_file(src, os.fspath(dst), mode)
+                record.append((dst, _record_hash_hex(entry.sha256), entry.size))
+            created.append(dst)
+        for script, data in _launchers(tree, interpreter):
+            _makedirs(script.parent, made_dirs)
+            _write_new(script, data, 0o755)
+            created.append(script)
+            record.append((script, _record_hash(data), len(data)))
+        _makedirs(dist_info, made_dirs)
+        extra = {"INSTALLER": f"{INSTALLER_NAME}\n".encode()}
+        if requested:
+            extra["REQUESTED"] = b""
+        if direct_url is not None:
+            extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
+        for name, data in extra.items():
+            _write_new(dist_info / name, data, 0o644)
+            created.append(dist_info / name)
+            record.append((dist_info / name, _record_hash(data), len(data)))
+        record_path = dist_info / "RECORD"
+        _write_new(record_path, _format_record(record, record_path, layout.root), 0o644)
+        created.append(record_path)
+    except BaseException:
+        for path in reversed(created):
+            _unlink_quietly(path)
+        for d in reversed(made_dirs):
+            _rmdir_quietly(d)
+        raise
+    return dist_info
+
+
+def _makedirs(path: Path, made: list[Path]) -> None:
+    """``mkdir -p`` that remembers what it created, so a failed install can remove exactly that."""
+    missing = []
+    p = path
+    while not p.is_dir():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(mode=0o755)
+        made.append(d)
+
+
+def _replace_existing(dst: Path) -> None:
+    """A file from another distribution (or a stale one) is replaced, as pip does."""
+    try:
+        st = dst.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise InstallError(f"{dst} is a directory, but a file of the same name is to be installed there")
+    dst.unlink()
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    _replace_existing(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _rmdir_quietly(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _shebang(executable: str) -> bytes:
+    """pip's rule: a plain shebang when the kernel can run it, else a /bin/sh trampoline."""
+    if len(executable) <= 127 and " " not in executable:
+        return f"#!{executable}\n".encode()
+    return f"#!/bin/sh\n'''exec' '{executable}' \"$0\" \"$@\"\n' '''\n".encode()
+
+
+def _rewrite_shebang(data: bytes, executable: str) -> bytes:
+    first, nl, rest = data.partition(b"\n")
+    match = _SHEBANG_PYTHON.match(first.rstrip(b"\r"))
+    if match is None:
+        return data
+    shebang = _shebang(executable).rstrip(b"\n")
+    if match.group(2).strip():
+        shebang += b" " + match.group(2).strip()
+    return shebang + b"\n" + rest if nl else shebang + b"\n"
+
+
+def _launchers(tree: Tree, interpreter: Interpreter) -> Iterator[tuple[Path, bytes]]:
+    """console_scripts and gui_scripts launchers, as pip writes them on POSIX."""
+    entry_points = tree.path / tree.manifest.dist_info / "entry_points.txt"
+    if f"{tree.manifest.dist_info}/entry_points.txt" not in tree.manifest.files:
+        return
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(entry_points.read_text(encoding="utf-8"))
+    except (configparser.Error, UnicodeDecodeError) as e:
+        raise InstallError(f"{tree.manifest.wheel}: entry_points.txt is malformed ({e})") from None
+    scripts_dir = Path(interpreter.paths["scripts"])
+    for section in ("console_scripts", "gui_scripts"):
+        if not parser.has_section(section):
+            continue
+        for name, value in parser.items(section):
+            module, _, attrs = value.partition(":")
+            module, attrs = module.strip(), attrs.split("[")[0].strip()
+            if not module or "/" in name or name in ("", ".", ".."):
+                raise InstallError(f"{tree.manifest.wheel}: bad entry point {name} = {value}")
+            target = attrs.split(".")[0] if attrs else None
+            call = attrs if attrs else None
+            if target is None or call is None:
+                body = f"import runpy\nrunpy.run_module({module!r}, run_name='__main__')\n"
+            else:
+                body = (
+                    "import re\nimport sys\n"
+                    f"from {module} import {target}\n"
+                    "if __name__ == '__main__':\n"
+                    "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+                    f"    sys.exit({call}())\n"
+                )
+            yield scripts_dir / name, _shebang(interpreter.executable) + b"# -*- coding: utf-8 -*-\n" + body.encode()
+
+
+def _format_record(rows: list[tuple[Path, str, int | str]], record_path: Path, root: Path) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for path, digest, size in rows:
+        writer.writerow((os.path.relpath(path, root), digest, size))
+    writer.writerow((os.path.relpath(record_path, root), "", ""))
+    return out.getvalue().encode()
+
+
+# -- what is installed --------------------------------------------------------------------------------------------------
+
+
+def installed(interpreter: Interpreter) -> dict[NormalizedName, Distribution]:
+    """Every distribution in the venv's site-packages, by canonical name."""
+    found: dict[NormalizedName, Distribution] = {}
+    for site in dict.fromkeys((interpreter.paths["purelib"], interpreter.paths["platlib"])):
+        try:
+            entries = sorted(os.listdir(site))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if not entry.endswith(".dist-info"):
+                continue
+            dist_info = Path(site) / entry
+            dist = _describe(dist_info)
+            if dist is not None:
+                found.setdefault(dist.name, dist)
+    return found
+
+
+def _describe(dist_info: Path) -> Distribution | None:
+    try:
+        headers = HeaderParser().parsestr((dist_info / "METADATA").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    name, version = headers.get("Name"), headers.get("Version")
+    if not name or not version:
+        return None
+    try:
+        installer = (dist_info / "INSTALLER").read_text(encoding="utf-8").strip()
+    except OSError:
+        installer = ""
+    return Distribution(canonicalize_name(name), name, version, dist_info, installer)
+
+
+def uninstall(dist: Distribution, interpreter: Interpreter) -> list[Path]:
+    """Remove exactly the files the distribution's RECORD lists (links, never their targets), and its empty dirs."""
+    root = dist.dist_info.parent
+    try:
+        text = (dist.dist_info / "RECORD").read_text(encoding="utf-8")
+    except OSError:
+        raise InstallError(f"{dist.display_name} {dist.version} has no RECORD, so it cannot be removed safely") from None
+    removed: list[Path] = []
+    dirs: set[Path] = set()
+    for row in csv.reader(io.StringIO(text)):
+        if not row:
+            continue
+        path = Path(os.path.normpath(root / row[0]))
+        for victim in (path, *_pycs(path)):
+            try:
+                victim.unlink()
+            except FileNotFoundError:
+                continue
+            except IsADirectoryError:
+                continue
+            removed.append(victim)
+            dirs.add(victim.parent)
+    stop = {Path(p) for p in interpreter.paths.values()} | {Path(interpreter.prefix)}
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        _prune_empty(d, stop)
+    if dist.dist_info.exists():
+        shutil.rmtree(dist.dist_info, ignore_errors=True)
+    return removed
+
+
+def _pycs(path: Path) -> Iterable[Path]:
+    if path.suffix != ".py":
+        return ()
+    cache = path.parent / "__pycache__"
+    try:
+        return [cache / n for n in os.listdir(cache) if n.startswith(path.stem + ".") and n.endswith(".pyc")]
+    except OSError:
+        return ()
+
+
+def _prune_empty(d: Path, stop: set[Path]) -> None:
+    while d not in stop and d != d.parent:
+        pycache = d / "__pycache__"
+        if pycache.is_dir() and not any(pycache.iterdir()):
+            _rmdir_quietly(pycache)
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        d = d.parent
+
+
+def bump_mtime(interpreter: Interpreter) -> None:
+    """The import system caches directory listings by mtime: make new files visible to running interpreters."""
+    for site in dict.fromkeys((interpreter.paths["purelib"], interpreter.paths["platlib"])):
+        try:
+            os.utime(site)
+        except OSError:
+            pass

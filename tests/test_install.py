@@ -1,0 +1,210 @@
+"""Installing from the store into ordinary venvs: pip's semantics, every link mode, isolation between users."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error, snapshot
+from .wheelmaker import make_wheel
+
+LOCAL_MODES = ("copy", "symlink", "hardlink")  # what ext4 offers; reflink is covered on XFS/btrfs in test_link
+
+
+def _demo_wheels(d: Path) -> list[Path]:
+    """A namespace package split over two wheels, plus .data scripts, headers and data, and an entry point."""
+    first = make_wheel(
+        d,
+        "nsa",
+        "1.0",
+        files={
+            "nsdemo/a/__init__.py": b"WHO = 'a'\n",
+            "nsa-1.0.data/scripts/nsa-tool": b"#!python\nimport nsdemo.a\nprint('tool', nsdemo.a.WHO)\n",
+            "nsa-1.0.data/headers/nsa.h": b"#define NSA 1\n",
+            "nsa-1.0.data/data/share/nsa/readme.txt": b"data file\n",
+            "nsa-1.0.dist-info/entry_points.txt": b"[console_scripts]\nnsa-hello = nsdemo.a.cli:main\n",
+            "nsdemo/a/cli.py": b"def main():\n    print('hello from nsa')\n    return 0\n",
+        },
+    )
+    second = make_wheel(d, "nsb", "2.0", files={"nsdemo/b/__init__.py": b"WHO = 'b'\n"})
+    for w in (first, second):
+        os.chmod(w, 0o644)
+    return [first, second]
+
+
+def _venv(path: Path, user: str | None = None) -> Path:
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(path)], check=True, capture_output=True)
+    if user:
+        subprocess.run(["chown", "-R", user, str(path)], check=True)
+    return path
+
+
+@pytest.mark.parametrize("mode", LOCAL_MODES)
+def test_install_semantics_and_pip_compatibility(run: Runner, users: Users, workdir: Path, mode: str,
+                                                 pip_wheel: Path) -> None:
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    venv = make_venv(workdir / "venv", pip_wheel, users.alice)
+    wheels = _demo_wheels(workdir)
+    result = run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--link-mode", mode, "--json",
+                 *map(str, wheels))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {i["name"] for i in report["installed"]} == {"nsa", "nsb"}
+    assert {i["link_mode"] for i in report["installed"]} == {mode}
+
+    py = str(venv / "bin" / "python")
+    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    # the namespace package merges; the modules import
+    out = subprocess.run([py, "-c", "import nsdemo.a, nsdemo.b; print(nsdemo.a.WHO + nsdemo.b.WHO)"],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "ab", out.stderr
+    # .data/scripts: a real file with the shebang rewritten to the venv's python
+    tool = venv / "bin" / "nsa-tool"
+    assert not tool.is_symlink() and tool.read_bytes().startswith(f"#!{venv}/bin/python\n".encode())
+    assert subprocess.run([str(tool)], capture_output=True, text=True).stdout == "tool a\n"
+    # console_scripts launcher
+    assert subprocess.run([str(venv / "bin" / "nsa-hello")], capture_output=True, text=True).stdout == "hello from nsa\n"
+    # headers and data
+    assert (venv / "include/site/python3.11/nsa/nsa.h").read_bytes() == b"#define NSA 1\n"
+    assert (venv / "share/nsa/readme.txt").read_bytes() == b"data file\n"
+    # installer metadata
+    dist_info = site / "nsa-1.0.dist-info"
+    assert (dist_info / "INSTALLER").read_text() == "wheelstore\n"
+    assert (dist_info / "REQUESTED").exists()
+    direct = json.loads((dist_info / "direct_url.json").read_text())
+    assert direct["url"] == wheels[0].as_uri()
+    for name in ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json"):
+        assert not (dist_info / name).is_symlink()
+    if mode == "symlink":
+        assert (site / "nsdemo/a/__init__.py").is_symlink()
+    if mode == "hardlink":
+        assert (site / "nsdemo/a/__init__.py").stat().st_nlink >= 2
+
+    # pip treats it as its own
+    pip_list = subprocess.run([py, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True)
+    assert {"nsa", "nsb"} <= {p["name"] for p in json.loads(pip_list.stdout)}, pip_list.stderr
+    assert subprocess.run([py, "-m", "pip", "check"], capture_output=True, text=True).returncode == 0
+    listed = run(users.alice, "list", "--venv", str(venv), "--json")
+    assert {d["name"]: d["installer"] for d in json.loads(listed.stdout)}["nsa"] == "wheelstore"
+
+    # pip uninstall removes exactly what was installed, and never touches the store
+    before = snapshot(store)
+    gone = subprocess.run([py, "-m", "pip", "uninstall", "-y", "nsa"], capture_output=True, text=True)
+    assert gone.returncode == 0, gone.stderr
+    assert not tool.exists() and not (venv / "bin" / "nsa-hello").exists()
+    assert not (site / "nsdemo" / "a").exists() and (site / "nsdemo" / "b" / "__init__.py").exists()
+    assert not dist_info.exists()
+    assert snapshot(store) == before
+
+
+def test_wheelstore_uninstall_and_reinstall(run: Runner, users: Users, workdir: Path) -> None:
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    venv = _venv(workdir / "venv", users.alice)
+    wheels = _demo_wheels(workdir)
+    assert run(users.alice, "--store", str(store), "install", "--venv", str(venv), *map(str, wheels)).returncode == 0
+    before = snapshot(store)
+    site_files = {p for p in venv.rglob("*")}
+    removed = run(users.alice, "uninstall", "--venv", str(venv), "nsa", "nsb")
+    assert removed.returncode == 0, removed.stderr
+    left = {p for p in venv.rglob("*")}
+    assert not any("nsdemo" in str(p) or "nsa" in p.name or "nsb" in p.name for p in left)
+    assert snapshot(store) == before
+    again = run(users.alice, "--store", str(store), "install", "--venv", str(venv), *map(str, wheels))
+    assert again.returncode == 0, again.stderr
+    assert {p for p in venv.rglob("*")} >= site_files - {p for p in site_files if "__pycache__" in str(p)}
+
+
+def test_upgrade_and_sync(run: Runner, users: Users, workdir: Path, pip_wheel: Path) -> None:
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    venv = make_venv(workdir / "venv", pip_wheel, users.alice)
+    links = workdir / "links"
+    links.mkdir()
+    for version, body in (("1.0", b"V = 1\n"), ("2.0", b"V = 2\n")):
+        make_wheel(links, "upme", version, files={"upme/__init__.py": body, f"upme/only{version[0]}.py": b""})
+    make_wheel(links, "extra", "1.0")
+    for w in links.iterdir():
+        os.chmod(w, 0o644)
+    base = ("--store", str(store), "install", "--venv", str(venv), "-f", str(links))
+    assert run(users.alice, *base, "upme==1.0", "extra==1.0").returncode == 0
+    py = str(venv / "bin" / "python")
+    assert subprocess.run([py, "-c", "import upme; print(upme.V)"], capture_output=True, text=True).stdout == "1\n"
+    up = run(users.alice, *base, "upme==2.0")
+    assert up.returncode == 0, up.stderr
+    assert subprocess.run([py, "-c", "import upme; print(upme.V)"], capture_output=True, text=True).stdout == "2\n"
+    site = next(venv.glob("lib/python*/site-packages"))
+    assert not (site / "upme/only1.py").exists() and (site / "upme/only2.py").exists()
+    req = workdir / "req.txt"
+    req.write_text("upme==1.0\n")
+    req.chmod(0o644)
+    synced = run(users.alice, "--store", str(store), "sync", "--venv", str(venv), "-f", str(links), "-r", str(req),
+                 "--json")
+    assert synced.returncode == 0, synced.stderr
+    report = json.loads(synced.stdout)
+    assert {r["name"] for r in report["removed"]} == {"extra", "upme"}
+    listed = {d["name"] for d in json.loads(run(users.alice, "list", "--venv", str(venv), "--json").stdout)}
+    assert "extra" not in listed and "upme" in listed and "pip" in listed
+
+
+ISOLATION = r"""
+import os, subprocess, sys
+target = sys.argv[1]
+try:
+    with open(target, "a") as f:
+        f.write("# appended by bob\n")
+    appended = "yes"
+except OSError as e:
+    appended = type(e).__name__
+subprocess.run(["sed", "-i", "s/WHO = 'a'/WHO = 'bob'/", target], check=True)
+print(appended)
+"""
+
+
+@pytest.mark.parametrize("mode", ["copy", "symlink", "auto"])
+def test_one_users_edit_never_reaches_another(run: Runner, users: Users, workdir: Path, group_store: Path,
+                                             mode: str) -> None:
+    wheels = _demo_wheels(workdir)
+    venvs = {u: _venv(workdir / f"venv-{u}", u) for u in (users.alice, users.bob)}
+    for user, venv in venvs.items():
+        done = run(user, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", mode,
+                   *map(str, wheels))
+        assert done.returncode == 0, done.stderr
+    before_store = snapshot(group_store)
+    alice_site = next(venvs[users.alice].glob("lib/python*/site-packages"))
+    bob_site = next(venvs[users.bob].glob("lib/python*/site-packages"))
+    alice_before = (alice_site / "nsdemo/a/__init__.py").read_bytes()
+
+    edited = run.python(users.bob, ISOLATION, str(bob_site / "nsdemo/a/__init__.py"))
+    assert edited.returncode == 0, edited.stderr
+    # bob's own venv sees his edit
+    out = subprocess.run([str(venvs[users.bob] / "bin/python"), "-c", "import nsdemo.a; print(nsdemo.a.WHO)"],
+                         capture_output=True, text=True)
+    assert out.stdout.strip() == "bob", out.stderr
+    # alice's venv and the store are byte-identical
+    assert (alice_site / "nsdemo/a/__init__.py").read_bytes() == alice_before
+    assert snapshot(group_store) == before_store
+
+
+def test_hardlink_into_another_users_tree_is_refused(run: Runner, users: Users, workdir: Path,
+                                                     group_store: Path) -> None:
+    wheels = _demo_wheels(workdir)
+    assert run(users.alice, "--store", str(group_store), "realize", *map(str, wheels)).returncode == 0
+    venv = _venv(workdir / "venv", users.bob)
+    before = {p: p.lstat().st_mode for p in venv.rglob("*")}
+    line = one_line_error(run(users.bob, "--store", str(group_store), "install", "--venv", str(venv),
+                              "--link-mode", "hardlink", *map(str, wheels)))
+    assert "hardlink" in line
+    assert {p: p.lstat().st_mode for p in venv.rglob("*")} == before
+
+
+def test_unpinned_requirement_needs_resolution(run: Runner, users: Users, workdir: Path) -> None:
+    venv = _venv(workdir / "venv", users.alice)
+    line = one_line_error(run(users.alice, "install", "--venv", str(venv), "requests>=2"))
+    assert "needs resolution" in line
