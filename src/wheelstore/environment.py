@@ -106,6 +106,11 @@ class Environment:
         return report
 
     def _realize(self, store: Store, todo: Sequence[Candidate]) -> list[Tree]:
+        """Trees for the candidates: looked up by hash when the input gave one (no need to open the wheel), else
+        realized (which publishes what the store lacks)."""
+        known = {c.sha256: store.lookup(c.sha256) for c in todo if c.sha256}
+        if all(known.get(c.sha256 or "") for c in todo):
+            return [t for c in todo if (t := known[c.sha256 or ""]) is not None]
         outcomes = store.realize_many([(c.wheel, c.sha256) for c in todo])
         errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
         if errors:

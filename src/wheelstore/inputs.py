@@ -194,7 +194,7 @@ def _read_requirements(path: Path, env: dict[str, str], seen: set[Path]) -> Iter
     seen.add(path)
     for number, line in _logical_lines(path):
         where = f"{path}:{number}"
-        words = shlex.split(line, comments=False)
+        words = shlex.split(line, comments=False) if ("'" in line or '"' in line) else line.split()
         if words[0].startswith("-") and not words[0].startswith("--hash"):
             option, _, value = words[0].partition("=")
             if not value and len(words) > 1:

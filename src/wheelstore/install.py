@@ -69,29 +69,28 @@ def _record_hash_hex(hexdigest: str) -> str:
 
 
 class _Layout:
-    """Where each file of one tree goes in one venv."""
+    """Where each file of one tree goes in one venv (plain strings: this runs once per file)."""
 
     def __init__(self, tree: Tree, interpreter: Interpreter) -> None:
         m = tree.manifest
-        self.paths = {k: Path(v) for k, v in interpreter.paths.items()}
+        self.paths = dict(interpreter.paths)
         self.root = self.paths["purelib" if m.root_is_purelib else "platlib"]
         self.data_dir = m.dist_info.removesuffix(".dist-info") + ".data"
-        headers = Path(interpreter.prefix) / "include" / "site" / f"python{interpreter.python_version}"
+        headers = os.path.join(interpreter.prefix, "include", "site", f"python{interpreter.python_version}", m.name)
         self.schemes = {
             "purelib": self.paths["purelib"],
             "platlib": self.paths["platlib"],
             "scripts": self.paths["scripts"],
             "data": self.paths["data"],
-            "headers": headers / m.name,
+            "headers": headers,
         }
 
-    def target(self, rel: str) -> tuple[Path, str | None]:
+    def target(self, rel: str) -> tuple[str, str | None]:
         """The destination of tree file ``rel``, and its .data scheme if it has one."""
-        top, _, rest = rel.partition("/")
-        if top == self.data_dir:
-            scheme, _, sub = rest.partition("/")
-            return self.schemes[scheme] / sub, scheme
-        return self.root / rel, None
+        if rel.startswith(self.data_dir + "/"):
+            scheme, _, sub = rel[len(self.data_dir) + 1 :].partition("/")
+            return os.path.join(self.schemes[scheme], sub), scheme
+        return os.path.join(self.root, rel), None
 
 
 def install_tree(
@@ -108,44 +107,54 @@ def install_tree(
     """
     m = tree.manifest
     layout = _Layout(tree, interpreter)
-    created: list[Path] = []
-    made_dirs: list[Path] = []
-    record: list[tuple[Path, str, int | str]] = []
-    dist_info = layout.root / m.dist_info
+    created: list[str] = []
+    made_dirs: list[str] = []
+    known_dirs: set[str] = set()
+    record: list[tuple[str, str, int | str]] = []
+    root = layout.root
+    dist_info = os.path.join(root, m.dist_info)
+    tree_path = os.fspath(tree.path)
     try:
         for rel in sorted(m.files):
             entry = m.files[rel]
             dst, scheme = layout.target(rel)
-            if dst.parent == dist_info and dst.name in INSTALLER_FILES:
+            parent, base = os.path.split(dst)
+            if parent == dist_info and base in INSTALLER_FILES:
                 continue
-            _makedirs(dst.parent, made_dirs)
-            src = os.fspath(tree.path / rel)
+            if parent not in known_dirs:
+                _makedirs(parent, made_dirs, known_dirs)
+            src = os.path.join(tree_path, rel)
             if scheme == "scripts":
-                data = _rewrite_shebang(Path(src).read_bytes(), interpreter.executable)
+                with open(src, "rb") as f:
+                    data = _rewrite_shebang(f.read(), interpreter.executable)
                 _write_new(dst, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
-                _replace_existing(dst)
-                link_file(src, os.fspath(dst), mode)
+                try:
+                    link_file(src, dst, mode)
+                except FileExistsError:
+                    _replace_existing(dst)
+                    link_file(src, dst, mode)
                 record.append((dst, _record_hash_hex(entry.sha256), entry.size))
             created.append(dst)
         for script, data in _launchers(tree, interpreter):
-            _makedirs(script.parent, made_dirs)
-            _write_new(script, data, 0o755)
-            created.append(script)
-            record.append((script, _record_hash(data), len(data)))
-        _makedirs(dist_info, made_dirs)
+            _makedirs(os.fspath(script.parent), made_dirs, known_dirs)
+            _write_new(os.fspath(script), data, 0o755)
+            created.append(os.fspath(script))
+            record.append((os.fspath(script), _record_hash(data), len(data)))
+        _makedirs(dist_info, made_dirs, known_dirs)
         extra = {"INSTALLER": f"{INSTALLER_NAME}\n".encode()}
         if requested:
             extra["REQUESTED"] = b""
         if direct_url is not None:
             extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
         for name, data in extra.items():
-            _write_new(dist_info / name, data, 0o644)
-            created.append(dist_info / name)
-            record.append((dist_info / name, _record_hash(data), len(data)))
-        record_path = dist_info / "RECORD"
-        _write_new(record_path, _format_record(record, record_path, layout.root), 0o644)
+            path = os.path.join(dist_info, name)
+            _write_new(path, data, 0o644)
+            created.append(path)
+            record.append((path, _record_hash(data), len(data)))
+        record_path = os.path.join(dist_info, "RECORD")
+        _write_new(record_path, _format_record(record, record_path, root), 0o644)
         created.append(record_path)
     except BaseException:
         for path in reversed(created):
@@ -153,33 +162,39 @@ def install_tree(
         for d in reversed(made_dirs):
             _rmdir_quietly(d)
         raise
-    return dist_info
+    return Path(dist_info)
 
 
-def _makedirs(path: Path, made: list[Path]) -> None:
-    """``mkdir -p`` that remembers what it created, so a failed install can remove exactly that."""
+def _makedirs(path: str, made: list[str], known: set[str]) -> None:
+    """``mkdir -p`` that remembers what it created (so a failed install can remove exactly that) and what exists."""
     missing = []
     p = path
-    while not p.is_dir():
+    while p not in known and not os.path.isdir(p):
         missing.append(p)
-        p = p.parent
+        p = os.path.dirname(p)
     for d in reversed(missing):
-        d.mkdir(mode=0o755)
-        made.append(d)
+        try:
+            os.mkdir(d, 0o755)
+        except FileExistsError:
+            pass
+        else:
+            made.append(d)
+    known.update(missing)
+    known.add(path)
 
 
-def _replace_existing(dst: Path) -> None:
+def _replace_existing(dst: str) -> None:
     """A file from another distribution (or a stale one) is replaced, as pip does."""
     try:
-        st = dst.lstat()
+        st = os.lstat(dst)
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
         raise InstallError(f"{dst} is a directory, but a file of the same name is to be installed there")
-    dst.unlink()
+    os.unlink(dst)
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
+def _write_new(path: str, data: bytes, mode: int) -> None:
     _replace_existing(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
@@ -191,16 +206,16 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def _unlink_quietly(path: Path) -> None:
+def _unlink_quietly(path: str) -> None:
     try:
-        path.unlink()
+        os.unlink(path)
     except OSError:
         pass
 
 
-def _rmdir_quietly(path: Path) -> None:
+def _rmdir_quietly(path: str | Path) -> None:
     try:
-        path.rmdir()
+        os.rmdir(path)
     except OSError:
         pass
 
@@ -258,11 +273,14 @@ def _launchers(tree: Tree, interpreter: Interpreter) -> Iterator[tuple[Path, byt
             yield scripts_dir / name, _shebang(interpreter.executable) + b"# -*- coding: utf-8 -*-\n" + body.encode()
 
 
-def _format_record(rows: list[tuple[Path, str, int | str]], record_path: Path, root: Path) -> bytes:
+def _format_record(rows: list[tuple[str, str, int | str]], record_path: str, root: str) -> bytes:
+    """RECORD paths are relative to the directory holding the dist-info: cheap for files under it, relpath else."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    prefix = root + os.sep
     for path, digest, size in rows:
-        writer.writerow((os.path.relpath(path, root), digest, size))
+        rel = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
+        writer.writerow((rel, digest, size))
     writer.writerow((os.path.relpath(record_path, root), "", ""))
     return out.getvalue().encode()
 
