@@ -8,7 +8,7 @@ directories for the target interpreter's tags.
 from __future__ import annotations
 
 import hashlib
-import shlex
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -183,7 +183,7 @@ def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 _IGNORED_OPTIONS = {"--index-url", "-i", "--extra-index-url", "--trusted-host", "--pre", "--prefer-binary"}
-_FLAG_OPTIONS = {"--no-index", "--pre", "--prefer-binary", "--require-hashes", "--only-binary", "--no-binary"}
+_FLAG_OPTIONS = {"--no-index", "--require-hashes", "--only-binary", "--no-binary", "--no-deps"}
 
 
 def _read_requirements(path: Path, env: dict[str, str], seen: set[Path]) -> Iterator[_Pin | Path]:
@@ -194,32 +194,29 @@ def _read_requirements(path: Path, env: dict[str, str], seen: set[Path]) -> Iter
     seen.add(path)
     for number, line in _logical_lines(path):
         where = f"{path}:{number}"
-        words = shlex.split(line, comments=False) if ("'" in line or '"' in line) else line.split()
-        if words[0].startswith("-") and not words[0].startswith("--hash"):
-            option, _, value = words[0].partition("=")
-            if not value and len(words) > 1:
-                value = words[1]
-            if option in ("-r", "--requirement", "-c", "--constraint"):
-                if option in ("-c", "--constraint"):
-                    raise InputError(f"{where}: constraint files are not supported yet")
+        if line.startswith("-") and not line.startswith("--hash"):
+            option, _, value = line.replace("=", " ", 1).partition(" ")
+            value = value.strip()
+            if option in ("-r", "--requirement"):
                 yield from _read_requirements(path.parent / value, env, seen)
             elif option in ("-f", "--find-links"):
                 yield path.parent / value
-            elif option in _IGNORED_OPTIONS or option in _FLAG_OPTIONS or option.startswith("--only-binary"):
+            elif option in ("-c", "--constraint"):
+                raise InputError(f"{where}: constraint files are not supported yet")
+            elif option in _IGNORED_OPTIONS or option in _FLAG_OPTIONS:
                 continue
             else:
                 raise InputError(f"{where}: unknown option {option}")
             continue
-        req_words = [w for w in words if not w.startswith("--hash")]
-        hashes = set()
-        for i, w in enumerate(words):
-            if w.startswith("--hash"):
-                value = w.partition("=")[2] or (words[i + 1] if i + 1 < len(words) else "")
-                hashes.add(normalize_sha256(value))
-        req_words = [w for w in req_words if w not in hashes and not w.startswith("sha256:")]
-        pin = _pin(" ".join(req_words), where, env, hashes)
+        # "name==1.0 ; marker --hash=sha256:... --hash sha256:..." (the requirement part is never shell-split)
+        requirement, *options = _HASH_OPTION.split(line)
+        hashes = {normalize_sha256(o.removeprefix("--hash").lstrip("= ").strip()) for o in options}
+        pin = _pin(requirement.strip(), where, env, hashes)
         if pin is not None:
             yield pin
+
+
+_HASH_OPTION = re.compile(r"\s+(?=--hash[=\s])")
 
 
 def _best_rank(tags: frozenset[Tag], interpreter: Interpreter) -> int | None:

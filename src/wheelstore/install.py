@@ -195,13 +195,13 @@ def _replace_existing(dst: str) -> None:
 
 
 def _write_new(path: str, data: bytes, mode: int) -> None:
+    """A real file in the venv. The venv is the user's own, so, as with pip, their umask applies."""
     _replace_existing(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fchmod(fd, mode)
     finally:
         os.close(fd)
 

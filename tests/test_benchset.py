@@ -1,0 +1,60 @@
+"""Acceptance: the benchmark set (36 real wheels) installs in every mode ext4 offers, and the big packages import."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import SYSTEM_PYTHON, Runner, Users
+
+SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
+CACHE = Path("/var/tmp/wheelstore-cache/set36")
+
+pytestmark = pytest.mark.network
+
+
+@pytest.fixture(scope="session")
+def set36_wheels() -> Path:
+    """The benchmark wheels, downloaded once per machine (hash-checked by pip) and kept."""
+    if not SET36.exists():
+        pytest.skip(f"{SET36} is not here")
+    if len(list(CACHE.glob("*.whl"))) < 36:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--require-hashes", "-r", str(SET36), "-d", str(CACHE)], check=True)
+    for p in (CACHE.parent, CACHE, *CACHE.iterdir()):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return CACHE
+
+
+IMPORTS = "import numpy, pandas, scipy.stats, sklearn, matplotlib.pyplot, flask; print('ok')"
+
+
+@pytest.mark.parametrize("mode", ["auto", "hardlink", "symlink", "copy"])
+def test_benchmark_set_installs_and_imports(run: Runner, users: Users, workdir: Path, set36_wheels: Path,
+                                            mode: str) -> None:
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    venv = workdir / "venv"
+    made = run(users.alice, "venv", str(venv), "--python", SYSTEM_PYTHON)
+    assert made.returncode == 0, made.stderr
+    req = workdir / "set36.txt"
+    req.write_text(SET36.read_text())
+    req.chmod(0o644)
+    done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--link-mode", mode,
+               "-r", str(req), "-f", str(set36_wheels), timeout=600)
+    assert done.returncode == 0, done.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["MPLBACKEND"] = "Agg"
+    imported = subprocess.run(["runuser", "-u", users.alice, "--", str(venv / "bin/python"), "-c", IMPORTS],
+                              capture_output=True, text=True, env={**env, "HOME": f"/home/{users.alice}"},
+                              timeout=300)
+    assert imported.stdout.strip() == "ok", imported.stderr
+    flask = subprocess.run([str(venv / "bin/flask"), "--version"], capture_output=True, text=True, env=env)
+    assert flask.returncode == 0 and "Flask" in flask.stdout, flask.stderr
+    listed = run(users.alice, "list", "--venv", str(venv))
+    assert listed.stdout.count("\n") == 37  # header + 36
