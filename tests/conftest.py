@@ -136,6 +136,50 @@ def make_venv(path: Path, pip_wheel: Path, owner: str | None = None) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Filesystems:
+    base: Path  #: a directory on /var/tmp's own filesystem (ext4 here)
+    xfs: Path
+    btrfs: Path
+
+    def root(self, kind: str) -> Path:
+        return {"ext4": self.base, "xfs": self.xfs, "btrfs": self.btrfs}[kind]
+
+
+def _run_checked(*cmd: str) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {(done.stderr or done.stdout).strip()}")
+
+
+@pytest.fixture(scope="session")
+def filesystems() -> Iterator[Filesystems]:
+    if os.geteuid() != 0:
+        pytest.skip("loop-mounting filesystems needs root (CI runs as root)")
+    base = Path(tempfile.mkdtemp(prefix="wheelstore-linkfs-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    mounted: list[Path] = []
+    try:
+        for kind in ("xfs", "btrfs"):
+            image, mnt = base / f"{kind}.img", base / kind
+            mnt.mkdir()
+            with open(image, "wb") as f:
+                f.truncate(300 << 20)
+            try:
+                _run_checked(f"mkfs.{kind}", "-q", str(image))
+                _run_checked("mount", "-o", "loop", str(image), str(mnt))
+            except (OSError, RuntimeError) as e:
+                pytest.skip(f"cannot make and mount {kind} here: {e}")
+            mounted.append(mnt)
+            os.chmod(mnt, 0o755)
+        yield Filesystems(base, base / "xfs", base / "btrfs")
+    finally:
+        for mnt in mounted:
+            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 class Runner:
     """Runs the installed CLI as a given user, with an explicit umask and a clean environment."""
 

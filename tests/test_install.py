@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error, snapshot
+from .conftest import SYSTEM_PYTHON, Filesystems, Runner, Users, make_venv, one_line_error, snapshot
 from .wheelmaker import make_wheel
 
 LOCAL_MODES = ("copy", "symlink", "hardlink")  # what ext4 offers; reflink is covered on XFS/btrfs in test_link
@@ -208,3 +208,57 @@ def test_unpinned_requirement_needs_resolution(run: Runner, users: Users, workdi
     venv = _venv(workdir / "venv", users.alice)
     line = one_line_error(run(users.alice, "install", "--venv", str(venv), "requests>=2"))
     assert "needs resolution" in line
+
+
+def _sticky_dir(root: Path, name: str) -> Path:
+    d = root / name
+    d.mkdir()
+    d.chmod(0o1777)
+    return d
+
+
+@pytest.mark.parametrize("kind", ["xfs", "btrfs"])
+def test_reflink_on_real_filesystems_isolates_users(run: Runner, users: Users, filesystems: Filesystems,
+                                                   kind: str) -> None:
+    """Store and venvs on a loop-mounted XFS or btrfs: auto picks reflink, and bob's edits stay his."""
+    area = _sticky_dir(filesystems.root(kind), f"reflink-{os.getpid()}-{len(list(filesystems.root(kind).iterdir()))}")
+    store = area / "store"
+    assert run(users.alice, "init", str(store), "--group", users.group).returncode == 0
+    wheels = _demo_wheels(area)
+    venvs = {u: _venv(area / f"venv-{u}", u) for u in (users.alice, users.bob)}
+    for user, venv in venvs.items():
+        done = run(user, "--store", str(store), "install", "--venv", str(venv), "--json", *map(str, wheels),
+                   env={"XDG_CACHE_HOME": str(area / f"cache-{user}")})
+        assert done.returncode == 0, done.stderr
+        assert {i["link_mode"] for i in json.loads(done.stdout)["installed"]} == {"reflink"}
+        assert done.stderr == ""  # no fallback note
+    before = snapshot(store)
+    bob_file = next(venvs[users.bob].glob("lib/python*/site-packages")) / "nsdemo/a/__init__.py"
+    alice_file = next(venvs[users.alice].glob("lib/python*/site-packages")) / "nsdemo/a/__init__.py"
+    assert bob_file.stat().st_ino != alice_file.stat().st_ino
+    edited = run.python(users.bob, ISOLATION, str(bob_file))
+    assert edited.returncode == 0 and edited.stdout.strip() == "yes", edited.stderr  # a private, writable copy
+    assert b"appended by bob" in bob_file.read_bytes()
+    assert alice_file.read_bytes() == b"WHO = 'a'\n"
+    assert snapshot(store) == before
+
+
+def test_store_and_venv_on_different_filesystems(run: Runner, users: Users, filesystems: Filesystems,
+                                                 workdir: Path) -> None:
+    area = _sticky_dir(filesystems.xfs, f"xdev-{os.getpid()}")
+    store = area / "store"
+    assert run(users.alice, "init", str(store), "--group", users.group).returncode == 0
+    wheels = _demo_wheels(workdir)
+    venv = _venv(workdir / "venv", users.bob)  # on ext4
+    env = {"XDG_CACHE_HOME": str(workdir / "cache-bob")}
+    before = {p: p.lstat().st_mode for p in venv.rglob("*")}
+    line = one_line_error(run(users.bob, "--store", str(store), "install", "--venv", str(venv), "--link-mode",
+                              "reflink", *map(str, wheels), env=env))
+    assert "reflink cannot be used" in line and "different filesystems" in line
+    assert {p: p.lstat().st_mode for p in venv.rglob("*")} == before
+    done = run(users.bob, "--store", str(store), "install", "--venv", str(venv), "--json", *map(str, wheels), env=env)
+    assert done.returncode == 0, done.stderr
+    assert {i["link_mode"] for i in json.loads(done.stdout)["installed"]} == {"symlink"}
+    assert "reflink unavailable" in done.stderr and "different filesystems" in done.stderr
+    out = subprocess.run([str(venv / "bin/nsa-hello")], capture_output=True, text=True)
+    assert out.stdout == "hello from nsa\n", out.stderr

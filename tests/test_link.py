@@ -21,54 +21,11 @@ import pytest
 
 from wheelstore.link import LinkMode, LinkModeError, Probe, choose, fs_type, link_file, probe
 
-from .conftest import Runner, Users
+from .conftest import Filesystems, Runner, Users
+from .conftest import _run_checked as _run
 
 MTIME_NS = 1_600_000_000_123_456_789  # nanoseconds matter: they must survive into reflinks and copies
 DATA = b"print('hello from the store')\n" * 40_000  # about 1 MiB: several blocks to share
-
-
-@dataclass(frozen=True)
-class Filesystems:
-    base: Path  #: a directory on /var/tmp's own filesystem (ext4 here)
-    xfs: Path
-    btrfs: Path
-
-    def root(self, kind: str) -> Path:
-        return {"ext4": self.base, "xfs": self.xfs, "btrfs": self.btrfs}[kind]
-
-
-def _run(*cmd: str) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {(done.stderr or done.stdout).strip()}")
-
-
-@pytest.fixture(scope="session")
-def filesystems() -> Iterator[Filesystems]:
-    if os.geteuid() != 0:
-        pytest.skip("loop-mounting filesystems needs root (CI runs as root)")
-    base = Path(tempfile.mkdtemp(prefix="wheelstore-linkfs-", dir="/var/tmp"))
-    os.chmod(base, 0o755)
-    mounted: list[Path] = []
-    try:
-        for kind in ("xfs", "btrfs"):
-            image, mnt = base / f"{kind}.img", base / kind
-            mnt.mkdir()
-            with open(image, "wb") as f:
-                f.truncate(300 << 20)
-            try:
-                _run(f"mkfs.{kind}", "-q", str(image))
-                _run("mount", "-o", "loop", str(image), str(mnt))
-            except (OSError, RuntimeError) as e:
-                pytest.skip(f"cannot make and mount {kind} here: {e}")
-            mounted.append(mnt)
-            os.chmod(mnt, 0o755)
-        yield Filesystems(base, base / "xfs", base / "btrfs")
-    finally:
-        for mnt in mounted:
-            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
-                subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
