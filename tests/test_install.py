@@ -262,3 +262,43 @@ def test_store_and_venv_on_different_filesystems(run: Runner, users: Users, file
     assert "reflink unavailable" in done.stderr and "different filesystems" in done.stderr
     out = subprocess.run([str(venv / "bin/nsa-hello")], capture_output=True, text=True)
     assert out.stdout == "hello from nsa\n", out.stderr
+
+
+@pytest.mark.parametrize("mode", ["symlink", "hardlink"])
+def test_edit_gives_private_copies_and_undo_restores_links(run: Runner, users: Users, workdir: Path,
+                                                           mode: str) -> None:
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    wheels = _demo_wheels(workdir)
+    venvs = [_venv(workdir / f"venv{i}", users.alice) for i in (1, 2)]
+    for venv in venvs:
+        done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--link-mode", mode,
+                   *map(str, wheels))
+        assert done.returncode == 0, done.stderr
+    before = snapshot(store)
+    target = next(venvs[0].glob("lib/python*/site-packages")) / "nsdemo/a/__init__.py"
+    edited = run(users.alice, "--store", str(store), "edit", "--venv", str(venvs[0]), "nsa")
+    assert edited.returncode == 0, edited.stderr
+    assert "5 files are now private" in edited.stdout  # __init__.py, cli.py, METADATA, WHEEL, entry_points.txt
+    assert not target.is_symlink() and target.stat().st_nlink == 1
+    # a pdb-style edit: it takes effect in this venv on the next import, and nowhere else
+    patch = run.python(users.alice, "import sys; open(sys.argv[1], 'a').write(\"print('debugging')\\n\")", str(target))
+    assert patch.returncode == 0, patch.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for venv, expected in ((venvs[0], "debugging\n"), (venvs[1], "")):
+        out = subprocess.run([str(venv / "bin/python"), "-c", "import nsdemo.a"], capture_output=True, text=True,
+                             env=env)
+        assert out.stdout == expected, out.stderr
+    assert snapshot(store) == before
+
+    undone = run(users.alice, "--store", str(store), "edit", "--undo", "--venv", str(venvs[0]), "nsa")
+    assert undone.returncode == 0, undone.stderr
+    assert target.read_bytes() == b"WHO = 'a'\n"
+    if mode == "symlink":
+        assert target.is_symlink()
+    else:
+        assert target.stat().st_nlink > 1
+    out = subprocess.run([str(venvs[0] / "bin/python"), "-c", "import nsdemo.a"], capture_output=True, text=True,
+                         env=env)
+    assert out.stdout == "", out.stderr
+    assert snapshot(store) == before

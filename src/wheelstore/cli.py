@@ -27,7 +27,6 @@ PLANNED = {
     "gc": "remove trees no venv uses",
     "stats": "report logical and physical space",
     "doctor": "check whether sharing works for you here",
-    "edit": "give a venv private, writable copies of one distribution",
 }
 
 
@@ -164,6 +163,17 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edit(args: argparse.Namespace) -> int:
+    env = _environment(args)
+    with Store.select(args.store) as store:
+        dist, count = env.edit(store, args.name, undo=args.undo)
+    if args.undo:
+        _out(args, f"{dist.display_name}: {count} files linked from the store again; local edits discarded")
+    else:
+        _out(args, f"{dist.display_name}: {count} files are now private, writable copies in {env.path}")
+    return 0
+
+
 def _not_yet(verb: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise NotImplementedYet(f"'wheelstore {verb}' is not implemented yet")
@@ -236,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--venv", required=True)
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_list)
+
+    p = verbs.add_parser("edit", parents=[common], help="give a venv private, writable copies of one distribution")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--venv", required=True)
+    p.add_argument("--undo", action="store_true", help="link the distribution from the store again")
+    p.set_defaults(func=cmd_edit)
 
     for verb, text in PLANNED.items():
         p = verbs.add_parser(verb, parents=[common], help=f"{text} (not implemented yet)")

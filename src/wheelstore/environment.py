@@ -86,7 +86,12 @@ class Environment:
                 inst.uninstall(old, self.interpreter)
                 report.removed.append((old.display_name, old.version))
             inst.install_tree(
-                tree, self.interpreter, modes[tree.key], requested=cand.requested, direct_url=cand.direct_url
+                tree,
+                self.interpreter,
+                modes[tree.key],
+                requested=cand.requested,
+                direct_url=cand.direct_url,
+                store_root=str(store.root),
             )
             report.installed.append((tree.manifest.name, tree.manifest.version, modes[tree.key].value))
         inst.bump_mtime(self.interpreter)
@@ -104,6 +109,26 @@ class Environment:
             report.removed.append((dist.display_name, dist.version))
         inst.bump_mtime(self.interpreter)
         return report
+
+    def edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[inst.Distribution, int]:
+        """Give this venv private, writable copies of one distribution's files, or (``undo``) link them again."""
+        dist = self.distributions().get(canonicalize_name(name))
+        if dist is None:
+            raise WheelstoreError(f"{name} is not installed in {self.path}")
+        found = inst.origin(dist)
+        if found is None:
+            raise WheelstoreError(f"{dist.display_name} in {self.path} was not installed by wheelstore, so its "
+                                  "files are already this venv's own")
+        tree = store.lookup(str(found.get("key")))
+        if tree is None:
+            raise WheelstoreError(f"the store at {store.root} no longer has the tree of {dist.display_name}",
+                                  hint=f"reinstall it: wheelstore install --venv {self.path} ...")
+        if undo:
+            changed = inst.relink(dist, tree, LinkMode(found.get("link_mode", "symlink")))
+        else:
+            changed = inst.make_private(dist, tree)
+        inst.bump_mtime(self.interpreter)
+        return dist, len(changed)
 
     def _realize(self, store: Store, todo: Sequence[Candidate]) -> list[Tree]:
         """Trees for the candidates: looked up by hash when the input gave one (no need to open the wheel), else

@@ -33,7 +33,9 @@ from .venv import Interpreter
 
 INSTALLER_NAME = "wheelstore"
 #: files pip writes itself into a dist-info directory, never taken from the wheel
-INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"})
+INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEELSTORE"})
+#: in each dist-info wheelstore installs: which store tree it came from and how it was linked (for edit --undo, gc)
+ORIGIN_FILE = "WHEELSTORE"
 _SHEBANG_PYTHON = re.compile(rb"^#!python(w?)(.*)$")
 
 
@@ -100,6 +102,7 @@ def install_tree(
     *,
     requested: bool,
     direct_url: dict[str, object] | None = None,
+    store_root: str | None = None,
 ) -> Path:
     """Install one tree into the venv of ``interpreter``; return the new dist-info directory.
 
@@ -148,6 +151,8 @@ def install_tree(
             extra["REQUESTED"] = b""
         if direct_url is not None:
             extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
+        origin = {"store": store_root, "key": tree.key, "link_mode": mode.value}
+        extra[ORIGIN_FILE] = json.dumps(origin, sort_keys=True).encode()
         for name, data in extra.items():
             path = os.path.join(dist_info, name)
             _write_new(path, data, 0o644)
@@ -371,6 +376,81 @@ def _prune_empty(d: Path, stop: set[Path]) -> None:
         except OSError:
             return
         d = d.parent
+
+
+def origin(dist: Distribution) -> dict[str, str] | None:
+    """Where a distribution installed by wheelstore came from, or None for anyone else's install."""
+    try:
+        data = json.loads((dist.dist_info / ORIGIN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def record_files(dist: Distribution) -> list[tuple[Path, str]]:
+    """(absolute path, RECORD path) for every file the distribution's RECORD lists."""
+    try:
+        text = (dist.dist_info / "RECORD").read_text(encoding="utf-8")
+    except OSError:
+        raise InstallError(f"{dist.display_name} {dist.version} has no RECORD") from None
+    root = dist.dist_info.parent
+    return [(Path(os.path.normpath(root / row[0])), row[0]) for row in csv.reader(io.StringIO(text)) if row]
+
+
+def make_private(dist: Distribution, tree: Tree) -> list[Path]:
+    """Replace every file linked from ``tree`` with a private, writable copy (a reflink where possible).
+
+    For debugging a dependency with pdb or prints: the edits land in this venv only. The copies keep the store file's
+    mtime, so nothing is recompiled until the user actually edits a file.
+    """
+    changed = []
+    for path, src in _linked(dist, tree):
+        tmp = path.with_name(f".{path.name}.wheelstore-edit")
+        try:
+            link_file(os.fspath(src), os.fspath(tmp), LinkMode.REFLINK)
+        except OSError:
+            link_file(os.fspath(src), os.fspath(tmp), LinkMode.COPY)
+        os.replace(tmp, path)
+        changed.append(path)
+    return changed
+
+
+def relink(dist: Distribution, tree: Tree, mode: LinkMode) -> list[Path]:
+    """Undo :func:`make_private`: every file of the tree is linked from the store again, edits discarded."""
+    changed = []
+    for path, src in _tree_files(dist, tree):
+        tmp = path.with_name(f".{path.name}.wheelstore-undo")
+        link_file(os.fspath(src), os.fspath(tmp), mode)
+        os.replace(tmp, path)
+        changed.append(path)
+    return changed
+
+
+def _tree_files(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path]]:
+    """(venv path, store path) for each file of the tree outside .data and installer metadata, from the manifest."""
+    root = dist.dist_info.parent
+    data_dir = tree.manifest.dist_info.removesuffix(".dist-info") + ".data"
+    for rel in sorted(tree.manifest.files):
+        parent, _, base = rel.rpartition("/")
+        if rel.startswith(data_dir + "/") or (parent == tree.manifest.dist_info and base in INSTALLER_FILES):
+            continue
+        yield root / rel, tree.path / rel
+
+
+def _linked(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path]]:
+    """The tree's files that this venv shares with the store (a symlink into it, or the same inode)."""
+    for path, src in _tree_files(dist, tree):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode) or (st.st_nlink > 1 and (st.st_ino, st.st_dev) == _ino(src)):
+            yield path, src
+
+
+def _ino(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_dev
 
 
 def bump_mtime(interpreter: Interpreter) -> None:
