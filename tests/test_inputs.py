@@ -2,140 +2,319 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from wheelstore.inputs import InputError, NeedsResolution, collect
+from wheelstore.inputs import InputError, NeedsResolution, collect, parse_requirements_file
 from wheelstore.venv import Interpreter
 
-from .conftest import SYSTEM_PYTHON
 from .wheelmaker import make_wheel
 
 SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
+WINDOWS = "cp39-cp39-win_amd64"
 
 
 @pytest.fixture(scope="module")
 def py() -> Interpreter:
-    return Interpreter.inspect(SYSTEM_PYTHON)
+    return Interpreter.inspect(sys.executable)
 
 
-def _sha(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_pins_with_hashes_nested_files_and_markers(tmp_path: Path, py: Interpreter) -> None:
-    links = tmp_path / "links"
-    links.mkdir()
-    a = make_wheel(links, "alpha", "1.0")
-    b = make_wheel(links, "beta", "2.0")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "more.txt").write_text(f"beta==2.0 --hash=sha256:{_sha(b)}\n")
-    req = tmp_path / "req.txt"
-    req.write_text(textwrap.dedent(f"""\
-        # a comment
+def native_tag(py: Interpreter) -> str:
+    """A platform tag this interpreter accepts: cp311-cp311-manylinux_2_17_x86_64 on CPython 3.11 x86_64."""
+    tag = next((t for t in py.tags if t.platform.startswith("manylinux_2_17")), py.tags[0])
+    return str(tag)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# -- parsing requirements files, no wheels needed -------------------------------------------------------------------
+
+
+def test_requirements_file_format(tmp_path: Path, py: Interpreter) -> None:
+    h1, h2, h3 = "a" * 64, "B" * 64, "c" * 64
+    write(tmp_path / "sub" / "more.txt", "beta==2.0 --hash sha256:" + h3 + "\n-f ../wheels-b\n")
+    req = write(tmp_path / "req.txt", f"""\
+        # pip-compile output, more or less
         --index-url https://example.invalid/simple
-        -f links
+        --extra-index-url=https://example.invalid/extra
+        --no-index
+        -f wheels-a
+
         alpha==1.0 \\
-            --hash=sha256:{'0' * 64} \\
-            --hash=sha256:{_sha(a)}
-        -r sub/more.txt
-        gamma==9.9 ; python_version < "3"
-        """))
-    got = collect([], [req], [], py)
-    assert [(c.name, str(c.version), c.wheel.name, c.sha256) for c in got] == [
-        ("alpha", "1.0", a.name, _sha(a)),
-        ("beta", "2.0", b.name, _sha(b)),
+            --hash=sha256:{h1} \\
+            --hash=sha256:{h2}
+            # via beta
+        Gamma_Two[extra]==3.0.post1 ; python_version >= "3"  # trailing comment
+        never==9.9 ; python_version < "3"
+        --requirement=sub/more.txt
+        unpinned>=1
+        """)
+    got = parse_requirements_file(req, py)
+    assert [(p.name, p.version and str(p.version), p.hashes, p.origin) for p in got.pins] == [
+        ("alpha", "1.0", {h1, h2.lower()}, f"{req}:7"),
+        ("gamma-two", "3.0.post1", frozenset(), f"{req}:11"),
+        ("beta", "2.0", {h3}, f"{tmp_path / 'sub' / 'more.txt'}:1"),
+        ("unpinned", None, frozenset(), f"{req}:14"),
     ]
-    assert all(c.requested and c.direct_url is None for c in got)
+    assert got.find_links == [tmp_path / "wheels-a", tmp_path / "sub" / ".." / "wheels-b"]
+    assert not got.require_hashes
 
 
-def test_platform_wheel_preferred_and_incompatible_reported(tmp_path: Path, py: Interpreter) -> None:
-    make_wheel(tmp_path, "plat", "1.0", tag="py3-none-any")
-    native = make_wheel(tmp_path, "plat", "1.0", tag="cp311-cp311-manylinux_2_17_x86_64")
-    (got,) = collect(["plat==1.0"], [], [tmp_path], py)
-    assert got.wheel == native
-    make_wheel(tmp_path, "winonly", "1.0", tag="cp39-cp39-win_amd64")
-    with pytest.raises(InputError, match=r"no wheel for winonly==1.0 matches this interpreter .* cp39-cp39-win_amd64"):
-        collect(["winonly==1.0"], [], [tmp_path], py)
+def test_markers_use_the_target_interpreter(tmp_path: Path, py: Interpreter) -> None:
+    old = dataclasses.replace(py, version=(3, 9, 1))
+    req = write(tmp_path / "r.txt", """\
+        new==1 ; python_version >= "3.10"
+        old==1 ; python_full_version == "3.9.1"
+        """)
+    assert [p.name for p in parse_requirements_file(req, old).pins] == ["old"]
 
 
-def test_unpinned_needs_resolution(tmp_path: Path, py: Interpreter) -> None:
-    with pytest.raises(NeedsResolution, match="requests>=2 needs resolution"):
-        collect(["requests>=2"], [], [tmp_path], py)
-    req = tmp_path / "r.txt"
-    req.write_text("numpy\n")
-    with pytest.raises(NeedsResolution, match=r"r.txt:1: numpy needs resolution"):
-        collect([], [req], [tmp_path], py)
-
-
-def test_hash_mismatch_and_conflicts(tmp_path: Path, py: Interpreter) -> None:
-    make_wheel(tmp_path, "hashy", "1.0")
-    req = tmp_path / "r.txt"
-    req.write_text(f"hashy==1.0 --hash=sha256:{'1' * 64}\n")
-    with pytest.raises(InputError, match="matches none of the hashes"):
-        collect([], [req], [tmp_path], py)
-    make_wheel(tmp_path, "hashy", "2.0")
-    with pytest.raises(InputError, match="conflicting pins"):
-        collect(["hashy==1.0", "hashy==2.0"], [], [tmp_path], py)
-    bad = tmp_path / "bad.txt"
-    bad.write_text("--frobnicate\n")
-    with pytest.raises(InputError, match=r"bad.txt:1: unknown option --frobnicate"):
-        collect([], [bad], [tmp_path], py)
-
-
-def test_direct_wheel(tmp_path: Path, py: Interpreter) -> None:
-    whl = make_wheel(tmp_path, "direct", "3.1")
-    (got,) = collect([str(whl)], [], [], py)
-    assert got.requested and got.sha256 == _sha(whl)
-    assert got.direct_url == {"url": whl.as_uri(), "archive_info": {"hashes": {"sha256": _sha(whl)},
-                                                                    "hash": f"sha256={_sha(whl)}"}}
-    other = make_wheel(tmp_path, "direct", "3.1", tag="cp39-cp39-win_amd64")
-    with pytest.raises(InputError, match="is not for this interpreter"):
-        collect([str(other)], [], [], py)
-
-
-def test_pylock(tmp_path: Path, py: Interpreter) -> None:
-    wheels = tmp_path / "w"
-    wheels.mkdir()
-    one = make_wheel(wheels, "lockone", "1.0")
-    make_wheel(wheels, "locktwo", "2.0")
-    lock = tmp_path / "pylock.toml"
-    lock.write_text(textwrap.dedent(f"""\
-        lock-version = "1.0"
-        created-by = "hand"
-
-        [[packages]]
-        name = "lockone"
-        version = "1.0"
-        wheels = [{{ name = "{one.name}", path = "w/{one.name}", hashes = {{ sha256 = "{_sha(one)}" }} }}]
-
-        [[packages]]
-        name = "locktwo"
-        version = "2.0"
-        marker = "python_version < '3'"
-        wheels = [{{ name = "locktwo-2.0-py3-none-any.whl", path = "w/x.whl", hashes = {{ sha256 = "{'2' * 64}" }} }}]
-
-        [[packages]]
-        name = "remote"
-        version = "1.0"
-        wheels = [{{ url = "https://files.example.invalid/remote-1.0-py3-none-any.whl", hashes = {{ sha256 = "{'3' * 64}" }} }}]
-        """))
-    with pytest.raises(InputError, match="remote-1.0-py3-none-any.whl needs downloading"):
-        collect([str(lock)], [], [], py)
-    remote = make_wheel(wheels, "remote", "1.0")
-    lock.write_text(lock.read_text().replace("3" * 64, _sha(remote)))
-    got = collect([str(lock)], [], [wheels], py)
-    assert [(c.name, c.wheel.name, c.requested) for c in got] == [
-        ("lockone", one.name, False),
-        ("remote", remote.name, False),
-    ]
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("--frobnicate\n", r"r\.txt:2: unknown option --frobnicate"),
+        ("-e ./src\n", r"r\.txt:2: editable installs are not supported yet"),
+        ("-c constraints.txt\n", r"r\.txt:2: constraint files are not supported yet"),
+        ("x==1 --install-option=y\n", r"r\.txt:2: option --install-option is not supported after a requirement"),
+        ("x==1 --hash=sha256:abc\n", r"r\.txt:2: --hash=sha256:abc is not a sha256 hex digest"),
+        ("x==1 --hash=md5:abc\n", r"r\.txt:2: only md5 hashes given"),
+        ("-r missing.txt\n", r"cannot read requirements file .*missing\.txt"),
+        ("x[=1\n", r"r\.txt:2: 'x\[=1' is not a requirement"),
+        ("x===\n", r"r\.txt:2: x===: '' is not a valid version"),
+    ],
+)
+def test_requirements_file_errors_name_file_and_line(tmp_path: Path, py: Interpreter, line: str, message: str) -> None:
+    req = write(tmp_path / "r.txt", "# first\n" + line)
+    with pytest.raises(InputError, match=message):
+        parse_requirements_file(req, py)
 
 
 @pytest.mark.skipif(not SET36.exists(), reason="the shared benchmark set is not here")
-def test_benchmark_requirements_parse(tmp_path: Path, py: Interpreter) -> None:
-    """The benchmark file (36 pins, many hashes each, continuation lines) parses; with no wheels, it says which."""
-    with pytest.raises(InputError, match=r"no wheel for blinker==1.9.0"):
-        collect([], [SET36], [tmp_path], py)
+def test_benchmark_set_parses(py: Interpreter) -> None:
+    got = parse_requirements_file(SET36, py)
+    assert len(got.pins) == 36
+    assert all(p.version is not None and p.hashes for p in got.pins)
+    assert len({p.name for p in got.pins}) == 36
+    blinker = next(p for p in got.pins if p.name == "blinker")
+    assert str(blinker.version) == "1.9.0" and len(blinker.hashes) == 2
+
+
+# -- collect: pins against find-links directories -------------------------------------------------------------------
+
+
+def test_pins_with_and_without_hashes(tmp_path: Path, py: Interpreter) -> None:
+    (tmp_path / "links").mkdir()
+    (tmp_path / "more").mkdir()
+    a = make_wheel(tmp_path / "links", "alpha", "1.0")
+    b = make_wheel(tmp_path / "more", "beta", "2.0")
+    write(tmp_path / "sub" / "more.txt", "-f ../more\nbeta==2.0\n")
+    req = write(tmp_path / "req.txt", f"""\
+        -f links
+        alpha==1.0 \\
+            --hash=sha256:{'0' * 64} \\
+            --hash=sha256:{sha(a)}
+        -r sub/more.txt
+        gamma==9.9 ; python_version < "3"
+        """)
+    alpha, beta = collect([], [req], [], py)
+    assert (alpha.name, str(alpha.version), alpha.wheel, alpha.sha256) == ("alpha", "1.0", a, sha(a))
+    assert alpha.hashes == {"0" * 64, sha(a)}
+    assert (beta.name, beta.wheel, beta.sha256, beta.hashes) == ("beta", b, None, frozenset())
+    assert all(c.requested and c.direct_url is None for c in (alpha, beta))
+
+
+def test_platform_wheel_beats_pure_wheel(tmp_path: Path, py: Interpreter) -> None:
+    make_wheel(tmp_path, "plat", "1.0", tag="py3-none-any")
+    native = make_wheel(tmp_path, "plat", "1.0", tag=native_tag(py))
+    make_wheel(tmp_path, "plat", "1.0", tag=WINDOWS)
+    (got,) = collect(["plat==1.0"], [], [tmp_path], py)
+    assert got.wheel == native
+
+
+def test_no_matching_wheel_says_what_is_there(tmp_path: Path, py: Interpreter) -> None:
+    make_wheel(tmp_path, "winonly", "1.0", tag=WINDOWS)
+    make_wheel(tmp_path, "winonly", "0.9")
+    best = py.tags[0]
+    with pytest.raises(InputError) as e:
+        collect(["winonly==1.0"], [], [tmp_path, tmp_path / "nope"], py)
+    assert str(e.value) == (
+        f"no wheel for winonly==1.0 matches this interpreter ({best.interpreter}, {best.platform}) in: "
+        f"{tmp_path}, {tmp_path / 'nope'} (missing); found only {WINDOWS}"
+    )
+    with pytest.raises(InputError, match=r"no wheel for winonly==2\.0 .*; versions there: 1\.0, 0\.9$"):
+        collect(["winonly==2.0"], [], [tmp_path], py)
+    with pytest.raises(InputError, match=r"in: no --find-links directory \(fix: pass --find-links DIR"):
+        collect(["winonly==1.0"], [], [], py)
+
+
+def test_unpinned_needs_resolution(tmp_path: Path, py: Interpreter) -> None:
+    with pytest.raises(NeedsResolution) as e:
+        collect(["requests>=2"], [], [tmp_path], py)
+    assert str(e.value) == ("requests>=2 needs resolution, which is not supported yet "
+                            "(fix: pin it (requests==VERSION) or give a wheel file or a pylock.toml)")
+    assert not isinstance(e.value, InputError)
+    make_wheel(tmp_path, "requests", "2.32.3")
+    make_wheel(tmp_path, "requests", "3.0", tag=WINDOWS)
+    req = write(tmp_path / "r.txt", "requests\n")
+    with pytest.raises(NeedsResolution, match=r"r\.txt:1: requests needs resolution.*pin it \(requests==2\.32\.3\)"):
+        collect([], [req], [tmp_path], py)
+    with pytest.raises(NeedsResolution, match=r"^numpy==2\.\* needs resolution"):
+        collect(["numpy==2.*"], [], [tmp_path], py)
+
+
+def test_hash_mismatch(tmp_path: Path, py: Interpreter) -> None:
+    wheel = make_wheel(tmp_path, "hashy", "1.0")
+    req = write(tmp_path / "r.txt", f"hashy==1.0 --hash=sha256:{'1' * 64}\n")
+    with pytest.raises(InputError, match=rf"^{wheel}: sha256 {sha(wheel)} matches none of the hashes for hashy in "
+                                         rf"{req}:1"):
+        collect([], [req], [tmp_path], py)
+
+
+def test_require_hashes(tmp_path: Path, py: Interpreter) -> None:
+    make_wheel(tmp_path, "bare", "1.0")
+    req = write(tmp_path / "r.txt", "--require-hashes\nbare==1.0\n")
+    with pytest.raises(InputError, match=r"r\.txt:2: bare==1\.0 has no --hash, and --require-hashes is on"):
+        collect([], [req], [tmp_path], py)
+
+
+def test_duplicates_collapse_and_conflicts_fail(tmp_path: Path, py: Interpreter) -> None:
+    wheel = make_wheel(tmp_path, "dup", "1.0")
+    make_wheel(tmp_path, "dup", "2.0")
+    one = write(tmp_path / "one.txt", f"dup==1.0 --hash=sha256:{sha(wheel)} --hash=sha256:{'1' * 64}\n")
+    two = write(tmp_path / "two.txt", f"DUP==1.0.0 --hash=sha256:{sha(wheel)} --hash=sha256:{'2' * 64}\n")
+    (got,) = collect(["dup==1.0", "dup>=0.5"], [one, two], [tmp_path], py)
+    assert (got.wheel, got.sha256, got.hashes) == (wheel, sha(wheel), frozenset({sha(wheel)}))
+    with pytest.raises(InputError, match=r"^conflicting pins: dup==1\.0 \(command line\) and dup==2\.0 \(command line"):
+        collect(["dup==1.0", "dup==2.0"], [], [tmp_path], py)
+    with pytest.raises(InputError, match=rf"^conflicting pins: dup==1\.0 \({one}:1\) and dup<1 \(command line\)$"):
+        collect(["dup<1"], [one], [tmp_path], py)
+    three = write(tmp_path / "three.txt", f"dup==1.0 --hash=sha256:{'3' * 64}\n")
+    with pytest.raises(InputError, match=r"matches none of the hashes for dup in .*three\.txt:1"):
+        collect([], [one, three], [tmp_path], py)
+
+
+# -- collect: wheel paths -------------------------------------------------------------------------------------------
+
+
+def test_wheel_path_is_a_direct_install(tmp_path: Path, py: Interpreter, monkeypatch: pytest.MonkeyPatch) -> None:
+    whl = make_wheel(tmp_path, "direct", "3.1")
+    make_wheel(tmp_path, "sibling", "1.0")
+    monkeypatch.chdir(tmp_path)
+    direct, sibling = collect([whl.name, "sibling==1.0"], [], [], py)  # its directory is searched for pins
+    digest = sha(whl)
+    assert (direct.wheel, direct.sha256, direct.requested) == (whl, digest, True)
+    assert direct.direct_url == {"url": whl.as_uri(), "archive_info": {"hashes": {"sha256": digest},
+                                                                      "hash": f"sha256={digest}"}}
+    assert sibling.direct_url is None
+    (by_url,) = collect([f"direct @ {whl.as_uri()}"], [], [], py)
+    assert by_url == direct
+
+
+def test_wheel_path_must_fit_the_interpreter(tmp_path: Path, py: Interpreter) -> None:
+    other = make_wheel(tmp_path, "direct", "3.1", tag=WINDOWS)
+    with pytest.raises(InputError, match=rf"^{other.name} is not for this interpreter \(.*\): its tags are {WINDOWS}"):
+        collect([str(other)], [], [], py)
+    with pytest.raises(InputError, match=r"missing-1\.0-py3-none-any\.whl: no such file"):
+        collect([str(tmp_path / "missing-1.0-py3-none-any.whl")], [], [], py)
+    with pytest.raises(InputError, match=r"direct==3\.1 \(command line\) and direct==3\.2"):
+        collect(["direct==3.1", str(make_wheel(tmp_path, "direct", "3.2"))], [], [], py)
+
+
+# -- collect: pylock files ------------------------------------------------------------------------------------------
+
+
+def lock_entry(name: str, version: str, wheels: list[str], marker: str | None = None) -> str:
+    text = f'\n[[packages]]\nname = "{name}"\nversion = "{version}"\n'
+    if marker:
+        text += f"marker = {marker!r}\n"
+    return text + "wheels = [\n" + "".join(f"  {w},\n" for w in wheels) + "]\n"
+
+
+def by_path(wheel: Path, digest: str | None = None) -> str:
+    return f'{{ path = "w/{wheel.name}", hashes = {{ sha256 = "{digest or sha(wheel)}" }} }}'
+
+
+def test_pylock(tmp_path: Path, py: Interpreter) -> None:
+    w = tmp_path / "w"
+    w.mkdir()
+    pure = make_wheel(w, "lockone", "1.0")
+    native = make_wheel(w, "lockone", "1.0", tag=native_tag(py))
+    windows = make_wheel(w, "lockone", "1.0", tag=WINDOWS)
+    two = make_wheel(w, "locktwo", "2.0")
+    lock = tmp_path / "pylock.toml"
+    lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n'
+                    + lock_entry("lockone", "1.0", [by_path(pure), by_path(native), by_path(windows)])
+                    + lock_entry("locktwo", "2.0", [by_path(two)])
+                    + lock_entry("excluded", "1.0", ['{ path = "w/excluded-1.0-py3-none-any.whl", hashes = '
+                                                     f'{{ sha256 = "{"2" * 64}" }} }}'], "python_version < '3'"))
+    one, locktwo = collect([str(lock)], [], [], py)
+    assert (one.name, one.wheel, one.sha256, one.requested, one.direct_url) == ("lockone", native, sha(native),
+                                                                               False, None)
+    assert (locktwo.wheel, locktwo.requested) == (two, False)
+    one, locktwo = collect([str(lock), "locktwo"], [], [], py)  # named on the command line: requested
+    assert (one.requested, locktwo.requested) == (False, True)
+    with pytest.raises(InputError, match=r"^conflicting pins: locktwo==3 \(command line\) and locktwo==2\.0 \("):
+        collect([str(lock), "locktwo==3"], [], [], py)
+
+
+def test_pylock_hashes_are_checked(tmp_path: Path, py: Interpreter) -> None:
+    (tmp_path / "w").mkdir()
+    wheel = make_wheel(tmp_path / "w", "locked", "1.0")
+    lock = tmp_path / "pylock.dev.toml"
+    lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n'
+                    + lock_entry("locked", "1.0", [by_path(wheel, "4" * 64)]))
+    with pytest.raises(InputError, match=rf"{wheel}: sha256 {sha(wheel)} matches none of the hashes for locked in "
+                                         rf"{lock}"):
+        collect([str(lock)], [], [], py)
+
+
+def test_pylock_entry_to_download(tmp_path: Path, py: Interpreter) -> None:
+    lock = tmp_path / "pylock.toml"
+    url = "https://files.example.invalid/remote-1.0-py3-none-any.whl"
+    lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n'
+                    + lock_entry("remote", "1.0", [f'{{ url = "{url}", hashes = {{ sha256 = "{"3" * 64}" }} }}']))
+    with pytest.raises(InputError, match=r"^pylock entry remote \(remote-1\.0-py3-none-any\.whl\) needs downloading, "
+                                         r"which is not supported yet \(fix: pass --find-links DIR with its wheel\)$"):
+        collect([str(lock)], [], [], py)
+    (tmp_path / "links").mkdir()
+    remote = make_wheel(tmp_path / "links", "remote", "1.0")
+    lock.write_text(lock.read_text().replace("3" * 64, sha(remote)))
+    (got,) = collect([str(lock)], [], [tmp_path / "links"], py)
+    assert (got.wheel, got.sha256, got.requested) == (remote, sha(remote), False)
+
+
+def test_pylock_sdists_and_bad_files(tmp_path: Path, py: Interpreter) -> None:
+    lock = tmp_path / "pylock.toml"
+    lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n[[packages]]\nname = "src"\nversion = "1.0"\n'
+                    f'sdist = {{ path = "src-1.0.tar.gz", hashes = {{ sha256 = "{"5" * 64}" }} }}\n')
+    with pytest.raises(InputError, match=r"src is locked as an sdist, directory, VCS or archive entry"):
+        collect([str(lock)], [], [], py)
+    lock.write_text('lock-version = "1.0"\n[[packages]]\nname = "x"\n')
+    with pytest.raises(InputError, match=r"pylock\.toml is not a valid pylock file"):
+        collect([str(lock)], [], [], py)
+    lock.write_text("lock-version = \n")
+    with pytest.raises(InputError, match=r"pylock\.toml is not valid TOML"):
+        collect([str(lock)], [], [], py)
+    lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\nrequires-python = "<3"\npackages = []\n')
+    with pytest.raises(InputError, match=r"pylock\.toml: python_full_version .* does not satisfy"):
+        collect([str(lock)], [], [], py)
+
+
+@pytest.mark.parametrize(("arg", "fix"), [("requirements.txt", "-r requirements.txt"),
+                                          ("lock.toml", "name it pylock.toml or pylock.NAME.toml")])
+def test_files_that_look_like_names(py: Interpreter, arg: str, fix: str) -> None:
+    with pytest.raises(InputError, match=rf"^{arg} is neither a wheel, a pylock file nor a requirement \(fix: {fix}\)"):
+        collect([arg], [], [], py)

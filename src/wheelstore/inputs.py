@@ -1,28 +1,49 @@
-"""Resolve, for local inputs: turn wheel paths, pinned requirements and pylock files into wheel files to install.
+"""Resolve, for local inputs: turn wheel paths, pins, requirements files and pylock files into wheel files.
 
-Real resolution (unpinned requirements, remote indexes) belongs to the fetch stage and uv; here a pinned set is taken
-as complete, as ``pip install --no-deps -r`` would, and each pin is matched to the best wheel in the find-links
-directories for the target interpreter's tags.
+Real resolution (unpinned requirements, indexes) comes with the fetch stage. Until then a pinned set is taken as
+complete, as ``pip install --no-deps -r`` would take it, and each pin gets the wheel in the find-links directories
+whose tags the target interpreter prefers most. Every hash the inputs give is checked here, so later stages can trust
+``Candidate.sha256`` and look the tree up in the store without opening the wheel.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import shlex
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from typing import cast
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
-from packaging.markers import Marker, default_environment
+from packaging.markers import (
+    Environment,
+    InvalidMarker,
+    UndefinedComparison,
+    UndefinedEnvironmentName,
+    default_environment,
+)
+from packaging.pylock import (
+    PackageSdist,
+    PackageWheel,
+    Pylock,
+    PylockSelectError,
+    PylockValidationError,
+    is_valid_pylock_path,
+)
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
-from packaging.version import Version
+from packaging.tags import Tag, create_compatible_tags_selector
+from packaging.utils import BuildTag, InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
-from .errors import WheelstoreError
+from .errors import WheelError, WheelstoreError
 from .venv import Interpreter
 from .wheel import CHUNK, normalize_sha256
 
@@ -33,45 +54,399 @@ else:  # pragma: no cover
 
 
 class InputError(WheelstoreError):
-    """What the user asked for cannot be turned into wheel files."""
+    """The inputs cannot be turned into local wheel files: missing, incompatible, inconsistent or malformed."""
 
 
-class NeedsResolution(InputError):
-    """An unpinned requirement: choosing versions is the fetch stage's job (uv), not available yet."""
+class NeedsResolution(WheelstoreError):
+    """A requirement not pinned to one version: choosing the version is a resolver's job, and there is none yet."""
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One wheel file to install, and what the input said about it."""
+    """One wheel file to install, and what the inputs said about it."""
 
     name: NormalizedName
     version: Version
     wheel: Path
+    #: the file's sha256, when it was checked here (hashes given, or a wheel path whose direct_url records it)
     sha256: str | None
+    #: every sha256 the inputs accept for it (the intersection when several inputs give hashes); empty: none given
     hashes: frozenset[str] = frozenset()
+    #: asked for by the user, rather than only carried along by a lock file (REQUESTED, PEP 376)
     requested: bool = True
+    #: PEP 610 direct_url.json content for a wheel given by path; None for pins and lock entries, as pip does
     direct_url: dict[str, object] | None = None
 
 
-@dataclass
-class _Pin:
+@dataclass(frozen=True)
+class Pin:
+    """One requirement as written, and where; only a pinned one (``version`` set) installs without a resolver."""
+
     name: NormalizedName
-    version: Version
-    hashes: set[str] = field(default_factory=set)
-    origin: str = ""
+    version: Version | None
+    specifier: SpecifierSet
+    text: str
+    origin: str
+    hashes: frozenset[str] = frozenset()
+    #: a file given for it: a wheel path, ``name @ file:///...whl``, or a lock entry
+    wheel: Path | None = None
+
+
+@dataclass
+class Requirements:
+    """A requirements file and the files it includes, after markers: the pins and the options that matter now."""
+
+    pins: list[Pin] = field(default_factory=list)
+    find_links: list[Path] = field(default_factory=list)
+    require_hashes: bool = False
+
+
+_MARKER_ERRORS = (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName)
+_IMPLEMENTATIONS = {"cpython": "CPython", "pypy": "PyPy", "graalpy": "GraalVM", "jython": "Jython"}
 
 
 def marker_environment(interpreter: Interpreter) -> dict[str, str]:
-    """PEP 508 marker values for the target interpreter (the platform is this machine's)."""
-    env: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
-    v = interpreter.version
+    """PEP 508 marker values for the target interpreter; the platform values are this machine's, where it runs."""
+    env = {key: str(value) for key, value in default_environment().items()}
+    full = ".".join(map(str, interpreter.version))
     env.update(
-        python_version=f"{v[0]}.{v[1]}",
-        python_full_version=".".join(map(str, v)),
+        python_version=interpreter.python_version,
+        python_full_version=full,
         implementation_name=interpreter.implementation,
-        platform_python_implementation="CPython" if interpreter.implementation == "cpython" else "PyPy",
+        platform_python_implementation=_IMPLEMENTATIONS.get(interpreter.implementation, interpreter.implementation),
     )
+    if interpreter.implementation == "cpython":
+        env["implementation_version"] = full
     return env
+
+
+# -- requirements ---------------------------------------------------------------------------------------------------
+
+
+def parse_requirement(text: str, origin: str, env: dict[str, str], hashes: frozenset[str] = frozenset()) -> Pin | None:
+    """A requirement or wheel path as a Pin; None when its marker leaves the target out."""
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as e:
+        if text.endswith(".whl"):
+            return _wheel_pin(Path(text), _path_origin(text, origin), hashes)
+        if text.endswith((".tar.gz", ".zip", ".tar.bz2")) or os.sep in text:
+            raise InputError(f"{origin}: {text}: only wheel files (.whl) can be installed from a path") from None
+        raise InputError(f"{origin}: {text!r} is not a requirement ({e})") from None
+    if req.url is None and text.endswith(".whl"):  # a bare file name is also a valid project name
+        return _wheel_pin(Path(text), _path_origin(text, origin), hashes)
+    try:
+        if req.marker is not None and not req.marker.evaluate(env):
+            return None
+    except _MARKER_ERRORS as e:
+        raise InputError(f"{origin}: the marker of {req.name} cannot be evaluated ({e})") from None
+    if req.url is not None:
+        url = urlparse(req.url)
+        if url.scheme == "file" and url.path.endswith(".whl"):
+            pin = _wheel_pin(Path(url2pathname(url.path)), origin, hashes)
+            if pin.name != canonicalize_name(req.name):
+                raise InputError(f"{origin}: {req.url} is not a wheel of {req.name}")
+            return pin
+        raise InputError(
+            f"{origin}: {req.name} @ {req.url} needs downloading, which is not supported yet",
+            hint=f"download the wheel and give its path, or put it in a --find-links directory and pin {req.name}",
+        )
+    pin_text = f"{req.name}{req.specifier}"
+    version = None
+    specs = list(req.specifier)
+    if len(specs) == 1 and specs[0].operator in ("==", "===") and not specs[0].version.endswith(".*"):
+        try:
+            version = Version(specs[0].version)
+        except InvalidVersion:
+            raise InputError(f"{origin}: {pin_text}: {specs[0].version!r} is not a valid version") from None
+    return Pin(canonicalize_name(req.name), version, req.specifier, pin_text, origin, hashes)
+
+
+def _path_origin(text: str, origin: str) -> str:
+    """A wheel path from the command line is its own origin; from a file, the file and line are."""
+    return text if origin == "command line" else origin
+
+
+def _wheel_pin(path: Path, origin: str, hashes: frozenset[str]) -> Pin:
+    try:
+        name, version, _build, _tags = parse_wheel_filename(path.name)
+    except InvalidWheelFilename as e:
+        raise InputError(f"{path}: not a wheel file name ({e})") from None
+    return Pin(name, version, SpecifierSet(f"=={version}"), f"{name}=={version}", origin, hashes,
+               Path(os.path.abspath(path)))
+
+
+def parse_requirements_file(path: Path, interpreter: Interpreter) -> Requirements:
+    """pip's requirements format, as far as installing pinned local wheels needs it; lines a marker excludes drop."""
+    into = Requirements()
+    _read_requirements(path, marker_environment(interpreter), into, set())
+    return into
+
+
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """pip's rules: a trailing backslash joins the next line, a comment line ends the joining, then comments go."""
+    parts: list[str]
+    start, parts = 0, []
+    for number, line in enumerate(text.splitlines(), 1):
+        comment = bool(_COMMENT.match(line))
+        if line.rstrip().endswith("\\") and not comment:
+            start = start if parts else number
+            parts.append(line.rstrip()[:-1])
+            continue
+        if parts:
+            parts.append("" if comment else line)
+            line, parts = "".join(parts), []
+        else:
+            start = number
+        line = _COMMENT.sub("", line).strip()
+        if line:
+            yield start, line
+    if parts:
+        yield start, _COMMENT.sub("", "".join(parts)).strip()
+
+
+#: whole-line options: name -> what to do with it
+_OPTIONS = {
+    "-r": "requirement", "--requirement": "requirement",
+    "-c": "constraint", "--constraint": "constraint",
+    "-e": "editable", "--editable": "editable",
+    "-f": "find-links", "--find-links": "find-links",
+    "-i": "ignore", "--index-url": "ignore", "--extra-index-url": "ignore", "--trusted-host": "ignore",
+    "--no-binary": "ignore", "--only-binary": "ignore", "--use-feature": "ignore",
+    "--no-index": "flag", "--pre": "flag", "--prefer-binary": "flag", "--require-hashes": "require-hashes",
+}  # fmt: skip
+#: options after a requirement that only matter when building from source
+_BUILD_OPTIONS = frozenset({"--config-settings", "--global-option"})
+
+
+def _read_requirements(path: Path, env: dict[str, str], into: Requirements, seen: set[Path]) -> None:
+    real = Path(os.path.abspath(path))
+    if real in seen:  # included twice, or a cycle: once is enough
+        return
+    seen.add(real)
+    try:
+        text = real.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise InputError(f"cannot read requirements file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"requirements file {path} is not UTF-8 text") from None
+    for number, line in _logical_lines(text):
+        where = f"{path}:{number}"
+        words = line.split()
+        first_option = next((i for i, w in enumerate(words) if w.startswith("-")), len(words))
+        if first_option == 0:
+            _read_options(line, where, path, env, into, seen)
+            continue
+        hashes = _hash_options(words[first_option:], where)
+        requirement = line if first_option == len(words) else " ".join(words[:first_option])
+        pin = parse_requirement(requirement, where, env, hashes)
+        if pin is not None:
+            into.pins.append(pin)
+
+
+def _read_options(
+    line: str, where: str, path: Path, env: dict[str, str], into: Requirements, seen: set[Path]
+) -> None:
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise InputError(f"{where}: {e}") from None
+    todo = iter(words)
+    for word in todo:
+        if word.startswith("--"):
+            option, has_value, value = word.partition("=")
+        else:  # "-f DIR" or "-fDIR"
+            option, value = word[:2], word[2:]
+            has_value = "=" if value else ""
+        action = _OPTIONS.get(option)
+        if action is None:
+            hint = "--hash must follow its requirement on the same line" if option == "--hash" else None
+            raise InputError(f"{where}: unknown option {option}", hint=hint)
+        if action in ("flag", "require-hashes"):
+            into.require_hashes |= action == "require-hashes"
+            continue
+        if not has_value:
+            value = next(todo, "")
+        if not value:
+            raise InputError(f"{where}: {option} needs a value")
+        if action == "requirement":
+            _read_requirements(path.parent / value, env, into, seen)
+        elif action == "find-links":
+            url = urlparse(value)
+            if url.scheme == "file":
+                into.find_links.append(Path(url2pathname(url.path)))
+            elif not url.scheme:
+                into.find_links.append(path.parent / value)
+            # an http(s) find-links page needs fetching: ignored, like the index options, until that lands
+        elif action == "constraint":
+            raise InputError(f"{where}: constraint files are not supported yet")
+        elif action == "editable":
+            raise InputError(f"{where}: editable installs are not supported yet", hint="build a wheel and give it")
+
+
+def _hash_options(words: list[str], where: str) -> frozenset[str]:
+    """The sha256 digests of ``--hash=ALG:HEX`` options (other algorithms only narrow pip's any-of, so they go).
+
+    Split on whitespace, not with shlex as pip does: nothing here is quoted, and shlex takes 100 ms on a large file.
+    """
+    hashes: set[str] = set()
+    others: list[str] = []
+    todo = iter(words)
+    for word in todo:
+        option, has_value, value = word.partition("=")
+        if option in _BUILD_OPTIONS:
+            if not has_value:
+                next(todo, None)
+            continue
+        if option != "--hash":
+            raise InputError(f"{where}: option {option} is not supported after a requirement")
+        value = value if has_value else next(todo, "")
+        algorithm, _, digest = value.partition(":")
+        if algorithm != "sha256":
+            others.append(algorithm)
+            continue
+        try:
+            hashes.add(normalize_sha256(digest))
+        except WheelError:
+            raise InputError(f"{where}: --hash={value} is not a sha256 hex digest") from None
+    if others and not hashes:
+        raise InputError(f"{where}: only {', '.join(others)} hashes given; wheelstore checks sha256",
+                         hint="add the --hash=sha256:... of the wheel")
+    return frozenset(hashes)
+
+
+# -- find-links -----------------------------------------------------------------------------------------------------
+
+
+class _Links:
+    """The wheels in the find-links directories, listed once and only if a pin needs them."""
+
+    def __init__(self, directories: Sequence[Path], interpreter: Interpreter) -> None:
+        self.directories = list(dict.fromkeys(Path(os.path.abspath(d)) for d in directories))
+        self.interpreter = interpreter
+        self.select = create_compatible_tags_selector(interpreter.tags)
+        self.missing: set[Path] = set()
+
+    @cached_property
+    def wheels(self) -> dict[NormalizedName, list[tuple[Version, BuildTag, frozenset[Tag], Path]]]:
+        found: dict[NormalizedName, list[tuple[Version, BuildTag, frozenset[Tag], Path]]] = {}
+        for directory in self.directories:
+            try:
+                names = sorted(os.listdir(directory))
+            except OSError:
+                self.missing.add(directory)
+                continue
+            for filename in names:
+                if not filename.endswith(".whl"):
+                    continue
+                try:
+                    name, version, build, tags = parse_wheel_filename(filename)
+                except InvalidWheelFilename:
+                    continue
+                found.setdefault(name, []).append((version, build, tags, directory / filename))
+        for entries in found.values():
+            entries.sort(key=lambda e: e[1], reverse=True)  # the best tag wins; among equals, the highest build
+        return found
+
+    def find(self, name: NormalizedName, version: Version) -> Path:
+        same = [(path, tags) for v, _build, tags, path in self.wheels.get(name, []) if v == version]
+        best = next(self.select(same), None)
+        if best is not None:
+            return best
+        where = ", ".join(f"{d} (missing)" if d in self.missing else str(d) for d in self.directories)
+        message = f"no wheel for {name}=={version} matches this interpreter ({_describe(self.interpreter)}) in: "
+        message += where or "no --find-links directory"
+        if same:
+            message += "; found only " + ", ".join(sorted({_tag_text(path.name) for path, _ in same}))
+        elif others := sorted({v for v, *_ in self.wheels.get(name, [])}, reverse=True):
+            message += "; versions there: " + ", ".join(map(str, others[:5]))
+        raise InputError(message, hint=None if where else "pass --find-links DIR with its wheel")
+
+    def newest(self, name: NormalizedName, specifier: SpecifierSet) -> Version | None:
+        """The newest version of ``name`` here that the interpreter can use and ``specifier`` allows."""
+        usable = self.select(((v, tags) for v, _b, tags, _p in self.wheels.get(name, [])))
+        return max(specifier.filter(usable), default=None)
+
+    def file(self, filename: str) -> Path | None:
+        return next((d / filename for d in self.directories if (d / filename).is_file()), None)
+
+
+def _describe(interpreter: Interpreter) -> str:
+    """The interpreter by its most preferred tag, as in "cp311, manylinux_2_36_x86_64"."""
+    best = interpreter.tags[0]
+    return f"{best.interpreter}, {best.platform}"
+
+
+def _tag_text(filename: str) -> str:
+    return "-".join(filename.removesuffix(".whl").split("-")[-3:])
+
+
+# -- pylock ---------------------------------------------------------------------------------------------------------
+
+
+def _read_pylock(path: Path, env: dict[str, str], interpreter: Interpreter, links: _Links) -> list[Pin]:
+    """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located."""
+    try:
+        with open(path, "rb") as f:
+            lock = Pylock.from_dict(tomllib.load(f))
+        selected = list(lock.select(environment=cast(Environment, env), tags=interpreter.tags))
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path} is not valid TOML ({e})") from None
+    except PylockValidationError as e:
+        raise InputError(f"{path} is not a valid pylock file ({e})") from None
+    except (PylockSelectError, *_MARKER_ERRORS) as e:
+        raise InputError(f"{path}: {e}") from None
+    pins = []
+    for package, source in selected:
+        if not isinstance(source, PackageWheel):
+            if isinstance(source, PackageSdist) and package.wheels:
+                raise InputError(f"{path}: no wheel of {package.name} matches this interpreter "
+                                 f"({_describe(interpreter)}), and building its sdist is not supported yet")
+            raise InputError(f"{path}: {package.name} is locked as an sdist, directory, VCS or archive entry; "
+                             "only wheels are supported yet", hint="lock it with wheels only")
+        filename = source.filename
+        digest = source.hashes.get("sha256")
+        if digest is None:
+            raise InputError(f"{path}: {filename} has no sha256 hash; wheelstore checks sha256")
+        try:
+            digest = normalize_sha256(digest)
+        except WheelError:
+            raise InputError(f"{path}: the sha256 of {filename} is not a sha256 hex digest") from None
+        version = parse_wheel_filename(filename)[1]
+        pins.append(Pin(package.name, version, SpecifierSet(f"=={version}"), f"{package.name}=={version}", str(path),
+                        frozenset({digest}), _lock_wheel_file(path, package.name, source, links)))
+    return pins
+
+
+def _lock_wheel_file(lock: Path, name: str, wheel: PackageWheel, links: _Links) -> Path:
+    if wheel.path:  # PEP 751: relative to the lock file's directory
+        return Path(os.path.abspath(lock.parent / wheel.path))
+    url = urlparse(wheel.url or "")
+    if url.scheme == "file":
+        return Path(url2pathname(url.path))
+    found = links.file(wheel.filename)
+    if found is None:
+        raise InputError(f"pylock entry {name} ({wheel.filename}) needs downloading, which is not supported yet",
+                         hint="pass --find-links DIR with its wheel")
+    return found
+
+
+# -- putting it together --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    pin: Pin
+    locked: bool = False  # from a lock file: not requested, not a direct install
+
+    @property
+    def direct(self) -> bool:
+        return self.pin.wheel is not None and not self.locked
 
 
 def collect(
@@ -82,276 +457,119 @@ def collect(
     *,
     no_index: bool = True,
 ) -> list[Candidate]:
-    """Wheel files for everything asked for, one per distribution, sorted by name."""
+    """Wheel files for everything asked for, one per distribution, sorted by name, every given hash checked.
+
+    ``args`` are wheel paths, pylock files and requirements (``name==1.2``); a pinned set is taken as complete (no
+    dependencies are added). ``no_index`` is accepted for when indexes exist; only local files are used now.
+    """
     env = marker_environment(interpreter)
-    links = list(find_links)
-    pins: list[_Pin] = []
-    direct: list[Candidate] = []
+    entries: list[_Entry] = []
+    directories = list(find_links)
+    locks: list[Path] = []
+    require_hashes = False
     for arg in args:
-        if arg.endswith(".whl"):
-            direct.append(_direct_wheel(Path(arg), interpreter))
-        elif _is_pylock(arg):
-            direct.extend(_from_pylock(Path(arg), interpreter, links, env))
-        else:
-            pin = _pin(arg, "command line", env)
-            if pin is not None:
-                pins.append(pin)
+        if is_valid_pylock_path(Path(arg)):
+            locks.append(Path(arg))
+        elif arg.endswith((".txt", ".in", ".toml")):  # also valid project names, which would "need resolution"
+            hint = f"-r {arg}" if not arg.endswith(".toml") else "name it pylock.toml or pylock.NAME.toml"
+            raise InputError(f"{arg} is neither a wheel, a pylock file nor a requirement", hint=hint)
+        elif (pin := parse_requirement(arg, "command line", env)) is not None:
+            entries.append(_Entry(pin))
     for path in requirement_files:
-        for pin_or_link in _read_requirements(path, env, seen=set()):
-            if isinstance(pin_or_link, Path):
-                links.append(pin_or_link)
-            else:
-                pins.append(pin_or_link)
-    links += [c.wheel.parent for c in direct]
-    chosen: dict[NormalizedName, Candidate] = {}
-    for cand in direct:
-        _add(chosen, cand)
-    for pin in _merge(pins):
-        if pin.name in chosen:
-            if chosen[pin.name].version != pin.version:
-                raise InputError(f"conflicting pins: {pin.name}=={pin.version} and {chosen[pin.name].wheel.name}")
-            continue
-        wheel = _find(pin, links, interpreter)
-        _add(chosen, Candidate(pin.name, pin.version, wheel, _check_hashes(wheel, pin.hashes), frozenset(pin.hashes)))
-    return [chosen[n] for n in sorted(chosen)]
+        into = Requirements()
+        _read_requirements(path, env, into, set())
+        entries += [_Entry(pin) for pin in into.pins]
+        directories += into.find_links
+        require_hashes |= into.require_hashes
+    directories += [e.pin.wheel.parent for e in entries if e.pin.wheel is not None]
+    links = _Links(directories, interpreter)
+    for lock in locks:
+        entries += [_Entry(pin, locked=True) for pin in _read_pylock(lock, env, interpreter, links)]
+
+    groups: dict[NormalizedName, list[_Entry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.pin.name, []).append(entry)
+    plans = [(name, group, *_plan(name, group, links)) for name, group in sorted(groups.items())]
+    if require_hashes and (bare := next((e.pin for e in entries if not e.pin.hashes and not e.direct), None)):
+        raise InputError(f"{bare.origin}: {bare.text} has no --hash, and --require-hashes is on",
+                         hint="add its --hash=sha256:... or drop --require-hashes")
+    wheels = [chosen.pin.wheel if chosen and chosen.pin.wheel else links.find(name, version)
+              for name, _group, version, chosen in plans]
+
+    def digest(plan: tuple[NormalizedName, list[_Entry], Version, _Entry | None], wheel: Path) -> str | None:
+        """The file's sha256, if a hash was given for it or its direct_url must record one."""
+        _name, group, _version, chosen = plan
+        if not any(e.pin.hashes or e.direct for e in group):
+            return None
+        return _sha256(wheel, chosen.pin.origin if chosen else "--find-links")
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="hash") as pool:  # hashlib drops the GIL
+        digests = list(pool.map(digest, plans, wheels))
+    return [_candidate(*plan, wheel, sha256) for plan, wheel, sha256 in zip(plans, wheels, digests)]
 
 
-def _add(chosen: dict[NormalizedName, Candidate], cand: Candidate) -> None:
-    old = chosen.get(cand.name)
-    if old is not None and old.version != cand.version:
-        raise InputError(f"conflicting pins: {cand.name}=={old.version} and {cand.name}=={cand.version}")
-    chosen.setdefault(cand.name, cand)
-
-
-def _merge(pins: list[_Pin]) -> list[_Pin]:
-    merged: dict[NormalizedName, _Pin] = {}
-    for pin in pins:
-        old = merged.get(pin.name)
-        if old is None:
-            merged[pin.name] = pin
-        elif old.version != pin.version:
-            raise InputError(f"conflicting pins: {pin.name}=={old.version} ({old.origin}) and =={pin.version} ({pin.origin})")
-        elif pin.hashes:
-            old.hashes = (old.hashes & pin.hashes) if old.hashes else set(pin.hashes)
-            if not old.hashes:
-                raise InputError(f"{pin.name}=={pin.version}: the hashes given in {old.origin} and {pin.origin} disagree")
-    return list(merged.values())
-
-
-def _is_pylock(arg: str) -> bool:
-    name = Path(arg).name
-    return name == "pylock.toml" or (name.startswith("pylock.") and name.endswith(".toml"))
-
-
-def _pin(text: str, origin: str, env: dict[str, str], hashes: set[str] | None = None) -> _Pin | None:
-    try:
-        req = Requirement(text)
-    except InvalidRequirement as e:
-        raise InputError(f"{origin}: {text!r} is not a requirement ({e})") from None
-    if req.marker is not None and not req.marker.evaluate(env):
-        return None
-    if req.url:
-        raise NeedsResolution(f"{origin}: {req.name} @ {req.url} needs fetching, which is not supported yet; give the wheel file")
-    specs = list(req.specifier)
-    if len(specs) != 1 or specs[0].operator not in ("==", "===") or "*" in specs[0].version:
+def _plan(name: NormalizedName, group: list[_Entry], links: _Links) -> tuple[Version, _Entry | None]:
+    """The one version the entries agree on and the file given for it, if any; raises before any file is read."""
+    pinned = [e for e in group if e.pin.version is not None]
+    if not pinned:
+        pin = group[0].pin
+        newest = links.newest(name, pin.specifier)
+        where = "" if pin.origin == "command line" else f"{pin.origin}: "
         raise NeedsResolution(
-            f"{origin}: {text} needs resolution, which is not supported yet",
-            hint=f"pin it ({req.name}==VERSION), or give a wheel file or a pylock.toml",
+            f"{where}{pin.text} needs resolution, which is not supported yet",
+            hint=f"pin it ({name}=={newest or 'VERSION'}) or give a wheel file or a pylock.toml",
         )
-    return _Pin(canonicalize_name(req.name), Version(specs[0].version), set(hashes or ()), origin)
+    base = pinned[0].pin
+    version = cast(Version, base.version)
+    for entry in group:
+        pin = entry.pin
+        if pin.version is not None and pin.version != version or not pin.specifier.contains(version, prereleases=True):
+            raise InputError(f"conflicting pins: {base.text} ({base.origin}) and {pin.text} ({pin.origin})")
+    direct = [e for e in group if e.direct]
+    for entry in direct:
+        wheel = cast(Path, entry.pin.wheel)
+        if wheel != direct[0].pin.wheel:
+            raise InputError(f"{name} is given twice: {direct[0].pin.wheel} and {wheel}",
+                             hint="give one wheel per distribution")
+        tags = parse_wheel_filename(wheel.name)[3]
+        if next(links.select([(wheel, tags)]), None) is None:
+            raise InputError(f"{wheel.name} is not for this interpreter ({_describe(links.interpreter)}): "
+                             f"its tags are {_tag_text(wheel.name)}")
+    return version, next(iter(direct), None) or next((e for e in group if e.pin.wheel is not None), None)
 
 
-def _logical_lines(path: Path) -> Iterator[tuple[int, str]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot read requirements file {path}: {e.strerror}") from None
-    buffer, start = "", 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split(" #", 1)[0] if not raw.lstrip().startswith("#") else ""
-        if not buffer:
-            start = number
-        if line.rstrip().endswith("\\"):
-            buffer += line.rstrip()[:-1] + " "
-            continue
-        buffer += line
-        if buffer.strip():
-            yield start, buffer.strip()
-        buffer = ""
-    if buffer.strip():
-        yield start, buffer.strip()
+def _candidate(
+    name: NormalizedName, group: list[_Entry], version: Version, chosen: _Entry | None, wheel: Path, digest: str | None
+) -> Candidate:
+    """The candidate, once every hash given for it is known to match the file's ``digest``."""
+    direct = chosen is not None and chosen.direct
+    sets = [e.pin.hashes for e in group if e.pin.hashes]
+    for entry in group:
+        if entry.pin.hashes and digest not in entry.pin.hashes:
+            raise InputError(f"{wheel}: sha256 {digest} matches none of the hashes for {name} in {entry.pin.origin}",
+                             hint="if the file is the right one, update its hashes; else replace the file")
+    direct_url: dict[str, object] | None = None
+    if direct:
+        direct_url = {"url": wheel.as_uri(), "archive_info": {"hashes": {"sha256": digest}, "hash": f"sha256={digest}"}}
+    return Candidate(
+        name=name,
+        version=version,
+        wheel=wheel,
+        sha256=digest,
+        hashes=frozenset.intersection(*sets) if sets else frozenset(),
+        requested=any(not e.locked for e in group),
+        direct_url=direct_url,
+    )
 
 
-_IGNORED_OPTIONS = {"--index-url", "-i", "--extra-index-url", "--trusted-host", "--pre", "--prefer-binary"}
-_FLAG_OPTIONS = {"--no-index", "--require-hashes", "--only-binary", "--no-binary", "--no-deps"}
-
-
-def _read_requirements(path: Path, env: dict[str, str], seen: set[Path]) -> Iterator[_Pin | Path]:
-    """pip's requirements format, as far as pinned installs need it: pins, --hash, -r, -f and index options."""
-    path = path.absolute()
-    if path in seen:
-        return
-    seen.add(path)
-    for number, line in _logical_lines(path):
-        where = f"{path}:{number}"
-        if line.startswith("-") and not line.startswith("--hash"):
-            option, _, value = line.replace("=", " ", 1).partition(" ")
-            value = value.strip()
-            if option in ("-r", "--requirement"):
-                yield from _read_requirements(path.parent / value, env, seen)
-            elif option in ("-f", "--find-links"):
-                yield path.parent / value
-            elif option in ("-c", "--constraint"):
-                raise InputError(f"{where}: constraint files are not supported yet")
-            elif option in _IGNORED_OPTIONS or option in _FLAG_OPTIONS:
-                continue
-            else:
-                raise InputError(f"{where}: unknown option {option}")
-            continue
-        # "name==1.0 ; marker --hash=sha256:... --hash sha256:..." (the requirement part is never shell-split)
-        requirement, *options = _HASH_OPTION.split(line)
-        hashes = {normalize_sha256(o.removeprefix("--hash").lstrip("= ").strip()) for o in options}
-        pin = _pin(requirement.strip(), where, env, hashes)
-        if pin is not None:
-            yield pin
-
-
-_HASH_OPTION = re.compile(r"\s+(?=--hash[=\s])")
-
-
-def _best_rank(tags: frozenset[Tag], interpreter: Interpreter) -> int | None:
-    ranks = _ranks(interpreter)
-    found = [ranks[t] for t in tags if t in ranks]
-    return min(found) if found else None
-
-
-_RANK_CACHE: dict[int, dict[Tag, int]] = {}
-
-
-def _ranks(interpreter: Interpreter) -> dict[Tag, int]:
-    key = id(interpreter)
-    if key not in _RANK_CACHE:
-        _RANK_CACHE[key] = {t: i for i, t in reversed(list(enumerate(interpreter.tags)))}
-    return _RANK_CACHE[key]
-
-
-def _describe(interpreter: Interpreter) -> str:
-    best = interpreter.tags[0]
-    return f"{best.interpreter}, {best.platform}"
-
-
-def _find(pin: _Pin, links: Sequence[Path], interpreter: Interpreter) -> Path:
-    best: tuple[int, Path] | None = None
-    other_tags: list[str] = []
-    for directory in dict.fromkeys(links):
-        try:
-            names = sorted(p.name for p in directory.iterdir())
-        except OSError:
-            continue
-        for name in names:
-            if not name.endswith(".whl"):
-                continue
-            try:
-                wname, wversion, _build, tags = parse_wheel_filename(name)
-            except InvalidWheelFilename:
-                continue
-            if wname != pin.name or wversion != pin.version:
-                continue
-            rank = _best_rank(tags, interpreter)
-            if rank is None:
-                other_tags += sorted(str(t) for t in tags)[:1]
-            elif best is None or rank < best[0]:
-                best = (rank, directory / name)
-    if best is None:
-        where = ", ".join(map(str, dict.fromkeys(links))) or "no --find-links directories"
-        seen = f"; found only wheels for {', '.join(other_tags)}" if other_tags else ""
-        raise InputError(f"no wheel for {pin.name}=={pin.version} matches this interpreter ({_describe(interpreter)}) "
-                         f"in: {where}{seen}")
-    return best[1]
-
-
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, origin: str) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _check_hashes(wheel: Path, hashes: set[str] | frozenset[str]) -> str | None:
-    if not hashes:
-        return None
-    actual = _sha256(wheel)
-    if actual not in hashes:
-        raise InputError(f"{wheel.name}: sha256 {actual} matches none of the hashes given for it")
-    return actual
-
-
-def _direct_wheel(path: Path, interpreter: Interpreter) -> Candidate:
-    path = path.absolute()
-    try:
-        name, version, _build, tags = parse_wheel_filename(path.name)
-    except InvalidWheelFilename as e:
-        raise InputError(f"{path.name}: not a wheel file name ({e})") from None
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if _best_rank(tags, interpreter) is None:
-        raise InputError(f"{path.name} is not for this interpreter ({_describe(interpreter)})")
-    digest = _sha256(path)
-    direct_url: dict[str, object] = {"url": path.as_uri(), "archive_info": {"hashes": {"sha256": digest},
-                                                                            "hash": f"sha256={digest}"}}
-    return Candidate(name, version, path, digest, frozenset({digest}), True, direct_url)
-
-
-def _from_pylock(path: Path, interpreter: Interpreter, links: Sequence[Path], env: dict[str, str]) -> list[Candidate]:
-    from packaging.pylock import Pylock, PylockUnsupportedVersionError, PylockValidationError
-
     try:
         with open(path, "rb") as f:
-            lock = Pylock.from_dict(tomllib.load(f))
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file ({origin})") from None
     except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
-    except (tomllib.TOMLDecodeError, PylockValidationError, PylockUnsupportedVersionError) as e:
-        raise InputError(f"{path} is not a valid pylock file: {e}") from None
-    version = Version(".".join(map(str, interpreter.version)))
-    result = []
-    for package in lock.packages:
-        if package.marker is not None and not Marker(str(package.marker)).evaluate(env):
-            continue
-        if package.requires_python is not None and version not in SpecifierSet(str(package.requires_python)):
-            continue
-        name = canonicalize_name(package.name)
-        if not package.wheels:
-            raise InputError(f"{path}: {package.name} has no wheels; sdists, directories and VCS entries are not supported yet")
-        options = []
-        for wheel in package.wheels:
-            filename = wheel.name or Path(urlparse(wheel.url or "").path).name or Path(wheel.path or "").name
-            try:
-                _n, wversion, _b, tags = parse_wheel_filename(filename)
-            except InvalidWheelFilename:
-                continue
-            rank = _best_rank(tags, interpreter)
-            if rank is not None:
-                options.append((rank, filename, wheel, wversion))
-        if not options:
-            raise InputError(f"{path}: no wheel of {package.name} matches this interpreter ({_describe(interpreter)})")
-        _rank, filename, wheel, wversion = min(options, key=lambda o: o[0])
-        local = _locate(path, filename, wheel.path, wheel.url, links)
-        hashes = {normalize_sha256(v) for k, v in wheel.hashes.items() if k == "sha256"}
-        if not hashes:
-            raise InputError(f"{path}: {filename} has no sha256 hash in the lock")
-        result.append(Candidate(name, package.version or wversion, local, _check_hashes(local, hashes),
-                                frozenset(hashes), requested=False))
-    return result
-
-
-def _locate(lock: Path, filename: str, path: str | None, url: str | None, links: Sequence[Path]) -> Path:
-    if path:
-        return (lock.parent / path).absolute()
-    if url and url.startswith("file://"):
-        return Path(unquote(urlparse(url).path))
-    for directory in links:
-        if (directory / filename).is_file():
-            return (directory / filename).absolute()
-    raise InputError(f"{lock}: {filename} needs downloading, which is not supported yet",
-                     hint="pass --find-links DIR with that wheel in it")
+        raise InputError(f"{path}: cannot be read ({e.strerror})") from None
+    return h.hexdigest()
