@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -302,3 +304,68 @@ def test_edit_gives_private_copies_and_undo_restores_links(run: Runner, users: U
                          env=env)
     assert out.stdout == "", out.stderr
     assert snapshot(store) == before
+
+
+EXT_C = rb"""
+#include <Python.h>
+int helper_answer(void);
+static PyObject *answer(PyObject *self, PyObject *args) { return PyLong_FromLong(helper_answer()); }
+static PyMethodDef methods[] = {{"answer", answer, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_ext", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__ext(void) { return PyModule_Create(&mod); }
+"""
+
+
+def _extension_wheel(d: Path) -> Path:
+    """A compiled extension whose library sits in a bundled ``.libs`` directory, found through $ORIGIN, the way
+    auditwheel lays wheels out."""
+    build = d / "build"
+    (build / "cext.libs").mkdir(parents=True)
+    (build / "helper.c").write_text("int helper_answer(void) { return 42; }\n")
+    (build / "ext.c").write_bytes(EXT_C)
+    lib = build / "cext.libs" / "libhelper-1a2b3c.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(lib), str(build / "helper.c")], check=True)
+    include = subprocess.run([SYSTEM_PYTHON, "-c", "import sysconfig; print(sysconfig.get_paths()['include'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    suffix = subprocess.run([SYSTEM_PYTHON, "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    ext = build / f"_ext{suffix}"
+    subprocess.run(["gcc", "-shared", "-fPIC", f"-I{include}", "-o", str(ext), str(build / "ext.c"), str(lib),
+                    "-Wl,-rpath,$ORIGIN/../cext.libs"], check=True)
+    whl = make_wheel(d, "cext", "1.0", tag="cp311-cp311-linux_x86_64", files={
+        "cext/__init__.py": b"from ._ext import answer\n",
+        f"cext/_ext{suffix}": ext.read_bytes(),
+        f"cext.libs/{lib.name}": lib.read_bytes(),
+    }, executable=(f"cext/_ext{suffix}", f"cext.libs/{lib.name}"))
+    whl.chmod(0o644)
+    return whl
+
+
+@pytest.mark.parametrize("mode", LOCAL_MODES)
+def test_compiled_extension_with_bundled_libs(run: Runner, users: Users, workdir: Path, mode: str) -> None:
+    if shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    whl = _extension_wheel(workdir)
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    venv = _venv(workdir / "venv", users.alice)
+    done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--link-mode", mode, str(whl))
+    assert done.returncode == 0, done.stderr
+    out = subprocess.run(["runuser", "-u", users.alice, "--", str(venv / "bin/python"), "-c",
+                          "import cext; print(cext.answer())"], capture_output=True, text=True)
+    assert out.stdout == "42\n", out.stderr
+
+
+def test_uv_pip_list_sees_the_venv(run: Runner, users: Users, workdir: Path) -> None:
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    if not Path(uv).exists():
+        pytest.skip("uv is not installed (pip install -e '.[test]' brings it)")
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    venv = _venv(workdir / "venv", users.alice)
+    assert run(users.alice, "--store", str(store), "install", "--venv", str(venv), *map(str, _demo_wheels(workdir)),
+               "--link-mode", "symlink").returncode == 0
+    listed = subprocess.run([uv, "pip", "list", "--format", "json", "--python", str(venv / "bin/python")],
+                            capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert {"nsa", "nsb"} <= {p["name"] for p in json.loads(listed.stdout)}
