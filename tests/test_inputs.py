@@ -129,11 +129,18 @@ def test_pins_with_and_without_hashes(tmp_path: Path, py: Interpreter) -> None:
         -r sub/more.txt
         gamma==9.9 ; python_version < "3"
         """)
+    # as with pip, one --hash turns on hash-checking for all: beta, pinned without one, is refused
+    with pytest.raises(InputError, match=r"more.txt:2: beta==2.0 has no --hash, and --require-hashes is on"):
+        collect([], [req], [], py)
+    write(tmp_path / "sub" / "more.txt", f"-f ../more\nbeta==2.0 --hash=sha256:{sha(b)}\n")
     alpha, beta = collect([], [req], [], py)
     assert (alpha.name, str(alpha.version), alpha.wheel, alpha.sha256) == ("alpha", "1.0", a, sha(a))
     assert alpha.hashes == {"0" * 64, sha(a)}
-    assert (beta.name, beta.wheel, beta.sha256, beta.hashes) == ("beta", b, None, frozenset())
+    assert (beta.name, beta.wheel, beta.sha256) == ("beta", b, sha(b))
     assert all(c.requested and c.direct_url is None for c in (alpha, beta))
+    plain = write(tmp_path / "plain.txt", "-f links\nalpha==1.0\n")
+    (unhashed,) = collect([], [plain], [], py)
+    assert (unhashed.sha256, unhashed.hashes) == (None, frozenset())
 
 
 def test_platform_wheel_beats_pure_wheel(tmp_path: Path, py: Interpreter) -> None:

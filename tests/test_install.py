@@ -369,3 +369,57 @@ def test_uv_pip_list_sees_the_venv(run: Runner, users: Users, workdir: Path) -> 
                             capture_output=True, text=True)
     assert listed.returncode == 0, listed.stderr
     assert {"nsa", "nsb"} <= {p["name"] for p in json.loads(listed.stdout)}
+
+
+def test_uninstall_never_leaves_the_venv(run: Runner, users: Users, workdir: Path) -> None:
+    """A RECORD pointing outside the venv (at the store, or anywhere) removes nothing there, as with pip."""
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    venv = _venv(workdir / "venv", users.alice)
+    outside = workdir / "outside" / "deep"
+    outside.mkdir(parents=True)
+    victim = outside / "victim.txt"
+    victim.write_text("keep")
+    site = next(venv.glob("lib/python*/site-packages"))
+    dist_info = site / "evil-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n")
+    (dist_info / "RECORD").write_text(f"{os.path.relpath(victim, site)},,\n{store / 'config.toml'},,\n"
+                                      "evil-1.0.dist-info/METADATA,,\nevil-1.0.dist-info/RECORD,,\n")
+    subprocess.run(["chown", "-R", users.alice, str(venv), str(workdir / "outside")], check=True)
+    before = snapshot(store)
+    done = run(users.alice, "uninstall", "--venv", str(venv), "evil")
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "keep" and not dist_info.exists()
+    assert snapshot(store) == before
+
+
+def test_script_shebangs_are_replaced_whole(run: Runner, users: Users, workdir: Path) -> None:
+    whl = make_wheel(workdir, "shb", "1.0", files={
+        "shb/__init__.py": b"",
+        "shb-1.0.data/scripts/shb-three": b"#!python3 -u\nprint('three')\n",
+        "shb-1.0.data/scripts/shb-sh": b"#!/bin/sh\necho shell\n",
+    })
+    whl.chmod(0o644)
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    venv = _venv(workdir / "venv", users.alice)
+    assert run(users.alice, "--store", str(store), "install", "--venv", str(venv), str(whl)).returncode == 0
+    three = venv / "bin" / "shb-three"
+    assert three.read_bytes() == f"#!{venv}/bin/python\nprint('three')\n".encode()
+    assert subprocess.run([str(three)], capture_output=True, text=True).stdout == "three\n"
+    assert (venv / "bin" / "shb-sh").read_bytes() == b"#!/bin/sh\necho shell\n"
+
+
+def test_edit_undo_uses_the_store_it_came_from(run: Runner, users: Users, workdir: Path) -> None:
+    stores = [workdir / "mine", workdir / "other"]
+    assert run(users.alice, "init", str(stores[0])).returncode == 0
+    assert run(users.alice, "init", str(stores[1]), "--group", users.group, "--shared", "all").returncode == 0
+    venv = _venv(workdir / "venv", users.alice)
+    wheels = _demo_wheels(workdir)
+    assert run(users.alice, "--store", str(stores[0]), "install", "--venv", str(venv), "--link-mode", "hardlink",
+               *map(str, wheels)).returncode == 0
+    assert run(users.alice, "--store", str(stores[1]), "realize", *map(str, wheels)).returncode == 0
+    assert run(users.alice, "--store", str(stores[0]), "edit", "--venv", str(venv), "nsa").returncode == 0
+    line = one_line_error(run(users.alice, "--store", str(stores[1]), "edit", "--undo", "--venv", str(venv), "nsa"))
+    assert f"came from the store at {stores[0]}" in line and f"--store {stores[0]}" in line

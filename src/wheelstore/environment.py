@@ -75,11 +75,6 @@ class Environment:
         trees = self._realize(store, todo)
         modes = self._choose_modes(store, trees, link_mode, report)
 
-        if exact:
-            for name, dist in sorted(present.items()):
-                if name not in wanted and name not in SEED_PACKAGES:
-                    inst.uninstall(dist, self.interpreter)
-                    report.removed.append((dist.display_name, dist.version))
         for cand, tree in zip(todo, trees):
             old = present.get(cand.name)
             if old is not None:
@@ -94,6 +89,11 @@ class Environment:
                 store_root=str(store.root),
             )
             report.installed.append((tree.manifest.name, tree.manifest.version, modes[tree.key].value))
+        if exact:  # removals last: a failed install above must not have cost the venv its other packages
+            for name, dist in sorted(present.items()):
+                if name not in wanted and name not in SEED_PACKAGES:
+                    inst.uninstall(dist, self.interpreter)
+                    report.removed.append((dist.display_name, dist.version))
         inst.bump_mtime(self.interpreter)
         return report
 
@@ -103,8 +103,8 @@ class Environment:
         missing = [n for n in names if canonicalize_name(n) not in present]
         if missing:
             raise WheelstoreError(f"not installed in {self.path}: {', '.join(missing)}")
-        for n in names:
-            dist = present[canonicalize_name(n)]
+        for n in dict.fromkeys(canonicalize_name(n) for n in names):
+            dist = present[n]
             inst.uninstall(dist, self.interpreter)
             report.removed.append((dist.display_name, dist.version))
         inst.bump_mtime(self.interpreter)
@@ -119,12 +119,21 @@ class Environment:
         if found is None:
             raise WheelstoreError(f"{dist.display_name} in {self.path} was not installed by wheelstore, so its "
                                   "files are already this venv's own")
+        if found.get("store") != str(store.root):
+            raise WheelstoreError(f"{dist.display_name} in {self.path} came from the store at {found.get('store')}, "
+                                  f"not {store.root}", hint=f"pass --store {found.get('store')}")
         tree = store.lookup(str(found.get("key")))
         if tree is None:
             raise WheelstoreError(f"the store at {store.root} no longer has the tree of {dist.display_name}",
                                   hint=f"reinstall it: wheelstore install --venv {self.path} ...")
         if undo:
-            changed = inst.relink(dist, tree, LinkMode(found.get("link_mode", "symlink")))
+            try:
+                recorded: LinkMode | None = LinkMode(found.get("link_mode"))
+            except ValueError:
+                recorded = None
+            # the safety rule is applied again: the store's policy or the tree's owner may have changed since
+            modes = self._choose_modes(store, [tree], recorded, Report())
+            changed = inst.relink(dist, tree, modes[tree.key])
         else:
             changed = inst.make_private(dist, tree)
         inst.bump_mtime(self.interpreter)

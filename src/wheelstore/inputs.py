@@ -480,7 +480,8 @@ def collect(
         _read_requirements(path, env, into, set())
         entries += [_Entry(pin) for pin in into.pins]
         directories += into.find_links
-        require_hashes |= into.require_hashes
+        # as pip does: one --hash in a requirements file turns on hash-checking for every requirement
+        require_hashes |= into.require_hashes or any(pin.hashes for pin in into.pins)
     directories += [e.pin.wheel.parent for e in entries if e.pin.wheel is not None]
     links = _Links(directories, interpreter)
     for lock in locks:
@@ -490,7 +491,8 @@ def collect(
     for entry in entries:
         groups.setdefault(entry.pin.name, []).append(entry)
     plans = [(name, group, *_plan(name, group, links)) for name, group in sorted(groups.items())]
-    if require_hashes and (bare := next((e.pin for e in entries if not e.pin.hashes and not e.direct), None)):
+    hashed = {e.pin.name for e in entries if e.pin.hashes}
+    if require_hashes and (bare := next((e.pin for e in entries if e.pin.name not in hashed and not e.direct), None)):
         raise InputError(f"{bare.origin}: {bare.text} has no --hash, and --require-hashes is on",
                          hint="add its --hash=sha256:... or drop --require-hashes")
     wheels = [chosen.pin.wheel if chosen and chosen.pin.wheel else links.find(name, version)

@@ -16,7 +16,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import shutil
 import stat
 from collections.abc import Iterable, Iterator
@@ -36,7 +35,6 @@ INSTALLER_NAME = "wheelstore"
 INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEELSTORE"})
 #: in each dist-info wheelstore installs: which store tree it came from and how it was linked (for edit --undo, gc)
 ORIGIN_FILE = "WHEELSTORE"
-_SHEBANG_PYTHON = re.compile(rb"^#!python(w?)(.*)$")
 
 
 class InstallError(WheelstoreError):
@@ -177,6 +175,8 @@ def _makedirs(path: str, made: list[str], known: set[str]) -> None:
     while p not in known and not os.path.isdir(p):
         missing.append(p)
         p = os.path.dirname(p)
+    if p not in known and os.path.islink(p):
+        raise InstallError(f"{p} is a symlink to a directory; refusing to install through it (it may lead into the store)")
     for d in reversed(missing):
         try:
             os.mkdir(d, 0o755)
@@ -185,6 +185,7 @@ def _makedirs(path: str, made: list[str], known: set[str]) -> None:
         else:
             made.append(d)
     known.update(missing)
+    known.add(p)
     known.add(path)
 
 
@@ -233,14 +234,11 @@ def _shebang(executable: str) -> bytes:
 
 
 def _rewrite_shebang(data: bytes, executable: str) -> bytes:
-    first, nl, rest = data.partition(b"\n")
-    match = _SHEBANG_PYTHON.match(first.rstrip(b"\r"))
-    if match is None:
+    """pip's rule: a first line starting with ``#!python`` is replaced whole by the venv interpreter's shebang."""
+    if not data.startswith(b"#!python"):
         return data
-    shebang = _shebang(executable).rstrip(b"\n")
-    if match.group(2).strip():
-        shebang += b" " + match.group(2).strip()
-    return shebang + b"\n" + rest if nl else shebang + b"\n"
+    _first, nl, rest = data.partition(b"\n")
+    return _shebang(executable) + (rest if nl else b"")
 
 
 def _launchers(tree: Tree, interpreter: Interpreter) -> Iterator[tuple[Path, bytes]]:
@@ -263,18 +261,16 @@ def _launchers(tree: Tree, interpreter: Interpreter) -> Iterator[tuple[Path, byt
             module, attrs = module.strip(), attrs.split("[")[0].strip()
             if not module or "/" in name or name in ("", ".", ".."):
                 raise InstallError(f"{tree.manifest.wheel}: bad entry point {name} = {value}")
-            target = attrs.split(".")[0] if attrs else None
-            call = attrs if attrs else None
-            if target is None or call is None:
-                body = f"import runpy\nrunpy.run_module({module!r}, run_name='__main__')\n"
-            else:
-                body = (
-                    "import re\nimport sys\n"
-                    f"from {module} import {target}\n"
-                    "if __name__ == '__main__':\n"
-                    "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
-                    f"    sys.exit({call}())\n"
-                )
+            if not attrs:  # pip refuses these too: a launcher needs something to call
+                raise InstallError(f"{tree.manifest.wheel}: entry point {name} = {value} names no callable")
+            target, call = attrs.split(".")[0], attrs
+            body = (
+                "import re\nimport sys\n"
+                f"from {module} import {target}\n"
+                "if __name__ == '__main__':\n"
+                "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+                f"    sys.exit({call}())\n"
+            )
             yield scripts_dir / name, _shebang(interpreter.executable) + b"# -*- coding: utf-8 -*-\n" + body.encode()
 
 
@@ -335,10 +331,13 @@ def uninstall(dist: Distribution, interpreter: Interpreter) -> list[Path]:
         raise InstallError(f"{dist.display_name} {dist.version} has no RECORD, so it cannot be removed safely") from None
     removed: list[Path] = []
     dirs: set[Path] = set()
+    prefix = os.path.normpath(interpreter.prefix) + os.sep
     for row in csv.reader(io.StringIO(text)):
         if not row:
             continue
         path = Path(os.path.normpath(root / row[0]))
+        if not str(path).startswith(prefix) or _through_symlink(path.parent, prefix):
+            continue  # as pip does: never remove anything outside the venv (a store file, another tree)
         for victim in (path, *_pycs(path)):
             try:
                 victim.unlink()
@@ -350,7 +349,7 @@ def uninstall(dist: Distribution, interpreter: Interpreter) -> list[Path]:
             dirs.add(victim.parent)
     stop = {Path(p) for p in interpreter.paths.values()} | {Path(interpreter.prefix)}
     for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-        _prune_empty(d, stop)
+        _prune_empty(d, stop, prefix)
     if dist.dist_info.exists():
         shutil.rmtree(dist.dist_info, ignore_errors=True)
     return removed
@@ -366,8 +365,18 @@ def _pycs(path: Path) -> Iterable[Path]:
         return ()
 
 
-def _prune_empty(d: Path, stop: set[Path]) -> None:
-    while d not in stop and d != d.parent:
+def _through_symlink(directory: Path, prefix: str) -> bool:
+    """Whether a directory below the venv prefix is reached through a symlink (which could lead into the store)."""
+    d = directory
+    while str(d).startswith(prefix):
+        if d.is_symlink():
+            return True
+        d = d.parent
+    return False
+
+
+def _prune_empty(d: Path, stop: set[Path], prefix: str) -> None:
+    while d not in stop and d != d.parent and str(d).startswith(prefix):
         pycache = d / "__pycache__"
         if pycache.is_dir() and not any(pycache.iterdir()):
             _rmdir_quietly(pycache)
@@ -406,6 +415,7 @@ def make_private(dist: Distribution, tree: Tree) -> list[Path]:
     changed = []
     for path, src in _linked(dist, tree):
         tmp = path.with_name(f".{path.name}.wheelstore-edit")
+        _unlink_quietly(os.fspath(tmp))  # left by an interrupted edit
         try:
             link_file(os.fspath(src), os.fspath(tmp), LinkMode.REFLINK)
         except OSError:
@@ -420,6 +430,7 @@ def relink(dist: Distribution, tree: Tree, mode: LinkMode) -> list[Path]:
     changed = []
     for path, src in _tree_files(dist, tree):
         tmp = path.with_name(f".{path.name}.wheelstore-undo")
+        _unlink_quietly(os.fspath(tmp))
         link_file(os.fspath(src), os.fspath(tmp), mode)
         os.replace(tmp, path)
         changed.append(path)
