@@ -423,3 +423,33 @@ def test_edit_undo_uses_the_store_it_came_from(run: Runner, users: Users, workdi
     assert run(users.alice, "--store", str(stores[0]), "edit", "--venv", str(venv), "nsa").returncode == 0
     line = one_line_error(run(users.alice, "--store", str(stores[1]), "edit", "--undo", "--venv", str(venv), "nsa"))
     assert f"came from the store at {stores[0]}" in line and f"--store {stores[0]}" in line
+
+
+@pytest.mark.parametrize("mode", ["symlink", "copy"])
+def test_bytecode_compiled_once_per_store_and_used(run: Runner, users: Users, workdir: Path,
+                                                  group_store: Path, mode: str) -> None:
+    wheels = _demo_wheels(workdir)
+    venvs = {u: _venv(workdir / f"venv-{u}", u) for u in (users.alice, users.bob)}
+    for user, venv in venvs.items():
+        done = run(user, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", mode,
+                   *map(str, wheels))
+        assert done.returncode == 0, done.stderr
+    units = sorted(p.name for p in (group_store / "trees").iterdir() if p.name.endswith("-cpython-311"))
+    assert len(units) == 2  # one per tree, compiled by the first installer, reused by the second
+    assert all((group_store / "trees" / u).stat().st_uid == users.uid(users.alice) for u in units)
+    site = next(venvs[users.bob].glob("lib/python*/site-packages"))
+    pyc = site / "nsdemo/a/__pycache__/__init__.cpython-311.pyc"
+    assert pyc.exists() and (pyc.is_symlink() if mode == "symlink" else pyc.stat().st_nlink == 1)
+    record = (site / "nsa-1.0.dist-info/RECORD").read_text()
+    assert "nsdemo/a/__pycache__/__init__.cpython-311.pyc,sha256=" in record
+    # importing with bytecode writing on finds the store's pycs valid: nothing new is written into the venv
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    before = {p: p.lstat().st_mtime_ns for p in site.rglob("*.pyc")}
+    out = subprocess.run(["runuser", "-u", users.bob, "--", str(venvs[users.bob] / "bin/python"), "-c",
+                          "import nsdemo.a, nsdemo.b, nsdemo.a.cli; print('ok')"], capture_output=True, text=True,
+                         env=env)
+    assert out.stdout == "ok\n", out.stderr
+    assert {p: p.lstat().st_mtime_ns for p in site.rglob("*.pyc")} == before
+    # and pip uninstall takes the pycs with it
+    assert run(users.bob, "uninstall", "--venv", str(venvs[users.bob]), "nsa").returncode == 0
+    assert not (site / "nsdemo/a").exists()

@@ -139,7 +139,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     env = _environment(args)
     candidates = _collect(args, env)
     with Store.select(args.store) as store:
-        report = env.install(store, candidates, link_mode=_link_mode(args), exact=args.verb == "sync")
+        report = env.install(store, candidates, link_mode=_link_mode(args), exact=args.verb == "sync",
+                             compile_bytecode=not args.no_compile)
     _print_report(args, report, started)
     return 0
 
@@ -233,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-index", action="store_true", help="use only local wheels (the only source so far)")
         p.add_argument("--offline", action="store_true", help="use only what is local (the only source so far)")
         p.add_argument("--link-mode", choices=["auto", *(m.value for m in LinkMode)], default="auto")
+        p.add_argument("--no-compile", action="store_true",
+                       help="do not compile bytecode into the store (Python then compiles into the venv on import)")
         p.add_argument("--json", action="store_true", help="print a JSON report")
         p.set_defaults(func=cmd_install)
 

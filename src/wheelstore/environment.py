@@ -17,6 +17,7 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import install as inst
+from .bytecode import ensure_pycs
 from .errors import WheelstoreError
 from .inputs import Candidate
 from .link import LinkMode, choose, probe
@@ -64,6 +65,7 @@ class Environment:
         *,
         link_mode: LinkMode | None = None,
         exact: bool = False,
+        compile_bytecode: bool = True,
     ) -> Report:
         """Install ``candidates``; with ``exact`` (sync) also remove every other distribution but the seeds."""
         report = Report()
@@ -74,6 +76,7 @@ class Environment:
 
         trees = self._realize(store, todo)
         modes = self._choose_modes(store, trees, link_mode, report)
+        pycs = self._bytecode(store, trees) if compile_bytecode else {}
 
         for cand, tree in zip(todo, trees):
             old = present.get(cand.name)
@@ -87,6 +90,7 @@ class Environment:
                 requested=cand.requested,
                 direct_url=cand.direct_url,
                 store_root=str(store.root),
+                pycs=pycs.get(tree.key),
             )
             report.installed.append((tree.manifest.name, tree.manifest.version, modes[tree.key].value))
         if exact:  # removals last: a failed install above must not have cost the venv its other packages
@@ -138,6 +142,16 @@ class Environment:
             changed = inst.make_private(dist, tree)
         inst.bump_mtime(self.interpreter)
         return dist, len(changed)
+
+    def _bytecode(self, store: Store, trees: Sequence[Tree]) -> dict[str, Tree]:
+        """Each tree's pyc unit for this interpreter, compiled once per store. Trees go one at a time: the compiler
+        already fans each tree's modules out over every core."""
+        units = {}
+        for tree in trees:
+            unit = ensure_pycs(store, tree, self.interpreter)
+            if unit is not None:
+                units[tree.key] = unit
+        return units
 
     def _realize(self, store: Store, todo: Sequence[Candidate]) -> list[Tree]:
         """Trees for the candidates: looked up by hash when the input gave one (no need to open the wheel), else

@@ -101,6 +101,7 @@ def install_tree(
     requested: bool,
     direct_url: dict[str, object] | None = None,
     store_root: str | None = None,
+    pycs: Tree | None = None,
 ) -> Path:
     """Install one tree into the venv of ``interpreter``; return the new dist-info directory.
 
@@ -138,6 +139,20 @@ def install_tree(
                     link_file(src, dst, mode)
                 record.append((dst, _record_hash_hex(entry.sha256), entry.size))
             created.append(dst)
+        if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
+            pyc_path = os.fspath(pycs.path)
+            for rel, entry in sorted(pycs.manifest.files.items()):
+                dst, _scheme = layout.target(rel)
+                parent = os.path.dirname(dst)
+                if parent not in known_dirs:
+                    _makedirs(parent, made_dirs, known_dirs)
+                try:
+                    link_file(os.path.join(pyc_path, rel), dst, mode)
+                except FileExistsError:
+                    _replace_existing(dst)
+                    link_file(os.path.join(pyc_path, rel), dst, mode)
+                created.append(dst)
+                record.append((dst, _record_hash_hex(entry.sha256), entry.size))
         for script, data in _launchers(tree, interpreter):
             _makedirs(os.fspath(script.parent), made_dirs, known_dirs)
             _write_new(os.fspath(script), data, 0o755)

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from . import fsio
 from .errors import StoreError, UnsafeMember, WheelstoreError
@@ -149,6 +150,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _manifest_stamp() -> dict[str, Any]:
+    """Who publishes, and when: the same for every kind of published unit."""
+    return {
+        "publisher_uid": os.geteuid(),
+        "publisher": current_user(),
+        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def _manifest(archive: WheelArchive, files: dict[str, FileEntry], owner_uid: int) -> Manifest:
     return Manifest(
         key=archive.sha256,
@@ -157,12 +167,10 @@ def _manifest(archive: WheelArchive, files: dict[str, FileEntry], owner_uid: int
         version=str(archive.version),
         dist_info=archive.dist_info,
         root_is_purelib=archive.root_is_purelib,
-        publisher_uid=os.geteuid(),
-        publisher=current_user(),
         owner_uid=owner_uid,
-        published_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         files=files,
         dirs=sorted(archive.dirs),
+        **_manifest_stamp(),
     )
 
 
