@@ -1,4 +1,5 @@
-"""``python -m bench``: P1, warm install of the benchmark set into a brand-new venv, wheelstore against uv.
+"""``python -m bench``: P1, warm install of the benchmark set into a brand-new venv, and P4, the first import in it,
+wheelstore against uv.
 
 Commands alternate (A B A B ...) so a noisy neighbour hits all of them alike; the report gives the median, the spread
 (min-max) and each median as a ratio of uv's default. Everything it needs is installed into bench/.work (uv from
@@ -42,6 +43,11 @@ def setup(work: Path, requirements: Path) -> tuple[Path, Path, Path]:
     if not (store / "config.toml").exists():
         sh(sys.executable, "-m", "wheelstore", "init", store)
     sh(sys.executable, "-m", "wheelstore", "--store", store, "realize", "-q", *sorted(wheels.glob("*.whl")))
+    scratch = work / "ws-warm"  # a warm store holds the bytecode too: one install compiles it
+    shutil.rmtree(scratch, ignore_errors=True)
+    sh(PYTHON, "-m", "venv", "--without-pip", scratch)
+    sh(sys.executable, "-m", "wheelstore", "--store", store, "install", "-q", "--venv", scratch, "-r", requirements,
+       "-f", wheels)
     uv_cache = work / "uv-cache"
     warm = work / "uv-warm"
     shutil.rmtree(warm, ignore_errors=True)
@@ -54,6 +60,7 @@ def setup(work: Path, requirements: Path) -> tuple[Path, Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--p4-runs", type=int, default=3)
     parser.add_argument("--requirements", type=Path, default=SET36)
     parser.add_argument("--work", type=Path, default=HERE / ".work")
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -94,6 +101,26 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(command(venv), check=True, stdout=subprocess.DEVNULL)
             times[name].append(time.perf_counter() - start)
+    # P4: first import in a brand-new venv, bytecode writing on (PYTHONDONTWRITEBYTECODE unset)
+    imports = "import pandas, sklearn, matplotlib.pyplot, scipy.stats"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["MPLBACKEND"] = "Agg"
+    p4: dict[str, list[float]] = {"wheelstore auto": [], "uv default": [], "uv --compile-bytecode": []}
+    p4_install: dict[str, list[float]] = {name: [] for name in p4}
+    for _ in range(args.p4_runs):
+        for name in p4:
+            venv = fresh_venv(name.split()[0])
+            command = commands["wheelstore auto" if name.startswith("wheelstore") else "uv default"](venv)
+            if name == "uv --compile-bytecode":
+                command = [*command[:3], "--compile-bytecode", *command[3:]]
+            subprocess.run(["sync"], check=True)
+            start = time.perf_counter()
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+            p4_install[name].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            subprocess.run([str(venv / "bin" / "python"), "-c", imports], check=True, env=env)
+            p4[name].append(time.perf_counter() - start)
+
     base = statistics.median(times["uv default"])
     rows = []
     for name, values in times.items():
@@ -106,12 +133,21 @@ def main() -> None:
             "machine": platform.platform()}
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    (args.out / f"p1-{stamp}.json").write_text(json.dumps({"meta": meta, "p1_warm_install": rows}, indent=2) + "\n")
+    p4_base = statistics.median(p4["uv default"])
+    p4_rows = [{"setup": name, "import_median_s": round(statistics.median(v), 3), "import_min_s": round(min(v), 3),
+                "import_max_s": round(max(v), 3), "install_median_s": round(statistics.median(p4_install[name]), 3),
+                "ratio_to_uv_default": round(statistics.median(v) / p4_base, 2)} for name, v in p4.items()]
+    (args.out / f"p1-{stamp}.json").write_text(
+        json.dumps({"meta": meta, "p1_warm_install": rows, "p4_first_import": p4_rows}, indent=2) + "\n")
     lines = [f"P1 warm install of {args.requirements.name} into a new venv ({meta['cores']} cores, {fs}, "
              f"{meta['uv']}, {args.runs} alternating runs, {meta['date']})", "",
              "| command | median | spread | vs uv default |", "|---|---|---|---|"]
     lines += [f"| {r['command']} | {r['median_s']:.2f} s | {r['min_s']:.2f}-{r['max_s']:.2f} s | "
               f"{r['ratio_to_uv_default']:.2f}x |" for r in rows]
+    lines += ["", f"P4 first import ({imports}) in a brand-new venv, {args.p4_runs} alternating runs", "",
+              "| setup | first import | spread | vs uv default | its install |", "|---|---|---|---|---|"]
+    lines += [f"| {r['setup']} | {r['import_median_s']:.2f} s | {r['import_min_s']:.2f}-{r['import_max_s']:.2f} s | "
+              f"{r['ratio_to_uv_default']:.2f}x | {r['install_median_s']:.2f} s |" for r in p4_rows]
     text = "\n".join(lines) + "\n"
     (args.out / f"p1-{stamp}.md").write_text(text)
     print(text)
