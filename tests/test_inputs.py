@@ -13,6 +13,7 @@ import pytest
 from wheelstore.inputs import InputError, NeedsResolution, collect, parse_requirements_file
 from wheelstore.venv import Interpreter
 
+from .conftest import SYSTEM_PYTHON
 from .wheelmaker import make_wheel
 
 SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
@@ -325,3 +326,16 @@ def test_pylock_sdists_and_bad_files(tmp_path: Path, py: Interpreter) -> None:
 def test_files_that_look_like_names(py: Interpreter, arg: str, fix: str) -> None:
     with pytest.raises(InputError, match=rf"^{arg} is neither a wheel, a pylock file nor a requirement \(fix: {fix}\)"):
         collect([arg], [], [], py)
+
+
+def test_tags_are_the_target_interpreters(tmp_path: Path) -> None:
+    """A venv of another Python accepts its own interpreter's tags, not those of the Python running wheelstore."""
+    other = Path("/root/.pyenv/versions/3.12.1/bin/python3")
+    if not other.exists():
+        pytest.skip("no Python 3.12 on this machine")
+    target = Interpreter.inspect(other)
+    wheel = make_wheel(tmp_path, "only312", "1.0", tag="cp312-none-any")
+    (got,) = collect(["only312==1.0"], [], [tmp_path], target)
+    assert got.wheel == wheel
+    with pytest.raises(InputError, match="no wheel for only312==1.0"):
+        collect(["only312==1.0"], [], [tmp_path], Interpreter.inspect(SYSTEM_PYTHON))

@@ -99,11 +99,13 @@ class Interpreter:
         version = (self.version[0], self.version[1])
         platforms = list(platform_tags())
         if self.implementation == "cpython":
-            abis = [f"cp{version[0]}{version[1]}{self.abiflags}"]
-            supported = list(cpython_tags(version, abis, platforms))
-        else:
+            interpreter = f"cp{version[0]}{version[1]}"
+            supported = list(cpython_tags(version, [interpreter + self.abiflags], platforms))
+        else:  # packaging knows other interpreters only from inside them; PyPy targets are untested
+            interpreter = None
             supported = list(generic_tags(platforms=platforms))
-        supported += list(compatible_tags(version, platforms=platforms))
+        # the target's own interpreter tag (cp312-none-any for a 3.12 venv), not the running one's
+        supported += list(compatible_tags(version, interpreter=interpreter, platforms=platforms))
         return supported
 
 
