@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ log = logging.getLogger("wheelstore")
 
 #: what ``sync`` leaves alone although it was not asked for: the venv's own installers
 SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
+#: trees installed at once
+INSTALL_THREADS = 4
 
 
 @dataclass
@@ -78,11 +81,14 @@ class Environment:
         modes = self._choose_modes(store, trees, link_mode, report)
         pycs = self._bytecode(store, trees) if compile_bytecode else {}
 
-        for cand, tree in zip(todo, trees):
+        for cand in todo:  # an upgrade or downgrade replaces the old version's files
             old = present.get(cand.name)
             if old is not None:
                 inst.uninstall(old, self.interpreter)
                 report.removed.append((old.display_name, old.version))
+
+        def one(pair: tuple[Candidate, Tree]) -> None:
+            cand, tree = pair
             inst.install_tree(
                 tree,
                 self.interpreter,
@@ -92,7 +98,11 @@ class Environment:
                 store_root=str(store.root),
                 pycs=pycs.get(tree.key),
             )
-            report.installed.append((tree.manifest.name, tree.manifest.version, modes[tree.key].value))
+
+        # Trees are independent, and link()/mkdir() release the GIL: a few threads overlap the syscalls.
+        with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, len(todo))), thread_name_prefix="install") as pool:
+            list(pool.map(one, zip(todo, trees)))
+        report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
         if exact:  # removals last: a failed install above must not have cost the venv its other packages
             for name, dist in sorted(present.items()):
                 if name not in wanted and name not in SEED_PACKAGES:
