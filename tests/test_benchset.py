@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +62,44 @@ def test_benchmark_set_installs_and_imports(run: Runner, users: Users, workdir: 
     assert flask.returncode == 0 and "Flask" in flask.stdout, flask.stderr
     listed = run(users.alice, "list", "--venv", str(venv))
     assert listed.stdout.count("\n") == 37  # header + 36
+
+
+@pytest.fixture(scope="module")
+def big_xfs() -> Iterator[Path]:
+    """An XFS big enough for the whole set: reflink=1 is mkfs.xfs's default."""
+    base = Path(tempfile.mkdtemp(prefix="wheelstore-bigxfs-", dir="/var/tmp"))
+    base.chmod(0o755)
+    image, mnt = base / "xfs.img", base / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(2 << 30)
+    try:
+        for cmd in (["mkfs.xfs", "-q", str(image)], ["mount", "-o", "loop", str(image), str(mnt)]):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot make an XFS image here: {done.stderr.strip()}")
+        mnt.chmod(0o1777)
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_benchmark_set_reflinked_on_xfs(run: Runner, users: Users, big_xfs: Path, set36_wheels: Path) -> None:
+    store, venv = big_xfs / "store", big_xfs / "venv"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    assert run(users.alice, "venv", str(venv), "--python", SYSTEM_PYTHON).returncode == 0
+    req = big_xfs / "set36.txt"
+    req.write_text(SET36.read_text())
+    req.chmod(0o644)
+    env = {"XDG_CACHE_HOME": str(big_xfs / "cache")}
+    done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--json", "-r", str(req),
+               "-f", str(set36_wheels), timeout=900, env=env)
+    assert done.returncode == 0, done.stderr
+    assert {i["link_mode"] for i in json.loads(done.stdout)["installed"]} == {"reflink"}
+    numpy_init = next(venv.glob("lib/python*/site-packages/numpy/__init__.py"))
+    assert not numpy_init.is_symlink() and numpy_init.stat().st_nlink == 1  # a private inode, its blocks shared
+    imported = subprocess.run(["runuser", "-u", users.alice, "--", str(venv / "bin/python"), "-c", IMPORTS],
+                              capture_output=True, text=True, timeout=300,
+                              env={"PATH": os.environ["PATH"], "MPLBACKEND": "Agg", "HOME": f"/home/{users.alice}"})
+    assert imported.stdout.strip() == "ok", imported.stderr
