@@ -13,7 +13,6 @@ import errno
 import fcntl
 import json
 import os
-import pwd
 import re
 import secrets
 import stat
@@ -23,6 +22,7 @@ from pathlib import Path
 import platformdirs
 
 from .errors import WheelstoreError
+from .policy import user_name
 
 #: ``ioctl(dst_fd, FICLONE, src_fd)``; Python 3.11 has no ``fcntl.FICLONE``
 FICLONE = 0x40049409
@@ -360,20 +360,14 @@ def _hardlink_refusal(tree_owner_uid: int, shared: bool) -> str | None:
     """Why a hard link into this tree would be unsafe for this user, or None when it is safe."""
     euid = os.geteuid()
     if tree_owner_uid != euid:
-        owner = _user_name(tree_owner_uid)
+        owner = user_name(tree_owner_uid)
         if euid != 0 and _protected_hardlinks():
             return (f"the tree belongs to {owner} and fs.protected_hardlinks=1 forbids linking another user's "
                     "read-only file")
-        return (f"the tree belongs to {owner}, not {_user_name(euid)}: the venv would share its inode, "
+        return (f"the tree belongs to {owner}, not {user_name(euid)}: the venv would share its inode, "
                 "so a write there could change the store")
     if shared:
         return ("the store is shared with other users: the venv would share a store inode, "
                 "so a write there could change what they see")
     return None
 
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)

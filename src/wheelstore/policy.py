@@ -226,11 +226,16 @@ def require_membership(group: str, gid: int) -> None:
         )
 
 
-def current_user() -> str:
+def user_name(uid: int) -> str:
+    """A uid's login name for messages, or the number if it has none."""
     try:
-        return pwd.getpwuid(os.getuid()).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return str(os.getuid())
+        return str(uid)
+
+
+def current_user() -> str:
+    return user_name(os.getuid())
 
 
 def open_dir(name: str, *, dir_fd: int | None = None) -> int:

@@ -32,8 +32,8 @@ from . import fsio
 from .errors import StoreError, UnsafeMember, WheelstoreError
 from .hooks import checkpoint
 from .manifest import FileEntry, Manifest
-from .policy import Role, current_user, open_dir
-from .store import Store, Tree, staging_name, user_name
+from .policy import Role, current_user, open_dir, user_name
+from .store import Store, Tree, staging_name
 from .wheel import CHUNK, Member, WheelArchive
 
 

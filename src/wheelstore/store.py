@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import pwd
 import socket
 import stat
 import threading
@@ -34,7 +33,7 @@ from .config import parse_toml, select_store
 from .errors import StoreAccessDenied, StoreError, StoreNotFound, WheelstoreError
 from .locks import KeyLock
 from .manifest import Manifest
-from .policy import Policy, Role, SharedMode, current_user, group_name, in_group, open_dir
+from .policy import Policy, Role, SharedMode, current_user, group_name, in_group, open_dir, user_name
 
 if TYPE_CHECKING:
     from .realize import Realized
@@ -408,13 +407,6 @@ class Store:
             "owner": user_name(self.owner_uid),
             "trees": sum(1 for n in os.listdir(self.area_fd("manifests")) if n.endswith(".json")),
         }
-
-
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 def _access_denied(root: Path) -> StoreAccessDenied:
