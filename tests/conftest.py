@@ -226,7 +226,7 @@ class Runner:
     def popen(
         self, user: str | None, *args: str, umask: int = 0o022, env: dict[str, str] | None = None
     ) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [str(self.tool), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -235,6 +235,8 @@ class Runner:
             cwd="/",
             **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
         )
+        _SPAWNED.append(proc)
+        return proc
 
     def python(self, user: str, code: str, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
         """Run a snippet with the system Python as ``user`` (to attempt things the CLI would never do)."""
@@ -247,6 +249,20 @@ class Runner:
             timeout=60,
             **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
         )
+
+
+_SPAWNED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_spawned() -> Iterator[None]:
+    """A test that fails while a publisher is paused at a checkpoint must not leave it running forever."""
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 @pytest.fixture(scope="session")
