@@ -14,13 +14,13 @@ import json
 import os
 import stat
 import subprocess
+from pathlib import Path
 
-from . import fsio
 from .errors import WheelstoreError
 from .manifest import FileEntry, Manifest
 from .policy import Role, open_dir
-from .realize import _commit, _manifest_stamp
-from .store import Store, Tree, staging_name
+from .realize import _commit, _manifest_stamp, stage_and_rename
+from .store import Store, Tree
 from .venv import Interpreter
 
 _COMPILE = r"""
@@ -90,29 +90,18 @@ def _modules(tree: Tree) -> list[str]:
 
 
 def _publish(store: Store, tree: Tree, interpreter: Interpreter, key: str) -> Tree:
-    trees_fd = store.area_fd("trees")
-    name = "." + staging_name("pyc", tree.key)
-    root_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=trees_fd)
-    try:
-        try:
-            done = subprocess.run(
-                [interpreter.executable, "-I", "-c", _COMPILE, os.fspath(tree.path),
-                 os.fspath(store.root / "trees" / name), str(interpreter.cache_tag)],
-                input=json.dumps(_modules(tree)), capture_output=True, text=True,
-            )
-            if done.returncode != 0:
-                last = (done.stderr.strip().splitlines() or ["failed"])[-1]
-                raise BytecodeError(f"compiling {tree.manifest.wheel} for {interpreter.cache_tag} failed: {last}")
-            files, dirs = _seal(store, root_fd)
-            store.policy.apply(root_fd, Role.PUBLISHED_DIR)
-            fsio.syncfs(root_fd)
-            fsio.rename_noreplace(name, key, dir_fd=trees_fd)
-        except BaseException:
-            fsio.remove_tree(name, dir_fd=trees_fd)
-            raise
-    finally:
-        os.close(root_fd)
-    fsio.fsync_dir(trees_fd)
+    def build(root_fd: int, path: Path) -> tuple[dict[str, FileEntry], list[str]]:
+        done = subprocess.run(
+            [interpreter.executable, "-I", "-c", _COMPILE, os.fspath(tree.path), os.fspath(path),
+             str(interpreter.cache_tag)],
+            input=json.dumps(_modules(tree)), capture_output=True, text=True,
+        )
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["failed"])[-1]
+            raise BytecodeError(f"compiling {tree.manifest.wheel} for {interpreter.cache_tag} failed: {last}")
+        return _seal(store, root_fd)
+
+    files, dirs = stage_and_rename(store, "pyc", key, build, tree_key=tree.key)
     m = tree.manifest
     manifest = Manifest(
         key=key,
@@ -130,7 +119,8 @@ def _publish(store: Store, tree: Tree, interpreter: Interpreter, key: str) -> Tr
 
 
 def _seal(store: Store, root_fd: int) -> tuple[dict[str, FileEntry], list[str]]:
-    """Give every compiled file and directory its published mode, deepest first; describe each file."""
+    """Give every compiled file and directory its published mode, deepest first; describe each file (the root is
+    sealed by the caller)."""
     files: dict[str, FileEntry] = {}
     dirs: list[str] = []
 

@@ -132,11 +132,7 @@ def install_tree(
                 _write_new(dst, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
-                try:
-                    link_file(src, dst, mode)
-                except FileExistsError:
-                    _replace_existing(dst)
-                    link_file(src, dst, mode)
+                _link_replacing(src, dst, mode)
                 record.append((dst, _record_hash_hex(entry.sha256), entry.size))
             created.append(dst)
         if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
@@ -146,11 +142,7 @@ def install_tree(
                 parent = os.path.dirname(dst)
                 if parent not in known_dirs:
                     _makedirs(parent, made_dirs, known_dirs)
-                try:
-                    link_file(os.path.join(pyc_path, rel), dst, mode)
-                except FileExistsError:
-                    _replace_existing(dst)
-                    link_file(os.path.join(pyc_path, rel), dst, mode)
+                _link_replacing(os.path.join(pyc_path, rel), dst, mode)
                 created.append(dst)
                 record.append((dst, _record_hash_hex(entry.sha256), entry.size))
         for script, data in _launchers(tree, interpreter):
@@ -202,6 +194,15 @@ def _makedirs(path: str, made: list[str], known: set[str]) -> None:
     known.update(missing)
     known.add(p)
     known.add(path)
+
+
+def _link_replacing(src: str, dst: str, mode: LinkMode) -> None:
+    """Link, trying first and looking only on a clash: most destinations are new, and lstat per file is not free."""
+    try:
+        link_file(src, dst, mode)
+    except FileExistsError:
+        _replace_existing(dst)
+        link_file(src, dst, mode)
 
 
 def _replace_existing(dst: str) -> None:

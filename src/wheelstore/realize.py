@@ -22,11 +22,12 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import fsio
 from .errors import StoreError, UnsafeMember, WheelstoreError
@@ -35,6 +36,9 @@ from .manifest import FileEntry, Manifest
 from .policy import Role, current_user, open_dir, user_name
 from .store import Store, Tree, staging_name
 from .wheel import CHUNK, Member, WheelArchive
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,33 +88,49 @@ def _publish(store: Store, archive: WheelArchive) -> Realized:
         tree = _adopt_orphan(store, archive)
         if tree is not None:
             return Realized(tree, unpacked=False)
-    name = "." + staging_name("tree", key)
-    root_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=trees_fd)
     try:
-        try:
-            files = _unpack(store, archive, root_fd)
-            store.policy.apply(root_fd, Role.PUBLISHED_DIR)
-            checkpoint("unpacked")
-            fsio.syncfs(root_fd)
-        except BaseException:
-            fsio.remove_tree(name, dir_fd=trees_fd)
-            raise
-        try:
-            fsio.rename_noreplace(name, key, dir_fd=trees_fd)
-        except OSError as e:
-            fsio.remove_tree(name, dir_fd=trees_fd)
-            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-            # Another publisher won without our lock (locks can fail on network filesystems): use theirs. We did
-            # unpack, though, and say so: that is the work the lock exists to save.
-            return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=True)
-    finally:
-        os.close(root_fd)
-    fsio.fsync_dir(trees_fd)
+        files = stage_and_rename(store, "tree", key, lambda root_fd, _path: _unpack(store, archive, root_fd))
+    except FileExistsError:
+        # Another publisher won without our lock (locks can fail on network filesystems): use theirs. We did
+        # unpack, though, and say so: that is the work the lock exists to save.
+        return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=True)
     checkpoint("renamed")
     manifest = _manifest(archive, files, owner_uid=os.geteuid())
     return Realized(_commit(store, manifest), unpacked=True)
 
+
+
+def stage_and_rename(
+    store: Store, kind: str, key: str, build: Callable[[int, Path], T], *, tree_key: str | None = None
+) -> T:
+    """The publish protocol's middle, for every kind of unit: build it in a private hidden directory beside
+    ``trees/<key>`` (``build`` gets its fd and path), seal the root, ``syncfs``, and rename it into place.
+
+    Staging beside the target matters: moving a directory to another parent needs write access to it, so a unit
+    staged elsewhere could only be sealed after it was already in place. The rename never replaces anything: if
+    ``trees/<key>`` appeared meanwhile, the staged copy is removed and FileExistsError raised. On any failure
+    nothing is left behind. The staging name carries ``tree_key`` (default ``key``), the wheel's sha256, so that
+    :meth:`Store.staging_entries` can tell what it was for.
+    """
+    trees_fd = store.area_fd("trees")
+    name = "." + staging_name(kind, tree_key or key)
+    root_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=trees_fd)
+    try:
+        try:
+            result = build(root_fd, store.root / "trees" / name)
+            store.policy.apply(root_fd, Role.PUBLISHED_DIR)
+            checkpoint("unpacked")
+            fsio.syncfs(root_fd)
+            fsio.rename_noreplace(name, key, dir_fd=trees_fd)
+        except BaseException as e:
+            fsio.remove_tree(name, dir_fd=trees_fd)
+            if isinstance(e, OSError) and e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise FileExistsError(e.errno, f"trees/{key} appeared while it was being published") from None
+            raise
+    finally:
+        os.close(root_fd)
+    fsio.fsync_dir(trees_fd)
+    return result
 
 
 def _unpack(store: Store, archive: WheelArchive, root_fd: int) -> dict[str, FileEntry]:
