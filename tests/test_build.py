@@ -1,0 +1,190 @@
+"""sdists built once per (sdist, interpreter) with uv, published, and reused by other venvs and users (issue 4)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from wheelstore.build import BuildError, ensure_built, record_name
+from wheelstore.errors import HashMismatch
+from wheelstore.sources import Sources
+from wheelstore.store import Store
+from wheelstore.venv import Interpreter
+
+from .conftest import SYSTEM_PYTHON, Runner, Users
+
+BACKEND = '''import os
+from flit_core import buildapi as _flit
+from flit_core.buildapi import *  # noqa: F401,F403
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    {fail}
+    marker = os.path.join({markers!r}, "%d-%s" % (os.getpid(), os.urandom(4).hex()))
+    open(marker, "w").close()
+    return _flit.build_wheel(wheel_directory, config_settings, metadata_directory)
+'''
+
+
+def make_sdist(directory: Path, markers: Path, name: str = "tinypkg", *, fail: bool = False) -> Path:
+    """A pure-Python sdist whose in-tree backend (a wrapper of flit_core) leaves a marker file per build."""
+    files = {
+        "pyproject.toml": (f'[build-system]\nrequires = ["flit_core>=3.2"]\nbuild-backend = "countingbackend"\n'
+                           f'backend-path = ["."]\n\n[project]\nname = "{name}"\nversion = "0.1"\n'
+                           f'description = "a tiny sdist for tests"\n'),
+        "countingbackend.py": BACKEND.format(markers=str(markers),
+                                             fail='raise RuntimeError("this backend always fails")' if fail else ""),
+        f"{name}/__init__.py": "VALUE = 42\n",
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+    }
+    path = directory / f"{name}-0.1.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}-0.1/{rel}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 1577836800
+            tar.addfile(info, io.BytesIO(data))
+    path.chmod(0o644)
+    return path
+
+
+def _flit_core_wheel() -> Path:
+    for d in (Path("/opt/pypi/files"), Path("/opt/wheels")):
+        found = sorted(d.glob("flit_core-*-py3-none-any.whl")) if d.is_dir() else []
+        if found:
+            return found[-1]
+    pytest.skip("no flit_core wheel on this machine to build sdists offline")
+
+
+@pytest.fixture
+def kit(workdir: Path) -> tuple[Path, Path, Sources]:
+    """An sdist, the directory its builds mark, and sources that offer only a local flit_core (all offline)."""
+    links = workdir / "links"
+    links.mkdir(mode=0o755)
+    shutil.copy(_flit_core_wheel(), links)
+    for p in links.iterdir():
+        p.chmod(0o644)
+    markers = workdir / "markers"
+    markers.mkdir()
+    markers.chmod(0o1777)
+    sdist = make_sdist(workdir, markers)
+    return sdist, markers, Sources(index_urls=(), no_index=True, find_links=(str(links),), offline=True)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _venv(path: Path, python: str = SYSTEM_PYTHON) -> Interpreter:
+    subprocess.run([python, "-m", "venv", "--without-pip", str(path)], check=True)
+    return Interpreter.inspect(path / "bin" / "python")
+
+
+def test_built_once_and_reused_by_a_second_venv(kit: tuple[Path, Path, Sources], workdir: Path) -> None:
+    sdist, markers, sources = kit
+    with Store.init(workdir / "store") as store:
+        first = _venv(workdir / "v1")
+        tree = ensure_built(store, sdist, _sha(sdist), first, sources)
+        assert tree.manifest.name == "tinypkg" and "tinypkg/__init__.py" in tree.manifest.files
+        record = store.root / "manifests" / record_name(_sha(sdist), first)
+        st = record.stat()
+        assert stat.S_IMODE(st.st_mode) == 0o400
+        assert json.loads(record.read_text())["tree"] == tree.key
+
+        again = ensure_built(store, sdist, _sha(sdist), _venv(workdir / "v2"), sources)
+        assert again.key == tree.key
+        assert len(list(markers.iterdir())) == 1  # the backend ran once
+        assert (record.stat().st_ino, record.stat().st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+
+
+def test_another_python_never_matches(kit: tuple[Path, Path, Sources], workdir: Path) -> None:
+    other = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
+    if not other.exists():
+        pytest.skip("no second Python version here")
+    sdist, markers, sources = kit
+    with Store.init(workdir / "store") as store:
+        py311, py312 = _venv(workdir / "v311"), _venv(workdir / "v312", str(other))
+        assert record_name(_sha(sdist), py311) != record_name(_sha(sdist), py312)
+        ensure_built(store, sdist, _sha(sdist), py311, sources)
+        ensure_built(store, sdist, _sha(sdist), py312, sources)
+        assert len(list(markers.iterdir())) == 2
+
+
+def test_failed_build_is_one_line_and_publishes_nothing(kit: tuple[Path, Path, Sources], workdir: Path) -> None:
+    _, markers, sources = kit
+    bad_dir = workdir / "bad"
+    bad_dir.mkdir()
+    bad = make_sdist(bad_dir, markers, fail=True)
+    with Store.init(workdir / "store") as store:
+        interpreter = _venv(workdir / "v")
+        before = {a: sorted(os.listdir(store.root / a)) for a in ("trees", "manifests", "staging")}
+        with pytest.raises(BuildError) as e:
+            ensure_built(store, bad, _sha(bad), interpreter, sources)
+        text = str(e.value)
+        assert "\n" not in text and "always fails" in text and "full log: " in text
+        log = Path(text.split("full log: ")[1].split()[0].rstrip(";"))
+        assert "this backend always fails" in log.read_text()
+        assert {a: sorted(os.listdir(store.root / a)) for a in before} == before
+
+        good = kit[0]
+        with pytest.raises(HashMismatch):
+            ensure_built(store, good, "0" * 64, interpreter, sources)
+        assert {a: sorted(os.listdir(store.root / a)) for a in before} == before
+        assert not list(markers.iterdir())
+
+
+_BUILD = """
+import sys
+from pathlib import Path
+from wheelstore.build import ensure_built
+from wheelstore.sources import Sources
+from wheelstore.store import Store
+from wheelstore.venv import Interpreter
+store, sdist, sha, python, links = sys.argv[1:6]
+with Store.open(store) as s:
+    tree = ensure_built(s, Path(sdist), sha, Interpreter.inspect(python),
+                        Sources(index_urls=(), no_index=True, find_links=(links,), offline=True))
+    print(tree.key)
+"""
+
+
+def test_two_users_at_once_build_once(
+    kit: tuple[Path, Path, Sources], run: Runner, users: Users, group_store: Path, workdir: Path
+) -> None:
+    """alice and bob ask for the same sdist at the same time in a group store: one builds, the other waits, reuses."""
+    sdist, markers, sources = kit
+    interpreter = _venv(workdir / "v")
+    python = str(run.tool.parent / "python")  # the tool's venv: wheelstore and uv importable by every user
+    args = [python, "-c", _BUILD, str(group_store), str(sdist), _sha(sdist), interpreter.executable,
+            sources.find_links[0]]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
+                              env=run.env(user), **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+             for user in (users.alice, users.bob)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert outs[0][0] == outs[1][0]
+    assert len(list(markers.iterdir())) == 1
+    record = group_store / "manifests" / record_name(_sha(sdist), interpreter)
+    assert record.stat().st_uid in (users.uid(users.alice), users.uid(users.bob))
+
+    # and later, bob's second venv reuses it too, without building
+    later = _venv(workdir / "v2")
+    subprocess.run(["chmod", "-R", "a+rX", str(workdir / "v2")], check=True)
+    argv = [str(group_store), str(sdist), _sha(sdist), later.executable, sources.find_links[0]]
+    prelude = f"import sys\nsys.path[:0] = {_site_packages(run)!r}\nsys.argv[1:] = {argv!r}\n"
+    done = run.python(users.bob, prelude + _BUILD)  # the system Python, given the tool's site-packages
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == outs[0][0]
+    assert len(list(markers.iterdir())) == 1
+
+
+def _site_packages(run: Runner) -> list[str]:
+    return [str(p) for p in (run.tool.parent.parent / "lib").glob("python3*/site-packages")]
