@@ -289,6 +289,12 @@ def snapshot(path: Path) -> dict[str, tuple[object, ...]]:
     return result
 
 
+def published(store: Path) -> dict[str, tuple[object, ...]]:
+    """A store's published content and policy (:func:`snapshot`), without the bookkeeping every install and gc may
+    change: gc roots and lock files."""
+    return {k: v for k, v in snapshot(store).items() if k.split("/")[0] not in ("roots", "locks")}
+
+
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """Assert the CLI failed with exactly one line on stderr and no traceback; return that line."""
     assert result.returncode != 0, (result.stdout, result.stderr)

@@ -103,3 +103,35 @@ def test_benchmark_set_reflinked_on_xfs(run: Runner, users: Users, big_xfs: Path
                               capture_output=True, text=True, timeout=300,
                               env={"PATH": os.environ["PATH"], "MPLBACKEND": "Agg", "HOME": f"/home/{users.alice}"})
     assert imported.stdout.strip() == "ok", imported.stderr
+
+
+def test_four_concurrent_cold_installs_fetch_each_wheel_once(
+    run: Runner, users: Users, workdir: Path, group_store: Path, set36_wheels: Path
+) -> None:
+    """Issue 4, acceptance 1: two users, four venvs, one cold store, one real HTTP index: 36 wheels, 36 fetches."""
+    from .pyindex import PyIndex
+
+    req = workdir / "set36.txt"
+    req.write_text(SET36.read_text())
+    req.chmod(0o644)
+    venvs = []
+    for i, user in enumerate((users.alice, users.bob, users.alice, users.bob)):
+        venv = workdir / f"venv{i}"
+        assert run(user, "venv", str(venv), "--python", SYSTEM_PYTHON).returncode == 0
+        venvs.append((user, venv))
+    with PyIndex(log_file=workdir / "access.log") as index:
+        for wheel in sorted(set36_wheels.glob("*.whl")):
+            index.add(wheel)
+        isolated = {"PIP_CONFIG_FILE": os.devnull}  # this machine's mirror must not serve them instead
+        procs = [run.popen(user, "--store", str(group_store), "install", "-q", "--venv", str(venv), "-r", str(req),
+                           "--index-url", index.simple_url, env=isolated, umask=umask)
+                 for (user, venv), umask in zip(venvs, (0o022, 0o077, 0o002, 0o022))]
+        results = [(p.wait(timeout=900), p.stderr.read() if p.stderr else "") for p in procs]
+        assert all(rc == 0 for rc, _ in results), results
+        fetched = [hit.path for hit in index.downloads()]
+    assert len(fetched) == 36 and len(set(fetched)) == 36, sorted(fetched)
+    for user, venv in venvs:
+        check = subprocess.run(["runuser", "-u", user, "--", str(venv / "bin/python"), "-c",
+                                "import numpy, pandas, flask; print('ok')"], capture_output=True, text=True,
+                               timeout=300, env={"PATH": os.environ["PATH"], "HOME": f"/home/{user}"})
+        assert check.stdout.strip() == "ok", check.stderr

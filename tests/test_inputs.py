@@ -294,9 +294,9 @@ def test_pylock_entry_to_download(tmp_path: Path, py: Interpreter) -> None:
     url = "https://files.example.invalid/remote-1.0-py3-none-any.whl"
     lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n'
                     + lock_entry("remote", "1.0", [f'{{ url = "{url}", hashes = {{ sha256 = "{"3" * 64}" }} }}']))
-    with pytest.raises(InputError, match=r"^pylock entry remote \(remote-1\.0-py3-none-any\.whl\) needs downloading, "
-                                         r"which is not supported yet \(fix: pass --find-links DIR with its wheel\)$"):
-        collect([str(lock)], [], [], py)
+    (far,) = collect([str(lock)], [], [], py)  # to download: the fetch stage checks the lock's hash
+    assert far.wheel is None and far.remote is not None
+    assert (far.remote.url, far.remote.sha256, far.requested) == (url, "3" * 64, False)
     (tmp_path / "links").mkdir()
     remote = make_wheel(tmp_path / "links", "remote", "1.0")
     lock.write_text(lock.read_text().replace("3" * 64, sha(remote)))
@@ -308,7 +308,12 @@ def test_pylock_sdists_and_bad_files(tmp_path: Path, py: Interpreter) -> None:
     lock = tmp_path / "pylock.toml"
     lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n[[packages]]\nname = "src"\nversion = "1.0"\n'
                     f'sdist = {{ path = "src-1.0.tar.gz", hashes = {{ sha256 = "{"5" * 64}" }} }}\n')
-    with pytest.raises(InputError, match=r"src is locked as an sdist, directory, VCS or archive entry"):
+    (src,) = collect([str(lock)], [], [], py)  # an sdist is built by the fetch stage, from its file next to the lock
+    assert src.wheel is None and src.remote is not None and not src.remote.is_wheel
+    assert src.remote.url == (tmp_path / "src-1.0.tar.gz").as_uri() and src.remote.sha256 == "5" * 64
+    lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n[[packages]]\nname = "d"\nversion = "1.0"\n'
+                    'directory = { path = "d" }\n')
+    with pytest.raises(InputError, match=r"d is locked as a directory, VCS or archive entry"):
         collect([str(lock)], [], [], py)
     lock.write_text('lock-version = "1.0"\n[[packages]]\nname = "x"\n')
     with pytest.raises(InputError, match=r"pylock\.toml is not a valid pylock file"):

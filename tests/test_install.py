@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SYSTEM_PYTHON, Filesystems, Runner, Users, make_venv, one_line_error, snapshot
+from .conftest import SYSTEM_PYTHON, Filesystems, Runner, Users, make_venv, one_line_error, published, snapshot
 from .wheelmaker import make_wheel
 
 LOCAL_MODES = ("copy", "symlink", "hardlink")  # what ext4 offers; reflink is covered on XFS/btrfs in test_link
@@ -96,13 +96,13 @@ def test_install_semantics_and_pip_compatibility(run: Runner, users: Users, work
     assert {d["name"]: d["installer"] for d in json.loads(listed.stdout)}["nsa"] == "wheelstore"
 
     # pip uninstall removes exactly what was installed, and never touches the store
-    before = snapshot(store)
+    before = published(store)
     gone = subprocess.run([py, "-m", "pip", "uninstall", "-y", "nsa"], capture_output=True, text=True)
     assert gone.returncode == 0, gone.stderr
     assert not tool.exists() and not (venv / "bin" / "nsa-hello").exists()
     assert not (site / "nsdemo" / "a").exists() and (site / "nsdemo" / "b" / "__init__.py").exists()
     assert not dist_info.exists()
-    assert snapshot(store) == before
+    assert published(store) == before
 
 
 def test_wheelstore_uninstall_and_reinstall(run: Runner, users: Users, workdir: Path) -> None:
@@ -111,13 +111,13 @@ def test_wheelstore_uninstall_and_reinstall(run: Runner, users: Users, workdir: 
     venv = _venv(workdir / "venv", users.alice)
     wheels = _demo_wheels(workdir)
     assert run(users.alice, "--store", str(store), "install", "--venv", str(venv), *map(str, wheels)).returncode == 0
-    before = snapshot(store)
+    before = published(store)
     site_files = {p for p in venv.rglob("*")}
     removed = run(users.alice, "uninstall", "--venv", str(venv), "nsa", "nsb")
     assert removed.returncode == 0, removed.stderr
     left = {p for p in venv.rglob("*")}
     assert not any("nsdemo" in str(p) or "nsa" in p.name or "nsb" in p.name for p in left)
-    assert snapshot(store) == before
+    assert published(store) == before
     again = run(users.alice, "--store", str(store), "install", "--venv", str(venv), *map(str, wheels))
     assert again.returncode == 0, again.stderr
     assert {p for p in venv.rglob("*")} >= site_files - {p for p in site_files if "__pycache__" in str(p)}
@@ -178,7 +178,7 @@ def test_one_users_edit_never_reaches_another(run: Runner, users: Users, workdir
         done = run(user, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", mode,
                    *map(str, wheels))
         assert done.returncode == 0, done.stderr
-    before_store = snapshot(group_store)
+    before_store = published(group_store)
     alice_site = next(venvs[users.alice].glob("lib/python*/site-packages"))
     bob_site = next(venvs[users.bob].glob("lib/python*/site-packages"))
     alice_before = (alice_site / "nsdemo/a/__init__.py").read_bytes()
@@ -191,7 +191,7 @@ def test_one_users_edit_never_reaches_another(run: Runner, users: Users, workdir
     assert out.stdout.strip() == "bob", out.stderr
     # alice's venv and the store are byte-identical
     assert (alice_site / "nsdemo/a/__init__.py").read_bytes() == alice_before
-    assert snapshot(group_store) == before_store
+    assert published(group_store) == before_store
 
 
 def test_hardlink_into_another_users_tree_is_refused(run: Runner, users: Users, workdir: Path,
@@ -206,10 +206,14 @@ def test_hardlink_into_another_users_tree_is_refused(run: Runner, users: Users, 
     assert {p: p.lstat().st_mode for p in venv.rglob("*")} == before
 
 
-def test_unpinned_requirement_needs_resolution(run: Runner, users: Users, workdir: Path) -> None:
+def test_unpinned_requirement_that_cannot_resolve(run: Runner, users: Users, workdir: Path) -> None:
+    """Unpinned requirements go to uv; with nowhere to look it fails in one line naming the requirement."""
     venv = _venv(workdir / "venv", users.alice)
-    line = one_line_error(run(users.alice, "install", "--venv", str(venv), "requests>=2"))
-    assert "needs resolution" in line
+    before = snapshot(venv)
+    line = one_line_error(run(users.alice, "install", "--venv", str(venv), "--no-index", "nosuchpkg-xyz>=2",
+                              env={"PIP_CONFIG_FILE": os.devnull}))
+    assert line.startswith("error: cannot resolve nosuchpkg-xyz>=2: ") and "nosuchpkg-xyz" in line, line
+    assert snapshot(venv) == before
 
 
 def _sticky_dir(root: Path, name: str) -> Path:
@@ -234,7 +238,7 @@ def test_reflink_on_real_filesystems_isolates_users(run: Runner, users: Users, f
         assert done.returncode == 0, done.stderr
         assert {i["link_mode"] for i in json.loads(done.stdout)["installed"]} == {"reflink"}
         assert done.stderr == ""  # no fallback note
-    before = snapshot(store)
+    before = published(store)
     bob_file = next(venvs[users.bob].glob("lib/python*/site-packages")) / "nsdemo/a/__init__.py"
     alice_file = next(venvs[users.alice].glob("lib/python*/site-packages")) / "nsdemo/a/__init__.py"
     assert bob_file.stat().st_ino != alice_file.stat().st_ino
@@ -242,7 +246,7 @@ def test_reflink_on_real_filesystems_isolates_users(run: Runner, users: Users, f
     assert edited.returncode == 0 and edited.stdout.strip() == "yes", edited.stderr  # a private, writable copy
     assert b"appended by bob" in bob_file.read_bytes()
     assert alice_file.read_bytes() == b"WHO = 'a'\n"
-    assert snapshot(store) == before
+    assert published(store) == before
 
 
 def test_store_and_venv_on_different_filesystems(run: Runner, users: Users, filesystems: Filesystems,
@@ -277,7 +281,7 @@ def test_edit_gives_private_copies_and_undo_restores_links(run: Runner, users: U
         done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--link-mode", mode,
                    *map(str, wheels))
         assert done.returncode == 0, done.stderr
-    before = snapshot(store)
+    before = published(store)
     target = next(venvs[0].glob("lib/python*/site-packages")) / "nsdemo/a/__init__.py"
     edited = run(users.alice, "--store", str(store), "edit", "--venv", str(venvs[0]), "nsa")
     assert edited.returncode == 0, edited.stderr
@@ -291,7 +295,7 @@ def test_edit_gives_private_copies_and_undo_restores_links(run: Runner, users: U
         out = subprocess.run([str(venv / "bin/python"), "-c", "import nsdemo.a"], capture_output=True, text=True,
                              env=env)
         assert out.stdout == expected, out.stderr
-    assert snapshot(store) == before
+    assert published(store) == before
 
     undone = run(users.alice, "--store", str(store), "edit", "--undo", "--venv", str(venvs[0]), "nsa")
     assert undone.returncode == 0, undone.stderr
@@ -303,7 +307,7 @@ def test_edit_gives_private_copies_and_undo_restores_links(run: Runner, users: U
     out = subprocess.run([str(venvs[0] / "bin/python"), "-c", "import nsdemo.a"], capture_output=True, text=True,
                          env=env)
     assert out.stdout == "", out.stderr
-    assert snapshot(store) == before
+    assert published(store) == before
 
 
 EXT_C = rb"""
@@ -387,11 +391,11 @@ def test_uninstall_never_leaves_the_venv(run: Runner, users: Users, workdir: Pat
     (dist_info / "RECORD").write_text(f"{os.path.relpath(victim, site)},,\n{store / 'config.toml'},,\n"
                                       "evil-1.0.dist-info/METADATA,,\nevil-1.0.dist-info/RECORD,,\n")
     subprocess.run(["chown", "-R", users.alice, str(venv), str(workdir / "outside")], check=True)
-    before = snapshot(store)
+    before = published(store)
     done = run(users.alice, "uninstall", "--venv", str(venv), "evil")
     assert done.returncode == 0, done.stderr
     assert victim.read_text() == "keep" and not dist_info.exists()
-    assert snapshot(store) == before
+    assert published(store) == before
 
 
 def test_script_shebangs_are_replaced_whole(run: Runner, users: Users, workdir: Path) -> None:

@@ -13,8 +13,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.cli import PLANNED
 from wheelstore.config import SYSTEM_CONFIG
 
 from .conftest import Runner, Users, one_line_error
@@ -80,18 +79,13 @@ def test_selection_order(run: Runner, users: Users, workdir: Path, fresh_home: s
         SYSTEM_CONFIG.parent.rmdir()
 
 
-def test_help_lists_every_planned_verb() -> None:
+def test_help_lists_every_verb() -> None:
     result = subprocess.run([sys.executable, "-m", "wheelstore", "--help"], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
     assert result.returncode == 0
-    for verb in ("init", "venv", "install", "uninstall", "sync", "list", "verify", "gc", "stats", "doctor", "edit"):
+    for verb in ("init", "venv", "install", "uninstall", "sync", "list", "verify", "gc", "stats", "doctor", "edit",
+                 "lock"):
         assert f"    {verb} " in result.stdout, verb
-
-
-@pytest.mark.parametrize("verb", sorted(PLANNED))
-def test_planned_verbs_say_not_implemented(run: Runner, users: Users, verb: str) -> None:
-    line = one_line_error(run(users.alice, verb, "--venv", "/tmp/x"))
-    assert line == f"error: 'wheelstore {verb}' is not implemented yet"
 
 
 def test_console_script_and_module_agree(run: Runner, tool: Path) -> None:

@@ -7,28 +7,20 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
 from .config import select_store
-from .errors import NotImplementedYet, WheelstoreError
+from .errors import WheelstoreError
 from .policy import SHARED_MODES
 from .environment import Environment, Report
-from .inputs import Candidate, collect
+from .plan import plan
+from .sources import Sources
 from .link import LinkMode
 from .store import Store
 from .venv import create as create_venv
-
-#: verbs that later stages of the pipeline will add; listed now so --help shows the whole tool
-PLANNED = {
-    "verify": "check the store's trees against their manifests",
-    "gc": "remove trees no venv uses",
-    "stats": "report logical and physical space",
-    "doctor": "check whether sharing works for you here",
-}
-
 
 def _out(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
@@ -122,14 +114,19 @@ def cmd_venv(args: argparse.Namespace) -> int:
     return 0
 
 
-def _collect(args: argparse.Namespace, env: Environment) -> list[Candidate]:
-    return collect(
-        args.items,
-        [Path(r) for r in args.requirements],
-        [Path(f) for f in args.find_links],
-        env.interpreter,
-        no_index=True,
+def _sources(args: argparse.Namespace) -> Sources:
+    """The CLI's index options over the pip and uv configuration the user already has."""
+    return Sources.from_environment(
+        index_url=args.index_url,
+        extra_index_urls=tuple(args.extra_index_url),
+        find_links=tuple(f for f in args.find_links if "://" in f),
+        no_index=args.no_index,
+        offline=args.offline,
     )
+
+
+def _local_links(args: argparse.Namespace) -> list[Path]:
+    return [Path(f) for f in args.find_links if "://" not in f]
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -137,11 +134,28 @@ def cmd_install(args: argparse.Namespace) -> int:
     if not args.items and not args.requirements:
         raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
     env = _environment(args)
-    candidates = _collect(args, env)
+    sources = _sources(args)
     with Store.select(args.store) as store:
+        candidates = plan(store, env.interpreter, args.items, [Path(r) for r in args.requirements],
+                          _local_links(args), sources)
         report = env.install(store, candidates, link_mode=_link_mode(args), exact=args.verb == "sync",
-                             compile_bytecode=not args.no_compile)
+                             compile_bytecode=not args.no_compile, sources=sources)
     _print_report(args, report, started)
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from .resolve import lock
+    from .venv import Interpreter, find_python
+
+    started = time.perf_counter()
+    python = find_python(Path(args.venv)) if args.venv else Path(args.python)
+    interpreter = Interpreter.inspect(python)
+    sources = Sources.from_environment(index_url=args.index_url, extra_index_urls=tuple(args.extra_index_url),
+                                       find_links=tuple(args.find_links), no_index=args.no_index, offline=args.offline)
+    out = lock(args.items, [Path(r) for r in args.requirements], interpreter, sources, Path(args.output),
+               quiet=args.quiet)
+    _out(args, f"wrote {out} for Python {interpreter.python_version} in {(time.perf_counter() - started) * 1000:.0f} ms")
     return 0
 
 
@@ -175,11 +189,113 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_yet(verb: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise NotImplementedYet(f"'wheelstore {verb}' is not implemented yet")
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
 
-    return run
+    report = doctor.run(args.store, args.venv)
+    if args.json:
+        _json(report.to_json())
+    else:
+        for line in report.lines():
+            _out(args, line)
+    problem = report.error()
+    if problem is not None:  # sharing cannot work for this user: exit non-zero, the first problem on stderr
+        raise problem
+    return 0
+
+
+def _size(n: int) -> str:
+    if abs(n) < 1024:
+        return f"{n} B"
+    value, unit = float(n), "B"
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if abs(value) < 1024:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from . import gc
+
+    grace = gc.DEFAULT_GRACE if args.grace is None else gc.parse_duration(args.grace)
+    with Store.select(args.store) as store:
+        report = gc.collect(store, grace=grace, dry_run=args.dry_run)
+    if args.json:
+        _json(report.to_json())
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for u in report.removed:
+        what = f"{u.name} {u.version}".strip() or u.kind
+        _out(args, f" - {u.path} ({what}, {_size(u.bytes)})")
+    for u in report.unpublished:
+        _out(args, f"unpublished {u.path} ({u.name} {u.version}); its files belong to {u.owner}: "
+                   f"they are freed by {u.owner}'s 'wheelstore gc' or root's")
+    for u in report.not_removable:
+        what = f"{u.name} {u.version}".strip() or u.kind
+        _out(args, f"not removable: {u.path} ({what}) belongs to {u.owner}; only {gc.who_can(u.owner)} can remove it")
+    for problem in report.problems:
+        _out(args, f"skipped: {problem}")
+    _out(args, f"{verb} {len(report.removed)} entries ({_size(report.freed_bytes)}); kept {report.live} in use by "
+               f"{report.roots_live} venvs and {report.young} younger than the grace period")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from . import stats
+
+    with Store.select(args.store) as store:
+        result = stats.collect(store)
+    data = result.to_json()
+    if args.json:
+        _json(data)
+        return 0
+    _out(args, f"store {data['store']}: {_size(result.store_usage.bytes)}, {result.store_usage.inodes} inodes")
+    for v in result.venvs:
+        _out(args, f"venv {v.venv} ({v.user}): links {len(v.units)} units, {_size(v.logical.bytes)} as copies; "
+                   f"its own files {_size(v.physical.bytes)}, {v.physical.inodes} inodes")
+    users: Any = data["users"]
+    for u in users:
+        _out(args, f"user {u['user']}: {u['venvs']} venvs, {_size(u['logical_bytes'])} as copies, "
+                   f"{_size(u['physical_bytes'])} own files")
+    logical, physical = result.logical, result.physical
+    saved = f"{100 * (1 - physical.bytes / logical.bytes):.0f}%" if logical.bytes else "-"
+    _out(args, f"logical {_size(logical.bytes)} ({logical.inodes} inodes), physical {_size(physical.bytes)} "
+               f"({physical.inodes} inodes): saves {_size(logical.bytes - physical.bytes)} ({saved})")
+    for note in result.notes:
+        _out(args, f"note: {note}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import verify
+
+    with Store.select(args.store) as store:
+        report = verify.verify_store(store, full=args.full, repair=args.repair, find_links=args.find_links)
+    if args.json:
+        _json(report.to_json())
+        return 0 if report.ok else 1
+    last = None
+    for d in report.damaged:
+        if d.key != last:
+            unit = " (bytecode)" if d.unit == "bytecode" else ""
+            print(f"damaged: {d.name} {d.version}{unit}, tree {d.key}")
+            last = d.key
+        print(f"  {d.describe()}")
+    for r in report.repaired:
+        source = f"from {r.wheel}" if r.wheel else "(compiled again on the next install)"
+        _out(args, f"repaired: {r.name} {r.version}{' bytecode' if r.unit == 'bytecode' else ''} {source}; "
+                   f"the damaged copy is in {', '.join(r.quarantined) or 'nowhere (it was gone)'}")
+    for name, version, key, why in report.unrepaired:
+        print(f"not repaired: {name} {version} ({key}): {why}")
+    how = "re-hashed every file" if report.full else f"{report.rehashed} re-hashed, {report.relinked} only relinked"
+    state = "all intact" if not report.damaged else (
+        f"{len(report.still_damaged)} still damaged" if report.still_damaged else "all repaired")
+    _out(args, f"checked {report.trees} trees, {report.files} files ({how}): {state}")
+    if report.still_damaged and not args.repair:
+        print(f"fix: wheelstore --store {store.root} verify --repair -f DIR (a directory holding their wheels)",
+              file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -229,15 +345,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheel files, name==version pins, pylock.toml")
         p.add_argument("--venv", required=True, help="the target venv")
         p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
-        p.add_argument("-f", "--find-links", action="append", default=[], metavar="DIR",
-                       help="a directory of wheels to choose from")
-        p.add_argument("--no-index", action="store_true", help="use only local wheels (the only source so far)")
-        p.add_argument("--offline", action="store_true", help="use only what is local (the only source so far)")
+        _add_source_options(p)
         p.add_argument("--link-mode", choices=["auto", *(m.value for m in LinkMode)], default="auto")
         p.add_argument("--no-compile", action="store_true",
                        help="do not compile bytecode into the store (Python then compiles into the venv on import)")
         p.add_argument("--json", action="store_true", help="print a JSON report")
         p.set_defaults(func=cmd_install)
+
+    p = verbs.add_parser("lock", parents=[common], help="resolve requirements into a pylock.toml, installing nothing")
+    p.add_argument("items", nargs="*", metavar="REQ", help="requirements, like 'requests' or 'pandas<3'")
+    p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--venv", help="resolve for this venv's interpreter")
+    target.add_argument("--python", help="resolve for this interpreter")
+    p.add_argument("-o", "--output", default="pylock.toml", metavar="FILE", help="where to write (default: pylock.toml)")
+    _add_source_options(p)
+    p.set_defaults(func=cmd_lock)
 
     p = verbs.add_parser("uninstall", parents=[common], help="remove distributions from a venv")
     p.add_argument("names", nargs="+", metavar="NAME")
@@ -256,10 +379,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--undo", action="store_true", help="link the distribution from the store again")
     p.set_defaults(func=cmd_edit)
 
-    for verb, text in PLANNED.items():
-        p = verbs.add_parser(verb, parents=[common], help=f"{text} (not implemented yet)")
-        p.set_defaults(func=_not_yet(verb), planned=True)
+    p = verbs.add_parser("doctor", parents=[common], help="check whether sharing works for you here, and how to fix it")
+    p.add_argument("--venv", help="also check this venv: its interpreter, and linking into it")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_doctor)
+
+    p = verbs.add_parser("gc", parents=[common], help="remove trees no venv uses, and stale staging")
+    p.add_argument("--grace", metavar="DURATION", help="keep unused trees younger than this (default 1d; 0, 90s, 12h)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_gc)
+
+    p = verbs.add_parser("stats", parents=[common], help="report logical and physical space, per user and venv")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_stats)
+
+    p = verbs.add_parser("verify", parents=[common], help="check the store's trees against their manifests, and repair")
+    p.add_argument("--full", action="store_true", help="re-hash every file, not only those whose ctime moved")
+    p.add_argument("--repair", action="store_true", help="publish damaged trees again from their wheels")
+    p.add_argument("-f", "--find-links", action="append", default=[], metavar="DIR",
+                   help="a directory holding the wheels to repair from")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_verify)
     return parser
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--find-links", action="append", default=[], metavar="DIR_OR_URL",
+                   help="a directory of wheels (or a URL of a page linking them) to choose from")
+    p.add_argument("-i", "--index-url", metavar="URL", help="the package index (default: from pip/uv config, or PyPI)")
+    p.add_argument("--extra-index-url", action="append", default=[], metavar="URL", help="another index to use")
+    p.add_argument("--no-index", action="store_true", help="use no index, only --find-links and the store")
+    p.add_argument("--offline", action="store_true", help="use only the store and local files; never the network")
 
 
 def _log_to_stderr(*, quiet: bool) -> None:
@@ -275,9 +426,7 @@ def _log_to_stderr(*, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and not getattr(args, "planned", False):
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args = parser.parse_args(argv)
     args.store = getattr(args, "store", None)
     args.quiet = getattr(args, "quiet", False)
     _log_to_stderr(quiet=args.quiet)

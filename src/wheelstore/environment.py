@@ -1,6 +1,7 @@
 """A venv filled from a store: install, sync, uninstall and list, over the pipeline's stages.
 
-resolve (:mod:`inputs`) -> realize (:mod:`realize`, in the store) -> link (:mod:`link`, :mod:`install`). The link
+resolve (:mod:`plan`) -> fetch (:mod:`fetch`) -> realize (:mod:`realize`, in the store) -> link (:mod:`link`,
+:mod:`install`) -> maintain (:mod:`verify` before linking, :mod:`roots` after). The link
 mode is chosen for every tree before the venv is touched, so a mode that cannot work here is refused with nothing
 half-installed.
 """
@@ -18,10 +19,16 @@ from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import install as inst
-from .bytecode import ensure_pycs
+from . import verify
 from .errors import WheelstoreError
+from .gc import install_lock
+from .hooks import checkpoint
+from .bytecode import InTree
 from .inputs import Candidate
 from .link import LinkMode, choose, probe
+from .realize import realize_many
+from .roots import register
+from .sources import Sources
 from .store import Store, Tree
 from .venv import Interpreter, find_python
 
@@ -69,23 +76,55 @@ class Environment:
         link_mode: LinkMode | None = None,
         exact: bool = False,
         compile_bytecode: bool = True,
+        sources: Sources | None = None,
     ) -> Report:
-        """Install ``candidates``; with ``exact`` (sync) also remove every other distribution but the seeds."""
+        """Install ``candidates``; with ``exact`` (sync) also remove every other distribution but the seeds.
+
+        The gc lock is held shared from finding the trees until the venv's gc root lists them, so a concurrent
+        ``wheelstore gc`` cannot sweep them in between.
+        """
+        with install_lock(store):
+            try:
+                return self._install(store, candidates, link_mode=link_mode, exact=exact,
+                                     compile_bytecode=compile_bytecode, sources=sources)
+            finally:
+                self._register(store)
+
+    def _register(self, store: Store) -> None:
+        """Refresh this venv's gc root in ``store``; a failure costs only gc protection, so it is a warning."""
+        try:
+            register(store, self.path, self.interpreter)
+        except (OSError, WheelstoreError) as e:
+            log.warning("could not register %s as a gc root in %s: %s", self.path, store.root, e)
+
+    def _install(
+        self,
+        store: Store,
+        candidates: Sequence[Candidate],
+        *,
+        link_mode: LinkMode | None = None,
+        exact: bool = False,
+        compile_bytecode: bool = True,
+        sources: Sources | None = None,
+    ) -> Report:
         report = Report()
         present = self.distributions()
         wanted = {c.name: c for c in candidates}
         todo = [c for c in candidates if not _same(present.get(c.name), c)]
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c not in todo]
 
-        trees = self._realize(store, todo)
+        trees = self._realize(store, todo, sources, compile_into=link_mode is LinkMode.FOLD and compile_bytecode)
+        trees = verify.intact_trees(store, trees, [c.wheel for c in todo], report.notes)  # before the venv changes
         modes = self._choose_modes(store, trees, link_mode, report)
         pycs = self._bytecode(store, trees) if compile_bytecode else {}
+        checkpoint("linking")  # tests pause here: the trees are found, not yet linked
 
         for cand in todo:  # an upgrade or downgrade replaces the old version's files
             old = present.get(cand.name)
             if old is not None:
                 inst.uninstall(old, self.interpreter)
                 report.removed.append((old.display_name, old.version))
+        folds = inst.plan_folds([t for t in trees if modes[t.key] is LinkMode.FOLD], self.interpreter)
 
         def one(pair: tuple[Candidate, Tree]) -> None:
             cand, tree = pair
@@ -97,11 +136,14 @@ class Environment:
                 direct_url=cand.direct_url,
                 store_root=str(store.root),
                 pycs=pycs.get(tree.key),
+                fold=folds.get(tree.key),
             )
 
         # Trees are independent, and link()/mkdir() release the GIL: a few threads overlap the syscalls.
         with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, len(todo))), thread_name_prefix="install") as pool:
             list(pool.map(one, zip(todo, trees)))
+        verify.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
+                      self.interpreter.cache_tag)
         report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
         if exact:  # removals last: a failed install above must not have cost the venv its other packages
             for name, dist in sorted(present.items()):
@@ -112,6 +154,20 @@ class Environment:
         return report
 
     def uninstall(self, names: Sequence[str]) -> Report:
+        """Remove distributions, then refresh the gc roots of the stores they came from."""
+        dists = self.distributions()
+        stores = {str(o["store"]) for n in names if (d := dists.get(canonicalize_name(n))) is not None
+                  and (o := inst.origin(d)) is not None and o.get("store")}
+        report = self._uninstall(names)
+        for path in sorted(stores):
+            try:
+                with Store.open(path) as store, install_lock(store):
+                    self._register(store)
+            except WheelstoreError as e:  # a store that is gone or unreadable holds nothing of ours anyway
+                log.warning("could not refresh the gc root of %s in %s: %s", self.path, path, e.oneline())
+        return report
+
+    def _uninstall(self, names: Sequence[str]) -> Report:
         report = Report()
         present = self.distributions()
         missing = [n for n in names if canonicalize_name(n) not in present]
@@ -125,6 +181,14 @@ class Environment:
         return report
 
     def edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[inst.Distribution, int]:
+        """See :meth:`_edit`; under the gc lock (``--undo`` links the tree again), refreshing the venv's root."""
+        with install_lock(store):
+            try:
+                return self._edit(store, name, undo=undo)
+            finally:
+                self._register(store)
+
+    def _edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[inst.Distribution, int]:
         """Give this venv private, writable copies of one distribution's files, or (``undo``) link them again."""
         dist = self.distributions().get(canonicalize_name(name))
         if dist is None:
@@ -147,7 +211,7 @@ class Environment:
                 recorded = None
             # the safety rule is applied again: the store's policy or the tree's owner may have changed since
             modes = self._choose_modes(store, [tree], recorded, Report())
-            changed = inst.relink(dist, tree, modes[tree.key])
+            changed = inst.relink(dist, tree, modes[tree.key], self.interpreter.cache_tag)
         else:
             changed = inst.make_private(dist, tree)
         inst.bump_mtime(self.interpreter)
@@ -158,22 +222,37 @@ class Environment:
         already fans each tree's modules out over every core."""
         units = {}
         for tree in trees:
-            unit = ensure_pycs(store, tree, self.interpreter)
+            unit = verify.intact_pycs(store, tree, self.interpreter)
             if unit is not None:
                 units[tree.key] = unit
         return units
 
-    def _realize(self, store: Store, todo: Sequence[Candidate]) -> list[Tree]:
-        """Trees for the candidates: looked up by hash when the input gave one (no need to open the wheel), else
-        realized (which publishes what the store lacks)."""
-        known = {c.sha256: store.lookup(c.sha256) for c in todo if c.sha256}
-        if all(known.get(c.sha256 or "") for c in todo):
-            return [t for c in todo if (t := known[c.sha256 or ""]) is not None]
-        outcomes = store.realize_many([(c.wheel, c.sha256) for c in todo])
-        errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
-        if errors:
-            raise errors[0]
-        return [o.tree for o in outcomes if not isinstance(o, WheelstoreError)]
+    def _realize(
+        self, store: Store, todo: Sequence[Candidate], sources: Sources | None = None, *, compile_into: bool = False
+    ) -> list[Tree]:
+        """Trees for the candidates: looked up by hash when one is known (no file opened, no network), else realized
+        from local wheels, or downloaded (once per store) and built from sdists where needed. With ``compile_into``
+        (fold), local wheels published now get this interpreter's pycs inside the tree (see :mod:`bytecode`)."""
+        trees = {c.name: t for c in todo if c.sha256 and (t := store.lookup(c.sha256)) is not None}
+        local = [c for c in todo if c.name not in trees and c.wheel is not None]
+        remote = [c for c in todo if c.name not in trees and c.wheel is None]
+        if local:
+            compiler = InTree(store, self.interpreter) if compile_into and self.interpreter.cache_tag else None
+            outcomes = realize_many(store, [(Path(c.wheel), c.sha256) for c in local if c.wheel is not None],
+                                    compiler=compiler)
+            errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
+            if errors:
+                raise errors[0]
+            trees.update((c.name, o.tree) for c, o in zip(local, outcomes) if not isinstance(o, WheelstoreError))
+        if remote:
+            from .fetch import obtain
+
+            files = [c.remote for c in remote]
+            if None in files or sources is None:
+                raise WheelstoreError(f"no file for {', '.join(c.where for c in remote if c.remote is None)}")
+            got = obtain(store, [f for f in files if f is not None], self.interpreter, sources)
+            trees.update(zip((c.name for c in remote), got))
+        return [trees[c.name] for c in todo]
 
     def _choose_modes(
         self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: Report

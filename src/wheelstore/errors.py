@@ -56,9 +56,3 @@ class UnsafeMember(WheelError):
 
 class RecordMismatch(WheelError):
     """A wheel's RECORD does not describe its members exactly."""
-
-
-class NotImplementedYet(WheelstoreError):
-    """A planned verb that does not exist yet."""
-
-    exit_code = 2

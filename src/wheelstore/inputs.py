@@ -15,10 +15,10 @@ import shlex
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -47,6 +47,9 @@ from .errors import WheelError, WheelstoreError
 from .venv import Interpreter
 from .wheel import CHUNK, normalize_sha256
 
+if TYPE_CHECKING:
+    from .index import RemoteFile
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -67,7 +70,8 @@ class Candidate:
 
     name: NormalizedName
     version: Version
-    wheel: Path
+    #: the local wheel file; None when the inputs named no file here (the store or an index must provide it)
+    wheel: Path | None
     #: the file's sha256, when it was checked here (hashes given, or a wheel path whose direct_url records it)
     sha256: str | None
     #: every sha256 the inputs accept for it (the intersection when several inputs give hashes); empty: none given
@@ -76,6 +80,15 @@ class Candidate:
     requested: bool = True
     #: PEP 610 direct_url.json content for a wheel given by path; None for pins and lock entries, as pip does
     direct_url: dict[str, object] | None = None
+    #: where to download it from, when it is not local (a lock entry, or an index's choice)
+    remote: RemoteFile | None = None
+
+    @property
+    def where(self) -> str:
+        """The file for messages: its path, its URL, or the pin."""
+        if self.wheel is not None:
+            return str(self.wheel)
+        return self.remote.url if self.remote is not None else f"{self.name}=={self.version}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,8 @@ class Pin:
     hashes: frozenset[str] = frozenset()
     #: a file given for it: a wheel path, ``name @ file:///...whl``, or a lock entry
     wheel: Path | None = None
+    #: a lock entry's file that must be downloaded (a wheel, or an sdist to build)
+    remote: RemoteFile | None = None
 
 
 @dataclass
@@ -351,10 +366,10 @@ class _Links:
             entries.sort(key=lambda e: e[1], reverse=True)  # the best tag wins; among equals, the highest build
         return found
 
-    def find(self, name: NormalizedName, version: Version) -> Path:
+    def find(self, name: NormalizedName, version: Version, *, required: bool = True) -> Path | None:
         same = [(path, tags) for v, _build, tags, path in self.wheels.get(name, []) if v == version]
         best = next(self.select(same), None)
-        if best is not None:
+        if best is not None or not required:
             return best
         where = ", ".join(f"{d} (missing)" if d in self.missing else str(d) for d in self.directories)
         message = f"no wheel for {name}=={version} matches this interpreter ({_describe(self.interpreter)}) in: "
@@ -403,13 +418,10 @@ def _read_pylock(path: Path, env: dict[str, str], interpreter: Interpreter, link
         raise InputError(f"{path}: {e}") from None
     pins = []
     for package, source in selected:
-        if not isinstance(source, PackageWheel):
-            if isinstance(source, PackageSdist) and package.wheels:
-                raise InputError(f"{path}: no wheel of {package.name} matches this interpreter "
-                                 f"({_describe(interpreter)}), and building its sdist is not supported yet")
-            raise InputError(f"{path}: {package.name} is locked as an sdist, directory, VCS or archive entry; "
-                             "only wheels are supported yet", hint="lock it with wheels only")
-        filename = source.filename
+        if not isinstance(source, (PackageWheel, PackageSdist)):
+            raise InputError(f"{path}: {package.name} is locked as a directory, VCS or archive entry; only wheels "
+                             "and sdists are supported", hint="lock it with wheels or sdists")
+        filename = source.filename or _url_filename(source.url) or f"{package.name} sdist"
         digest = source.hashes.get("sha256")
         if digest is None:
             raise InputError(f"{path}: {filename} has no sha256 hash; wheelstore checks sha256")
@@ -417,23 +429,40 @@ def _read_pylock(path: Path, env: dict[str, str], interpreter: Interpreter, link
             digest = normalize_sha256(digest)
         except WheelError:
             raise InputError(f"{path}: the sha256 of {filename} is not a sha256 hex digest") from None
-        version = parse_wheel_filename(filename)[1]
-        pins.append(Pin(package.name, version, SpecifierSet(f"=={version}"), f"{package.name}=={version}", str(path),
-                        frozenset({digest}), _lock_wheel_file(path, package.name, source, links)))
+        version = package.version or (parse_wheel_filename(filename)[1] if filename.endswith(".whl") else None)
+        if version is None:
+            raise InputError(f"{path}: {package.name} has no version")
+        pin = Pin(package.name, version, SpecifierSet(f"=={version}"), f"{package.name}=={version}", str(path),
+                  frozenset({digest}))
+        local = _lock_local_file(path, source, links)
+        if isinstance(source, PackageWheel) and local is not None:
+            pin = replace(pin, wheel=local)
+        else:  # to download, or an sdist to build: the fetch stage reads file:// URLs from disk
+            from .index import RemoteFile
+
+            url = local.as_uri() if local is not None else cast(str, source.url)
+            pin = replace(pin, remote=RemoteFile(filename=filename, url=url, hashes={"sha256": digest}))
+        pins.append(pin)
     return pins
 
 
-def _lock_wheel_file(lock: Path, name: str, wheel: PackageWheel, links: _Links) -> Path:
-    if wheel.path:  # PEP 751: relative to the lock file's directory
-        return Path(os.path.abspath(lock.parent / wheel.path))
-    url = urlparse(wheel.url or "")
+def _url_filename(url: str | None) -> str | None:
+    return os.path.basename(urlparse(url).path) or None if url else None
+
+
+def _lock_local_file(lock: Path, source: PackageWheel | PackageSdist, links: _Links) -> Path | None:
+    """The entry's file when it is on this machine: a path (relative to the lock, PEP 751), a file:// URL, or a file
+    of that name in the find-links directories."""
+    if source.path:
+        return Path(os.path.abspath(lock.parent / source.path))
+    url = urlparse(source.url or "")
     if url.scheme == "file":
         return Path(url2pathname(url.path))
-    found = links.file(wheel.filename)
-    if found is None:
-        raise InputError(f"pylock entry {name} ({wheel.filename}) needs downloading, which is not supported yet",
-                         hint="pass --find-links DIR with its wheel")
-    return found
+    if source.filename and (found := links.file(source.filename)) is not None:
+        return found
+    if source.url is None:
+        raise InputError(f"{lock}: {source.filename} has neither a path nor a URL")
+    return None
 
 
 # -- putting it together --------------------------------------------------------------------------------------------
@@ -455,12 +484,14 @@ def collect(
     find_links: Sequence[Path],
     interpreter: Interpreter,
     *,
-    no_index: bool = True,
+    elsewhere: bool = False,
 ) -> list[Candidate]:
     """Wheel files for everything asked for, one per distribution, sorted by name, every given hash checked.
 
     ``args`` are wheel paths, pylock files and requirements (``name==1.2``); a pinned set is taken as complete (no
-    dependencies are added). ``no_index`` is accepted for when indexes exist; only local files are used now.
+    dependencies are added). A pin with no wheel in the find-links directories is an error, unless ``elsewhere``
+    says the store or an index may provide it: then its candidate has no file (``wheel`` and ``remote`` None).
+    Unpinned requirements raise :class:`NeedsResolution`.
     """
     env = marker_environment(interpreter)
     entries: list[_Entry] = []
@@ -495,13 +526,14 @@ def collect(
     if require_hashes and (bare := next((e.pin for e in entries if e.pin.name not in hashed and not e.direct), None)):
         raise InputError(f"{bare.origin}: {bare.text} has no --hash, and --require-hashes is on",
                          hint="add its --hash=sha256:... or drop --require-hashes")
-    wheels = [chosen.pin.wheel if chosen and chosen.pin.wheel else links.find(name, version)
+    wheels = [chosen.pin.wheel if chosen and (chosen.pin.wheel or chosen.pin.remote)
+              else links.find(name, version, required=not elsewhere)
               for name, _group, version, chosen in plans]
 
-    def digest(plan: tuple[NormalizedName, list[_Entry], Version, _Entry | None], wheel: Path) -> str | None:
+    def digest(plan: tuple[NormalizedName, list[_Entry], Version, _Entry | None], wheel: Path | None) -> str | None:
         """The file's sha256, if a hash was given for it or its direct_url must record one."""
         _name, group, _version, chosen = plan
-        if not any(e.pin.hashes or e.direct for e in group):
+        if wheel is None or not any(e.pin.hashes or e.direct for e in group):
             return None
         return _sha256(wheel, chosen.pin.origin if chosen else "--find-links")
 
@@ -537,21 +569,31 @@ def _plan(name: NormalizedName, group: list[_Entry], links: _Links) -> tuple[Ver
         if next(links.select([(wheel, tags)]), None) is None:
             raise InputError(f"{wheel.name} is not for this interpreter ({_describe(links.interpreter)}): "
                              f"its tags are {_tag_text(wheel.name)}")
-    return version, next(iter(direct), None) or next((e for e in group if e.pin.wheel is not None), None)
+    given = (e for e in group if e.pin.wheel is not None or e.pin.remote is not None)
+    return version, next(iter(direct), None) or next(given, None)
 
 
 def _candidate(
-    name: NormalizedName, group: list[_Entry], version: Version, chosen: _Entry | None, wheel: Path, digest: str | None
+    name: NormalizedName,
+    group: list[_Entry],
+    version: Version,
+    chosen: _Entry | None,
+    wheel: Path | None,
+    digest: str | None,
 ) -> Candidate:
-    """The candidate, once every hash given for it is known to match the file's ``digest``."""
+    """The candidate, once every hash given for it is known to match the file's ``digest`` (when there is a file:
+    a download or the store's tree is checked against ``hashes`` later)."""
     direct = chosen is not None and chosen.direct
     sets = [e.pin.hashes for e in group if e.pin.hashes]
+    if wheel is None and sets and not frozenset.intersection(*sets):
+        raise InputError(f"the hashes given for {name} in {group[0].pin.origin} and {group[-1].pin.origin} have "
+                         "none in common")
     for entry in group:
-        if entry.pin.hashes and digest not in entry.pin.hashes:
+        if wheel is not None and entry.pin.hashes and digest not in entry.pin.hashes:
             raise InputError(f"{wheel}: sha256 {digest} matches none of the hashes for {name} in {entry.pin.origin}",
                              hint="if the file is the right one, update its hashes; else replace the file")
     direct_url: dict[str, object] | None = None
-    if direct:
+    if direct and wheel is not None:
         direct_url = {"url": wheel.as_uri(), "archive_info": {"hashes": {"sha256": digest}, "hash": f"sha256={digest}"}}
     return Candidate(
         name=name,
@@ -561,6 +603,7 @@ def _candidate(
         hashes=frozenset.intersection(*sets) if sets else frozenset(),
         requested=any(not e.locked for e in group),
         direct_url=direct_url,
+        remote=chosen.pin.remote if chosen is not None and wheel is None else None,
     )
 
 

@@ -5,6 +5,15 @@ interpreter's paths. What pip would write fresh is written fresh here too, as re
 ``#!python`` shebang, console/gui launchers, and the installer's metadata (RECORD with the venv's paths, INSTALLER,
 REQUESTED, direct_url.json). Everything else is linked from the store in the chosen mode. The resulting RECORD lets
 ``pip uninstall`` remove exactly what was installed, never touching the store.
+
+In ``fold`` mode (:mod:`wheelstore.fold` decides where) a whole directory may be one symlink into the store. RECORD
+then lists the symlink itself, as a row without hash *before* the rows of the files it holds, and those files too
+(pycs included), so ``importlib.metadata`` sees every file. Current pip removes the symlink: it resolves only the
+parent of each path, treats a symlink as a file, and refuses the rows below it, which resolve into the store,
+outside the venv. uv and ``wheelstore uninstall`` go row by row, so the symlink row must come first: after it, the
+rows below find nothing. When a later install must put files into a directory another distribution folded, that
+distribution's RECORD is rewritten first (its row becomes rows for the new per-entry links), then the symlink is
+swapped for a real directory: a RECORD row never names a real directory other distributions have files in.
 """
 
 from __future__ import annotations
@@ -16,15 +25,18 @@ import hashlib
 import io
 import json
 import os
+import re
+import secrets
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
 from packaging.utils import NormalizedName, canonicalize_name
 
+from . import fold as folding
 from .errors import WheelstoreError
 from .link import LinkMode, link_file
 from .store import Tree
@@ -64,8 +76,11 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
+_URLSAFE = str.maketrans("+/", "-_", "=")
+
+
 def _record_hash_hex(hexdigest: str) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(bytes.fromhex(hexdigest)).rstrip(b"=").decode()
+    return "sha256=" + base64.b64encode(bytes.fromhex(hexdigest)).decode().translate(_URLSAFE)
 
 
 class _Layout:
@@ -76,6 +91,7 @@ class _Layout:
         self.paths = dict(interpreter.paths)
         self.root = self.paths["purelib" if m.root_is_purelib else "platlib"]
         self.data_dir = m.dist_info.removesuffix(".dist-info") + ".data"
+        self.data_prefix = self.data_dir + "/"
         headers = os.path.join(interpreter.prefix, "include", "site", f"python{interpreter.python_version}", m.name)
         self.schemes = {
             "purelib": self.paths["purelib"],
@@ -87,10 +103,10 @@ class _Layout:
 
     def target(self, rel: str) -> tuple[str, str | None]:
         """The destination of tree file ``rel``, and its .data scheme if it has one."""
-        if rel.startswith(self.data_dir + "/"):
-            scheme, _, sub = rel[len(self.data_dir) + 1 :].partition("/")
+        if rel.startswith(self.data_prefix):
+            scheme, _, sub = rel[len(self.data_prefix) :].partition("/")
             return os.path.join(self.schemes[scheme], sub), scheme
-        return os.path.join(self.root, rel), None
+        return f"{self.root}/{rel}", None  # runs once per file: a plain concatenation (tree paths are clean)
 
 
 def install_tree(
@@ -102,10 +118,13 @@ def install_tree(
     direct_url: dict[str, object] | None = None,
     store_root: str | None = None,
     pycs: Tree | None = None,
+    fold: dict[str, str] | None = None,
 ) -> Path:
     """Install one tree into the venv of ``interpreter``; return the new dist-info directory.
 
-    On failure, whatever this call created is removed again, so the venv is as it was.
+    ``fold`` (for LinkMode.FOLD, from :func:`plan_folds`) maps venv directories to the store directories they are
+    to be symlinks to; every other file is linked one by one (fold: as a symlink). On failure, whatever this call
+    created is removed again, so the venv is as it was.
     """
     m = tree.manifest
     layout = _Layout(tree, interpreter)
@@ -116,12 +135,27 @@ def install_tree(
     root = layout.root
     dist_info = os.path.join(root, m.dist_info)
     tree_path = os.fspath(tree.path)
+    covered = folding.covering(fold) if fold else None
+    made_folds: set[str] = set()
+    other_tag = f".{m.bytecode}.pyc" if m.bytecode and m.bytecode != interpreter.cache_tag else None
     try:
         for rel in sorted(m.files):
             entry = m.files[rel]
+            if other_tag and rel.endswith(other_tag) and "/__pycache__/" in "/" + rel:
+                continue  # compiled into the tree for another Python version
             dst, scheme = layout.target(rel)
-            parent, base = os.path.split(dst)
+            parent, _, base = dst.rpartition("/")
             if parent == dist_info and base in INSTALLER_FILES:
+                continue
+            top = covered(parent) if covered is not None and fold is not None else None
+            if top is not None and fold is not None:
+                if top not in made_folds:  # the first file under it: make the link, and its row before theirs
+                    _makedirs(os.path.dirname(top), made_dirs, known_dirs)
+                    os.symlink(fold[top], top)
+                    made_folds.add(top)
+                    created.append(top)
+                    record.append((top, "", ""))
+                record.append((dst, _record_hash_hex(entry.sha256), entry.size))
                 continue
             if parent not in known_dirs:
                 _makedirs(parent, made_dirs, known_dirs)
@@ -295,11 +329,23 @@ def _format_record(rows: list[tuple[str, str, int | str]], record_path: str, roo
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     prefix = root + os.sep
+    lines = []
     for path, digest, size in rows:
         rel = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
-        writer.writerow((rel, digest, size))
+        if _PLAIN.fullmatch(rel):  # what csv would write unquoted, without its per-row cost
+            lines.append(f"{rel},{digest},{size}\n")
+        else:
+            writer.writerow((rel, digest, size))
+            lines.append(out.getvalue())
+            out.seek(0)
+            out.truncate()
     writer.writerow((os.path.relpath(record_path, root), "", ""))
-    return out.getvalue().encode()
+    lines.append(out.getvalue())
+    return "".join(lines).encode()
+
+
+#: a RECORD path csv leaves unquoted
+_PLAIN = re.compile(r'[^,"\r\n]*')
 
 
 # -- what is installed --------------------------------------------------------------------------------------------------
@@ -426,10 +472,22 @@ def make_private(dist: Distribution, tree: Tree) -> list[Path]:
     """Replace every file linked from ``tree`` with a private, writable copy (a reflink where possible).
 
     For debugging a dependency with pdb or prints: the edits land in this venv only. The copies keep the store file's
-    mtime, so nothing is recompiled until the user actually edits a file.
+    mtime, so nothing is recompiled until the user actually edits a file. A folded directory becomes a real one of
+    such copies (its pycs included, still valid), and its RECORD row goes: it no longer is one entry.
     """
-    changed = []
+    changed: list[Path] = []
+    tree_root = os.fspath(tree.path) + "/"
+    private: set[str] = set()
+    for path, rel in record_files(dist):
+        if path.is_symlink() and os.readlink(path).startswith(tree_root) and path.is_dir():
+            changed.extend(_private_dir(os.readlink(path), os.fspath(path)))
+            private.add(rel)
+    if private:
+        _rewrite_record(dist, drop=private)
+    prefix = os.fspath(dist.dist_info.parent) + os.sep
     for path, src in _linked(dist, tree):
+        if _through_symlink(path.parent, prefix):
+            continue  # in a directory another distribution folded: not this one's to copy
         tmp = path.with_name(f".{path.name}.wheelstore-edit")
         _unlink_quietly(os.fspath(tmp))  # left by an interrupted edit
         try:
@@ -441,10 +499,24 @@ def make_private(dist: Distribution, tree: Tree) -> list[Path]:
     return changed
 
 
-def relink(dist: Distribution, tree: Tree, mode: LinkMode) -> list[Path]:
-    """Undo :func:`make_private`: every file of the tree is linked from the store again, edits discarded."""
-    changed = []
+def relink(dist: Distribution, tree: Tree, mode: LinkMode, cache_tag: str | None = None) -> list[Path]:
+    """Undo :func:`make_private`: every file of the tree is linked from the store again, edits discarded.
+
+    In fold mode, directories that hold nothing but this distribution's files are folded again (as the plan would
+    fold them for ``cache_tag``, the venv's); the rest is linked per file.
+    """
+    changed: list[Path] = []
+    covered: Callable[[str], str | None] | None = None
+    if mode is LinkMode.FOLD:
+        refolded = _refold(dist, tree, cache_tag)
+        covered = folding.covering(refolded)
+        changed.extend(Path(p) for p in refolded)
+    prefix = os.fspath(dist.dist_info.parent) + os.sep
     for path, src in _tree_files(dist, tree):
+        if covered is not None and covered(os.fspath(path.parent)) is not None:
+            continue
+        if not os.path.lexists(path) or _through_symlink(path.parent, prefix):
+            continue  # never installed (pycs of another Python) or removed since; or in someone else's fold
         tmp = path.with_name(f".{path.name}.wheelstore-undo")
         _unlink_quietly(os.fspath(tmp))
         link_file(os.fspath(src), os.fspath(tmp), mode)
@@ -487,3 +559,207 @@ def bump_mtime(interpreter: Interpreter) -> None:
             os.utime(site)
         except OSError:
             pass
+
+
+# -- folding -----------------------------------------------------------------------------------------------------------
+
+#: a folded directory's link target: STORE/trees/KEY/PATH
+_FOLDED = re.compile(r"^(/.+)/trees/([0-9a-f]{64})/(.+)$")
+
+
+def _sites(tree: Tree, interpreter: Interpreter) -> tuple[dict[str, str], str]:
+    """The parts of ``tree`` that go into site-packages, by tree prefix, and the tree's .data directory name."""
+    layout = _Layout(tree, interpreter)
+    sites = {"": layout.root}
+    for scheme in ("purelib", "platlib"):
+        sites[f"{layout.data_dir}/{scheme}/"] = layout.paths[scheme]
+    return sites, layout.data_dir
+
+
+def plan_folds(trees: Sequence[Tree], interpreter: Interpreter) -> dict[str, dict[str, str]]:
+    """Which directories each tree (installed in fold mode) folds, decided for all of them together.
+
+    Directories other installed distributions folded earlier are unfolded here when a tree needs to add to them (their
+    RECORD first); folds whose distribution is gone (an uninstaller that would not remove a link out of the venv)
+    are removed. Nothing else in the venv changes.
+    """
+    views = []
+    for tree in trees:
+        sites, data_dir = _sites(tree, interpreter)
+        views.append(folding.view(tree, sites, data_dir, interpreter.cache_tag))
+    owners: dict[tuple[str, str], Distribution] | None = None
+
+    def state(path: str) -> str:
+        nonlocal owners
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return folding.ABSENT
+        if stat.S_ISDIR(st.st_mode):
+            return folding.REAL
+        if not stat.S_ISLNK(st.st_mode):
+            raise InstallError(f"{path} is a file, but a directory of the same name is to be installed there")
+        target = os.readlink(path)
+        found = _FOLDED.match(target)
+        if found is None:
+            raise InstallError(f"{path} is a symlink to {target}; refusing to install through it")
+        if owners is None:
+            owners = _owners(interpreter)
+        owner = owners.get((found.group(1), found.group(2)))
+        if owner is None:
+            os.unlink(path)
+            return folding.ABSENT
+        _unfold(path, target, owner)
+        return folding.REAL
+
+    return folding.plan(views, state)
+
+
+def _owners(interpreter: Interpreter) -> dict[tuple[str, str], Distribution]:
+    """Installed distributions by the (store, tree key) they were linked from."""
+    result = {}
+    for dist in installed(interpreter).values():
+        found = origin(dist)
+        if found is not None and found.get("store") and found.get("key"):
+            result[(str(found["store"]), str(found["key"]))] = dist
+    return result
+
+
+def _sibling(path: str, what: str) -> str:
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}.wheelstore-{what}-{secrets.token_hex(4)}")
+
+
+def _swap(path: str, new: str, what: str) -> str:
+    """Put the entry ``new`` in the place of ``path`` (a directory and a symlink cannot be exchanged by one rename);
+    return where the old entry went."""
+    aside = _sibling(path, what)
+    os.rename(path, aside)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(aside, path)
+        raise
+    return aside
+
+
+def _unfold(path: str, target: str, owner: Distribution) -> None:
+    """Replace the folded directory ``path`` (a symlink to ``target``) by a real one of per-entry symlinks.
+
+    A subdirectory stays one symlink only where the owner also has a file beside it (see :mod:`wheelstore.fold`
+    for why pip needs that); otherwise it is made real the same way, and so is a ``__pycache__``, so that Python
+    can still cache other modules there. The owner's RECORD is rewritten before the swap: a crash between leaves an
+    unlisted link (removed as stale by the next install), never a listed real directory others have files in.
+    """
+    tmp = _sibling(path, "unfold")
+    links: list[str] = []
+
+    def build(src: str, dst: str) -> None:
+        os.mkdir(dst, 0o777)  # the venv's own directory: the user's umask applies, as with pip
+        with os.scandir(src) as it:
+            entries = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+        anchored = any(not is_dir for _name, is_dir in entries)
+        for name, is_dir in entries:
+            s, d = os.path.join(src, name), os.path.join(dst, name)
+            if is_dir and (name == "__pycache__" or not anchored):
+                build(s, d)
+            else:
+                os.symlink(s, d)
+                if is_dir:
+                    links.append(path + d[len(tmp) :])
+
+    try:
+        build(target, tmp)
+        root = owner.dist_info.parent
+        _rewrite_record(owner, drop={os.path.relpath(path, root)}, add=[os.path.relpath(p, root) for p in links])
+        os.unlink(_swap(path, tmp, "folded"))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _rewrite_record(dist: Distribution, *, drop: Iterable[str] = (), add: Sequence[str] = ()) -> None:
+    """Replace RECORD atomically without the rows ``drop``, with a hashless row for each directory in ``add``
+    placed before the first row below it."""
+    record = dist.dist_info / "RECORD"
+    gone = set(drop)
+    rows = [r for r in csv.reader(io.StringIO(record.read_text(encoding="utf-8"))) if r and r[0] not in gone]
+    for d in add:
+        if any(r[0] == d for r in rows):
+            continue
+        at = next((i for i, r in enumerate(rows) if r[0].startswith(d + "/")), len(rows) - 1)
+        rows.insert(at, [d, "", ""])
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    tmp = record.with_name(f".RECORD.wheelstore-{secrets.token_hex(4)}")
+    _write_new(os.fspath(tmp), out.getvalue().encode(), 0o644)
+    os.replace(tmp, record)
+
+
+def _private_dir(src: str, path: str) -> list[Path]:
+    """Replace the folded directory ``path`` by private copies of ``src`` (reflinks where possible, mtimes kept)."""
+    tmp = _sibling(path, "edit")
+    copied: list[Path] = []
+
+    def copy(from_dir: str, to_dir: str) -> None:
+        os.mkdir(to_dir, 0o777)
+        with os.scandir(from_dir) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for name, is_dir in entries:
+            if is_dir:
+                copy(os.path.join(from_dir, name), os.path.join(to_dir, name))
+                continue
+            dst = os.path.join(to_dir, name)
+            try:
+                link_file(os.path.join(from_dir, name), dst, LinkMode.REFLINK)
+            except OSError:
+                link_file(os.path.join(from_dir, name), dst, LinkMode.COPY)
+            copied.append(Path(path, os.path.relpath(dst, tmp)))
+
+    try:
+        copy(src, tmp)
+        os.unlink(_swap(path, tmp, "folded"))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return copied
+
+
+def _refold(dist: Distribution, tree: Tree, cache_tag: str | None) -> dict[str, str]:
+    """Fold again the directories of the tree's root part that hold only this distribution's files (private
+    copies, and pycs Python wrote): the edits are discarded. Return every folded directory of the tree."""
+    root = os.fspath(dist.dist_info.parent)
+    m = tree.manifest
+    v = folding.view(tree, {"": root}, m.dist_info.removesuffix(".dist-info") + ".data", cache_tag)
+    ours = {os.fspath(p) for p, _src in _tree_files(dist, tree)}
+    folded: dict[str, str] = {}
+    foreign: dict[str, str] = {}  # links that are not this tree's: nothing below them is touched
+    for vdir in sorted(v.dirs):
+        if folding.covering(folded)(vdir) is not None or folding.covering(foreign)(vdir) is not None:
+            continue
+        target = v.dirs[vdir]
+        if os.path.islink(vdir):
+            (folded if os.readlink(vdir) == target else foreign)[vdir] = target
+            continue
+        if vdir in v.blocked or vdir.rpartition("/")[0] not in v.anchors:
+            continue
+        if os.path.isdir(vdir) and _only(vdir, ours):
+            link = _sibling(vdir, "undo")
+            os.symlink(target, link)
+            shutil.rmtree(_swap(vdir, link, "private"))
+            folded[vdir] = target
+    if folded:
+        _rewrite_record(dist, add=[os.path.relpath(d, root) for d in sorted(folded)])
+    return folded
+
+
+def _only(directory: str, ours: set[str]) -> bool:
+    """Whether everything below ``directory`` is one of the files ``ours``, or a pyc Python wrote."""
+    for head, dirs, files in os.walk(directory):
+        if any(os.path.islink(os.path.join(head, d)) for d in dirs):
+            return False
+        for name in files:
+            path = os.path.join(head, name)
+            if path not in ours and not (head.endswith("/__pycache__") and name.endswith(".pyc")):
+                return False
+    return True

@@ -48,6 +48,9 @@ class LinkMode(enum.Enum):
     HARDLINK = "hardlink"  #: the store file's own inode
     SYMLINK = "symlink"  #: a symbolic link to the store file
     COPY = "copy"  #: a private copy of the bytes
+    #: whole directories symlinked into the store where only one tree fills them, the rest per-file symlinks
+    #: (:mod:`wheelstore.fold`); only on request, never chosen by ``auto``
+    FOLD = "fold"
 
 
 class LinkModeError(WheelstoreError):
@@ -64,7 +67,7 @@ def link_file(src: str, dst: str, mode: LinkMode, *, dst_mode: int | None = None
     """
     if mode is LinkMode.HARDLINK:
         os.link(src, dst, follow_symlinks=False)
-    elif mode is LinkMode.SYMLINK:
+    elif mode is LinkMode.SYMLINK or mode is LinkMode.FOLD:  # fold links single files as symlinks
         os.symlink(src, dst)
     else:
         _private_copy(src, dst, dst_mode, clone=mode is LinkMode.REFLINK)
@@ -330,8 +333,12 @@ def choose(
     included), since otherwise a write in the venv could change the store or what other users see; symlink unless
     the probe found symlinks fail; copy always.
 
-    ``auto`` (``requested`` None) takes the first usable of reflink, hardlink, symlink, copy, with a note naming why
-    reflink was not used unless it got reflink. An explicit mode that is not usable raises LinkModeError saying why,
+    ``fold`` is usable where symlinks are, except for root on anything but a private store of root's own trees:
+    root ignores the read-only modes, so root's pip, editor or Python writing a pyc through a folded directory
+    would change the store for everyone (per-file symlinks at least keep new files in the venv's own directories).
+
+    ``auto`` (``requested`` None) takes the first usable of reflink, hardlink, symlink, copy (never fold), with a
+    note naming why reflink was not used unless it got reflink. An explicit mode that is not usable raises LinkModeError saying why,
     with the usable alternatives as the fix. The result depends only on the arguments and the euid.
     """
     refusal = _hardlink_refusal(tree_owner_uid, shared)
@@ -341,10 +348,17 @@ def choose(
         LinkMode.SYMLINK: LinkMode.SYMLINK.value not in probe.reasons,
         LinkMode.COPY: True,
     }
+    fold_refusal = _fold_refusal(tree_owner_uid, shared)
     if requested is not None:
-        if usable[requested]:
+        if requested is LinkMode.FOLD:
+            if usable[LinkMode.SYMLINK] and fold_refusal is None:
+                return requested, None
+            usable[LinkMode.FOLD] = False
+        elif usable[requested]:
             return requested, None
         reason = refusal if requested is LinkMode.HARDLINK and refusal else None
+        reason = reason or (fold_refusal if requested is LinkMode.FOLD else None)
+        reason = reason or probe.reasons.get(LinkMode.SYMLINK.value if requested is LinkMode.FOLD else "", None)
         reason = reason or probe.reasons.get(requested.value, "it did not work when tried here")
         alternatives = [m.value for m, ok in usable.items() if ok and m is not requested][:2]
         raise LinkModeError(f"{requested.value} cannot be used: {reason}",
@@ -354,6 +368,14 @@ def choose(
         return mode, None
     why = probe.reasons.get(LinkMode.REFLINK.value, "it did not work when tried here")
     return mode, f"reflink unavailable: {why}; using {mode.value}"
+
+
+def _fold_refusal(tree_owner_uid: int, shared: bool) -> str | None:
+    """Why folding this tree into a venv would be unsafe for this user, or None."""
+    if os.geteuid() != 0 or (tree_owner_uid == 0 and not shared):
+        return None
+    return ("root ignores the store's read-only modes, so a write or pip install through a folded directory would "
+            "change the store for its other users")
 
 
 def _hardlink_refusal(tree_owner_uid: int, shared: bool) -> str | None:
@@ -370,4 +392,3 @@ def _hardlink_refusal(tree_owner_uid: int, shared: bool) -> str | None:
         return ("the store is shared with other users: the venv would share a store inode, "
                 "so a write there could change what they see")
     return None
-

@@ -33,6 +33,9 @@ class LockUnavailable(Exception):
 class KeyLock:
     """An exclusive ``flock`` on ``locks/<name>``, taken on entry and released on exit."""
 
+    #: the flock operation: exclusive here; a subclass may share
+    _op: int = fcntl.LOCK_EX
+
     def __init__(self, dir_fd: int, name: str, policy: Policy, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._dir_fd = dir_fd
         self._name = name
@@ -68,7 +71,7 @@ class KeyLock:
         delay = 0.002
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, self._op | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
                 pass

@@ -42,6 +42,8 @@ class Manifest:
     published_at: str  #: UTC, ISO 8601
     files: dict[str, FileEntry] = field(default_factory=dict)
     dirs: list[str] = field(default_factory=list)
+    #: the cache tag of the pycs compiled into the tree before it was published ("cpython-311"), or None
+    bytecode: str | None = None
 
     def to_json(self) -> bytes:
         doc = {
@@ -59,6 +61,8 @@ class Manifest:
             "dirs": sorted(self.dirs),
             "files": {path: entry.to_json() for path, entry in sorted(self.files.items())},
         }
+        if self.bytecode is not None:
+            doc["bytecode"] = self.bytecode
         return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
@@ -81,6 +85,7 @@ class Manifest:
                 published_at=str(doc["published_at"]),
                 files={path: FileEntry(*entry) for path, entry in doc["files"].items()},
                 dirs=list(doc["dirs"]),
+                bytecode=None if doc.get("bytecode") is None else str(doc["bytecode"]),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"incomplete manifest: {e}") from None

@@ -39,6 +39,9 @@ from .wheel import CHUNK, Member, WheelArchive
 
 
 T = TypeVar("T")
+#: compiles a staged tree's modules into it before its directories are sealed (``bytecode.InTree``): gets the staging
+#: root's fd and path and the member names; returns the pyc entries, their ``__pycache__`` dirs and the cache tag
+Compiler = Callable[[int, Path, list[str]], tuple[dict[str, FileEntry], list[str], str]]
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class Realized:
     unpacked: bool
 
 
-def realize(store: Store, wheel: Path, sha256: str | None = None) -> Realized:
+def realize(store: Store, wheel: Path, sha256: str | None = None, *, compiler: Compiler | None = None) -> Realized:
     with WheelArchive(wheel, sha256, spool_dir=store.root / "staging") as archive:
         key = archive.sha256
         tree = store.lookup(key)
@@ -60,17 +63,17 @@ def realize(store: Store, wheel: Path, sha256: str | None = None) -> Realized:
             if tree is not None:
                 return Realized(tree, unpacked=False)
             checkpoint("locked")
-            return _publish(store, archive)
+            return _publish(store, archive, compiler)
 
 
 def realize_many(
-    store: Store, wheels: list[tuple[Path, str | None]], *, jobs: int | None = None
+    store: Store, wheels: list[tuple[Path, str | None]], *, jobs: int | None = None, compiler: Compiler | None = None
 ) -> list[Realized | WheelstoreError]:
     """Realize each wheel, several at a time; a bad wheel yields its error and does not stop the others."""
 
     def one(item: tuple[Path, str | None]) -> Realized | WheelstoreError:
         try:
-            return realize(store, *item)
+            return realize(store, *item, compiler=compiler)
         except WheelstoreError as e:
             return e
 
@@ -81,7 +84,7 @@ def realize_many(
         return list(pool.map(one, wheels))
 
 
-def _publish(store: Store, archive: WheelArchive) -> Realized:
+def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = None) -> Realized:
     key = archive.sha256
     trees_fd = store.area_fd("trees")
     if fsio.exists(key, dir_fd=trees_fd):
@@ -89,13 +92,14 @@ def _publish(store: Store, archive: WheelArchive) -> Realized:
         if tree is not None:
             return Realized(tree, unpacked=False)
     try:
-        files = stage_and_rename(store, "tree", key, lambda root_fd, _path: _unpack(store, archive, root_fd))
+        files, compiled = stage_and_rename(
+            store, "tree", key, lambda root_fd, path: _unpack(store, archive, root_fd, path, compiler))
     except FileExistsError:
         # Another publisher won without our lock (locks can fail on network filesystems): use theirs. We did
         # unpack, though, and say so: that is the work the lock exists to save.
         return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=True)
     checkpoint("renamed")
-    manifest = _manifest(archive, files, owner_uid=os.geteuid())
+    manifest = _manifest(archive, files, owner_uid=os.geteuid(), compiled=compiled)
     return Realized(_commit(store, manifest), unpacked=True)
 
 
@@ -133,8 +137,11 @@ def stage_and_rename(
     return result
 
 
-def _unpack(store: Store, archive: WheelArchive, root_fd: int) -> dict[str, FileEntry]:
-    """Write every member into the staging tree at ``root_fd`` and seal it, all but the root itself."""
+def _unpack(
+    store: Store, archive: WheelArchive, root_fd: int, path: Path | None = None, compiler: Compiler | None = None
+) -> tuple[dict[str, FileEntry], tuple[dict[str, FileEntry], list[str], str] | None]:
+    """Write every member into the staging tree at ``root_fd`` and seal it, all but the root itself; with a
+    ``compiler``, compile the modules into it too, while its directories are still writable."""
     policy = store.policy
     for d in sorted(archive.dirs):  # parents sort before children
         os.close(policy.mkdir(d, Role.STAGING_DIR, dir_fd=root_fd))
@@ -155,13 +162,14 @@ def _unpack(store: Store, archive: WheelArchive, root_fd: int) -> dict[str, File
         finally:
             os.close(fd)
         files[member.name] = FileEntry(st.st_size, sha256, stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_ctime_ns)
+    compiled = compiler(root_fd, path, sorted(files)) if compiler is not None and path is not None else None
     for d in sorted(archive.dirs, reverse=True):
         fd = open_dir(d, dir_fd=root_fd)
         try:
             policy.apply(fd, Role.PUBLISHED_DIR)
         finally:
             os.close(fd)
-    return files
+    return files, compiled
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -179,7 +187,13 @@ def _manifest_stamp() -> dict[str, Any]:
     }
 
 
-def _manifest(archive: WheelArchive, files: dict[str, FileEntry], owner_uid: int) -> Manifest:
+def _manifest(
+    archive: WheelArchive,
+    files: dict[str, FileEntry],
+    owner_uid: int,
+    compiled: tuple[dict[str, FileEntry], list[str], str] | None = None,
+) -> Manifest:
+    pycs, pycache_dirs, tag = compiled or ({}, [], None)
     return Manifest(
         key=archive.sha256,
         wheel=archive.filename,
@@ -188,8 +202,9 @@ def _manifest(archive: WheelArchive, files: dict[str, FileEntry], owner_uid: int
         dist_info=archive.dist_info,
         root_is_purelib=archive.root_is_purelib,
         owner_uid=owner_uid,
-        files=files,
-        dirs=sorted(archive.dirs),
+        files={**files, **pycs},
+        dirs=sorted({*archive.dirs, *pycache_dirs}),
+        bytecode=tag,
         **_manifest_stamp(),
     )
 

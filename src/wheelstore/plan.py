@@ -1,0 +1,143 @@
+"""Resolve, end to end: from what the user typed to one located file (or store tree) per distribution.
+
+Local inputs are read first (:mod:`inputs`). An unpinned requirement hands the whole request to uv
+(:func:`resolve.lock`), and the PEP 751 lock it writes is read like any other lock file. A pinned distribution with no
+local file is then looked up in the store by its hashes, so a warm store needs no network at all, and only what is
+still missing is looked up on the indexes (:mod:`index`). ``--offline`` stops before the network and names every
+distribution it lacks.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.pylock import is_valid_pylock_path
+
+from .errors import WheelstoreError
+from .inputs import Candidate, NeedsResolution, collect, parse_requirements_file
+from .sources import Sources
+from .store import Store, Tree
+from .venv import Interpreter
+
+
+class Missing(WheelstoreError):
+    """Distributions that no allowed source has: not in the store when offline, or on no index."""
+
+
+def plan(
+    store: Store,
+    interpreter: Interpreter,
+    items: Sequence[str],
+    requirement_files: Sequence[Path],
+    find_links: Sequence[Path],
+    sources: Sources,
+) -> list[Candidate]:
+    """One candidate per distribution, each with a local wheel, a store tree (``sha256`` set), or a remote file."""
+    try:
+        candidates = collect(items, requirement_files, find_links, interpreter, elsewhere=True)
+    except NeedsResolution:
+        candidates = _resolve(items, requirement_files, find_links, interpreter, sources)
+    return locate(store, candidates, interpreter, sources)
+
+
+def _resolve(
+    items: Sequence[str],
+    requirement_files: Sequence[Path],
+    find_links: Sequence[Path],
+    interpreter: Interpreter,
+    sources: Sources,
+) -> list[Candidate]:
+    """Everything asked for, resolved by uv into a lock for this interpreter, as candidates; what the user named is
+    ``requested`` (PEP 376), what uv added is not."""
+    from .resolve import lock
+
+    locks = [i for i in items if is_valid_pylock_path(Path(i))]
+    requirements = [i for i in items if i not in locks]
+    linked = replace(sources, find_links=(*sources.find_links, *map(str, find_links)))
+    with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
+        resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml")
+        candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True)
+    named = _named(requirements, requirement_files, interpreter)
+    return [replace(c, requested=True) if c.name in named else c for c in candidates]
+
+
+def _named(requirements: Sequence[str], requirement_files: Sequence[Path], interpreter: Interpreter) -> set[str]:
+    names: set[str] = set()
+    for text in requirements:
+        try:
+            names.add(canonicalize_name(Requirement(text).name))
+        except InvalidRequirement:  # a wheel path: its name is its file name's first part
+            names.add(canonicalize_name(Path(text).name.split("-")[0]))
+    for path in requirement_files:
+        names.update(pin.name for pin in parse_requirements_file(path, interpreter).pins)
+    return names
+
+
+def locate(
+    store: Store, candidates: Sequence[Candidate], interpreter: Interpreter, sources: Sources
+) -> list[Candidate]:
+    """Give every candidate without a local file its store tree (by any of its hashes) or its file on an index."""
+    located: list[Candidate] = []
+    lacking: list[Candidate] = []
+    for cand in candidates:
+        if cand.wheel is not None:
+            located.append(cand)
+            continue
+        known = cand.hashes or (frozenset({cand.remote.sha256}) if cand.remote and cand.remote.sha256 else frozenset())
+        tree = next((t for h in sorted(known) if (t := _held(store, h, interpreter)) is not None), None)
+        if tree is not None:
+            located.append(replace(cand, sha256=tree.key))
+        elif cand.remote is not None and not (sources.offline and _is_remote(cand.remote.url)):
+            located.append(cand)
+        else:
+            lacking.append(cand)
+    if not lacking:
+        return located
+    names = ", ".join(f"{c.name}=={c.version}" for c in lacking)
+    if sources.offline:
+        raise Missing(f"not in the store, and --offline forbids downloading: {names}",
+                      hint="run once without --offline, or give their wheels with --find-links")
+    if not sources.index_urls and not any(_is_remote(u) for u in sources.find_links):
+        raise Missing(f"no wheel in the find-links directories and no index to ask (--no-index): {names}",
+                      hint="give their wheels with --find-links DIR, or drop --no-index")
+    from .http import Http
+    from .index import IndexClient, choose_sdist, choose_wheel
+
+    http = Http(offline=sources.offline)
+    client = IndexClient(sources, http)
+    missing = []
+    try:
+        for cand in lacking:
+            files = [f for f in client.files(cand.name) if not cand.hashes or f.sha256 in cand.hashes]
+            pin = SpecifierSet(f"=={cand.version}")
+            chosen = (choose_wheel(files, cand.name, pin, interpreter)
+                      or choose_sdist(files, cand.name, pin, interpreter))
+            if chosen is None:
+                missing.append(cand)
+            else:
+                located.append(replace(cand, remote=chosen))
+    finally:
+        http.close()
+    if missing:
+        which = ", ".join(f"{c.name}=={c.version}" for c in missing)
+        raise Missing(f"no file for this interpreter with the required hash on {', '.join(sources.index_urls)}: "
+                      f"{which}")
+    return sorted(located, key=lambda c: c.name)
+
+
+def _held(store: Store, sha256: str, interpreter: Interpreter) -> Tree | None:
+    """The store's tree for a file of this hash: the wheel's own, or the one built from this sdist for this
+    interpreter."""
+    from .build import lookup_built
+
+    return store.lookup(sha256) or lookup_built(store, sha256, interpreter)
+
+
+def _is_remote(url: str) -> bool:
+    return not url.startswith("file:") and "://" in url

@@ -1,0 +1,401 @@
+"""gc roots: which venvs use which trees, kept in the store per user, the way Nix keeps ``gcroots/auto``.
+
+Every install, sync, uninstall and edit rewrites the venv's root ``roots/<user>/<hash of the venv's real path>.json``
+(a directory the user owns, readable by the store's readers so anyone's gc can mark from it). A root records the venv
+path and, per distribution, its dist-info path, tree key and pyc unit. A root is a claim, not proof: gc re-reads each
+listed dist-info's ``WHEELSTORE`` origin file (:func:`confirm`) and keeps a tree only while the venv at that path
+still says it came from this store's tree. So a deleted or moved venv, or one that uninstalled a distribution (even
+with pip), stops holding its trees without anyone cleaning up the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from . import install as inst
+from .policy import Role, open_dir, user_name
+from .store import Store
+from .venv import Interpreter
+
+log = logging.getLogger("wheelstore")
+
+FORMAT = 1
+#: a root or origin file larger than this was not written by wheelstore
+MAX_SIZE = 16 << 20
+_ORIGIN_MAX = 64 << 10
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class RootDist:
+    """One distribution of a rooted venv: where its dist-info is (relative to the venv) and what it links."""
+
+    name: str
+    version: str
+    dist_info: str
+    key: str
+    pyc: str | None  #: the pyc unit ``<key>-<cache tag>`` it links, if the store has one
+
+    def keys(self) -> tuple[str, ...]:
+        return (self.key, self.pyc) if self.pyc else (self.key,)
+
+
+@dataclass(frozen=True)
+class Root:
+    """A venv's claim on trees, as read from ``roots/<user>/<name>``."""
+
+    file: str  #: ``<user dir>/<name>``, relative to ``roots/``
+    venv: str  #: the venv's real path when the root was written
+    owner_uid: int  #: who wrote it (the file's owner, not what the file says)
+    updated_at: str
+    dists: tuple[RootDist, ...]
+
+    @property
+    def user(self) -> str:
+        return user_name(self.owner_uid)
+
+
+def root_name(venv: str | os.PathLike[str]) -> str:
+    """The file name of a venv's root: a hash of its real path, so one venv has one root per user."""
+    return hashlib.sha256(os.fsencode(os.path.realpath(venv))).hexdigest()[:32] + ".json"
+
+
+# -- writing -----------------------------------------------------------------------------------------------------------
+
+
+def register(store: Store, venv: str | os.PathLike[str], interpreter: Interpreter) -> Root | None:
+    """Write or refresh the root of ``venv`` in ``store`` from what the venv holds now; remove it when the venv no
+    longer links anything from the store.
+
+    Returns None when nothing is rooted. A user who may not write ``roots/`` (a reader of the store) gets a warning,
+    never an error: the install itself succeeded, only gc will not know about this venv.
+    """
+    real = os.path.realpath(venv)
+    dists = tuple(_venv_dists(store, real, interpreter))
+    try:
+        user_fd = _user_dir(store)
+    except OSError as e:
+        log.warning("%s is not registered as a gc root in %s (%s); 'wheelstore gc' there may remove trees it uses",
+                    real, store.root, e.strerror or e)
+        return None
+    try:
+        name = root_name(real)
+        if not dists:
+            try:
+                os.unlink(name, dir_fd=user_fd)
+            except FileNotFoundError:
+                pass
+            return None
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        doc = {
+            "format": FORMAT,
+            "venv": real,
+            "uid": os.geteuid(),
+            "user": user_name(os.geteuid()),
+            "updated_at": now,
+            "dists": [
+                {"name": d.name, "version": d.version, "dist_info": d.dist_info, "key": d.key, "pyc": d.pyc}
+                for d in dists
+            ],
+        }
+        _write_atomically(store, user_fd, name, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+        return Root(f"{user_name(os.geteuid())}/{name}", real, os.geteuid(), now, dists)
+    finally:
+        os.close(user_fd)
+
+
+def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[RootDist]:
+    """The venv's distributions whose origin file names this store."""
+    same = SameStore(store)
+    prefix = real + os.sep
+    for dist in inst.installed(interpreter).values():
+        found = inst.origin(dist)
+        if found is None or not same(found.get("store")):
+            continue
+        key = found.get("key")
+        if not isinstance(key, str) or not _is_key(key):
+            continue
+        dist_info = os.path.realpath(dist.dist_info)
+        if not dist_info.startswith(prefix):
+            log.warning("%s is outside its venv %s; it is not rooted", dist_info, real)
+            continue
+        pyc = f"{key}-{interpreter.cache_tag}" if interpreter.cache_tag else None
+        if pyc is not None and not _has_manifest(store, pyc):
+            pyc = None
+        yield RootDist(dist.display_name, dist.version, dist_info[len(prefix):], key, pyc)
+
+
+def _has_manifest(store: Store, key: str) -> bool:
+    try:
+        os.stat(f"{key}.json", dir_fd=store.area_fd("manifests"), follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _user_dir(store: Store) -> int:
+    """An fd for ``roots/<me>/``, created with the policy's read classes and writable only by me.
+
+    Someone else's directory under my name (``roots/`` is a shared area) is refused: my roots must not be at the
+    mercy of another member.
+    """
+    roots_fd = store.area_fd("roots")
+    name = user_name(os.geteuid())
+    try:
+        fd = open_dir(name, dir_fd=roots_fd)
+    except FileNotFoundError:
+        try:
+            fd = store.policy.mkdir(name, Role.PUBLISHED_DIR, dir_fd=roots_fd)
+        except FileExistsError:
+            fd = open_dir(name, dir_fd=roots_fd)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise PermissionError(0, f"roots/{name} belongs to {user_name(st.st_uid)}; an admin should remove it")
+        want = store.policy.mode(Role.PUBLISHED_DIR) | stat.S_IWUSR
+        if stat.S_IMODE(st.st_mode) != want:
+            os.fchmod(fd, want)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_atomically(store: Store, dir_fd: int, name: str, data: bytes) -> None:
+    """Readers see the old root or the new one, never half of one: a private temp file renamed over it."""
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}"
+    fd = store.policy.create(tmp, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            store.policy.apply(fd, Role.PUBLISHED_FILE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+
+
+# -- reading -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RootFile:
+    """A root file's identity, so gc can tell which roots changed between its unlocked and locked passes."""
+
+    path: str  #: relative to ``roots/``
+    signature: tuple[int, int, int, int]  #: (inode, size, mtime_ns, ctime_ns)
+
+
+def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, RootFile]:
+    """Every root file in the store, by path relative to ``roots/`` (temp files and stray entries skipped).
+
+    Directories this process may not read are added to ``unreadable``: gc must not sweep what they might hold.
+    """
+    found: dict[str, RootFile] = {}
+    roots_fd = store.area_fd("roots")
+    for user in sorted(os.listdir(roots_fd)):
+        try:
+            ufd = open_dir(user, dir_fd=roots_fd)
+        except PermissionError:
+            if unreadable is not None:
+                unreadable.append(f"roots/{user}")
+            continue
+        except OSError:  # not a directory: nothing wheelstore wrote
+            continue
+        try:
+            for name in sorted(os.listdir(ufd)):
+                if name.startswith(".") or not name.endswith(".json"):
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=ufd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    path = f"{user}/{name}"
+                    found[path] = RootFile(path, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except PermissionError:
+            if unreadable is not None:
+                unreadable.append(f"roots/{user}")
+        except OSError:
+            continue
+        finally:
+            os.close(ufd)
+    return found
+
+
+def read_root(store: Store, path: str) -> Root | None:
+    """Parse one root; None if it vanished or is not a root wheelstore wrote. PermissionError if it may not be read.
+    """
+    user, _, name = path.partition("/")
+    try:
+        ufd = open_dir(user, dir_fd=store.area_fd("roots"))
+    except PermissionError:
+        raise
+    except OSError:
+        return None
+    try:
+        data, owner = _read_small(name, ufd, MAX_SIZE)
+    except PermissionError:
+        raise
+    except OSError:
+        return None
+    finally:
+        os.close(ufd)
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("venv"), str):
+            return None
+        dists = tuple(
+            RootDist(str(d["name"]), str(d["version"]), str(d["dist_info"]), str(d["key"]),
+                     str(d["pyc"]) if d.get("pyc") else None)
+            for d in doc.get("dists", [])
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return Root(path, doc["venv"], owner, str(doc.get("updated_at", "")), dists)
+
+
+def read_roots(store: Store, unreadable: list[str] | None = None) -> list[Root]:
+    """Every root this process can read; the paths of those it may not read go to ``unreadable``."""
+    unreadable = [] if unreadable is None else unreadable
+    found = []
+    for path in list_roots(store, unreadable):
+        try:
+            root = read_root(store, path)
+        except PermissionError:
+            unreadable.append(f"roots/{path}")
+            continue
+        if root is not None:
+            found.append(root)
+    return found
+
+
+def _read_small(name: str, dir_fd: int, limit: int) -> tuple[bytes, int]:
+    """A regular file's bytes (at most ``limit``) and owner, never through a symlink, never blocking on a FIFO."""
+    fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            raise OSError(0, "not a regular file of sensible size")
+        return f.read(limit + 1), st.st_uid
+
+
+# -- confirming --------------------------------------------------------------------------------------------------------
+
+
+class SameStore:
+    """Whether an origin file's store path names this store (compared by inode, so any spelling of the path works)."""
+
+    def __init__(self, store: Store) -> None:
+        self._root = str(store.root)
+        st = os.stat(store.root)
+        self._ident = (st.st_dev, st.st_ino)
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, path: object) -> bool:
+        if not isinstance(path, str):
+            return False
+        if path == self._root:
+            return True
+        if path not in self._seen:
+            try:
+                st = os.stat(path)
+                self._seen[path] = (st.st_dev, st.st_ino) == self._ident
+            except OSError:
+                self._seen[path] = False
+        return self._seen[path]
+
+
+@dataclass(frozen=True)
+class Held:
+    """What a root holds after :func:`confirm`."""
+
+    keys: frozenset[str]
+    #: False when this process may not read (part of) the venv: the root's claim was then believed, not checked
+    verified: bool
+
+
+def confirm(store: Store, root: Root, same: SameStore | None = None) -> Held:
+    """The keys ``root`` really holds: those of its distributions whose dist-info, at the recorded place in the venv
+    at the recorded real path, still has an origin file naming this store and that tree.
+
+    Every step goes by directory fd without following a symlink, so a root cannot make gc read elsewhere. What this
+    process may not read (another user's private home) cannot be checked, and is believed: a gc run by one member
+    must not break another's venv, and a root only ever claims its own list.
+    """
+    same = same or SameStore(store)
+    venv = root.venv
+    claimed = frozenset(k for d in root.dists for k in d.keys())
+    if not os.path.isabs(venv) or os.path.realpath(venv) != venv:
+        return Held(frozenset(), True)  # moved, or replaced by a symlink: not the venv the root was written for
+    try:
+        venv_fd = os.open(venv, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except PermissionError:
+        return Held(claimed, False)
+    except OSError:
+        return Held(frozenset(), True)
+    live: set[str] = set()
+    verified = True
+    try:
+        try:
+            st = os.stat("pyvenv.cfg", dir_fd=venv_fd, follow_symlinks=False)
+        except PermissionError:
+            return Held(claimed, False)
+        except OSError:
+            return Held(frozenset(), True)
+        if not stat.S_ISREG(st.st_mode):
+            return Held(frozenset(), True)
+        for dist in root.dists:
+            try:
+                found = _origin_at(venv_fd, dist.dist_info)
+            except PermissionError:
+                live.update(dist.keys())
+                verified = False
+                continue
+            if found is not None and found.get("key") == dist.key and same(found.get("store")):
+                live.update(dist.keys())
+    finally:
+        os.close(venv_fd)
+    return Held(frozenset(live), verified)
+
+
+def _origin_at(venv_fd: int, rel: str) -> dict[str, object] | None:
+    parts = rel.split("/")
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        return None
+    fd = venv_fd
+    try:
+        for part in parts:
+            nxt = open_dir(part, dir_fd=fd)
+            if fd != venv_fd:
+                os.close(fd)
+            fd = nxt
+        data, _owner = _read_small(inst.ORIGIN_FILE, fd, _ORIGIN_MAX)
+        doc = json.loads(data)
+    except PermissionError:
+        raise
+    except (OSError, ValueError):
+        return None
+    finally:
+        if fd != venv_fd:
+            os.close(fd)
+    return doc if isinstance(doc, dict) else None
+
+
+def _is_key(key: str) -> bool:
+    return len(key) == 64 and all(c in "0123456789abcdef" for c in key)
