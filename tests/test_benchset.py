@@ -135,3 +135,37 @@ def test_four_concurrent_cold_installs_fetch_each_wheel_once(
                                 "import numpy, pandas, flask; print('ok')"], capture_output=True, text=True,
                                timeout=300, env={"PATH": os.environ["PATH"], "HOME": f"/home/{user}"})
         assert check.stdout.strip() == "ok", check.stderr
+
+
+def test_stats_of_two_users_two_venvs_agree_with_du(
+    run: Runner, users: Users, workdir: Path, group_store: Path, set36_wheels: Path
+) -> None:
+    """Issue 5, acceptance 3: stats for 2 users x 2 venvs of the benchmark set: logical about 4 x one copy, physical
+    what du says the store and the venvs use."""
+    req = workdir / "set36.txt"
+    req.write_text(SET36.read_text())
+    req.chmod(0o644)
+    venvs = []
+    for user in (users.alice, users.bob):
+        for i in range(2):
+            venv = workdir / f"{user}-{i}"
+            assert run(user, "venv", str(venv), "--python", SYSTEM_PYTHON).returncode == 0
+            done = run(user, "--store", str(group_store), "install", "-q", "--venv", str(venv), "-r", str(req),
+                       "-f", str(set36_wheels), timeout=900)
+            assert done.returncode == 0, done.stderr
+            venvs.append(venv)
+    done = run(users.bob, "--store", str(group_store), "stats", "--json")
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+
+    def du(*paths: Path) -> int:
+        out = subprocess.run(["du", "-s", "-c", "--block-size=1", *map(str, paths)], capture_output=True, text=True,
+                             check=True).stdout
+        return int(out.strip().splitlines()[-1].split()[0])
+
+    one_copy = du(group_store / "trees")  # every tree and pyc unit once: what one venv would hold as copies
+    assert abs(stats["logical_bytes"] - 4 * one_copy) <= 0.03 * 4 * one_copy, (stats["logical_bytes"], one_copy)
+    assert len(stats["venvs"]) == 4
+    assert abs(stats["store_bytes"] - du(group_store)) <= 0.02 * du(group_store)
+    everything = du(group_store, *venvs)
+    assert abs(stats["physical_bytes"] - everything) <= 0.02 * everything, (stats["physical_bytes"], everything)

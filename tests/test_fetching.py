@@ -72,6 +72,8 @@ def test_unpinned_requirement_resolves_through_uv_and_downloads_from_the_index(
     done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--index-url",
                index.simple_url, "toppkg", env=ISOLATED)
     assert done.returncode == 0, done.stderr
+    # not a terminal: one plain line per download (a bar only on a TTY)
+    assert "downloaded toppkg-1.0-py3-none-any.whl" in done.stderr and "\x1b[" not in done.stderr, done.stderr
     assert _import(users.alice, venv, "import toppkg, leafpkg; print(toppkg.VALUE, leafpkg.VALUE)") == "toppkg leafpkg"
     listed = run(users.alice, "list", "--venv", str(venv), "--json")
     assert {(d["name"], d["version"]) for d in __import__("json").loads(listed.stdout)} >= {
@@ -83,9 +85,9 @@ def test_unpinned_requirement_resolves_through_uv_and_downloads_from_the_index(
     assert len(index.downloads("toppkg-1.0-py3-none-any.whl")) == 1
     before = len(index.downloads())
     venv2 = _venv(run, users.bob, workdir / "v2")
-    again = run(users.bob, "--store", str(group_store), "install", "--venv", str(venv2), "--index-url",
+    again = run(users.bob, "--store", str(group_store), "install", "-q", "--venv", str(venv2), "--index-url",
                 index.simple_url, "toppkg==1.0", "leafpkg==2.0", env=ISOLATED)
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 0 and again.stdout == again.stderr == "", again
     assert len(index.downloads()) == before
 
 
@@ -100,7 +102,7 @@ def test_bad_bytes_from_the_index_change_nothing(
     index.add(bad, **({"wrong_bytes": True} if fault == "wrong_bytes" else {"cut": -1}))
     venv = _venv(run, users.alice, workdir / "v")
     store_before, venv_before = snapshot(group_store), snapshot(venv)
-    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--index-url",
+    done = run(users.alice, "--store", str(group_store), "install", "-q", "--venv", str(venv), "--index-url",
                index.simple_url, "badpkg==1.0", "goodpkg==1.0", env=ISOLATED)
     assert done.returncode == 1
     error = one_line_error(done)

@@ -92,6 +92,8 @@ def test_gc_frees_exactly_what_only_the_deleted_venv_used(
     assert {u: snapshot(group_store / "trees" / u) for u in before} == before
     assert {m: (group_store / "manifests" / m).read_bytes() for m in os.listdir(group_store / "manifests")} == manifests
     _imports(run, users.bob, b, "gb", "gc1", "gd")
+    verified = run(users.bob, "--store", str(group_store), "verify", "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True, verified.stdout + verified.stderr
     assert report["roots"] == {"live": 1, "stale": [str(a)]}
     # the stale root is gone too, and a second gc finds nothing more to do
     assert _gc(run, users.alice, group_store)["removed"] == []

@@ -171,8 +171,8 @@ def test_no_matching_wheel_says_what_is_there(tmp_path: Path, py: Interpreter) -
 def test_unpinned_needs_resolution(tmp_path: Path, py: Interpreter) -> None:
     with pytest.raises(NeedsResolution) as e:
         collect(["requests>=2"], [], [tmp_path], py)
-    assert str(e.value) == ("requests>=2 needs resolution, which is not supported yet "
-                            "(fix: pin it (requests==VERSION) or give a wheel file or a pylock.toml)")
+    assert str(e.value) == ("requests>=2 needs resolution (fix: pin it (requests==VERSION), give a wheel file or a "
+                            "pylock.toml, or let uv resolve it)")
     assert not isinstance(e.value, InputError)
     make_wheel(tmp_path, "requests", "2.32.3")
     make_wheel(tmp_path, "requests", "3.0", tag=WINDOWS)
@@ -344,3 +344,16 @@ def test_tags_are_the_target_interpreters(tmp_path: Path) -> None:
     assert got.wheel == wheel
     with pytest.raises(InputError, match="no wheel for only312==1.0"):
         collect(["only312==1.0"], [], [tmp_path], Interpreter.inspect(SYSTEM_PYTHON))
+
+
+def test_a_pin_the_store_holds_is_not_read(tmp_path: Path, py: Interpreter) -> None:
+    """With ``held`` (the store has the tree of that hash), a hashed pin's local file is never opened: the warm
+    install of a hashed requirements file reads no wheel. Without it, the file is hashed and must match."""
+    wheel = make_wheel(tmp_path, "warm", "1.0")
+    digest = sha(wheel)
+    req = write(tmp_path / "r.txt", f"warm==1.0 --hash=sha256:{digest}\n")
+    wheel.write_bytes(b"not the wheel any more")  # were it read, the hash would not match
+    (got,) = collect([], [req], [tmp_path], py, elsewhere=True, held=lambda h: h == digest)
+    assert (got.wheel, got.sha256) == (wheel, digest)
+    with pytest.raises(InputError, match="matches none of the hashes for warm"):
+        collect([], [req], [tmp_path], py, elsewhere=True, held=lambda h: False)

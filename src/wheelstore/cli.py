@@ -137,9 +137,9 @@ def cmd_install(args: argparse.Namespace) -> int:
     sources = _sources(args)
     with Store.select(args.store) as store:
         candidates = plan(store, env.interpreter, args.items, [Path(r) for r in args.requirements],
-                          _local_links(args), sources)
+                          _local_links(args), sources, quiet=args.quiet)
         report = env.install(store, candidates, link_mode=_link_mode(args), exact=args.verb == "sync",
-                             compile_bytecode=not args.no_compile, sources=sources)
+                             compile_bytecode=not args.no_compile, sources=sources, quiet=args.quiet)
     _print_report(args, report, started)
     return 0
 
@@ -309,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("--store", default=argparse.SUPPRESS, help="the store to use (default: see 'wheelstore info')")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only errors")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="also say what is being done (downloads, the uv command)")
 
     parser = _Parser(
         prog="wheelstore",
@@ -413,15 +415,17 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="use only the store and local files; never the network")
 
 
-def _log_to_stderr(*, quiet: bool) -> None:
-    """Warnings from the API (a lock that could not be taken, ...) as ``warning: ...`` lines."""
+def _log_to_stderr(*, quiet: bool, verbose: bool = False) -> None:
+    """Warnings from the API (a lock that could not be taken, ...) as ``warning: ...`` lines; with ``verbose`` also
+    what is being done, as ``debug: ...`` lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     log = logging.getLogger("wheelstore")
     log.handlers[:] = [handler]
-    log.setLevel(logging.ERROR if quiet else logging.WARNING)
+    log.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else logging.WARNING)
     log.propagate = False
     logging.addLevelName(logging.WARNING, "warning")
+    logging.addLevelName(logging.DEBUG, "debug")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -429,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.store = getattr(args, "store", None)
     args.quiet = getattr(args, "quiet", False)
-    _log_to_stderr(quiet=args.quiet)
+    _log_to_stderr(quiet=args.quiet, verbose=getattr(args, "verbose", False))
     try:
         return int(args.func(args))
     except WheelstoreError as e:

@@ -77,8 +77,10 @@ class Environment:
         exact: bool = False,
         compile_bytecode: bool = True,
         sources: Sources | None = None,
+        quiet: bool = False,
     ) -> Report:
         """Install ``candidates``; with ``exact`` (sync) also remove every other distribution but the seeds.
+        Downloads show progress (a bar on a terminal, lines elsewhere) unless ``quiet``.
 
         The gc lock is held shared from finding the trees until the venv's gc root lists them, so a concurrent
         ``wheelstore gc`` cannot sweep them in between.
@@ -86,7 +88,7 @@ class Environment:
         with install_lock(store):
             try:
                 return self._install(store, candidates, link_mode=link_mode, exact=exact,
-                                     compile_bytecode=compile_bytecode, sources=sources)
+                                     compile_bytecode=compile_bytecode, sources=sources, quiet=quiet)
             finally:
                 self._register(store)
 
@@ -106,6 +108,7 @@ class Environment:
         exact: bool = False,
         compile_bytecode: bool = True,
         sources: Sources | None = None,
+        quiet: bool = False,
     ) -> Report:
         report = Report()
         present = self.distributions()
@@ -113,7 +116,8 @@ class Environment:
         todo = [c for c in candidates if not _same(present.get(c.name), c)]
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c not in todo]
 
-        trees = self._realize(store, todo, sources, compile_into=link_mode is LinkMode.FOLD and compile_bytecode)
+        trees = self._realize(store, todo, sources, compile_into=link_mode is LinkMode.FOLD and compile_bytecode,
+                              quiet=quiet)
         trees = verify.intact_trees(store, trees, [c.wheel for c in todo], report.notes)  # before the venv changes
         modes = self._choose_modes(store, trees, link_mode, report)
         pycs = self._bytecode(store, trees) if compile_bytecode else {}
@@ -228,7 +232,13 @@ class Environment:
         return units
 
     def _realize(
-        self, store: Store, todo: Sequence[Candidate], sources: Sources | None = None, *, compile_into: bool = False
+        self,
+        store: Store,
+        todo: Sequence[Candidate],
+        sources: Sources | None = None,
+        *,
+        compile_into: bool = False,
+        quiet: bool = False,
     ) -> list[Tree]:
         """Trees for the candidates: looked up by hash when one is known (no file opened, no network), else realized
         from local wheels, or downloaded (once per store) and built from sdists where needed. With ``compile_into``
@@ -245,12 +255,13 @@ class Environment:
                 raise errors[0]
             trees.update((c.name, o.tree) for c, o in zip(local, outcomes) if not isinstance(o, WheelstoreError))
         if remote:
-            from .fetch import obtain
+            from .fetch import obtain, progress_for
 
             files = [c.remote for c in remote]
             if None in files or sources is None:
                 raise WheelstoreError(f"no file for {', '.join(c.where for c in remote if c.remote is None)}")
-            got = obtain(store, [f for f in files if f is not None], self.interpreter, sources)
+            with progress_for(quiet=quiet) as progress:
+                got = obtain(store, [f for f in files if f is not None], self.interpreter, sources, progress=progress)
             trees.update(zip((c.name for c in remote), got))
         return [trees[c.name] for c in todo]
 

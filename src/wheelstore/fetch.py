@@ -17,6 +17,7 @@ tags from it. ``file://`` wheels are realized from where they are, without a cop
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sys
 import threading
@@ -45,6 +46,9 @@ __all__ = [
 ATTEMPTS = 3
 #: seconds before the second attempt; doubled for each later one
 RETRY_DELAY = 0.5
+
+
+log = logging.getLogger("wheelstore")
 
 
 # -- progress -------------------------------------------------------------------------------------------------------
@@ -293,6 +297,7 @@ def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) ->
     """Stream ``file`` into a new private staging directory; its path, or an error with nothing left behind."""
     if distribution(file.filename) is None:
         raise FetchError(f"{file.filename!r} ({file.url}) is not a wheel or sdist file name")
+    log.debug("downloading %s", file.url)
     staging_fd = store.area_fd("staging")
     name = staging_name("download", file.sha256 or hashlib.sha256(file.url.encode()).hexdigest())
     try:

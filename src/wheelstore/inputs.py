@@ -13,7 +13,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -485,13 +485,16 @@ def collect(
     interpreter: Interpreter,
     *,
     elsewhere: bool = False,
+    held: Callable[[str], bool] | None = None,
 ) -> list[Candidate]:
     """Wheel files for everything asked for, one per distribution, sorted by name, every given hash checked.
 
     ``args`` are wheel paths, pylock files and requirements (``name==1.2``); a pinned set is taken as complete (no
     dependencies are added). A pin with no wheel in the find-links directories is an error, unless ``elsewhere``
     says the store or an index may provide it: then its candidate has no file (``wheel`` and ``remote`` None).
-    Unpinned requirements raise :class:`NeedsResolution`.
+    Unpinned requirements raise :class:`NeedsResolution`. ``held(sha256)`` says whether the store already has the
+    tree of a file with that hash: a pin whose given hash it holds is not read at all (the tree is used, not the file;
+    were the tree gone by then, realizing the file checks the hash anyway).
     """
     env = marker_environment(interpreter)
     entries: list[_Entry] = []
@@ -535,6 +538,11 @@ def collect(
         _name, group, _version, chosen = plan
         if wheel is None or not any(e.pin.hashes or e.direct for e in group):
             return None
+        sets = [e.pin.hashes for e in group if e.pin.hashes]
+        if held is not None and sets and not any(e.direct for e in group):
+            known = next((h for h in sorted(frozenset.intersection(*sets)) if held(h)), None)
+            if known is not None:
+                return known
         return _sha256(wheel, chosen.pin.origin if chosen else "--find-links")
 
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="hash") as pool:  # hashlib drops the GIL
@@ -550,8 +558,8 @@ def _plan(name: NormalizedName, group: list[_Entry], links: _Links) -> tuple[Ver
         newest = links.newest(name, pin.specifier)
         where = "" if pin.origin == "command line" else f"{pin.origin}: "
         raise NeedsResolution(
-            f"{where}{pin.text} needs resolution, which is not supported yet",
-            hint=f"pin it ({name}=={newest or 'VERSION'}) or give a wheel file or a pylock.toml",
+            f"{where}{pin.text} needs resolution",
+            hint=f"pin it ({name}=={newest or 'VERSION'}), give a wheel file or a pylock.toml, or let uv resolve it",
         )
     base = pinned[0].pin
     version = cast(Version, base.version)

@@ -37,21 +37,27 @@ def plan(
     requirement_files: Sequence[Path],
     find_links: Sequence[Path],
     sources: Sources,
+    *,
+    quiet: bool = False,
 ) -> list[Candidate]:
-    """One candidate per distribution, each with a local wheel, a store tree (``sha256`` set), or a remote file."""
+    """One candidate per distribution, each with a local wheel, a store tree (``sha256`` set), or a remote file;
+    ``quiet`` silences uv's progress lines."""
     try:
-        candidates = collect(items, requirement_files, find_links, interpreter, elsewhere=True)
+        candidates = collect(items, requirement_files, find_links, interpreter, elsewhere=True, held=store.has)
     except NeedsResolution:
-        candidates = _resolve(items, requirement_files, find_links, interpreter, sources)
+        candidates = _resolve(store, items, requirement_files, find_links, interpreter, sources, quiet=quiet)
     return locate(store, candidates, interpreter, sources)
 
 
 def _resolve(
+    store: Store,
     items: Sequence[str],
     requirement_files: Sequence[Path],
     find_links: Sequence[Path],
     interpreter: Interpreter,
     sources: Sources,
+    *,
+    quiet: bool,
 ) -> list[Candidate]:
     """Everything asked for, resolved by uv into a lock for this interpreter, as candidates; what the user named is
     ``requested`` (PEP 376), what uv added is not."""
@@ -61,8 +67,8 @@ def _resolve(
     requirements = [i for i in items if i not in locks]
     linked = replace(sources, find_links=(*sources.find_links, *map(str, find_links)))
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
-        resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml")
-        candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True)
+        resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
+        candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True, held=store.has)
     named = _named(requirements, requirement_files, interpreter)
     return [replace(c, requested=True) if c.name in named else c for c in candidates]
 

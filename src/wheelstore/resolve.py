@@ -10,6 +10,7 @@ user: nothing is written where other users could interfere.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -38,6 +39,9 @@ _UV_SOURCE_VARS = frozenset({
     "UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "UV_NO_INDEX",
     "UV_OFFLINE", "UV_CONFIG_FILE", "UV_NO_CONFIG", "UV_PYTHON", "UV_WORKING_DIR", "UV_PROJECT", "UV_SYSTEM_PYTHON",
 })
+
+
+log = logging.getLogger("wheelstore")
 
 
 class ResolutionError(WheelstoreError):
@@ -176,6 +180,7 @@ def lock(
         shown = shlex.join(["wheelstore", "lock", *requirements, *(a for p in requirement_files for a in ("-r", str(p)))])
         cmd = [*uv_command(["pip", "compile"], interpreter, sources), "--format", "pylock.toml", "--generate-hashes",
                "--custom-compile-command", shown, "-o", str(staged), *inputs]
+        log.debug("resolving with: %s", " ".join(cmd))
         status, lines = run_uv(cmd, sources, quiet=quiet)
         if status != 0:
             raise uv_failure(lines, f"cannot resolve {', '.join([*requirements, *map(str, requirement_files)])}",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import socket
 import stat
 import threading
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from .realize import Realized
 
 AREAS = ("trees", "manifests", "staging", "locks", "roots")
+#: a tree key: a wheel's sha256, or a pyc unit's ``<sha256>-<cache tag>``
+_KEY = re.compile(r"[0-9a-f]{64}(-[a-z0-9_.]+)?")
 CONFIG = "config.toml"
 #: staging entries older than this whose builder cannot be checked (another host) count as stale
 STALE_AFTER = 24 * 3600
@@ -287,6 +290,17 @@ class Store:
         return KeyLock(self.area_fd("locks"), f"{key}.lock", self.policy)
 
     # -- reading ---------------------------------------------------------------------------------------------------
+
+    def has(self, key: str) -> bool:
+        """Whether a manifest commits a tree for ``key``: one stat, for deciding what to read; :meth:`lookup` is the
+        check that makes a tree usable."""
+        if not _KEY.fullmatch(key):
+            return False
+        try:
+            st = os.stat(f"{key}.json", dir_fd=self.area_fd("manifests"), follow_symlinks=False)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode)
 
     def lookup(self, key: str) -> Tree | None:
         """The committed tree for ``key``, or None. A tree without a manifest is never returned.
