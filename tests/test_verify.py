@@ -327,3 +327,23 @@ def test_repair_without_the_wheel_moves_nothing(run: Runner, users: Users, workd
     (unrepaired,) = report["unrepaired"]
     assert whl.name in unrepaired["reason"] and "-f DIR" in unrepaired["reason"]
     assert snapshot(group_store) == before
+
+
+def test_repair_downloads_the_wheel_from_an_index(run: Runner, users: Users, workdir: Path,
+                                                  group_store: Path) -> None:
+    """``--repair`` without the wheel at hand downloads the exact bytes (by file name and sha256) from the index."""
+    from .pyindex import PyIndex
+
+    whl = _wheel(workdir / "wheels")
+    tree = _realize(run, users.alice, group_store, whl)
+    _tamper(run, users.alice, tree / TARGET, b"import os  # owned\n", keep_mtime=False)
+    isolated = {"PIP_CONFIG_FILE": os.devnull}
+    with PyIndex() as index:
+        index.add(whl)
+        status, report = _verify(run, users.alice, group_store, "--repair", "--index-url", index.simple_url,
+                                 env=isolated)
+        assert len(index.downloads(whl.name)) == 1
+    assert status == 0 and report["repaired"] and report["repaired"][0]["name"] == "demo", report
+    assert (tree / TARGET).read_bytes() == ORIGINAL
+    assert _verify(run, users.bob, group_store)[0] == 0
+    assert not list((group_store / "staging").glob("download-*")), "the downloaded wheel was left behind"

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import ExitStack, closing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -270,8 +271,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from . import verify
 
-    with Store.select(args.store) as store:
-        report = verify.verify_store(store, full=args.full, repair=args.repair, find_links=args.find_links)
+    sources = _sources(args)
+    local = verify.local_wheels(_local_links(args))
+    with Store.select(args.store) as store, ExitStack() as cleanup:
+
+        def find(filename: str | None, sha256: str) -> Path | None:
+            """A wheel to repair from: in the -f directories, else downloaded from the indexes (checked by hash)."""
+            found = local(filename, sha256)
+            if found is not None or filename is None or sources.offline:
+                return found
+            from .fetch import find_wheel, remove_download
+            from .http import Http
+
+            http = cleanup.enter_context(closing(Http()))
+            path = find_wheel(store, filename, sha256, sources, http)
+            if path is not None:
+                cleanup.callback(remove_download, store, path)
+            return path
+
+        report = verify.verify_store(store, full=args.full, repair=args.repair, finder=find)
     if args.json:
         _json(report.to_json())
         return 0 if report.ok else 1
@@ -293,7 +311,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"{len(report.still_damaged)} still damaged" if report.still_damaged else "all repaired")
     _out(args, f"checked {report.trees} trees, {report.files} files ({how}): {state}")
     if report.still_damaged and not args.repair:
-        print(f"fix: wheelstore --store {store.root} verify --repair -f DIR (a directory holding their wheels)",
+        print(f"fix: wheelstore --store {store.root} verify --repair (their wheels come from the indexes, or from -f DIR)",
               file=sys.stderr)
     return 0 if report.ok else 1
 
@@ -399,8 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("verify", parents=[common], help="check the store's trees against their manifests, and repair")
     p.add_argument("--full", action="store_true", help="re-hash every file, not only those whose ctime moved")
     p.add_argument("--repair", action="store_true", help="publish damaged trees again from their wheels")
-    p.add_argument("-f", "--find-links", action="append", default=[], metavar="DIR",
-                   help="a directory holding the wheels to repair from")
+    _add_source_options(p)  # where --repair finds wheels: -f directories first, then the indexes
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_verify)
     return parser

@@ -30,7 +30,7 @@ from typing import Any, BinaryIO, TextIO
 from . import fsio
 from .errors import HashMismatch, WheelstoreError
 from .http import DownloadCutOff, FetchError, Http, file_path
-from .index import RemoteFile, distribution
+from .index import IndexClient, RemoteFile, distribution
 from .locks import KeyLock
 from .policy import Role
 from .sources import Sources
@@ -245,6 +245,18 @@ def obtain(
     finally:
         if http is None:
             client.close()
+
+
+def find_wheel(store: Store, filename: str, sha256: str, sources: Sources, http: Http) -> Path | None:
+    """Download the wheel ``filename`` with exactly the bytes ``sha256`` names from the indexes (``verify --repair``
+    re-deriving a damaged tree); the staging path, which the caller removes with :func:`remove_download`, or None
+    when no index offers those bytes."""
+    parsed = distribution(filename)
+    if parsed is None:
+        return None
+    files = IndexClient(sources, http).files(parsed[0])
+    match = next((f for f in files if f.filename == filename and f.sha256 == sha256), None)
+    return download(store, match, http) if match is not None else None
 
 
 def download(store: Store, file: RemoteFile, http: Http, progress: Progress | None = None) -> Path:
