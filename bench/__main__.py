@@ -39,15 +39,21 @@ def setup(work: Path, requirements: Path) -> tuple[Path, Path, Path]:
     if not list(wheels.glob("*.whl")):
         sh(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--require-hashes",
            "-r", requirements, "-d", wheels)
+    # wheelstore's own pycs, as any pip install of it has them (these shells set PYTHONDONTWRITEBYTECODE, which
+    # would make every run recompile the tool itself)
+    sh(sys.executable, "-m", "compileall", "-q", HERE.parent / "src" / "wheelstore")
     store = work / "store"
     if not (store / "config.toml").exists():
         sh(sys.executable, "-m", "wheelstore", "init", store)
+    # a warm store holds the bytecode too: a fold install compiles it into each tree it publishes (what fold needs;
+    # the other modes link those pycs as well); trees published before get pyc units from the second install
+    for mode in ("fold", "auto"):
+        scratch = work / "ws-warm"
+        shutil.rmtree(scratch, ignore_errors=True)
+        sh(PYTHON, "-m", "venv", "--without-pip", scratch)
+        sh(sys.executable, "-m", "wheelstore", "--store", store, "install", "-q", "--venv", scratch, "--link-mode",
+           mode, "-r", requirements, "-f", wheels)
     sh(sys.executable, "-m", "wheelstore", "--store", store, "realize", "-q", *sorted(wheels.glob("*.whl")))
-    scratch = work / "ws-warm"  # a warm store holds the bytecode too: one install compiles it
-    shutil.rmtree(scratch, ignore_errors=True)
-    sh(PYTHON, "-m", "venv", "--without-pip", scratch)
-    sh(sys.executable, "-m", "wheelstore", "--store", store, "install", "-q", "--venv", scratch, "-r", requirements,
-       "-f", wheels)
     uv_cache = work / "uv-cache"
     warm = work / "uv-warm"
     shutil.rmtree(warm, ignore_errors=True)
@@ -84,6 +90,8 @@ def main() -> None:
                                       str(wheels)],
         "wheelstore symlink": lambda v: [*ws, "install", "-q", "--venv", str(v), "--link-mode", "symlink", "-r",
                                          str(args.requirements), "-f", str(wheels)],
+        "wheelstore fold": lambda v: [*ws, "install", "-q", "--venv", str(v), "--link-mode", "fold", "-r",
+                                      str(args.requirements), "-f", str(wheels)],
         "wheelstore copy": lambda v: [*ws, "install", "-q", "--venv", str(v), "--link-mode", "copy", "-r",
                                       str(args.requirements), "-f", str(wheels)],
         "uv default": lambda v: [str(uv), "pip", "sync", "-q", "--offline", "--no-index", "--find-links", str(wheels),

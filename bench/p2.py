@@ -1,0 +1,148 @@
+"""``python -m bench.p2``: P2, cold and concurrent. Four installs of the benchmark set at once, by two real users into
+four venvs, from one local HTTP index with an access log, into a cold shared store; against uv with one shared cache
+under the umask 002 recipe it needs. Reports wall time and the number of wheel fetches the server saw.
+
+Runs as root (it makes the users, as the tests do). The runs alternate (wheelstore, uv, wheelstore, uv ...), each
+from a cold store or cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tests.pyindex import PyIndex
+
+from .__main__ import HERE, PYTHON, SET36, setup, sh
+
+GROUP, USERS = "wstest", ("wsalice", "wsbob")
+SCRATCH = Path("/var/tmp/wheelstore-bench-p2")
+
+
+def ensure_users() -> None:
+    try:
+        grp.getgrnam(GROUP)
+    except KeyError:
+        sh("groupadd", GROUP)
+    for user in USERS:
+        if subprocess.run(["id", user], capture_output=True).returncode != 0:
+            sh("useradd", "--create-home", "--shell", "/bin/sh", user)
+        sh("usermod", "-aG", GROUP, user)
+
+
+def tool_venv() -> Path:
+    """wheelstore (and so uv) installed where every user can run it: /root is private."""
+    venv = SCRATCH / "tool"
+    if not (venv / "bin" / "wheelstore").exists():
+        sh(PYTHON, "-m", "venv", venv)
+    sh(venv / "bin" / "pip", "install", "-q", "--no-warn-script-location", HERE.parent)
+    for p in [venv, *venv.rglob("*")]:
+        if not p.is_symlink():
+            mode = p.lstat().st_mode & 0o7777
+            p.chmod(mode | 0o444 | (0o111 if p.is_dir() or mode & 0o100 else 0))
+    return venv / "bin"
+
+
+def as_user(user: str, umask: int, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    home = f"/home/{user}"
+    full = {"HOME": home, "USER": user, "PATH": f"{Path(cmd[0]).parent}:/usr/bin:/bin", "LANG": "C.UTF-8", **env}
+    return subprocess.Popen(cmd, user=user, group=user, extra_groups=[GROUP], umask=umask, env=full, cwd="/",
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def one_round(tool: str, bindir: Path, index: PyIndex, requirements: Path) -> tuple[float, int]:
+    """Four concurrent cold installs with ``tool``; (wall seconds, wheel fetches)."""
+    work = SCRATCH / "round"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    work.chmod(0o1777)
+    req = work / "set36.txt"
+    shutil.copy(requirements, req)
+    req.chmod(0o644)
+    users = [USERS[i % 2] for i in range(4)]
+    venvs = [work / f"venv{i}" for i in range(4)]
+    for user, venv in zip(users, venvs):
+        subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True, user=user, group=user)
+    isolated = {"PIP_CONFIG_FILE": os.devnull, "UV_NO_CONFIG": "1"}
+    if tool == "wheelstore":
+        store = work / "store"
+        subprocess.run([str(bindir / "wheelstore"), "init", "-q", str(store), "--group", GROUP], check=True,
+                       user=users[0], group=users[0], extra_groups=[GROUP], env={"HOME": f"/home/{users[0]}"})
+        commands = [([str(bindir / "wheelstore"), "--store", str(store), "install", "-q", "--venv", str(v), "-r",
+                      str(req), "--index-url", index.simple_url], 0o022) for v in venvs]
+    else:  # the recipe uv needs for a cache shared by a group: a setgid group dir and umask 002 for everyone
+        cache = work / "uv-cache"
+        cache.mkdir()
+        shutil.chown(cache, group=GROUP)
+        cache.chmod(0o2775)
+        commands = [([str(bindir / "uv"), "pip", "install", "-q", "--cache-dir", str(cache), "--index-url",
+                      index.simple_url, "-p", str(v / "bin" / "python"), "-r", str(req)], 0o002) for v in venvs]
+    before = len(index.downloads())
+    subprocess.run(["sync"], check=True)
+    start = time.perf_counter()
+    procs = [as_user(u, umask, cmd, isolated) for u, (cmd, umask) in zip(users, commands)]
+    errors = [p.stderr.read().decode() if p.stderr else "" for p in procs]
+    codes = [p.wait() for p in procs]
+    wall = time.perf_counter() - start
+    if any(codes):
+        raise SystemExit(f"{tool}: an install failed: {codes} {errors}")
+    return wall, len(index.downloads()) - before
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.p2")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--requirements", type=Path, default=SET36)
+    parser.add_argument("--work", type=Path, default=HERE / ".work")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("P2 runs as root: it installs as two real users")
+    ensure_users()
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    SCRATCH.chmod(0o755)
+    _uv, wheels, _store = setup(args.work.absolute(), args.requirements)
+    bindir = tool_venv()
+    results: dict[str, list[tuple[float, int]]] = {"wheelstore": [], "uv": []}
+    with PyIndex(log_file=SCRATCH / "access.log") as index:
+        for wheel in sorted(wheels.glob("*.whl")):
+            index.add(wheel)
+        for _ in range(args.runs):
+            for tool in results:
+                results[tool].append(one_round(tool, bindir, index, args.requirements))
+    uv_version = sh(bindir / "uv", "--version").stdout.strip()
+    rows = []
+    uv_wall = statistics.median(w for w, _ in results["uv"])
+    for tool, values in results.items():
+        walls, fetches = [w for w, _ in values], [f for _, f in values]
+        rows.append({"tool": tool, "wall_median_s": round(statistics.median(walls), 2),
+                     "wall_min_s": round(min(walls), 2), "wall_max_s": round(max(walls), 2),
+                     "fetches": fetches, "ratio_to_uv": round(statistics.median(walls) / uv_wall, 2)})
+    stamp = datetime.now(timezone.utc)
+    meta = {"date": stamp.isoformat(timespec="seconds"), "cores": os.cpu_count(), "uv": uv_version,
+            "runs": args.runs, "filesystem": sh("findmnt", "-n", "-o", "FSTYPE", "--target", str(SCRATCH)).stdout.strip()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"p2-{stamp.strftime('%Y%m%dT%H%M%S')}"
+    (args.out / f"{name}.json").write_text(json.dumps({"meta": meta, "p2_cold_concurrent": rows}, indent=2) + "\n")
+    lines = [f"P2: 4 concurrent cold installs of {args.requirements.name} by 2 users from a local HTTP index "
+             f"({meta['cores']} cores, {meta['filesystem']}, {uv_version}, {args.runs} alternating runs, "
+             f"{meta['date']})", "", "| tool | wall (median) | spread | vs uv | wheel fetches per run |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['tool']} | {r['wall_median_s']:.2f} s | {r['wall_min_s']:.2f}-{r['wall_max_s']:.2f} s | "
+              f"{r['ratio_to_uv']:.2f}x | {', '.join(map(str, r['fetches']))} |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    (args.out / f"{name}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
