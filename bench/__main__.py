@@ -23,10 +23,27 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SET36 = HERE.parent.parent / "shared" / "bench" / "set36.txt"
 PYTHON = "/usr/bin/python3"
+TOOL = Path("/var/tmp/wheelstore-bench/tool")
 
 
 def sh(*cmd: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in cmd], check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+
+
+def tool_venv() -> Path:
+    """wheelstore (and so uv) installed as users get it: pip install into a venv of its own (pycs compiled, no
+    unrelated .pth files at startup), under /var/tmp so every user can run it (/root is private). Its bin directory."""
+    venv = TOOL
+    if not (venv / "bin" / "wheelstore").exists():
+        sh(PYTHON, "-m", "venv", venv)
+    sh(venv / "bin" / "pip", "install", "-q", "--no-warn-script-location", "--force-reinstall", "--no-deps",
+       HERE.parent)
+    sh(venv / "bin" / "pip", "install", "-q", "--no-warn-script-location", HERE.parent)
+    for p in [venv.parent, venv, *venv.rglob("*")]:
+        if not p.is_symlink():
+            mode = p.lstat().st_mode & 0o7777
+            p.chmod(mode | 0o444 | (0o111 if p.is_dir() or mode & 0o100 else 0))
+    return venv / "bin"
 
 
 def setup(work: Path, requirements: Path) -> tuple[Path, Path, Path]:
@@ -39,9 +56,6 @@ def setup(work: Path, requirements: Path) -> tuple[Path, Path, Path]:
     if not list(wheels.glob("*.whl")):
         sh(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--require-hashes",
            "-r", requirements, "-d", wheels)
-    # wheelstore's own pycs, as any pip install of it has them (these shells set PYTHONDONTWRITEBYTECODE, which
-    # would make every run recompile the tool itself)
-    sh(sys.executable, "-m", "compileall", "-q", HERE.parent / "src" / "wheelstore")
     store = work / "store"
     if not (store / "config.toml").exists():
         sh(sys.executable, "-m", "wheelstore", "init", store)
@@ -74,7 +88,7 @@ def main() -> None:
     work = args.work.absolute()
     work.mkdir(parents=True, exist_ok=True)
     uv, wheels, store = setup(work, args.requirements)
-    ws = [sys.executable, "-m", "wheelstore", "--store", str(store)]
+    ws = [str(tool_venv() / "wheelstore"), "--store", str(store)]
 
     def fresh_venv(tool: str) -> Path:
         venv = work / "target"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tests.pyindex import PyIndex
 
-from .__main__ import HERE, PYTHON, SET36, setup, sh
+from .__main__ import HERE, PYTHON, SET36, setup, sh, tool_venv
 
 GROUP, USERS = "wstest", ("wsalice", "wsbob")
 SCRATCH = Path("/var/tmp/wheelstore-bench-p2")
@@ -37,19 +37,6 @@ def ensure_users() -> None:
         if subprocess.run(["id", user], capture_output=True).returncode != 0:
             sh("useradd", "--create-home", "--shell", "/bin/sh", user)
         sh("usermod", "-aG", GROUP, user)
-
-
-def tool_venv() -> Path:
-    """wheelstore (and so uv) installed where every user can run it: /root is private."""
-    venv = SCRATCH / "tool"
-    if not (venv / "bin" / "wheelstore").exists():
-        sh(PYTHON, "-m", "venv", venv)
-    sh(venv / "bin" / "pip", "install", "-q", "--no-warn-script-location", HERE.parent)
-    for p in [venv, *venv.rglob("*")]:
-        if not p.is_symlink():
-            mode = p.lstat().st_mode & 0o7777
-            p.chmod(mode | 0o444 | (0o111 if p.is_dir() or mode & 0o100 else 0))
-    return venv / "bin"
 
 
 def as_user(user: str, umask: int, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -395,6 +395,24 @@ class _Walk:
                 self.damaged(rel, "extra", f"{_kind(st)} that the manifest does not list")
 
     def _check_file(self, dir_fd: int, name: str, rel: str, st: os.stat_result, entry: FileEntry) -> None:
+        if (st.st_mode == stat.S_IFREG | entry.mode and st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
+                and st.st_uid == self.m.owner_uid and (self.gid is None or st.st_gid == self.gid)):
+            pass  # the common case, in one comparison: every install checks every file of every tree it links
+        else:
+            self._file_problems(rel, st, entry)
+            return
+        self.observed[rel] = (st.st_ino, st.st_nlink)
+        if self.full:
+            self._rehash(dir_fd, name, rel, entry)
+        elif st.st_ctime_ns != entry.ctime_ns and st.st_ctime_ns >= self.mark.at:
+            before = self.links_at_mark().get(rel)
+            if before is not None and before[0] == st.st_ino and before[1] != st.st_nlink:
+                self.result.relinked += 1  # a hard link was added or removed since the mark
+            else:
+                self._rehash(dir_fd, name, rel, entry)
+
+    def _file_problems(self, rel: str, st: os.stat_result, entry: FileEntry) -> None:
+        """Report what is wrong with a file whose signature does not match its entry."""
         if not stat.S_ISREG(st.st_mode):
             self.damaged(rel, "type", f"is {_kind(st)} where a file should be")
             return
@@ -406,18 +424,7 @@ class _Walk:
         if stat.S_IMODE(st.st_mode) != entry.mode:
             problems.append(("mode", f"mode {_octal(st)}, expected {entry.mode:#o}"))
         problems += self._owner_problems(st)
-        if problems:
-            self.damaged(rel, problems[0][0], "; ".join(d for _, d in problems))
-            return
-        self.observed[rel] = (st.st_ino, st.st_nlink)
-        if self.full:
-            self._rehash(dir_fd, name, rel, entry)
-        elif st.st_ctime_ns != entry.ctime_ns and st.st_ctime_ns >= self.mark.at:
-            before = self.links_at_mark().get(rel)
-            if before is not None and before[0] == st.st_ino and before[1] != st.st_nlink:
-                self.result.relinked += 1  # a hard link was added or removed since the mark
-            else:
-                self._rehash(dir_fd, name, rel, entry)
+        self.damaged(rel, problems[0][0], "; ".join(d for _, d in problems))
 
     def _rehash(self, dir_fd: int, name: str, rel: str, entry: FileEntry) -> None:
         self.result.rehashed += 1
