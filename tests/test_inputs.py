@@ -357,3 +357,19 @@ def test_a_pin_the_store_holds_is_not_read(tmp_path: Path, py: Interpreter) -> N
     assert (got.wheel, got.sha256) == (wheel, digest)
     with pytest.raises(InputError, match="matches none of the hashes for warm"):
         collect([], [req], [tmp_path], py, elsewhere=True, held=lambda h: False)
+
+
+def test_environment_variables_in_requirements_files(tmp_path: Path, py: Interpreter,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip's ``${NAME}`` expansion: a find-links directory and a version from the environment; other forms stay."""
+    links = tmp_path / "links"
+    links.mkdir()
+    make_wheel(links, "envpkg", "1.2")
+    monkeypatch.setenv("WHEELS_DIR", str(links))
+    monkeypatch.setenv("ENVPKG_VERSION", "1.2")
+    req = write(tmp_path / "r.txt", "-f ${WHEELS_DIR}\nenvpkg==${ENVPKG_VERSION}\n")
+    (got,) = collect([], [req], [], py)
+    assert (got.name, str(got.version), got.wheel) == ("envpkg", "1.2", links / "envpkg-1.2-py3-none-any.whl")
+    unset = write(tmp_path / "u.txt", "envpkg==${NOT_SET_ANYWHERE}\n")
+    with pytest.raises(InputError, match=r"NOT_SET_ANYWHERE"):
+        collect([], [unset], [links], py)

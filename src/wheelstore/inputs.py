@@ -199,6 +199,13 @@ def parse_requirements_file(path: Path, interpreter: Interpreter) -> Requirement
 
 
 _COMMENT = re.compile(r"(^|\s+)#.*$")
+#: pip expands only this form, so that URLs with ``$`` or ``%`` stay as they are
+_ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+def _expand(line: str) -> str:
+    """``${NAME}`` from the environment, as pip does in requirements files (an unset one stays as written)."""
+    return _ENV_VAR.sub(lambda m: os.environ.get(m.group(1), m.group(0)), line)
 
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
@@ -248,8 +255,9 @@ def _read_requirements(path: Path, env: dict[str, str], into: Requirements, seen
         raise InputError(f"cannot read requirements file {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise InputError(f"requirements file {path} is not UTF-8 text") from None
-    for number, line in _logical_lines(text):
+    for number, raw in _logical_lines(text):
         where = f"{path}:{number}"
+        line = _expand(raw)
         words = line.split()
         first_option = next((i for i, w in enumerate(words) if w.startswith("-")), len(words))
         if first_option == 0:
