@@ -457,3 +457,33 @@ def test_bytecode_compiled_once_per_store_and_used(run: Runner, users: Users, wo
     # and pip uninstall takes the pycs with it
     assert run(users.bob, "uninstall", "--venv", str(venvs[users.bob]), "nsa").returncode == 0
     assert not (site / "nsdemo/a").exists()
+
+
+def test_failed_upgrade_puts_the_old_version_back(run: Runner, users: Users, workdir: Path) -> None:
+    """The old version's files are stashed, not deleted, until the new version is in: an upgrade that fails half-way
+    leaves the venv exactly as it was."""
+    wheels = workdir / "wheels"
+    wheels.mkdir(mode=0o755)
+    old = make_wheel(wheels, "updemo", "1.0", files={"updemo/__init__.py": b"V = '1.0'\n"})
+    new = make_wheel(wheels, "updemo", "2.0", files={"updemo/__init__.py": b"V = '2.0'\n",
+                                                      "updemo/extra.py": b"X = 1\n"})
+    for w in (old, new):
+        w.chmod(0o644)
+    store, venv = workdir / "store", _venv(workdir / "venv", users.alice)
+    assert run(users.alice, "init", str(store)).returncode == 0
+    assert run(users.alice, "--store", str(store), "install", "--venv", str(venv), str(old)).returncode == 0
+    (site,) = venv.glob("lib/python3*/site-packages")
+    blocker = site / "updemo" / "extra.py"  # a directory where 2.0 puts a file: its install fails half-way
+    run.python(users.alice, "import os, sys; os.makedirs(sys.argv[1]); open(sys.argv[1] + '/keep', 'w').close()",
+               str(blocker))
+    before = snapshot(venv)
+    failed = run(users.alice, "--store", str(store), "install", "--venv", str(venv), str(new))
+    assert failed.returncode == 1 and "extra.py is a directory" in failed.stderr, failed.stderr
+    assert snapshot(venv) == before  # 1.0's files, RECORD and pycs are back, and no stash is left
+    done = subprocess.run(["runuser", "-u", users.alice, "--", str(venv / "bin/python"), "-c",
+                           "import updemo; print(updemo.V)"], capture_output=True, text=True)
+    assert done.stdout.strip() == "1.0", done.stderr
+    run.python(users.alice, "import shutil, sys; shutil.rmtree(sys.argv[1])", str(blocker))
+    upgraded = run(users.alice, "--store", str(store), "install", "--venv", str(venv), str(new))
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert not list(venv.glob(".wheelstore-stash-*"))

@@ -123,11 +123,47 @@ class Environment:
         pycs = self._bytecode(store, trees) if compile_bytecode else {}
         checkpoint("linking")  # tests pause here: the trees are found, not yet linked
 
-        for cand in todo:  # an upgrade or downgrade replaces the old version's files
-            old = present.get(cand.name)
-            if old is not None:
-                inst.uninstall(old, self.interpreter)
-                report.removed.append((old.display_name, old.version))
+        stashes: dict[NormalizedName, inst.Stash] = {}
+        try:
+            for cand in todo:  # an upgrade or downgrade replaces the old version's files, kept aside until it is in
+                old = present.get(cand.name)
+                if old is not None:
+                    stashes[cand.name] = inst.Stash(self.interpreter.prefix)
+                    inst.uninstall(old, self.interpreter, stashes[cand.name])
+                    report.removed.append((old.display_name, old.version))
+            self._link_all(store, todo, trees, modes, pycs)
+        except BaseException:
+            self._put_back(stashes)
+            raise
+        for stash in stashes.values():
+            stash.discard()
+        verify.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
+                      self.interpreter.cache_tag)
+        report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
+        if exact:  # removals last: a failed install above must not have cost the venv its other packages
+            for name, dist in sorted(present.items()):
+                if name not in wanted and name not in SEED_PACKAGES:
+                    inst.uninstall(dist, self.interpreter)
+                    report.removed.append((dist.display_name, dist.version))
+        inst.bump_mtime(self.interpreter)
+        return report
+
+    def _put_back(self, stashes: dict[NormalizedName, inst.Stash]) -> None:
+        """After a failed upgrade: remove what was installed in place of each old version, and restore the old."""
+        now = self.distributions()
+        for name, stash in stashes.items():
+            if name in now:
+                inst.uninstall(now[name], self.interpreter)
+            stash.restore()
+
+    def _link_all(
+        self,
+        store: Store,
+        todo: Sequence[Candidate],
+        trees: Sequence[Tree],
+        modes: dict[str, LinkMode],
+        pycs: dict[str, Tree],
+    ) -> None:
         folds = inst.plan_folds([t for t in trees if modes[t.key] is LinkMode.FOLD], self.interpreter)
 
         def one(pair: tuple[Candidate, Tree]) -> None:
@@ -146,16 +182,6 @@ class Environment:
         # Trees are independent, and link()/mkdir() release the GIL: a few threads overlap the syscalls.
         with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, len(todo))), thread_name_prefix="install") as pool:
             list(pool.map(one, zip(todo, trees)))
-        verify.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
-                      self.interpreter.cache_tag)
-        report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
-        if exact:  # removals last: a failed install above must not have cost the venv its other packages
-            for name, dist in sorted(present.items()):
-                if name not in wanted and name not in SEED_PACKAGES:
-                    inst.uninstall(dist, self.interpreter)
-                    report.removed.append((dist.display_name, dist.version))
-        inst.bump_mtime(self.interpreter)
-        return report
 
     def uninstall(self, names: Sequence[str]) -> Report:
         """Remove distributions, then refresh the gc roots of the stores they came from."""

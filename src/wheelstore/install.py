@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import configparser
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -29,6 +30,7 @@ import re
 import secrets
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from email.parser import HeaderParser
@@ -384,8 +386,39 @@ def _describe(dist_info: Path) -> Distribution | None:
     return Distribution(canonicalize_name(name), name, version, dist_info, installer)
 
 
-def uninstall(dist: Distribution, interpreter: Interpreter) -> list[Path]:
-    """Remove exactly the files the distribution's RECORD lists (links, never their targets), and its empty dirs."""
+class Stash:
+    """Files moved aside instead of deleted, inside the venv, so that a failed upgrade can put the old version back
+    (pip stashes the same way). :meth:`discard` deletes them once the new version is in; :meth:`restore` undoes."""
+
+    def __init__(self, prefix: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=".wheelstore-stash-", dir=prefix))
+        self.moved: list[tuple[Path, Path]] = []
+
+    def take(self, path: Path) -> None:
+        """Move ``path`` (a file, a link, or a dist-info directory) aside; deleted outright across filesystems."""
+        target = self.dir / str(len(self.moved))
+        try:
+            os.rename(path, target)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            return
+        self.moved.append((path, target))
+
+    def restore(self) -> None:
+        for path, target in reversed(self.moved):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(target, path)
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)  # never follows a link: links into the store just go
+
+
+def uninstall(dist: Distribution, interpreter: Interpreter, stash: Stash | None = None) -> list[Path]:
+    """Remove exactly the files the distribution's RECORD lists (links, never their targets), and its empty dirs;
+    with ``stash``, move them there instead, to be restored if what replaces them fails."""
     root = dist.dist_info.parent
     try:
         text = (dist.dist_info / "RECORD").read_text(encoding="utf-8")
@@ -402,7 +435,12 @@ def uninstall(dist: Distribution, interpreter: Interpreter) -> list[Path]:
             continue  # as pip does: never remove anything outside the venv (a store file, another tree)
         for victim in (path, *_pycs(path)):
             try:
-                victim.unlink()
+                if stash is None:
+                    victim.unlink()
+                elif victim.is_dir() and not victim.is_symlink():
+                    continue
+                else:
+                    stash.take(victim)
             except FileNotFoundError:
                 continue
             except IsADirectoryError:
@@ -413,7 +451,10 @@ def uninstall(dist: Distribution, interpreter: Interpreter) -> list[Path]:
     for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
         _prune_empty(d, stop, prefix)
     if dist.dist_info.exists():
-        shutil.rmtree(dist.dist_info, ignore_errors=True)
+        if stash is None:
+            shutil.rmtree(dist.dist_info, ignore_errors=True)
+        else:
+            stash.take(dist.dist_info)
     return removed
 
 
