@@ -7,19 +7,19 @@ import json
 import logging
 import sys
 import time
-from contextlib import ExitStack, closing
 from collections.abc import Sequence
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
 from .config import select_store
+from .environment import Environment, Options, Report
 from .errors import WheelstoreError
-from .policy import SHARED_MODES
-from .environment import Environment, Report
-from .plan import plan
-from .sources import Sources
 from .link import LinkMode
+from .plan import plan
+from .policy import SHARED_MODES
+from .sources import Sources
 from .store import Store
 from .venv import create as create_venv
 
@@ -139,8 +139,9 @@ def cmd_install(args: argparse.Namespace) -> int:
     with Store.select(args.store) as store:
         candidates = plan(store, env.interpreter, args.items, [Path(r) for r in args.requirements],
                           _local_links(args), sources, quiet=args.quiet)
-        report = env.install(store, candidates, link_mode=_link_mode(args), exact=args.verb == "sync",
-                             compile_bytecode=not args.no_compile, sources=sources, quiet=args.quiet)
+        report = env.install(store, candidates, Options(link_mode=_link_mode(args), exact=args.verb == "sync",
+                                                        compile_bytecode=not args.no_compile, sources=sources,
+                                                        quiet=args.quiet))
     _print_report(args, report, started)
     return 0
 

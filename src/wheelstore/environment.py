@@ -58,6 +58,19 @@ class Report:
         }
 
 
+@dataclass(frozen=True)
+class Options:
+    """How to install: the link mode (None: auto), sync semantics, bytecode, where downloads come from, output."""
+
+    link_mode: LinkMode | None = None
+    #: sync: the venv ends up holding exactly the candidates (and the seed packages)
+    exact: bool = False
+    compile_bytecode: bool = True
+    sources: Sources | None = None
+    #: no download progress
+    quiet: bool = False
+
+
 class Environment:
     """One target venv."""
 
@@ -68,27 +81,15 @@ class Environment:
     def distributions(self) -> dict[NormalizedName, inst.Distribution]:
         return inst.installed(self.interpreter)
 
-    def install(
-        self,
-        store: Store,
-        candidates: Sequence[Candidate],
-        *,
-        link_mode: LinkMode | None = None,
-        exact: bool = False,
-        compile_bytecode: bool = True,
-        sources: Sources | None = None,
-        quiet: bool = False,
-    ) -> Report:
-        """Install ``candidates``; with ``exact`` (sync) also remove every other distribution but the seeds.
-        Downloads show progress (a bar on a terminal, lines elsewhere) unless ``quiet``.
+    def install(self, store: Store, candidates: Sequence[Candidate], options: Options = Options()) -> Report:
+        """Install ``candidates`` (with ``options.exact``, as sync: remove every other distribution but the seeds).
 
         The gc lock is held shared from finding the trees until the venv's gc root lists them, so a concurrent
         ``wheelstore gc`` cannot sweep them in between.
         """
         with install_lock(store):
             try:
-                return self._install(store, candidates, link_mode=link_mode, exact=exact,
-                                     compile_bytecode=compile_bytecode, sources=sources, quiet=quiet)
+                return self._install(store, candidates, options)
             finally:
                 self._register(store)
 
@@ -99,25 +100,16 @@ class Environment:
         except (OSError, WheelstoreError) as e:
             log.warning("could not register %s as a gc root in %s: %s", self.path, store.root, e)
 
-    def _install(
-        self,
-        store: Store,
-        candidates: Sequence[Candidate],
-        *,
-        link_mode: LinkMode | None = None,
-        exact: bool = False,
-        compile_bytecode: bool = True,
-        sources: Sources | None = None,
-        quiet: bool = False,
-    ) -> Report:
+    def _install(self, store: Store, candidates: Sequence[Candidate], options: Options) -> Report:
+        link_mode, compile_bytecode = options.link_mode, options.compile_bytecode
         report = Report()
         present = self.distributions()
         wanted = {c.name: c for c in candidates}
         todo = [c for c in candidates if not _same(present.get(c.name), c)]
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c not in todo]
 
-        trees = self._realize(store, todo, sources, compile_into=link_mode is LinkMode.FOLD and compile_bytecode,
-                              quiet=quiet)
+        trees = self._realize(store, todo, options.sources,
+                              compile_into=link_mode is LinkMode.FOLD and compile_bytecode, quiet=options.quiet)
         trees = verify.intact_trees(store, trees, [c.wheel for c in todo], report.notes)  # before the venv changes
         modes = self._choose_modes(store, trees, link_mode, report)
         pycs = self._bytecode(store, trees) if compile_bytecode else {}
@@ -140,7 +132,7 @@ class Environment:
         verify.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
                       self.interpreter.cache_tag)
         report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
-        if exact:  # removals last: a failed install above must not have cost the venv its other packages
+        if options.exact:  # removals last: a failed install above must not have cost the venv its other packages
             for name, dist in sorted(present.items()):
                 if name not in wanted and name not in SEED_PACKAGES:
                     inst.uninstall(dist, self.interpreter)
