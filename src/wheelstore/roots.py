@@ -127,17 +127,10 @@ def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[R
             log.warning("%s is outside its venv %s; it is not rooted", dist_info, real)
             continue
         pyc = f"{key}-{interpreter.cache_tag}" if interpreter.cache_tag else None
-        if pyc is not None and not _has_manifest(store, pyc):
+        if pyc is not None and not store.has(pyc):
             pyc = None
         yield RootDist(dist.display_name, dist.version, dist_info[len(prefix):], key, pyc)
 
-
-def _has_manifest(store: Store, key: str) -> bool:
-    try:
-        os.stat(f"{key}.json", dir_fd=store.area_fd("manifests"), follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _user_dir(store: Store) -> int:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 AREAS = ("trees", "manifests", "staging", "locks", "roots")
 #: a tree key: a wheel's sha256, or a pyc unit's ``<sha256>-<cache tag>``
-_KEY = re.compile(r"[0-9a-f]{64}(-[a-z0-9_.]+)?")
+_KEY = re.compile(r"[0-9a-f]{64}(-[a-z0-9_.-]+)?")
 CONFIG = "config.toml"
 #: staging entries older than this whose builder cannot be checked (another host) count as stale
 STALE_AFTER = 24 * 3600
