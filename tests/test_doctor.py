@@ -96,8 +96,8 @@ def test_ext4_store_says_reflink_is_unavailable_and_names_auto_mode(run: Runner,
     done, checks, report = _doctor(run, users.bob, group)
     assert done.returncode == 0, done.stdout
     detail = str(checks["reflink"]["detail"])
-    assert "reflink unavailable" in detail and "ext4" in detail and "auto will pick symlink" in detail
-    assert report["auto_link_mode"] == "symlink"
+    assert "reflink unavailable" in detail and "ext4" in detail and "auto will pick fold" in detail
+    assert report["auto_link_mode"] == "fold"
 
     private = ext4 / "private-store"
     assert run(users.alice, "init", str(private)).returncode == 0
@@ -142,7 +142,7 @@ def test_store_and_venv_on_different_devices(run: Runner, users: Users, filesyst
     assert fs["status"] == "warn"
     assert "different devices" in str(fs["detail"]) and "xfs" in str(fs["detail"]) and "ext4" in str(fs["detail"])
     assert "hard links and reflinks between them are impossible" in str(fs["detail"])
-    assert "different filesystems" in str(checks["reflink"]["detail"]) and report["auto_link_mode"] == "symlink"
+    assert "different filesystems" in str(checks["reflink"]["detail"]) and report["auto_link_mode"] == "fold"
 
     same = _sticky_dir(filesystems.xfs, "doctor-samedev") / "venv"
     assert run(users.alice, "venv", str(same)).returncode == 0

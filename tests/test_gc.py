@@ -40,7 +40,9 @@ def _venv(run: Runner, user: str, path: Path) -> Path:
 
 
 def _install(run: Runner, user: str, store: Path, venv: Path, *wheels: Path) -> None:
-    done = run(user, "--store", str(store), "install", "--venv", str(venv), *map(str, wheels))
+    """Per-file symlinks, so each tree's bytecode is a unit of its own that gc must keep or sweep with it."""
+    done = run(user, "--store", str(store), "install", "--link-mode", "symlink", "--venv", str(venv),
+               *map(str, wheels))
     assert done.returncode == 0, done.stderr
 
 

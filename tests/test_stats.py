@@ -88,7 +88,7 @@ def test_two_users_two_venvs_each_agree_with_du_and_df(
         for i in range(2):
             venv = homes[user] / f"venv{i}"
             assert run(user, "venv", str(venv)).returncode == 0
-            done = run(user, "--store", str(store), "install", "--venv", str(venv), *paths)
+            done = run(user, "--store", str(store), "install", "--link-mode", "symlink", "--venv", str(venv), *paths)
             assert done.returncode == 0, done.stderr
             venvs.append(venv)
     after = _used(ext4)

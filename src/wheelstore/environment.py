@@ -109,7 +109,7 @@ class Environment:
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c not in todo]
 
         trees = self._realize(store, todo, options.sources,
-                              compile_into=link_mode is LinkMode.FOLD and compile_bytecode, quiet=options.quiet)
+                              compile_into=link_mode in (None, LinkMode.FOLD) and compile_bytecode, quiet=options.quiet)
         trees = verify.intact_trees(store, trees, [c.wheel for c in todo], report.notes)  # before the venv changes
         modes = self._choose_modes(store, trees, link_mode, report)
         pycs = self._bytecode(store, trees) if compile_bytecode else {}
