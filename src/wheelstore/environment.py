@@ -260,12 +260,12 @@ class Environment:
     ) -> list[Tree]:
         """Trees for the candidates: looked up by hash when one is known (no file opened, no network), else realized
         from local wheels, or downloaded (once per store) and built from sdists where needed. With ``compile_into``
-        (fold), local wheels published now get this interpreter's pycs inside the tree (see :mod:`bytecode`)."""
+        (auto, fold), wheels published now get this interpreter's pycs inside the tree (see :mod:`bytecode`)."""
         trees = {c.name: t for c in todo if c.sha256 and (t := store.lookup(c.sha256)) is not None}
         local = [c for c in todo if c.name not in trees and c.wheel is not None]
         remote = [c for c in todo if c.name not in trees and c.wheel is None]
+        compiler = InTree(store, self.interpreter) if compile_into and self.interpreter.cache_tag else None
         if local:
-            compiler = InTree(store, self.interpreter) if compile_into and self.interpreter.cache_tag else None
             outcomes = realize_many(store, [(Path(c.wheel), c.sha256) for c in local if c.wheel is not None],
                                     compiler=compiler)
             errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
@@ -279,7 +279,8 @@ class Environment:
             if None in files or sources is None:
                 raise WheelstoreError(f"no file for {', '.join(c.where for c in remote if c.remote is None)}")
             with progress_for(quiet=quiet) as progress:
-                got = obtain(store, [f for f in files if f is not None], self.interpreter, sources, progress=progress)
+                got = obtain(store, [f for f in files if f is not None], self.interpreter, sources, progress=progress,
+                             compiler=compiler)
             trees.update(zip((c.name for c in remote), got))
         return [trees[c.name] for c in todo]
 

@@ -33,6 +33,7 @@ from .http import DownloadCutOff, FetchError, Http, file_path
 from .index import IndexClient, RemoteFile, distribution
 from .locks import KeyLock
 from .policy import Role
+from .realize import Compiler, realize
 from .sources import Sources
 from .store import Store, Tree, staging_name
 from .venv import Interpreter
@@ -156,9 +157,11 @@ def _size(nbytes: int) -> str:
 
 
 def fetch_trees(
-    store: Store, files: list[RemoteFile], http: Http, *, jobs: int = 4, progress: Progress | None = None
+    store: Store, files: list[RemoteFile], http: Http, *, jobs: int = 4, progress: Progress | None = None,
+    compiler: Compiler | None = None,
 ) -> list[Tree]:
-    """The published tree of every wheel in ``files`` (same order), downloading and realizing the missing ones.
+    """The published tree of every wheel in ``files`` (same order), downloading and realizing the missing ones
+    (with ``compiler``, their pycs compiled into the trees, as :func:`wheelstore.realize.realize` does).
 
     Downloads run ``jobs`` at a time. The first failure stops the downloads not yet started and is raised; trees
     already published stay (they are complete and content-addressed).
@@ -184,7 +187,7 @@ def fetch_trees(
         workers = max(1, min(jobs, len(todo)))
         with ThreadPoolExecutor(workers, thread_name_prefix="fetch") as pool:
             futures: dict[str, Future[Tree]] = {
-                key: pool.submit(fetch_tree, store, file, http, report) for key, file in todo.items()
+                key: pool.submit(fetch_tree, store, file, http, report, compiler) for key, file in todo.items()
             }
             done, pending = wait(futures.values(), return_when=FIRST_EXCEPTION)
             failed = next((f for f in futures.values() if f in done and f.exception() is not None), None)
@@ -199,7 +202,9 @@ def fetch_trees(
     return [trees[_key(file)] for file in files]
 
 
-def fetch_tree(store: Store, file: RemoteFile, http: Http, progress: Progress | None = None) -> Tree:
+def fetch_tree(
+    store: Store, file: RemoteFile, http: Http, progress: Progress | None = None, compiler: Compiler | None = None
+) -> Tree:
     """The published tree of one wheel: looked up, or downloaded and realized under its fetch lock."""
     report = progress or Progress()
     sha = _sha256(file)
@@ -207,7 +212,7 @@ def fetch_tree(store: Store, file: RemoteFile, http: Http, progress: Progress | 
     if tree is not None:
         return tree
     if sha is None or file.url.startswith("file:"):  # on this machine: realize hashes it as it reads, no copy
-        return store.realize(file_path(file.url), sha).tree
+        return realize(store, file_path(file.url), sha, compiler=compiler).tree
     store.require_publish_access()
     with KeyLock(store.area_fd("locks"), f"fetch-{sha}.lock", store.policy):
         tree = store.lookup(sha)  # published by another process while we waited
@@ -215,21 +220,22 @@ def fetch_tree(store: Store, file: RemoteFile, http: Http, progress: Progress | 
             return tree
         path = _download(store, file, http, report)
         try:
-            return store.realize(path, sha).tree
+            return realize(store, path, sha, compiler=compiler).tree
         finally:
             remove_download(store, path)
 
 
 def obtain(
     store: Store, files: list[RemoteFile], interpreter: Interpreter, sources: Sources, *, http: Http | None = None,
-    jobs: int = 4, progress: Progress | None = None,
+    jobs: int = 4, progress: Progress | None = None, compiler: Compiler | None = None,
 ) -> list[Tree]:
     """Trees for ``files`` (same order): wheels through :func:`fetch_trees`, sdists downloaded and built once per
     (sdist, interpreter) by :func:`wheelstore.build.ensure_built`."""
     client = http or Http(offline=sources.offline)
     try:
         wheels = [f for f in files if f.is_wheel]
-        trees = dict(zip((_key(f) for f in wheels), fetch_trees(store, wheels, client, jobs=jobs, progress=progress)))
+        trees = dict(zip((_key(f) for f in wheels), fetch_trees(store, wheels, client, jobs=jobs, progress=progress,
+                                                                       compiler=compiler)))
         for sdist in (f for f in files if not f.is_wheel):
             if _key(sdist) in trees:
                 continue
