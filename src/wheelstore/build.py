@@ -26,12 +26,12 @@ from pathlib import Path
 import platformdirs
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from . import fsio
 from .errors import HashMismatch, StoreError, WheelstoreError
-from .policy import Role, current_user, user_name
+from .policy import current_user, user_name
+from .realize import link_record
 from .resolve import run_uv, uv_command, uv_failure
 from .sources import Sources
-from .store import Store, Tree, staging_name
+from .store import Store, Tree
 from .venv import Interpreter
 from .wheel import CHUNK, normalize_sha256
 
@@ -224,24 +224,4 @@ def _remove_stale(store: Store, name: str) -> None:
 
 def _publish(store: Store, name: str, record: BuildRecord) -> bool:
     """Write the record in staging, seal it, and link it into ``manifests/``; False if one was there already."""
-    staging_fd = store.area_fd("staging")
-    manifests_fd = store.area_fd("manifests")
-    tmp = staging_name("build", record.sdist_sha256, SUFFIX)
-    fd = store.policy.create(tmp, dir_fd=staging_fd)
-    try:
-        try:
-            data = memoryview(record.to_json())
-            while data:
-                data = data[os.write(fd, data):]
-            store.policy.apply(fd, Role.PUBLISHED_FILE)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, name, src_dir_fd=staging_fd, dst_dir_fd=manifests_fd, follow_symlinks=False)
-        except FileExistsError:
-            return False
-    finally:
-        os.unlink(tmp, dir_fd=staging_fd)
-    fsio.fsync_dir(manifests_fd)
-    return True
+    return link_record(store, "build", record.sdist_sha256, SUFFIX, name, record.to_json())

@@ -136,6 +136,19 @@ class Policy:
         fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
         return fd
 
+    def write_new(self, name: str, data: bytes, role: Role, *, dir_fd: int) -> None:
+        """Create ``name`` holding ``data``, sealed with ``role``'s group and mode and fsynced: complete before it is
+        linked or renamed into view."""
+        fd = self.create(name, dir_fd=dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            self.apply(fd, role)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     # -- trust -----------------------------------------------------------------------------------------------------
 
     def trusted_writer(self, uid: int, store_owner: int) -> bool:

@@ -18,6 +18,7 @@ adopts it, or moves it aside and publishes afresh.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -178,6 +179,25 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def link_record(store: Store, kind: str, key: str, suffix: str, name: str, data: bytes) -> bool:
+    """Publish a small sealed file as ``manifests/<name>``: written in staging, then ``link()``ed, which never
+    replaces. False when one was there first (the caller decides whether theirs stands)."""
+    staging_fd = store.area_fd("staging")
+    manifests_fd = store.area_fd("manifests")
+    tmp = staging_name(kind, key, suffix)
+    try:
+        store.policy.write_new(tmp, data, Role.PUBLISHED_FILE, dir_fd=staging_fd)
+        try:
+            os.link(tmp, name, src_dir_fd=staging_fd, dst_dir_fd=manifests_fd, follow_symlinks=False)
+        except FileExistsError:
+            return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=staging_fd)
+    fsio.fsync_dir(manifests_fd)
+    return True
+
+
 def _manifest_stamp() -> dict[str, Any]:
     """Who publishes, and when: the same for every kind of published unit."""
     return {
@@ -211,24 +231,8 @@ def _manifest(
 
 def _commit(store: Store, manifest: Manifest) -> Tree:
     """Write the manifest: the step that makes the tree visible. An existing manifest is never replaced."""
-    staging_fd = store.area_fd("staging")
-    manifests_fd = store.area_fd("manifests")
-    tmp = staging_name("manifest", manifest.key, ".json")
-    fd = store.policy.create(tmp, dir_fd=staging_fd)
-    try:
-        try:
-            _write_all(fd, manifest.to_json())
-            store.policy.apply(fd, Role.PUBLISHED_FILE)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, f"{manifest.key}.json", src_dir_fd=staging_fd, dst_dir_fd=manifests_fd, follow_symlinks=False)
-        except FileExistsError:
-            pass  # another publisher committed the same tree first: theirs stands
-    finally:
-        os.unlink(tmp, dir_fd=staging_fd)
-    fsio.fsync_dir(manifests_fd)
+    # False: another publisher committed the same tree first, and theirs stands
+    link_record(store, "manifest", manifest.key, ".json", f"{manifest.key}.json", manifest.to_json())
     tree = store.lookup(manifest.key)
     if tree is None:  # pragma: no cover - a manifest we just linked cannot vanish unless an admin removed it
         raise StoreError(f"tree {manifest.key} disappeared while it was being published")

@@ -164,16 +164,8 @@ def _user_dir(store: Store) -> int:
 def _write_atomically(store: Store, dir_fd: int, name: str, data: bytes) -> None:
     """Readers see the old root or the new one, never half of one: a private temp file renamed over it."""
     tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}"
-    fd = store.policy.create(tmp, dir_fd=dir_fd)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            store.policy.apply(fd, Role.PUBLISHED_FILE)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        store.policy.write_new(tmp, data, Role.PUBLISHED_FILE, dir_fd=dir_fd)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         try:

@@ -229,13 +229,7 @@ class Store:
             else:
                 fd = policy.mkdir(area, Role.AREA, dir_fd=root_fd)
             os.close(fd)
-        fd = policy.create(tmp, dir_fd=root_fd)
-        try:
-            os.write(fd, policy.to_toml().encode())
-            policy.apply(fd, Role.CONFIG)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        policy.write_new(tmp, policy.to_toml().encode(), Role.CONFIG, dir_fd=root_fd)
         try:
             os.link(tmp, CONFIG, src_dir_fd=root_fd, dst_dir_fd=root_fd, follow_symlinks=False)
         except FileExistsError:
