@@ -103,7 +103,7 @@ def test_ext4_store_says_reflink_is_unavailable_and_names_auto_mode(run: Runner,
     assert run(users.alice, "init", str(private)).returncode == 0
     done, checks, report = _doctor(run, users.alice, private)
     assert done.returncode == 0, done.stdout
-    assert "auto will pick hardlink" in str(checks["reflink"]["detail"]) and report["auto_link_mode"] == "hardlink"
+    assert "auto will pick fold" in str(checks["reflink"]["detail"]) and report["auto_link_mode"] == "fold"
 
 
 def test_doctor_names_the_mode_install_then_uses(run: Runner, users: Users, group_store: Path, workdir: Path) -> None:

@@ -316,11 +316,13 @@ def test_root_folds_only_from_its_own_private_store(run: Runner, users: Users, w
     assert not os.path.lexists(_site(venv) / "plain") and not os.path.lexists(_site(venv) / "nsdemo")
 
 
-def test_choose_never_picks_fold_for_auto_and_refuses_it_for_root_on_others_trees() -> None:
+def test_auto_folds_only_where_fold_is_allowed_and_root_only_its_own_private_trees() -> None:
     if os.geteuid() != 0:
         pytest.skip("the root rule needs root")
     probe = Probe(reflink=False, hardlink=True, same_device=True, reasons={"reflink": "not supported"})
-    assert choose(None, probe, tree_owner_uid=0, shared=False)[0] is not LinkMode.FOLD
+    assert choose(None, probe, tree_owner_uid=0, shared=False)[0] is LinkMode.FOLD
+    assert choose(None, probe, tree_owner_uid=0, shared=True)[0] is LinkMode.SYMLINK
+    assert choose(None, probe, tree_owner_uid=1001, shared=False)[0] is LinkMode.SYMLINK
     assert choose(LinkMode.FOLD, probe, tree_owner_uid=0, shared=False) == (LinkMode.FOLD, None)
     for owner, shared in ((1001, False), (0, True)):
         with pytest.raises(LinkModeError, match="root ignores"):

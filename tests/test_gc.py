@@ -110,6 +110,10 @@ def test_grace_period_and_dry_run_keep_everything(run: Runner, users: Users, wor
     dry = _gc(run, users.alice, group_store, "--dry-run")
     assert _keys(dry["removed"]) == {_key(w["gr"])}
     assert _units(group_store) == {_key(w["gr"])}
+    real = _gc(run, users.alice, group_store)  # _gc passes --grace 0
+    assert _keys(real["removed"]) == _keys(dry["removed"])
+    assert [(u["bytes"], u["inodes"]) for u in real["removed"]] == [(u["bytes"], u["inodes"]) for u in dry["removed"]]
+    assert real["removed"][0]["bytes"] > 0  # the dry run says what a real one frees
     bad = run(users.alice, "--store", str(group_store), "gc", "--grace", "soon")
     assert bad.returncode == 1 and "not a duration" in bad.stderr and "Traceback" not in bad.stderr
 

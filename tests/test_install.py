@@ -471,11 +471,14 @@ def test_failed_upgrade_puts_the_old_version_back(run: Runner, users: Users, wor
         w.chmod(0o644)
     store, venv = workdir / "store", _venv(workdir / "venv", users.alice)
     assert run(users.alice, "init", str(store)).returncode == 0
-    assert run(users.alice, "--store", str(store), "install", "--venv", str(venv), str(old)).returncode == 0
+    # hardlink: per-file links, so a real updemo/ directory the blocker can go into (auto would fold it)
+    assert run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--link-mode", "hardlink",
+               str(old)).returncode == 0
     (site,) = venv.glob("lib/python3*/site-packages")
     blocker = site / "updemo" / "extra.py"  # a directory where 2.0 puts a file: its install fails half-way
-    run.python(users.alice, "import os, sys; os.makedirs(sys.argv[1]); open(sys.argv[1] + '/keep', 'w').close()",
-               str(blocker))
+    made = run.python(users.alice, "import os, sys; os.makedirs(sys.argv[1]); open(sys.argv[1] + '/keep', 'w')",
+                      str(blocker))
+    assert made.returncode == 0, made.stderr
     before = snapshot(venv)
     failed = run(users.alice, "--store", str(store), "install", "--venv", str(venv), str(new))
     assert failed.returncode == 1 and "extra.py is a directory" in failed.stderr, failed.stderr
@@ -487,3 +490,46 @@ def test_failed_upgrade_puts_the_old_version_back(run: Runner, users: Users, wor
     upgraded = run(users.alice, "--store", str(store), "install", "--venv", str(venv), str(new))
     assert upgraded.returncode == 0, upgraded.stderr
     assert not list(venv.glob(".wheelstore-stash-*"))
+
+
+def test_name_and_version_come_from_the_header_block_only() -> None:
+    from email.parser import HeaderParser
+
+    from wheelstore.install import _name_and_version
+
+    metadata = ("Metadata-Version: 2.4\nname: Foo_Bar\nSummary: a summary\n  continued: Version: 9\n"
+                "VERSION:  1.2.post3 \nDescription-Content-Type: text/markdown\n\nName: not-this\nVersion: 0\n")
+    assert _name_and_version(metadata) == ("Foo_Bar", "1.2.post3")
+    email = HeaderParser().parsestr(metadata)
+    assert (email["Name"], email["Version"].strip()) == _name_and_version(metadata)
+    assert _name_and_version("Metadata-Version: 2.1\nSummary: x\n\nName: body\nVersion: 1\n") == (None, None)
+
+
+def test_record_hashes_in_one_batch_match_one_by_one() -> None:
+    import hashlib
+
+    from wheelstore.install import _record_hash, _record_hashes
+
+    datas = [os.urandom(n) for n in range(0, 300, 7)]
+    assert _record_hashes([hashlib.sha256(d).hexdigest() for d in datas]) == [_record_hash(d) for d in datas]
+    assert _record_hashes([]) == []
+
+
+def test_edit_after_sed_keeps_the_edit_and_makes_it_writable(run: Runner, users: Users, workdir: Path) -> None:
+    """``sed -i`` on a symlinked file leaves a private file with the store file's read-only mode: ``edit`` makes it
+    writable too (it is this venv's already) and keeps what sed wrote."""
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    venv = _venv(workdir / "venv", users.alice)
+    done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--link-mode", "symlink",
+               *map(str, _demo_wheels(workdir)))
+    assert done.returncode == 0, done.stderr
+    target = next(venv.glob("lib/python*/site-packages")) / "nsdemo/a/__init__.py"
+    sed = subprocess.run(["runuser", "-u", users.alice, "--", "sed", "-i", "$a X = 1", str(target)],
+                         capture_output=True, text=True)
+    assert sed.returncode == 0 and not target.is_symlink() and not target.stat().st_mode & 0o200, sed.stderr
+    edited = run(users.alice, "--store", str(store), "edit", "--venv", str(venv), "nsa")
+    assert edited.returncode == 0, edited.stderr
+    assert target.stat().st_mode & 0o200 and target.read_bytes() == b"WHO = 'a'\nX = 1\n"
+    append = run.python(users.alice, "import sys; open(sys.argv[1], 'a').write('Y = 2\\n')", str(target))
+    assert append.returncode == 0, append.stderr

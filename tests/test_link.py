@@ -258,8 +258,11 @@ def test_auto_prefers_reflink() -> None:
 
 def test_auto_falls_back_with_a_note(users: Users) -> None:
     mode, note = choose(None, NO_REFLINK, tree_owner_uid=ROOT, shared=False)
-    assert (mode, note) == (LinkMode.HARDLINK, f"reflink unavailable: {EXT4_REASON}; using hardlink")
-    for owner, shared in ((ROOT, True), (users.uid(users.alice), False)):
+    assert (mode, note) == (LinkMode.FOLD, f"reflink unavailable: {EXT4_REASON}; using fold")
+    no_symlinks = Probe(False, True, True, {"reflink": EXT4_REASON, "symlink": "s"})
+    assert choose(None, no_symlinks, tree_owner_uid=ROOT, shared=False) == (
+        LinkMode.HARDLINK, f"reflink unavailable: {EXT4_REASON}; using hardlink")
+    for owner, shared in ((ROOT, True), (users.uid(users.alice), False)):  # root may not fold these either
         mode, note = choose(None, NO_REFLINK, tree_owner_uid=owner, shared=shared)
         assert (mode, note) == (LinkMode.SYMLINK, f"reflink unavailable: {EXT4_REASON}; using symlink")
     nothing = Probe(False, False, False, {"reflink": "r", "hardlink": "h", "symlink": "s"})
@@ -295,7 +298,8 @@ def test_explicit_hardlink_is_refused_where_unsafe(users: Users) -> None:
 def test_choose_with_a_real_probe(ext4: Path) -> None:
     found = probe(str(store_file(ext4)), str(fresh(ext4)))
     assert choose(None, found, tree_owner_uid=ROOT, shared=False) == (
-        LinkMode.HARDLINK, f"reflink unavailable: {EXT4_REASON}; using hardlink")
+        LinkMode.FOLD, f"reflink unavailable: {EXT4_REASON}; using fold")
+    assert choose(LinkMode.HARDLINK, found, tree_owner_uid=ROOT, shared=False) == (LinkMode.HARDLINK, None)
 
 
 # -- the kernel fact behind the hardlink rule ------------------------------------------------------------------------

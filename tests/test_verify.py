@@ -93,6 +93,12 @@ def test_owner_edit_is_caught_never_linked_and_repaired(run: Runner, users: User
     damaged = run(users.bob, "--store", str(group_store), "verify")
     assert damaged.returncode == 1
     assert "damaged: demo 1.0" in damaged.stdout and TARGET in damaged.stdout
+    # one pipe for both streams, as in a CI log: the report first, then the fix
+    both = subprocess.run([str(run.tool), "--store", str(group_store), "verify"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, env=run.env(users.bob),
+                          **run.popen_kwargs(users.bob, 0o022))  # type: ignore[call-overload]
+    lines = both.stdout.splitlines()
+    assert lines[-1].startswith("fix: ") and lines[0].startswith("damaged: demo 1.0"), lines
 
     # bob's install does not link the damaged copy: it fails in one line naming the distribution and the owner,
     # before his venv is touched

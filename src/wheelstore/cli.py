@@ -69,7 +69,7 @@ def cmd_realize(args: argparse.Namespace) -> int:
     if args.json:
         _json(results)
     for failure in failures[:-1]:
-        print(f"error: {failure.oneline()}", file=sys.stderr)
+        _err(f"error: {failure.oneline()}")
     if failures:
         raise failures[-1]
     return 0
@@ -312,8 +312,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"{len(report.still_damaged)} still damaged" if report.still_damaged else "all repaired")
     _out(args, f"checked {report.trees} trees, {report.files} files ({how}): {state}")
     if report.still_damaged and not args.repair:
-        print(f"fix: wheelstore --store {store.root} verify --repair (their wheels come from the indexes, or from -f DIR)",
-              file=sys.stderr)
+        _err(f"fix: wheelstore --store {store.root} verify --repair (their wheels come from the indexes, or from -f DIR)")
     return 0 if report.ok else 1
 
 
@@ -433,10 +432,23 @@ def _add_source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="use only the store and local files; never the network")
 
 
+def _err(line: str) -> None:
+    """A line on stderr, after what is already on stdout: when both go to one pipe (a CI log), a report's last
+    line and the error or fix after it must come out in that order."""
+    sys.stdout.flush()
+    print(line, file=sys.stderr)
+
+
+class _AfterStdout(logging.StreamHandler):  # type: ignore[type-arg]
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stdout.flush()
+        super().emit(record)
+
+
 def _log_to_stderr(*, quiet: bool, verbose: bool = False) -> None:
     """Warnings from the API (a lock that could not be taken, ...) as ``warning: ...`` lines; with ``verbose`` also
     what is being done, as ``debug: ...`` lines."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _AfterStdout(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     log = logging.getLogger("wheelstore")
     log.handlers[:] = [handler]
@@ -455,14 +467,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except WheelstoreError as e:
-        print(f"error: {e.oneline()}", file=sys.stderr)
+        _err(f"error: {e.oneline()}")
         return e.exit_code
     except OSError as e:  # the environment, not a bug: a full disk, a read-only or vanished filesystem, ...
         where = f": {e.filename}" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        _err(f"error: {e.strerror or e}{where}")
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        _err("error: interrupted")
         return 130
 
 

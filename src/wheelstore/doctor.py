@@ -446,7 +446,10 @@ class _Doctor:
             return Check("reflink", "ok", f"reflink works {into} ({fs_type(source)}): auto picks reflink, private "
                          "inodes that share the store's blocks")
         why = found.reasons.get("reflink", "it did not work when tried")
-        if mode is LinkMode.HARDLINK:
+        if mode is LinkMode.FOLD:
+            how = "one read-only symlink per directory only one distribution fills; edit a dependency with " \
+                  "wheelstore edit"
+        elif mode is LinkMode.HARDLINK:
             how = "your own trees in a store nobody else uses may share inodes safely"
         elif shared and found.hardlink:
             how = "a shared store's trees are never hard-linked, since a write in one venv would change everyone's"

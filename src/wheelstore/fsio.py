@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
+import functools
 import os
 import stat
+from typing import Any
 
 from .policy import open_dir
 
-_libc: ctypes.CDLL | None
-try:
-    _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    _syncfs = _libc.syncfs
-except (OSError, AttributeError):
-    _libc = None
-_renameat2 = getattr(_libc, "renameat2", None)
 RENAME_NOREPLACE = 1
+
+
+@functools.cache
+def _libc_function(name: str) -> Any:
+    """A libc function, or None where it is missing. ``CDLL(None)`` is the process's own symbols, which include libc
+    wherever Python links it; ``ctypes.util.find_library`` would start ``ldconfig`` in a subprocess on every run."""
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
 
 
 def syncfs(fd: int) -> None:
@@ -26,10 +30,11 @@ def syncfs(fd: int) -> None:
     One ``syncfs`` makes a staged tree of thousands of files durable far faster than an fsync per file would.
     Where the call is missing (not Linux), fall back to a global ``sync``.
     """
-    if _libc is None:
+    call = _libc_function("syncfs")
+    if call is None:
         os.sync()
         return
-    if _syncfs(fd) != 0:
+    if call(fd) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -41,8 +46,9 @@ def rename_noreplace(src: str, dst: str, *, dir_fd: int) -> None:
     directory could otherwise be swapped for ours unnoticed. Where ``renameat2`` is missing or the filesystem does not
     support the flag (some network filesystems), fall back to ``rename()``, which still refuses a non-empty target.
     """
-    if _renameat2 is not None:
-        if _renameat2(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+    renameat2 = _libc_function("renameat2")
+    if renameat2 is not None:
+        if renameat2(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
             return
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):

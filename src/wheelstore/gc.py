@@ -228,8 +228,15 @@ def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
     elif dry_run:
         for cand in _candidates(store, marks.live, grace, report):
             plan = _plan(store, cand)
+            unit = cand.unit
+            if cand.has_tree:  # what a real run would report freeing
+                try:
+                    used = usage(cand.unit.key, dir_fd=store.area_fd("trees"))
+                    unit = replace(unit, bytes=used.bytes, inodes=used.inodes)
+                except OSError:
+                    pass
             {"remove": report.removed, "unpublish": report.unpublished, "keep": report.not_removable}[plan].append(
-                cand.unit)
+                unit)
     else:
         checkpoint("gc-locking")
         lock = StoreLock(store, exclusive=True)

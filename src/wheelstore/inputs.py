@@ -20,7 +20,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from packaging.markers import (
     Environment,
@@ -28,14 +27,6 @@ from packaging.markers import (
     UndefinedComparison,
     UndefinedEnvironmentName,
     default_environment,
-)
-from packaging.pylock import (
-    PackageSdist,
-    PackageWheel,
-    Pylock,
-    PylockSelectError,
-    PylockValidationError,
-    is_valid_pylock_path,
 )
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
@@ -48,6 +39,8 @@ from .venv import Interpreter
 from .wheel import CHUNK, normalize_sha256
 
 if TYPE_CHECKING:
+    from packaging.pylock import PackageSdist, PackageWheel
+
     from .index import RemoteFile
 
 if sys.version_info >= (3, 11):
@@ -158,7 +151,7 @@ def parse_requirement(text: str, origin: str, env: dict[str, str], hashes: froze
     if req.url is not None:
         url = urlparse(req.url)
         if url.scheme == "file" and url.path.endswith(".whl"):
-            pin = _wheel_pin(Path(url2pathname(url.path)), origin, hashes)
+            pin = _wheel_pin(_file_url_path(url.path), origin, hashes)
             if pin.name != canonicalize_name(req.name):
                 raise InputError(f"{origin}: {req.url} is not a wheel of {req.name}")
             return pin
@@ -300,7 +293,7 @@ def _read_options(
         elif action == "find-links":
             url = urlparse(value)
             if url.scheme == "file":
-                into.find_links.append(Path(url2pathname(url.path)))
+                into.find_links.append(_file_url_path(url.path))
             elif not url.scheme:
                 into.find_links.append(path.parent / value)
             # an http(s) find-links page needs fetching: ignored, like the index options, until that lands
@@ -403,6 +396,12 @@ def _describe(interpreter: Interpreter) -> str:
     return f"{best.interpreter}, {best.platform}"
 
 
+def _file_url_path(url_path: str) -> Path:
+    from urllib.request import url2pathname  # imported here: it pulls in ssl and http.client, on every run
+
+    return Path(url2pathname(url_path))
+
+
 def _tag_text(filename: str) -> str:
     return "-".join(filename.removesuffix(".whl").split("-")[-3:])
 
@@ -412,6 +411,8 @@ def _tag_text(filename: str) -> str:
 
 def _read_pylock(path: Path, env: dict[str, str], interpreter: Interpreter, links: _Links) -> list[Pin]:
     """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located."""
+    from packaging.pylock import PackageSdist, PackageWheel, Pylock, PylockSelectError, PylockValidationError
+
     try:
         with open(path, "rb") as f:
             lock = Pylock.from_dict(tomllib.load(f))
@@ -454,6 +455,12 @@ def _read_pylock(path: Path, env: dict[str, str], interpreter: Interpreter, link
     return pins
 
 
+def _is_pylock(arg: str) -> bool:
+    from packaging.pylock import is_valid_pylock_path  # only for .toml arguments: the module costs 5 ms to load
+
+    return is_valid_pylock_path(Path(arg))
+
+
 def _url_filename(url: str | None) -> str | None:
     return os.path.basename(urlparse(url).path) or None if url else None
 
@@ -465,7 +472,7 @@ def _lock_local_file(lock: Path, source: PackageWheel | PackageSdist, links: _Li
         return Path(os.path.abspath(lock.parent / source.path))
     url = urlparse(source.url or "")
     if url.scheme == "file":
-        return Path(url2pathname(url.path))
+        return _file_url_path(url.path)
     if source.filename and (found := links.file(source.filename)) is not None:
         return found
     if source.url is None:
@@ -510,7 +517,7 @@ def collect(
     locks: list[Path] = []
     require_hashes = False
     for arg in args:
-        if is_valid_pylock_path(Path(arg)):
+        if arg.endswith(".toml") and _is_pylock(arg):
             locks.append(Path(arg))
         elif arg.endswith((".txt", ".in", ".toml")):  # also valid project names, which would "need resolution"
             hint = f"-r {arg}" if not arg.endswith(".toml") else "name it pylock.toml or pylock.NAME.toml"

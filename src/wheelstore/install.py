@@ -33,7 +33,6 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from email.parser import HeaderParser
 from pathlib import Path
 
 from packaging.utils import NormalizedName, canonicalize_name
@@ -78,11 +77,13 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-_URLSAFE = str.maketrans("+/", "-_", "=")
-
-
-def _record_hash_hex(hexdigest: str) -> str:
-    return "sha256=" + base64.b64encode(bytes.fromhex(hexdigest)).decode().translate(_URLSAFE)
+def _record_hashes(hexdigests: list[str]) -> list[str]:
+    """RECORD's form of many sha256 hex digests, in one base64 call: each digest padded to 33 bytes encodes to 44
+    characters whose first 43 are that digest's unpadded base64 (a row per file of every tree made this a hot spot)."""
+    if not hexdigests:
+        return []
+    encoded = base64.urlsafe_b64encode(bytes.fromhex("00".join(hexdigests) + "00")).decode()
+    return ["sha256=" + encoded[i : i + 43] for i in range(0, len(encoded), 44)]
 
 
 class _Layout:
@@ -157,7 +158,7 @@ def install_tree(
                     made_folds.add(top)
                     created.append(top)
                     record.append((top, "", ""))
-                record.append((dst, _record_hash_hex(entry.sha256), entry.size))
+                record.append((dst, entry.sha256, entry.size))
                 continue
             if parent not in known_dirs:
                 _makedirs(parent, made_dirs, known_dirs)
@@ -169,7 +170,7 @@ def install_tree(
                 record.append((dst, _record_hash(data), len(data)))
             else:
                 _link_replacing(src, dst, mode)
-                record.append((dst, _record_hash_hex(entry.sha256), entry.size))
+                record.append((dst, entry.sha256, entry.size))
             created.append(dst)
         if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
             pyc_path = os.fspath(pycs.path)
@@ -180,7 +181,7 @@ def install_tree(
                     _makedirs(parent, made_dirs, known_dirs)
                 _link_replacing(os.path.join(pyc_path, rel), dst, mode)
                 created.append(dst)
-                record.append((dst, _record_hash_hex(entry.sha256), entry.size))
+                record.append((dst, entry.sha256, entry.size))
         for script, data in _launchers(tree, interpreter):
             _makedirs(os.fspath(script.parent), made_dirs, known_dirs)
             _write_new(os.fspath(script), data, 0o755)
@@ -327,7 +328,11 @@ def _launchers(tree: Tree, interpreter: Interpreter) -> Iterator[tuple[Path, byt
 
 
 def _format_record(rows: list[tuple[str, str, int | str]], record_path: str, root: str) -> bytes:
-    """RECORD paths are relative to the directory holding the dist-info: cheap for files under it, relpath else."""
+    """RECORD paths are relative to the directory holding the dist-info: cheap for files under it, relpath else.
+    A row's hash is in RECORD's form already (or empty), or a manifest's sha256 hex digest, converted here."""
+    hexed = [i for i, (_p, digest, _s) in enumerate(rows) if len(digest) == 64 and not digest.startswith("sha256=")]
+    for i, digest in zip(hexed, _record_hashes([rows[i][1] for i in hexed])):
+        rows[i] = (rows[i][0], digest, rows[i][2])
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     prefix = root + os.sep
@@ -373,10 +378,10 @@ def installed(interpreter: Interpreter) -> dict[NormalizedName, Distribution]:
 
 def _describe(dist_info: Path) -> Distribution | None:
     try:
-        headers = HeaderParser().parsestr((dist_info / "METADATA").read_text(encoding="utf-8", errors="replace"))
+        text = (dist_info / "METADATA").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    name, version = headers.get("Name"), headers.get("Version")
+    name, version = _name_and_version(text)
     if not name or not version:
         return None
     try:
@@ -384,6 +389,22 @@ def _describe(dist_info: Path) -> Distribution | None:
     except OSError:
         installer = ""
     return Distribution(canonicalize_name(name), name, version, dist_info, installer)
+
+
+def _name_and_version(metadata: str) -> tuple[str | None, str | None]:
+    """The Name and Version headers of a METADATA file. Both are single-line fields of the header block, so a scan
+    of that block finds them; the email parser, which also reads the long description, cost more than the rest of
+    a warm install's bookkeeping."""
+    found: dict[str, str] = {}
+    for line in metadata.split("\n\n", 1)[0].splitlines():
+        field, sep, value = line.partition(":")
+        if sep and not line[:1].isspace():
+            field = field.strip().lower()
+            if field in ("name", "version"):
+                found.setdefault(field, value.strip())
+                if len(found) == 2:
+                    break
+    return found.get("name"), found.get("version")
 
 
 class Stash:
@@ -526,9 +547,15 @@ def make_private(dist: Distribution, tree: Tree) -> list[Path]:
     if private:
         _rewrite_record(dist, drop=private)
     prefix = os.fspath(dist.dist_info.parent) + os.sep
-    for path, src in _linked(dist, tree):
+    for path, src in _linked(dist, tree, also_private=True):
         if _through_symlink(path.parent, prefix):
             continue  # in a directory another distribution folded: not this one's to copy
+        if src is None:  # already a private file (``sed -i`` replaced the link): made writable, edits kept
+            st = path.lstat()
+            if st.st_uid == os.geteuid() and not st.st_mode & stat.S_IWUSR:
+                os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR, follow_symlinks=False)
+                changed.append(path)
+            continue
         tmp = path.with_name(f".{path.name}.wheelstore-edit")
         _unlink_quietly(os.fspath(tmp))  # left by an interrupted edit
         try:
@@ -577,8 +604,9 @@ def _tree_files(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path]]:
         yield root / rel, tree.path / rel
 
 
-def _linked(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path]]:
-    """The tree's files that this venv shares with the store (a symlink into it, or the same inode)."""
+def _linked(dist: Distribution, tree: Tree, also_private: bool = False) -> Iterator[tuple[Path, Path | None]]:
+    """The tree's files that this venv shares with the store (a symlink into it, or the same inode), with their
+    store file; with ``also_private``, also its regular files of its own, with None."""
     for path, src in _tree_files(dist, tree):
         try:
             st = path.lstat()
@@ -586,6 +614,8 @@ def _linked(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path]]:
             continue
         if stat.S_ISLNK(st.st_mode) or (st.st_nlink > 1 and (st.st_ino, st.st_dev) == _ino(src)):
             yield path, src
+        elif also_private and stat.S_ISREG(st.st_mode):
+            yield path, None
 
 
 def _ino(path: Path) -> tuple[int, int]:

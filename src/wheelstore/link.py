@@ -11,16 +11,13 @@ from __future__ import annotations
 import enum
 import errno
 import fcntl
-import json
 import os
 import re
 import secrets
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
-import platformdirs
-
+from . import usercache
 from .errors import WheelstoreError
 from .policy import user_name
 
@@ -246,8 +243,7 @@ _OCTAL = re.compile(r"\\([0-7]{3})")
 # -- the cache -----------------------------------------------------------------------------------------------------
 
 
-def _cache_path() -> Path:
-    return platformdirs.user_cache_path("wheelstore") / "linkprobe.json"
+_CACHE_NAME = "linkprobe.json"
 
 
 def _cache_key(tree_file: str, tree_st: os.stat_result, venv_dir: str, venv_st: os.stat_result) -> str:
@@ -264,11 +260,7 @@ def _cache_key(tree_file: str, tree_st: os.stat_result, venv_dir: str, venv_st: 
 
 
 def _cache_entries() -> dict[str, object]:
-    try:
-        with open(_cache_path(), "rb") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return {}
+    data = usercache.read_json(_CACHE_NAME)
     if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT or not isinstance(data.get("probes"), dict):
         return {}
     return dict(data["probes"])
@@ -290,9 +282,7 @@ def _cache_load() -> dict[str, Probe]:
 
 
 def _cache_store(key: str, found: Probe) -> None:
-    """Add one answer, atomically (temp file + rename, mode 0600), keeping the newest few; never fail."""
-    path = _cache_path()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}")
+    """Add one answer, keeping the newest few."""
     entries = _cache_entries()
     entries.pop(key, None)
     entries[key] = {
@@ -301,23 +291,7 @@ def _cache_store(key: str, found: Probe) -> None:
         "same_device": found.same_device,
         "reasons": found.reasons,
     }
-    data = json.dumps({"format": _CACHE_FORMAT, "probes": dict(list(entries.items())[-_CACHE_MAX:])}, indent=1)
-    try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data.encode())
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+    usercache.write_json(_CACHE_NAME, {"format": _CACHE_FORMAT, "probes": dict(list(entries.items())[-_CACHE_MAX:])})
 
 
 # -- the rule ------------------------------------------------------------------------------------------------------
@@ -337,9 +311,10 @@ def choose(
     root ignores the read-only modes, so root's pip, editor or Python writing a pyc through a folded directory
     would change the store for everyone (per-file symlinks at least keep new files in the venv's own directories).
 
-    ``auto`` (``requested`` None) takes the first usable of reflink, hardlink, symlink, copy, and fold instead of
-    symlink where fold is usable (proven on 331 distributions by ``bench/foldproof.py``), with a note naming why
-    reflink was not used unless it got reflink. An explicit mode that is not usable raises LinkModeError saying why,
+    ``auto`` (``requested`` None) takes the first usable of reflink, fold, hardlink, symlink, copy, with a note naming
+    why reflink was not used unless it got reflink. Reflink comes first because its files behave exactly like copies
+    (an edit stays in the venv); fold (proven on 331 distributions by ``bench/foldproof.py``) before hardlink because
+    it is as safe where both are usable and links a few hundred entries where hardlink links every file. An explicit mode that is not usable raises LinkModeError saying why,
     with the usable alternatives as the fix. The result depends only on the arguments and the euid.
     """
     refusal = _hardlink_refusal(tree_owner_uid, shared)
@@ -365,8 +340,8 @@ def choose(
         raise LinkModeError(f"{requested.value} cannot be used: {reason}",
                             hint=f"use --link-mode {' or '.join(alternatives)}")
     mode = next(m for m, ok in usable.items() if ok)
-    if mode is LinkMode.SYMLINK and fold_refusal is None:
-        mode = LinkMode.FOLD  # the same links, whole directories at a time: far fewer inodes and syscalls
+    if mode is not LinkMode.REFLINK and usable[LinkMode.SYMLINK] and fold_refusal is None:
+        mode = LinkMode.FOLD  # whole directories at a time: far fewer inodes and syscalls
     if mode is LinkMode.REFLINK:
         return mode, None
     why = probe.reasons.get(LinkMode.REFLINK.value, "it did not work when tried here")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 FORMAT = 1
 
 
-@dataclass(frozen=True)
-class FileEntry:
+class FileEntry(NamedTuple):
+    """One file's record. A tuple, not a dataclass: every install parses one per file of every tree it links."""
+
     size: int
     sha256: str
     mode: int
@@ -23,7 +24,7 @@ class FileEntry:
     ctime_ns: int
 
     def to_json(self) -> list[Any]:
-        return [self.size, self.sha256, self.mode, self.mtime_ns, self.ctime_ns]
+        return list(self)
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,15 @@ class Manifest:
                 publisher=str(doc["publisher"]),
                 owner_uid=int(doc["owner_uid"]),
                 published_at=str(doc["published_at"]),
-                files={path: FileEntry(*entry) for path, entry in doc["files"].items()},
+                files={path: _entry(entry) for path, entry in doc["files"].items()},
                 dirs=list(doc["dirs"]),
                 bytecode=None if doc.get("bytecode") is None else str(doc["bytecode"]),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"incomplete manifest: {e}") from None
+
+
+def _entry(raw: Any) -> FileEntry:
+    if type(raw) is not list or len(raw) != 5:
+        raise TypeError(f"a file entry must be a list of 5 fields, not {raw!r}")
+    return FileEntry._make(raw)

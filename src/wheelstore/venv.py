@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from packaging.tags import Tag, compatible_tags, cpython_tags, generic_tags, platform_tags
 
@@ -57,7 +58,21 @@ class Interpreter:
 
     @classmethod
     def inspect(cls, python: str | os.PathLike[str]) -> Interpreter:
-        """Ask ``python`` about itself (one short subprocess, no imports beyond the stdlib)."""
+        """Ask ``python`` about itself: one short subprocess, no imports beyond the stdlib, whose answer for a venv is
+        remembered (as uv does) for every other venv of the same base interpreter and configuration, see
+        :func:`_venv_signature`. That subprocess costs more than the rest of a warm install's bookkeeping."""
+        signature = _venv_signature(python)
+        if signature is not None:
+            found = _cached(*signature)
+            if found is not None:
+                return found
+        interpreter = cls._ask(python)
+        if signature is not None:
+            _remember(*signature, interpreter)
+        return interpreter
+
+    @classmethod
+    def _ask(cls, python: str | os.PathLike[str]) -> Interpreter:
         try:
             out = subprocess.run(
                 [os.fspath(python), "-I", "-c", _PROBE],
@@ -107,6 +122,82 @@ class Interpreter:
         # the target's own interpreter tag (cp312-none-any for a 3.12 venv), not the running one's
         supported += list(compatible_tags(version, interpreter=interpreter, platforms=platforms))
         return supported
+
+
+# -- remembered answers -----------------------------------------------------------------------------------------
+
+_CACHE_NAME = "interpreters.json"
+_CACHE_FORMAT = 1
+_CACHE_MAX = 32
+#: pyvenv.cfg keys that differ between venvs of one configuration and do not change the answer
+_PER_VENV_KEYS = ("command", "prompt")
+_PREFIX = "{prefix}"
+
+
+def _venv_signature(python: str | os.PathLike[str]) -> tuple[str, str] | None:
+    """(the venv directory, a key for the answer) when ``python`` is a venv's ``bin/python*``; else None.
+
+    A venv's answer is its prefix substituted into a template that depends only on the base interpreter (its real
+    path and that file's identity and mtime, so an upgraded interpreter is asked again), the venv's pyvenv.cfg (but
+    the lines naming the venv itself), and where the executable sits in the venv.
+    """
+    path = os.path.abspath(python)
+    bindir = os.path.dirname(path)
+    venv = os.path.dirname(bindir)
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+        real = os.path.realpath(path)
+        st = os.stat(real)
+    except (OSError, UnicodeDecodeError):
+        return None
+    cfg = sorted(line.strip() for line in lines if line.partition("=")[0].strip().lower() not in _PER_VENV_KEYS)
+    key = json.dumps([os.path.relpath(path, venv), real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, cfg])
+    return venv, key
+
+
+def _cached(venv: str, key: str) -> Interpreter | None:
+    from . import usercache
+
+    data = usercache.read_json(_CACHE_NAME)
+    if not isinstance(data, dict) or data.get("format") != _CACHE_FORMAT or not isinstance(data.get("venvs"), dict):
+        return None
+    found = data["venvs"].get(key)
+    try:
+        return Interpreter(**_relocate(found, _PREFIX, venv))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+
+
+def _remember(venv: str, key: str, interpreter: Interpreter) -> None:
+    """Keep the answer as a template: the paths under the venv relative to it, the base interpreter's as they are.
+    Only for a real venv whose base lies outside it, so no path of the base could be taken for one of the venv's."""
+    from . import usercache
+
+    answer = {f: getattr(interpreter, f) for f in Interpreter.__dataclass_fields__}
+    if answer["prefix"] != venv or _under(answer["base_prefix"], venv) or not _under(answer["executable"], venv):
+        return
+    data = usercache.read_json(_CACHE_NAME)
+    venvs = data.get("venvs") if isinstance(data, dict) and data.get("format") == _CACHE_FORMAT else None
+    venvs = dict(venvs) if isinstance(venvs, dict) else {}
+    venvs.pop(key, None)
+    venvs[key] = _relocate(answer, venv, _PREFIX)
+    usercache.write_json(_CACHE_NAME, {"format": _CACHE_FORMAT, "venvs": dict(list(venvs.items())[-_CACHE_MAX:])})
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory + os.sep)
+
+
+def _relocate(answer: Any, old: str, new: str) -> dict[str, Any]:
+    """``answer`` with the venv's own paths (executable, prefix, install paths under it) moved from ``old`` to
+    ``new``; paths of the base interpreter (a venv's ``include``) stay."""
+
+    def move(p: str) -> str:
+        return new + p[len(old) :] if _under(p, old) else p
+
+    return {**answer, "executable": move(answer["executable"]), "prefix": move(answer["prefix"]),
+            "paths": {k: move(v) for k, v in answer["paths"].items()}, "version": tuple(answer["version"])}
 
 
 def find_python(venv: Path) -> Path:

@@ -29,9 +29,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
-import json
 import os
-import secrets
 import socket
 import stat
 import time
@@ -41,9 +39,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import platformdirs
 
-from . import fsio
+from . import fsio, usercache
 from .bytecode import ensure_pycs
 from .errors import StoreError, WheelstoreError
 from .install import INSTALLER_FILES
@@ -58,6 +55,7 @@ from .wheel import CHUNK
 QUARANTINE = "quarantine"
 #: file timestamps come from a coarse clock (one tick, 1-10 ms): a ctime this close to a check's start is not trusted
 RACY_NS = 20_000_000
+_S_IFREG = stat.S_IFREG
 #: finds the wheel a tree was unpacked from: (wheel file name if known, sha256) -> a local file with that sha256
 WheelFinder = Callable[[str | None, str], Path | None]
 
@@ -163,6 +161,23 @@ class Mark:
 
     at: int
     links: list[tuple[int, int]] | None = None
+    #: ``links`` as stored (base64 of inode and link-count arrays), decoded only when a check needs them: most
+    #: installs find no ctime past the mark and never look
+    packed: tuple[str, str] | None = None
+
+    def unpacked(self) -> list[tuple[int, int]] | None:
+        if self.links is None and self.packed is not None:
+            inos, nlinks = (array(t, base64.b64decode(b)) for t, b in zip("QI", self.packed))
+            self.links = list(zip(inos, nlinks)) if len(inos) == len(nlinks) else None
+            self.packed = None
+        return self.links
+
+    def pack(self) -> tuple[str, str] | None:
+        if self.packed is None and self.links is not None:
+            inos = array("Q", (i for i, _ in self.links)).tobytes()
+            nlinks = array("I", (n for _, n in self.links)).tobytes()
+            self.packed = base64.b64encode(inos).decode(), base64.b64encode(nlinks).decode()
+        return self.packed
 
 
 _OPEN: weakref.WeakKeyDictionary[Store, Checkpoints] = weakref.WeakKeyDictionary()
@@ -177,7 +192,7 @@ class Checkpoints:
 
     def __init__(self, store: Store) -> None:
         ident = hashlib.sha256(os.fsencode(store.root)).hexdigest()[:16]
-        self.path = platformdirs.user_cache_path("wheelstore") / "verified" / f"{ident}-{socket.gethostname()}.json"
+        self.name = f"verified/{ident}-{socket.gethostname()}.json"
         self.store_root = str(store.root)
         self.marks = self._load()
         #: what the last check in this process saw: key -> {file: (inode, link count)}
@@ -192,15 +207,7 @@ class Checkpoints:
         return found
 
     def _load(self) -> dict[str, Mark]:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
-                st = os.fstat(f.fileno())
-                if st.st_uid != os.geteuid() or st.st_mode & 0o022:  # not ours alone: ignore it
-                    return {}
-                data = json.loads(f.read(MAX_MANIFEST))
-        except (OSError, ValueError):
-            return {}
+        data = usercache.read_json(self.name)
         trees = data.get("trees") if isinstance(data, dict) and data.get("format") == 2 else None
         if not isinstance(trees, dict):
             return {}
@@ -208,11 +215,8 @@ class Checkpoints:
         for key, raw in trees.items():
             try:
                 at, ino, nlink = raw
-                links = None
-                if ino is not None:
-                    inos, nlinks = array("Q", base64.b64decode(ino)), array("I", base64.b64decode(nlink))
-                    links = list(zip(inos, nlinks)) if len(inos) == len(nlinks) else None
-                marks[key] = Mark(int(at), links)
+                packed = (str(ino), str(nlink)) if isinstance(ino, str) and isinstance(nlink, str) else None
+                marks[key] = Mark(int(at), packed=packed)
             except (TypeError, ValueError):
                 continue
         return marks
@@ -242,31 +246,10 @@ class Checkpoints:
                 merged[key] = mine
         trees: dict[str, object] = {}
         for key, mark in sorted(merged.items()):
-            if mark.links is None:
-                trees[key] = [mark.at, None, None]
-            else:
-                inos = array("Q", (i for i, _ in mark.links)).tobytes()
-                nlinks = array("I", (n for _, n in mark.links)).tobytes()
-                trees[key] = [mark.at, base64.b64encode(inos).decode(), base64.b64encode(nlinks).decode()]
-        data = json.dumps({"format": 2, "store": self.store_root, "trees": trees}).encode()
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                os.fchmod(fd, 0o600)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+            packed = mark.pack()
+            trees[key] = [mark.at, *(packed or (None, None))]
+        if usercache.write_json(self.name, {"format": 2, "store": self.store_root, "trees": trees}, compact=True):
             self._changed.clear()
-        except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 # -- checking one tree ------------------------------------------------------------------------------------------------
@@ -328,6 +311,7 @@ class _Walk:
         finally:
             os.close(root_fd)
         self._missing()
+        self.result.files = len(self.seen_files)
         self.result.damage.sort(key=lambda d: d.path)
         key, result = self.tree.key, self.result
         self.checkpoints.observed[key] = self.observed
@@ -337,7 +321,7 @@ class _Walk:
 
     def links_at_mark(self) -> dict[str, tuple[int, int]]:
         if self._links is None:
-            links = self.mark.links
+            links = self.mark.unpacked()
             ok = links is not None and len(links) == len(self.m.files)
             self._links = dict(zip(self.m.files, links)) if links is not None and ok else {}
         return self._links
@@ -363,53 +347,56 @@ class _Walk:
         return problems
 
     def _walk(self, dir_fd: int, prefix: str) -> None:
+        """Check every entry below ``dir_fd``. Every install runs this over every file of every tree it links, so the
+        common case (a file whose signature matches, with no ctime past the mark) is one comparison, inline."""
         with os.scandir(dir_fd) as it:
             entries = list(it)
+        files, observed, seen = self.m.files, self.observed, self.seen_files
+        uid, gid, at, full = self.m.owner_uid, self.gid, self.mark.at, self.full
         for e in entries:
             rel = prefix + e.name
             try:
                 st = e.stat(follow_symlinks=False)  # fstatat on dir_fd, AT_SYMLINK_NOFOLLOW
             except FileNotFoundError:
                 continue  # vanished: counted as missing below
-            entry = self.m.files.get(rel)
-            if entry is not None:
-                self.seen_files.add(rel)
-                self.result.files += 1
-                self._check_file(dir_fd, e.name, rel, st, entry)
-            elif rel in self.dirs:
-                self.seen_dirs.add(rel)
-                if not self._check_dir(rel, st):
-                    self.unwalked.add(rel)
-                    continue
-                try:
-                    sub = open_dir(e.name, dir_fd=dir_fd)
-                except OSError as err:
-                    self.unwalked.add(rel)
-                    self.damaged(rel, "unreadable", f"cannot be read: {err.strerror}")
-                    continue
-                try:
-                    self._walk(sub, rel + "/")
-                finally:
-                    os.close(sub)
-            else:
-                self.damaged(rel, "extra", f"{_kind(st)} that the manifest does not list")
+            entry = files.get(rel)
+            if entry is None:
+                self._other(dir_fd, e.name, rel, st)
+                continue
+            seen.add(rel)
+            if (st.st_mode != _S_IFREG | entry.mode or st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns
+                    or st.st_uid != uid or (gid is not None and st.st_gid != gid)):
+                self._file_problems(rel, st, entry)
+                continue
+            observed[rel] = (st.st_ino, st.st_nlink)
+            if full:
+                self._rehash(dir_fd, e.name, rel, entry)
+            elif st.st_ctime_ns != entry.ctime_ns and st.st_ctime_ns >= at:
+                before = self.links_at_mark().get(rel)
+                if before is not None and before[0] == st.st_ino and before[1] != st.st_nlink:
+                    self.result.relinked += 1  # a hard link was added or removed since the mark
+                else:
+                    self._rehash(dir_fd, e.name, rel, entry)
 
-    def _check_file(self, dir_fd: int, name: str, rel: str, st: os.stat_result, entry: FileEntry) -> None:
-        if (st.st_mode == stat.S_IFREG | entry.mode and st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
-                and st.st_uid == self.m.owner_uid and (self.gid is None or st.st_gid == self.gid)):
-            pass  # the common case, in one comparison: every install checks every file of every tree it links
-        else:
-            self._file_problems(rel, st, entry)
+    def _other(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> None:
+        """An entry that is not one of the manifest's files: a directory to walk, or an extra."""
+        if rel not in self.dirs:
+            self.damaged(rel, "extra", f"{_kind(st)} that the manifest does not list")
             return
-        self.observed[rel] = (st.st_ino, st.st_nlink)
-        if self.full:
-            self._rehash(dir_fd, name, rel, entry)
-        elif st.st_ctime_ns != entry.ctime_ns and st.st_ctime_ns >= self.mark.at:
-            before = self.links_at_mark().get(rel)
-            if before is not None and before[0] == st.st_ino and before[1] != st.st_nlink:
-                self.result.relinked += 1  # a hard link was added or removed since the mark
-            else:
-                self._rehash(dir_fd, name, rel, entry)
+        self.seen_dirs.add(rel)
+        if not self._check_dir(rel, st):
+            self.unwalked.add(rel)
+            return
+        try:
+            sub = open_dir(name, dir_fd=dir_fd)
+        except OSError as err:
+            self.unwalked.add(rel)
+            self.damaged(rel, "unreadable", f"cannot be read: {err.strerror}")
+            return
+        try:
+            self._walk(sub, rel + "/")
+        finally:
+            os.close(sub)
 
     def _file_problems(self, rel: str, st: os.stat_result, entry: FileEntry) -> None:
         """Report what is wrong with a file whose signature does not match its entry."""

@@ -17,7 +17,6 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.parser import HeaderParser
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -256,6 +255,8 @@ class WheelArchive:
         info = files.get(f"{dist_info}/WHEEL")
         if info is None:
             raise WheelError(f"{self.filename}: {dist_info}/WHEEL is missing")
+        from email.parser import HeaderParser  # here: a warm install never opens a wheel
+
         headers = HeaderParser().parsestr(self._read(info).decode("utf-8", "replace"))
         version = headers.get("Wheel-Version", "")
         if version.split(".")[0] != "1":

@@ -1,0 +1,64 @@
+"""The user's private cache (``~/.cache/wheelstore``): answers worth remembering between runs, never shared.
+
+Each user trusts only what they found themselves, so everything here is read only when the file is this user's own
+and nobody else may write it, and is written atomically with mode 0600. A lost or unreadable file only costs
+finding the answer again, so nothing here ever fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+#: the largest cache file read; anything bigger is not ours
+MAX_BYTES = 64 << 20
+
+
+def path(name: str) -> Path:
+    return platformdirs.user_cache_path("wheelstore") / name
+
+
+def read_json(name: str) -> Any:
+    """The parsed JSON of cache file ``name``, or None when it is missing, unreadable, foreign or not JSON."""
+    try:
+        fd = os.open(path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:  # not ours alone: ignore it
+                return None
+            return json.loads(f.read(MAX_BYTES))
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(name: str, data: Any, *, compact: bool = False) -> bool:
+    """Replace cache file ``name`` with ``data`` (temp file, then rename, mode 0600); False if that failed."""
+    target = path(name)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=1)
+    try:
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(text.encode())
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+    return True

@@ -1,0 +1,66 @@
+"""The interpreter probe's answer is remembered per base interpreter and venv configuration, never across them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wheelstore.venv import Interpreter
+
+from .conftest import SYSTEM_PYTHON
+
+
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """A private cache for this test, and the interpreters actually asked (each one a subprocess)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    calls: list[str] = []
+    real = Interpreter._ask.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Interpreter], python: str | os.PathLike[str]) -> Interpreter:
+        calls.append(os.fspath(python))
+        return real(cls, python)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Interpreter, "_ask", classmethod(counting))
+    return calls
+
+
+def _venv(path: Path, python: str = SYSTEM_PYTHON, *options: str) -> Path:
+    subprocess.run([python, "-m", "venv", "--without-pip", *options, str(path)], check=True)
+    return path / "bin" / "python"
+
+
+def test_a_second_venv_of_the_same_python_is_not_asked_and_gets_its_own_paths(asked: list[str], tmp_path: Path) -> None:
+    first = Interpreter.inspect(_venv(tmp_path / "one"))
+    second_python = _venv(tmp_path / "deeper" / "two")
+    second = Interpreter.inspect(second_python)
+    assert asked == [str(tmp_path / "one" / "bin" / "python")]
+    assert second == Interpreter._ask(second_python)  # exactly what asking would have said
+    assert second.prefix == str(tmp_path / "deeper" / "two") != first.prefix
+    assert second.paths["purelib"].startswith(second.prefix + "/lib/python3")
+    assert (cache := tmp_path / "cache" / "wheelstore" / "interpreters.json").stat().st_mode & 0o777 == 0o600
+    assert str(tmp_path / "one") not in cache.read_text()  # a template, not one venv's answer
+
+
+def test_another_configuration_or_interpreter_is_asked_again(asked: list[str], tmp_path: Path) -> None:
+    if os.path.realpath(sys.executable) == os.path.realpath(SYSTEM_PYTHON):
+        pytest.skip("the test runner uses the system Python")
+    Interpreter.inspect(_venv(tmp_path / "plain"))
+    system_site = _venv(tmp_path / "system-site", SYSTEM_PYTHON, "--system-site-packages")
+    assert Interpreter.inspect(system_site) == Interpreter._ask(system_site)
+    other = _venv(tmp_path / "other-python", sys.executable)  # the test runner's Python, another binary
+    assert Interpreter.inspect(other).executable == str(other)
+    assert len(asked) == 4  # plain, system-site (twice: inspect, then the comparison), other-python
+    assert asked[:2] == [str(tmp_path / "plain" / "bin" / "python"), str(system_site)]
+
+
+def test_a_foreign_or_writable_cache_file_is_ignored(asked: list[str], tmp_path: Path) -> None:
+    Interpreter.inspect(_venv(tmp_path / "one"))
+    cache = tmp_path / "cache" / "wheelstore" / "interpreters.json"
+    cache.chmod(0o666)
+    Interpreter.inspect(_venv(tmp_path / "two"))
+    assert len(asked) == 2
