@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -84,7 +85,14 @@ def main() -> None:
     parser.add_argument("--requirements", type=Path, default=SET36)
     parser.add_argument("--work", type=Path, default=HERE / ".work")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--imports", default="import pandas, sklearn, matplotlib.pyplot, scipy.stats",
+                        help="P4's first import")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CI's check that the runner works: a tiny set (bench/smoke.txt), one run of each")
     args = parser.parse_args()
+    if args.smoke:
+        args.requirements, args.runs, args.p4_runs = HERE / "smoke.txt", 1, 1
+        args.imports = "import certifi, idna, six"
     work = args.work.absolute()
     work.mkdir(parents=True, exist_ok=True)
     uv, wheels, store = setup(work, args.requirements)
@@ -95,25 +103,32 @@ def main() -> None:
         shutil.rmtree(venv, ignore_errors=True)
         if tool == "uv":
             sh(uv, "venv", "-q", "-p", PYTHON, venv)
+        elif tool == "pip":
+            sh(PYTHON, "-m", "venv", venv)  # with pip, which it runs
         else:
             sh(PYTHON, "-m", "venv", "--without-pip", venv)
         return venv
 
+    def uv_sync(*options: str) -> Callable[[Path], list[str]]:
+        return lambda v: [str(uv), "pip", "sync", "-q", "--offline", "--no-index", "--find-links", str(wheels),
+                          "--cache-dir", str(work / "uv-cache"), *options, "-p", str(v / "bin" / "python"),
+                          str(args.requirements)]
+
+    def ws_install(*options: str) -> Callable[[Path], list[str]]:
+        return lambda v: [*ws, "install", "-q", "--venv", str(v), *options, "-r", str(args.requirements), "-f",
+                          str(wheels)]
+
     commands = {
-        "wheelstore auto": lambda v: [*ws, "install", "-q", "--venv", str(v), "-r", str(args.requirements), "-f",
-                                      str(wheels)],
-        "wheelstore symlink": lambda v: [*ws, "install", "-q", "--venv", str(v), "--link-mode", "symlink", "-r",
-                                         str(args.requirements), "-f", str(wheels)],
-        "wheelstore fold": lambda v: [*ws, "install", "-q", "--venv", str(v), "--link-mode", "fold", "-r",
-                                      str(args.requirements), "-f", str(wheels)],
-        "wheelstore copy": lambda v: [*ws, "install", "-q", "--venv", str(v), "--link-mode", "copy", "-r",
-                                      str(args.requirements), "-f", str(wheels)],
-        "uv default": lambda v: [str(uv), "pip", "sync", "-q", "--offline", "--no-index", "--find-links", str(wheels),
-                                 "--cache-dir", str(work / "uv-cache"), "-p", str(v / "bin" / "python"),
-                                 str(args.requirements)],
-        "uv copy": lambda v: [str(uv), "pip", "sync", "-q", "--offline", "--no-index", "--find-links", str(wheels),
-                              "--cache-dir", str(work / "uv-cache"), "--link-mode", "copy", "-p",
-                              str(v / "bin" / "python"), str(args.requirements)],
+        "wheelstore auto": ws_install(),
+        "wheelstore fold": ws_install("--link-mode", "fold"),
+        "wheelstore hardlink": ws_install("--link-mode", "hardlink"),
+        "wheelstore symlink": ws_install("--link-mode", "symlink"),
+        "wheelstore copy": ws_install("--link-mode", "copy"),
+        "uv default": uv_sync(),
+        "uv hardlink": uv_sync("--link-mode", "hardlink"),
+        "uv copy": uv_sync("--link-mode", "copy"),
+        "pip": lambda v: [str(v / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--find-links",
+                          str(wheels), "--disable-pip-version-check", "-r", str(args.requirements)],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.runs):
@@ -124,7 +139,7 @@ def main() -> None:
             subprocess.run(command(venv), check=True, stdout=subprocess.DEVNULL)
             times[name].append(time.perf_counter() - start)
     # P4: first import in a brand-new venv, bytecode writing on (PYTHONDONTWRITEBYTECODE unset)
-    imports = "import pandas, sklearn, matplotlib.pyplot, scipy.stats"
+    imports = args.imports
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["MPLBACKEND"] = "Agg"
     p4: dict[str, list[float]] = {"wheelstore auto": [], "uv default": [], "uv --compile-bytecode": []}
