@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
+import subprocess
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from wheelstore import Store
+from wheelstore.locks import share_work
 
-from .conftest import Runner, Users, snapshot
+from .conftest import SYSTEM_PYTHON, Runner, Users, snapshot
 from .wheelmaker import big_files, make_wheel
 
 
@@ -31,9 +35,19 @@ def _tree_matches_wheel(tree: Path, whl: Path) -> None:
     with zipfile.ZipFile(whl) as zf:
         names = {i.filename for i in zf.infolist() if not i.is_dir()}
         on_disk = {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file()}
-        assert on_disk == names
+        compiled = {n for n in on_disk if "/__pycache__/" in f"/{n}" and n.endswith(".pyc")}  # realize compiles
+        assert on_disk - compiled == names
+        assert {_source_of(n) for n in compiled} <= names
         for name in names:
             assert (tree / name).read_bytes() == zf.read(name), name
+
+
+def _source_of(pyc: str) -> str:
+    """``pkg/__pycache__/mod.cpython-311.pyc`` -> ``pkg/mod.py``."""
+    cache_dir, _, name = pyc.rpartition("/")
+    package = cache_dir.removesuffix("__pycache__").rstrip("/")
+    module = name.split(".")[0] + ".py"
+    return f"{package}/{module}" if package else module
 
 
 def test_eight_processes_unpack_once(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
@@ -171,3 +185,125 @@ def test_failed_publish_cleans_up_after_itself(run: Runner, users: Users, workdi
     result = run(users.bob, "--store", str(group_store), "realize", str(whl))
     assert result.returncode != 0
     assert snapshot(group_store) == before
+
+
+# -- processes split a set of keys instead of queueing on it (P2) ---------------------------------------------------
+
+
+def test_share_work_tries_everything_before_waiting() -> None:
+    """One worker, so the order is exact: every item once without waiting, then the busy ones, waiting."""
+    calls: list[tuple[int, bool]] = []
+
+    def attempt(item: int, wait: bool) -> str | None:
+        calls.append((item, wait))
+        return None if item % 3 == 0 and not wait else f"done {item}"
+
+    assert share_work(list(range(7)), attempt, jobs=1) == [f"done {i}" for i in range(7)]
+    assert calls == [*((i, False) for i in range(7)), (0, True), (3, True), (6, True)]
+
+
+def test_share_work_stops_at_the_first_error() -> None:
+    started: list[int] = []
+
+    def attempt(item: int, wait: bool) -> int:
+        started.append(item)
+        if item == 2:
+            raise OSError("disk full")
+        return item
+
+    with pytest.raises(OSError, match="disk full"):
+        share_work(list(range(6)), attempt, jobs=1)
+    assert started == [0, 1, 2]
+    with pytest.raises(OSError, match="disk full"):  # several workers: the error is raised once the others are done
+        share_work(list(range(40)), attempt, jobs=4)
+
+
+def test_realizing_processes_split_the_wheels(
+    run: Runner, users: Users, tool: Path, workdir: Path, group_store: Path
+) -> None:
+    """alice stops while publishing the largest wheel; bob, one wheel at a time, realizes the three others meanwhile and
+    only then waits for hers, which he reuses."""
+    held = make_wheel(workdir, "held", files=big_files(60, 2000, prefix="held"))
+    free = [make_wheel(workdir, f"free{i}", files=big_files(5, 2000, prefix=f"free{i}")) for i in range(3)]
+    for whl in (held, *free):
+        os.chmod(whl, 0o644)
+    markers = workdir / "markers"
+    markers.mkdir()
+    os.chmod(markers, 0o777)
+    hook = {"WHEELSTORE_TEST_HOOK": "locked=wait", "WHEELSTORE_TEST_HOOK_DIR": str(markers)}
+    holder = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(held), env=hook)
+    marker = _wait_for(markers, "locked.*", holder)
+    code = ("import json, sys; from wheelstore import Store; "
+            "done = Store.open(sys.argv[1]).realize_many([(w, None) for w in sys.argv[2:]], jobs=1); "
+            "print(json.dumps([d.unpacked for d in done]))")
+    sharer = subprocess.Popen([str(tool.parent / "python"), "-c", code, str(group_store), str(held), *map(str, free)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run.env(users.bob),
+                              cwd="/", **run.popen_kwargs(users.bob, 0o022))  # type: ignore[call-overload]
+    store = Store.open(group_store)
+    deadline = time.monotonic() + 60
+    while len(list(store.trees())) < 3:
+        assert sharer.poll() is None, sharer.communicate()
+        assert time.monotonic() < deadline, "bob queued behind alice's wheel instead of realizing the others"
+        time.sleep(0.02)
+    assert {t.manifest.wheel for t in store.trees()} == {w.name for w in free}
+    assert sharer.poll() is None  # and now waits for alice's
+    marker.unlink()
+    out, err = holder.communicate(timeout=120)
+    assert holder.returncode == 0, err
+    out, err = sharer.communicate(timeout=120)
+    assert sharer.returncode == 0, err
+    assert json.loads(out) == [False, True, True, True]  # alice's tree reused, the others unpacked by bob
+
+
+@pytest.mark.parametrize("modules", [3, 300])
+def test_pycs_compiled_in_one_process_or_a_pool(workdir: Path, group_store: Path, modules: int) -> None:
+    """A small tree is one compiler job, a large one is split over several (PER_WORKER modules each): every module gets a
+    valid pyc for the target interpreter either way, listed in the manifest."""
+    from wheelstore.bytecode import PER_WORKER, InTree
+    from wheelstore.realize import realize
+    from wheelstore.venv import Interpreter
+
+    assert (modules // PER_WORKER > 1) == (modules == 300)
+    whl = make_wheel(workdir, "many", files={f"many/m{i}.py": f"VALUE = {i}\n".encode() for i in range(modules)})
+    target = Interpreter.inspect(SYSTEM_PYTHON)
+    with Store.open(group_store) as store:
+        tree = realize(store, whl, compiler=InTree(store, target)).tree
+    pycs = {n for n in tree.manifest.files if n.endswith(".pyc")}
+    assert pycs == {f"many/__pycache__/m{i}.{target.cache_tag}.pyc" for i in range(modules)}
+    assert tree.manifest.bytecode == target.cache_tag
+    check = ("import importlib.util, marshal, sys; data = open(sys.argv[1], 'rb').read(); "
+             "assert data[:4] == importlib.util.MAGIC_NUMBER; ns = {}; exec(marshal.loads(data[16:]), ns); "
+             "print(ns['VALUE'])")
+    last = subprocess.run([SYSTEM_PYTHON, "-c", check, str(tree.path / f"many/__pycache__/m{modules - 1}."
+                                                              f"{target.cache_tag}.pyc")],
+                          capture_output=True, text=True)
+    assert last.stdout.strip() == str(modules - 1), last.stderr
+
+
+def test_compilers_are_reused_across_trees_and_a_dead_one_is_an_error(tmp_path: Path) -> None:
+    """Many small trees share a few long-lived compiler processes (never more than the cores); one that dies gives a
+    one-line BytecodeError, and the next compile starts a fresh one."""
+    from wheelstore.bytecode import BytecodeError, _Compilers, _run_compiler
+    from wheelstore.venv import Interpreter
+
+    target = Interpreter.inspect(SYSTEM_PYTHON)
+    pool = _Compilers.of(target)
+    for t in range(40):
+        (tmp_path / f"t{t}/pkg").mkdir(parents=True)
+        (tmp_path / f"t{t}/pkg/m.py").write_text(f"X = {t}\n")
+    with ThreadPoolExecutor(8) as threads:
+        list(threads.map(lambda t: _run_compiler(target, str(tmp_path / f"t{t}"), str(tmp_path / f"t{t}"),
+                                                 ["pkg/m.py"], f"t{t}"), range(40)))
+    assert all((tmp_path / f"t{t}/pkg/__pycache__/m.{target.cache_tag}.pyc").is_file() for t in range(40))
+    assert 1 <= pool.started <= (os.cpu_count() or 1)
+    for compiler in pool.idle:  # killed while idle: replaced unnoticed
+        compiler.proc.kill()
+        compiler.proc.wait()
+    (tmp_path / "t1/pkg/__pycache__").rename(tmp_path / "old")
+    _run_compiler(target, str(tmp_path / "t1"), str(tmp_path / "t1"), ["pkg/m.py"], "t1")
+    assert (tmp_path / f"t1/pkg/__pycache__/m.{target.cache_tag}.pyc").is_file()
+    assert 1 <= pool.started <= (os.cpu_count() or 1)
+    broken = dataclasses.replace(target, executable="/bin/false")  # exits at once: dies during its job
+    with pytest.raises(BytecodeError, match="^compiling t0 for cpython-3.*failed: it exited$"):
+        _run_compiler(broken, str(tmp_path / "t0"), str(tmp_path / "t0"), ["pkg/m.py"], "t0")
+    assert _Compilers.of(broken).started == 0

@@ -44,13 +44,14 @@ def _wheel(workdir: Path, name: str, version: str = "1.0", size: int = 20) -> Pa
 
 
 def _fetch(run: Runner, tool: Path, user: str, store: Path, index: PyIndex, *requirements: str,
-           umask: int = 0o022, retries: int = 5) -> subprocess.Popen[str]:
+           umask: int = 0o022, retries: int = 5, jobs: int = 4,
+           env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """``python -m wheelstore.fetch`` from the installed tool, as ``user``: index pages, choice, downloads, realize."""
     kwargs: dict[str, Any] = run.popen_kwargs(user, umask)  # user, group, extra_groups, umask
     proc = subprocess.Popen(
         [str(tool.parent / "python"), "-m", "wheelstore.fetch", "--store", str(store), "--index-url",
-         index.simple_url, "--quiet", "--retries", str(retries), *requirements],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run.env(user), cwd="/",
+         index.simple_url, "--quiet", "--retries", str(retries), "--jobs", str(jobs), *requirements],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run.env(user, env), cwd="/",
         **kwargs,
     )
     conftest._SPAWNED.append(proc)
@@ -162,6 +163,52 @@ def test_concurrent_cold_fetches_download_each_wheel_once(
             assert r["tree"] == str(trees[r["filename"]].path)
     assert os.listdir(group_store / "staging") == []
     assert not [n for n in os.listdir(group_store / "trees") if n.startswith(".")]
+
+
+def test_concurrent_fetchers_split_the_set_instead_of_queueing(
+    run: Runner, users: Users, tool: Path, workdir: Path, group_store: Path, index: PyIndex
+) -> None:
+    """P2's lockstep: a process must not wait for a wheel another process is fetching while others are left to do.
+
+    alice fetches the largest wheel and stops, holding its locks. bob, with one download at a time, asks for all four:
+    he puts the busy one aside, publishes the other three while alice is still stopped, and only then waits for hers.
+    """
+    wheels = [_wheel(workdir, "held", size=40), *(_wheel(workdir, f"free{i}", size=5) for i in range(3))]
+    for wheel in wheels:
+        index.add(wheel)
+    markers = workdir / "markers"
+    markers.mkdir()
+    os.chmod(markers, 0o777)
+    hook = {"WHEELSTORE_TEST_HOOK": "locked=wait", "WHEELSTORE_TEST_HOOK_DIR": str(markers)}
+    holder = _fetch(run, tool, users.alice, group_store, index, "held", env=hook)
+    marker = _wait_for_file(markers, holder)
+    sharer = _fetch(run, tool, users.bob, group_store, index, "held", "free0", "free1", "free2", jobs=1)
+    store = Store.open(group_store)
+    shas = {w.name.split("-")[0]: hashlib.sha256(w.read_bytes()).hexdigest() for w in wheels}
+    deadline = time.monotonic() + 60
+    while not all(store.has(shas[f"free{i}"]) for i in range(3)):
+        assert sharer.poll() is None, _done(sharer).stderr
+        assert time.monotonic() < deadline, "bob queued behind alice's wheel instead of fetching the others"
+        time.sleep(0.02)
+    assert not store.has(shas["held"]) and sharer.poll() is None  # bob now waits for alice's wheel, and only for it
+    marker.unlink()  # alice goes on
+    assert _done(holder).returncode == 0
+    result = _done(sharer)
+    assert result.returncode == 0, result.stderr
+    assert [r["filename"].split("-")[0] for r in json.loads(result.stdout)] == ["held", "free0", "free1", "free2"]
+    for wheel in wheels:
+        assert len(index.downloads(wheel.name)) == 1, index.downloads(wheel.name)
+    publishers = {name: store.lookup(sha).manifest.publisher_uid for name, sha in shas.items()}  # type: ignore[union-attr]
+    assert publishers == {"held": users.uid(users.alice), **{f"free{i}": users.uid(users.bob) for i in range(3)}}
+
+
+def _wait_for_file(directory: Path, proc: subprocess.Popen[str], timeout: float = 60) -> Path:
+    deadline = time.monotonic() + timeout
+    while not (found := list(directory.iterdir())):
+        assert proc.poll() is None, _done(proc).stderr
+        assert time.monotonic() < deadline, f"nothing appeared in {directory}"
+        time.sleep(0.02)
+    return found[0]
 
 
 def test_warm_store_never_touches_the_network(

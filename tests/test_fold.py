@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.fold import elf_rpaths
+from wheelstore.fold import elf_rpaths, view
+from wheelstore.store import Store, Tree
 from wheelstore.link import LinkMode, LinkModeError, Probe, choose
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error
@@ -102,6 +104,27 @@ def test_plain_package_folds_to_one_symlink_with_store_pycs(run: Runner, users: 
     out = _py(venv, users.alice, "import plain, plain.sub.mod; print(plain.VALUE + plain.sub.mod.X)")
     assert out.stdout == "3\n", out.stderr
     assert _published(store) == before_store and _snap(venv) == before_venv
+
+
+def test_a_store_filled_by_realize_folds(run: Runner, users: Users, workdir: Path) -> None:
+    """``realize`` compiles bytecode into the trees as installs do (for the Python running wheelstore, unless told
+    otherwise), so fold installs from a store filled by it fold whole packages; ``--no-compile`` leaves pycs out."""
+    store, wheels = workdir / "store", _wheels(workdir)
+    assert run(users.alice, "init", str(store)).returncode == 0
+    done = run(users.alice, "--store", str(store), "realize", "--json", str(wheels["plain"]))
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((store / "manifests" / f"{json.loads(done.stdout)[0]['key']}.json").read_text())
+    assert manifest["bytecode"] == "cpython-311" and "plain/__pycache__/__init__.cpython-311.pyc" in manifest["files"]
+    venv = _venv(run, users.alice, workdir / "venv")
+    _install(run, users.alice, store, venv, str(wheels["plain"]))
+    assert (_site(venv) / "plain").is_symlink()
+    bare = run(users.alice, "--store", str(store), "realize", "--no-compile", "--json", str(wheels["nsb"]))
+    assert bare.returncode == 0, bare.stderr
+    assert "bytecode" not in json.loads((store / "manifests" / f"{json.loads(bare.stdout)[0]['key']}.json").read_text())
+    before = _published(store)
+    wrong = run(users.alice, "--store", str(store), "realize", "--python", "/nonexistent/python", str(wheels["nsa"]))
+    assert wrong.returncode != 0 and "/nonexistent/python" in one_line_error(wrong)
+    assert _published(store) == before
 
 
 def test_namespace_split_over_two_wheels_stays_real(run: Runner, users: Users, workdir: Path) -> None:
@@ -224,6 +247,24 @@ def test_elf_reaching_into_another_wheel_is_not_folded_along_its_path(run: Runne
             "ctypes.CDLL(d(selfpkg.__file__) + '/core/libown.so').own())")
     out = _py(venv, users.alice, code)
     assert out.stdout == "43 8\n", out.stderr
+    # the RPATHs were recorded when the trees were published, and folding from them plans what reading the
+    # libraries plans (what it does for trees whose manifests predate the record)
+    opened = Store.open(store)
+    keys = {name: hashlib.sha256(w.read_bytes()).hexdigest() for name, w in elf_wheels.items()}
+    trees = {name: opened.lookup(key) for name, key in keys.items()}
+    assert {name: t.manifest.rpaths for name, t in trees.items() if t} == {
+        "other": {}, "userpkg": {"userpkg/lib/libuser.so": ["$ORIGIN/../../other/lib"]},
+        "selfpkg": {"selfpkg/core/libown.so": ["$ORIGIN/../../selfpkg.libs"]}}
+    sites = {"": str(site)}
+    for tree in trees.values():
+        assert tree is not None
+        old = Tree(tree.key, tree.path, dataclasses.replace(tree.manifest, rpaths=None))
+        assert view(tree, sites, "x.data", "cpython-311") == view(old, sites, "x.data", "cpython-311")
+    user = trees["userpkg"]
+    assert user is not None
+    unaware = Tree(user.key, user.path, dataclasses.replace(user.manifest, rpaths={}))
+    assert (view(user, sites, "x.data", None).blocked - view(unaware, sites, "x.data", None).blocked
+            == {f"{site}/userpkg", f"{site}/userpkg/lib"})
     # the trap this avoids: with userpkg folded, $ORIGIN/../.. climbs inside the store and libother is not found
     trap = workdir / "trap"
     trap.mkdir()
@@ -358,3 +399,18 @@ def test_benchmark_set_folds_imports_and_costs_few_inodes(run: Runner, users: Us
     assert flask.returncode == 0 and "Flask" in flask.stdout, flask.stderr
     inodes = {mode: sum(1 for _ in venv.rglob("*")) for mode, venv in venvs.items()}
     assert inodes["fold"] * 20 < inodes["symlink"], inodes  # measured: about 500 against about 17,000
+
+
+def test_manifest_keeps_rpaths_and_refuses_malformed_ones() -> None:
+    from wheelstore.manifest import FileEntry, Manifest
+
+    m = Manifest("k" * 64, "w-1-py3-none-any.whl", "w", "1", "w-1.dist-info", True, 0, "root", 0, "now",
+                 files={"w/lib.so": FileEntry(1, "0" * 64, 0o444, 1, 2)}, rpaths={"w/lib.so": ["$ORIGIN/../x"]})
+    again = Manifest.from_json(m.to_json())
+    assert again == m and again.rpaths == {"w/lib.so": ["$ORIGIN/../x"]}
+    old = json.loads(m.to_json())
+    del old["rpaths"]
+    assert Manifest.from_json(json.dumps(old).encode()).rpaths is None  # written before rpaths were recorded
+    for bad in ({"w/lib.so": "$ORIGIN"}, ["x"], {"w/lib.so": [1]}):
+        with pytest.raises(ValueError):
+            Manifest.from_json(json.dumps({**old, "rpaths": bad}).encode())

@@ -119,6 +119,9 @@ def test_owner_edit_is_caught_never_linked_and_repaired(run: Runner, users: User
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "repaired: demo 1.0" in fixed.stdout
     assert (tree / TARGET).read_bytes() == ORIGINAL
+    # back as realize published it: with its pycs inside (what fold installs need)
+    manifest = json.loads((group_store / "manifests" / f"{tree.name}.json").read_text())
+    assert manifest["bytecode"] == "cpython-311" and (tree / "demo/__pycache__/__init__.cpython-311.pyc").is_file()
     assert run(users.bob, "--store", str(group_store), "verify").returncode == 0
     assert any(n.startswith("quarantine-") for n in os.listdir(group_store / "staging"))
 

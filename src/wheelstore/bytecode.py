@@ -4,14 +4,14 @@ Two places, for two reasons:
 
 - **In the tree** (:class:`InTree`). A ``fold`` install links whole directories of a tree into the venv, and a
   folded directory is read-only store content, so its ``__pycache__`` must already hold the pycs: they cannot sit in
-  a separate unit beside the sources. So an install that realizes a tree for ``fold`` compiles the target
-  interpreter's pycs into the staged tree before it is sealed; they are listed in the manifest like every file, and
-  ``Manifest.bytecode`` names their cache tag. This is the only moment they can be added: published trees never
-  change. (Keying a second, complete copy of the tree per tag instead would cost a full copy of the sources, or a
+  a separate unit beside the sources. So ``realize`` and an install that realizes a tree for ``fold`` compile the
+  target interpreter's pycs into the staged tree before it is sealed; they are listed in the manifest like every
+  file, and ``Manifest.bytecode`` names their cache tag. This is the only moment they can be added: published trees
+  never change. (Keying a second, complete copy of the tree per tag instead would cost a full copy of the sources, or a
   store-side symlink per file, in every store.)
 - **As a unit** (:func:`ensure_pycs`): ``trees/<key>-<cache tag>``, with the tree's layout
   (``pkg/__pycache__/mod.cpython-311.pyc``) and a manifest like any tree's, for trees published without pycs for
-  this interpreter (realized by ``wheelstore realize`` or a non-fold install, or for another Python version). Their
+  this interpreter (by ``realize --no-compile``, an install in another link mode, or for another Python). Their
   venvs link the unit's pycs per file beside per-file links of the sources; ``fold`` then folds only directories
   without modules.
 
@@ -22,11 +22,17 @@ module into the venv. Unchecked-hash pycs would hide such an edit.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import logging
 import os
 import stat
 import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import WheelstoreError
@@ -36,27 +42,27 @@ from .realize import _commit, _manifest_stamp, stage_and_rename
 from .store import Store, Tree
 from .venv import Interpreter
 
-_COMPILE = r"""
-import importlib.util, json, os, py_compile, sys
-from concurrent.futures import ProcessPoolExecutor
-tree, out, tag = sys.argv[1:4]
-jobs = json.loads(sys.stdin.read())
+log = logging.getLogger("wheelstore")
 
-def one(rel):
-    head, name = os.path.split(rel)
-    cfile = os.path.join(out, head, "__pycache__", name[:-3] + "." + tag + ".pyc")
-    try:
-        py_compile.compile(os.path.join(tree, rel), cfile=cfile, dfile=rel, doraise=True,
-                           invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
-    except Exception:
-        return None  # a module that does not compile (py2 leftovers, templates) is compiled, or not, at import
-    return rel
-
-if __name__ == "__main__":
-    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
-        done = [r for r in pool.map(one, jobs, chunksize=64) if r]
-    print(len(done))
+#: a compiler process: one JSON job per line on stdin, the number of modules it compiled per line on stdout
+_SERVE = r"""
+import json, os, py_compile, sys
+for line in sys.stdin:
+    job = json.loads(line)
+    done = 0
+    for rel in job["modules"]:
+        head, name = os.path.split(rel)
+        cfile = os.path.join(job["out"], head, "__pycache__", name[:-3] + "." + job["tag"] + ".pyc")
+        try:
+            py_compile.compile(os.path.join(job["tree"], rel), cfile=cfile, dfile=rel, doraise=True,
+                               invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+            done += 1
+        except Exception:
+            pass  # a module that does not compile (py2 leftovers, templates) is compiled, or not, at import
+    print(done, flush=True)
 """
+#: modules per job: a tree with more is split over several compiler processes
+PER_WORKER = 64
 
 
 class BytecodeError(WheelstoreError):
@@ -83,13 +89,124 @@ def _importable(names: list[str]) -> list[str]:
 
 
 def _run_compiler(interpreter: Interpreter, src: str, out: str, modules: list[str], what: str) -> None:
-    done = subprocess.run(
-        [interpreter.executable, "-I", "-c", _COMPILE, src, out, str(interpreter.cache_tag)],
-        input=json.dumps(modules), capture_output=True, text=True, umask=0o077,
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["failed"])[-1]
-        raise BytecodeError(f"compiling {what} for {interpreter.cache_tag} failed: {last}")
+    """Compile ``modules`` of the tree at ``src`` into ``out``, split into jobs over this process's compilers."""
+    if not modules:
+        return
+    started = time.monotonic()
+    pool = _Compilers.of(interpreter)
+    jobs = [modules[i : i + PER_WORKER] for i in range(0, len(modules), PER_WORKER)]
+    if len(jobs) == 1:
+        pool.run(src, out, jobs[0], what)
+    else:
+        with ThreadPoolExecutor(min(len(jobs), pool.limit), thread_name_prefix="compile") as threads:
+            list(threads.map(lambda job: pool.run(src, out, job, what), jobs))
+    log.debug("compiled %d modules of %s in %.1fs", len(modules), what, time.monotonic() - started)
+
+
+class _Compilers:
+    """Long-lived compiler processes of one target interpreter, shared by every thread of this process, at most one
+    per core. Starting an interpreter per tree cost more than compiling a small tree: a store of 2,000 small wheels
+    spent minutes starting them."""
+
+    _all: dict[str, _Compilers] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, interpreter: Interpreter) -> None:
+        self.interpreter = interpreter
+        self.limit = os.cpu_count() or 1
+        self.idle: list[_Compiler] = []
+        self.started = 0
+        self.ready = threading.Condition()
+
+    @classmethod
+    def of(cls, interpreter: Interpreter) -> _Compilers:
+        with cls._lock:
+            found = cls._all.get(interpreter.executable)
+            if found is None:
+                found = cls._all[interpreter.executable] = cls(interpreter)
+                if len(cls._all) == 1:
+                    atexit.register(cls.close_all)
+            return found
+
+    def run(self, src: str, out: str, modules: list[str], what: str) -> None:
+        compiler = self._take()
+        try:
+            compiler.run(src, out, str(self.interpreter.cache_tag), modules)
+        except BytecodeError as e:
+            compiler.close()
+            with self.ready:
+                self.started -= 1
+                self.ready.notify()
+            raise BytecodeError(f"compiling {what} for {self.interpreter.cache_tag} failed: {e.message}") from None
+        with self.ready:
+            self.idle.append(compiler)
+            self.ready.notify()
+
+    def _take(self) -> _Compiler:
+        with self.ready:
+            while True:
+                while self.idle and self.idle[-1].proc.poll() is not None:  # died while idle (OOM killer, ...)
+                    self.idle.pop().close()
+                    self.started -= 1
+                if self.idle:
+                    return self.idle.pop()
+                if self.started < self.limit:
+                    break
+                self.ready.wait()
+            self.started += 1
+        try:
+            return _Compiler(self.interpreter.executable)
+        except BaseException:
+            with self.ready:
+                self.started -= 1
+                self.ready.notify()
+            raise
+
+    @classmethod
+    def close_all(cls) -> None:
+        with cls._lock:
+            pools, cls._all = list(cls._all.values()), {}
+        for pool in pools:
+            for compiler in pool.idle:
+                compiler.close()
+
+
+class _Compiler:
+    """One compiler process. Its stderr goes to a file, so warnings can never fill a pipe and stall it."""
+
+    def __init__(self, executable: str) -> None:
+        self.errors = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen([executable, "-I", "-W", "ignore", "-c", _SERVE], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=self.errors, text=True, umask=0o077)
+        except OSError as e:
+            self.errors.close()
+            raise BytecodeError(f"cannot start {executable}: {e.strerror}") from None
+
+    def run(self, tree: str, out: str, tag: str, modules: list[str]) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps({"tree": tree, "out": out, "tag": tag, "modules": modules}) + "\n")
+            self.proc.stdin.flush()
+            answer = self.proc.stdout.readline()
+        except OSError:
+            answer = ""
+        if not answer.strip().isdigit():
+            self.proc.kill()
+            self.proc.wait()
+            self.errors.seek(0)
+            last = (self.errors.read().decode("utf-8", "replace").strip().splitlines() or ["it exited"])[-1]
+            raise BytecodeError(last)
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.errors.close()
 
 
 class InTree:

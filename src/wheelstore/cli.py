@@ -21,6 +21,7 @@ from .plan import plan
 from .policy import SHARED_MODES
 from .sources import Sources
 from .store import Store
+from .venv import Interpreter
 from .venv import create as create_venv
 
 def _out(args: argparse.Namespace, text: str) -> None:
@@ -46,8 +47,9 @@ def cmd_realize(args: argparse.Namespace) -> int:
         raise WheelstoreError("--sha256 applies to one wheel; give one wheel per call")
     results = []
     failures = []
+    target = None if args.no_compile else Interpreter.inspect(args.python or sys.executable)
     with Store.select(args.store) as store:
-        for outcome in store.realize_many([(w, args.sha256) for w in args.wheels]):
+        for outcome in store.realize_many([(w, args.sha256) for w in args.wheels], compile_for=target):
             if isinstance(outcome, WheelstoreError):
                 failures.append(outcome)
                 continue
@@ -148,7 +150,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from .resolve import lock
-    from .venv import Interpreter, find_python
+    from .venv import find_python
 
     started = time.perf_counter()
     python = find_python(Path(args.venv)) if args.venv else Path(args.python)
@@ -312,7 +314,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f"{len(report.still_damaged)} still damaged" if report.still_damaged else "all repaired")
     _out(args, f"checked {report.trees} trees, {report.files} files ({how}): {state}")
     if report.still_damaged and not args.repair:
-        _err(f"fix: wheelstore --store {store.root} verify --repair (their wheels come from the indexes, or from -f DIR)")
+        _err(f"fix: wheelstore --store {store.root} verify --repair "
+             "(their wheels come from the indexes, or from -f DIR)")
     return 0 if report.ok else 1
 
 
@@ -347,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("realize", parents=[common], help="unpack local wheels into the store, without installing")
     p.add_argument("wheels", nargs="+", metavar="WHEEL")
     p.add_argument("--sha256", help="the sha256 the wheel must have")
+    p.add_argument("--python", help="compile bytecode into the trees for this interpreter (default: the one running "
+                                    "wheelstore), as installs do")
+    p.add_argument("--no-compile", action="store_true", help="publish the trees without bytecode")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_realize)
 

@@ -4,7 +4,8 @@ For each wheel, with its sha256 known from the index or the lock:
 
 1. ``store.lookup(sha)``: a warm store never touches the network;
 2. take the artifact's fetch lock (``locks/fetch-<sha>.lock``; not the realize lock, which ``realize`` takes itself)
-   and look again, since another process may have published it while we waited;
+   and look again, since another process may have published it while we waited. A wheel whose lock another process
+   holds is put aside while there are others to fetch, so concurrent installs of one set split it between them;
 3. stream the body into a new file in a private directory in ``staging/`` (``download-<sha>-<host>-<pid>-<rand>/``,
    recognisably stale if we die), hashing as it is written. A short body, a wrong length or a wrong hash raises, the
    staging directory is removed, and nothing is published;
@@ -22,7 +23,6 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TextIO
@@ -31,9 +31,9 @@ from . import fsio
 from .errors import HashMismatch, WheelstoreError
 from .http import DownloadCutOff, FetchError, Http, file_path
 from .index import IndexClient, RemoteFile, distribution
-from .locks import KeyLock
+from .locks import KeyLock, share_work
 from .policy import Role
-from .realize import Compiler, realize
+from .realize import Compiler, realize, try_realize
 from .sources import Sources
 from .store import Store, Tree, staging_name
 from .venv import Interpreter
@@ -163,8 +163,10 @@ def fetch_trees(
     """The published tree of every wheel in ``files`` (same order), downloading and realizing the missing ones
     (with ``compiler``, their pycs compiled into the trees, as :func:`wheelstore.realize.realize` does).
 
-    Downloads run ``jobs`` at a time. The first failure stops the downloads not yet started and is raised; trees
-    already published stay (they are complete and content-addressed).
+    Downloads run ``jobs`` at a time, the largest first. Processes fetching the same wheels split them: a wheel another
+    process is fetching is waited for only once nothing else is left (:func:`wheelstore.locks.share_work`). The first
+    failure stops the downloads not yet started and is raised; trees already published stay (they are complete and
+    content-addressed).
     """
     report = progress or Progress()
     for file in files:
@@ -184,21 +186,11 @@ def fetch_trees(
         else:
             todo[key] = file
     if todo:
-        workers = max(1, min(jobs, len(todo)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="fetch") as pool:
-            futures: dict[str, Future[Tree]] = {
-                key: pool.submit(fetch_tree, store, file, http, report, compiler) for key, file in todo.items()
-            }
-            done, pending = wait(futures.values(), return_when=FIRST_EXCEPTION)
-            failed = next((f for f in futures.values() if f in done and f.exception() is not None), None)
-            if failed is not None:
-                for future in pending:
-                    future.cancel()
-                wait(pending)
-                error = failed.exception()
-                assert error is not None
-                raise error
-            trees.update((key, future.result()) for key, future in futures.items())
+        # the largest first: their unpack and compile take longest, so they must not start last
+        order = sorted(todo, key=lambda k: -(todo[k].size or 0))
+        got = share_work([todo[k] for k in order],
+                         lambda file, wait: _fetch_one(store, file, http, report, compiler, wait=wait), jobs=jobs)
+        trees.update(zip(order, got))
     return [trees[_key(file)] for file in files]
 
 
@@ -206,15 +198,29 @@ def fetch_tree(
     store: Store, file: RemoteFile, http: Http, progress: Progress | None = None, compiler: Compiler | None = None
 ) -> Tree:
     """The published tree of one wheel: looked up, or downloaded and realized under its fetch lock."""
-    report = progress or Progress()
+    tree = _fetch_one(store, file, http, progress or Progress(), compiler, wait=True)
+    assert tree is not None  # only a call that does not wait gives way
+    return tree
+
+
+def _fetch_one(
+    store: Store, file: RemoteFile, http: Http, report: Progress, compiler: Compiler | None, *, wait: bool
+) -> Tree | None:
+    """:func:`fetch_tree`; without ``wait``, None at once when another process is fetching this wheel."""
     sha = _sha256(file)
     tree = store.lookup(sha) if sha else None
     if tree is not None:
         return tree
     if sha is None or file.url.startswith("file:"):  # on this machine: realize hashes it as it reads, no copy
-        return realize(store, file_path(file.url), sha, compiler=compiler).tree
+        done = (realize if wait else try_realize)(store, file_path(file.url), sha, compiler=compiler)
+        return done.tree if done is not None else None
     store.require_publish_access()
-    with KeyLock(store.area_fd("locks"), f"fetch-{sha}.lock", store.policy):
+    lock = KeyLock(store.area_fd("locks"), f"fetch-{sha}.lock", store.policy)
+    if wait:
+        lock.acquire()
+    elif not lock.try_acquire():
+        return None
+    try:
         tree = store.lookup(sha)  # published by another process while we waited
         if tree is not None:
             return tree
@@ -223,6 +229,8 @@ def fetch_tree(
             return realize(store, path, sha, compiler=compiler).tree
         finally:
             remove_download(store, path)
+    finally:
+        lock.release()
 
 
 def obtain(

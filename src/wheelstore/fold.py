@@ -124,6 +124,16 @@ def escapes(origin_dir: str, entry: str, inside: Callable[[str], bool]) -> bool:
     return target.startswith("..") or target == "." or not inside(target)
 
 
+def tree_rpaths(root_fd: int, files: dict[str, int]) -> dict[str, list[str]]:
+    """The RPATH/RUNPATH entries of each ELF file that has any among ``files`` (tree-relative name -> mode) of the
+    tree open at ``root_fd``: recorded in the manifest when the tree is published."""
+    found: dict[str, list[str]] = {}
+    for rel, mode in files.items():
+        if _may_be_elf(rel, mode) and (entries := _read_rpaths(rel, root_fd)):
+            found[rel] = entries
+    return found
+
+
 def _may_be_elf(rel: str, mode: int) -> bool:
     """Shared libraries and executables, by name or mode: only these are opened to look for an RPATH."""
     name = rel.rpartition("/")[2]
@@ -188,27 +198,32 @@ def view(tree: Tree, sites: dict[str, str], data_dir: str, cache_tag: str | None
         if vdir.endswith("/__pycache__"):
             result.blocked.add(vdir)
     for rel in elves:
-        _block_escaping_elf(tree_path, rel, sites, tree_dirs, result)
+        # recorded when the tree was published; read now only from trees whose manifest predates that
+        entries = m.rpaths.get(rel) if m.rpaths is not None else _read_rpaths(f"{tree_path}/{rel}")
+        if entries:
+            _block_escaping_elf(rel, entries, sites, tree_dirs, result)
     return result
 
 
+def _read_rpaths(path: str, dir_fd: int | None = None) -> list[str] | None:
+    """The entries of the ELF file at ``path`` (relative to ``dir_fd``), None if it is none or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        return elf_rpaths(fd)
+    except (OSError, struct.error):
+        return None
+    finally:
+        os.close(fd)
+
+
 def _block_escaping_elf(
-    tree_path: str, rel: str, sites: dict[str, str], tree_dirs: set[str], result: TreeView
+    rel: str, entries: list[str], sites: dict[str, str], tree_dirs: set[str], result: TreeView
 ) -> None:
     """Keep every directory above ``rel`` real if it is an ELF file whose ``$ORIGIN`` entries leave its tree part."""
     prefix = next((p for p in sites if p and rel.startswith(p)), "")
-    try:
-        fd = os.open(f"{tree_path}/{rel}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        entries = elf_rpaths(fd)
-    except (OSError, struct.error):
-        entries = None
-    finally:
-        os.close(fd)
-    if not entries:
-        return
     sub = rel[len(prefix) :]
     origin = sub.rpartition("/")[0]
 

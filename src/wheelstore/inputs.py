@@ -455,7 +455,10 @@ def _read_pylock(path: Path, env: dict[str, str], interpreter: Interpreter, link
     return pins
 
 
-def _is_pylock(arg: str) -> bool:
+def is_pylock(arg: str) -> bool:
+    """Whether ``arg`` names a PEP 751 lock file (``pylock.toml``, ``pylock.NAME.toml``)."""
+    if not arg.endswith(".toml"):
+        return False
     from packaging.pylock import is_valid_pylock_path  # only for .toml arguments: the module costs 5 ms to load
 
     return is_valid_pylock_path(Path(arg))
@@ -517,7 +520,7 @@ def collect(
     locks: list[Path] = []
     require_hashes = False
     for arg in args:
-        if arg.endswith(".toml") and _is_pylock(arg):
+        if is_pylock(arg):
             locks.append(Path(arg))
         elif arg.endswith((".txt", ".in", ".toml")):  # also valid project names, which would "need resolution"
             hint = f"-r {arg}" if not arg.endswith(".toml") else "name it pylock.toml or pylock.NAME.toml"

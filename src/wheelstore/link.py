@@ -314,8 +314,9 @@ def choose(
     ``auto`` (``requested`` None) takes the first usable of reflink, fold, hardlink, symlink, copy, with a note naming
     why reflink was not used unless it got reflink. Reflink comes first because its files behave exactly like copies
     (an edit stays in the venv); fold (proven on 331 distributions by ``bench/foldproof.py``) before hardlink because
-    it is as safe where both are usable and links a few hundred entries where hardlink links every file. An explicit mode that is not usable raises LinkModeError saying why,
-    with the usable alternatives as the fix. The result depends only on the arguments and the euid.
+    it is as safe where both are usable and links a few hundred entries where hardlink links every file. An explicit
+    mode that is not usable raises LinkModeError saying why, with the usable alternatives as the fix. The result
+    depends only on the arguments and the euid.
     """
     refusal = _hardlink_refusal(tree_owner_uid, shared)
     usable = {

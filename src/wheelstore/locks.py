@@ -4,6 +4,10 @@ Locks are an optimisation: correctness comes from the atomic, never-replacing re
 (a planted non-file, a lock file we may not open, flock unsupported on a network filesystem, a holder stuck for longer
 than the timeout) is reported as a warning and the work goes ahead unlocked, never hangs and never fails.
 
+Concurrent processes asking for the same set of keys should split it, not queue on it: :func:`share_work` tries each
+key without waiting first (:meth:`KeyLock.try_acquire`), puts aside the ones another process is working on, and waits
+for those only when nothing else is left to do.
+
 A lock file lives in the store's sticky ``locks/`` area and appears there with its final mode (it is built under a
 private name and linked into place). Its holder removes it when done if it owns it, so lock files do not pile up; a
 waiter that then wins a lock on the removed inode notices (the path no longer names its inode) and starts over.
@@ -15,12 +19,20 @@ import fcntl
 import logging
 import os
 import stat
+import threading
 import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
+from typing import TypeVar
 
 from .policy import Policy, Role
 
 log = logging.getLogger("wheelstore")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 #: seconds to wait for another process's lock before going ahead without it
 DEFAULT_TIMEOUT = float(os.environ.get("WHEELSTORE_LOCK_TIMEOUT", "900"))
@@ -44,17 +56,37 @@ class KeyLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        started = time.monotonic()
         try:
             self._fd = self._acquire()
         except LockUnavailable as e:
             log.warning("going ahead without lock locks/%s: %s", self._name, e)
+        waited = time.monotonic() - started
+        if waited >= 0.1:  # -v evidence of who waited for whom, and how long
+            log.debug("waited %.1fs for locks/%s", waited, self._name)
 
-    def _acquire(self) -> int:
+    def try_acquire(self) -> bool:
+        """Take the lock unless another process holds it right now: False then, and nothing is held. True when it is
+        taken, or when it cannot be had at all (the work then goes ahead unlocked, as with :meth:`acquire`)."""
+        try:
+            fd = self._acquire(blocking=False)
+        except LockUnavailable as e:
+            log.warning("going ahead without lock locks/%s: %s", self._name, e)
+            return True
+        if fd is None:
+            return False
+        self._fd = fd
+        return True
+
+    def _acquire(self, *, blocking: bool = True) -> int | None:
+        """The locked fd; None, without ``blocking``, when another process holds the lock."""
         deadline = time.monotonic() + self._timeout
         while True:
             fd = self._open()
             try:
-                self._wait(fd, deadline)
+                if not self._wait(fd, deadline, blocking):
+                    os.close(fd)
+                    return None
                 held = os.fstat(fd)
                 try:
                     now = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
@@ -67,14 +99,16 @@ class KeyLock:
                 return fd
             os.close(fd)  # the holder before us removed this lock file: take the current one
 
-    def _wait(self, fd: int, deadline: float) -> None:
+    def _wait(self, fd: int, deadline: float, blocking: bool = True) -> bool:
+        """Lock ``fd``: True once it is locked; False at once, without ``blocking``, if another process holds it."""
         delay = 0.002
         while True:
             try:
                 fcntl.flock(fd, self._op | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError:
-                pass
+                if not blocking:
+                    return False
             except OSError as e:  # e.g. ENOLCK on a network filesystem without lock support
                 raise LockUnavailable(f"flock failed: {e.strerror}") from None
             if time.monotonic() >= deadline:
@@ -142,3 +176,73 @@ class KeyLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def share_work(items: Sequence[T], attempt: Callable[[T, bool], R | None], *, jobs: int) -> list[R]:
+    """``attempt(item, wait)`` for every item, on up to ``jobs`` threads; the results in item order.
+
+    Several processes given the same keys split them instead of queueing on them: every item is first tried with
+    ``wait=False``, and ``attempt`` returns None when another process holds the item's lock. Such an item is put
+    aside and tried again with ``wait=True`` (which must not return None) once nothing untried is left, so a process
+    waits only when it has nothing else to do, and the waits end as the holders finish (or die: their flocks go with
+    them). The first exception stops the items not yet started and is raised once the running ones are done.
+    """
+    board = _Board(len(items))
+    results: dict[int, R] = {}
+
+    def worker() -> None:
+        while (turn := board.next()) is not None:
+            index, wait = turn
+            try:
+                result = attempt(items[index], wait)
+            except BaseException as e:
+                board.fail(e)
+                return
+            if result is not None:
+                results[index] = result
+            elif wait:
+                board.fail(AssertionError(f"{attempt!r} returned None although told to wait"))
+                return
+            else:
+                board.put_aside(index)
+
+    workers = max(1, min(jobs, len(items)))
+    if workers == 1:
+        worker()
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="share") as pool:
+            for future in [pool.submit(worker) for _ in range(workers)]:
+                future.result()
+    if board.error is not None:
+        raise board.error
+    return [results[i] for i in range(len(items))]
+
+
+class _Board:
+    """What is left to do, shared by one process's workers: untried items first, then the put-aside ones."""
+
+    def __init__(self, count: int) -> None:
+        self._lock = threading.Lock()
+        self._untried = deque(range(count))
+        self._aside: deque[int] = deque()
+        self.error: BaseException | None = None
+
+    def next(self) -> tuple[int, bool] | None:
+        """The next item and whether to wait for it; None when all is done or something failed."""
+        with self._lock:
+            if self.error is not None:
+                return None
+            if self._untried:
+                return self._untried.popleft(), False
+            if self._aside:
+                return self._aside.popleft(), True
+            return None
+
+    def put_aside(self, index: int) -> None:
+        with self._lock:
+            self._aside.append(index)
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = error

@@ -45,6 +45,9 @@ class Manifest:
     dirs: list[str] = field(default_factory=list)
     #: the cache tag of the pycs compiled into the tree before it was published ("cpython-311"), or None
     bytecode: str | None = None
+    #: RPATH/RUNPATH entries of the tree's ELF files that have any, found when it was published (what folding needs
+    #: to know, without opening every library on every install); None in manifests written before it was recorded
+    rpaths: dict[str, list[str]] | None = None
 
     def to_json(self) -> bytes:
         doc = {
@@ -64,6 +67,8 @@ class Manifest:
         }
         if self.bytecode is not None:
             doc["bytecode"] = self.bytecode
+        if self.rpaths is not None:
+            doc["rpaths"] = {path: list(entries) for path, entries in sorted(self.rpaths.items())}
         return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
@@ -87,6 +92,7 @@ class Manifest:
                 files={path: _entry(entry) for path, entry in doc["files"].items()},
                 dirs=list(doc["dirs"]),
                 bytecode=None if doc.get("bytecode") is None else str(doc["bytecode"]),
+                rpaths=_rpaths(doc.get("rpaths")),
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"incomplete manifest: {e}") from None
@@ -96,3 +102,11 @@ def _entry(raw: Any) -> FileEntry:
     if type(raw) is not list or len(raw) != 5:
         raise TypeError(f"a file entry must be a list of 5 fields, not {raw!r}")
     return FileEntry._make(raw)
+
+
+def _rpaths(raw: Any) -> dict[str, list[str]] | None:
+    if raw is None:
+        return None
+    if type(raw) is not dict or not all(type(v) is list and all(type(e) is str for e in v) for v in raw.values()):
+        raise TypeError("rpaths must map file names to lists of strings")
+    return {str(path): list(entries) for path, entries in raw.items()}

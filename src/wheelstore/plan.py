@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.pylock import is_valid_pylock_path
 
 from .errors import WheelstoreError
-from .inputs import Candidate, NeedsResolution, collect, parse_requirements_file
+from .inputs import Candidate, NeedsResolution, collect, is_pylock, parse_requirements_file
 from .sources import Sources
 from .store import Store, Tree
 from .venv import Interpreter
+
+
+#: index pages read at once (an index that serves one page per distribution; the pool of :class:`Http` holds 10)
+INDEX_THREADS = 8
 
 
 class Missing(WheelstoreError):
@@ -63,7 +67,7 @@ def _resolve(
     ``requested`` (PEP 376), what uv added is not."""
     from .resolve import lock
 
-    locks = [i for i in items if is_valid_pylock_path(Path(i))]
+    locks = [i for i in items if is_pylock(i)]
     requirements = [i for i in items if i not in locks]
     linked = replace(sources, find_links=(*sources.find_links, *map(str, find_links)))
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
@@ -113,14 +117,23 @@ def locate(
         raise Missing(f"no wheel in the find-links directories and no index to ask (--no-index): {names}",
                       hint="give their wheels with --find-links DIR, or drop --no-index")
     from .http import Http
-    from .index import IndexClient, choose_sdist, choose_wheel
+    from .index import IndexClient, RemoteFile, choose_sdist, choose_wheel
 
     http = Http(offline=sources.offline)
     client = IndexClient(sources, http)
     missing = []
+
+    def pages(cand: Candidate) -> list[RemoteFile]:
+        return client.files(cand.name)
+
     try:
-        for cand in lacking:
-            files = [f for f in client.files(cand.name) if not cand.hashes or f.sha256 in cand.hashes]
+        # one index page per distribution, fetched a few at a time: on a cold store they are the install's first wait.
+        # The first alone, so that find-links pages, which every distribution shares, are read once.
+        listed = [pages(lacking[0])]
+        with ThreadPoolExecutor(max(1, min(INDEX_THREADS, len(lacking) - 1)), thread_name_prefix="index") as pool:
+            listed += pool.map(pages, lacking[1:])
+        for cand, offered in zip(lacking, listed):
+            files = [f for f in offered if not cand.hashes or f.sha256 in cand.hashes]
             pin = SpecifierSet(f"=={cand.version}")
             chosen = (choose_wheel(files, cand.name, pin, interpreter)
                       or choose_sdist(files, cand.name, pin, interpreter))

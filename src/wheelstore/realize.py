@@ -21,23 +21,29 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import logging
 import os
+import re
 import stat
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 from . import fsio
 from .errors import StoreError, UnsafeMember, WheelstoreError
+from .fold import tree_rpaths
 from .hooks import checkpoint
+from .locks import share_work
 from .manifest import FileEntry, Manifest
 from .policy import Role, current_user, open_dir, user_name
 from .store import Store, Tree, staging_name
 from .wheel import CHUNK, Member, WheelArchive
 
+
+log = logging.getLogger("wheelstore")
 
 T = TypeVar("T")
 #: compiles a staged tree's modules into it before its directories are sealed (``bytecode.InTree``): gets the staging
@@ -53,40 +59,73 @@ class Realized:
 
 
 def realize(store: Store, wheel: Path, sha256: str | None = None, *, compiler: Compiler | None = None) -> Realized:
+    done = _realize(store, wheel, sha256, compiler, wait=True)
+    assert done is not None  # only a call that does not wait gives way
+    return done
+
+
+def try_realize(
+    store: Store, wheel: Path, sha256: str | None = None, *, compiler: Compiler | None = None
+) -> Realized | None:
+    """:func:`realize`, or None at once when another process is publishing this wheel right now (see
+    :func:`wheelstore.locks.share_work`)."""
+    return _realize(store, wheel, sha256, compiler, wait=False)
+
+
+def _realize(
+    store: Store, wheel: Path, sha256: str | None, compiler: Compiler | None, *, wait: bool
+) -> Realized | None:
     with WheelArchive(wheel, sha256, spool_dir=store.root / "staging") as archive:
         key = archive.sha256
         tree = store.lookup(key)
         if tree is not None:
             return Realized(tree, unpacked=False)
         store.require_publish_access()
-        with store.key_lock(key):
+        lock = store.key_lock(key)
+        if wait:
+            lock.acquire()
+        elif not lock.try_acquire():
+            return None
+        try:
             tree = store.lookup(key)  # published while we waited for the lock
             if tree is not None:
                 return Realized(tree, unpacked=False)
             checkpoint("locked")
             return _publish(store, archive, compiler)
+        finally:
+            lock.release()
 
 
 def realize_many(
     store: Store, wheels: list[tuple[Path, str | None]], *, jobs: int | None = None, compiler: Compiler | None = None
 ) -> list[Realized | WheelstoreError]:
-    """Realize each wheel, several at a time; a bad wheel yields its error and does not stop the others."""
+    """Realize each wheel, several at a time, the largest first (its unpack and compile take longest); a bad wheel
+    yields its error and does not stop the others. Processes realizing the same wheels split them
+    (:func:`wheelstore.locks.share_work`)."""
 
-    def one(item: tuple[Path, str | None]) -> Realized | WheelstoreError:
+    def one(item: tuple[Path, str | None], wait: bool) -> Realized | WheelstoreError | None:
         try:
-            return realize(store, *item, compiler=compiler)
+            return _realize(store, *item, compiler, wait=wait)
         except WheelstoreError as e:
             return e
 
+    order = sorted(range(len(wheels)), key=lambda i: -_size(wheels[i][0]))
     workers = max(1, min(jobs or os.cpu_count() or 1, 8, len(wheels)))
-    if workers == 1:
-        return [one(item) for item in wheels]
-    with ThreadPoolExecutor(workers, thread_name_prefix="realize") as pool:
-        return list(pool.map(one, wheels))
+    done: list[Realized | WheelstoreError] = share_work([wheels[i] for i in order], one, jobs=workers)
+    by_index = dict(zip(order, done))
+    return [by_index[i] for i in range(len(wheels))]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # realize reports it
+        return 0
 
 
 def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = None) -> Realized:
     key = archive.sha256
+    started = time.monotonic()
     trees_fd = store.area_fd("trees")
     if fsio.exists(key, dir_fd=trees_fd):
         tree = _adopt_orphan(store, archive)
@@ -101,7 +140,9 @@ def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = No
         return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=True)
     checkpoint("renamed")
     manifest = _manifest(archive, files, owner_uid=os.geteuid(), compiled=compiled)
-    return Realized(_commit(store, manifest), unpacked=True)
+    tree = _commit(store, manifest)
+    log.debug("published %s (%d files) in %.1fs", archive.filename, len(manifest.files), time.monotonic() - started)
+    return Realized(tree, unpacked=True)
 
 
 
@@ -230,13 +271,27 @@ def _manifest(
 
 
 def _commit(store: Store, manifest: Manifest) -> Tree:
-    """Write the manifest: the step that makes the tree visible. An existing manifest is never replaced."""
+    """Write the manifest: the step that makes the tree visible. An existing manifest is never replaced. The RPATHs
+    of the tree's libraries go into it too, read from the tree in place, so folding never has to open them."""
+    if manifest.rpaths is None:
+        manifest = replace(manifest, rpaths=_rpaths(store, manifest))
     # False: another publisher committed the same tree first, and theirs stands
     link_record(store, "manifest", manifest.key, ".json", f"{manifest.key}.json", manifest.to_json())
     tree = store.lookup(manifest.key)
     if tree is None:  # pragma: no cover - a manifest we just linked cannot vanish unless an admin removed it
         raise StoreError(f"tree {manifest.key} disappeared while it was being published")
     return tree
+
+
+def _rpaths(store: Store, manifest: Manifest) -> dict[str, list[str]] | None:
+    try:
+        root_fd = open_dir(manifest.key, dir_fd=store.area_fd("trees"))
+    except OSError:  # not there to read: folding reads the libraries itself, as for older manifests
+        return None
+    try:
+        return tree_rpaths(root_fd, {rel: entry.mode for rel, entry in manifest.files.items()})
+    finally:
+        os.close(root_fd)
 
 
 # -- orphans: a tree whose publisher died before writing its manifest -------------------------------------------------
@@ -251,8 +306,8 @@ def _adopt_orphan(store: Store, archive: WheelArchive) -> Tree | None:
     except OSError:  # vanished, swapped or unreadable while we looked: not adoptable
         checked = None
     if checked is not None:
-        files, owner_uid = checked
-        return _commit(store, _manifest(archive, files, owner_uid=owner_uid))
+        files, owner_uid, compiled = checked
+        return _commit(store, _manifest(archive, files, owner_uid=owner_uid, compiled=compiled))
     aside = staging_name("orphan", key)
     try:
         _make_movable(key, trees_fd)
@@ -285,14 +340,18 @@ def _make_movable(name: str, dir_fd: int) -> None:
         os.close(fd)
 
 
+Compiled = tuple[dict[str, FileEntry], list[str], str]
+
+
 def _check_orphan(
     store: Store, archive: WheelArchive, trees_fd: int
-) -> tuple[dict[str, FileEntry], int] | None:
-    """Return manifest entries and owner for the orphan if every file and mode is as the wheel says, else None."""
+) -> tuple[dict[str, FileEntry], int, Compiled | None] | None:
+    """Return manifest entries, owner and in-tree pycs for the orphan if every file and mode is as the wheel says,
+    else None. Its publisher may have compiled pycs into it (installs do): those are adopted too if each sits in the
+    ``__pycache__`` beside a module of the wheel, all for one cache tag, with the published mode. They are taken on
+    the same trust as any pyc a member publishes: nobody can check bytecode against its source."""
     policy = store.policy
-    expected = {m.name: m for m in archive.members}
-    files: dict[str, FileEntry] = {}
-    seen_dirs: set[str] = set()
+    walk = _OrphanWalk(store, {m.name: m for m in archive.members})
     root_fd = open_dir(archive.sha256, dir_fd=trees_fd)
     try:
         root_st = os.fstat(root_fd)
@@ -300,50 +359,75 @@ def _check_orphan(
             return None
         if not policy.trusted_writer(root_st.st_uid, store.owner_uid):
             return None
-        if not _walk_orphan(store, root_fd, "", expected, files, seen_dirs):
+        if not walk.walk(root_fd, ""):
             return None
     finally:
         os.close(root_fd)
-    if set(files) != set(expected) or seen_dirs != archive.dirs:
+    pycache_dirs = {rel.rpartition("/")[0] for rel in walk.pycs}
+    if set(walk.files) != set(walk.expected) or walk.dirs - pycache_dirs != archive.dirs or len(walk.tags) > 1:
         return None
-    return files, root_st.st_uid
+    if pycache_dirs & archive.dirs or not walk.pycs:  # a wheel that ships its own __pycache__: no in-tree pycs
+        return (walk.files, root_st.st_uid, None) if not walk.pycs else None
+    return walk.files, root_st.st_uid, (walk.pycs, sorted(pycache_dirs), walk.tags.pop())
 
 
-def _walk_orphan(
-    store: Store,
-    dir_fd: int,
-    prefix: str,
-    expected: dict[str, Member],
-    files: dict[str, FileEntry],
-    seen_dirs: set[str],
-) -> bool:
-    policy = store.policy
-    with os.scandir(dir_fd) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-    for name, is_dir in entries:
-        rel = prefix + name
-        if is_dir:
-            seen_dirs.add(rel)
-            fd = open_dir(name, dir_fd=dir_fd)
-            try:
-                if stat.S_IMODE(os.fstat(fd).st_mode) != policy.mode(Role.PUBLISHED_DIR):
-                    return False
-                if not _walk_orphan(store, fd, rel + "/", expected, files, seen_dirs):
-                    return False
-            finally:
-                os.close(fd)
-            continue
-        member = expected.get(rel)
-        if member is None:
-            return False
-        entry = _check_file(name, dir_fd, member)
-        if entry is None:
-            return False
-        role = Role.PUBLISHED_EXEC if member.executable else Role.PUBLISHED_FILE
-        if entry.mode != policy.mode(role):
-            return False
-        files[rel] = entry
-    return True
+#: ``pkg/__pycache__/mod.cpython-311.pyc``: (package dir with its slash, module, cache tag)
+_PYC = re.compile(r"^((?:[^/]+/)*)__pycache__/([^/.]+)\.([^/.]+)\.pyc$")
+
+
+class _OrphanWalk:
+    """One pass over an orphan tree by directory fds, comparing each file with the wheel's member."""
+
+    def __init__(self, store: Store, expected: dict[str, Member]) -> None:
+        self.store = store
+        self.expected = expected
+        self.files: dict[str, FileEntry] = {}
+        self.pycs: dict[str, FileEntry] = {}
+        self.tags: set[str] = set()
+        self.dirs: set[str] = set()
+
+    def walk(self, dir_fd: int, prefix: str) -> bool:
+        policy = self.store.policy
+        with os.scandir(dir_fd) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        for name, is_dir in entries:
+            rel = prefix + name
+            if is_dir:
+                self.dirs.add(rel)
+                fd = open_dir(name, dir_fd=dir_fd)
+                try:
+                    if stat.S_IMODE(os.fstat(fd).st_mode) != policy.mode(Role.PUBLISHED_DIR):
+                        return False
+                    if not self.walk(fd, rel + "/"):
+                        return False
+                finally:
+                    os.close(fd)
+                continue
+            member = self.expected.get(rel)
+            entry = _check_file(name, dir_fd, member) if member is not None else self._pyc(name, dir_fd, rel)
+            if entry is None:
+                return False
+            executable = member is not None and member.executable
+            if entry.mode != policy.mode(Role.PUBLISHED_EXEC if executable else Role.PUBLISHED_FILE):
+                return False
+            (self.files if member is not None else self.pycs)[rel] = entry
+        return True
+
+    def _pyc(self, name: str, dir_fd: int, rel: str) -> FileEntry | None:
+        """An in-tree pyc of one of the wheel's modules, described; None for anything else."""
+        found = _PYC.match(rel)
+        if found is None or f"{found[1]}{found[2]}.py" not in self.expected:
+            return None
+        self.tags.add(found[3])
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            digest = hashlib.sha256(os.read(fd, st.st_size + 1)).hexdigest()
+        finally:
+            os.close(fd)
+        return FileEntry(st.st_size, digest, stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _check_file(name: str, dir_fd: int, member: Member) -> FileEntry | None:

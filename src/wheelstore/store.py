@@ -37,7 +37,8 @@ from .manifest import Manifest
 from .policy import Policy, Role, SharedMode, current_user, group_name, in_group, open_dir, user_name
 
 if TYPE_CHECKING:
-    from .realize import Realized
+    from .realize import Compiler, Realized
+    from .venv import Interpreter
 
 AREAS = ("trees", "manifests", "staging", "locks", "roots")
 #: a tree key: a wheel's sha256, or a pyc unit's ``<sha256>-<cache tag>``
@@ -389,14 +390,21 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
-    def realize(self, wheel: str | os.PathLike[str], sha256: str | None = None) -> Realized:
-        """Publish a local wheel as a tree (once, however many processes ask) and return it."""
+    def realize(
+        self, wheel: str | os.PathLike[str], sha256: str | None = None, *, compile_for: Interpreter | None = None
+    ) -> Realized:
+        """Publish a local wheel as a tree (once, however many processes ask) and return it; with ``compile_for``,
+        that interpreter's pycs are compiled into a tree published now (what ``fold`` needs to fold its modules)."""
         from .realize import realize
 
-        return realize(self, Path(wheel), sha256)
+        return realize(self, Path(wheel), sha256, compiler=self._compiler(compile_for))
 
     def realize_many(
-        self, wheels: Sequence[tuple[str | os.PathLike[str], str | None]], *, jobs: int | None = None
+        self,
+        wheels: Sequence[tuple[str | os.PathLike[str], str | None]],
+        *,
+        jobs: int | None = None,
+        compile_for: Interpreter | None = None,
     ) -> list[Realized | WheelstoreError]:
         """Realize several ``(wheel, sha256)`` pairs in parallel; each result is a tree or the error for that wheel.
 
@@ -404,7 +412,14 @@ class Store:
         """
         from .realize import realize_many
 
-        return realize_many(self, [(Path(w), h) for w, h in wheels], jobs=jobs)
+        return realize_many(self, [(Path(w), h) for w, h in wheels], jobs=jobs, compiler=self._compiler(compile_for))
+
+    def _compiler(self, interpreter: Interpreter | None) -> Compiler | None:
+        if interpreter is None or interpreter.cache_tag is None:
+            return None
+        from .bytecode import InTree
+
+        return InTree(self, interpreter)
 
     def describe(self) -> dict[str, object]:
         """The store's identity and policy, for ``wheelstore info``."""

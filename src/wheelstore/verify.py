@@ -32,6 +32,7 @@ import hashlib
 import os
 import socket
 import stat
+import sys
 import time
 import weakref
 from array import array
@@ -616,7 +617,11 @@ def repair_tree(
             done.append(Repaired(name, version, unit, "bytecode", None, quarantine(store, unit)))
             marks.forget(unit)
     if wheel is not None:
-        store.realize(wheel, key)
+        # the tree comes back as it was: with its pycs inside when it had them (folding needs them), compiled by the
+        # Python running this when its version matches theirs (else its units are compiled on the next install)
+        tag = manifest.bytecode if manifest else None
+        compile_for = Interpreter.inspect(sys.executable) if tag and tag == sys.implementation.cache_tag else None
+        store.realize(wheel, key, compile_for=compile_for)
     if checkpoints is None:
         marks.save()
     return done
