@@ -357,3 +357,53 @@ def test_repair_downloads_the_wheel_from_an_index(run: Runner, users: Users, wor
     assert (tree / TARGET).read_bytes() == ORIGINAL
     assert _verify(run, users.bob, group_store)[0] == 0
     assert not list((group_store / "staging").glob("download-*")), "the downloaded wheel was left behind"
+
+
+# -- the pre-link check, split with a child process ---------------------------------------------------------------
+
+
+def _many(run: Runner, user: str, store: Path, directory: Path, count: int) -> list[Path]:
+    """``count`` distinct wheels (enough for an install to split its check), realized by ``user``; their trees."""
+    directory.mkdir()
+    directory.chmod(0o755)
+    trees = []
+    for i in range(count):
+        whl = make_wheel(directory, f"many{i:02d}", files={f"many{i:02d}/__init__.py": f"N = {i}\n".encode() * 40})
+        whl.chmod(0o644)
+        trees.append(_realize(run, user, store, whl))
+    return trees
+
+
+@pytest.mark.parametrize("victim", [0, 11], ids=["first", "last"])
+def test_split_check_catches_damage_in_either_half(run: Runner, users: Users, workdir: Path, group_store: Path,
+                                                   victim: int) -> None:
+    """With enough trees the install checks half of them in a forked child (the first half, in install order): a tree
+    alice changed is refused wherever it falls, in one line naming it, and bob's venv stays as it was."""
+    count = 12
+    assert count >= verify.FORK_AT
+    trees = _many(run, users.alice, group_store, workdir / "wheels", count)
+    _tamper(run, users.alice, trees[victim] / f"many{victim:02d}/__init__.py", b"N = -1\n" * 40)
+    venv = _venv(workdir / "venv", users.bob)
+    before = snapshot(venv)
+    line = one_line_error(run(users.bob, "--store", str(group_store), "install", "--venv", str(venv),
+                              *map(str, sorted((workdir / "wheels").glob("*.whl")))))
+    assert f"many{victim:02d} 1.0" in line and "damaged" in line and users.alice in line
+    assert snapshot(venv) == before
+
+
+def test_a_failing_child_vouches_for_nothing(run: Runner, users: Users, workdir: Path, group_store: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the child cannot check (here it raises), its trees are checked in the parent: damage is still found."""
+    trees = _many(run, users.alice, group_store, workdir / "wheels", 10)
+    _tamper(run, users.alice, trees[0] / "many00/__init__.py", b"N = -1\n" * 40, keep_mtime=False)
+
+    def broken(*_args: object) -> bool:
+        raise RuntimeError("the child fails")
+
+    monkeypatch.setattr(verify, "_plainly_intact", broken)
+    with Store.open(group_store) as store:
+        found = [t for p in trees if (t := store.lookup(p.name)) is not None]
+        notes: list[str] = []
+        with pytest.raises(verify.TreeDamaged, match="many00 1.0"):
+            verify.intact_trees(store, found, [None] * len(found), notes)
+        assert verify.intact_trees(store, found[1:], [None] * (len(found) - 1), notes) == found[1:]

@@ -110,8 +110,12 @@ class Environment:
 
         trees = self._realize(store, todo, options.sources,
                               compile_into=link_mode in (None, LinkMode.FOLD) and compile_bytecode, quiet=options.quiet)
-        trees = verify.intact_trees(store, trees, [c.wheel for c in todo], report.notes)  # before the venv changes
         modes = self._choose_modes(store, trees, link_mode, report)
+        hardlinked = frozenset(k for k, m in modes.items() if m is LinkMode.HARDLINK)
+        # before the venv changes; a repaired tree comes back under the same key, owned by its repairer
+        trees = verify.intact_trees(store, trees, [c.wheel for c in todo], report.notes, hardlinked)
+        for note in report.notes:  # said once the install goes ahead, so that a refusal is its only line
+            log.warning("%s", note)
         pycs = self._bytecode(store, trees) if compile_bytecode else {}
         checkpoint("linking")  # tests pause here: the trees are found, not yet linked
 
@@ -232,7 +236,10 @@ class Environment:
             except ValueError:
                 recorded = None
             # the safety rule is applied again: the store's policy or the tree's owner may have changed since
-            modes = self._choose_modes(store, [tree], recorded, Report())
+            notes = Report()
+            modes = self._choose_modes(store, [tree], recorded, notes)
+            for note in notes.notes:
+                log.warning("%s", note)
             changed = inst.relink(dist, tree, modes[tree.key], self.interpreter.cache_tag)
         else:
             changed = inst.make_private(dist, tree)
@@ -302,7 +309,6 @@ class Environment:
             modes[tree.key] = mode
             if note and note not in report.notes:
                 report.notes.append(note)
-                log.warning("%s", note)
         return modes
 
 

@@ -659,13 +659,34 @@ def quarantine(store: Store, key: str) -> tuple[str, ...]:
 
 
 def intact_trees(
-    store: Store, trees: Sequence[Tree], wheels: Sequence[Path | None], notes: list[str]
+    store: Store,
+    trees: Sequence[Tree],
+    wheels: Sequence[Path | None],
+    notes: list[str],
+    hardlinked: frozenset[str] = frozenset(),
 ) -> list[Tree]:
     """The trees to link, each quick-checked first; a damaged one is repaired from its wheel when it is at hand and
-    this user may, else this raises :class:`TreeDamaged` naming the distribution, before any venv is touched."""
+    this user may, else this raises :class:`TreeDamaged` naming the distribution, before any venv is touched.
+
+    The check is mostly system calls and small-object work that one process cannot overlap, so with more than one
+    core a forked child checks half of the trees meanwhile (:func:`_check_elsewhere`). Only the trees it found plainly
+    intact are taken on its word; the rest, and the ``hardlinked`` ones (whose link counts :func:`linked` needs),
+    are checked here.
+    """
     checkpoints = Checkpoints.of(store)  # saved by linked(), after the install
+    elsewhere = [t for t in trees if t.key not in hardlinked]
+    share = elsewhere[: _half(elsewhere)] if len(elsewhere) >= FORK_AT and (os.cpu_count() or 1) > 1 else []
+    clean_there = _check_elsewhere(store, share, checkpoints) if share else None
+    shared_keys = {t.key for t in share}
+    mine = [t for t in trees if t.key not in shared_keys]
+    clean = {t.key for t in mine if not check_tree(store, t, checkpoints=checkpoints)}
+    if clean_there is not None:
+        clean |= clean_there()
     result = []
     for tree, wheel in zip(trees, wheels):
+        if tree.key in clean:
+            result.append(tree)
+            continue
         damage = check_tree(store, tree, checkpoints=checkpoints)
         if not damage:
             result.append(tree)
@@ -674,6 +695,57 @@ def intact_trees(
         notes.append(f"repaired the store's damaged copy of {tree.manifest.name} {tree.manifest.version} "
                      f"({damage[0].describe()}) from {wheel}")
     return result
+
+
+#: the fewest trees an install splits with a child process
+FORK_AT = 8
+
+
+def _half(trees: Sequence[Tree]) -> int:
+    """How many of ``trees`` (from the front) hold about half of their files."""
+    total, running = sum(len(t.manifest.files) for t in trees), 0
+    for i, tree in enumerate(trees):
+        running += len(tree.manifest.files)
+        if 2 * running >= total:
+            return i + 1
+    return len(trees)
+
+
+def _check_elsewhere(store: Store, trees: Sequence[Tree], checkpoints: Checkpoints) -> Callable[[], set[str]]:
+    """Quick-check ``trees`` in a forked child while this process goes on; return a function that waits for it and
+    gives the keys it found plainly intact (nothing damaged, re-hashed or relinked). A child that fails in any way
+    vouches for nothing, so those trees are simply checked again here."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: walk, report, and leave without running any of the parent's cleanup
+        code = 1
+        try:
+            os.close(read_fd)
+            clean = [t.key for t in trees if _plainly_intact(store, t, checkpoints)]
+            view = memoryview("\n".join(clean).encode())
+            while view:
+                view = view[os.write(write_fd, view) :]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+
+    def result() -> set[str]:
+        chunks = []
+        with os.fdopen(read_fd, "rb") as pipe:
+            while chunk := pipe.read(1 << 16):
+                chunks.append(chunk)
+        _, status = os.waitpid(pid, 0)
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+            return set()
+        return set(b"".join(chunks).decode().split("\n")) & {t.key for t in trees}
+
+    return result
+
+
+def _plainly_intact(store: Store, tree: Tree, checkpoints: Checkpoints) -> bool:
+    found = _Walk(store, tree, False, checkpoints).run()
+    return not found.damage and not found.rehashed and not found.relinked
 
 
 def _repair_for_install(
