@@ -98,9 +98,16 @@ def main() -> None:
     uv, wheels, store = setup(work, args.requirements)
     ws = [str(tool_venv() / "wheelstore"), "--store", str(store)]
 
+    # Every venv gets a directory of its own and all are removed only at the end: deleting the last command's
+    # ~17,000 files just before the next one makes ext4 slow to allocate inodes for minutes (perf: __ext4_new_inode
+    # -> find_inode_bit -> recently_deleted, see bench/results/p2-notes-20261126.md), which taxed whichever command
+    # came after a big venv.
+    targets = work / "targets"
+    shutil.rmtree(targets, ignore_errors=True)
+    made = iter(range(1 << 30))
+
     def fresh_venv(tool: str) -> Path:
-        venv = work / "target"
-        shutil.rmtree(venv, ignore_errors=True)
+        venv = targets / str(next(made))
         if tool == "uv":
             sh(uv, "venv", "-q", "-p", PYTHON, venv)
         elif tool == "pip":
@@ -158,6 +165,7 @@ def main() -> None:
             subprocess.run([str(venv / "bin" / "python"), "-c", imports], check=True, env=env)
             p4[name].append(time.perf_counter() - start)
 
+    shutil.rmtree(targets, ignore_errors=True)
     base = statistics.median(times["uv default"])
     rows = []
     for name, values in times.items():

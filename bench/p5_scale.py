@@ -151,7 +151,8 @@ def run_size(all_wheels: list[Path], base: Path, ws: str, uv: Path, runs: int,
         for name, command in installs.items():
             say(f"N={n}: {name} ({r + 1}/{runs})")
             label = name.split(", ")[1]
-            venv = fresh_venv(venvs / label.replace(" ", "-"), label.split()[0], uv)
+            # a new directory per run: deleting the last venv just before would slow the next install (bench/__main__.py)
+            venv = fresh_venv(venvs / f"{label.replace(' ', '-')}-{r}", label.split()[0], uv)
             took, out = timed(command(venv))
             times[name].append(took)
             if out.lstrip().startswith("{"):
@@ -233,7 +234,7 @@ def folded_store(result: ScaleResult, store: Path, venvs: Path, wsx: list[str], 
     for r in range(runs):
         for name, (tool, command) in installs.items():
             say(f"N={n}: {name} ({r + 1}/{runs})")
-            venv = fresh_venv(venvs / f"again-{tool}", tool, uv)
+            venv = fresh_venv(venvs / f"again-{tool}-{r}", tool, uv)
             times[name].append(timed(command(venv))[0])
             if tool == "wheelstore":
                 result.folded_dirs[name] = top_symlinks(venv)

@@ -180,7 +180,7 @@ def part_torch(args: argparse.Namespace, bindir: Path, say: Callable[[str], None
     for r in range(args.runs):
         for name, command in installs.items():
             say(f"torch: warm install, {name} ({r + 1}/{args.runs})")
-            venv = fresh_venv(venvs / name.replace(" ", "-"), name.split()[0], uv)
+            venv = fresh_venv(venvs / f"{name.replace(' ', '-')}-{r}", name.split()[0], uv)  # none deleted meanwhile
             took, out = timed(command(venv))
             times[name].append(took)
             if out.lstrip().startswith("{"):
