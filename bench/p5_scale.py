@@ -183,7 +183,7 @@ def run_size(all_wheels: list[Path], base: Path, ws: str, uv: Path, runs: int,
         result.gc_live = {"roots_live": report["roots"]["live"], "live_units": report["live"]}
     result.ops["gc, all venvs live (frees nothing)"] = Stat.of(gtimes)
 
-    result.folded_after_realize = top_symlinks(venvs / "wheelstore-fold")
+    result.folded_after_realize = top_symlinks(venvs / f"wheelstore-fold-{runs - 1}")
     bytes_, inodes = tree_usage(store)
     result.store_before_gc = {"bytes": bytes_, "inodes": inodes, "units": len(trees_left(store))}
     shutil.rmtree(venvs)
