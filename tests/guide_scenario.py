@@ -16,7 +16,7 @@ import pwd
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,21 +199,18 @@ def _exists(path: Path) -> bool:
 
 def leftovers() -> list[str]:
     """What of the guide's users, groups and paths exists on this machine now."""
-    found: list[str] = []
-    for user in USERS:
-        try:
-            pwd.getpwnam(user)
-            found.append(f"user {user}")
-        except KeyError:
-            pass
-    for group in GROUPS:
-        try:
-            grp.getgrnam(group)
-            found.append(f"group {group}")
-        except KeyError:
-            pass
+    found = [f"user {u}" for u in USERS if _known(pwd.getpwnam, u)]
+    found += [f"group {g}" for g in GROUPS if _known(grp.getgrnam, g)]
     found += [str(p) for p in PATHS if _exists(p)]
     return found
+
+
+def _known(lookup: Callable[[str], object], name: str) -> bool:
+    try:
+        lookup(name)
+    except KeyError:
+        return False
+    return True
 
 
 def cleanup() -> None:

@@ -21,6 +21,14 @@ from .conftest import SYSTEM_PYTHON, Runner, Users, snapshot
 from .wheelmaker import big_files, make_wheel
 
 
+def _hook(markers: Path, step: str) -> dict[str, str]:
+    """The environment that makes a wheelstore process stop at ``step`` (``point=action``), leaving its marker in the
+    new directory ``markers`` (which any user may write)."""
+    markers.mkdir()
+    os.chmod(markers, 0o777)
+    return {"WHEELSTORE_TEST_HOOK": step, "WHEELSTORE_TEST_HOOK_DIR": str(markers)}
+
+
 def _wait_for(path: Path, pattern: str, proc: "object", timeout: float = 60) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -92,9 +100,7 @@ def test_kill_9_leaves_nothing_a_reader_uses(
     whl = make_wheel(workdir, "victim", files=big_files(200, 3000))
     os.chmod(whl, 0o644)
     markers = workdir / f"markers-{point}"
-    markers.mkdir(mode=0o777)
-    os.chmod(markers, 0o777)
-    env = {"WHEELSTORE_TEST_HOOK": f"{point}=pause", "WHEELSTORE_TEST_HOOK_DIR": str(markers)}
+    env = _hook(markers, f"{point}=pause")
     publisher = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(whl), env=env)
     _wait_for(markers, f"{point}.*", publisher)
 
@@ -152,9 +158,7 @@ def test_orphan_that_does_not_match_is_replaced(run: Runner, users: Users, workd
     whl = make_wheel(workdir, "tampered", files={"tampered/__init__.py": b"GOOD = True\n"})
     os.chmod(whl, 0o644)
     markers = workdir / "markers"
-    markers.mkdir()
-    os.chmod(markers, 0o777)
-    env = {"WHEELSTORE_TEST_HOOK": "renamed=pause", "WHEELSTORE_TEST_HOOK_DIR": str(markers)}
+    env = _hook(markers, "renamed=pause")
     publisher = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(whl), env=env)
     _wait_for(markers, "renamed.*", publisher)
     os.kill(publisher.pid, signal.SIGKILL)
@@ -228,9 +232,7 @@ def test_realizing_processes_split_the_wheels(
     for whl in (held, *free):
         os.chmod(whl, 0o644)
     markers = workdir / "markers"
-    markers.mkdir()
-    os.chmod(markers, 0o777)
-    hook = {"WHEELSTORE_TEST_HOOK": "locked=wait", "WHEELSTORE_TEST_HOOK_DIR": str(markers)}
+    hook = _hook(markers, "locked=wait")
     holder = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(held), env=hook)
     marker = _wait_for(markers, "locked.*", holder)
     code = ("import json, sys; from wheelstore import Store; "
