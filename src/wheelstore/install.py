@@ -547,7 +547,7 @@ def make_private(dist: Distribution, tree: Tree) -> list[Path]:
     if private:
         _rewrite_record(dist, drop=private)
     prefix = os.fspath(dist.dist_info.parent) + os.sep
-    for path, src in _linked(dist, tree, also_private=True):
+    for path, src in _linked(dist, tree):
         if _through_symlink(path.parent, prefix):
             continue  # in a directory another distribution folded: not this one's to copy
         if src is None:  # already a private file (``sed -i`` replaced the link): made writable, edits kept
@@ -604,9 +604,9 @@ def _tree_files(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path]]:
         yield root / rel, tree.path / rel
 
 
-def _linked(dist: Distribution, tree: Tree, also_private: bool = False) -> Iterator[tuple[Path, Path | None]]:
-    """The tree's files that this venv shares with the store (a symlink into it, or the same inode), with their
-    store file; with ``also_private``, also its regular files of its own, with None."""
+def _linked(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path | None]]:
+    """The tree's files in this venv: those it shares with the store (a symlink into it, or the same inode) with
+    their store file, and its own regular files with None."""
     for path, src in _tree_files(dist, tree):
         try:
             st = path.lstat()
@@ -614,7 +614,7 @@ def _linked(dist: Distribution, tree: Tree, also_private: bool = False) -> Itera
             continue
         if stat.S_ISLNK(st.st_mode) or (st.st_nlink > 1 and (st.st_ino, st.st_dev) == _ino(src)):
             yield path, src
-        elif also_private and stat.S_ISREG(st.st_mode):
+        elif stat.S_ISREG(st.st_mode):
             yield path, None
 
 
