@@ -216,9 +216,7 @@ def _fetch_one(
         return done.tree if done is not None else None
     store.require_publish_access()
     lock = KeyLock(store.area_fd("locks"), f"fetch-{sha}.lock", store.policy)
-    if wait:
-        lock.acquire()
-    elif not lock.try_acquire():
+    if not lock.take(wait=wait):
         return None
     try:
         tree = store.lookup(sha)  # published by another process while we waited

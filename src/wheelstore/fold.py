@@ -37,6 +37,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .fsio import below_any
 from .store import Tree
 
 _PT_LOAD, _PT_DYNAMIC = 1, 2
@@ -259,7 +260,7 @@ def plan(views: Sequence[TreeView], state: Callable[[str], str]) -> dict[str, di
     result: dict[str, dict[str, str]] = {v.key: {} for v in views}
     folded: set[str] = set()
     for vdir in sorted(contributors):  # a parent sorts before its children
-        if _under(vdir, folded):
+        if below_any(vdir, folded):
             continue
         found = state(vdir)
         (first, sdir), *others = contributors[vdir]
@@ -268,15 +269,6 @@ def plan(views: Sequence[TreeView], state: Callable[[str], str]) -> dict[str, di
             result[first.key][vdir] = sdir
             folded.add(vdir)
     return result
-
-
-def _under(path: str, dirs: set[str]) -> bool:
-    head = path.rpartition("/")[0]
-    while head:
-        if head in dirs:
-            return True
-        head = head.rpartition("/")[0]
-    return False
 
 
 def covering(fold: dict[str, str]) -> Callable[[str], str | None]:

@@ -98,3 +98,13 @@ def remove_tree(name: str, *, dir_fd: int) -> None:
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=dir_fd)
+
+
+def below_any(path: str, dirs: set[str]) -> bool:
+    """Whether one of the ``/``-separated ``path``'s proper ancestors is in ``dirs``."""
+    head = path.rpartition("/")[0]
+    while head:
+        if head in dirs:
+            return True
+        head = head.rpartition("/")[0]
+    return False

@@ -78,6 +78,14 @@ class KeyLock:
         self._fd = fd
         return True
 
+    def take(self, *, wait: bool) -> bool:
+        """:meth:`acquire` (always True) with ``wait``, else :meth:`try_acquire`: what :func:`share_work`'s attempts
+        need."""
+        if wait:
+            self.acquire()
+            return True
+        return self.try_acquire()
+
     def _acquire(self, *, blocking: bool = True) -> int | None:
         """The locked fd; None, without ``blocking``, when another process holds the lock."""
         deadline = time.monotonic() + self._timeout

@@ -82,9 +82,7 @@ def _realize(
             return Realized(tree, unpacked=False)
         store.require_publish_access()
         lock = store.key_lock(key)
-        if wait:
-            lock.acquire()
-        elif not lock.try_acquire():
+        if not lock.take(wait=wait):
             return None
         try:
             tree = store.lookup(key)  # published while we waited for the lock

@@ -431,19 +431,11 @@ class _Walk:
     def _missing(self) -> None:
         gone = (self.dirs - self.seen_dirs) | self.unwalked
 
-        def under_gone(rel: str) -> bool:
-            parent = rel.rpartition("/")[0]
-            while parent:
-                if parent in gone:
-                    return True
-                parent = parent.rpartition("/")[0]
-            return False
-
         for d in sorted(self.dirs - self.seen_dirs):
-            if not under_gone(d):
+            if not fsio.below_any(d, gone):
                 self.damaged(d, "missing", "the directory is missing")
         for rel in sorted(set(self.m.files) - self.seen_files):
-            if not under_gone(rel):
+            if not fsio.below_any(rel, gone):
                 self.damaged(rel, "missing", "the file is missing")
 
 
