@@ -7,8 +7,8 @@ REQUESTED, direct_url.json). Everything else is linked from the store in the cho
 ``pip uninstall`` remove exactly what was installed, never touching the store.
 
 In ``fold`` mode (:mod:`wheelstore.fold` decides where) a whole directory may be one symlink into the store. RECORD
-then lists the symlink itself, as a row without hash *before* the rows of the files it holds, and those files too
-(pycs included), so ``importlib.metadata`` sees every file. Current pip removes the symlink: it resolves only the
+then lists the symlink itself first, as a row without hash, and the files it holds too (pycs included), so
+``importlib.metadata`` sees every file. Current pip removes the symlink: it resolves only the
 parent of each path, treats a symlink as a file, and refuses the rows below it, which resolve into the store,
 outside the venv. uv and ``wheelstore uninstall`` go row by row, so the symlink row must come first: after it, the
 rows below find nothing. When a later install must put files into a directory another distribution folded, that
@@ -34,12 +34,14 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from packaging.utils import NormalizedName, canonicalize_name
 
 from . import fold as folding
 from .errors import WheelstoreError
 from .link import LinkMode, link_file
+from .manifest import FileEntry
 from .store import Tree
 from .venv import Interpreter
 
@@ -134,54 +136,31 @@ def install_tree(
     created: list[str] = []
     made_dirs: list[str] = []
     known_dirs: set[str] = set()
-    record: list[tuple[str, str, int | str]] = []
     root = layout.root
     dist_info = os.path.join(root, m.dist_info)
     tree_path = os.fspath(tree.path)
-    covered = folding.covering(fold) if fold else None
-    made_folds: set[str] = set()
-    other_tag = f".{m.bytecode}.pyc" if m.bytecode and m.bytecode != interpreter.cache_tag else None
     try:
-        for rel in sorted(m.files):
-            entry = m.files[rel]
-            if other_tag and rel.endswith(other_tag) and "/__pycache__/" in "/" + rel:
-                continue  # compiled into the tree for another Python version
+        rows, data_files = _split(tree, layout, interpreter.cache_tag)
+        folded = _fold_links(fold, rows, root, made_dirs, known_dirs, created) if fold else set()
+        _link_rows(tree_path, rows, folded, root, mode, made_dirs, known_dirs, created)
+        record: list[tuple[str, str, int | str]] = []
+        pyc_rows = _Rows([], [])
+        if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
+            pyc_rows, pyc_data = _split(pycs, layout, interpreter.cache_tag)  # a unit is of one Python
+            _link_rows(os.fspath(pycs.path), pyc_rows, set(), root, mode, made_dirs, known_dirs, created)
+            data_files += [(os.fspath(pycs.path), rel, entry) for _tree, rel, entry in pyc_data]
+        for source, rel, entry in data_files:
             dst, scheme = layout.target(rel)
-            parent, _, base = dst.rpartition("/")
-            if parent == dist_info and base in INSTALLER_FILES:
-                continue
-            top = covered(parent) if covered is not None and fold is not None else None
-            if top is not None and fold is not None:
-                if top not in made_folds:  # the first file under it: make the link, and its row before theirs
-                    _makedirs(os.path.dirname(top), made_dirs, known_dirs)
-                    os.symlink(fold[top], top)
-                    made_folds.add(top)
-                    created.append(top)
-                    record.append((top, "", ""))
-                record.append((dst, entry.sha256, entry.size))
-                continue
-            if parent not in known_dirs:
-                _makedirs(parent, made_dirs, known_dirs)
-            src = os.path.join(tree_path, rel)
+            _makedirs(os.path.dirname(dst), made_dirs, known_dirs)
             if scheme == "scripts":
-                with open(src, "rb") as f:
+                with open(f"{source}/{rel}", "rb") as f:
                     data = _rewrite_shebang(f.read(), interpreter.executable)
                 _write_new(dst, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
-                _link_replacing(src, dst, mode)
+                _link_replacing(f"{source}/{rel}", dst, mode)
                 record.append((dst, entry.sha256, entry.size))
             created.append(dst)
-        if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
-            pyc_path = os.fspath(pycs.path)
-            for rel, entry in sorted(pycs.manifest.files.items()):
-                dst, _scheme = layout.target(rel)
-                parent = os.path.dirname(dst)
-                if parent not in known_dirs:
-                    _makedirs(parent, made_dirs, known_dirs)
-                _link_replacing(os.path.join(pyc_path, rel), dst, mode)
-                created.append(dst)
-                record.append((dst, entry.sha256, entry.size))
         for script, data in _launchers(tree, interpreter):
             _makedirs(os.fspath(script.parent), made_dirs, known_dirs)
             _write_new(os.fspath(script), data, 0o755)
@@ -201,7 +180,10 @@ def install_tree(
             created.append(path)
             record.append((path, _record_hash(data), len(data)))
         record_path = os.path.join(dist_info, "RECORD")
-        _write_new(record_path, _format_record(record, record_path, root), 0o644)
+        head = [(top, "", "") for top in sorted(folded)]  # first: see the module docstring
+        text = _format_record(head, root) + _record_lines(rows) + _record_lines(pyc_rows) + _format_record(
+            [*record, (record_path, "", "")], root)
+        _write_new(record_path, text.encode(), 0o644)
         created.append(record_path)
     except BaseException:
         for path in reversed(created):
@@ -210,6 +192,95 @@ def install_tree(
             _rmdir_quietly(d)
         raise
     return Path(dist_info)
+
+
+class _Rows(NamedTuple):
+    """The files of a tree's root part (its site-packages part, but for ``.data``) that a venv gets, in order: their
+    paths relative to that root, which are their RECORD paths too, and their manifest entries."""
+
+    rels: list[str]
+    entries: list[FileEntry]
+
+
+def _split(tree: Tree, layout: _Layout, cache_tag: str | None) -> tuple[_Rows, list[tuple[str, str, FileEntry]]]:
+    """Split a tree's files into its root part and its ``.data`` files (whose places depend on their scheme, as
+    (tree path, file, entry)), leaving out what the installer writes itself and pycs compiled into the tree for
+    another Python (``cache_tag`` is the venv's). One pass of plain string tests: it runs once per file of every
+    tree an install links."""
+    m = tree.manifest
+    own = {f"{m.dist_info}/{name}" for name in INSTALLER_FILES}
+    data_prefix = layout.data_prefix
+    other = f".{m.bytecode}.pyc" if m.bytecode and m.bytecode != cache_tag else None
+    tree_path = os.fspath(tree.path)
+    rels: list[str] = []
+    entries: list[FileEntry] = []
+    data: list[tuple[str, str, FileEntry]] = []
+    for rel, entry in sorted(m.files.items()):
+        if rel.startswith(data_prefix):
+            data.append((tree_path, rel, entry))
+        elif rel in own or (other and rel.endswith(other) and "/__pycache__/" in "/" + rel):
+            continue
+        else:
+            rels.append(rel)
+            entries.append(entry)
+    return _Rows(rels, entries), data
+
+
+def _fold_links(
+    fold: dict[str, str], rows: _Rows, root: str, made_dirs: list[str], known_dirs: set[str], created: list[str]
+) -> set[str]:
+    """Make the folded directories of ``fold`` that hold any of ``rows``; return them."""
+    prefix = root + "/"
+    covered = folding.covering(fold)
+    tops = {top for parent in {rel.rpartition("/")[0] for rel in rows.rels}
+            if parent and (top := covered(prefix + parent)) is not None}
+    for top in sorted(tops):
+        _makedirs(os.path.dirname(top), made_dirs, known_dirs)
+        os.symlink(fold[top], top)
+        created.append(top)
+    return tops
+
+
+def _link_rows(
+    source: str,
+    rows: _Rows,
+    folded: set[str],
+    root: str,
+    mode: LinkMode,
+    made_dirs: list[str],
+    known_dirs: set[str],
+    created: list[str],
+) -> None:
+    """Link each of ``rows`` from the tree at ``source`` that is not in a ``folded`` directory, a directory at a
+    time, parents first."""
+    by_dir: dict[str, list[str]] = {}
+    for rel in rows.rels:
+        parent, _, name = rel.rpartition("/")
+        by_dir.setdefault(parent, []).append(name)
+    covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
+    for parent in sorted(by_dir):
+        path = f"{root}/{parent}" if parent else root
+        if covered is not None and covered(path) is not None:
+            continue
+        _makedirs(path, made_dirs, known_dirs)
+        where = f"{source}/{parent}/" if parent else f"{source}/"
+        for name in by_dir[parent]:
+            dst = f"{path}/{name}"
+            _link_replacing(where + name, dst, mode)
+            created.append(dst)
+
+
+def _record_lines(rows: _Rows) -> str:
+    """RECORD's rows for ``rows``: their paths are RECORD's already, and csv quotes none of them but for a rare
+    name with a comma, quote or line break in it."""
+    if not rows.rels:
+        return ""
+    hashes = _record_hashes([e.sha256 for e in rows.entries])
+    if not _SPECIAL.search("".join(rows.rels)):
+        return "".join([f"{rel},{digest},{e.size}\n" for rel, digest, e in zip(rows.rels, hashes, rows.entries)])
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(zip(rows.rels, hashes, (e.size for e in rows.entries)))
+    return out.getvalue()
 
 
 def _makedirs(path: str, made: list[str], known: set[str]) -> None:
@@ -327,32 +398,20 @@ def _launchers(tree: Tree, interpreter: Interpreter) -> Iterator[tuple[Path, byt
             yield scripts_dir / name, _shebang(interpreter.executable) + b"# -*- coding: utf-8 -*-\n" + body.encode()
 
 
-def _format_record(rows: list[tuple[str, str, int | str]], record_path: str, root: str) -> bytes:
-    """RECORD paths are relative to the directory holding the dist-info: cheap for files under it, relpath else.
-    A row's hash is in RECORD's form already (or empty), or a manifest's sha256 hex digest, converted here."""
-    hexed = [i for i, (_p, digest, _s) in enumerate(rows) if len(digest) == 64 and not digest.startswith("sha256=")]
-    for i, digest in zip(hexed, _record_hashes([rows[i][1] for i in hexed])):
-        rows[i] = (rows[i][0], digest, rows[i][2])
+def _format_record(rows: Sequence[tuple[str, str, int | str]], root: str) -> str:
+    """RECORD rows for files anywhere in the venv: paths relative to the directory holding the dist-info. A row's
+    hash is in RECORD's form already (or empty), or a manifest's sha256 hex digest, converted here."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    prefix = root + os.sep
-    lines = []
     for path, digest, size in rows:
-        rel = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
-        if _PLAIN.fullmatch(rel):  # what csv would write unquoted, without its per-row cost
-            lines.append(f"{rel},{digest},{size}\n")
-        else:
-            writer.writerow((rel, digest, size))
-            lines.append(out.getvalue())
-            out.seek(0)
-            out.truncate()
-    writer.writerow((os.path.relpath(record_path, root), "", ""))
-    lines.append(out.getvalue())
-    return "".join(lines).encode()
+        if len(digest) == 64 and not digest.startswith("sha256="):
+            digest = _record_hashes([digest])[0]
+        writer.writerow((os.path.relpath(path, root), digest, size))
+    return out.getvalue()
 
 
-#: a RECORD path csv leaves unquoted
-_PLAIN = re.compile(r'[^,"\r\n]*')
+#: what makes csv quote a RECORD path
+_SPECIAL = re.compile(r'[,"\r\n]')
 
 
 # -- what is installed --------------------------------------------------------------------------------------------------
