@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,12 @@ def _plant(path: Path) -> None:
     (path.parent / "planted.py").write_bytes(b"evil = 1\n")
 
 
+def _plant_mtime_restored(path: Path) -> None:
+    st = path.parent.stat()
+    _plant(path)
+    os.utime(path.parent, ns=(st.st_atime_ns, st.st_mtime_ns))  # only the directory's ctime still shows it
+
+
 def _symlink(path: Path) -> None:
     path.unlink()
     path.symlink_to("/etc/hostname")
@@ -196,6 +203,7 @@ CASES = {
     "same-size-rewrite-mtime-restored": (_same_size_rewrite, TARGET, "content"),
     "missing": (_remove, TARGET, "missing"),
     "planted": (_plant, "demo/planted.py", "extra"),
+    "planted-dir-mtime-restored": (_plant_mtime_restored, "demo/planted.py", "extra"),
     "symlink": (_symlink, TARGET, "type"),
 }
 
@@ -215,6 +223,25 @@ def test_quick_check_catches(workdir: Path, case: str) -> None:
         assert not report.ok and report.still_damaged == [tree.key]
         if case == "same-size-rewrite-mtime-restored":
             assert report.rehashed == 1  # found only by re-hashing the one file whose ctime moved
+
+
+def test_unchanged_directories_are_looked_up_not_listed(workdir: Path) -> None:
+    """The first check lists every directory and marks the tree; later ones look up the manifest's names in each
+    directory whose ctime is older than that, and list only a directory that changed."""
+    whl = _wheel(workdir / "wheels")
+    with Store.init(workdir / "store") as store:
+        tree = store.realize(whl).tree
+        dirs = 1 + len(tree.manifest.dirs)
+        marks = verify.Checkpoints(store)
+        time.sleep(2 * verify.RACY_NS / 1e9)  # a mark never covers ctimes within a clock tick of the walk's start
+        first = verify._Walk(store, tree, False, marks).run()
+        assert first.damage == [] and first.listed == dirs
+        again = verify._Walk(store, tree, False, marks).run()
+        assert again.damage == [] and again.listed == 0 and again.files == len(tree.manifest.files)
+        (tree.path / "demo" / "sub" / "mod.py").unlink()
+        changed = verify._Walk(store, tree, False, marks).run()
+        assert [(d.path, d.problem) for d in changed.damage] == [("demo/sub/mod.py", "missing")]
+        assert changed.listed == 1
 
 
 def test_a_planted_symlink_directory_is_not_followed(workdir: Path) -> None:
@@ -391,6 +418,28 @@ def test_split_check_catches_damage_in_either_half(run: Runner, users: Users, wo
     assert snapshot(venv) == before
 
 
+def test_damage_found_while_linking_takes_the_whole_install_back(run: Runner, users: Users, workdir: Path,
+                                                                 group_store: Path) -> None:
+    """Trees bob links by symlink are checked while they are linked. A damaged one (its mtime and mode put back,
+    so only a re-hash shows it) turns the install back: the other trees are unlinked again and the older version
+    it was upgrading comes back, exactly; then the refusal names the damage in one line."""
+    trees = _many(run, users.alice, group_store, workdir / "wheels", 10)
+    (workdir / "old").mkdir()
+    old = make_wheel(workdir / "old", "many03", "0.9", files={"many03/__init__.py": b"N = 'old'\n"})
+    old.parent.chmod(0o755)
+    old.chmod(0o644)
+    venv = _venv(workdir / "venv", users.bob)
+    done = run(users.bob, "--store", str(group_store), "install", "-q", "--venv", str(venv), str(old))
+    assert done.returncode == 0, done.stderr
+    _tamper(run, users.alice, trees[3] / "many03/__init__.py", b"N = -1\n" * 40)
+    before = snapshot(venv)
+    line = one_line_error(run(users.bob, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode",
+                              "symlink", *map(str, sorted((workdir / "wheels").glob("*.whl")))))
+    assert "many03 1.0" in line and "damaged" in line, line
+    assert snapshot(venv) == before
+    assert (_site(venv) / "many03" / "__init__.py").read_bytes() == b"N = 'old'\n"
+
+
 def test_a_failing_child_vouches_for_nothing(run: Runner, users: Users, workdir: Path, group_store: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """If the child cannot check (here it raises), its trees are checked in the parent: damage is still found."""
@@ -400,7 +449,7 @@ def test_a_failing_child_vouches_for_nothing(run: Runner, users: Users, workdir:
     def broken(*_args: object) -> bool:
         raise RuntimeError("the child fails")
 
-    monkeypatch.setattr(verify, "_plainly_intact", broken)
+    monkeypatch.setattr(verify, "_intact", broken)
     with Store.open(group_store) as store:
         found = [t for p in trees if (t := store.lookup(p.name)) is not None]
         notes: list[str] = []

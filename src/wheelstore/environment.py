@@ -89,7 +89,10 @@ class Environment:
         """
         with install_lock(store):
             try:
-                return self._install(store, candidates, options)
+                try:
+                    return self._install(store, candidates, options, check_while_linking=True)
+                except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
+                    return self._install(store, candidates, options, check_while_linking=False)
             finally:
                 self._register(store)
 
@@ -100,11 +103,12 @@ class Environment:
         except (OSError, WheelstoreError) as e:
             log.warning("could not register %s as a gc root in %s: %s", self.path, store.root, e)
 
-    def _install(self, store: Store, candidates: Sequence[Candidate], options: Options) -> Report:
+    def _install(
+        self, store: Store, candidates: Sequence[Candidate], options: Options, *, check_while_linking: bool
+    ) -> Report:
         link_mode, compile_bytecode = options.link_mode, options.compile_bytecode
         report = Report()
         present = self.distributions()
-        wanted = {c.name: c for c in candidates}
         todo = [c for c in candidates if not _same(present.get(c.name), c)]
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c not in todo]
 
@@ -112,13 +116,51 @@ class Environment:
                               compile_into=link_mode in (None, LinkMode.FOLD) and compile_bytecode, quiet=options.quiet)
         modes = self._choose_modes(store, trees, link_mode, report)
         hardlinked = frozenset(k for k, m in modes.items() if m is LinkMode.HARDLINK)
-        # before the venv changes; a repaired tree comes back under the same key, owned by its repairer
-        trees = verify.intact_trees(store, trees, [c.wheel for c in todo], report.notes, hardlinked)
-        for note in report.notes:  # said once the install goes ahead, so that a refusal is its only line
+        # hard links need their check first (link counts, see verify.linked); the rest may be checked meanwhile
+        later = verify.CheckWhileLinking.start(store, [t for t in trees if t.key not in hardlinked]) \
+            if check_while_linking else None
+        try:
+            now = [t for t in trees if t.key in hardlinked] if later is not None else trees
+            wheels = {t.key: c.wheel for c, t in zip(todo, trees)}
+            # before the venv changes; a repaired tree comes back under the same key, owned by its repairer
+            checked = dict(zip((t.key for t in now),
+                               verify.intact_trees(store, now, [wheels[t.key] for t in now], report.notes, hardlinked)))
+            trees = [checked.get(t.key, t) for t in trees]
+            pycs = self._bytecode(store, trees) if compile_bytecode else {}
+            checkpoint("linking")  # tests pause here: the trees are found, not yet linked
+            stashes = self._link_checked(store, todo, trees, modes, pycs, present, report, later)
+        finally:
+            if later is not None:
+                later.close()
+        for note in report.notes:  # said once the install is in, so that a refusal is its only line
             log.warning("%s", note)
-        pycs = self._bytecode(store, trees) if compile_bytecode else {}
-        checkpoint("linking")  # tests pause here: the trees are found, not yet linked
+        for stash in stashes.values():
+            stash.discard()
+        verify.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
+                      self.interpreter.cache_tag)
+        report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
+        if options.exact:  # removals last: a failed install above must not have cost the venv its other packages
+            wanted = {c.name for c in candidates}
+            for name, dist in sorted(present.items()):
+                if name not in wanted and name not in SEED_PACKAGES:
+                    inst.uninstall(dist, self.interpreter)
+                    report.removed.append((dist.display_name, dist.version))
+        inst.bump_mtime(self.interpreter)
+        return report
 
+    def _link_checked(
+        self,
+        store: Store,
+        todo: Sequence[Candidate],
+        trees: Sequence[Tree],
+        modes: dict[str, LinkMode],
+        pycs: dict[str, Tree],
+        present: dict[NormalizedName, inst.Distribution],
+        report: Report,
+        later: verify.CheckWhileLinking | None,
+    ) -> dict[NormalizedName, inst.Stash]:
+        """Link the trees, replacing older versions (kept aside until the caller discards them), and take everything
+        back if anything fails, or if the check running meanwhile finds a tree damaged."""
         stashes: dict[NormalizedName, inst.Stash] = {}
         try:
             for cand in todo:  # an upgrade or downgrade replaces the old version's files, kept aside until it is in
@@ -128,28 +170,20 @@ class Environment:
                     inst.uninstall(old, self.interpreter, stashes[cand.name])
                     report.removed.append((old.display_name, old.version))
             self._link_all(store, todo, trees, modes, pycs)
+            if later is not None and not later.intact():
+                raise _DamagedMeanwhile()
         except BaseException:
-            self._put_back(stashes)
+            self._put_back(todo, stashes)
             raise
-        for stash in stashes.values():
-            stash.discard()
-        verify.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
-                      self.interpreter.cache_tag)
-        report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
-        if options.exact:  # removals last: a failed install above must not have cost the venv its other packages
-            for name, dist in sorted(present.items()):
-                if name not in wanted and name not in SEED_PACKAGES:
-                    inst.uninstall(dist, self.interpreter)
-                    report.removed.append((dist.display_name, dist.version))
-        inst.bump_mtime(self.interpreter)
-        return report
+        return stashes
 
-    def _put_back(self, stashes: dict[NormalizedName, inst.Stash]) -> None:
-        """After a failed upgrade: remove what was installed in place of each old version, and restore the old."""
+    def _put_back(self, todo: Sequence[Candidate], stashes: dict[NormalizedName, inst.Stash]) -> None:
+        """After a failed install: remove what it installed, and restore the old versions it replaced."""
         now = self.distributions()
-        for name, stash in stashes.items():
-            if name in now:
-                inst.uninstall(now[name], self.interpreter)
+        for cand in todo:
+            if cand.name in now and _same(now[cand.name], cand):
+                inst.uninstall(now[cand.name], self.interpreter)
+        for stash in stashes.values():
             stash.restore()
 
     def _link_all(
@@ -310,6 +344,10 @@ class Environment:
             if note and note not in report.notes:
                 report.notes.append(note)
         return modes
+
+
+class _DamagedMeanwhile(Exception):
+    """The check that ran while the trees were linked found one damaged; what was linked has been taken back."""
 
 
 def _same(dist: inst.Distribution | None, cand: Candidate) -> bool:
