@@ -166,26 +166,30 @@ def view(tree: Tree, sites: dict[str, str], data_dir: str, cache_tag: str | None
     result = TreeView(tree.key, anchors=set(sites.values()))
     compiled = cache_tag is None or m.bytecode == cache_tag
     dist_info = m.dist_info + "/"
+    data_slash = data_dir + "/"
     tree_dirs: set[str] = set()
     elves: list[str] = []
+    last = None  # (prefix, head) of the file before: files come sorted, so most share their directory with it
     for rel, entry in m.files.items():
         if rel.startswith(dist_info):
             continue
-        if rel.startswith(data_dir + "/"):
-            scheme = rel[len(data_dir) + 1 :].split("/", 1)[0]
-            prefix = f"{data_dir}/{scheme}/"
+        if rel.startswith(data_slash):
+            scheme = rel[len(data_slash) :].split("/", 1)[0]
+            prefix = f"{data_slash}{scheme}/"
             if prefix not in sites:
                 continue
         else:
             prefix = ""
+        head, _, name = rel[len(prefix) :].rpartition("/")
+        if ".so" in name or entry.mode & stat.S_IXUSR:  # what _may_be_elf says, inline: this runs once per file
+            elves.append(rel)
+        is_module = not compiled and name.endswith(".py")
+        if (prefix, head) == last and not is_module:
+            continue
+        last = (prefix, head)
         site = sites[prefix]
-        sub = rel[len(prefix) :]
-        head = sub.rpartition("/")[0]
         if head:
             result.anchors.add(f"{site}/{head}")
-        is_module = not compiled and rel.endswith(".py")
-        if _may_be_elf(rel, entry.mode):
-            elves.append(rel)
         while head:
             vdir = f"{site}/{head}"
             if vdir in result.dirs and not is_module:

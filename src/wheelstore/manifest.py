@@ -89,7 +89,7 @@ class Manifest:
                 publisher=str(doc["publisher"]),
                 owner_uid=int(doc["owner_uid"]),
                 published_at=str(doc["published_at"]),
-                files={path: _entry(entry) for path, entry in doc["files"].items()},
+                files=_entries(doc["files"]),
                 dirs=list(doc["dirs"]),
                 bytecode=None if doc.get("bytecode") is None else str(doc["bytecode"]),
                 rpaths=_rpaths(doc.get("rpaths")),
@@ -98,10 +98,16 @@ class Manifest:
             raise ValueError(f"incomplete manifest: {e}") from None
 
 
-def _entry(raw: Any) -> FileEntry:
-    if type(raw) is not list or len(raw) != 5:
-        raise TypeError(f"a file entry must be a list of 5 fields, not {raw!r}")
-    return FileEntry._make(raw)
+def _entries(raw: Any) -> dict[str, FileEntry]:
+    """The file entries, checked for shape in one pass and then made without per-entry calls: every install
+    parses one per file of every tree it links."""
+    if type(raw) is not dict:
+        raise TypeError("files must map names to entries")
+    bad = [entry for entry in raw.values() if type(entry) is not list or len(entry) != 5]
+    if bad:
+        raise TypeError(f"a file entry must be a list of 5 fields, not {bad[0]!r}")
+    make = tuple.__new__
+    return {path: make(FileEntry, entry) for path, entry in raw.items()}
 
 
 def _rpaths(raw: Any) -> dict[str, list[str]] | None:
