@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import stat
 import tempfile
 import zipfile
@@ -60,10 +61,13 @@ class Member:
     size: int | None
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def normalize_sha256(value: str) -> str:
     """Accept ``HEX`` or ``sha256:HEX`` (pip and pylock spellings); return lowercase hex."""
     text = value.strip().lower().removeprefix("sha256:").removeprefix("sha256=")
-    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+    if not _HEX64.fullmatch(text):  # a lockfile may carry a thousand of these
         raise WheelError(f"{value!r} is not a sha256 hex digest")
     return text
 
