@@ -9,7 +9,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from packaging.requirements import InvalidRequirement, Requirement
 
+from wheelstore import inputs
 from wheelstore.inputs import InputError, NeedsResolution, collect, parse_requirements_file
 from wheelstore.venv import Interpreter
 
@@ -373,3 +375,60 @@ def test_environment_variables_in_requirements_files(tmp_path: Path, py: Interpr
     unset = write(tmp_path / "u.txt", "envpkg==${NOT_SET_ANYWHERE}\n")
     with pytest.raises(InputError, match=r"NOT_SET_ANYWHERE"):
         collect([], [unset], [links], py)
+
+
+# -- the plain-pin shortcut past packaging's requirement parser ---------------------------------------------------
+
+#: lines the shortcut may take, and lines close to them that it must leave to packaging (or that packaging refuses)
+PIN_LINES = [
+    # plain pins, as pip-compile and uv write them
+    "a==1", "A==1.0", "foo-bar==2.0.1", "foo_bar==1.0", "foo.bar==1.0", "Foo.Bar-baz_9==0.0.1", "9==1", "a..b==1",
+    "a-_-b==1", "x==0", "x==01.02", "x==1!2.0", "x==1.0a1", "x==1.0b2", "x==1.0rc3", "x==1.0.post1", "x==1.0.dev4",
+    "x==1.0a1.post2.dev3", "x==1.0+local", "x==1.0+abc.5", "x==1.0+ubuntu.1", "x==2026.10.19.post1",
+    "foo.whl==1.0", "x==1.0+abc.whl", "x==1.0+whl",
+    # other operators, wildcards, several specifiers
+    "x===1.0", "x==1.*", "x==1.0.*", "x==1.0,<2", "x==1.0,!=1.0", "x>=1.0", "x~=1.0", "x!=1.0", "x<=1.0", "x", "x>1",
+    # spaces, extras, markers, URLs, paths
+    "x == 1.0", "x ==1.0", "x== 1.0", " x==1.0", "x==1.0 ", "x==1.0\t", "x[extra]==1.0", "x[a,b]==1.0",
+    "x==1.0; python_version>'3'", "x==1.0;python_version>'3'", "x==1.0 ; sys_platform == 'win32'",
+    "x==1.0; python_version < '2'", "x==1.0; nonsense_marker == '1'", "x==1.0; python_version >= 'abc'",
+    "x @ file:///tmp/x-1.0-py3-none-any.whl", "x@https://example.invalid/x-1.0.tar.gz",
+    "x-1.0-py3-none-any.whl", "dir/x-1.0-py3-none-any.whl", "x-1.0.tar.gz", "x==1.0#frag", "(x==1.0)", "x(==1.0)",
+    "x (==1.0)", "x(==1.0",
+    # versions packaging normalizes, or refuses
+    "x==1.0RC1", "x==1.0-1", "x==1.0_1", "x==v1.0", "x==1.0+", "x==1.0+-a", "x==+1", "x==1.0a", "x==1..0", "x==1.0.",
+    "x==1!", "x==1.0+ABC", "x==1.0+a_b", "x==1e3", "x==1.0.post", "x==1.0-post1", "x==1.0c1", "x==1.0pre1",
+    "x==1.0alpha1", "x==1.0.a1", "x==1.0-dev", "x==0x10", "x==١.٠", "x==1.0\u00a0",
+    # names packaging refuses, or reads differently
+    "x==", "==1.0", "-x==1.0", "x-==1.0", "x.==1.0", "_x==1.0", "x_==1.0", ".x==1.0", "ｘ==1.0", "x/y==1.0", "x==1==2",
+    "x=1.0", "x=1.0.0", "x==1.0==", "x====1", "x==1,", "x,y==1", "x==1.0\\", "",
+]
+
+
+def _pin_or_error(text: str, py: Interpreter) -> object:
+    try:
+        return inputs.parse_requirement(text, "r.txt:1", lambda: inputs.marker_environment(py), frozenset({"a" * 64}))
+    except InputError as e:
+        return ("error", e.oneline())
+
+
+def test_plain_pins_read_as_packaging_reads_them(py: Interpreter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line the shortcut takes gives what packaging's Requirement gives (name, specifier, no URL, marker or
+    extras), and parse_requirement's pin (or error) is the same with the shortcut and without it."""
+    lines = PIN_LINES + [line.split()[0] for line in SET36.read_text().splitlines()
+                         if line and not line[0].isspace() and not line.startswith("#")] if SET36.exists() else PIN_LINES
+    taken = [line for line in lines if inputs.plain_requirement(line) is not None]
+    for line in taken:
+        name, specifier = inputs.plain_requirement(line) or ("", None)
+        try:
+            req = Requirement(line)
+        except InvalidRequirement as e:
+            pytest.fail(f"the shortcut takes {line!r}, which packaging refuses: {e}")
+        assert (name, str(specifier), specifier) == (req.name, str(req.specifier), req.specifier), line
+        assert (req.url, req.marker, req.extras) == (None, None, set()), line
+    with_shortcut = [_pin_or_error(line, py) for line in lines]
+    monkeypatch.setattr(inputs, "plain_requirement", lambda text: None)
+    assert with_shortcut == [_pin_or_error(line, py) for line in lines]
+    # the shortcut is taken for the common forms, and only for them
+    assert {"a==1", "x==1!2.0", "x==1.0a1.post2.dev3", "x==1.0+abc.5", "x==2026.10.19.post1"} <= set(taken)
+    assert not {"x == 1.0", "x==1.0.*", "x===1.0", "x[extra]==1.0", "x==1.0+abc.whl", "x==1.0RC1"} & set(taken)

@@ -38,7 +38,6 @@ from pathlib import Path
 from .errors import WheelstoreError
 from .manifest import FileEntry, Manifest
 from .policy import Role, open_dir
-from .realize import _commit, _manifest_stamp, stage_and_rename
 from .store import Store, Tree
 from .venv import Interpreter
 
@@ -284,6 +283,8 @@ def _modules(tree: Tree) -> list[str]:
 
 
 def _publish(store: Store, tree: Tree, interpreter: Interpreter, key: str) -> Tree:
+    from .realize import _commit, _manifest_stamp, stage_and_rename  # here: a warm install never compiles
+
     def build(root_fd: int, path: Path) -> tuple[dict[str, FileEntry], list[str]]:
         _run_compiler(interpreter, os.fspath(tree.path), os.fspath(path), _modules(tree), tree.manifest.wheel)
         return _seal(store, root_fd)

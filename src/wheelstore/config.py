@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import platformdirs
-
 from .errors import StoreError
 
 if sys.version_info >= (3, 11):
@@ -27,10 +25,14 @@ SYSTEM_CONFIG = Path("/etc/wheelstore/config.toml")
 
 
 def user_config_path() -> Path:
+    import platformdirs  # here: with --store or $WHEELSTORE_STORE no config file is read
+
     return platformdirs.user_config_path("wheelstore") / "config.toml"
 
 
 def default_store_path() -> Path:
+    import platformdirs
+
     return platformdirs.user_data_path("wheelstore") / "store"
 
 

@@ -26,7 +26,6 @@ from .hooks import checkpoint
 from .bytecode import InTree
 from .inputs import Candidate
 from .link import LinkMode, choose, probe
-from .realize import realize_many
 from .roots import register
 from .sources import Sources
 from .store import Store, Tree
@@ -307,6 +306,8 @@ class Environment:
         remote = [c for c in todo if c.name not in trees and c.wheel is None]
         compiler = InTree(store, self.interpreter) if compile_into and self.interpreter.cache_tag else None
         if local:
+            from .realize import realize_many  # here: a warm store needs no wheel opened, nor the realize stage
+
             outcomes = realize_many(store, [(Path(c.wheel), c.sha256) for c in local if c.wheel is not None],
                                     compiler=compiler)
             errors = [o for o in outcomes if isinstance(o, WheelstoreError)]

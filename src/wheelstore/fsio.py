@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import os
@@ -18,6 +17,8 @@ RENAME_NOREPLACE = 1
 def _libc_function(name: str) -> Any:
     """A libc function, or None where it is missing. ``CDLL(None)`` is the process's own symbols, which include libc
     wherever Python links it; ``ctypes.util.find_library`` would start ``ldconfig`` in a subprocess on every run."""
+    import ctypes  # here: only publishing calls into libc; a warm install never does
+
     try:
         return getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
@@ -35,6 +36,8 @@ def syncfs(fd: int) -> None:
         os.sync()
         return
     if call(fd) != 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -50,6 +53,8 @@ def rename_noreplace(src: str, dst: str, *, dir_fd: int) -> None:
     if renameat2 is not None:
         if renameat2(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
             return
+        import ctypes
+
         err = ctypes.get_errno()
         if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise OSError(err, os.strerror(err), dst)

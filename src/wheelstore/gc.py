@@ -33,7 +33,6 @@ from .errors import StoreError, WheelstoreError
 from .hooks import checkpoint
 from .locks import DEFAULT_TIMEOUT, KeyLock, LockUnavailable
 from .policy import open_dir, user_name
-from .stats import Usage, usage
 from .store import STALE_AFTER, Store, staging_name
 
 #: unreferenced trees younger than this are kept: a venv may be about to be rebuilt from them
@@ -219,6 +218,8 @@ class _Candidate:
 
 def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False) -> Report:
     """Mark from the live roots and sweep what nothing holds; with ``dry_run`` only say what would go."""
+    from .stats import usage  # here, as in the other sweepers: installs import this module for its lock alone
+
     report = Report(str(store.root), dry_run, grace)
     marks = _Marks(store)
     marks.update()  # the slow pass (reading venvs) runs unlocked
@@ -375,6 +376,8 @@ def _unpublish(store: Store, cand: _Candidate, report: Report) -> str | None:
 
 def _delete(store: Store, hidden: str, cand: _Candidate, report: Report) -> None:
     """After the lock: delete an unpublished tree's files, if this process may."""
+    from .stats import usage
+
     trees_fd = store.area_fd("trees")
     used = usage(hidden, dir_fd=trees_fd)
     unit = replace(cand.unit, bytes=used.bytes, inodes=used.inodes)
@@ -394,6 +397,8 @@ def _delete(store: Store, hidden: str, cand: _Candidate, report: Report) -> None
 
 def _sweep_staging(store: Store, report: Report, *, dry_run: bool) -> None:
     """Leftovers of dead publishers, downloads and gcs: stale as :meth:`Store.staging_entries` decides."""
+    from .stats import Usage, usage
+
     euid = os.geteuid()
     for entry in store.staging_entries():
         if not entry.stale:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,14 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
-from packaging.markers import (
-    Environment,
-    InvalidMarker,
-    UndefinedComparison,
-    UndefinedEnvironmentName,
-    default_environment,
-)
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag, create_compatible_tags_selector
 from packaging.utils import BuildTag, InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
@@ -39,6 +30,7 @@ from .venv import Interpreter
 from .wheel import CHUNK, normalize_sha256
 
 if TYPE_CHECKING:
+    from packaging.markers import Environment, InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
     from packaging.pylock import PackageSdist, PackageWheel
 
     from .index import RemoteFile
@@ -109,12 +101,20 @@ class Requirements:
     require_hashes: bool = False
 
 
-_MARKER_ERRORS = (InvalidMarker, UndefinedComparison, UndefinedEnvironmentName)
+def _marker_errors() -> tuple[type[InvalidMarker], type[UndefinedComparison], type[UndefinedEnvironmentName]]:
+    """What evaluating a marker raises; packaging.markers is imported only where markers are met."""
+    from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+
+    return InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+
+
 _IMPLEMENTATIONS = {"cpython": "CPython", "pypy": "PyPy", "graalpy": "GraalVM", "jython": "Jython"}
 
 
 def marker_environment(interpreter: Interpreter) -> dict[str, str]:
     """PEP 508 marker values for the target interpreter; the platform values are this machine's, where it runs."""
+    from packaging.markers import default_environment
+
     env = {key: str(value) for key, value in default_environment().items()}
     full = ".".join(map(str, interpreter.version))
     env.update(
@@ -131,8 +131,51 @@ def marker_environment(interpreter: Interpreter) -> dict[str, str]:
 # -- requirements ---------------------------------------------------------------------------------------------------
 
 
-def parse_requirement(text: str, origin: str, env: dict[str, str], hashes: frozenset[str] = frozenset()) -> Pin | None:
+#: markers as needed: ``marker_environment`` for the target, computed (and packaging.markers imported) on first use
+MarkerEnvironment = Callable[[], dict[str, str]]
+
+
+def _lazy_environment(interpreter: Interpreter) -> MarkerEnvironment:
+    """``marker_environment(interpreter)`` on first call, then the same dict: plain pins need no marker values."""
+    computed: list[dict[str, str]] = []
+
+    def get() -> dict[str, str]:
+        if not computed:
+            computed.append(marker_environment(interpreter))
+        return computed[0]
+
+    return get
+
+
+#: ``name==version`` with nothing else: a PEP 508 name and a PEP 440 version in the forms pip-compile and uv write.
+#: Only a start-up shortcut past packaging's requirement parser (11 ms of imports); every other line goes there, and
+#: tests/test_inputs.py checks that packaging reads each line this accepts the same way.
+_PLAIN_PIN = re.compile(
+    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
+    r"(?P<specifier>==(?:[0-9]+!)?[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc)[0-9]+)?(?:\.post[0-9]+)?(?:\.dev[0-9]+)?"
+    r"(?:\+[a-z0-9]+(?:\.[a-z0-9]+)*)?)"
+)
+
+
+def plain_requirement(text: str) -> tuple[str, SpecifierSet] | None:
+    """The name and specifier of a plain ``name==version`` line, as packaging's ``Requirement`` gives them; None
+    for anything else (extras, markers, URLs, spaces, other operators, unusual versions, and a text ending in .whl,
+    which is taken as a wheel path): parse those fully."""
+    plain = _PLAIN_PIN.fullmatch(text)
+    if plain is None or text.endswith(".whl"):
+        return None
+    return plain["name"], SpecifierSet(plain["specifier"])
+
+
+def parse_requirement(
+    text: str, origin: str, env: MarkerEnvironment, hashes: frozenset[str] = frozenset()
+) -> Pin | None:
     """A requirement or wheel path as a Pin; None when its marker leaves the target out."""
+    plain = plain_requirement(text)
+    if plain is not None:
+        return _pin(*plain, origin, hashes)
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         req = Requirement(text)
     except InvalidRequirement as e:
@@ -144,9 +187,9 @@ def parse_requirement(text: str, origin: str, env: dict[str, str], hashes: froze
     if req.url is None and text.endswith(".whl"):  # a bare file name is also a valid project name
         return _wheel_pin(Path(text), _path_origin(text, origin), hashes)
     try:
-        if req.marker is not None and not req.marker.evaluate(env):
+        if req.marker is not None and not req.marker.evaluate(env()):
             return None
-    except _MARKER_ERRORS as e:
+    except _marker_errors() as e:
         raise InputError(f"{origin}: the marker of {req.name} cannot be evaluated ({e})") from None
     if req.url is not None:
         url = urlparse(req.url)
@@ -159,15 +202,19 @@ def parse_requirement(text: str, origin: str, env: dict[str, str], hashes: froze
             f"{origin}: {req.name} @ {req.url} needs downloading, which is not supported yet",
             hint=f"download the wheel and give its path, or put it in a --find-links directory and pin {req.name}",
         )
-    pin_text = f"{req.name}{req.specifier}"
+    return _pin(req.name, req.specifier, origin, hashes)
+
+
+def _pin(name: str, specifier: SpecifierSet, origin: str, hashes: frozenset[str]) -> Pin:
+    pin_text = f"{name}{specifier}"
     version = None
-    specs = list(req.specifier)
+    specs = list(specifier)
     if len(specs) == 1 and specs[0].operator in ("==", "===") and not specs[0].version.endswith(".*"):
         try:
             version = Version(specs[0].version)
         except InvalidVersion:
             raise InputError(f"{origin}: {pin_text}: {specs[0].version!r} is not a valid version") from None
-    return Pin(canonicalize_name(req.name), version, req.specifier, pin_text, origin, hashes)
+    return Pin(canonicalize_name(name), version, specifier, pin_text, origin, hashes)
 
 
 def _path_origin(text: str, origin: str) -> str:
@@ -187,7 +234,7 @@ def _wheel_pin(path: Path, origin: str, hashes: frozenset[str]) -> Pin:
 def parse_requirements_file(path: Path, interpreter: Interpreter) -> Requirements:
     """pip's requirements format, as far as installing pinned local wheels needs it; lines a marker excludes drop."""
     into = Requirements()
-    _read_requirements(path, marker_environment(interpreter), into, set())
+    _read_requirements(path, _lazy_environment(interpreter), into, set())
     return into
 
 
@@ -237,7 +284,7 @@ _OPTIONS = {
 _BUILD_OPTIONS = frozenset({"--config-settings", "--global-option"})
 
 
-def _read_requirements(path: Path, env: dict[str, str], into: Requirements, seen: set[Path]) -> None:
+def _read_requirements(path: Path, env: MarkerEnvironment, into: Requirements, seen: set[Path]) -> None:
     real = Path(os.path.abspath(path))
     if real in seen:  # included twice, or a cycle: once is enough
         return
@@ -264,8 +311,10 @@ def _read_requirements(path: Path, env: dict[str, str], into: Requirements, seen
 
 
 def _read_options(
-    line: str, where: str, path: Path, env: dict[str, str], into: Requirements, seen: set[Path]
+    line: str, where: str, path: Path, env: MarkerEnvironment, into: Requirements, seen: set[Path]
 ) -> None:
+    import shlex  # here: option lines are rare, and plain requirements files have none
+
     try:
         words = shlex.split(line)
     except ValueError as e:
@@ -409,21 +458,21 @@ def _tag_text(filename: str) -> str:
 # -- pylock ---------------------------------------------------------------------------------------------------------
 
 
-def _read_pylock(path: Path, env: dict[str, str], interpreter: Interpreter, links: _Links) -> list[Pin]:
+def _read_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, links: _Links) -> list[Pin]:
     """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located."""
     from packaging.pylock import PackageSdist, PackageWheel, Pylock, PylockSelectError, PylockValidationError
 
     try:
         with open(path, "rb") as f:
             lock = Pylock.from_dict(tomllib.load(f))
-        selected = list(lock.select(environment=cast(Environment, env), tags=interpreter.tags))
+        selected = list(lock.select(environment=cast("Environment", env()), tags=interpreter.tags))
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{path} is not valid TOML ({e})") from None
     except PylockValidationError as e:
         raise InputError(f"{path} is not a valid pylock file ({e})") from None
-    except (PylockSelectError, *_MARKER_ERRORS) as e:
+    except (PylockSelectError, *_marker_errors()) as e:
         raise InputError(f"{path}: {e}") from None
     pins = []
     for package, source in selected:
@@ -514,7 +563,7 @@ def collect(
     tree of a file with that hash: a pin whose given hash it holds is not read at all (the tree is used, not the file;
     were the tree gone by then, realizing the file checks the hash anyway).
     """
-    env = marker_environment(interpreter)
+    env = _lazy_environment(interpreter)
     entries: list[_Entry] = []
     directories = list(find_links)
     locks: list[Path] = []

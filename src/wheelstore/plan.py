@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
@@ -78,6 +77,8 @@ def _resolve(
 
 
 def _named(requirements: Sequence[str], requirement_files: Sequence[Path], interpreter: Interpreter) -> set[str]:
+    from packaging.requirements import InvalidRequirement, Requirement  # here: pinned inputs never need it
+
     names: set[str] = set()
     for text in requirements:
         try:

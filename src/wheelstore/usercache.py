@@ -13,13 +13,13 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 #: the largest cache file read; anything bigger is not ours
 MAX_BYTES = 64 << 20
 
 
 def path(name: str) -> Path:
+    import platformdirs  # here: commands that never read the cache skip its import (tempfile, shutil, ...)
+
     return platformdirs.user_cache_path("wheelstore") / name
 
 

@@ -47,7 +47,6 @@ from .errors import StoreError, WheelstoreError
 from .install import INSTALLER_FILES
 from .manifest import FileEntry, Manifest
 from .policy import Role, open_dir, user_name
-from .realize import _make_movable
 from .store import MAX_MANIFEST, Store, Tree, staging_name
 from .venv import Interpreter
 from .wheel import CHUNK
@@ -661,6 +660,8 @@ def quarantine(store: Store, key: str) -> tuple[str, ...]:
             fsio.fsync_dir(manifests)
             moved.append(f"staging/{aside}.json")
         if fsio.exists(key, dir_fd=trees):
+            from .realize import _make_movable  # here: only a repair needs the realize stage
+
             _make_movable(key, trees)
             os.rename(key, aside, src_dir_fd=trees, dst_dir_fd=staging)
             fsio.fsync_dir(trees)

@@ -14,13 +14,12 @@ import os
 import re
 import stat
 import tempfile
-import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from packaging.tags import Tag
 from packaging.utils import (
@@ -35,9 +34,10 @@ from packaging.version import Version
 from .hooks import checkpoint
 from .errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
 
+if TYPE_CHECKING:
+    import zipfile
+
 CHUNK = 1 << 20
-#: what reading a member can raise: corrupt data, encryption, an unsupported compression method
-_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError, ValueError)
 #: files a wheel's RECORD may leave without a hash (PEP 376/427): RECORD itself and its signatures
 UNHASHED = ("RECORD", "RECORD.jws", "RECORD.p7s")
 #: the install schemes a wheel's .data directory may hold (PEP 427)
@@ -89,6 +89,13 @@ def check_member_name(name: str, *, where: str) -> str:
     return path
 
 
+def _zip_errors() -> tuple[type[Exception], ...]:
+    """What reading a member can raise: corrupt data, encryption, an unsupported compression method."""
+    import zipfile
+
+    return zipfile.BadZipFile, EOFError, zlib.error, RuntimeError, NotImplementedError, ValueError
+
+
 def _is_under(path: str, directory: str) -> bool:
     return path.startswith(directory + "/")
 
@@ -129,6 +136,8 @@ class WheelArchive:
                 raise HashMismatch(
                     f"{self.filename}: sha256 is {self.sha256}, expected {normalize_sha256(expected_sha256)}"
                 )
+            import zipfile  # here: installs from a warm store import this module but never open a wheel
+
             try:
                 self._zip = zipfile.ZipFile(self._file)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
@@ -182,7 +191,7 @@ class WheelArchive:
     def _read(self, info: zipfile.ZipInfo) -> bytes:
         try:
             return self._zip.read(info)
-        except _ZIP_ERRORS as e:
+        except _zip_errors() as e:
             raise WheelError(f"{self.filename}: member {info.filename!r} is corrupt ({e})") from None
 
     def _validate(self) -> tuple[str, list[Member], set[str]]:
@@ -326,7 +335,7 @@ class WheelArchive:
                         record_hash.update(chunk)
                     size += len(chunk)
                     write(chunk)
-        except _ZIP_ERRORS as e:
+        except _zip_errors() as e:
             raise WheelError(f"{self.filename}: member {member.name!r} is corrupt ({e})") from None
         if member.size is not None and size != member.size:
             raise RecordMismatch(f"{self.filename}: {member.name!r} is {size} bytes, RECORD says {member.size}")

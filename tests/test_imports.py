@@ -1,0 +1,80 @@
+"""Start-up: what the CLI imports before it knows what it will do, and the package's lazy re-exports.
+
+A warm ``install -r`` is benchmarked against ``uv pip sync``; modules only some verbs, a cold store or unusual input
+need are imported where they are used. These tests run a fresh interpreter, so nothing imported by the test session
+hides a module-level import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
+
+
+def _fresh(code: str) -> object:
+    """What ``code`` prints as JSON, run by a new interpreter importing this tree's wheelstore."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout)
+
+
+#: never needed to install from a warm store: the realize stage and wheel reader, packaging's requirement parser,
+#: and the modules of other verbs
+NOT_AT_START = ["wheelstore.realize", "zipfile", "packaging.requirements", "packaging.markers", "wheelstore.stats",
+                "wheelstore.doctor", "wheelstore.fetch", "wheelstore.http", "wheelstore.index", "wheelstore.resolve",
+                "wheelstore.build", "ctypes", "shlex", "urllib.request"]
+
+
+def test_the_cli_starts_without_what_a_warm_install_never_needs() -> None:
+    loaded = _fresh("import json, sys; before = set(sys.modules); import wheelstore.cli; "
+                    "print(json.dumps(sorted(set(sys.modules) - before)))")  # not what site imported already
+    assert isinstance(loaded, list) and "wheelstore.environment" in loaded
+    assert [m for m in NOT_AT_START if m in loaded] == []
+
+
+def test_the_package_reexports_load_on_first_use() -> None:
+    got = _fresh(
+        "import json, sys, wheelstore\n"
+        "before = sorted(m for m in sys.modules if m.startswith('wheelstore.'))\n"
+        "from wheelstore import Policy, Realized, Store, Tree, WheelstoreError, doctor\n"
+        "from wheelstore import policy, realize, store, errors\n"
+        "same = [Policy is policy.Policy, Realized is realize.Realized, Store is store.Store, Tree is store.Tree,\n"
+        "        WheelstoreError is errors.WheelstoreError, doctor.__name__ == 'wheelstore.doctor']\n"
+        "try:\n"
+        "    wheelstore.nothing_by_this_name\n"
+        "    missing = None\n"
+        "except AttributeError as e:\n"
+        "    missing = str(e)\n"
+        "print(json.dumps([before, same, missing, sorted(wheelstore.__all__)]))"
+    )
+    assert got == [[], [True] * 6, "module 'wheelstore' has no attribute 'nothing_by_this_name'",
+                   ["Policy", "Realized", "Store", "Tree", "WheelstoreError", "__version__"]]
+
+
+def test_plain_pins_need_no_requirement_parser(tmp_path: Path) -> None:
+    """A hashed, pinned requirements file (the benchmark's) is read without packaging's parser or markers; a line
+    with a marker still gets both."""
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from wheelstore.inputs import parse_requirements_file\n"
+        "from wheelstore.venv import Interpreter\n"
+        "py = Interpreter.inspect(sys.executable)\n"
+        "pins = parse_requirements_file(Path(sys.argv[1]), py).pins\n"
+        "print(json.dumps([len(pins), 'packaging.requirements' in sys.modules, 'packaging.markers' in sys.modules]))"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    for text, expected in ((SET36.read_text() if SET36.exists() else "six==1.17.0 --hash=sha256:" + "a" * 64, False),
+                           ("six==1.17.0 ; python_version >= '3'\n", True)):
+        path = tmp_path / "requirements.txt"
+        path.write_text(text)
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env,
+                              check=True)
+        count, parser, markers = json.loads(done.stdout)
+        assert count >= 1 and (parser, markers) == (expected, expected), text[:80]
