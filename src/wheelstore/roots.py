@@ -16,8 +16,8 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from . import install as inst
 from .policy import Role, open_dir, user_name
@@ -33,8 +33,7 @@ _ORIGIN_MAX = 64 << 10
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-@dataclass(frozen=True)
-class RootDist:
+class RootDist(NamedTuple):
     """One distribution of a rooted venv: where its dist-info is (relative to the venv) and what it links."""
 
     name: str
@@ -47,8 +46,7 @@ class RootDist:
         return (self.key, self.pyc) if self.pyc else (self.key,)
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     """A venv's claim on trees, as read from ``roots/<user>/<name>``."""
 
     file: str  #: ``<user dir>/<name>``, relative to ``roots/``
@@ -115,6 +113,7 @@ def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[R
     """The venv's distributions whose origin file names this store."""
     same = SameStore(store)
     prefix = real + os.sep
+    sites: dict[str, str] = {}  # each site directory's real path, resolved once rather than per dist-info
     for dist in inst.installed(interpreter).values():
         found = inst.origin(dist)
         if found is None or not same(found.get("store")):
@@ -122,7 +121,11 @@ def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[R
         key = found.get("key")
         if not isinstance(key, str) or not _is_key(key):
             continue
-        dist_info = os.path.realpath(dist.dist_info)
+        site = os.fspath(dist.dist_info.parent)
+        if site not in sites:
+            sites[site] = os.path.realpath(site)
+        dist_info = (os.path.realpath(dist.dist_info) if os.path.islink(dist.dist_info)
+                     else os.path.join(sites[site], dist.dist_info.name))
         if not dist_info.startswith(prefix):
             log.warning("%s is outside its venv %s; it is not rooted", dist_info, real)
             continue
@@ -178,8 +181,7 @@ def _write_atomically(store: Store, dir_fd: int, name: str, data: bytes) -> None
 # -- reading -----------------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RootFile:
+class RootFile(NamedTuple):
     """A root file's identity, so gc can tell which roots changed between its unlocked and locked passes."""
 
     path: str  #: relative to ``roots/``
@@ -306,8 +308,7 @@ class SameStore:
         return self._seen[path]
 
 
-@dataclass(frozen=True)
-class Held:
+class Held(NamedTuple):
     """What a root holds after :func:`confirm`."""
 
     keys: frozenset[str]
