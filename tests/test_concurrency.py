@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -305,7 +304,7 @@ def test_compilers_are_reused_across_trees_and_a_dead_one_is_an_error(tmp_path: 
     _run_compiler(target, str(tmp_path / "t1"), str(tmp_path / "t1"), ["pkg/m.py"], "t1")
     assert (tmp_path / f"t1/pkg/__pycache__/m.{target.cache_tag}.pyc").is_file()
     assert 1 <= pool.started <= (os.cpu_count() or 1)
-    broken = dataclasses.replace(target, executable="/bin/false")  # exits at once: dies during its job
+    broken = target._replace(executable="/bin/false")  # exits at once: dies during its job
     with pytest.raises(BytecodeError, match="^compiling t0 for cpython-3.*failed: it exited$"):
         _run_compiler(broken, str(tmp_path / "t0"), str(tmp_path / "t0"), ["pkg/m.py"], "t0")
     assert _Compilers.of(broken).started == 0

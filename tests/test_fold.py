@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -258,11 +257,11 @@ def test_elf_reaching_into_another_wheel_is_not_folded_along_its_path(run: Runne
     sites = {"": str(site)}
     for tree in trees.values():
         assert tree is not None
-        old = Tree(tree.key, tree.path, dataclasses.replace(tree.manifest, rpaths=None))
+        old = Tree(tree.key, tree.path, tree.manifest._replace(rpaths=None))
         assert view(tree, sites, "x.data", "cpython-311") == view(old, sites, "x.data", "cpython-311")
     user = trees["userpkg"]
     assert user is not None
-    unaware = Tree(user.key, user.path, dataclasses.replace(user.manifest, rpaths={}))
+    unaware = Tree(user.key, user.path, user.manifest._replace(rpaths={}))
     assert (view(user, sites, "x.data", None).blocked - view(unaware, sites, "x.data", None).blocked
             == {f"{site}/userpkg", f"{site}/userpkg/lib"})
     # the trap this avoids: with userpkg folded, $ORIGIN/../.. climbs inside the store and libother is not found
@@ -405,7 +404,7 @@ def test_manifest_keeps_rpaths_and_refuses_malformed_ones() -> None:
     from wheelstore.manifest import FileEntry, Manifest
 
     m = Manifest("k" * 64, "w-1-py3-none-any.whl", "w", "1", "w-1.dist-info", True, 0, "root", 0, "now",
-                 files={"w/lib.so": FileEntry(1, "0" * 64, 0o444, 1, 2)}, rpaths={"w/lib.so": ["$ORIGIN/../x"]})
+                 files={"w/lib.so": FileEntry(1, "0" * 64, 0o444, 1, 2)}, dirs=["w"], rpaths={"w/lib.so": ["$ORIGIN/../x"]})
     again = Manifest.from_json(m.to_json())
     assert again == m and again.rpaths == {"w/lib.so": ["$ORIGIN/../x"]}
     old = json.loads(m.to_json())

@@ -21,7 +21,7 @@ from .wheelmaker import make_wheel
 
 
 def _interpreter(version: tuple[int, int, int] = (3, 11, 7)) -> Interpreter:
-    return Interpreter(sys.executable, sys.prefix, sys.base_prefix, "cpython", version, "cpython-311", None, "")
+    return Interpreter(sys.executable, sys.prefix, sys.base_prefix, "cpython", version, "cpython-311", None, "", {})
 
 
 INTERPRETER = _interpreter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import sys
 import textwrap
@@ -77,7 +76,7 @@ def test_requirements_file_format(tmp_path: Path, py: Interpreter) -> None:
 
 
 def test_markers_use_the_target_interpreter(tmp_path: Path, py: Interpreter) -> None:
-    old = dataclasses.replace(py, version=(3, 9, 1))
+    old = py._replace(version=(3, 9, 1))
     req = write(tmp_path / "r.txt", """\
         new==1 ; python_version >= "3.10"
         old==1 ; python_full_version == "3.9.1"

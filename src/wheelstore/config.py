@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from typing import BinaryIO
 
 from .errors import StoreError
@@ -36,8 +36,7 @@ def default_store_path() -> Path:
     return platformdirs.user_data_path("wheelstore") / "store"
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """A chosen store path and where the choice came from, for messages and ``wheelstore info``."""
 
     path: Path

@@ -12,8 +12,8 @@ import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
@@ -21,11 +21,11 @@ from packaging.version import InvalidVersion, Version
 from . import install as inst
 from . import verify
 from .errors import WheelstoreError
-from .gc import install_lock
 from .hooks import checkpoint
 from .bytecode import InTree
 from .inputs import Candidate
 from .link import LinkMode, choose, probe
+from .locks import install_lock
 from .roots import register
 from .sources import Sources
 from .store import Store, Tree
@@ -39,14 +39,14 @@ SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
 INSTALL_THREADS = 4
 
 
-@dataclass
 class Report:
     """What an install or sync did, for the CLI and ``--json``."""
 
-    installed: list[tuple[str, str, str]] = field(default_factory=list)  #: (name, version, link mode)
-    removed: list[tuple[str, str]] = field(default_factory=list)
-    unchanged: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.installed: list[tuple[str, str, str]] = []  #: (name, version, link mode)
+        self.removed: list[tuple[str, str]] = []
+        self.unchanged: list[tuple[str, str]] = []
+        self.notes: list[str] = []
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -57,8 +57,7 @@ class Report:
         }
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     """How to install: the link mode (None: auto), sync semantics, bytecode, where downloads come from, output."""
 
     link_mode: LinkMode | None = None
@@ -208,8 +207,15 @@ class Environment:
                 fold=folds.get(tree.key),
             )
 
-        # Trees are independent, and link()/mkdir() release the GIL: a few threads overlap the syscalls.
-        with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, len(todo))), thread_name_prefix="install") as pool:
+        # Trees are independent, and link()/mkdir() release the GIL: a few threads overlap the syscalls of per-file
+        # linking. Folded trees make few: there, threads would only fight over the GIL (and with the check running
+        # meanwhile for the other core).
+        per_file = sum(1 for t in trees if modes[t.key] is not LinkMode.FOLD)
+        if per_file == 0:
+            for pair in zip(todo, trees):
+                one(pair)
+            return
+        with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, per_file)), thread_name_prefix="install") as pool:
             list(pool.map(one, zip(todo, trees)))
 
     def uninstall(self, names: Sequence[str]) -> Report:

@@ -35,7 +35,6 @@ import os
 import stat
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from .fsio import below_any
 from .store import Tree
@@ -144,18 +143,24 @@ def _may_be_elf(rel: str, mode: int) -> bool:
 # -- one tree in one venv --------------------------------------------------------------------------------------------
 
 
-@dataclass
 class TreeView:
     """The directories one tree fills in one venv's site-packages, and which of them it may not fold."""
 
-    key: str
-    #: venv directory -> the store directory that fills it (site-packages itself and the dist-info excluded)
-    dirs: dict[str, str] = field(default_factory=dict)
-    #: venv directories this tree must keep real
-    blocked: set[str] = field(default_factory=set)
-    #: venv directories that directly hold one of this tree's files, and the site-packages directories themselves:
-    #: the only places a folded directory may go
-    anchors: set[str] = field(default_factory=set)
+    def __init__(self, key: str, anchors: set[str]) -> None:
+        self.key = key
+        #: venv directory -> the store directory that fills it (site-packages itself and the dist-info excluded)
+        self.dirs: dict[str, str] = {}
+        #: venv directories this tree must keep real
+        self.blocked: set[str] = set()
+        #: venv directories that directly hold one of this tree's files, and the site-packages directories
+        #: themselves: the only places a folded directory may go
+        self.anchors = anchors
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TreeView) and (self.key, self.dirs, self.blocked, self.anchors) == (
+            other.key, other.dirs, other.blocked, other.anchors)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
 
 
 def view(tree: Tree, sites: dict[str, str], data_dir: str, cache_tag: str | None) -> TreeView:

@@ -18,26 +18,22 @@ The sticky bit decides who may remove what: the owner of a tree removes it; the 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import stat
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from . import fsio
 from . import roots as rootmod
 from .errors import StoreError, WheelstoreError
 from .hooks import checkpoint
-from .locks import DEFAULT_TIMEOUT, KeyLock, LockUnavailable
+from .locks import LOCK_NAME, LockUnavailable, StoreLock
 from .policy import open_dir, user_name
 from .store import STALE_AFTER, Store, staging_name
 
 #: unreferenced trees younger than this are kept: a venv may be about to be rebuilt from them
 DEFAULT_GRACE = 24 * 3600.0
-LOCK_NAME = "gc.lock"
 _UNITS = re.compile(r"^([0-9a-f]{64})(-[A-Za-z0-9_.-]+)?$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -58,44 +54,15 @@ def parse_duration(text: str) -> float:
 # -- the store-wide lock ------------------------------------------------------------------------------------------------
 
 
-class StoreLock(KeyLock):
-    """``locks/gc.lock``, shared for installs, exclusive for gc.
-
-    Unlike a per-key lock its file is never removed: a shared holder cannot know whether others hold it too, and an
-    unlinked lock file would let gc lock a new inode while installs still hold the old one.
-    """
-
-    def __init__(self, store: Store, *, exclusive: bool, timeout: float = DEFAULT_TIMEOUT) -> None:
-        super().__init__(store.area_fd("locks"), LOCK_NAME, store.policy, timeout)
-        self._op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
-
-    def acquire_or_fail(self) -> None:
-        """Take the lock or raise :class:`GcError`: gc must never sweep unlocked."""
-        try:
-            self._fd = self._acquire()
-        except LockUnavailable as e:
-            raise GcError(f"cannot lock {LOCK_NAME} in the store's locks/: {e}",
-                          hint="try again later; on a filesystem without flock, gc cannot run safely") from None
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
-
-
-@contextmanager
-def install_lock(store: Store) -> Iterator[None]:
-    """Held (shared) by an install from finding its trees until its root is written, so gc cannot sweep them between.
-
-    If it cannot be had (a reader who may not create the lock file, no flock here), the install goes ahead with a
-    warning, as with every lock in wheelstore.
-    """
-    lock = StoreLock(store, exclusive=False)
-    lock.acquire()
+def _lock_or_fail(store: Store) -> StoreLock:
+    """The store-wide lock, exclusive, or :class:`GcError`: gc must never sweep unlocked."""
+    lock = StoreLock(store, exclusive=True)
     try:
-        yield
-    finally:
-        lock.release()
+        lock.acquire_or_raise()
+    except LockUnavailable as e:
+        raise GcError(f"cannot lock {LOCK_NAME} in the store's locks/: {e}",
+                      hint="try again later; on a filesystem without flock, gc cannot run safely") from None
+    return lock
 
 
 # -- the report --------------------------------------------------------------------------------------------------------
@@ -240,8 +207,7 @@ def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
                 unit)
     else:
         checkpoint("gc-locking")
-        lock = StoreLock(store, exclusive=True)
-        lock.acquire_or_fail()
+        lock = _lock_or_fail(store)
         try:
             marks.update()  # roots written meanwhile by installs that have now finished
             for cand in [] if marks.blocker() else _candidates(store, marks.live, grace, report):

@@ -14,10 +14,9 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 from urllib.parse import urlparse
 
 from packaging.specifiers import SpecifierSet
@@ -49,8 +48,7 @@ class NeedsResolution(WheelstoreError):
     """A requirement not pinned to one version: choosing the version is a resolver's job, and there is none yet."""
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
     """One wheel file to install, and what the inputs said about it."""
 
     name: NormalizedName
@@ -76,8 +74,7 @@ class Candidate:
         return self.remote.url if self.remote is not None else f"{self.name}=={self.version}"
 
 
-@dataclass(frozen=True)
-class Pin:
+class Pin(NamedTuple):
     """One requirement as written, and where; only a pinned one (``version`` set) installs without a resolver."""
 
     name: NormalizedName
@@ -92,13 +89,13 @@ class Pin:
     remote: RemoteFile | None = None
 
 
-@dataclass
 class Requirements:
     """A requirements file and the files it includes, after markers: the pins and the options that matter now."""
 
-    pins: list[Pin] = field(default_factory=list)
-    find_links: list[Path] = field(default_factory=list)
-    require_hashes: bool = False
+    def __init__(self) -> None:
+        self.pins: list[Pin] = []
+        self.find_links: list[Path] = []
+        self.require_hashes = False
 
 
 def _marker_errors() -> tuple[type[InvalidMarker], type[UndefinedComparison], type[UndefinedEnvironmentName]]:
@@ -494,12 +491,12 @@ def _read_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, l
                   frozenset({digest}))
         local = _lock_local_file(path, source, links)
         if isinstance(source, PackageWheel) and local is not None:
-            pin = replace(pin, wheel=local)
+            pin = pin._replace(wheel=local)
         else:  # to download, or an sdist to build: the fetch stage reads file:// URLs from disk
             from .index import RemoteFile
 
             url = local.as_uri() if local is not None else cast(str, source.url)
-            pin = replace(pin, remote=RemoteFile(filename=filename, url=url, hashes={"sha256": digest}))
+            pin = pin._replace(remote=RemoteFile(filename=filename, url=url, hashes={"sha256": digest}))
         pins.append(pin)
     return pins
 
@@ -535,8 +532,7 @@ def _lock_local_file(lock: Path, source: PackageWheel | PackageSdist, links: _Li
 # -- putting it together --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     pin: Pin
     locked: bool = False  # from a lock file: not requested, not a direct install
 

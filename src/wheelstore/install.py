@@ -32,7 +32,6 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,8 +55,7 @@ class InstallError(WheelstoreError):
     """A distribution cannot be installed into or removed from the venv."""
 
 
-@dataclass(frozen=True)
-class Distribution:
+class Distribution(NamedTuple):
     """A distribution installed in a venv, as its dist-info directory describes it."""
 
     name: NormalizedName

@@ -15,7 +15,7 @@ import os
 import re
 import secrets
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import usercache
 from .errors import WheelstoreError
@@ -126,8 +126,7 @@ def _copy_data(src_fd: int, dst_fd: int) -> None:
 # -- what works where ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(NamedTuple):
     """What linking from one store filesystem into one venv filesystem can do, found by trying it."""
 
     reflink: bool

@@ -22,12 +22,16 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .policy import Policy, Role
+
+if TYPE_CHECKING:
+    from .store import Store
 
 log = logging.getLogger("wheelstore")
 
@@ -254,3 +258,45 @@ class _Board:
         with self._lock:
             if self.error is None:
                 self.error = error
+
+
+# -- the store-wide lock ------------------------------------------------------------------------------------------------
+
+#: in the store's ``locks/``: held shared by installs, exclusive by gc
+LOCK_NAME = "gc.lock"
+
+
+class StoreLock(KeyLock):
+    """``locks/gc.lock``, shared for installs, exclusive for gc.
+
+    Unlike a per-key lock its file is never removed: a shared holder cannot know whether others hold it too, and an
+    unlinked lock file would let gc lock a new inode while installs still hold the old one.
+    """
+
+    def __init__(self, store: Store, *, exclusive: bool, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(store.area_fd("locks"), LOCK_NAME, store.policy, timeout)
+        self._op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+
+    def acquire_or_raise(self) -> None:
+        """Take the lock or raise :class:`LockUnavailable`, never going ahead without it (gc must not)."""
+        self._fd = self._acquire()
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+@contextmanager
+def install_lock(store: Store) -> Iterator[None]:
+    """Held (shared) by an install from finding its trees until its root is written, so gc cannot sweep them between.
+
+    If it cannot be had (a reader who may not create the lock file, no flock here), the install goes ahead with a
+    warning, as with every lock in wheelstore.
+    """
+    lock = StoreLock(store, exclusive=False)
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

@@ -8,7 +8,6 @@ re-reading the bytes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 FORMAT = 1
@@ -27,8 +26,7 @@ class FileEntry(NamedTuple):
         return list(self)
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     """What a published tree holds and who published it when."""
 
     key: str  #: sha256 of the wheel file, which also names the tree
@@ -41,8 +39,8 @@ class Manifest:
     publisher: str
     owner_uid: int  #: owner of the tree's inodes (the publisher, unless an orphan was adopted)
     published_at: str  #: UTC, ISO 8601
-    files: dict[str, FileEntry] = field(default_factory=dict)
-    dirs: list[str] = field(default_factory=list)
+    files: dict[str, FileEntry]
+    dirs: list[str]
     #: the cache tag of the pycs compiled into the tree before it was published ("cpython-311"), or None
     bytecode: str | None = None
     #: RPATH/RUNPATH entries of the tree's ELF files that have any, found when it was published (what folding needs

@@ -12,7 +12,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
@@ -68,12 +67,12 @@ def _resolve(
 
     locks = [i for i in items if is_pylock(i)]
     requirements = [i for i in items if i not in locks]
-    linked = replace(sources, find_links=(*sources.find_links, *map(str, find_links)))
+    linked = sources._replace(find_links=(*sources.find_links, *map(str, find_links)))
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
         resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
         candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True, held=store.has)
     named = _named(requirements, requirement_files, interpreter)
-    return [replace(c, requested=True) if c.name in named else c for c in candidates]
+    return [c._replace(requested=True) if c.name in named else c for c in candidates]
 
 
 def _named(requirements: Sequence[str], requirement_files: Sequence[Path], interpreter: Interpreter) -> set[str]:
@@ -103,7 +102,7 @@ def locate(
         known = cand.hashes or (frozenset({cand.remote.sha256}) if cand.remote and cand.remote.sha256 else frozenset())
         tree = next((t for h in sorted(known) if (t := _held(store, h, interpreter)) is not None), None)
         if tree is not None:
-            located.append(replace(cand, sha256=tree.key))
+            located.append(cand._replace(sha256=tree.key))
         elif cand.remote is not None and not (sources.offline and _is_remote(cand.remote.url)):
             located.append(cand)
         else:
@@ -141,7 +140,7 @@ def locate(
             if chosen is None:
                 missing.append(cand)
             else:
-                located.append(replace(cand, remote=chosen))
+                located.append(cand._replace(remote=chosen))
     finally:
         http.close()
     if missing:

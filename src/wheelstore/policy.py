@@ -14,7 +14,6 @@ import grp
 import os
 import pwd
 import stat
-from dataclasses import dataclass
 from typing import Literal, cast
 
 from .errors import PolicyError
@@ -36,26 +35,41 @@ class Role(enum.Enum):
     PUBLISHED_EXEC = "published-exec"  #: an executable file of a published tree
 
 
-@dataclass(frozen=True)
 class Policy:
-    """A store's sharing policy.
+    """A store's sharing policy, checked when made and not changed after.
 
     ``shared`` names who may read: the owner (``private``), the members of ``group`` (``group``), or everyone
     (``all``). Whoever may read a group store may also publish into it; an ``all`` store without a group has a single
     writer, its owner.
     """
 
+    __slots__ = ("shared", "group", "gid")
     shared: SharedMode
-    group: str | None = None
-    gid: int | None = None
+    group: str | None
+    gid: int | None
 
-    def __post_init__(self) -> None:
-        if self.shared not in SHARED_MODES:
-            raise PolicyError(f"unknown sharing mode {self.shared!r}", hint="use one of: private, group, all")
-        if self.shared == "group" and self.gid is None:
+    def __init__(self, shared: SharedMode, group: str | None = None, gid: int | None = None) -> None:
+        if shared not in SHARED_MODES:
+            raise PolicyError(f"unknown sharing mode {shared!r}", hint="use one of: private, group, all")
+        if shared == "group" and gid is None:
             raise PolicyError("a group store needs a group", hint="pass --group GROUP")
-        if self.shared == "private" and self.gid is not None:
+        if shared == "private" and gid is not None:
             raise PolicyError("a private store has no group", hint="use --shared group or --shared all with --group")
+        for name, value in (("shared", shared), ("group", group), ("gid", gid)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Policy is not changed once made (tried to set {name})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Policy) and (self.shared, self.group, self.gid) == (other.shared, other.group,
+                                                                                     other.gid)
+
+    def __hash__(self) -> int:
+        return hash((self.shared, self.group, self.gid))
+
+    def __repr__(self) -> str:
+        return f"Policy(shared={self.shared!r}, group={self.group!r}, gid={self.gid!r})"
 
     # -- modes ---------------------------------------------------------------------------------------------------
 

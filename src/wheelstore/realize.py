@@ -27,7 +27,7 @@ import re
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -272,7 +272,7 @@ def _commit(store: Store, manifest: Manifest) -> Tree:
     """Write the manifest: the step that makes the tree visible. An existing manifest is never replaced. The RPATHs
     of the tree's libraries go into it too, read from the tree in place, so folding never has to open them."""
     if manifest.rpaths is None:
-        manifest = replace(manifest, rpaths=_rpaths(store, manifest))
+        manifest = manifest._replace(rpaths=_rpaths(store, manifest))
     # False: another publisher committed the same tree first, and theirs stands
     link_record(store, "manifest", manifest.key, ".json", f"{manifest.key}.json", manifest.to_json())
     tree = store.lookup(manifest.key)

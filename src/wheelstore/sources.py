@@ -39,9 +39,8 @@ import configparser
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import WheelstoreError
 
@@ -59,8 +58,7 @@ class SourcesError(WheelstoreError):
     """A pip or uv setting that cannot be used: a broken config file, a boolean that is not one."""
 
 
-@dataclass(frozen=True)
-class Sources:
+class Sources(NamedTuple):
     """Indexes and find-links, in the order they are consulted."""
 
     #: the primary index first, then the extra ones; empty when ``no_index``
@@ -74,7 +72,7 @@ class Sources:
     #: a CA bundle from pip's ``cert`` setting, for tools that do not read pip's config
     cert: str | None = None
     #: ``(setting, value, where it came from)`` for every value, for ``doctor`` and error messages
-    origins: tuple[tuple[str, str, str], ...] = field(default=(), compare=False)
+    origins: tuple[tuple[str, str, str], ...] = ()
 
     @classmethod
     def from_environment(
@@ -161,14 +159,14 @@ class Sources:
 Valued = tuple[str, str]  #: (value, origin)
 
 
-@dataclass
 class _ToolSettings:
-    primary: Valued | None = None
-    extras: list[Valued] = field(default_factory=list)
-    find_links: list[Valued] = field(default_factory=list)
-    no_index: tuple[bool, str] | None = None
-    offline: tuple[bool, str] | None = None
-    cert: Valued | None = None
+    def __init__(self) -> None:
+        self.primary: Valued | None = None
+        self.extras: list[Valued] = []
+        self.find_links: list[Valued] = []
+        self.no_index: tuple[bool, str] | None = None
+        self.offline: tuple[bool, str] | None = None
+        self.cert: Valued | None = None
 
     def defines_indexes(self) -> bool:
         return bool(self.primary or self.extras or self.find_links or self.no_index is not None)

@@ -24,10 +24,9 @@ import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import fsio
 from .config import parse_toml, select_store
@@ -50,8 +49,7 @@ STALE_AFTER = 24 * 3600
 MAX_MANIFEST = 64 << 20
 
 
-@dataclass(frozen=True)
-class Tree:
+class Tree(NamedTuple):
     """A published, manifest-committed tree."""
 
     key: str
@@ -59,8 +57,7 @@ class Tree:
     manifest: Manifest
 
 
-@dataclass(frozen=True)
-class StagingEntry:
+class StagingEntry(NamedTuple):
     """An entry of ``staging/`` and whether the process that made it is gone."""
 
     name: str  #: path relative to the store root

@@ -6,15 +6,14 @@ for its version, cache tag and install paths, and computes the wheel tags it acc
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from packaging.tags import Tag, compatible_tags, cpython_tags, generic_tags, platform_tags
 
@@ -42,8 +41,7 @@ print(json.dumps({
 """
 
 
-@dataclass(frozen=True)
-class Interpreter:
+class Interpreter(NamedTuple):
     """The facts about a target interpreter that installing wheels into it depends on."""
 
     executable: str
@@ -54,7 +52,7 @@ class Interpreter:
     cache_tag: str | None
     soabi: str | None
     abiflags: str
-    paths: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, str]
 
     @classmethod
     def inspect(cls, python: str | os.PathLike[str]) -> Interpreter:
@@ -108,20 +106,24 @@ class Interpreter:
     def python_version(self) -> str:
         return f"{self.version[0]}.{self.version[1]}"
 
-    @cached_property
+    @property
     def tags(self) -> list[Tag]:
         """The wheel tags this interpreter accepts, most preferred first (as pip would order them)."""
-        version = (self.version[0], self.version[1])
-        platforms = list(platform_tags())
-        if self.implementation == "cpython":
-            interpreter = f"cp{version[0]}{version[1]}"
-            supported = list(cpython_tags(version, [interpreter + self.abiflags], platforms))
-        else:  # packaging knows other interpreters only from inside them; PyPy targets are untested
-            interpreter = None
-            supported = list(generic_tags(platforms=platforms))
-        # the target's own interpreter tag (cp312-none-any for a 3.12 venv), not the running one's
-        supported += list(compatible_tags(version, interpreter=interpreter, platforms=platforms))
-        return supported
+        return _tags(self.implementation, (self.version[0], self.version[1]), self.abiflags)
+
+
+@functools.cache
+def _tags(implementation: str, version: tuple[int, int], abiflags: str) -> list[Tag]:
+    platforms = list(platform_tags())
+    if implementation == "cpython":
+        interpreter = f"cp{version[0]}{version[1]}"
+        supported = list(cpython_tags(version, [interpreter + abiflags], platforms))
+    else:  # packaging knows other interpreters only from inside them; PyPy targets are untested
+        interpreter = None
+        supported = list(generic_tags(platforms=platforms))
+    # the target's own interpreter tag (cp312-none-any for a 3.12 venv), not the running one's
+    supported += list(compatible_tags(version, interpreter=interpreter, platforms=platforms))
+    return supported
 
 
 # -- remembered answers -----------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ def _remember(venv: str, key: str, interpreter: Interpreter) -> None:
     Only for a real venv whose base lies outside it, so no path of the base could be taken for one of the venv's."""
     from . import usercache
 
-    answer = {f: getattr(interpreter, f) for f in Interpreter.__dataclass_fields__}
+    answer = interpreter._asdict()
     if answer["prefix"] != venv or _under(answer["base_prefix"], venv) or not _under(answer["executable"], venv):
         return
     data = usercache.read_json(_CACHE_NAME)

@@ -37,8 +37,8 @@ import time
 import weakref
 from array import array
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 
 from . import fsio, usercache
@@ -68,8 +68,7 @@ class RepairError(WheelstoreError):
     """A damaged tree could not be re-derived: no wheel for it, or this user may not move it."""
 
 
-@dataclass(frozen=True)
-class Damage:
+class Damage(NamedTuple):
     """One entry of a tree that differs from the manifest."""
 
     name: str
@@ -90,19 +89,18 @@ class Damage:
         return f"{self.path or '(the tree itself)'}: {self.detail}"
 
 
-@dataclass
 class Checked:
     """The outcome of checking one tree."""
 
-    damage: list[Damage] = field(default_factory=list)
-    files: int = 0
-    rehashed: int = 0
-    relinked: int = 0  #: files whose ctime moved with their link count only: not re-hashed
-    listed: int = 0  #: directories listed (changed since the mark, or no mark), not only looked up by name
+    def __init__(self) -> None:
+        self.damage: list[Damage] = []
+        self.files = 0
+        self.rehashed = 0
+        self.relinked = 0  #: files whose ctime moved with their link count only: not re-hashed
+        self.listed = 0  #: directories listed (changed since the mark, or no mark), not only looked up by name
 
 
-@dataclass(frozen=True)
-class Repaired:
+class Repaired(NamedTuple):
     name: str
     version: str
     key: str
@@ -115,19 +113,19 @@ class Repaired:
                 "wheel": self.wheel, "quarantined": list(self.quarantined)}
 
 
-@dataclass
 class Report:
     """What ``wheelstore verify`` found and did."""
 
-    store: str
-    full: bool
-    trees: int = 0
-    files: int = 0
-    rehashed: int = 0
-    relinked: int = 0
-    damaged: list[Damage] = field(default_factory=list)
-    repaired: list[Repaired] = field(default_factory=list)
-    unrepaired: list[tuple[str, str, str, str]] = field(default_factory=list)  #: (name, version, key, reason)
+    def __init__(self, store: str, full: bool) -> None:
+        self.store = store
+        self.full = full
+        self.trees = 0
+        self.files = 0
+        self.rehashed = 0
+        self.relinked = 0
+        self.damaged: list[Damage] = []
+        self.repaired: list[Repaired] = []
+        self.unrepaired: list[tuple[str, str, str, str]] = []  #: (name, version, key, reason)
 
     @property
     def still_damaged(self) -> list[str]:
@@ -155,19 +153,20 @@ class Report:
 # -- checkpoints ------------------------------------------------------------------------------------------------------
 
 
-@dataclass
 class Mark:
     """One tree's checkpoint: every file whose ctime is older than ``at`` is intact; ``links`` holds each file's
     (inode, link count) at ``at``, in manifest order, when known."""
 
-    at: int
-    links: list[tuple[int, int]] | None = None
-    #: every directory of the tree whose ctime is older than this held exactly the manifest's entries (a walk
-    #: listed them all); an install's own links never move it, unlike ``at``
-    listed: int = 0
-    #: ``links`` as stored (base64 of inode and link-count arrays), decoded only when a check needs them: most
-    #: installs find no ctime past the mark and never look
-    packed: tuple[str, str] | None = None
+    def __init__(self, at: int, links: list[tuple[int, int]] | None = None, *, listed: int = 0,
+                 packed: tuple[str, str] | None = None) -> None:
+        self.at = at
+        self.links = links
+        #: every directory of the tree whose ctime is older than this held exactly the manifest's entries (a walk
+        #: listed them all); an install's own links never move it, unlike ``at``
+        self.listed = listed
+        #: ``links`` as stored (base64 of inode and link-count arrays), decoded only when a check needs them: most
+        #: installs find no ctime past the mark and never look
+        self.packed = packed
 
     def unpacked(self) -> list[tuple[int, int]] | None:
         if self.links is None and self.packed is not None:

@@ -16,10 +16,9 @@ import stat
 import tempfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from packaging.tags import Tag
 from packaging.utils import (
@@ -49,8 +48,7 @@ MAX_PATH = 3000
 ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b"})
 
 
-@dataclass(frozen=True)
-class Member:
+class Member(NamedTuple):
     """A regular file in the wheel, with what RECORD promises about it."""
 
     name: str
