@@ -32,7 +32,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .errors import WheelstoreError
@@ -97,6 +96,8 @@ def _run_compiler(interpreter: Interpreter, src: str, out: str, modules: list[st
     if len(jobs) == 1:
         pool.run(src, out, jobs[0], what)
     else:
+        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
+
         with ThreadPoolExecutor(min(len(jobs), pool.limit), thread_name_prefix="compile") as threads:
             list(threads.map(lambda job: pool.run(src, out, job, what), jobs))
     log.debug("compiled %d modules of %s in %.1fs", len(modules), what, time.monotonic() - started)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -215,6 +214,8 @@ class Environment:
             for pair in zip(todo, trees):
                 one(pair)
             return
+        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
+
         with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, per_file)), thread_name_prefix="install") as pool:
             list(pool.map(one, zip(todo, trees)))
 

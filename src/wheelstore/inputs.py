@@ -13,7 +13,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, cast
@@ -596,20 +595,29 @@ def collect(
               else links.find(name, version, required=not elsewhere)
               for name, _group, version, chosen in plans]
 
-    def digest(plan: tuple[NormalizedName, list[_Entry], Version, _Entry | None], wheel: Path | None) -> str | None:
-        """The file's sha256, if a hash was given for it or its direct_url must record one."""
-        _name, group, _version, chosen = plan
-        if wheel is None or not any(e.pin.hashes or e.direct for e in group):
-            return None
+    # The file's sha256, if a hash was given for it or its direct_url must record one: a hash the store already
+    # holds a tree for needs no reading; the other files are hashed a few at a time (hashlib drops the GIL).
+    digests: list[str | None] = []
+    unknown: list[int] = []
+    for (_name, group, _version, _chosen), wheel in zip(plans, wheels):
         sets = [e.pin.hashes for e in group if e.pin.hashes]
+        known = None
         if held is not None and sets and not any(e.direct for e in group):
             known = next((h for h in sorted(frozenset.intersection(*sets)) if held(h)), None)
-            if known is not None:
-                return known
-        return _sha256(wheel, chosen.pin.origin if chosen else "--find-links")
+        if known is None and wheel is not None and (sets or any(e.direct for e in group)):
+            unknown.append(len(digests))
+        digests.append(known)
 
-    with ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="hash") as pool:  # hashlib drops the GIL
-        digests = list(pool.map(digest, plans, wheels))
+    def read(i: int) -> str:
+        chosen = plans[i][3]
+        return _sha256(cast(Path, wheels[i]), chosen.pin.origin if chosen else "--find-links")
+
+    if unknown:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1, len(unknown)), thread_name_prefix="hash") as pool:
+            for i, digest in zip(unknown, pool.map(read, unknown)):
+                digests[i] = digest
     return [_candidate(*plan, wheel, sha256) for plan, wheel, sha256 in zip(plans, wheels, digests)]
 
 

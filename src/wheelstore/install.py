@@ -27,7 +27,6 @@ import io
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 import tempfile
@@ -755,7 +754,7 @@ def _owners(interpreter: Interpreter) -> dict[tuple[str, str], Distribution]:
 
 def _sibling(path: str, what: str) -> str:
     head, name = os.path.split(path)
-    return os.path.join(head, f".{name}.wheelstore-{what}-{secrets.token_hex(4)}")
+    return os.path.join(head, f".{name}.wheelstore-{what}-{os.urandom(4).hex()}")
 
 
 def _swap(path: str, new: str, what: str) -> str:
@@ -819,7 +818,7 @@ def _rewrite_record(dist: Distribution, *, drop: Iterable[str] = (), add: Sequen
         rows.insert(at, [d, "", ""])
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(rows)
-    tmp = record.with_name(f".RECORD.wheelstore-{secrets.token_hex(4)}")
+    tmp = record.with_name(f".RECORD.wheelstore-{os.urandom(4).hex()}")
     _write_new(os.fspath(tmp), out.getvalue().encode(), 0o644)
     os.replace(tmp, record)
 

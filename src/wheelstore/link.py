@@ -13,7 +13,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import stat
 from typing import NamedTuple
 
@@ -164,7 +163,7 @@ def _probe_now(
     reasons: dict[str, str] = {}
     durable = True
     for mode in (LinkMode.REFLINK, LinkMode.HARDLINK, LinkMode.SYMLINK):
-        scratch = os.path.join(venv_dir, f".wheelstore-probe-{os.getpid()}-{secrets.token_hex(6)}")
+        scratch = os.path.join(venv_dir, f".wheelstore-probe-{os.getpid()}-{os.urandom(6).hex()}")
         try:
             link_file(tree_file, scratch, mode)
         except OSError as e:

@@ -24,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -222,6 +221,8 @@ def share_work(items: Sequence[T], attempt: Callable[[T, bool], R | None], *, jo
     if workers == 1:
         worker()
     else:
+        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
+
         with ThreadPoolExecutor(workers, thread_name_prefix="share") as pool:
             for future in [pool.submit(worker) for _ in range(workers)]:
                 future.result()

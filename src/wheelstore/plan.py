@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from packaging.specifiers import SpecifierSet
@@ -130,6 +129,8 @@ def locate(
         # one index page per distribution, fetched a few at a time: on a cold store they are the install's first wait.
         # The first alone, so that find-links pages, which every distribution shares, are read once.
         listed = [pages(lacking[0])]
+        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
+
         with ThreadPoolExecutor(max(1, min(INDEX_THREADS, len(lacking) - 1)), thread_name_prefix="index") as pool:
             listed += pool.map(pages, lacking[1:])
         for cand, offered in zip(lacking, listed):

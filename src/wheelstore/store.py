@@ -19,7 +19,6 @@ import errno
 import fcntl
 import os
 import re
-import socket
 import stat
 import threading
 import time
@@ -72,7 +71,7 @@ class StagingEntry(NamedTuple):
 
 def staging_name(kind: str, key: str, suffix: str = "") -> str:
     """A staging entry name that says what it is for and which process made it."""
-    return f"{kind}-{key}-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}{suffix}"
+    return f"{kind}-{key}-{os.uname().nodename}-{os.getpid()}-{os.urandom(4).hex()}{suffix}"
 
 
 def _parse_staging_name(name: str) -> tuple[str, str, str, int] | None:
@@ -361,7 +360,7 @@ class Store:
         """
         entries = []
         now = time.time()
-        host = socket.gethostname()
+        host = os.uname().nodename
         for area, hidden in (("trees", True), ("staging", False)):
             fd = self.area_fd(area)
             for name in sorted(os.listdir(fd)):

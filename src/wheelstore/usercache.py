@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ def read_json(name: str) -> Any:
 def write_json(name: str, data: Any, *, compact: bool = False) -> bool:
     """Replace cache file ``name`` with ``data`` (temp file, then rename, mode 0600); False if that failed."""
     target = path(name)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
     text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=1)
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
