@@ -78,3 +78,19 @@ def test_plain_pins_need_no_requirement_parser(tmp_path: Path) -> None:
                               check=True)
         count, parser, markers = json.loads(done.stdout)
         assert count >= 1 and (parser, markers) == (expected, expected), text[:80]
+
+
+def test_the_command_exits_with_mains_code_after_all_its_output(tmp_path: Path) -> None:
+    """``python -m wheelstore`` leaves through os._exit once main() is done (interpreter teardown cost a warm install
+    15 ms): every line it wrote still arrives through a pipe, and the exit code is main()'s."""
+    env = {**os.environ, "PYTHONPATH": SRC}
+    store = tmp_path / "store"
+    made = subprocess.run([sys.executable, "-m", "wheelstore", "init", str(store)], capture_output=True, text=True,
+                          env=env)
+    assert made.returncode == 0, made.stderr
+    stats = subprocess.run([sys.executable, "-m", "wheelstore", "--store", str(store), "stats", "--json"],
+                           capture_output=True, text=True, env=env)
+    assert stats.returncode == 0 and json.loads(stats.stdout)["store"] == str(store), stats
+    missing = subprocess.run([sys.executable, "-m", "wheelstore", "--store", str(tmp_path / "nowhere"), "stats"],
+                             capture_output=True, text=True, env=env)
+    assert missing.returncode != 0 and missing.stderr.startswith("error: ") and missing.stdout == ""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
+import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack, closing
@@ -484,5 +487,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The ``wheelstore`` command: :func:`main`, then a quick exit.
+
+    At interpreter shutdown a big install's parsed manifests were freed object by object and collected once more:
+    15 ms of a 170 ms warm install. Once the exit handlers have run and the output is flushed, the operating system
+    frees it all at once. Only when nothing else runs: another thread would be cut short.
+    """
+    code = main()
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what interpreter shutdown would run: logging's flush, compilers' close
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe: let the interpreter report it as it always does
+        sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
