@@ -508,11 +508,12 @@ def test_name_and_version_come_from_the_header_block_only() -> None:
 def test_record_hashes_in_one_batch_match_one_by_one() -> None:
     import hashlib
 
-    from wheelstore.install import _record_hash, _record_hashes
+    from wheelstore.install import _record_hash
+    from wheelstore.prepared import record_hashes
 
     datas = [os.urandom(n) for n in range(0, 300, 7)]
-    assert _record_hashes([hashlib.sha256(d).hexdigest() for d in datas]) == [_record_hash(d) for d in datas]
-    assert _record_hashes([]) == []
+    assert record_hashes([hashlib.sha256(d).hexdigest() for d in datas]) == [_record_hash(d) for d in datas]
+    assert record_hashes([]) == []
 
 
 def test_edit_after_sed_keeps_the_edit_and_makes_it_writable(run: Runner, users: Users, workdir: Path) -> None:

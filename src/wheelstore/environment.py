@@ -114,7 +114,8 @@ class Environment:
         modes = self._choose_modes(store, trees, link_mode, report)
         hardlinked = frozenset(k for k, m in modes.items() if m is LinkMode.HARDLINK)
         # hard links need their check first (link counts, see verify.linked); the rest may be checked meanwhile
-        later = verify.CheckWhileLinking.start(store, [t for t in trees if t.key not in hardlinked]) \
+        here = verify.HERE_WHEN_FOLDED if all(m is LinkMode.FOLD for m in modes.values()) else 0.0
+        later = verify.CheckWhileLinking.start(store, [t for t in trees if t.key not in hardlinked], here) \
             if check_while_linking else None
         try:
             now = [t for t in trees if t.key in hardlinked] if later is not None else trees

@@ -37,15 +37,14 @@ from typing import NamedTuple
 from packaging.utils import NormalizedName, canonicalize_name
 
 from . import fold as folding
+from . import prepared
 from .errors import WheelstoreError
 from .link import LinkMode, link_file
-from .manifest import FileEntry
+from .prepared import INSTALLER_FILES
 from .store import Tree
 from .venv import Interpreter
 
 INSTALLER_NAME = "wheelstore"
-#: files pip writes itself into a dist-info directory, never taken from the wheel
-INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEELSTORE"})
 #: in each dist-info wheelstore installs: which store tree it came from and how it was linked (for edit --undo, gc)
 ORIGIN_FILE = "WHEELSTORE"
 
@@ -74,15 +73,6 @@ class Distribution(NamedTuple):
 
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
-def _record_hashes(hexdigests: list[str]) -> list[str]:
-    """RECORD's form of many sha256 hex digests, in one base64 call: each digest padded to 33 bytes encodes to 44
-    characters whose first 43 are that digest's unpadded base64 (a row per file of every tree made this a hot spot)."""
-    if not hexdigests:
-        return []
-    encoded = base64.urlsafe_b64encode(bytes.fromhex("00".join(hexdigests) + "00")).decode()
-    return ["sha256=" + encoded[i : i + 43] for i in range(0, len(encoded), 44)]
 
 
 class _Layout:
@@ -137,16 +127,18 @@ def install_tree(
     dist_info = os.path.join(root, m.dist_info)
     tree_path = os.fspath(tree.path)
     try:
-        rows, data_files = _split(tree, layout, interpreter.cache_tag)
-        folded = _fold_links(fold, rows, root, made_dirs, known_dirs, created) if fold else set()
-        _link_rows(tree_path, rows, folded, root, mode, made_dirs, known_dirs, created)
-        record: list[tuple[str, str, int | str]] = []
-        pyc_rows = _Rows([], [])
+        prep = prepared.of(tree, interpreter)
+        folded = _fold_links(fold, prep.by_dir, root, made_dirs, known_dirs, created) if fold else set()
+        _link_dirs(tree_path, prep.by_dir, folded, root, mode, made_dirs, known_dirs, created)
+        data_files = [(tree_path, *f) for f in prep.data]
+        unit_record = ""
         if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
-            pyc_rows, pyc_data = _split(pycs, layout, interpreter.cache_tag)  # a unit is of one Python
-            _link_rows(os.fspath(pycs.path), pyc_rows, set(), root, mode, made_dirs, known_dirs, created)
-            data_files += [(os.fspath(pycs.path), rel, entry) for _tree, rel, entry in pyc_data]
-        for source, rel, entry in data_files:
+            unit = prepared.of(pycs, interpreter)
+            _link_dirs(os.fspath(pycs.path), unit.by_dir, set(), root, mode, made_dirs, known_dirs, created)
+            data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
+            unit_record = unit.record
+        record: list[tuple[str, str, int | str]] = []
+        for source, rel, sha256, size in data_files:
             dst, scheme = layout.target(rel)
             _makedirs(os.path.dirname(dst), made_dirs, known_dirs)
             if scheme == "scripts":
@@ -156,7 +148,7 @@ def install_tree(
                 record.append((dst, _record_hash(data), len(data)))
             else:
                 _link_replacing(f"{source}/{rel}", dst, mode)
-                record.append((dst, entry.sha256, entry.size))
+                record.append((dst, sha256, size))
             created.append(dst)
         for script, data in _launchers(tree, interpreter):
             _makedirs(os.fspath(script.parent), made_dirs, known_dirs)
@@ -178,7 +170,7 @@ def install_tree(
             record.append((path, _record_hash(data), len(data)))
         record_path = os.path.join(dist_info, "RECORD")
         head = [(top, "", "") for top in sorted(folded)]  # first: see the module docstring
-        text = _format_record(head, root) + _record_lines(rows) + _record_lines(pyc_rows) + _format_record(
+        text = _format_record(head, root) + prep.record + unit_record + _format_record(
             [*record, (record_path, "", "")], root)
         _write_new(record_path, text.encode(), 0o644)
         created.append(record_path)
@@ -191,46 +183,13 @@ def install_tree(
     return Path(dist_info)
 
 
-class _Rows(NamedTuple):
-    """The files of a tree's root part (its site-packages part, but for ``.data``) that a venv gets, in order: their
-    paths relative to that root, which are their RECORD paths too, and their manifest entries."""
-
-    rels: list[str]
-    entries: list[FileEntry]
-
-
-def _split(tree: Tree, layout: _Layout, cache_tag: str | None) -> tuple[_Rows, list[tuple[str, str, FileEntry]]]:
-    """Split a tree's files into its root part and its ``.data`` files (whose places depend on their scheme, as
-    (tree path, file, entry)), leaving out what the installer writes itself and pycs compiled into the tree for
-    another Python (``cache_tag`` is the venv's). One pass of plain string tests: it runs once per file of every
-    tree an install links."""
-    m = tree.manifest
-    own = {f"{m.dist_info}/{name}" for name in INSTALLER_FILES}
-    data_prefix = layout.data_prefix
-    other = f".{m.bytecode}.pyc" if m.bytecode and m.bytecode != cache_tag else None
-    tree_path = os.fspath(tree.path)
-    rels: list[str] = []
-    entries: list[FileEntry] = []
-    data: list[tuple[str, str, FileEntry]] = []
-    for rel, entry in sorted(m.files.items()):
-        if rel.startswith(data_prefix):
-            data.append((tree_path, rel, entry))
-        elif rel in own or (other and rel.endswith(other) and "/__pycache__/" in "/" + rel):
-            continue
-        else:
-            rels.append(rel)
-            entries.append(entry)
-    return _Rows(rels, entries), data
-
-
 def _fold_links(
-    fold: dict[str, str], rows: _Rows, root: str, made_dirs: list[str], known_dirs: set[str], created: list[str]
+    fold: dict[str, str], by_dir: dict[str, list[str]], root: str, made_dirs: list[str], known_dirs: set[str],
+    created: list[str],
 ) -> set[str]:
-    """Make the folded directories of ``fold`` that hold any of ``rows``; return them."""
-    prefix = root + "/"
+    """Make the folded directories of ``fold`` that hold any of the tree's files (``by_dir``); return them."""
     covered = folding.covering(fold)
-    tops = {top for parent in {rel.rpartition("/")[0] for rel in rows.rels}
-            if parent and (top := covered(prefix + parent)) is not None}
+    tops = {top for parent in by_dir if parent and (top := covered(f"{root}/{parent}")) is not None}
     for top in sorted(tops):
         _makedirs(os.path.dirname(top), made_dirs, known_dirs)
         os.symlink(fold[top], top)
@@ -238,9 +197,9 @@ def _fold_links(
     return tops
 
 
-def _link_rows(
+def _link_dirs(
     source: str,
-    rows: _Rows,
+    by_dir: dict[str, list[str]],
     folded: set[str],
     root: str,
     mode: LinkMode,
@@ -248,12 +207,8 @@ def _link_rows(
     known_dirs: set[str],
     created: list[str],
 ) -> None:
-    """Link each of ``rows`` from the tree at ``source`` that is not in a ``folded`` directory, a directory at a
-    time, parents first."""
-    by_dir: dict[str, list[str]] = {}
-    for rel in rows.rels:
-        parent, _, name = rel.rpartition("/")
-        by_dir.setdefault(parent, []).append(name)
+    """Link the files of ``by_dir`` from the tree at ``source`` that are not in a ``folded`` directory, a directory
+    at a time, parents first."""
     covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
     for parent in sorted(by_dir):
         path = f"{root}/{parent}" if parent else root
@@ -265,19 +220,6 @@ def _link_rows(
             dst = f"{path}/{name}"
             _link_replacing(where + name, dst, mode)
             created.append(dst)
-
-
-def _record_lines(rows: _Rows) -> str:
-    """RECORD's rows for ``rows``: their paths are RECORD's already, and csv quotes none of them but for a rare
-    name with a comma, quote or line break in it."""
-    if not rows.rels:
-        return ""
-    hashes = _record_hashes([e.sha256 for e in rows.entries])
-    if not _SPECIAL.search("".join(rows.rels)):
-        return "".join([f"{rel},{digest},{e.size}\n" for rel, digest, e in zip(rows.rels, hashes, rows.entries)])
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(zip(rows.rels, hashes, (e.size for e in rows.entries)))
-    return out.getvalue()
 
 
 def _makedirs(path: str, made: list[str], known: set[str]) -> None:
@@ -402,13 +344,9 @@ def _format_record(rows: Sequence[tuple[str, str, int | str]], root: str) -> str
     writer = csv.writer(out, lineterminator="\n")
     for path, digest, size in rows:
         if len(digest) == 64 and not digest.startswith("sha256="):
-            digest = _record_hashes([digest])[0]
+            digest = prepared.record_hashes([digest])[0]
         writer.writerow((os.path.relpath(path, root), digest, size))
     return out.getvalue()
-
-
-#: what makes csv quote a RECORD path
-_SPECIAL = re.compile(r'[,"\r\n]')
 
 
 # -- what is installed --------------------------------------------------------------------------------------------------
@@ -694,15 +632,6 @@ def bump_mtime(interpreter: Interpreter) -> None:
 _FOLDED = re.compile(r"^(/.+)/trees/([0-9a-f]{64})/(.+)$")
 
 
-def _sites(tree: Tree, interpreter: Interpreter) -> tuple[dict[str, str], str]:
-    """The parts of ``tree`` that go into site-packages, by tree prefix, and the tree's .data directory name."""
-    layout = _Layout(tree, interpreter)
-    sites = {"": layout.root}
-    for scheme in ("purelib", "platlib"):
-        sites[f"{layout.data_dir}/{scheme}/"] = layout.paths[scheme]
-    return sites, layout.data_dir
-
-
 def plan_folds(trees: Sequence[Tree], interpreter: Interpreter) -> dict[str, dict[str, str]]:
     """Which directories each tree (installed in fold mode) folds, decided for all of them together.
 
@@ -710,10 +639,7 @@ def plan_folds(trees: Sequence[Tree], interpreter: Interpreter) -> dict[str, dic
     RECORD first); folds whose distribution is gone (an uninstaller that would not remove a link out of the venv)
     are removed. Nothing else in the venv changes.
     """
-    views = []
-    for tree in trees:
-        sites, data_dir = _sites(tree, interpreter)
-        views.append(folding.view(tree, sites, data_dir, interpreter.cache_tag))
+    views = [prepared.of(tree, interpreter).view for tree in trees]
     owners: dict[tuple[str, str], Distribution] | None = None
 
     def state(path: str) -> str:

@@ -54,6 +54,9 @@ class Tree(NamedTuple):
     key: str
     path: Path
     manifest: Manifest
+    #: the manifest file's identity when it was read (device, inode, size, mtime, ctime), for caches of what is
+    #: derived from it (:mod:`prepared`); None for a tree made in this process
+    stamp: tuple[int, int, int, int, int] | None = None
 
 
 class StagingEntry(NamedTuple):
@@ -336,7 +339,8 @@ class Store:
             or not self.policy.trusted_writer(tree_st.st_uid, self.owner_uid)
         ):
             raise self._untrusted(f"trees/{key}", f"does not match its manifest ({manifest.wheel})", tree_st.st_uid)
-        return Tree(key, self.root / "trees" / key, manifest)
+        return Tree(key, self.root / "trees" / key, manifest, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                                                st.st_ctime_ns))
 
     def _untrusted(self, rel: str, why: str, owner: int | None = None) -> StoreError:
         who = f", owned by {user_name(owner)}" if owner is not None else ""

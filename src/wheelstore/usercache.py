@@ -24,6 +24,15 @@ def path(name: str) -> Path:
 
 def read_json(name: str) -> Any:
     """The parsed JSON of cache file ``name``, or None when it is missing, unreadable, foreign or not JSON."""
+    data = read_bytes(name)
+    try:
+        return None if data is None else json.loads(data)
+    except ValueError:
+        return None
+
+
+def read_bytes(name: str) -> bytes | None:
+    """The content of cache file ``name``, or None when it is missing, unreadable or foreign."""
     try:
         fd = os.open(path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -33,22 +42,27 @@ def read_json(name: str) -> Any:
             st = os.fstat(f.fileno())
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:  # not ours alone: ignore it
                 return None
-            return json.loads(f.read(MAX_BYTES))
-    except (OSError, ValueError):
+            return f.read(MAX_BYTES)
+    except OSError:
         return None
 
 
 def write_json(name: str, data: Any, *, compact: bool = False) -> bool:
+    """Replace cache file ``name`` with ``data`` as JSON; False if that failed."""
+    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=1)
+    return write_bytes(name, text.encode())
+
+
+def write_bytes(name: str, data: bytes) -> bool:
     """Replace cache file ``name`` with ``data`` (temp file, then rename, mode 0600); False if that failed."""
     target = path(name)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
-    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=1)
     try:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.fchmod(fd, 0o600)
-            view = memoryview(text.encode())
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
         finally:

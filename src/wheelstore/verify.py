@@ -43,7 +43,7 @@ from typing import NamedTuple
 from . import fsio, usercache
 from .bytecode import ensure_pycs
 from .errors import StoreError, WheelstoreError
-from .install import INSTALLER_FILES
+from .prepared import INSTALLER_FILES
 from .manifest import FileEntry, Manifest
 from .policy import Role, open_dir, user_name
 from .store import MAX_MANIFEST, Store, Tree, staging_name
@@ -719,21 +719,21 @@ class CheckWhileLinking:
     for hard links: :func:`linked` needs their counts from before. Trees the child could not vouch for (it failed)
     are checked in this process when asked. Use :meth:`start`, which declines when a child would not pay.
 
-    The last trees, about :data:`HERE` of the files, are left for this process to check once it has linked, so
-    that both cores finish together.
+    The last trees, about ``here`` of the files, are left for this process to check once it has linked, so that
+    both cores finish together.
     """
 
-    def __init__(self, store: Store, trees: Sequence[Tree]) -> None:
+    def __init__(self, store: Store, trees: Sequence[Tree], here: float = 0.0) -> None:
         self.store = store
-        split = _share(trees, 1 - HERE)
+        split = _share(trees, 1 - here)
         self.there, self.here = trees[:split], trees[split:]
         self.checkpoints = Checkpoints.of(store)
         self._clean_there: Callable[[], set[str]] | None = _check_elsewhere(store, self.there, self.checkpoints)
 
     @classmethod
-    def start(cls, store: Store, trees: Sequence[Tree]) -> CheckWhileLinking | None:
+    def start(cls, store: Store, trees: Sequence[Tree], here: float = 0.0) -> CheckWhileLinking | None:
         """None when a child would not pay (few trees, one core): check them before linking then."""
-        return cls(store, trees) if _worth_a_child(trees) else None
+        return cls(store, trees, here) if _worth_a_child(trees) else None
 
     def intact(self) -> bool:
         if not all(not check_tree(self.store, t, checkpoints=self.checkpoints) for t in self.here):
@@ -753,10 +753,10 @@ class CheckWhileLinking:
 
 #: the fewest trees an install splits with a child process
 FORK_AT = 8
-#: the share of the files :class:`CheckWhileLinking` leaves to the linking process: linking the benchmark set
-#: folded took that process about three quarters of the time the whole check took the child (in-process timers,
-#: 2 cores), so this much more of the check evens them out
-HERE = 0.125
+#: the share of the check :class:`CheckWhileLinking` leaves to a process that folds every tree: linking the
+#: benchmark set folded took it about half the time the whole check took the child (in-process timers, 2 cores),
+#: so this much more of the check evens them out. Per-file linking is work enough: it leaves the whole check.
+HERE_WHEN_FOLDED = 0.25
 
 
 def _worth_a_child(trees: Sequence[Tree]) -> bool:

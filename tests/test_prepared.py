@@ -1,0 +1,132 @@
+"""What installing a tree derives from its manifest, kept in the user's cache: the same as deriving it afresh, for any
+venv of the layout, and never used once the manifest it came from has changed."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from wheelstore import prepared
+from wheelstore.store import Store, Tree
+from wheelstore.venv import Interpreter
+
+from .conftest import SYSTEM_PYTHON
+from .wheelmaker import make_wheel
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private cache per test, never root's own, and nothing remembered in this process from another test."""
+    home = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    monkeypatch.setattr(prepared, "_MEMO", {})
+    return home
+
+
+def _trees(tmp_path: Path) -> tuple[Store, list[Tree]]:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    made = [
+        make_wheel(wheels, "plain", files={"plain/__init__.py": b"V = 1\n", "plain/sub/m.py": b"X = 2\n"}),
+        make_wheel(wheels, "nsa", files={"nsdemo/a/__init__.py": b"A = 1\n"}),
+        make_wheel(wheels, "datas", files={
+            "datas/__init__.py": b"",
+            "datas-1.0.data/scripts/tool": b"#!python\nprint('hi')\n",
+            "datas-1.0.data/headers/datas.h": b"int x;\n",
+            "datas-1.0.data/data/share/datas/x.txt": b"x\n",
+            "datas-1.0.data/purelib/datas_extra/__init__.py": b"E = 1\n",
+        }),
+    ]
+    store = Store.init(tmp_path / "store")
+    trees = []
+    for whl in made:
+        tree = store.lookup(store.realize(whl).tree.key)
+        assert tree is not None and tree.stamp is not None
+        trees.append(tree)
+    return store, trees
+
+
+def _venv(path: Path) -> Interpreter:
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(path)], check=True, capture_output=True)
+    return Interpreter.inspect(path / "bin" / "python")
+
+
+def _same(a: prepared.Prepared, b: prepared.Prepared) -> None:
+    assert (a.by_dir, a.record, a.data) == (b.by_dir, b.record, b.data)
+    assert a.view == b.view
+
+
+def test_kept_entries_are_what_deriving_gives_for_every_venv(tmp_path: Path, cache_home: Path) -> None:
+    store, trees = _trees(tmp_path)
+    with store:
+        one, two = _venv(tmp_path / "one"), _venv(tmp_path / "deeper" / "two")
+        for tree in trees:
+            fresh = prepared.derive(tree, one.paths, one.cache_tag)
+            _same(prepared.of(tree, one), fresh)  # derived now, and kept
+        kept = sorted((cache_home / "wheelstore" / "prepared").rglob("*.*"))
+        assert len(kept) == len(trees) and all(p.stat().st_mode & 0o777 == 0o600 for p in kept)
+        prepared._MEMO.clear()
+        for tree in trees:  # read back, for a venv elsewhere
+            _same(prepared.of(tree, two), prepared.derive(tree, two.paths, two.cache_tag))
+        kept_plain = prepared.of(trees[0], two)
+        assert kept_plain.by_dir["plain/sub"] == ["m.py"] and "plain/sub/m.py,sha256=" in kept_plain.record
+
+
+@pytest.mark.parametrize("spoil", ["other-manifest", "corrupt", "writable-by-others"])
+def test_a_stale_corrupt_or_foreign_entry_is_not_used(tmp_path: Path, cache_home: Path, spoil: str) -> None:
+    store, trees = _trees(tmp_path)
+    tree = trees[0]
+    with store:
+        venv = _venv(tmp_path / "venv")
+        prepared.of(tree, venv)
+        (entry,) = [p for p in (cache_home / "wheelstore" / "prepared").rglob(f"{tree.key}.*")]
+        name = f"prepared/{entry.parent.name}/{entry.name}"
+        liar = prepared.derive(trees[1], venv.paths, venv.cache_tag)  # another tree's data under this one's name
+        assert tree.stamp is not None
+        if spoil == "other-manifest":  # as if the manifest had been replaced (a repair): same name, another stamp
+            prepared._save(name, (*tree.stamp[:-1], tree.stamp[-1] + 1), liar)
+        elif spoil == "corrupt":
+            entry.write_bytes(b"\x00not marshal")
+        else:  # the right stamp, in a file others may write: not this user's own finding
+            prepared._save(name, tree.stamp, liar)
+            entry.chmod(0o622)
+        prepared._MEMO.clear()
+        _same(prepared.of(tree, venv), prepared.derive(tree, venv.paths, venv.cache_tag))
+
+
+def test_a_repaired_tree_is_derived_again(tmp_path: Path) -> None:
+    """verify --repair publishes the tree again under a new manifest file: its stamp differs, so what was kept for
+    the old one is not taken for it."""
+    from wheelstore import verify
+
+    store, trees = _trees(tmp_path)
+    with store:
+        venv = _venv(tmp_path / "venv")
+        prepared.of(trees[0], venv)
+        target = trees[0].path / "plain" / "__init__.py"
+        target.chmod(0o644)
+        target.write_bytes(b"V = 2\n")
+        wheel = next((tmp_path / "wheels").glob("plain-*.whl"))
+        verify.repair_tree(store, trees[0].key, lambda _name, _sha: wheel)
+        again = store.lookup(trees[0].key)
+        assert again is not None and again.stamp != trees[0].stamp
+        prepared._MEMO.clear()
+        _same(prepared.of(again, venv), prepared.derive(again, venv.paths, venv.cache_tag))
+
+
+def test_record_rows_quote_only_what_csv_quotes() -> None:
+    import csv
+    import hashlib
+    import io
+
+    from wheelstore.install import _record_hash
+
+    datas = [b"a", b"b", b"c"]
+    rels = ["pkg/plain.py", "pkg/a,b.txt", 'pkg/say "hi".txt']
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows((r, _record_hash(d), len(d)) for r, d in zip(rels, datas))
+    hexes = [hashlib.sha256(d).hexdigest() for d in datas]
+    assert prepared.record_rows(rels, hexes, [len(d) for d in datas]) == out.getvalue()
+    assert prepared.record_rows(rels[:1], hexes[:1], [1]) == f"pkg/plain.py,{_record_hash(b'a')},1\n"
