@@ -29,7 +29,6 @@ import logging
 import os
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -175,6 +174,8 @@ class _Compiler:
     """One compiler process. Its stderr goes to a file, so warnings can never fill a pipe and stall it."""
 
     def __init__(self, executable: str) -> None:
+        import tempfile
+
         self.errors = tempfile.TemporaryFile()
         try:
             self.proc = subprocess.Popen([executable, "-I", "-W", "ignore", "-c", _SERVE], stdin=subprocess.PIPE,

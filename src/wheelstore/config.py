@@ -6,6 +6,8 @@ file, then the system config, then a private default store under the user's XDG 
 
 from __future__ import annotations
 
+import hashlib
+import marshal
 import os
 import sys
 from collections.abc import Mapping
@@ -13,12 +15,8 @@ from pathlib import Path
 from typing import NamedTuple
 from typing import BinaryIO
 
+from . import usercache
 from .errors import StoreError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 ENV_STORE = "WHEELSTORE_STORE"
 SYSTEM_CONFIG = Path("/etc/wheelstore/config.toml")
@@ -48,10 +46,31 @@ class Selection(NamedTuple):
 
 
 def parse_toml(f: BinaryIO, where: Path) -> dict[str, object]:
+    """The TOML document ``f`` (read from ``where``). What this user parsed before from the very same file (device,
+    inode, size, mtime, ctime) comes from their cache: a store's config is read by every command, and the TOML
+    parser's import was a few milliseconds of each."""
+    st = os.fstat(f.fileno())
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    name = f"toml/{hashlib.sha256(os.fsencode(os.path.abspath(where))).hexdigest()[:32]}"
     try:
-        return tomllib.load(f)
+        kept_stamp, kept = marshal.loads(usercache.read_bytes(name) or b"")
+        if kept_stamp == stamp and isinstance(kept, dict):
+            return kept
+    except (EOFError, ValueError, TypeError):
+        pass
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+    try:
+        data = tomllib.load(f)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"{where} is not valid TOML: {e}") from None
+    try:
+        usercache.write_bytes(name, marshal.dumps((stamp, data)))
+    except ValueError:  # holds a date or time, which marshal cannot keep: parsed each time
+        pass
+    return data
 
 
 def read_toml(path: Path) -> dict[str, object] | None:

@@ -309,7 +309,7 @@ class Environment:
         """Trees for the candidates: looked up by hash when one is known (no file opened, no network), else realized
         from local wheels, or downloaded (once per store) and built from sdists where needed. With ``compile_into``
         (auto, fold), wheels published now get this interpreter's pycs inside the tree (see :mod:`bytecode`)."""
-        trees = {c.name: t for c in todo if c.sha256 and (t := store.lookup(c.sha256)) is not None}
+        trees = {c.name: t for c in todo if c.sha256 and (t := store.lookup(c.sha256, remember=True)) is not None}
         local = [c for c in todo if c.name not in trees and c.wheel is not None]
         remote = [c for c in todo if c.name not in trees and c.wheel is None]
         compiler = InTree(store, self.interpreter) if compile_into and self.interpreter.cache_tag else None
@@ -341,11 +341,11 @@ class Environment:
         modes: dict[str, LinkMode] = {}
         if not trees:
             return modes
-        sample = next((t for t in trees if t.manifest.files), None)
-        if sample is None:
+        sample = next((t for t in trees if t.manifest.first is not None), None)
+        if sample is None or sample.manifest.first is None:
             return {t.key: requested or LinkMode.COPY for t in trees}
         site = self.interpreter.paths["purelib"]
-        found = probe(os.fspath(sample.path / next(iter(sample.manifest.files))), site)
+        found = probe(os.fspath(sample.path / sample.manifest.first), site)
         shared = store.policy.shared != "private"
         for tree in trees:
             mode, note = choose(requested, found, tree_owner_uid=tree.manifest.owner_uid, shared=shared)

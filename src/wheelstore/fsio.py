@@ -113,3 +113,11 @@ def below_any(path: str, dirs: set[str]) -> bool:
             return True
         head = head.rpartition("/")[0]
     return False
+
+
+def rmtree(path: str | os.PathLike[str], *, ignore_errors: bool = False) -> None:
+    """:func:`shutil.rmtree` (which never follows a symlink), imported only by the few runs that remove a tree:
+    shutil and what it loads are a few milliseconds of every command's start otherwise."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=ignore_errors)

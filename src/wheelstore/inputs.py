@@ -33,11 +33,6 @@ if TYPE_CHECKING:
 
     from .index import RemoteFile
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 
 class InputError(WheelstoreError):
     """The inputs cannot be turned into local wheel files: missing, incompatible, inconsistent or malformed."""
@@ -458,6 +453,10 @@ def _read_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, l
     """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located."""
     from packaging.pylock import PackageSdist, PackageWheel, Pylock, PylockSelectError, PylockValidationError
 
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     try:
         with open(path, "rb") as f:
             lock = Pylock.from_dict(tomllib.load(f))

@@ -27,9 +27,7 @@ import io
 import json
 import os
 import re
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -37,6 +35,7 @@ from typing import NamedTuple
 from packaging.utils import NormalizedName, canonicalize_name
 
 from . import fold as folding
+from . import fsio
 from . import prepared
 from .errors import WheelstoreError
 from .link import LinkMode, link_file
@@ -150,7 +149,7 @@ def install_tree(
                 _link_replacing(f"{source}/{rel}", dst, mode)
                 record.append((dst, sha256, size))
             created.append(dst)
-        for script, data in _launchers(tree, interpreter):
+        for script, data in _launchers(tree, interpreter, prep):
             _makedirs(os.fspath(script.parent), made_dirs, known_dirs)
             _write_new(os.fspath(script), data, 0o755)
             created.append(os.fspath(script))
@@ -304,10 +303,10 @@ def _rewrite_shebang(data: bytes, executable: str) -> bytes:
     return _shebang(executable) + (rest if nl else b"")
 
 
-def _launchers(tree: Tree, interpreter: Interpreter) -> Iterator[tuple[Path, bytes]]:
+def _launchers(tree: Tree, interpreter: Interpreter, prep: prepared.Prepared) -> Iterator[tuple[Path, bytes]]:
     """console_scripts and gui_scripts launchers, as pip writes them on POSIX."""
     entry_points = tree.path / tree.manifest.dist_info / "entry_points.txt"
-    if f"{tree.manifest.dist_info}/entry_points.txt" not in tree.manifest.files:
+    if "entry_points.txt" not in prep.by_dir.get(tree.manifest.dist_info, ()):
         return
     parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
@@ -406,6 +405,8 @@ class Stash:
     (pip stashes the same way). :meth:`discard` deletes them once the new version is in; :meth:`restore` undoes."""
 
     def __init__(self, prefix: str) -> None:
+        import tempfile
+
         self.dir = Path(tempfile.mkdtemp(prefix=".wheelstore-stash-", dir=prefix))
         self.moved: list[tuple[Path, Path]] = []
 
@@ -417,7 +418,7 @@ class Stash:
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            fsio.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
             return
         self.moved.append((path, target))
 
@@ -428,7 +429,7 @@ class Stash:
         self.discard()
 
     def discard(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)  # never follows a link: links into the store just go
+        fsio.rmtree(self.dir, ignore_errors=True)  # never follows a link: links into the store just go
 
 
 def uninstall(dist: Distribution, interpreter: Interpreter, stash: Stash | None = None) -> list[Path]:
@@ -467,7 +468,7 @@ def uninstall(dist: Distribution, interpreter: Interpreter, stash: Stash | None 
         _prune_empty(d, stop, prefix)
     if dist.dist_info.exists():
         if stash is None:
-            shutil.rmtree(dist.dist_info, ignore_errors=True)
+            fsio.rmtree(dist.dist_info, ignore_errors=True)
         else:
             stash.take(dist.dist_info)
     return removed
@@ -727,7 +728,7 @@ def _unfold(path: str, target: str, owner: Distribution) -> None:
         _rewrite_record(owner, drop={os.path.relpath(path, root)}, add=[os.path.relpath(p, root) for p in links])
         os.unlink(_swap(path, tmp, "folded"))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsio.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -773,7 +774,7 @@ def _private_dir(src: str, path: str) -> list[Path]:
         copy(src, tmp)
         os.unlink(_swap(path, tmp, "folded"))
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsio.rmtree(tmp, ignore_errors=True)
         raise
     return copied
 
@@ -799,7 +800,7 @@ def _refold(dist: Distribution, tree: Tree, cache_tag: str | None) -> dict[str, 
         if os.path.isdir(vdir) and _only(vdir, ours):
             link = _sibling(vdir, "undo")
             os.symlink(target, link)
-            shutil.rmtree(_swap(vdir, link, "private"))
+            fsio.rmtree(_swap(vdir, link, "private"))
             folded[vdir] = target
     if folded:
         _rewrite_record(dist, add=[os.path.relpath(d, root) for d in sorted(folded)])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from .errors import StoreError
+
 FORMAT = 1
 
 
@@ -26,8 +28,21 @@ class FileEntry(NamedTuple):
         return list(self)
 
 
-class Manifest(NamedTuple):
-    """What a published tree holds and who published it when."""
+class Manifest:
+    """What a published tree holds and who published it when.
+
+    A manifest made by :meth:`deferred` has its small fields at once and reads its file list (``files``, ``dirs``,
+    ``rpaths``) from the manifest's bytes when first asked: a warm install links from what the user's cache kept
+    (:mod:`wheelstore.prepared`) and only its check, in another process, needs every file's entry.
+    """
+
+    #: the fields, in the order of the constructor's arguments
+    FIELDS = ("key", "wheel", "name", "version", "dist_info", "root_is_purelib", "publisher_uid", "publisher",
+              "owner_uid", "published_at", "files", "dirs", "bytecode", "rpaths")
+    #: the fields a deferred manifest has at once
+    SMALL = ("key", "wheel", "name", "version", "dist_info", "root_is_purelib", "publisher_uid", "publisher",
+             "owner_uid", "published_at", "bytecode")
+    __slots__ = (*SMALL, "count", "first", "_files", "_dirs", "_rpaths", "_body")
 
     key: str  #: sha256 of the wheel file, which also names the tree
     wheel: str  #: the wheel's file name
@@ -39,13 +54,89 @@ class Manifest(NamedTuple):
     publisher: str
     owner_uid: int  #: owner of the tree's inodes (the publisher, unless an orphan was adopted)
     published_at: str  #: UTC, ISO 8601
-    files: dict[str, FileEntry]
-    dirs: list[str]
     #: the cache tag of the pycs compiled into the tree before it was published ("cpython-311"), or None
-    bytecode: str | None = None
-    #: RPATH/RUNPATH entries of the tree's ELF files that have any, found when it was published (what folding needs
-    #: to know, without opening every library on every install); None in manifests written before it was recorded
-    rpaths: dict[str, list[str]] | None = None
+    bytecode: str | None
+    count: int  #: how many files the tree holds
+    first: str | None  #: one of them (a file to probe link modes with), None in an empty tree
+
+    def __init__(
+        self,
+        key: str,
+        wheel: str,
+        name: str,
+        version: str,
+        dist_info: str,
+        root_is_purelib: bool,
+        publisher_uid: int,
+        publisher: str,
+        owner_uid: int,
+        published_at: str,
+        files: dict[str, FileEntry],
+        dirs: list[str],
+        bytecode: str | None = None,
+        rpaths: dict[str, list[str]] | None = None,
+    ) -> None:
+        self.key, self.wheel, self.name, self.version, self.dist_info = key, wheel, name, version, dist_info
+        self.root_is_purelib, self.publisher_uid, self.publisher = root_is_purelib, publisher_uid, publisher
+        self.owner_uid, self.published_at, self.bytecode = owner_uid, published_at, bytecode
+        self._files, self._dirs, self._rpaths = files, dirs, rpaths
+        self.count, self.first = len(files), next(iter(files), None)
+        self._body: bytes | None = None
+
+    @classmethod
+    def deferred(cls, small: tuple[Any, ...], count: int, first: str | None, body: bytes) -> Manifest:
+        """A manifest whose :data:`SMALL` fields are ``small``, as parsed before from exactly these bytes ``body``,
+        which are parsed again only when the file list is asked for."""
+        key, wheel, name, version, dist_info, purelib, publisher_uid, publisher, owner_uid, at, bytecode = small
+        made = cls(key, wheel, name, version, dist_info, purelib, publisher_uid, publisher, owner_uid, at, {}, [],
+                   bytecode)
+        made.count, made.first, made._body = count, first, body
+        return made
+
+    def small(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f) for f in self.SMALL)
+
+    @property
+    def files(self) -> dict[str, FileEntry]:
+        if self._body is not None:
+            self._read_body()
+        return self._files
+
+    @property
+    def dirs(self) -> list[str]:
+        if self._body is not None:
+            self._read_body()
+        return self._dirs
+
+    @property
+    def rpaths(self) -> dict[str, list[str]] | None:
+        """RPATH/RUNPATH entries of the tree's ELF files that have any, found when it was published (what folding
+        needs to know, without opening every library on every install); None in manifests written before it was
+        recorded."""
+        if self._body is not None:
+            self._read_body()
+        return self._rpaths
+
+    def _read_body(self) -> None:
+        body, self._body = self._body, None
+        assert body is not None
+        full = Manifest.from_json(body)
+        if full.small() != self.small():  # the bytes are those the small fields came from: never, short of a bug
+            raise StoreError(f"the manifest of {self.key} ({self.wheel}) is not the one it was read as",
+                             hint="run the command again; if it persists, wheelstore verify")
+        self._files, self._dirs, self._rpaths = full._files, full._dirs, full._rpaths
+        self.count, self.first = full.count, full.first
+
+    def _replace(self, **changes: Any) -> Manifest:
+        return Manifest(**{f: changes.get(f, getattr(self, f)) for f in self.FIELDS})
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Manifest) and all(getattr(self, f) == getattr(other, f) for f in self.FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # it holds dicts
+
+    def __repr__(self) -> str:
+        return f"Manifest(key={self.key!r}, wheel={self.wheel!r}, files={self.count})"
 
     def to_json(self) -> bytes:
         doc = {

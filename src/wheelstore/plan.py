@@ -9,7 +9,6 @@ distribution it lacks.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,6 +66,8 @@ def _resolve(
     locks = [i for i in items if is_pylock(i)]
     requirements = [i for i in items if i not in locks]
     linked = sources._replace(find_links=(*sources.find_links, *map(str, find_links)))
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
         resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
         candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True, held=store.has)

@@ -16,7 +16,6 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from typing import NamedTuple
 
 from . import install as inst
@@ -91,6 +90,8 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
             except FileNotFoundError:
                 pass
             return None
+        from datetime import datetime, timezone  # here: the other commands that import this module never write
+
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         doc = {
             "format": FORMAT,

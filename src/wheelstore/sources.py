@@ -44,11 +44,6 @@ from typing import Any, NamedTuple
 
 from .errors import WheelstoreError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
 PYPI = "https://pypi.org/simple"
 _TRUE = frozenset({"y", "yes", "t", "true", "on", "1"})
 _FALSE = frozenset({"n", "no", "f", "false", "off", "0"})
@@ -315,6 +310,10 @@ def _uv_settings(env: Mapping[str, str]) -> _ToolSettings:
 
 
 def _read_uv_file(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib  # here: most users have no uv config file
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

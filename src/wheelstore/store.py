@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
+import marshal
 import os
 import re
 import stat
@@ -296,12 +298,16 @@ class Store:
             return False
         return stat.S_ISREG(st.st_mode)
 
-    def lookup(self, key: str) -> Tree | None:
+    def lookup(self, key: str, *, remember: bool = False) -> Tree | None:
         """The committed tree for ``key``, or None. A tree without a manifest is never returned.
 
         Both the manifest and the tree must look like the tool made them: a read-only regular file and a sealed
         directory, owned by a trusted publisher. Anything else in their place was planted or damaged, and using it
         would let one member feed others arbitrary files.
+
+        A manifest file this user parsed before (same device, inode, size, mtime and ctime) is taken with the small
+        fields the user's cache kept and its file list parsed only when asked for (:meth:`Manifest.deferred`);
+        ``remember`` keeps them for the next time (installs do).
         """
         path = f"manifests/{key}.json"
         try:
@@ -322,12 +328,17 @@ class Store:
             if st.st_mode & 0o222 or not self.policy.trusted_writer(st.st_uid, self.owner_uid):
                 raise self._untrusted(path, "writable, or not written by a trusted publisher", st.st_uid)
             data = f.read(MAX_MANIFEST + 1)
-        try:
-            manifest = Manifest.from_json(data)
-        except ValueError as e:
-            raise self._untrusted(path, f"corrupt: {e}", st.st_uid) from None
-        if manifest.key != key:
-            raise self._untrusted(path, f"it names another tree ({manifest.key})", st.st_uid)
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        manifest = _known_manifest(self.root, key, stamp, data)
+        if manifest is None:
+            try:
+                manifest = Manifest.from_json(data)
+            except ValueError as e:
+                raise self._untrusted(path, f"corrupt: {e}", st.st_uid) from None
+            if manifest.key != key:
+                raise self._untrusted(path, f"it names another tree ({manifest.key})", st.st_uid)
+            if remember:
+                _remember_manifest(self.root, key, stamp, manifest)
         try:
             tree_st = os.stat(key, dir_fd=self.area_fd("trees"), follow_symlinks=False)
         except FileNotFoundError:
@@ -339,8 +350,7 @@ class Store:
             or not self.policy.trusted_writer(tree_st.st_uid, self.owner_uid)
         ):
             raise self._untrusted(f"trees/{key}", f"does not match its manifest ({manifest.wheel})", tree_st.st_uid)
-        return Tree(key, self.root / "trees" / key, manifest, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                                                                st.st_ctime_ns))
+        return Tree(key, self.root / "trees" / key, manifest, stamp)
 
     def _untrusted(self, rel: str, why: str, owner: int | None = None) -> StoreError:
         who = f", owned by {user_name(owner)}" if owner is not None else ""
@@ -467,3 +477,36 @@ def _make_parents(path: Path, *, private: bool) -> None:
         except PermissionError:
             raise StoreError(f"cannot create {p}: permission denied on {p.parent}") from None
         os.chmod(p, 0o700 if private else 0o755)
+
+
+# -- manifests read before -------------------------------------------------------------------------------------------
+
+#: bumped whenever what is kept changes
+_KNOWN_FORMAT = 1
+
+
+def _known_name(root: Path, key: str) -> str:
+    return f"manifests/{hashlib.sha256(os.fsencode(root)).hexdigest()[:16]}/{key}"
+
+
+def _known_manifest(root: Path, key: str, stamp: tuple[int, ...], data: bytes) -> Manifest | None:
+    """The manifest ``data`` as parsed before from the file with this ``stamp``, its file list left for later."""
+    from . import usercache
+
+    kept = usercache.read_bytes(_known_name(root, key))
+    if kept is None:
+        return None
+    try:
+        fmt, kept_stamp, small, count, first = marshal.loads(kept)
+    except (EOFError, ValueError, TypeError):
+        return None
+    if fmt != _KNOWN_FORMAT or kept_stamp != stamp or small[0] != key or len(small) != len(Manifest.SMALL):
+        return None
+    return Manifest.deferred(small, count, first, data)
+
+
+def _remember_manifest(root: Path, key: str, stamp: tuple[int, ...], manifest: Manifest) -> None:
+    from . import usercache
+
+    usercache.write_bytes(_known_name(root, key), marshal.dumps((_KNOWN_FORMAT, stamp, manifest.small(),
+                                                                 manifest.count, manifest.first)))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -217,6 +216,8 @@ def find_python(venv: Path) -> Path:
 
 def create(venv: Path, python: str | None = None) -> Interpreter:
     """Make a venv without pip (like ``uv venv``): fast, and pip can be added with ``python -m ensurepip``."""
+    import shutil
+
     base = python or shutil.which("python3") or sys.executable
     if (venv / "pyvenv.cfg").exists():
         raise VenvError(f"{venv} already is a venv", hint=f"install into it: wheelstore install --venv {venv} ...")

@@ -13,7 +13,6 @@ import io
 import os
 import re
 import stat
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -164,6 +163,8 @@ class WheelArchive:
         """Hash the file; with ``spool_dir``, also copy it there and switch to the copy."""
         spool: BinaryIO | None = None
         if spool_dir is not None:
+            import tempfile  # here: a warm install never reads a wheel
+
             try:
                 spool = tempfile.TemporaryFile(dir=spool_dir)  # unnamed (O_TMPFILE) where supported: no leftovers
             except OSError:
