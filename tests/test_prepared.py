@@ -130,3 +130,38 @@ def test_record_rows_quote_only_what_csv_quotes() -> None:
     hexes = [hashlib.sha256(d).hexdigest() for d in datas]
     assert prepared.record_rows(rels, hexes, [len(d) for d in datas]) == out.getvalue()
     assert prepared.record_rows(rels[:1], hexes[:1], [1]) == f"pkg/plain.py,{_record_hash(b'a')},1\n"
+
+
+def test_a_manifest_read_before_is_parsed_only_when_its_files_are_asked_for(tmp_path: Path) -> None:
+    store, trees = _trees(tmp_path)
+    with store:
+        first = store.lookup(trees[0].key, remember=True)  # parsed, and its small fields kept
+        again = store.lookup(trees[0].key)
+        assert first is not None and again is not None and again.stamp == first.stamp
+        assert again.manifest._body is not None  # not parsed yet
+        assert (again.manifest.count, again.manifest.first, again.manifest.name) == (
+            first.manifest.count, first.manifest.first, first.manifest.name)
+        assert again.manifest.files == first.manifest.files and again.manifest._body is None
+        assert again.manifest == first.manifest
+        other = store.lookup(trees[1].key)  # never remembered: parsed at once
+        assert other is not None and other.manifest._body is None
+
+
+def test_a_config_parsed_before_comes_from_the_cache_until_the_file_changes(tmp_path: Path) -> None:
+    import marshal
+
+    from wheelstore import usercache
+    from wheelstore.config import parse_toml
+
+    config = tmp_path / "config.toml"
+    config.write_text('shared = "private"\n')
+    with open(config, "rb") as f:
+        assert parse_toml(f, config) == {"shared": "private"}
+    (kept,) = (Path(usercache.path("toml"))).iterdir()
+    stamp, _data = marshal.loads(kept.read_bytes())
+    kept.write_bytes(marshal.dumps((stamp, {"shared": "from the cache"})))
+    with open(config, "rb") as f:
+        assert parse_toml(f, config) == {"shared": "from the cache"}  # the same file: not parsed again
+    config.write_text('shared = "all"\n')  # a new file identity (size, mtime, ctime)
+    with open(config, "rb") as f:
+        assert parse_toml(f, config) == {"shared": "all"}
