@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from wheelstore import prepared
+from wheelstore.errors import StoreError
 from wheelstore.store import Store, Tree
 from wheelstore.venv import Interpreter
 
@@ -145,6 +146,14 @@ def test_a_manifest_read_before_is_parsed_only_when_its_files_are_asked_for(tmp_
         assert again.manifest == first.manifest
         other = store.lookup(trees[1].key)  # never remembered: parsed at once
         assert other is not None and other.manifest._body is None
+        late = store.lookup(trees[0].key)
+        assert late is not None and late.manifest._body is not None
+        manifest = store.root / "manifests" / f"{trees[0].key}.json"
+        copy = manifest.with_name("copy")
+        copy.write_bytes(manifest.read_bytes())
+        copy.rename(manifest)  # the same bytes in another file: not the one looked up
+        with pytest.raises(StoreError, match="changed while in use"):
+            late.manifest.files
 
 
 def test_a_config_parsed_before_comes_from_the_cache_until_the_file_changes(tmp_path: Path) -> None:

@@ -371,10 +371,15 @@ def installed(interpreter: Interpreter) -> dict[NormalizedName, Distribution]:
 
 def _describe(dist_info: Path) -> Distribution | None:
     try:
-        text = (dist_info / "METADATA").read_text(encoding="utf-8", errors="replace")
+        with open(dist_info / "METADATA", "rb") as f:
+            head = f.read(_METADATA_HEAD)  # Name and Version open every METADATA; its description can be long
+            whole = len(head) < _METADATA_HEAD
+            lines = head if whole else head[: head.rfind(b"\n") + 1]  # complete lines only
+            name, version = _name_and_version(lines.decode("utf-8", "replace"))
+            if (not name or not version) and not whole:
+                name, version = _name_and_version((head + f.read()).decode("utf-8", "replace"))
     except OSError:
         return None
-    name, version = _name_and_version(text)
     if not name or not version:
         return None
     try:
@@ -382,6 +387,10 @@ def _describe(dist_info: Path) -> Distribution | None:
     except OSError:
         installer = ""
     return Distribution(canonicalize_name(name), name, version, dist_info, installer)
+
+
+#: how much of a METADATA file is read first
+_METADATA_HEAD = 8192
 
 
 def _name_and_version(metadata: str) -> tuple[str | None, str | None]:

@@ -8,6 +8,7 @@ re-reading the bytes.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .errors import StoreError
@@ -81,12 +82,12 @@ class Manifest:
         self.owner_uid, self.published_at, self.bytecode = owner_uid, published_at, bytecode
         self._files, self._dirs, self._rpaths = files, dirs, rpaths
         self.count, self.first = len(files), next(iter(files), None)
-        self._body: bytes | None = None
+        self._body: Callable[[], bytes] | None = None
 
     @classmethod
-    def deferred(cls, small: tuple[Any, ...], count: int, first: str | None, body: bytes) -> Manifest:
-        """A manifest whose :data:`SMALL` fields are ``small``, as parsed before from exactly these bytes ``body``,
-        which are parsed again only when the file list is asked for."""
+    def deferred(cls, small: tuple[Any, ...], count: int, first: str | None, body: Callable[[], bytes]) -> Manifest:
+        """A manifest whose :data:`SMALL` fields are ``small``, as parsed before from the bytes ``body`` returns,
+        which are read and parsed again only when the file list is asked for."""
         key, wheel, name, version, dist_info, purelib, publisher_uid, publisher, owner_uid, at, bytecode = small
         made = cls(key, wheel, name, version, dist_info, purelib, publisher_uid, publisher, owner_uid, at, {}, [],
                    bytecode)
@@ -120,7 +121,11 @@ class Manifest:
     def _read_body(self) -> None:
         body, self._body = self._body, None
         assert body is not None
-        full = Manifest.from_json(body)
+        try:
+            full = Manifest.from_json(body())
+        except ValueError as e:  # it parsed before, from a file of the same identity: never, short of a bug
+            raise StoreError(f"the manifest of {self.key} ({self.wheel}) is corrupt: {e}",
+                             hint="run wheelstore verify") from None
         if full.small() != self.small():  # the bytes are those the small fields came from: never, short of a bug
             raise StoreError(f"the manifest of {self.key} ({self.wheel}) is not the one it was read as",
                              hint="run the command again; if it persists, wheelstore verify")

@@ -24,7 +24,7 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
@@ -324,12 +324,12 @@ class Store:
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_MANIFEST:
             os.close(fd)
             raise self._untrusted(path, "not a regular file of sensible size", st.st_uid)
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with os.fdopen(fd, "rb") as f:
             if st.st_mode & 0o222 or not self.policy.trusted_writer(st.st_uid, self.owner_uid):
                 raise self._untrusted(path, "writable, or not written by a trusted publisher", st.st_uid)
-            data = f.read(MAX_MANIFEST + 1)
-        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        manifest = _known_manifest(self.root, key, stamp, data)
+            manifest = _known_manifest(self.root, key, stamp, lambda: self._reread(key, stamp))
+            data = f.read(MAX_MANIFEST + 1) if manifest is None else b""
         if manifest is None:
             try:
                 manifest = Manifest.from_json(data)
@@ -351,6 +351,17 @@ class Store:
         ):
             raise self._untrusted(f"trees/{key}", f"does not match its manifest ({manifest.wheel})", tree_st.st_uid)
         return Tree(key, self.root / "trees" / key, manifest, stamp)
+
+    def _reread(self, key: str, stamp: tuple[int, ...]) -> bytes:
+        """The manifest of ``key`` again, for a deferred file list: exactly the file looked up, or an error."""
+        fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=self.area_fd("manifests"))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) != stamp:
+                raise StoreError(f"{self.root}/manifests/{key}.json changed while in use",
+                                 hint="run the command again; if it persists, wheelstore verify")
+            return f.read(MAX_MANIFEST + 1)
 
     def _untrusted(self, rel: str, why: str, owner: int | None = None) -> StoreError:
         who = f", owned by {user_name(owner)}" if owner is not None else ""
@@ -489,8 +500,8 @@ def _known_name(root: Path, key: str) -> str:
     return f"manifests/{hashlib.sha256(os.fsencode(root)).hexdigest()[:16]}/{key}"
 
 
-def _known_manifest(root: Path, key: str, stamp: tuple[int, ...], data: bytes) -> Manifest | None:
-    """The manifest ``data`` as parsed before from the file with this ``stamp``, its file list left for later."""
+def _known_manifest(root: Path, key: str, stamp: tuple[int, ...], read: Callable[[], bytes]) -> Manifest | None:
+    """The manifest in the file with this ``stamp`` as parsed before, its file list left for later (``read``)."""
     from . import usercache
 
     kept = usercache.read_bytes(_known_name(root, key))
@@ -502,7 +513,7 @@ def _known_manifest(root: Path, key: str, stamp: tuple[int, ...], data: bytes) -
         return None
     if fmt != _KNOWN_FORMAT or kept_stamp != stamp or small[0] != key or len(small) != len(Manifest.SMALL):
         return None
-    return Manifest.deferred(small, count, first, data)
+    return Manifest.deferred(small, count, first, read)
 
 
 def _remember_manifest(root: Path, key: str, stamp: tuple[int, ...], manifest: Manifest) -> None:
