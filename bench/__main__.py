@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from collections.abc import Callable
 from pathlib import Path
 
+from . import drop_image, fresh_image
+
 HERE = Path(__file__).resolve().parent
 SET36 = HERE.parent.parent / "shared" / "bench" / "set36.txt"
 PYTHON = "/usr/bin/python3"
@@ -89,12 +91,33 @@ def main() -> None:
                         help="P4's first import")
     parser.add_argument("--smoke", action="store_true",
                         help="CI's check that the runner works: a tiny set (bench/smoke.txt), one run of each")
+    parser.add_argument("--fresh-fs", action="store_true",
+                        help="work on a new ext4 image (root): the store, uv's cache and every venv, on a filesystem "
+                             "where nothing was deleted before")
     args = parser.parse_args()
+    if args.fresh_fs:
+        image, mnt = args.work.absolute() / "p1.img", Path("/mnt/wheelstore-p1")
+        args.work.mkdir(parents=True, exist_ok=True)
+        fresh_image(image, mnt, "12G")
+        try:
+            wheels = args.work / "wheels"
+            if list(wheels.glob("*.whl")):  # downloaded before: copied, not fetched again
+                shutil.copytree(wheels, mnt / "work" / "wheels")
+            args.work = mnt / "work"
+            run(args)
+        finally:
+            drop_image(image, mnt)
+        return
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.smoke:
         args.requirements, args.runs, args.p4_runs = HERE / "smoke.txt", 1, 1
         args.imports = "import certifi, idna, six"
     work = args.work.absolute()
     work.mkdir(parents=True, exist_ok=True)
+    fs = sh("findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", str(work)).stdout.strip()
     uv, wheels, store = setup(work, args.requirements)
     ws = [str(tool_venv() / "wheelstore"), "--store", str(store)]
 
@@ -172,7 +195,6 @@ def main() -> None:
         med = statistics.median(values)
         rows.append({"command": name, "median_s": round(med, 3), "min_s": round(min(values), 3),
                      "max_s": round(max(values), 3), "ratio_to_uv_default": round(med / base, 2)})
-    fs = sh("findmnt", "-n", "-o", "FSTYPE", "--target", str(work)).stdout.strip()
     meta = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cores": os.cpu_count(),
             "filesystem": fs, "python": PYTHON, "uv": sh(uv, "--version").stdout.strip(), "runs": args.runs,
             "machine": platform.platform()}

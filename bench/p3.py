@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import drop_image, fresh_image
 from .__main__ import HERE, PYTHON, SET36, setup, sh, tool_venv
 from .p2 import GROUP, USERS, ensure_users
 
@@ -48,24 +49,6 @@ def as_user(user: str, umask: int, cmd: list[str], bindir: Path) -> str:
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} as {user}: exit {done.returncode}\n{done.stderr}")
     return done.stdout
-
-
-def fresh_image(size: str) -> None:
-    """A new ext4 filesystem at MNT (inode tables written now, so no lazy init moves the counts later)."""
-    if os.path.ismount(MNT):
-        sh("umount", MNT)
-    IMAGE.unlink(missing_ok=True)
-    sh("truncate", "-s", size, IMAGE)
-    sh("mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", IMAGE)
-    MNT.mkdir(parents=True, exist_ok=True)
-    sh("mount", "-o", "loop", IMAGE, MNT)
-    MNT.chmod(0o1777)
-
-
-def drop_image() -> None:
-    if os.path.ismount(MNT):
-        sh("umount", MNT)
-    IMAGE.unlink(missing_ok=True)
 
 
 Recipe = Callable[[str, Path], list[str]]
@@ -96,7 +79,7 @@ class Footprint:
 def run_recipe(name: str, venvs: int, umask: int, prepare: Callable[[], None], install: Recipe, bindir: Path,
                size: str) -> Footprint:
     """Fresh image, ``prepare`` (cache or store), then the venvs in ORDER, measured after each one."""
-    fresh_image(size)
+    fresh_image(IMAGE, MNT, size)
     try:
         start = usage()
         prepare()
@@ -112,7 +95,7 @@ def run_recipe(name: str, venvs: int, umask: int, prepare: Callable[[], None], i
                                            for u, p, s in zip(ORDER, steps, steps[1:])]
         return Footprint(name, steps[-1][0] - start[0], steps[-1][1] - start[1], per, modes)
     finally:
-        drop_image()
+        drop_image(IMAGE, MNT)
 
 
 def main() -> None:
