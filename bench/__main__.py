@@ -98,7 +98,7 @@ def main() -> None:
     if args.fresh_fs:
         image, mnt = args.work.absolute() / "p1.img", Path("/mnt/wheelstore-p1")
         args.work.mkdir(parents=True, exist_ok=True)
-        fresh_image(image, mnt, "12G")
+        fresh_image(image, mnt, "40G")  # sparse: every timed venv is kept to the end (pip and copy: ~0.5 GB each)
         try:
             wheels = args.work / "wheels"
             if list(wheels.glob("*.whl")):  # downloaded before: copied, not fetched again

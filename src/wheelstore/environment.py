@@ -1,9 +1,9 @@
 """A venv filled from a store: install, sync, uninstall and list, over the pipeline's stages.
 
 resolve (:mod:`plan`) -> fetch (:mod:`fetch`) -> realize (:mod:`realize`, in the store) -> link (:mod:`link`,
-:mod:`install`) -> maintain (:mod:`verify` before linking, :mod:`roots` after). The link
+:mod:`install`) -> maintain (:mod:`verify` before or while linking, :mod:`roots` after). The link
 mode is chosen for every tree before the venv is touched, so a mode that cannot work here is refused with nothing
-half-installed.
+half-installed; a tree the check finds damaged while it is being linked takes the whole install back.
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ looked at again: if only its link count differs from the mark's (same inode, siz
 added or removed (a venv deleted) and it is taken as intact; otherwise it is re-hashed. V is set when a walk that
 started at S found the whole tree intact (V = S less a margin for the clock's granularity), and right after this
 user's own hardlink install of a tree it had just checked (every ctime change in between is taken to be that
-install's links). What the quick check cannot see: a write whose mtime and mode were put back *and* that coincides
-with a link count change, or that falls inside an install's own window. ``full=True`` re-hashes every file whatever
-its signature and trusts no mark.
+install's links). A mark also keeps when a walk last listed every directory of the tree: a directory whose ctime
+is older has exactly the manifest's entries (adding, removing or renaming one moves it), so later checks look its
+names up instead of listing it; installs never move that time. What the quick check cannot see: a write whose mtime
+and mode were put back *and* that coincides with a link count change, or that falls inside an install's own window.
+``full=True`` re-hashes every file whatever its signature and trusts no mark.
 
 Repair re-derives a damaged tree from its wheel. Under the key's lock the manifest moves out first, so readers stop
 trusting the tree before anything else changes; then the tree moves (both into ``staging/quarantine-<key>-...``, where
@@ -719,8 +721,8 @@ class CheckWhileLinking:
     for hard links: :func:`linked` needs their counts from before. Trees the child could not vouch for (it failed)
     are checked in this process when asked. Use :meth:`start`, which declines when a child would not pay.
 
-    The last trees, about ``here`` of the files, are left for this process to check once it has linked, so that
-    both cores finish together.
+    Some trees, the biggest that fit in ``here`` of the files, are left for this process to check once it has
+    linked, so that both cores finish together.
     """
 
     def __init__(self, store: Store, trees: Sequence[Tree], here: float = 0.0) -> None:
