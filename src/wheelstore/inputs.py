@@ -244,7 +244,7 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     parts: list[str]
     start, parts = 0, []
     for number, line in enumerate(text.splitlines(), 1):
-        comment = bool(_COMMENT.match(line))
+        comment = "#" in line and bool(_COMMENT.match(line))
         if line.rstrip().endswith("\\") and not comment:
             start = start if parts else number
             parts.append(line.rstrip()[:-1])
@@ -254,7 +254,7 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
             line, parts = "".join(parts), []
         else:
             start = number
-        line = _COMMENT.sub("", line).strip()
+        line = (_COMMENT.sub("", line) if "#" in line else line).strip()  # a hashed pin's line is long
         if line:
             yield start, line
     if parts:

@@ -150,16 +150,17 @@ class Policy:
         fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
         return fd
 
-    def write_new(self, name: str, data: bytes, role: Role, *, dir_fd: int) -> None:
-        """Create ``name`` holding ``data``, sealed with ``role``'s group and mode and fsynced: complete before it is
-        linked or renamed into view."""
+    def write_new(self, name: str, data: bytes, role: Role, *, dir_fd: int, sync: bool = True) -> None:
+        """Create ``name`` holding ``data``, sealed with ``role``'s group and mode and (with ``sync``) fsynced:
+        complete before it is linked or renamed into view."""
         fd = self.create(name, dir_fd=dir_fd)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             self.apply(fd, role)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

@@ -760,7 +760,7 @@ FORK_AT = 8
 #: benchmark set folded took it about a third of the time the whole check (with reading the manifests' file lists)
 #: took the child (in-process timers, 2 cores), so this much more of the check evens them out. Per-file linking is
 #: work enough: it leaves the whole check to the child.
-HERE_WHEN_FOLDED = 0.28
+HERE_WHEN_FOLDED = 0.29
 
 
 def _worth_a_child(trees: Sequence[Tree]) -> bool:
