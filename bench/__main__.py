@@ -1,8 +1,9 @@
 """``python -m bench``: P1, warm install of the benchmark set into a brand-new venv, and P4, the first import in it,
 wheelstore against uv.
 
-Commands alternate (A B A B ...) so a noisy neighbour hits all of them alike; the report gives the median, the spread
-(min-max) and each median as a ratio of uv's default. Everything it needs is installed into bench/.work (uv from
+Commands alternate (A B A B ..., each run starting one command later) so a noisy neighbour, or the writeback of a
+big install just before, hits all of them alike; the report gives the median, the spread (min-max) and each median
+as a ratio of uv's default. Everything it needs is installed into bench/.work (uv from
 PyPI, the set's wheels downloaded once with their hashes checked).
 """
 
@@ -161,8 +162,13 @@ def run(args: argparse.Namespace) -> None:
                           str(wheels), "--disable-pip-version-check", "-r", str(args.requirements)],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(args.runs):
-        for name, command in commands.items():
+    order = list(commands)
+    for run_number in range(args.runs):
+        # each run starts one command later: the command after pip or a copy install pays for their writeback,
+        # so over as many runs as there are commands each one follows each other once
+        shift = run_number % len(order)
+        for name in order[shift:] + order[:shift]:
+            command = commands[name]
             venv = fresh_venv(name.split()[0])
             subprocess.run(["sync"], check=True)
             start = time.perf_counter()
