@@ -690,7 +690,7 @@ def intact_trees(
     """
     checkpoints = Checkpoints.of(store)  # saved by linked(), after the install
     elsewhere = [t for t in trees if t.key not in hardlinked]
-    share = elsewhere[: _share(elsewhere, 0.5)] if _worth_a_child(elsewhere) else []
+    share = _about(elsewhere, 0.5) if _worth_a_child(elsewhere) else []
     clean_there = _check_elsewhere(store, share, checkpoints) if share else None
     shared_keys = {t.key for t in share}
     mine = [t for t in trees if t.key not in shared_keys]
@@ -776,16 +776,6 @@ def _about(trees: Sequence[Tree], fraction: float) -> list[Tree]:
             chosen.append(tree)
             room -= tree.manifest.count
     return chosen
-
-
-def _share(trees: Sequence[Tree], fraction: float) -> int:
-    """How many of ``trees`` (from the front) hold about ``fraction`` of their files."""
-    total, running = sum(t.manifest.count for t in trees), 0
-    for i, tree in enumerate(trees):
-        running += tree.manifest.count
-        if running >= fraction * total:
-            return i + 1
-    return len(trees)
 
 
 def _check_elsewhere(store: Store, trees: Sequence[Tree], checkpoints: Checkpoints) -> Callable[[], set[str]]:
