@@ -57,14 +57,14 @@ def of(tree: Tree, interpreter: Interpreter) -> Prepared:
     if layout is None or tree.stamp is None:  # site-packages outside the prefix, or a tree not looked up
         return derive(tree, interpreter.paths, interpreter.cache_tag)
     name = _name(tree, interpreter.cache_tag, layout)
-    found = _MEMO.get(name)
-    if found is None or found[0] != tree.stamp:
+    found = _MEMO.get((name, interpreter.prefix))
+    if found is None or found[0] != tree.stamp:  # an install asks twice per tree: for its folds, then to link it
         prepared = _load(name, tree.stamp)
         if prepared is None:
             prepared = derive(tree, {k: _PREFIX + v for k, v in layout.items()}, interpreter.cache_tag)
             _save(name, tree.stamp, prepared)
-        found = _MEMO[name] = (tree.stamp, prepared)
-    return _placed(found[1], interpreter.prefix)
+        found = _MEMO[(name, interpreter.prefix)] = (tree.stamp, _placed(prepared, interpreter.prefix))
+    return found[1]
 
 
 def derive(tree: Tree, paths: dict[str, str], cache_tag: str | None) -> Prepared:
@@ -123,7 +123,8 @@ def record_hashes(hexdigests: list[str]) -> list[str]:
     return ["sha256=" + encoded[i : i + 43] for i in range(0, len(encoded), 44)]
 
 
-_MEMO: dict[str, tuple[tuple[int, ...], Prepared]] = {}
+#: (entry name, venv prefix) -> (manifest stamp, prepared and placed)
+_MEMO: dict[tuple[str, str], tuple[tuple[int, ...], Prepared]] = {}
 
 
 def _layout(interpreter: Interpreter) -> dict[str, str] | None:
