@@ -174,3 +174,12 @@ def test_a_config_parsed_before_comes_from_the_cache_until_the_file_changes(tmp_
     config.write_text('shared = "all"\n')  # a new file identity (size, mtime, ctime)
     with open(config, "rb") as f:
         assert parse_toml(f, config) == {"shared": "all"}
+
+
+def test_cache_directories_are_private_at_every_level(tmp_path: Path, cache_home: Path) -> None:
+    from wheelstore import usercache
+
+    assert usercache.write_bytes("prepared/some-store/some-tree.layout", b"x")
+    made = [cache_home / "wheelstore", cache_home / "wheelstore" / "prepared",
+            cache_home / "wheelstore" / "prepared" / "some-store"]
+    assert [d.stat().st_mode & 0o777 for d in made] == [0o700] * 3

@@ -58,7 +58,7 @@ def write_bytes(name: str, data: bytes) -> bool:
     target = path(name)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
     try:
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_dirs(target.parent)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.fchmod(fd, 0o600)
@@ -75,3 +75,17 @@ def write_bytes(name: str, data: bytes) -> bool:
             pass
         return False
     return True
+
+
+def _private_dirs(directory: Path) -> None:
+    """``mkdir -p`` with every directory it makes 0700 (``parents=True`` would make the upper ones by the umask, and
+    let others list which stores and trees a user has kept entries for)."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
