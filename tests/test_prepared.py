@@ -6,9 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import platformdirs
 import pytest
 
-from wheelstore import prepared
+from wheelstore import prepared, usercache
 from wheelstore.errors import StoreError
 from wheelstore.store import Store, Tree
 from wheelstore.venv import Interpreter
@@ -183,3 +184,15 @@ def test_cache_directories_are_private_at_every_level(tmp_path: Path, cache_home
     made = [cache_home / "wheelstore", cache_home / "wheelstore" / "prepared",
             cache_home / "wheelstore" / "prepared" / "some-store"]
     assert [d.stat().st_mode & 0o777 for d in made] == [0o700] * 3
+
+
+@pytest.mark.parametrize("xdg, home", [(None, "/home/u"), ("/x/cache", "/home/u"), ("relative", "/home/u"),
+                                       ("", "/home/u/"), (None, "/")])
+def test_the_user_cache_is_where_platformdirs_puts_it(xdg: str | None, home: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    for var, value in (("XDG_CACHE_HOME", xdg), ("HOME", home)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    assert usercache.root() == str(platformdirs.user_cache_path("wheelstore"))

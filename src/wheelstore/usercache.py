@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,32 @@ MAX_BYTES = 64 << 20
 
 
 def path(name: str) -> Path:
-    import platformdirs  # here: commands that never read the cache skip its import (tempfile, shutil, ...)
+    return Path(root(), name)
 
-    return platformdirs.user_cache_path("wheelstore") / name
+
+def root() -> str:
+    """``$XDG_CACHE_HOME/wheelstore``, else ``~/.cache/wheelstore`` on Linux (platformdirs' answer there, without
+    its import: 6 ms, tempfile and more, on every run); platformdirs decides elsewhere and in odd cases (a relative
+    or missing home). Worked out once per process for each value of the two variables."""
+    env = (os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+    found = _ROOTS.get(env)
+    if found is None:
+        found = _ROOTS[env] = _locate(*env)
+    return found
+
+
+_ROOTS: dict[tuple[str | None, str | None], str] = {}
+
+
+def _locate(xdg: str | None, home: str | None) -> str:
+    if sys.platform == "linux":
+        if xdg and os.path.isabs(xdg):
+            return os.path.join(xdg, "wheelstore")
+        if home and os.path.isabs(home):
+            return os.path.join(home.rstrip("/") or "/", ".cache", "wheelstore")
+    import platformdirs
+
+    return str(platformdirs.user_cache_path("wheelstore"))
 
 
 def read_json(name: str) -> Any:
@@ -34,7 +58,7 @@ def read_json(name: str) -> Any:
 def read_bytes(name: str) -> bytes | None:
     """The content of cache file ``name``, or None when it is missing, unreadable or foreign."""
     try:
-        fd = os.open(path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(f"{root()}/{name}", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
