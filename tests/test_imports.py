@@ -94,3 +94,48 @@ def test_the_command_exits_with_mains_code_after_all_its_output(tmp_path: Path) 
     missing = subprocess.run([sys.executable, "-m", "wheelstore", "--store", str(tmp_path / "nowhere"), "stats"],
                              capture_output=True, text=True, env=env)
     assert missing.returncode != 0 and missing.stderr.startswith("error: ") and missing.stdout == ""
+
+
+#: a warm install's bill before this list was cut: packaging.tags alone brought logging, platform, subprocess and
+#: sysconfig (11 ms); platformdirs brought tempfile (6 ms); specifiers 3 ms. Each is still imported where it is needed
+#: (a cold store, an unpinned requirement, a new interpreter, a message to print).
+NOT_IN_A_WARM_INSTALL = ["packaging.tags", "packaging.utils", "packaging.specifiers", "logging", "platformdirs",
+                         "subprocess", "tempfile", "zipfile", "wheelstore.realize"]
+
+
+def test_a_warm_install_imports_none_of_the_heavy_modules(tmp_path: Path) -> None:
+    """Two installs of hashed pins from a find-links directory, each into a new venv, by new interpreters: the first
+    publishes the trees and fills the user's cache (it imports all of these); the second needs none of them, and its
+    venv works."""
+    from .conftest import SYSTEM_PYTHON
+    from .wheelmaker import make_wheel
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    made = [make_wheel(wheels, "alpha", files={"alpha/__init__.py": b"A = 1\n"}),
+            make_wheel(wheels, "Beta_Two", files={"beta_two/__init__.py": b"B = 2\n"})]
+    import hashlib
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("".join(
+        f"{w.name.split('-')[0]}=={w.name.split('-')[1]} --hash=sha256:{hashlib.sha256(w.read_bytes()).hexdigest()}\n"
+        for w in made))
+    env = {**os.environ, "PYTHONPATH": SRC, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    store = tmp_path / "store"
+    subprocess.run([sys.executable, "-m", "wheelstore", "init", str(store)], check=True, env=env)
+    code = ("import json, sys\nbefore = set(sys.modules)\nfrom wheelstore.cli import main\n"  # not what site imported
+            "code = main(sys.argv[1:])\nprint(json.dumps([code, sorted(set(sys.modules) - before)]))")
+    loaded = []
+    for n in (1, 2):
+        venv = tmp_path / f"venv{n}"
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+        done = subprocess.run([sys.executable, "-c", code, "--store", str(store), "install", "-q", "--venv", str(venv),
+                               "-r", str(requirements), "-f", str(wheels)], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        code_, modules = json.loads(done.stdout)
+        assert code_ == 0
+        loaded.append([m for m in NOT_IN_A_WARM_INSTALL if m in modules])
+    assert loaded[0] != [] and loaded[1] == [], loaded
+    ran = subprocess.run([tmp_path / "venv2" / "bin" / "python", "-c", "import alpha, beta_two; print(alpha.A + beta_two.B)"],
+                         capture_output=True, text=True)
+    assert ran.stdout.strip() == "3", ran.stderr

@@ -25,21 +25,19 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
-import logging
 import os
 import stat
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 from .errors import WheelstoreError
+from .logs import log
 from .manifest import FileEntry, Manifest
 from .policy import Role, open_dir
 from .store import Store, Tree
 from .venv import Interpreter
 
-log = logging.getLogger("wheelstore")
 
 #: a compiler process: one JSON job per line on stdin, the number of modules it compiled per line on stdout
 _SERVE = r"""
@@ -174,6 +172,7 @@ class _Compiler:
     """One compiler process. Its stderr goes to a file, so warnings can never fill a pipe and stall it."""
 
     def __init__(self, executable: str) -> None:
+        import subprocess  # here: installs from a warm store start no compiler
         import tempfile
 
         self.errors = tempfile.TemporaryFile()
@@ -200,6 +199,8 @@ class _Compiler:
             raise BytecodeError(last)
 
     def close(self) -> None:
+        import subprocess
+
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()

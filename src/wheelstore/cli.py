@@ -5,17 +5,15 @@ from __future__ import annotations
 import argparse
 import atexit
 import json
-import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, logs
 from .config import select_store
 from .environment import Environment, Options, Report
 from .errors import WheelstoreError
@@ -448,20 +446,27 @@ def _err(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-class _AfterStdout(logging.StreamHandler):  # type: ignore[type-arg]
-    def emit(self, record: logging.LogRecord) -> None:
-        sys.stdout.flush()
-        super().emit(record)
-
-
 def _log_to_stderr(*, quiet: bool, verbose: bool = False) -> None:
     """Warnings from the API (a lock that could not be taken, ...) as ``warning: ...`` lines; with ``verbose`` also
-    what is being done, as ``debug: ...`` lines."""
-    handler = _AfterStdout(sys.stderr)
+    what is being done, as ``debug: ...`` lines. The handler is made with the first such line (:mod:`.logs`)."""
+    level = logs.ERROR if quiet else logs.DEBUG if verbose else logs.WARNING
+    logs.threshold = level
+    logs.setup = lambda: _handler(level)
+
+
+def _handler(level: int) -> None:
+    import logging
+
+    class AfterStdout(logging.StreamHandler):  # type: ignore[type-arg]
+        def emit(self, record: logging.LogRecord) -> None:
+            sys.stdout.flush()
+            super().emit(record)
+
+    handler = AfterStdout(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     log = logging.getLogger("wheelstore")
     log.handlers[:] = [handler]
-    log.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose else logging.WARNING)
+    log.setLevel(level)
     log.propagate = False
     logging.addLevelName(logging.WARNING, "warning")
     logging.addLevelName(logging.DEBUG, "debug")
@@ -495,7 +500,8 @@ def entry() -> NoReturn:
     frees it all at once. Only when nothing else runs: another thread would be cut short.
     """
     code = main()
-    if threading.active_count() > 1:
+    threading = sys.modules.get("threading")  # never imported: no other thread ran
+    if threading is not None and threading.active_count() > 1:
         sys.exit(code)
     atexit._run_exitfuncs()  # what interpreter shutdown would run: logging's flush, compilers' close
     try:

@@ -8,13 +8,11 @@ half-installed; a tree the check finds damaged while it is being linked takes th
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from . import install as inst
@@ -25,12 +23,16 @@ from .bytecode import InTree
 from .inputs import Candidate
 from .link import LinkMode, choose, probe
 from .locks import install_lock
+from .logs import log
+from .names import canonical
 from .roots import register
 from .sources import Sources
 from .store import Store, Tree
 from .venv import Interpreter, find_python
 
-log = logging.getLogger("wheelstore")
+if TYPE_CHECKING:
+    from packaging.utils import NormalizedName
+
 
 #: what ``sync`` leaves alone although it was not asked for: the venv's own installers
 SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
@@ -223,7 +225,7 @@ class Environment:
     def uninstall(self, names: Sequence[str]) -> Report:
         """Remove distributions, then refresh the gc roots of the stores they came from."""
         dists = self.distributions()
-        stores = {str(o["store"]) for n in names if (d := dists.get(canonicalize_name(n))) is not None
+        stores = {str(o["store"]) for n in names if (d := dists.get(canonical(n))) is not None
                   and (o := inst.origin(d)) is not None and o.get("store")}
         report = self._uninstall(names)
         for path in sorted(stores):
@@ -237,10 +239,10 @@ class Environment:
     def _uninstall(self, names: Sequence[str]) -> Report:
         report = Report()
         present = self.distributions()
-        missing = [n for n in names if canonicalize_name(n) not in present]
+        missing = [n for n in names if canonical(n) not in present]
         if missing:
             raise WheelstoreError(f"not installed in {self.path}: {', '.join(missing)}")
-        for n in dict.fromkeys(canonicalize_name(n) for n in names):
+        for n in dict.fromkeys(canonical(n) for n in names):
             dist = present[n]
             inst.uninstall(dist, self.interpreter)
             report.removed.append((dist.display_name, dist.version))
@@ -257,7 +259,7 @@ class Environment:
 
     def _edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[inst.Distribution, int]:
         """Give this venv private, writable copies of one distribution's files, or (``undo``) link them again."""
-        dist = self.distributions().get(canonicalize_name(name))
+        dist = self.distributions().get(canonical(name))
         if dist is None:
             raise WheelstoreError(f"{name} is not installed in {self.path}")
         found = inst.origin(dist)

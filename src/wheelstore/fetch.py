@@ -18,7 +18,6 @@ tags from it. ``file://`` wheels are realized from where they are, without a cop
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import sys
 import threading
@@ -32,6 +31,7 @@ from .errors import HashMismatch, WheelstoreError
 from .http import DownloadCutOff, FetchError, Http, file_path
 from .index import IndexClient, RemoteFile, distribution
 from .locks import KeyLock, share_work
+from .logs import log
 from .policy import Role
 from .realize import Compiler, realize, try_realize
 from .sources import Sources
@@ -49,7 +49,6 @@ ATTEMPTS = 3
 RETRY_DELAY = 0.5
 
 
-log = logging.getLogger("wheelstore")
 
 
 # -- progress -------------------------------------------------------------------------------------------------------

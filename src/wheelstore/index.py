@@ -8,7 +8,6 @@ made absolute against the page it came from, so a later download needs nothing b
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,10 +29,10 @@ from packaging.utils import (
 from packaging.version import Version
 
 from .http import FetchError, Http, Page, file_path
+from .logs import log
 from .sources import Sources
 from .venv import Interpreter
 
-log = logging.getLogger("wheelstore")
 
 #: JSON first; HTML (either spelling) as the fallback every index serves
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"

@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, cast
 from urllib.parse import urlparse
 
-from packaging.specifiers import SpecifierSet
-from packaging.tags import Tag, create_compatible_tags_selector
-from packaging.utils import BuildTag, InvalidWheelFilename, NormalizedName, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from . import names
 from .errors import WheelError, WheelstoreError
+from .names import canonical
 from .venv import Interpreter
 from .wheel import CHUNK, normalize_sha256
 
 if TYPE_CHECKING:
     from packaging.markers import Environment, InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
     from packaging.pylock import PackageSdist, PackageWheel
+    from packaging.specifiers import SpecifierSet
+    from packaging.utils import BuildTag, NormalizedName
 
     from .index import RemoteFile
 
@@ -73,7 +74,8 @@ class Pin(NamedTuple):
 
     name: NormalizedName
     version: Version | None
-    specifier: SpecifierSet
+    #: what the requirement allows; None for exactly ``version`` (``==`` one version, or a file)
+    specifier: SpecifierSet | None
     text: str
     origin: str
     hashes: frozenset[str] = frozenset()
@@ -148,14 +150,14 @@ _PLAIN_PIN = re.compile(
 )
 
 
-def plain_requirement(text: str) -> tuple[str, SpecifierSet] | None:
-    """The name and specifier of a plain ``name==version`` line, as packaging's ``Requirement`` gives them; None
-    for anything else (extras, markers, URLs, spaces, other operators, unusual versions, and a text ending in .whl,
-    which is taken as a wheel path): parse those fully."""
+def plain_requirement(text: str) -> tuple[str, str] | None:
+    """The name and specifier (``==1.2``) of a plain ``name==version`` line, as packaging's ``Requirement`` gives
+    them; None for anything else (extras, markers, URLs, spaces, other operators, unusual versions, and a text ending
+    in .whl, which is taken as a wheel path): parse those fully."""
     plain = _PLAIN_PIN.fullmatch(text)
     if plain is None or text.endswith(".whl"):
         return None
-    return plain["name"], SpecifierSet(plain["specifier"])
+    return plain["name"], plain["specifier"]
 
 
 def parse_requirement(
@@ -164,7 +166,8 @@ def parse_requirement(
     """A requirement or wheel path as a Pin; None when its marker leaves the target out."""
     plain = plain_requirement(text)
     if plain is not None:
-        return _pin(*plain, origin, hashes)
+        name, specifier = plain
+        return _exact_pin(name, specifier[2:], f"{name}{specifier}", origin, hashes)
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
@@ -186,7 +189,7 @@ def parse_requirement(
         url = urlparse(req.url)
         if url.scheme == "file" and url.path.endswith(".whl"):
             pin = _wheel_pin(_file_url_path(url.path), origin, hashes)
-            if pin.name != canonicalize_name(req.name):
+            if pin.name != canonical(req.name):
                 raise InputError(f"{origin}: {req.url} is not a wheel of {req.name}")
             return pin
         raise InputError(
@@ -198,14 +201,24 @@ def parse_requirement(
 
 def _pin(name: str, specifier: SpecifierSet, origin: str, hashes: frozenset[str]) -> Pin:
     pin_text = f"{name}{specifier}"
-    version = None
     specs = list(specifier)
-    if len(specs) == 1 and specs[0].operator in ("==", "===") and not specs[0].version.endswith(".*"):
-        try:
-            version = Version(specs[0].version)
-        except InvalidVersion:
-            raise InputError(f"{origin}: {pin_text}: {specs[0].version!r} is not a valid version") from None
-    return Pin(canonicalize_name(name), version, specifier, pin_text, origin, hashes)
+    if len(specs) == 1 and specs[0].operator == "==" and not specs[0].version.endswith(".*"):
+        return _exact_pin(name, specs[0].version, pin_text, origin, hashes)
+    version = None
+    if len(specs) == 1 and specs[0].operator == "===":
+        version = _version(specs[0].version, pin_text, origin)
+    return Pin(canonical(name), version, specifier, pin_text, origin, hashes)
+
+
+def _exact_pin(name: str, version: str, pin_text: str, origin: str, hashes: frozenset[str]) -> Pin:
+    return Pin(canonical(name), _version(version, pin_text, origin), None, pin_text, origin, hashes)
+
+
+def _version(text: str, pin_text: str, origin: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        raise InputError(f"{origin}: {pin_text}: {text!r} is not a valid version") from None
 
 
 def _path_origin(text: str, origin: str) -> str:
@@ -215,11 +228,10 @@ def _path_origin(text: str, origin: str) -> str:
 
 def _wheel_pin(path: Path, origin: str, hashes: frozenset[str]) -> Pin:
     try:
-        name, version, _build, _tags = parse_wheel_filename(path.name)
-    except InvalidWheelFilename as e:
+        name, version, _build, _tags = names.parse_wheel_name(path.name)
+    except ValueError as e:
         raise InputError(f"{path}: not a wheel file name ({e})") from None
-    return Pin(name, version, SpecifierSet(f"=={version}"), f"{name}=={version}", origin, hashes,
-               Path(os.path.abspath(path)))
+    return Pin(name, version, None, f"{name}=={version}", origin, hashes, Path(os.path.abspath(path)))
 
 
 def parse_requirements_file(path: Path, interpreter: Interpreter) -> Requirements:
@@ -383,24 +395,24 @@ class _Links:
     def __init__(self, directories: Sequence[Path], interpreter: Interpreter) -> None:
         self.directories = list(dict.fromkeys(Path(os.path.abspath(d)) for d in directories))
         self.interpreter = interpreter
-        self.select = create_compatible_tags_selector(interpreter.tags)
+        self.supported = interpreter.supported
         self.missing: set[Path] = set()
 
     @cached_property
-    def wheels(self) -> dict[NormalizedName, list[tuple[Version, BuildTag, frozenset[Tag], Path]]]:
-        found: dict[NormalizedName, list[tuple[Version, BuildTag, frozenset[Tag], Path]]] = {}
+    def wheels(self) -> dict[NormalizedName, list[tuple[Version, BuildTag, frozenset[str], Path]]]:
+        found: dict[NormalizedName, list[tuple[Version, BuildTag, frozenset[str], Path]]] = {}
         for directory in self.directories:
             try:
-                names = sorted(os.listdir(directory))
+                listed = sorted(os.listdir(directory))
             except OSError:
                 self.missing.add(directory)
                 continue
-            for filename in names:
+            for filename in listed:
                 if not filename.endswith(".whl"):
                     continue
                 try:
-                    name, version, build, tags = parse_wheel_filename(filename)
-                except InvalidWheelFilename:
+                    name, version, build, tags = names.parse_wheel_name(filename)
+                except ValueError:
                     continue
                 found.setdefault(name, []).append((version, build, tags, directory / filename))
         for entries in found.values():
@@ -409,7 +421,7 @@ class _Links:
 
     def find(self, name: NormalizedName, version: Version, *, required: bool = True) -> Path | None:
         same = [(path, tags) for v, _build, tags, path in self.wheels.get(name, []) if v == version]
-        best = next(self.select(same), None)
+        best = next(names.select(self.supported, same), None)
         if best is not None or not required:
             return best
         where = ", ".join(f"{d} (missing)" if d in self.missing else str(d) for d in self.directories)
@@ -423,7 +435,7 @@ class _Links:
 
     def newest(self, name: NormalizedName, specifier: SpecifierSet) -> Version | None:
         """The newest version of ``name`` here that the interpreter can use and ``specifier`` allows."""
-        usable = self.select(((v, tags) for v, _b, tags, _p in self.wheels.get(name, [])))
+        usable = names.select(self.supported, ((v, tags) for v, _b, tags, _p in self.wheels.get(name, [])))
         return max(specifier.filter(usable), default=None)
 
     def file(self, filename: str) -> Path | None:
@@ -482,11 +494,10 @@ def _read_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, l
             digest = normalize_sha256(digest)
         except WheelError:
             raise InputError(f"{path}: the sha256 of {filename} is not a sha256 hex digest") from None
-        version = package.version or (parse_wheel_filename(filename)[1] if filename.endswith(".whl") else None)
+        version = package.version or (names.parse_wheel_name(filename)[1] if filename.endswith(".whl") else None)
         if version is None:
             raise InputError(f"{path}: {package.name} has no version")
-        pin = Pin(package.name, version, SpecifierSet(f"=={version}"), f"{package.name}=={version}", str(path),
-                  frozenset({digest}))
+        pin = Pin(package.name, version, None, f"{package.name}=={version}", str(path), frozenset({digest}))
         local = _lock_local_file(path, source, links)
         if isinstance(source, PackageWheel) and local is not None:
             pin = pin._replace(wheel=local)
@@ -546,16 +557,18 @@ def collect(
     interpreter: Interpreter,
     *,
     elsewhere: bool = False,
-    held: Callable[[str], bool] | None = None,
+    held: Callable[[str], str | None] | None = None,
 ) -> list[Candidate]:
     """Wheel files for everything asked for, one per distribution, sorted by name, every given hash checked.
 
     ``args`` are wheel paths, pylock files and requirements (``name==1.2``); a pinned set is taken as complete (no
     dependencies are added). A pin with no wheel in the find-links directories is an error, unless ``elsewhere``
     says the store or an index may provide it: then its candidate has no file (``wheel`` and ``remote`` None).
-    Unpinned requirements raise :class:`NeedsResolution`. ``held(sha256)`` says whether the store already has the
-    tree of a file with that hash: a pin whose given hash it holds is not read at all (the tree is used, not the file;
-    were the tree gone by then, realizing the file checks the hash anyway).
+    Unpinned requirements raise :class:`NeedsResolution`. ``held(sha256)`` is the wheel file name of the store's tree
+    for a file with that hash, or None: a pin with a hash whose tree the interpreter can use is not read at all (the
+    tree is used, not the file; were the tree gone by then, realizing the file checks the hash anyway), unless the
+    find-links file suits the interpreter better. A store shared by machines of several platforms holds trees for
+    wheels this interpreter cannot use; those are passed over.
     """
     env = _lazy_environment(interpreter)
     entries: list[_Entry] = []
@@ -595,14 +608,14 @@ def collect(
               for name, _group, version, chosen in plans]
 
     # The file's sha256, if a hash was given for it or its direct_url must record one: a hash the store already
-    # holds a tree for needs no reading; the other files are hashed a few at a time (hashlib drops the GIL).
+    # holds a usable tree for needs no reading; the other files are hashed a few at a time (hashlib drops the GIL).
     digests: list[str | None] = []
     unknown: list[int] = []
     for (_name, group, _version, _chosen), wheel in zip(plans, wheels):
         sets = [e.pin.hashes for e in group if e.pin.hashes]
         known = None
         if held is not None and sets and not any(e.direct for e in group):
-            known = next((h for h in sorted(frozenset.intersection(*sets)) if held(h)), None)
+            known = _best_held(frozenset.intersection(*sets), held, links.supported, wheel)
         if known is None and wheel is not None and (sets or any(e.direct for e in group)):
             unknown.append(len(digests))
         digests.append(known)
@@ -620,12 +633,25 @@ def collect(
     return [_candidate(*plan, wheel, sha256) for plan, wheel, sha256 in zip(plans, wheels, digests)]
 
 
+def _best_held(
+    hashes: frozenset[str], held: Callable[[str], str | None], supported: dict[str, int], wheel: Path | None
+) -> str | None:
+    """The hash of the store's tree that suits the interpreter best, if no less than the local ``wheel`` would."""
+    trees = [(h, names.wheel_tags(filename)) for h in sorted(hashes) if (filename := held(h)) is not None]
+    best = next(names.select(supported, trees), None)
+    if best is None or wheel is None:
+        return best
+    place = cast(int, names.rank(supported, dict(trees)[best]))
+    local = names.rank(supported, names.wheel_tags(wheel.name))
+    return best if local is None or place <= local else None
+
+
 def _plan(name: NormalizedName, group: list[_Entry], links: _Links) -> tuple[Version, _Entry | None]:
     """The one version the entries agree on and the file given for it, if any; raises before any file is read."""
     pinned = [e for e in group if e.pin.version is not None]
     if not pinned:
         pin = group[0].pin
-        newest = links.newest(name, pin.specifier)
+        newest = links.newest(name, cast("SpecifierSet", pin.specifier))  # no version: a specifier
         where = "" if pin.origin == "command line" else f"{pin.origin}: "
         raise NeedsResolution(
             f"{where}{pin.text} needs resolution",
@@ -635,7 +661,9 @@ def _plan(name: NormalizedName, group: list[_Entry], links: _Links) -> tuple[Ver
     version = cast(Version, base.version)
     for entry in group:
         pin = entry.pin
-        if pin.version is not None and pin.version != version or not pin.specifier.contains(version, prereleases=True):
+        if pin.version is not None and pin.version != version or (
+            pin.specifier is not None and not pin.specifier.contains(version, prereleases=True)
+        ):
             raise InputError(f"conflicting pins: {base.text} ({base.origin}) and {pin.text} ({pin.origin})")
     direct = [e for e in group if e.direct]
     for entry in direct:
@@ -643,8 +671,7 @@ def _plan(name: NormalizedName, group: list[_Entry], links: _Links) -> tuple[Ver
         if wheel != direct[0].pin.wheel:
             raise InputError(f"{name} is given twice: {direct[0].pin.wheel} and {wheel}",
                              hint="give one wheel per distribution")
-        tags = parse_wheel_filename(wheel.name)[3]
-        if next(links.select([(wheel, tags)]), None) is None:
+        if names.rank(links.supported, names.wheel_tags(wheel.name)) is None:
             raise InputError(f"{wheel.name} is not for this interpreter ({_describe(links.interpreter)}): "
                              f"its tags are {_tag_text(wheel.name)}")
     given = (e for e in group if e.pin.wheel is not None or e.pin.remote is not None)

@@ -30,18 +30,21 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from packaging.utils import NormalizedName, canonicalize_name
 
 from . import fold as folding
 from . import fsio
 from . import prepared
 from .errors import WheelstoreError
 from .link import LinkMode, link_file
+from .names import canonical
 from .prepared import INSTALLER_FILES
 from .store import Tree
 from .venv import Interpreter
+
+if TYPE_CHECKING:
+    from packaging.utils import NormalizedName
 
 INSTALLER_NAME = "wheelstore"
 #: in each dist-info wheelstore installs: which store tree it came from and how it was linked (for edit --undo, gc)
@@ -386,7 +389,7 @@ def _describe(dist_info: Path) -> Distribution | None:
         installer = (dist_info / "INSTALLER").read_text(encoding="utf-8").strip()
     except OSError:
         installer = ""
-    return Distribution(canonicalize_name(name), name, version, dist_info, installer)
+    return Distribution(canonical(name), name, version, dist_info, installer)
 
 
 #: how much of a METADATA file is read first

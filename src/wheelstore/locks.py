@@ -16,7 +16,6 @@ waiter that then wins a lock on the removed inode notices (the path no longer na
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import stat
 import threading
@@ -27,12 +26,12 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
+from .logs import log
 from .policy import Policy, Role
 
 if TYPE_CHECKING:
     from .store import Store
 
-log = logging.getLogger("wheelstore")
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -9,14 +9,13 @@ distribution it lacks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 
 from .errors import WheelstoreError
 from .inputs import Candidate, NeedsResolution, collect, is_pylock, parse_requirements_file
+from . import names
+from .names import canonical
 from .sources import Sources
 from .store import Store, Tree
 from .venv import Interpreter
@@ -43,7 +42,7 @@ def plan(
     """One candidate per distribution, each with a local wheel, a store tree (``sha256`` set), or a remote file;
     ``quiet`` silences uv's progress lines."""
     try:
-        candidates = collect(items, requirement_files, find_links, interpreter, elsewhere=True, held=store.has)
+        candidates = collect(items, requirement_files, find_links, interpreter, elsewhere=True, held=_wheel_of(store))
     except NeedsResolution:
         candidates = _resolve(store, items, requirement_files, find_links, interpreter, sources, quiet=quiet)
     return locate(store, candidates, interpreter, sources)
@@ -70,7 +69,8 @@ def _resolve(
 
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
         resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
-        candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True, held=store.has)
+        candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True,
+                             held=_wheel_of(store))
     named = _named(requirements, requirement_files, interpreter)
     return [c._replace(requested=True) if c.name in named else c for c in candidates]
 
@@ -78,15 +78,15 @@ def _resolve(
 def _named(requirements: Sequence[str], requirement_files: Sequence[Path], interpreter: Interpreter) -> set[str]:
     from packaging.requirements import InvalidRequirement, Requirement  # here: pinned inputs never need it
 
-    names: set[str] = set()
+    named: set[str] = set()
     for text in requirements:
         try:
-            names.add(canonicalize_name(Requirement(text).name))
+            named.add(canonical(Requirement(text).name))
         except InvalidRequirement:  # a wheel path: its name is its file name's first part
-            names.add(canonicalize_name(Path(text).name.split("-")[0]))
+            named.add(canonical(Path(text).name.split("-")[0]))
     for path in requirement_files:
-        names.update(pin.name for pin in parse_requirements_file(path, interpreter).pins)
-    return names
+        named.update(pin.name for pin in parse_requirements_file(path, interpreter).pins)
+    return named
 
 
 def locate(
@@ -100,7 +100,9 @@ def locate(
             located.append(cand)
             continue
         known = cand.hashes or (frozenset({cand.remote.sha256}) if cand.remote and cand.remote.sha256 else frozenset())
-        tree = next((t for h in sorted(known) if (t := _held(store, h, interpreter)) is not None), None)
+        held = [(t, names.wheel_tags(t.manifest.wheel)) for h in sorted(known)
+                if (t := _held(store, h, interpreter)) is not None]
+        tree = next(names.select(interpreter.supported, held), None)
         if tree is not None:
             located.append(cand._replace(sha256=tree.key))
         elif cand.remote is not None and not (sources.offline and _is_remote(cand.remote.url)):
@@ -109,13 +111,15 @@ def locate(
             lacking.append(cand)
     if not lacking:
         return located
-    names = ", ".join(f"{c.name}=={c.version}" for c in lacking)
+    absent = ", ".join(f"{c.name}=={c.version}" for c in lacking)
     if sources.offline:
-        raise Missing(f"not in the store, and --offline forbids downloading: {names}",
+        raise Missing(f"not in the store, and --offline forbids downloading: {absent}",
                       hint="run once without --offline, or give their wheels with --find-links")
     if not sources.index_urls and not any(_is_remote(u) for u in sources.find_links):
-        raise Missing(f"no wheel in the find-links directories and no index to ask (--no-index): {names}",
+        raise Missing(f"no wheel in the find-links directories and no index to ask (--no-index): {absent}",
                       hint="give their wheels with --find-links DIR, or drop --no-index")
+    from packaging.specifiers import SpecifierSet
+
     from .http import Http
     from .index import IndexClient, RemoteFile, choose_sdist, choose_wheel
 
@@ -150,6 +154,16 @@ def locate(
         raise Missing(f"no file for this interpreter with the required hash on {', '.join(sources.index_urls)}: "
                       f"{which}")
     return sorted(located, key=lambda c: c.name)
+
+
+def _wheel_of(store: Store) -> Callable[[str], str | None]:
+    """The wheel file name of the store's tree for a hash, None if it holds none (see :func:`collect`)."""
+
+    def wheel(sha256: str) -> str | None:
+        tree = store.lookup(sha256, remember=True) if store.has(sha256) else None
+        return tree.manifest.wheel if tree is not None else None
+
+    return wheel
 
 
 def _held(store: Store, sha256: str, interpreter: Interpreter) -> Tree | None:

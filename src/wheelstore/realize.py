@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import logging
 import os
 import re
 import stat
@@ -37,13 +36,13 @@ from .errors import StoreError, UnsafeMember, WheelstoreError
 from .fold import tree_rpaths
 from .hooks import checkpoint
 from .locks import share_work
+from .logs import log
 from .manifest import FileEntry, Manifest
 from .policy import Role, current_user, open_dir, user_name
 from .store import Store, Tree, staging_name
 from .wheel import CHUNK, Member, WheelArchive
 
 
-log = logging.getLogger("wheelstore")
 
 T = TypeVar("T")
 #: compiles a staged tree's modules into it before its directories are sealed (``bytecode.InTree``): gets the staging

@@ -10,7 +10,6 @@ user: nothing is written where other users could interfere.
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 import shutil
@@ -26,6 +25,7 @@ from packaging.pylock import (
 from packaging.requirements import InvalidRequirement, Requirement
 
 from .errors import WheelstoreError
+from .logs import log
 from .sources import Sources
 from .venv import Interpreter
 
@@ -41,7 +41,6 @@ _UV_SOURCE_VARS = frozenset({
 })
 
 
-log = logging.getLogger("wheelstore")
 
 
 class ResolutionError(WheelstoreError):

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import stat
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from . import install as inst
+from .logs import log
 from .policy import Role, open_dir, user_name
 from .store import Store
 from .venv import Interpreter
 
-log = logging.getLogger("wheelstore")
 
 FORMAT = 1
 #: a root or origin file larger than this was not written by wheelstore

@@ -19,21 +19,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from packaging.tags import Tag
-from packaging.utils import (
-    InvalidWheelFilename,
-    NormalizedName,
-    canonicalize_name,
-    canonicalize_version,
-    parse_wheel_filename,
-)
-from packaging.version import Version
-
 from .hooks import checkpoint
 from .errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
 
 if TYPE_CHECKING:
     import zipfile
+
+    from packaging.tags import Tag
+    from packaging.utils import NormalizedName
+    from packaging.version import Version
 
 CHUNK = 1 << 20
 #: files a wheel's RECORD may leave without a hash (PEP 376/427): RECORD itself and its signatures
@@ -119,6 +113,8 @@ class WheelArchive:
             raise WheelError(f"{path}: permission denied") from None
         except OSError as e:
             raise WheelError(f"{path}: cannot be read ({e.strerror})") from None
+        from packaging.utils import InvalidWheelFilename, parse_wheel_filename  # here: installs from the store skip it
+
         try:
             try:
                 name, version, _build, tags = parse_wheel_filename(self.filename)
@@ -244,6 +240,8 @@ class WheelArchive:
             raise WheelError(f"{self.filename}: expected exactly one .dist-info directory, found {len(tops)}")
         top = tops.pop()
         dist_name, _, dist_version = top.removesuffix(".dist-info").rpartition("-")
+        from packaging.utils import canonicalize_name, canonicalize_version
+
         if canonicalize_name(dist_name) != self.name or canonicalize_version(dist_version) != canonicalize_version(
             self.version
         ):
