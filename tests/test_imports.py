@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
 
@@ -139,3 +141,26 @@ def test_a_warm_install_imports_none_of_the_heavy_modules(tmp_path: Path) -> Non
     ran = subprocess.run([tmp_path / "venv2" / "bin" / "python", "-c", "import alpha, beta_two; print(alpha.A + beta_two.B)"],
                          capture_output=True, text=True)
     assert ran.stdout.strip() == "3", ran.stderr
+
+
+def test_only_the_verb_run_gets_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    """The parser for ``install`` knows install alone; each verb's own --help still lists its options, and the
+    top-level help (also when asked before a verb) and a word that is no verb get every verb."""
+    from wheelstore import cli
+
+    verbs = [v for v, _t, _a in cli._VERBS]
+    for argv, expected in ((["--store", "s", "install", "--venv", "v"], ["install"]), (["-q", "gc"], ["gc"]),
+                           (["--store", "gc", "list"], ["list"]), (["--help"], verbs), (["--help", "gc"], verbs),
+                           (["nonsense"], verbs), ([], verbs)):
+        parser = cli.build_parser(argv)
+        sub = next(a for a in parser._actions if a.dest == "verb")
+        assert sorted(sub.choices) == sorted(expected), argv
+        assert all(p._actions for p in sub.choices.values()), argv
+    for verb in verbs:
+        with pytest.raises(SystemExit) as done:
+            cli.main([verb, "--help"])
+        assert done.value.code == 0 and f"usage: wheelstore {verb} " in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    top = capsys.readouterr().out
+    assert [v for v in verbs if v not in top] == []

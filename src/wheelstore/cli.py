@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any, NoReturn
@@ -327,7 +327,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. When ``argv`` names a verb, the parser knows that verb alone: adding every verb
+    and its arguments (argparse makes a formatter for each argument and asks gettext for every label, each time
+    looking for message catalogs on disk) was 5 ms of every command. The top-level help, and a word that is no
+    verb, get them all."""
     common = _Parser(add_help=False)
     common.add_argument("--store", default=argparse.SUPPRESS, help="the store to use (default: see 'wheelstore info')")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only errors")
@@ -341,14 +345,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"wheelstore {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    chosen = _verb_in(sys.argv[1:] if argv is None else argv)
+    for verb, text, arguments in _VERBS:
+        if chosen in (None, verb):
+            arguments(verbs.add_parser(verb, parents=[common], help=text))
+    return parser
 
-    p = verbs.add_parser("init", parents=[common], help="create a store and record its sharing policy")
+
+def _verb_in(argv: Sequence[str]) -> str | None:
+    """The verb ``argv`` names, if it names one of them: its first word that is neither an option nor --store's value
+    (None after -h, --help or --version, which the top level answers)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help", "--version"):
+            return None
+        if word == "--store":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in {v for v, _t, _a in _VERBS} else None
+    return None
+
+
+def _init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", metavar="STORE", help="where to create it (default: the selected store)")
     p.add_argument("--group", help="share with this group; you must be a member")
     p.add_argument("--shared", choices=SHARED_MODES, help="who may read: private, group (default with --group), all")
     p.set_defaults(func=cmd_init)
 
-    p = verbs.add_parser("realize", parents=[common], help="unpack local wheels into the store, without installing")
+
+def _realize_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("wheels", nargs="+", metavar="WHEEL")
     p.add_argument("--sha256", help="the sha256 the wheel must have")
     p.add_argument("--python", help="compile bytecode into the trees for this interpreter (default: the one running "
@@ -357,29 +382,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_realize)
 
-    p = verbs.add_parser("info", parents=[common], help="show which store is selected, why, and its policy")
+
+def _info_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_info)
 
-    p = verbs.add_parser("venv", parents=[common], help="create a virtual environment (without pip, like uv venv)")
+
+def _venv_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="VENV")
     p.add_argument("--python", help="the interpreter to base it on (default: python3 on PATH)")
     p.set_defaults(func=cmd_venv)
 
-    for verb, text in (("install", "install distributions into a venv from the store"),
-                       ("sync", "make a venv hold exactly the given distributions")):
-        p = verbs.add_parser(verb, parents=[common], help=text)
-        p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheel files, name==version pins, pylock.toml")
-        p.add_argument("--venv", required=True, help="the target venv")
-        p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
-        _add_source_options(p)
-        p.add_argument("--link-mode", choices=["auto", *(m.value for m in LinkMode)], default="auto")
-        p.add_argument("--no-compile", action="store_true",
-                       help="do not compile bytecode into the store (Python then compiles into the venv on import)")
-        p.add_argument("--json", action="store_true", help="print a JSON report")
-        p.set_defaults(func=cmd_install)
 
-    p = verbs.add_parser("lock", parents=[common], help="resolve requirements into a pylock.toml, installing nothing")
+def _install_arguments(p: argparse.ArgumentParser) -> None:
+    """``install`` and ``sync`` take the same arguments."""
+    p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheel files, name==version pins, pylock.toml")
+    p.add_argument("--venv", required=True, help="the target venv")
+    p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
+    _add_source_options(p)
+    p.add_argument("--link-mode", choices=["auto", *(m.value for m in LinkMode)], default="auto")
+    p.add_argument("--no-compile", action="store_true",
+                   help="do not compile bytecode into the store (Python then compiles into the venv on import)")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_install)
+
+
+def _lock_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("items", nargs="*", metavar="REQ", help="requirements, like 'requests' or 'pandas<3'")
     p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
     target = p.add_mutually_exclusive_group(required=True)
@@ -389,45 +417,70 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source_options(p)
     p.set_defaults(func=cmd_lock)
 
-    p = verbs.add_parser("uninstall", parents=[common], help="remove distributions from a venv")
+
+def _uninstall_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="+", metavar="NAME")
     p.add_argument("--venv", required=True)
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_uninstall)
 
-    p = verbs.add_parser("list", parents=[common], help="list the distributions in a venv")
+
+def _list_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--venv", required=True)
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_list)
 
-    p = verbs.add_parser("edit", parents=[common], help="give a venv private, writable copies of one distribution")
+
+def _edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--venv", required=True)
     p.add_argument("--undo", action="store_true", help="link the distribution from the store again")
     p.set_defaults(func=cmd_edit)
 
-    p = verbs.add_parser("doctor", parents=[common], help="check whether sharing works for you here, and how to fix it")
+
+def _doctor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--venv", help="also check this venv: its interpreter, and linking into it")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_doctor)
 
-    p = verbs.add_parser("gc", parents=[common], help="remove trees no venv uses, and stale staging")
+
+def _gc_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", metavar="DURATION", help="keep unused trees younger than this (default 1d; 0, 90s, 12h)")
     p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_gc)
 
-    p = verbs.add_parser("stats", parents=[common], help="report logical and physical space, per user and venv")
+
+def _stats_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_stats)
 
-    p = verbs.add_parser("verify", parents=[common], help="check the store's trees against their manifests, and repair")
+
+def _verify_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="re-hash every file, not only those whose ctime moved")
     p.add_argument("--repair", action="store_true", help="publish damaged trees again from their wheels")
     _add_source_options(p)  # where --repair finds wheels: -f directories first, then the indexes
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_verify)
-    return parser
+
+
+#: every verb: its name, its line in the help, and what adds its arguments
+_VERBS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
+    ("init", "create a store and record its sharing policy", _init_arguments),
+    ("realize", "unpack local wheels into the store, without installing", _realize_arguments),
+    ("info", "show which store is selected, why, and its policy", _info_arguments),
+    ("venv", "create a virtual environment (without pip, like uv venv)", _venv_arguments),
+    ("install", "install distributions into a venv from the store", _install_arguments),
+    ("sync", "make a venv hold exactly the given distributions", _install_arguments),
+    ("lock", "resolve requirements into a pylock.toml, installing nothing", _lock_arguments),
+    ("uninstall", "remove distributions from a venv", _uninstall_arguments),
+    ("list", "list the distributions in a venv", _list_arguments),
+    ("edit", "give a venv private, writable copies of one distribution", _edit_arguments),
+    ("doctor", "check whether sharing works for you here, and how to fix it", _doctor_arguments),
+    ("gc", "remove trees no venv uses, and stale staging", _gc_arguments),
+    ("stats", "report logical and physical space, per user and venv", _stats_arguments),
+    ("verify", "check the store's trees against their manifests, and repair", _verify_arguments),
+]
 
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
@@ -473,7 +526,7 @@ def _handler(level: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.store = getattr(args, "store", None)
     args.quiet = getattr(args, "quiet", False)

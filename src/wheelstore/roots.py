@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -89,9 +90,7 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
             except FileNotFoundError:
                 pass
             return None
-        from datetime import datetime, timezone  # here: the other commands that import this module never write
-
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())  # ISO 8601, UTC (datetime: 1 ms of imports)
         doc = {
             "format": FORMAT,
             "venv": real,
