@@ -183,3 +183,23 @@ def test_a_better_file_wins_over_a_held_tree_it_suits_less(tmp_path: Path, py: I
     (built / mine.name).unlink()  # without the file, the pure tree serves
     (chosen,) = plan(store, py, [], [requirements], [built], offline)
     assert chosen.sha256 == _sha(pure)
+
+
+def test_which_hashes_the_store_holds_by_listing_or_by_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Store.holds`` lists manifests/ for many keys in a small store, and stats each key otherwise: the same
+    answer both ways, a planted directory in a manifest's place included (has() says no to it)."""
+    from wheelstore import store as storemod
+
+    store = Store.init(tmp_path / "store")
+    made = [make_wheel(tmp_path, f"h{i}", files={f"h{i}/__init__.py": b""}) for i in range(3)]
+    keys = {store.realize(w).tree.key for w in made}
+    planted = "f" * 64
+    (tmp_path / "store" / "manifests" / f"{planted}.json").mkdir()
+    asked = keys | {planted} | {f"{n:064x}" for n in range(100)}
+    listed: list[int] = []
+    real_listdir = storemod.os.listdir
+    monkeypatch.setattr(storemod.os, "listdir", lambda fd: listed.append(1) or real_listdir(fd))
+    assert store.holds(asked) == keys and listed == [1]
+    monkeypatch.setattr(storemod, "_LIST_BYTES_PER_KEY", 0)
+    assert store.holds(asked) == keys and listed == [1]
+    assert store.holds(set(list(keys)[:1])) == set(list(keys)[:1]) and listed == [1]

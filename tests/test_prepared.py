@@ -3,6 +3,7 @@ venv of the layout, and never used once the manifest it came from has changed.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -196,3 +197,25 @@ def test_the_user_cache_is_where_platformdirs_puts_it(xdg: str | None, home: str
         else:
             monkeypatch.setenv(var, value)
     assert usercache.root() == str(platformdirs.user_cache_path("wheelstore"))
+
+
+def test_read_all_reads_to_the_end_or_the_limit(tmp_path: Path) -> None:
+    """fsio.read_all, which reads manifests and cache entries without a file object: the whole file whatever the
+    size guess (a file that grew since its fstat, an empty one), and no more than the limit."""
+    from wheelstore import fsio
+
+    data = bytes(range(256)) * 1000
+    (tmp_path / "f").write_bytes(data)
+    (tmp_path / "e").write_bytes(b"")
+    for guess, limit, expected in ((len(data), 1 << 62, data), (10, 1 << 62, data), (0, 1 << 62, data),
+                                   (len(data), 1000, data[:1000]), (10, 70_000, data[:70_000])):
+        fd = os.open(tmp_path / "f", os.O_RDONLY)
+        try:
+            assert fsio.read_all(fd, guess, limit) == expected, (guess, limit)
+        finally:
+            os.close(fd)
+    fd = os.open(tmp_path / "e", os.O_RDONLY)
+    try:
+        assert fsio.read_all(fd, 0) == b""
+    finally:
+        os.close(fd)

@@ -70,6 +70,19 @@ def exists(name: str, *, dir_fd: int) -> bool:
     return True
 
 
+def read_all(fd: int, size: int, limit: int = 1 << 62) -> bytes:
+    """What ``fd`` holds from its offset to its end (or ``limit`` bytes), read with plain reads: ``size`` (its
+    fstat size) is the first read's guess, one more read confirms the end. No buffered file object: made for every
+    manifest and cache entry an install reads, those cost more than the reads."""
+    chunks = []
+    want = min(size + 1, limit)
+    while want > 0 and (chunk := os.read(fd, want)):
+        chunks.append(chunk)
+        limit -= len(chunk)
+        want = min(max(size, 1 << 16), limit)
+    return b"".join(chunks)
+
+
 def fsync_dir(fd: int) -> None:
     """Make a rename or link in the directory ``fd`` durable."""
     try:

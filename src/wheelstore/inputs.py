@@ -557,15 +557,15 @@ def collect(
     interpreter: Interpreter,
     *,
     elsewhere: bool = False,
-    held: Callable[[str], str | None] | None = None,
+    held: Callable[[set[str]], dict[str, str]] | None = None,
 ) -> list[Candidate]:
     """Wheel files for everything asked for, one per distribution, sorted by name, every given hash checked.
 
     ``args`` are wheel paths, pylock files and requirements (``name==1.2``); a pinned set is taken as complete (no
     dependencies are added). A pin with no wheel in the find-links directories is an error, unless ``elsewhere``
     says the store or an index may provide it: then its candidate has no file (``wheel`` and ``remote`` None).
-    Unpinned requirements raise :class:`NeedsResolution`. ``held(sha256)`` is the wheel file name of the store's tree
-    for a file with that hash, or None: a pin with a hash whose tree the interpreter can use is not read at all (the
+    Unpinned requirements raise :class:`NeedsResolution`. ``held(hashes)`` maps those of ``hashes`` the store holds
+    a tree for to the tree's wheel file name: a pin with a hash whose tree the interpreter can use is not read at all (the
     tree is used, not the file; were the tree gone by then, realizing the file checks the hash anyway), unless the
     find-links file suits the interpreter better. A store shared by machines of several platforms holds trees for
     wheels this interpreter cannot use; those are passed over.
@@ -611,11 +611,12 @@ def collect(
     # holds a usable tree for needs no reading; the other files are hashed a few at a time (hashlib drops the GIL).
     digests: list[str | None] = []
     unknown: list[int] = []
-    for (_name, group, _version, _chosen), wheel in zip(plans, wheels):
+    accepted = [frozenset.intersection(*sets) if (sets := [e.pin.hashes for e in group if e.pin.hashes])
+                and not any(e.direct for e in group) else frozenset() for _name, group, _version, _chosen in plans]
+    found = held(set().union(*accepted)) if held is not None else {}
+    for (_name, group, _version, _chosen), wheel, hashes in zip(plans, wheels, accepted):
         sets = [e.pin.hashes for e in group if e.pin.hashes]
-        known = None
-        if held is not None and sets and not any(e.direct for e in group):
-            known = _best_held(frozenset.intersection(*sets), held, links.supported, wheel)
+        known = _best_held(hashes, found, links.supported, wheel) if hashes else None
         if known is None and wheel is not None and (sets or any(e.direct for e in group)):
             unknown.append(len(digests))
         digests.append(known)
@@ -634,10 +635,11 @@ def collect(
 
 
 def _best_held(
-    hashes: frozenset[str], held: Callable[[str], str | None], supported: dict[str, int], wheel: Path | None
+    hashes: frozenset[str], held: dict[str, str], supported: dict[str, int], wheel: Path | None
 ) -> str | None:
-    """The hash of the store's tree that suits the interpreter best, if no less than the local ``wheel`` would."""
-    trees = [(h, names.wheel_tags(filename)) for h in sorted(hashes) if (filename := held(h)) is not None]
+    """Of the store's trees (``held``: hash to wheel file name), the hash of the one among ``hashes`` that suits the
+    interpreter best, if it suits it no less than the local ``wheel`` would."""
+    trees = [(h, names.wheel_tags(filename)) for h in sorted(hashes) if (filename := held.get(h)) is not None]
     best = next(names.select(supported, trees), None)
     if best is None or wheel is None:
         return best

@@ -156,14 +156,14 @@ def locate(
     return sorted(located, key=lambda c: c.name)
 
 
-def _wheel_of(store: Store) -> Callable[[str], str | None]:
-    """The wheel file name of the store's tree for a hash, None if it holds none (see :func:`collect`)."""
+def _wheel_of(store: Store) -> Callable[[set[str]], dict[str, str]]:
+    """The wheel file names of the store's trees for those of some hashes it holds (see :func:`collect`)."""
 
-    def wheel(sha256: str) -> str | None:
-        tree = store.lookup(sha256, remember=True) if store.has(sha256) else None
-        return tree.manifest.wheel if tree is not None else None
+    def wheels(hashes: set[str]) -> dict[str, str]:
+        trees = (store.lookup(h, remember=True) for h in sorted(store.holds(hashes)))
+        return {t.key: t.manifest.wheel for t in trees if t is not None}
 
-    return wheel
+    return wheels
 
 
 def _held(store: Store, sha256: str, interpreter: Interpreter) -> Tree | None:

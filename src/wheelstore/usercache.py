@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import fsio
+
 #: the largest cache file read; anything bigger is not ours
 MAX_BYTES = 64 << 20
 
@@ -62,13 +64,14 @@ def read_bytes(name: str) -> bytes | None:
     except OSError:
         return None
     try:
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:  # not ours alone: ignore it
-                return None
-            return f.read(MAX_BYTES)
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:  # not ours alone: ignore it
+            return None
+        return fsio.read_all(fd, st.st_size, MAX_BYTES)
     except OSError:
         return None
+    finally:
+        os.close(fd)
 
 
 def write_json(name: str, data: Any, *, compact: bool = False) -> bool:
