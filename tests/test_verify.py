@@ -225,6 +225,30 @@ def test_quick_check_catches(workdir: Path, case: str) -> None:
             assert report.rehashed == 1  # found only by re-hashing the one file whose ctime moved
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_check_from_the_kept_table_catches(workdir: Path, case: str) -> None:
+    """A check after the first reads the tree's table (its manifest by directory) from the user's cache: on an
+    intact tree it never parses the manifest's file list, and it still finds each kind of damage."""
+    whl = _wheel(workdir / "wheels")
+    with Store.init(workdir / "store") as store:
+        key = store.realize(whl).tree.key
+        first = store.lookup(key, remember=True)
+        time.sleep(2 * verify.RACY_NS / 1e9)  # so that the mark covers every ctime: later checks list nothing
+        assert first is not None and verify.check_tree(store, first) == []  # builds the table and keeps it
+        built = verify.table_of(store, first)
+    with Store.open(workdir / "store") as store:
+        tree = store.lookup(key, remember=True)
+        assert tree is not None and tree.manifest._body is not None  # its file list not read yet
+        kept = verify.table_of(store, tree)
+        assert {d: (n, list(v), s) for d, (n, v, s) in kept.items()} == \
+            {d: (n, list(v), s) for d, (n, v, s) in built.items()}
+        assert verify.check_tree(store, tree) == [] and tree.manifest._body is not None
+        change, path, problem = CASES[case]
+        change(tree.path / TARGET)
+        found = verify.check_tree(store, tree)
+        assert [(d.path, d.problem) for d in found] == [(path, problem)]
+
+
 def test_unchanged_directories_are_looked_up_not_listed(workdir: Path) -> None:
     """The first check lists every directory and marks the tree; later ones look up the manifest's names in each
     directory whose ctime is older than that, and list only a directory that changed."""

@@ -18,13 +18,12 @@ import csv
 import hashlib
 import io
 import marshal
-import os
 import re
 from typing import NamedTuple
 
 from . import fold as folding
 from . import usercache
-from .store import Tree
+from .store import Tree, cache_id
 from .venv import Interpreter
 
 #: files pip writes itself into a dist-info directory, never taken from the wheel
@@ -136,7 +135,7 @@ def _layout(interpreter: Interpreter) -> dict[str, str] | None:
 
 
 def _name(tree: Tree, cache_tag: str | None, layout: dict[str, str]) -> str:
-    store = hashlib.sha256(os.fsencode(tree.path.parent.parent)).hexdigest()[:16]
+    store = cache_id(tree.path.parent.parent)
     how = hashlib.sha256(f"{FORMAT}\0{cache_tag}\0{layout['purelib']}\0{layout['platlib']}".encode()).hexdigest()
     return f"prepared/{store}/{tree.key}.{how[:16]}"
 

@@ -519,12 +519,12 @@ _KNOWN_FORMAT = 1
 
 
 def _known_name(root: Path, key: str) -> str:
-    return f"manifests/{_cache_dir_of(root)}/{key}"
+    return f"manifests/{cache_id(root)}/{key}"
 
 
 @functools.lru_cache(maxsize=8)
-def _cache_dir_of(root: Path) -> str:
-    """The user's cache directory for this store's manifests: named by a hash of its path."""
+def cache_id(root: Path) -> str:
+    """What names a store in the user's cache: a hash of its path."""
     return hashlib.sha256(os.fsencode(root)).hexdigest()[:16]
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import marshal
 import os
 import stat
 import sys
@@ -48,7 +49,7 @@ from .errors import StoreError, WheelstoreError
 from .prepared import INSTALLER_FILES
 from .manifest import FileEntry, Manifest
 from .policy import Role, open_dir, user_name
-from .store import MAX_MANIFEST, Store, Tree, staging_name
+from .store import MAX_MANIFEST, Store, Tree, cache_id, staging_name
 from .venv import Interpreter
 from .wheel import CHUNK
 
@@ -195,8 +196,7 @@ class Checkpoints:
     """
 
     def __init__(self, store: Store) -> None:
-        ident = hashlib.sha256(os.fsencode(store.root)).hexdigest()[:16]
-        self.name = f"verified/{ident}-{os.uname().nodename}.json"
+        self.name = f"verified/{cache_id(store.root)}-{os.uname().nodename}.json"
         self.store_root = str(store.root)
         self.marks = self._load()
         #: what the last check in this process saw: key -> {file: (inode, link count)}
@@ -273,8 +273,45 @@ def check_tree(store: Store, tree: Tree, *, full: bool = False, checkpoints: Che
     return damage
 
 
+#: one directory of a tree as the check reads it: its files' names, their (mode, size, mtime, ctime) four numbers
+#: each in one int64 array, and its subdirectories' names; keyed by the directory's path with a trailing "/" ("" for
+#: the tree itself)
+Table = dict[str, tuple[list[str], "memoryview | array[int]", list[str]]]
+#: bumped whenever the kept form of a table changes
+_TABLE_FORMAT = 1
+
+
+def table_of(store: Store, tree: Tree) -> Table:
+    """The tree's manifest by directory, as :class:`_Walk` reads it. Kept in the user's cache per manifest file
+    (:attr:`Tree.stamp`): a check that finds the tree as sealed then never parses the manifest's file list (JSON,
+    1 us a file), and builds no per-directory lists from it."""
+    name = f"checks/{cache_id(store.root)}/{tree.key}"
+    if tree.stamp is not None and (data := usercache.read_bytes(name)) is not None:
+        try:
+            fmt, stamp, kept = marshal.loads(data)
+            if fmt == _TABLE_FORMAT and stamp == tree.stamp:
+                return {d: (names, memoryview(numbers).cast("q"), subdirs) for d, (names, numbers, subdirs) in kept.items()}
+        except (EOFError, ValueError, TypeError):
+            pass
+    table: dict[str, tuple[list[str], array[int], list[str]]] = {"": ([], array("q"), [])}
+    m = tree.manifest
+    for d in m.dirs:
+        head, _, base = d.rpartition("/")
+        table.setdefault(head + "/" if head else "", ([], array("q"), []))[2].append(base)
+        table.setdefault(d + "/", ([], array("q"), []))
+    for rel, e in m.files.items():
+        head, _, base = rel.rpartition("/")
+        names, numbers, _subdirs = table.setdefault(head + "/" if head else "", ([], array("q"), []))
+        names.append(base)
+        numbers.extend((e.mode, e.size, e.mtime_ns, e.ctime_ns))
+    if tree.stamp is not None:
+        kept = {d: (names, numbers.tobytes(), subdirs) for d, (names, numbers, subdirs) in table.items()}
+        usercache.write_bytes(name, marshal.dumps((_TABLE_FORMAT, tree.stamp, kept)))
+    return dict(table)
+
+
 class _Walk:
-    """One pass over a tree by directory fds, comparing each entry with the manifest."""
+    """One pass over a tree by directory fds, comparing each entry with the manifest (by its :func:`table_of`)."""
 
     def __init__(self, store: Store, tree: Tree, full: bool, checkpoints: Checkpoints) -> None:
         self.store = store
@@ -284,12 +321,8 @@ class _Walk:
         self.checkpoints = checkpoints
         self.mark = checkpoints.get(tree.key)
         self._links: dict[str, tuple[int, int]] | None = None
-        self._children: dict[str, list[str]] | None = None  #: directory prefix -> the manifest's names in it
+        self.table = table_of(store, tree)
         self.observed: dict[str, tuple[int, int]] = {}
-        self.dirs = set(self.m.dirs)
-        self.seen_files: set[str] = set()
-        self.seen_dirs: set[str] = set()
-        self.unwalked: set[str] = set()  #: directories found but not entered (wrong type, unreadable)
         self.result = Checked()
         self.gid = store.policy.gid
         self.dir_mode = store.policy.mode(Role.PUBLISHED_DIR)
@@ -316,8 +349,6 @@ class _Walk:
             self._walk(root_fd, "", root_st)
         finally:
             os.close(root_fd)
-        self._missing()
-        self.result.files = len(self.seen_files)
         self.result.damage.sort(key=lambda d: d.path)
         key, result = self.tree.key, self.result
         self.checkpoints.observed[key] = self.observed
@@ -354,65 +385,64 @@ class _Walk:
         return problems
 
     def _walk(self, dir_fd: int, prefix: str, dir_st: os.stat_result) -> None:
-        """Check every entry below ``dir_fd``. Every install runs this over every file of every tree it links, so the
-        common case (a file whose signature matches, with no ctime past the mark) is one comparison, inline.
+        """Check one directory, then walk its subdirectories. Every install runs this over every file of every tree
+        it links, so the common case (a file whose signature matches, with no ctime past the mark) is one
+        comparison, inline.
 
         A directory whose ctime is older than the mark's ``listed`` has had no entry added, removed or renamed since
-        a walk listed it, so its entries are looked up by the manifest's names instead of listed (three system
-        calls fewer per directory, and no extras to find)."""
-        names = self._names(prefix, dir_fd, dir_st)
-        files, observed, seen = self.m.files, self.observed, self.seen_files
+        a walk listed it, so only the manifest's names are looked up (three system calls fewer per directory); any
+        other is listed too, for entries the manifest does not have. A name of the manifest's that is not there is
+        missing, and nothing below a missing directory is reported again."""
+        names, numbers, subdirs = self.table.get(prefix) or ([], array("q"), [])
+        if self.full or dir_st.st_ctime_ns >= self.mark.listed:
+            self.result.listed += 1
+            self._extras(dir_fd, prefix, {*names, *subdirs})
+        observed, result = self.observed, self.result
         uid, gid, at, full = self.m.owner_uid, self.gid, self.mark.at, self.full
-        for name in names:
-            rel = prefix + name
+        for i, name in enumerate(names):
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             except FileNotFoundError:
-                continue  # vanished: counted as missing below
-            entry = files.get(rel)
-            if entry is None:
-                self._other(dir_fd, name, rel, st)
+                self.damaged(prefix + name, "missing", "the file is missing")
                 continue
-            seen.add(rel)
-            if (st.st_mode != _S_IFREG | entry.mode or st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns
-                    or st.st_uid != uid or (gid is not None and st.st_gid != gid)):
-                self._file_problems(rel, st, entry)
+            result.files += 1
+            j = 4 * i
+            if (st.st_mode != _S_IFREG | numbers[j] or st.st_size != numbers[j + 1]
+                    or st.st_mtime_ns != numbers[j + 2] or st.st_uid != uid or (gid is not None and st.st_gid != gid)):
+                self._file_problems(prefix + name, st, self.m.files[prefix + name])
                 continue
-            observed[rel] = (st.st_ino, st.st_nlink)
+            observed[prefix + name] = (st.st_ino, st.st_nlink)
             if full:
-                self._rehash(dir_fd, name, rel, entry)
-            elif st.st_ctime_ns != entry.ctime_ns and st.st_ctime_ns >= at:
-                before = self.links_at_mark().get(rel)
+                self._rehash(dir_fd, name, prefix + name)
+            elif st.st_ctime_ns != numbers[j + 3] and st.st_ctime_ns >= at:
+                before = self.links_at_mark().get(prefix + name)
                 if before is not None and before[0] == st.st_ino and before[1] != st.st_nlink:
-                    self.result.relinked += 1  # a hard link was added or removed since the mark
+                    result.relinked += 1  # a hard link was added or removed since the mark
                 else:
-                    self._rehash(dir_fd, name, rel, entry)
+                    self._rehash(dir_fd, name, prefix + name)
+        for name in subdirs:
+            self._subdir(dir_fd, name, prefix + name)
 
-    def _names(self, prefix: str, dir_fd: int, dir_st: os.stat_result) -> list[str]:
-        """The entries of a directory: listed, or (unchanged since the mark listed it) the manifest's."""
-        if self.full or dir_st.st_ctime_ns >= self.mark.listed:
-            self.result.listed += 1
-            return os.listdir(dir_fd)
-        if self._children is None:
-            self._children = {}
-            for path in (*self.m.files, *self.m.dirs):
-                head, _, name = path.rpartition("/")
-                self._children.setdefault(head + "/" if head else "", []).append(name)
-        return self._children.get(prefix, [])
+    def _extras(self, dir_fd: int, prefix: str, expected: set[str]) -> None:
+        for name in os.listdir(dir_fd):
+            if name not in expected:
+                try:
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # gone again
+                self.damaged(prefix + name, "extra", f"{_kind(st)} that the manifest does not list")
 
-    def _other(self, dir_fd: int, name: str, rel: str, st: os.stat_result) -> None:
-        """An entry that is not one of the manifest's files: a directory to walk, or an extra."""
-        if rel not in self.dirs:
-            self.damaged(rel, "extra", f"{_kind(st)} that the manifest does not list")
+    def _subdir(self, dir_fd: int, name: str, rel: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            self.damaged(rel, "missing", "the directory is missing")
             return
-        self.seen_dirs.add(rel)
         if not self._check_dir(rel, st):
-            self.unwalked.add(rel)
             return
         try:
             sub = open_dir(name, dir_fd=dir_fd)
         except OSError as err:
-            self.unwalked.add(rel)
             self.damaged(rel, "unreadable", f"cannot be read: {err.strerror}")
             return
         try:
@@ -435,7 +465,7 @@ class _Walk:
         problems += self._owner_problems(st)
         self.damaged(rel, problems[0][0], "; ".join(d for _, d in problems))
 
-    def _rehash(self, dir_fd: int, name: str, rel: str, entry: FileEntry) -> None:
+    def _rehash(self, dir_fd: int, name: str, rel: str) -> None:
         self.result.rehashed += 1
         try:
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -446,18 +476,8 @@ class _Walk:
             digest = hashlib.sha256()
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
-        if digest.hexdigest() != entry.sha256:
+        if digest.hexdigest() != self.m.files[rel].sha256:
             self.damaged(rel, "content", "its content differs from the manifest")
-
-    def _missing(self) -> None:
-        gone = (self.dirs - self.seen_dirs) | self.unwalked
-
-        for d in sorted(self.dirs - self.seen_dirs):
-            if not fsio.below_any(d, gone):
-                self.damaged(d, "missing", "the directory is missing")
-        for rel in sorted(set(self.m.files) - self.seen_files):
-            if not fsio.below_any(rel, gone):
-                self.damaged(rel, "missing", "the file is missing")
 
 
 def _kind(st: os.stat_result) -> str:
