@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from wheelstore.store import cache_id
+
 from .conftest import Runner, Users, snapshot
 from .wheelmaker import make_wheel
 
@@ -320,3 +322,38 @@ def test_an_unreadable_root_stops_the_sweep(run: Runner, users: Users, workdir: 
     report = _gc(run, users.bob, group_store)
     assert report["removed"] == [] and {_key(w["hid"]), _key(w["spare"])} <= _units(group_store)
     assert any(f"roots/{users.alice}" in p for p in report["problems"])  # type: ignore[union-attr]
+
+
+def test_gc_prunes_the_running_users_cache_of_removed_trees(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """What installs kept per tree in the user's cache (manifest fields, prepared links, the check's table, marks)
+    goes with the tree when that user runs gc; the entries of trees still in the store stay."""
+    w = _wheels(workdir / "wheels", ["pa", "pb"])
+    venvs = [_venv(run, users.alice, workdir / f"venv{n}") for n in (1, 2)]
+    for venv in venvs:  # the second finds the trees in the store, and keeps their manifests' fields
+        done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(w["pa"]),
+                   str(w["pb"]))
+        assert done.returncode == 0, done.stderr
+    cache = Path(f"/home/{users.alice}/.cache/wheelstore")
+
+    def entries(key: str) -> list[str]:
+        """The cache's entries for a tree and its bytecode unit (``<key>-<cache tag>``), by area."""
+        return sorted(area for area in ("manifests", "prepared", "checks")
+                      for _ in (cache / area / cache_id(group_store)).glob(f"{key}*"))
+
+    def marked() -> set[str]:
+        marks = cache / "verified" / f"{cache_id(group_store)}-{os.uname().nodename}.json"
+        return set(json.loads(marks.read_text())["trees"])
+
+    kept = entries(_key(w["pa"]))
+    assert {"checks", "manifests", "prepared"} <= set(kept) and entries(_key(w["pb"])) == kept
+    assert {_key(w["pa"]), _key(w["pb"])} <= marked()
+    for venv in venvs:
+        done = run(users.alice, "uninstall", "--venv", str(venv), "pb")
+        assert done.returncode == 0, done.stderr
+    report = _gc(run, users.alice, group_store)
+    assert _key(w["pb"]) in _keys(report["removed"]) and report["cache_entries_removed"] == len(kept)
+    assert entries(_key(w["pb"])) == [] and entries(_key(w["pa"])) == kept
+    assert not any(k.startswith(_key(w["pb"])) for k in marked()) and _key(w["pa"]) in marked()
+    _imports(run, users.alice, venvs[1], "pa")

@@ -243,6 +243,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
         _out(args, f"skipped: {problem}")
     _out(args, f"{verb} {len(report.removed)} entries ({_size(report.freed_bytes)}); kept {report.live} in use by "
                f"{report.roots_live} venvs and {report.young} younger than the grace period")
+    if report.cache_entries_removed:
+        _out(args, f"also removed {report.cache_entries_removed} entries for trees no longer in the store from your "
+                   "cache")
     return 0
 
 

@@ -99,6 +99,8 @@ class Report:
     unpublished: list[Unit] = field(default_factory=list)  #: manifest gone, files left for their owner
     not_removable: list[Unit] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: entries of the running user's cache for trees the store no longer has, removed
+    cache_entries_removed: int = 0
 
     @property
     def freed_bytes(self) -> int:
@@ -117,6 +119,7 @@ class Report:
             "unpublished": [u.to_json() for u in self.unpublished],
             "not_removable": [dict(u.to_json(), who_can=who_can(u.owner)) for u in self.not_removable],
             "problems": self.problems,
+            "cache_entries_removed": self.cache_entries_removed,
         }
 
 
@@ -229,7 +232,25 @@ def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
     report.roots_live = len(marks.seen) - len(marks.stale)
     report.roots_stale = sorted(str(r.venv) for r in marks.stale.values())
     _sweep_staging(store, report, dry_run=dry_run)
+    if not dry_run:
+        report.cache_entries_removed = _prune_user_cache(store)
     return report
+
+
+def _prune_user_cache(store: Store) -> int:
+    """The running user's cache entries (see :mod:`usercache`) for trees this store no longer has: each user's cache
+    keeps what installs derived per tree, and nothing else would ever remove it. Other users' caches are theirs to
+    prune, by running gc themselves."""
+    from . import usercache
+    from .store import cache_id
+    from .verify import Checkpoints
+
+    present = {n[:-5] for n in os.listdir(store.area_fd("manifests")) if n.endswith(".json")}
+    marks = Checkpoints.of(store)
+    for key in [k for k in marks.marks if k not in present]:
+        marks.forget(key)
+    marks.save()
+    return usercache.prune(cache_id(store.root), present.__contains__)
 
 
 def _candidates(store: Store, live: set[str], grace: float, report: Report) -> list[_Candidate]:

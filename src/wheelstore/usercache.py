@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from . import fsio
@@ -116,3 +117,27 @@ def _private_dirs(directory: Path) -> None:
             d.mkdir(mode=0o700)
         except FileExistsError:
             pass
+
+
+#: the cache's directories of per-tree entries, one subdirectory per store (``<area>/<store id>/<key>[.<suffix>]``)
+TREE_AREAS = ("manifests", "prepared", "checks")
+
+
+def prune(store_id: str, keep: Callable[[str], bool]) -> int:
+    """Remove this user's per-tree entries for one store whose tree ``keep`` no longer wants (gc removed it); how
+    many went. Only this user's own cache is touched."""
+    removed = 0
+    for area in TREE_AREAS:
+        directory = f"{root()}/{area}/{store_id}"
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:  # prepared entries end in ".<layout>"; the others are the key alone
+            if not name.startswith(".") and not keep(name.rpartition(".")[0] if area == "prepared" else name):
+                try:
+                    os.unlink(f"{directory}/{name}")
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
