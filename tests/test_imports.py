@@ -151,7 +151,10 @@ def test_only_the_verb_run_gets_its_arguments(capsys: pytest.CaptureFixture[str]
     verbs = [v for v, _t, _a in cli._VERBS]
     for argv, expected in ((["--store", "s", "install", "--venv", "v"], ["install"]), (["-q", "gc"], ["gc"]),
                            (["--store", "gc", "list"], ["list"]), (["--help"], verbs), (["--help", "gc"], verbs),
-                           (["nonsense"], verbs), ([], verbs)):
+                           (["nonsense"], verbs), ([], verbs), (["--store=s", "-v", "install"], ["install"]),
+                           # what only argparse reads right: abbreviations, combined flags, "--"
+                           (["--sto", "s", "install"], verbs), (["-qv", "install"], verbs), (["--", "install"], verbs),
+                           (["-", "install"], verbs), (["--he", "install"], verbs)):
         parser = cli.build_parser(argv)
         sub = next(a for a in parser._actions if a.dest == "verb")
         assert sorted(sub.choices) == sorted(expected), argv
@@ -164,3 +167,26 @@ def test_only_the_verb_run_gets_its_arguments(capsys: pytest.CaptureFixture[str]
         cli.main(["--help"])
     top = capsys.readouterr().out
     assert [v for v in verbs if v not in top] == []
+
+
+def test_log_records_name_their_caller_and_pass_the_threshold(caplog: pytest.LogCaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """wheelstore.logs: with no threshold (the API's default) records reach logging's "wheelstore" logger, naming
+    the function that logged; below the command line's threshold they are dropped."""
+    from wheelstore import logs
+
+    monkeypatch.setattr(logs, "threshold", None)
+    monkeypatch.setattr(logs, "setup", None)
+
+    def somewhere_in_wheelstore() -> None:
+        logs.log.warning("could not %s", "do it")
+        logs.log.debug("a detail")
+
+    with caplog.at_level("DEBUG", logger="wheelstore"):
+        somewhere_in_wheelstore()
+        monkeypatch.setattr(logs, "threshold", logs.WARNING)
+        somewhere_in_wheelstore()
+    got = [(r.levelname, r.getMessage(), r.funcName, Path(r.pathname).name) for r in caplog.records]
+    here = ("somewhere_in_wheelstore", "test_imports.py")
+    assert got == [("WARNING", "could not do it", *here), ("DEBUG", "a detail", *here),
+                   ("WARNING", "could not do it", *here)]

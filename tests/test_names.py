@@ -14,6 +14,7 @@ from packaging.tags import Tag, create_compatible_tags_selector
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from wheelstore import names, usercache, venv
+from wheelstore.errors import StoreError
 from wheelstore.plan import Missing, plan
 from wheelstore.sources import Sources
 from wheelstore.store import Store
@@ -203,3 +204,53 @@ def test_which_hashes_the_store_holds_by_listing_or_by_stat(tmp_path: Path, monk
     monkeypatch.setattr(storemod, "_LIST_BYTES_PER_KEY", 0)
     assert store.holds(asked) == keys and listed == [1]
     assert store.holds(set(list(keys)[:1])) == set(list(keys)[:1]) and listed == [1]
+
+
+def test_a_better_file_the_hashes_do_not_allow_leaves_the_held_tree_in_use(tmp_path: Path, py: Interpreter) -> None:
+    """find-links has a locally built platform wheel of the pinned version, but the pin's hash is the pure wheel's,
+    whose tree the store holds: the tree is used (pip would pass over a file no hash allows), not an error."""
+    built, links = tmp_path / "built", tmp_path / "links"
+    built.mkdir()
+    links.mkdir()
+    mine, pure = _two_builds(built, py, "py3-none-any")
+    (links / mine.name).write_bytes(mine.read_bytes())
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"dual==1.0 --hash=sha256:{_sha(pure)}\n")
+    store = Store.init(tmp_path / "store")
+    store.realize(pure)
+    (chosen,) = plan(store, py, [], [requirements], [links], Sources(index_urls=(), no_index=True, offline=True))
+    assert (chosen.wheel, chosen.sha256) == (None, _sha(pure))
+
+
+def test_an_untrustworthy_tree_for_another_platform_does_not_stop_the_install(tmp_path: Path, py: Interpreter) -> None:
+    """The other platform's tree has a manifest anyone may write (so it is not used); this platform's tree still
+    is. When the untrustworthy tree is all the store has, that is the error, not "missing"."""
+    built, empty = tmp_path / "built", tmp_path / "empty"
+    built.mkdir()
+    empty.mkdir()
+    mine, theirs = _two_builds(built, py, "cp311-cp311-macosx_11_0_arm64")
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"dual==1.0 --hash=sha256:{_sha(mine)} --hash=sha256:{_sha(theirs)}\n")
+    store = Store.init(tmp_path / "store")
+    store.realize(theirs)
+    (tmp_path / "store" / "manifests" / f"{_sha(theirs)}.json").chmod(0o666)
+    offline = Sources(index_urls=(), no_index=True, offline=True)
+    with pytest.raises(StoreError, match="not trustworthy"):
+        plan(store, py, [], [requirements], [empty], offline)
+    store.realize(mine)
+    for where in (built, empty):
+        (chosen,) = plan(store, py, [], [requirements], [where], offline)
+        assert chosen.sha256 == _sha(mine), where
+
+
+def test_without_glibc_the_tags_are_asked_of_packaging_each_time(py: Interpreter,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """musl has CS_GNU_LIBC_VERSION but fails it (OSError): no key names its C library, so nothing is kept, and the
+    tags are packaging's."""
+    def fails(name: str) -> str:
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(venv.os, "confstr", fails)
+    key = (py.implementation, (py.version[0], py.version[1]), py.abiflags)
+    assert venv._supported.__wrapped__(*key) == names.ranks(str(t) for t in py.tags)
+    assert usercache.read_json("tags.json") is None

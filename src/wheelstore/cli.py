@@ -356,15 +356,16 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _verb_in(argv: Sequence[str]) -> str | None:
-    """The verb ``argv`` names, if it names one of them: its first word that is neither an option nor --store's value
-    (None after -h, --help or --version, which the top level answers)."""
+    """The verb ``argv`` names: its first word, after the top level's own options spelt out in full (``--store`` and
+    its value, ``-q``, ``-v``). None for anything else before it (-h, --version, an abbreviation such as ``--sto``,
+    combined flags such as ``-qv``, ``--``), which argparse must see with every verb, or when no verb is named."""
     words = iter(argv)
     for word in words:
-        if word in ("-h", "--help", "--version"):
-            return None
         if word == "--store":
             next(words, None)
-        elif not word.startswith("-"):
+        elif word in ("-q", "--quiet", "-v", "--verbose") or word.startswith("--store="):
+            continue
+        else:
             return word if word in {v for v, _t, _a in _VERBS} else None
     return None
 

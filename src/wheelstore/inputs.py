@@ -614,16 +614,26 @@ def collect(
     accepted = [frozenset.intersection(*sets) if (sets := [e.pin.hashes for e in group if e.pin.hashes])
                 and not any(e.direct for e in group) else frozenset() for _name, group, _version, _chosen in plans]
     found = held(set().union(*accepted)) if held is not None else {}
-    for (_name, group, _version, _chosen), wheel, hashes in zip(plans, wheels, accepted):
-        sets = [e.pin.hashes for e in group if e.pin.hashes]
-        known = _best_held(hashes, found, links.supported, wheel) if hashes else None
-        if known is None and wheel is not None and (sets or any(e.direct for e in group)):
-            unknown.append(len(digests))
-        digests.append(known)
-
     def read(i: int) -> str:
         chosen = plans[i][3]
         return _sha256(cast(Path, wheels[i]), chosen.pin.origin if chosen else "--find-links")
+
+    for i, ((_name, group, _version, _chosen), wheel, hashes) in enumerate(zip(plans, wheels, accepted)):
+        sets = [e.pin.hashes for e in group if e.pin.hashes]
+        best = _best_held(hashes, found, links.supported)
+        known = best[0] if best is not None else None
+        if best is not None and wheel is not None and (local := names.rank(links.supported, names.wheel_tags(
+                wheel.name))) is not None and local < best[1]:
+            # the local file suits the interpreter better: it is used if it is one of the files the hashes allow
+            # (read now: this is rare), else the tree is, and the file is not this candidate's
+            digest = read(i)
+            if digest in hashes:
+                known = digest
+            else:
+                wheels[i] = None
+        if known is None and wheel is not None and (sets or any(e.direct for e in group)):
+            unknown.append(len(digests))
+        digests.append(known)
 
     if unknown:
         from concurrent.futures import ThreadPoolExecutor
@@ -634,18 +644,15 @@ def collect(
     return [_candidate(*plan, wheel, sha256) for plan, wheel, sha256 in zip(plans, wheels, digests)]
 
 
-def _best_held(
-    hashes: frozenset[str], held: dict[str, str], supported: dict[str, int], wheel: Path | None
-) -> str | None:
+def _best_held(hashes: frozenset[str], held: dict[str, str], supported: dict[str, int]) -> tuple[str, int] | None:
     """Of the store's trees (``held``: hash to wheel file name), the hash of the one among ``hashes`` that suits the
-    interpreter best, if it suits it no less than the local ``wheel`` would."""
-    trees = [(h, names.wheel_tags(filename)) for h in sorted(hashes) if (filename := held.get(h)) is not None]
-    best = next(names.select(supported, trees), None)
-    if best is None or wheel is None:
-        return best
-    place = cast(int, names.rank(supported, dict(trees)[best]))
-    local = names.rank(supported, names.wheel_tags(wheel.name))
-    return best if local is None or place <= local else None
+    interpreter best, and its place in the interpreter's tags; None when it can use none of them."""
+    ranked = [(place, h) for h in sorted(hashes) if (filename := held.get(h)) is not None
+              and (place := names.rank(supported, names.wheel_tags(filename))) is not None]
+    if not ranked:
+        return None
+    place, key = min(ranked)
+    return key, place
 
 
 def _plan(name: NormalizedName, group: list[_Entry], links: _Links) -> tuple[Version, _Entry | None]:

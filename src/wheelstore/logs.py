@@ -7,6 +7,7 @@ handler (:data:`setup`), which runs once, just before the first record that pass
 
 from __future__ import annotations
 
+import _thread
 from collections.abc import Callable
 
 #: logging's level numbers, which it documents as fixed
@@ -16,6 +17,8 @@ DEBUG, INFO, WARNING, ERROR = 10, 20, 30, 40
 threshold: int | None = None
 #: what the command line does to the logger before its first record (its handler and level), run once
 setup: Callable[[], None] | None = None
+#: held while ``setup`` runs (a lock from _thread, which threading is built on: importing threading is not needed)
+_SETUP_LOCK = _thread.allocate_lock()
 
 
 class _Log:
@@ -37,10 +40,12 @@ def _emit(level: int, msg: str, args: tuple[object, ...]) -> None:
         return
     import logging
 
-    if setup is not None:
-        first, setup = setup, None
-        first()
-    logging.getLogger("wheelstore").log(level, msg, *args)
+    with _SETUP_LOCK:  # another thread's first record waits until the handler is there
+        if setup is not None:
+            setup()
+            setup = None
+    # the record names the caller of log.warning(...), as logging's own would: not _emit, not _Log
+    logging.getLogger("wheelstore").log(level, msg, *args, stacklevel=3)
 
 
 log = _Log()

@@ -9,10 +9,10 @@ distribution it lacks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from .errors import WheelstoreError
+from .errors import StoreError, WheelstoreError
 from .inputs import Candidate, NeedsResolution, collect, is_pylock, parse_requirements_file
 from . import names
 from .names import canonical
@@ -100,9 +100,10 @@ def locate(
             located.append(cand)
             continue
         known = cand.hashes or (frozenset({cand.remote.sha256}) if cand.remote and cand.remote.sha256 else frozenset())
-        held = [(t, names.wheel_tags(t.manifest.wheel)) for h in sorted(known)
-                if (t := _held(store, h, interpreter)) is not None]
-        tree = next(names.select(interpreter.supported, held), None)
+        held, refused = _trees(store, known, interpreter)
+        tree = next(names.select(interpreter.supported, ((t, names.wheel_tags(t.manifest.wheel)) for t in held)), None)
+        if tree is None and refused:
+            raise refused[0]  # what the store holds for it is untrustworthy: say so, rather than "missing"
         if tree is not None:
             located.append(cand._replace(sha256=tree.key))
         elif cand.remote is not None and not (sources.offline and _is_remote(cand.remote.url)):
@@ -160,10 +161,26 @@ def _wheel_of(store: Store) -> Callable[[set[str]], dict[str, str]]:
     """The wheel file names of the store's trees for those of some hashes it holds (see :func:`collect`)."""
 
     def wheels(hashes: set[str]) -> dict[str, str]:
-        trees = (store.lookup(h, remember=True) for h in sorted(store.holds(hashes)))
-        return {t.key: t.manifest.wheel for t in trees if t is not None}
+        trees, _refused = _trees(store, store.holds(hashes), None)
+        return {t.key: t.manifest.wheel for t in trees}
 
     return wheels
+
+
+def _trees(store: Store, hashes: Iterable[str], interpreter: Interpreter | None) -> tuple[list[Tree], list[StoreError]]:
+    """The store's trees for these hashes (with ``interpreter``, also the trees built from sdists of these hashes for
+    it), and the errors of those it holds but may not use (untrustworthy): one bad tree, say another platform's, must
+    not stop an install that has a good one."""
+    trees, refused = [], []
+    for sha256 in sorted(hashes):
+        try:
+            tree = _held(store, sha256, interpreter) if interpreter is not None else store.lookup(sha256, remember=True)
+        except StoreError as e:
+            refused.append(e)
+            continue
+        if tree is not None:
+            trees.append(tree)
+    return trees, refused
 
 
 def _held(store: Store, sha256: str, interpreter: Interpreter) -> Tree | None:

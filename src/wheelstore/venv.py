@@ -143,14 +143,20 @@ _TAGS_MAX = 8
 @functools.cache
 def _supported(implementation: str, version: tuple[int, int], abiflags: str) -> dict[str, int]:
     """:func:`_tags` as ranked strings, remembered in the user's cache: packaging.tags is 11 ms of imports, and the
-    platform tags it finds depend only on this machine (its kernel, architecture and C library) and the running
-    interpreter, which the key names, with packaging's version."""
+    platform tags it finds depend only on this machine (its kernel, architecture and glibc) and the running
+    interpreter, which the key names, with packaging's version. Elsewhere (musl, whose version packaging learns by
+    running its loader; macOS) packaging is asked every time."""
     import packaging
 
     from . import names, usercache
 
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""  # musl has the name but fails it
+    except (ValueError, OSError):
+        libc = ""
+    if not libc or os.environ.get("_PYTHON_HOST_PLATFORM"):  # not glibc, or a cross build: ask packaging each time
+        return names.ranks(str(t) for t in _tags(implementation, version, abiflags))
     machine = os.uname()
-    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else ""
     key = json.dumps([implementation, version, abiflags, packaging.__version__, sys.platform, machine.sysname,
                       machine.release, machine.machine, libc, sys.executable])
     data = usercache.read_json(_TAGS_NAME)
