@@ -138,8 +138,8 @@ def test_a_warm_install_imports_none_of_the_heavy_modules(tmp_path: Path) -> Non
         assert code_ == 0
         loaded.append([m for m in NOT_IN_A_WARM_INSTALL if m in modules])
     assert loaded[0] != [] and loaded[1] == [], loaded
-    ran = subprocess.run([tmp_path / "venv2" / "bin" / "python", "-c", "import alpha, beta_two; print(alpha.A + beta_two.B)"],
-                         capture_output=True, text=True)
+    ran = subprocess.run([tmp_path / "venv2" / "bin" / "python", "-c",
+                          "import alpha, beta_two; print(alpha.A + beta_two.B)"], capture_output=True, text=True)
     assert ran.stdout.strip() == "3", ran.stderr
 
 

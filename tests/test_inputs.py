@@ -356,7 +356,8 @@ def test_a_pin_the_store_holds_is_not_read(tmp_path: Path, py: Interpreter) -> N
     digest = sha(wheel)
     req = write(tmp_path / "r.txt", f"warm==1.0 --hash=sha256:{digest}\n")
     wheel.write_bytes(b"not the wheel any more")  # were it read, the hash would not match
-    (got,) = collect([], [req], [tmp_path], py, elsewhere=True, held=lambda hs: {digest: wheel.name} if digest in hs else {})
+    (got,) = collect([], [req], [tmp_path], py, elsewhere=True,
+                     held=lambda hs: {digest: wheel.name} if digest in hs else {})
     assert (got.wheel, got.sha256) == (wheel, digest)
     with pytest.raises(InputError, match="matches none of the hashes for warm"):
         collect([], [req], [tmp_path], py, elsewhere=True, held=lambda hs: {})

@@ -331,10 +331,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The command line's parser. When ``argv`` names a verb, the parser knows that verb alone: adding every verb
-    and its arguments (argparse makes a formatter for each argument and asks gettext for every label, each time
-    looking for message catalogs on disk) was 5 ms of every command. The top-level help, and a word that is no
-    verb, get them all."""
+    """The command line's parser. When ``argv`` plainly names a verb (:func:`_verb_in`), the parser knows that verb
+    alone: adding every verb and its arguments (argparse makes a formatter for each argument and asks gettext for
+    every label, each time looking for message catalogs on disk) was 5 ms of every command. Any other command line
+    gets them all."""
     common = _Parser(add_help=False)
     common.add_argument("--store", default=argparse.SUPPRESS, help="the store to use (default: see 'wheelstore info')")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only errors")

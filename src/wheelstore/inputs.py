@@ -565,10 +565,10 @@ def collect(
     dependencies are added). A pin with no wheel in the find-links directories is an error, unless ``elsewhere``
     says the store or an index may provide it: then its candidate has no file (``wheel`` and ``remote`` None).
     Unpinned requirements raise :class:`NeedsResolution`. ``held(hashes)`` maps those of ``hashes`` the store holds
-    a tree for to the tree's wheel file name: a pin with a hash whose tree the interpreter can use is not read at all (the
-    tree is used, not the file; were the tree gone by then, realizing the file checks the hash anyway), unless the
-    find-links file suits the interpreter better. A store shared by machines of several platforms holds trees for
-    wheels this interpreter cannot use; those are passed over.
+    a tree for to the tree's wheel file name: a pin with a hash whose tree the interpreter can use is not read at all
+    (the tree is used, not the file; were the tree gone by then, realizing the file checks the hash anyway), unless
+    the find-links file suits the interpreter better and its hash is allowed. A store shared by machines of several
+    platforms holds trees for wheels this interpreter cannot use; those are passed over.
     """
     env = _lazy_environment(interpreter)
     entries: list[_Entry] = []
@@ -614,6 +614,7 @@ def collect(
     accepted = [frozenset.intersection(*sets) if (sets := [e.pin.hashes for e in group if e.pin.hashes])
                 and not any(e.direct for e in group) else frozenset() for _name, group, _version, _chosen in plans]
     found = held(set().union(*accepted)) if held is not None else {}
+
     def read(i: int) -> str:
         chosen = plans[i][3]
         return _sha256(cast(Path, wheels[i]), chosen.pin.origin if chosen else "--find-links")

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from . import names
 from .errors import StoreError, WheelstoreError
 from .inputs import Candidate, NeedsResolution, collect, is_pylock, parse_requirements_file
-from . import names
 from .names import canonical
 from .sources import Sources
 from .store import Store, Tree

@@ -290,7 +290,8 @@ def table_of(store: Store, tree: Tree) -> Table:
         try:
             fmt, stamp, kept = marshal.loads(data)
             if fmt == _TABLE_FORMAT and stamp == tree.stamp:
-                return {d: (names, memoryview(numbers).cast("q"), subdirs) for d, (names, numbers, subdirs) in kept.items()}
+                return {d: (names, memoryview(numbers).cast("q"), subdirs)
+                        for d, (names, numbers, subdirs) in kept.items()}
         except (EOFError, ValueError, TypeError):
             pass
     table: dict[str, tuple[list[str], array[int], list[str]]] = {"": ([], array("q"), [])}
