@@ -27,6 +27,14 @@ def py() -> Interpreter:
     return Interpreter.inspect(sys.executable)
 
 
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The digests collect keeps go to a private cache per test, never to root's own."""
+    home = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home
+
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -143,7 +151,31 @@ def test_pins_with_and_without_hashes(tmp_path: Path, py: Interpreter) -> None:
     assert all(c.requested and c.direct_url is None for c in (alpha, beta))
     plain = write(tmp_path / "plain.txt", "-f links\nalpha==1.0\n")
     (unhashed,) = collect([], [plain], [], py)
-    assert (unhashed.sha256, unhashed.hashes) == (None, frozenset())
+    assert (unhashed.sha256, unhashed.hashes) == (sha(a), frozenset())  # read, to find its tree in the store
+
+
+def test_a_wheel_read_before_is_not_read_again(tmp_path: Path, py: Interpreter,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """collect keeps the sha256 of each local wheel it read, by the file's identity: the next collect of an
+    unhashed or hashed pin takes it from the user's cache without opening the file; a file changed since (its
+    ctime moved) is read again, and a hash that no longer matches is an error."""
+    (tmp_path / "links").mkdir()
+    wheel = make_wheel(tmp_path / "links", "memo", "1.0")
+    plain = write(tmp_path / "plain.txt", "memo==1.0\n")
+    hashed = write(tmp_path / "hashed.txt", f"memo==1.0 --hash=sha256:{sha(wheel)}\n")
+    (first,) = collect([], [plain], [tmp_path / "links"], py)
+    assert first.sha256 == sha(wheel)
+    real = inputs._sha256
+    read: list[Path] = []
+    monkeypatch.setattr(inputs, "_sha256", lambda path, origin: read.append(path) or real(path, origin))
+    for requirements in (plain, hashed):
+        (again,) = collect([], [requirements], [tmp_path / "links"], py)
+        assert again.sha256 == sha(wheel) and read == []
+    make_wheel(tmp_path / "links", "memo", "1.0", files={"memo/__init__.py": b"CHANGED = 1\n"})
+    (changed,) = collect([], [plain], [tmp_path / "links"], py)
+    assert changed.sha256 == sha(wheel) != first.sha256 and read == [wheel]
+    with pytest.raises(InputError, match="matches none of the hashes for memo"):
+        collect([], [hashed], [tmp_path / "links"], py)
 
 
 def test_platform_wheel_beats_pure_wheel(tmp_path: Path, py: Interpreter) -> None:

@@ -50,7 +50,8 @@ class Candidate(NamedTuple):
     version: Version
     #: the local wheel file; None when the inputs named no file here (the store or an index must provide it)
     wheel: Path | None
-    #: the file's sha256, when it was checked here (hashes given, or a wheel path whose direct_url records it)
+    #: the sha256 of the local file (read here, or kept from an earlier read of the very same file), or of the store's
+    #: tree to use instead; None when there is no local file and the store has no tree for any of ``hashes``
     sha256: str | None
     #: every sha256 the inputs accept for it (the intersection when several inputs give hashes); empty: none given
     hashes: frozenset[str] = frozenset()
@@ -607,32 +608,36 @@ def collect(
               else links.find(name, version, required=not elsewhere)
               for name, _group, version, chosen in plans]
 
-    # The file's sha256, if a hash was given for it or its direct_url must record one: a hash the store already
-    # holds a usable tree for needs no reading; the other files are hashed a few at a time (hashlib drops the GIL).
+    # Every local file's sha256, by which the store's tree is found: a pin's hash the store holds a usable tree for
+    # needs no reading, nor does a file this user read before (:class:`_Digests`); the other files are hashed a few
+    # at a time (hashlib drops the GIL).
     digests: list[str | None] = []
     unknown: list[int] = []
     accepted = [frozenset.intersection(*sets) if (sets := [e.pin.hashes for e in group if e.pin.hashes])
                 and not any(e.direct for e in group) else frozenset() for _name, group, _version, _chosen in plans]
     found = held(set().union(*accepted)) if held is not None else {}
 
-    def read(i: int) -> str:
+    kept = _Digests()
+
+    def read(i: int) -> tuple[str, tuple[int, ...]]:
         chosen = plans[i][3]
         return _sha256(cast(Path, wheels[i]), chosen.pin.origin if chosen else "--find-links")
 
-    for i, ((_name, group, _version, _chosen), wheel, hashes) in enumerate(zip(plans, wheels, accepted)):
-        sets = [e.pin.hashes for e in group if e.pin.hashes]
+    for i, (wheel, hashes) in enumerate(zip(wheels, accepted)):
         best = _best_held(hashes, found, links.supported)
         known = best[0] if best is not None else None
         if best is not None and wheel is not None and (local := names.rank(links.supported, names.wheel_tags(
                 wheel.name))) is not None and local < best[1]:
             # the local file suits the interpreter better: it is used if it is one of the files the hashes allow
             # (read now: this is rare), else the tree is, and the file is not this candidate's
-            digest = read(i)
+            if (digest := kept.get(wheel)) is None:
+                digest, stamp = read(i)
+                kept.add(wheel, stamp, digest)
             if digest in hashes:
                 known = digest
             else:
                 wheels[i] = None
-        if known is None and wheel is not None and (sets or any(e.direct for e in group)):
+        if known is None and wheel is not None and (known := kept.get(wheel)) is None:
             unknown.append(len(digests))
         digests.append(known)
 
@@ -640,8 +645,10 @@ def collect(
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1, len(unknown)), thread_name_prefix="hash") as pool:
-            for i, digest in zip(unknown, pool.map(read, unknown)):
+            for i, (digest, stamp) in zip(unknown, pool.map(read, unknown)):
                 digests[i] = digest
+                kept.add(cast(Path, wheels[i]), stamp, digest)
+    kept.save()
     return [_candidate(*plan, wheel, sha256) for plan, wheel, sha256 in zip(plans, wheels, digests)]
 
 
@@ -722,14 +729,81 @@ def _candidate(
     )
 
 
-def _sha256(path: Path, origin: str) -> str:
+def _sha256(path: Path, origin: str) -> tuple[str, tuple[int, ...]]:
+    """The file's sha256, and the identity of the file read (see :class:`_Digests`)."""
     h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
             while chunk := f.read(CHUNK):
                 h.update(chunk)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file ({origin})") from None
     except OSError as e:
         raise InputError(f"{path}: cannot be read ({e.strerror})") from None
-    return h.hexdigest()
+    return h.hexdigest(), _identity(st)
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class _Digests:
+    """The sha256 of local wheel files this user read before, by the file's identity (device, inode, size, mtime,
+    ctime), kept in the user's cache per directory: with it, a warm install from unhashed pins and a find-links
+    directory reads no wheel at all (it used to hash every one to find its tree; uv keeps the same by path and
+    mtime). A file changed in any way has another identity (its ctime moves, and nobody can set that back), so it
+    is read again; a digest taken from here is still checked against the file by realize if its tree is missing."""
+
+    FORMAT = 1
+    #: entries kept per directory; the oldest go first
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
+        self._changed: set[str] = set()
+
+    def get(self, path: Path) -> str | None:
+        try:
+            stamp = _identity(os.stat(path))
+        except OSError:
+            return None  # reading it says why
+        found = self._dir(os.path.dirname(os.path.abspath(path))).get(path.name)
+        return found[1] if found is not None and found[0] == stamp else None
+
+    def add(self, path: Path, stamp: tuple[int, ...], digest: str) -> None:
+        directory = os.path.dirname(os.path.abspath(path))
+        entries = self._dir(directory)
+        entries.pop(path.name, None)
+        entries[path.name] = (stamp, digest)
+        self._changed.add(directory)
+
+    def save(self) -> None:
+        import marshal
+
+        from . import usercache
+
+        for directory in self._changed:
+            entries = list(self._dir(directory).items())[-self.MAX :]
+            usercache.write_bytes(self._name(directory), marshal.dumps((self.FORMAT, directory, dict(entries))))
+
+    def _dir(self, directory: str) -> dict[str, tuple[tuple[int, ...], str]]:
+        found = self._dirs.get(directory)
+        if found is None:
+            import marshal
+
+            from . import usercache
+
+            found = {}
+            try:
+                fmt, where, entries = marshal.loads(usercache.read_bytes(self._name(directory)) or b"")
+                if fmt == self.FORMAT and where == directory and isinstance(entries, dict):
+                    found = entries
+            except (EOFError, ValueError, TypeError):
+                pass
+            self._dirs[directory] = found
+        return found
+
+    @staticmethod
+    def _name(directory: str) -> str:
+        return f"digests/{hashlib.sha256(os.fsencode(directory)).hexdigest()[:32]}"
