@@ -142,18 +142,28 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+#: the store and local files only
+OFFLINE = Sources(index_urls=(), no_index=True, offline=True)
+
+
+def _shared(tmp_path: Path, py: Interpreter, other: str, *, pin_mine: bool = True) -> tuple[Path, Path, Path, Store]:
+    """Both builds of dual 1.0 in ``built/`` (see :func:`_two_builds`), empty ``links/`` and ``empty/`` directories,
+    a requirements file pinning dual with the hash of the other build and (``pin_mine``) of this platform's, and an
+    empty store."""
+    for d in ("built", "links", "empty"):
+        (tmp_path / d).mkdir()
+    mine, theirs = _two_builds(tmp_path / "built", py, other)
+    requirements = tmp_path / "requirements.txt"
+    pinned = [mine, theirs] if pin_mine else [theirs]
+    requirements.write_text("dual==1.0" + "".join(f" --hash=sha256:{_sha(w)}" for w in pinned) + "\n")
+    return mine, theirs, requirements, Store.init(tmp_path / "store")
+
+
 def test_a_tree_for_another_platform_is_passed_over(tmp_path: Path, py: Interpreter) -> None:
     """A store shared by x86_64 and arm64 machines holds trees of both wheels of one pinned version: an install
     takes the one its interpreter can use, from the store or from find-links, and never the other."""
-    built, links, empty = tmp_path / "built", tmp_path / "links", tmp_path / "empty"
-    for d in (built, links, empty):
-        d.mkdir()
-    mine, theirs = _two_builds(built, py, "cp311-cp311-macosx_11_0_arm64")
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text(f"dual==1.0 --hash=sha256:{_sha(mine)} --hash=sha256:{_sha(theirs)}\n")
-    store = Store.init(tmp_path / "store")
-    offline = Sources(index_urls=(), no_index=True, offline=True)
-
+    mine, theirs, requirements, store = _shared(tmp_path, py, "cp311-cp311-macosx_11_0_arm64")
+    links, empty, offline = tmp_path / "links", tmp_path / "empty", OFFLINE
     store.realize(theirs)  # only the other platform's tree: not used, and not taken for a match
     with pytest.raises(Missing, match="dual==1.0"):
         plan(store, py, [], [requirements], [empty], offline)
@@ -170,15 +180,9 @@ def test_a_tree_for_another_platform_is_passed_over(tmp_path: Path, py: Interpre
 def test_a_better_file_wins_over_a_held_tree_it_suits_less(tmp_path: Path, py: Interpreter) -> None:
     """The store holds the pure-Python wheel of a version; find-links has its build for this platform, which pip
     would choose: that file is used (and hashed), not the tree."""
-    built, links = tmp_path / "built", tmp_path / "links"
-    built.mkdir()
-    links.mkdir()
-    mine, pure = _two_builds(built, py, "py3-none-any")
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text(f"dual==1.0 --hash=sha256:{_sha(mine)} --hash=sha256:{_sha(pure)}\n")
-    store = Store.init(tmp_path / "store")
+    mine, pure, requirements, store = _shared(tmp_path, py, "py3-none-any")
+    built, offline = tmp_path / "built", OFFLINE
     store.realize(pure)
-    offline = Sources(index_urls=(), no_index=True, offline=True)
     (chosen,) = plan(store, py, [], [requirements], [built], offline)
     assert (chosen.wheel, chosen.sha256) == (built / mine.name, _sha(mine))
     (built / mine.name).unlink()  # without the file, the pure tree serves
@@ -209,32 +213,21 @@ def test_which_hashes_the_store_holds_by_listing_or_by_stat(tmp_path: Path, monk
 def test_a_better_file_the_hashes_do_not_allow_leaves_the_held_tree_in_use(tmp_path: Path, py: Interpreter) -> None:
     """find-links has a locally built platform wheel of the pinned version, but the pin's hash is the pure wheel's,
     whose tree the store holds: the tree is used (pip would pass over a file no hash allows), not an error."""
-    built, links = tmp_path / "built", tmp_path / "links"
-    built.mkdir()
-    links.mkdir()
-    mine, pure = _two_builds(built, py, "py3-none-any")
+    mine, pure, requirements, store = _shared(tmp_path, py, "py3-none-any", pin_mine=False)
+    links = tmp_path / "links"
     (links / mine.name).write_bytes(mine.read_bytes())
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text(f"dual==1.0 --hash=sha256:{_sha(pure)}\n")
-    store = Store.init(tmp_path / "store")
     store.realize(pure)
-    (chosen,) = plan(store, py, [], [requirements], [links], Sources(index_urls=(), no_index=True, offline=True))
+    (chosen,) = plan(store, py, [], [requirements], [links], OFFLINE)
     assert (chosen.wheel, chosen.sha256) == (None, _sha(pure))
 
 
 def test_an_untrustworthy_tree_for_another_platform_does_not_stop_the_install(tmp_path: Path, py: Interpreter) -> None:
     """The other platform's tree has a manifest anyone may write (so it is not used); this platform's tree still
     is. When the untrustworthy tree is all the store has, that is the error, not "missing"."""
-    built, empty = tmp_path / "built", tmp_path / "empty"
-    built.mkdir()
-    empty.mkdir()
-    mine, theirs = _two_builds(built, py, "cp311-cp311-macosx_11_0_arm64")
-    requirements = tmp_path / "requirements.txt"
-    requirements.write_text(f"dual==1.0 --hash=sha256:{_sha(mine)} --hash=sha256:{_sha(theirs)}\n")
-    store = Store.init(tmp_path / "store")
+    mine, theirs, requirements, store = _shared(tmp_path, py, "cp311-cp311-macosx_11_0_arm64")
+    built, empty, offline = tmp_path / "built", tmp_path / "empty", OFFLINE
     store.realize(theirs)
     (tmp_path / "store" / "manifests" / f"{_sha(theirs)}.json").chmod(0o666)
-    offline = Sources(index_urls=(), no_index=True, offline=True)
     with pytest.raises(StoreError, match="not trustworthy"):
         plan(store, py, [], [requirements], [empty], offline)
     store.realize(mine)
