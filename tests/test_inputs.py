@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -157,8 +158,9 @@ def test_pins_with_and_without_hashes(tmp_path: Path, py: Interpreter) -> None:
 def test_a_wheel_read_before_is_not_read_again(tmp_path: Path, py: Interpreter,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """collect keeps the sha256 of each local wheel it read, by the file's identity: the next collect of an
-    unhashed or hashed pin takes it from the user's cache without opening the file; a file changed since (its
-    ctime moved) is read again, and a hash that no longer matches is an error."""
+    unhashed or hashed pin takes it from the user's cache without opening the file, when the store holds its tree
+    (``holds``); a file whose tree the store lacks is read, and so is a file changed since (its ctime moved); a hash
+    that no longer matches is an error."""
     (tmp_path / "links").mkdir()
     wheel = make_wheel(tmp_path / "links", "memo", "1.0")
     plain = write(tmp_path / "plain.txt", "memo==1.0\n")
@@ -168,14 +170,25 @@ def test_a_wheel_read_before_is_not_read_again(tmp_path: Path, py: Interpreter,
     real = inputs._sha256
     read: list[Path] = []
     monkeypatch.setattr(inputs, "_sha256", lambda path, origin: read.append(path) or real(path, origin))
+    def holds(hashes: set[str]) -> set[str]:  # a store with every tree
+        return hashes
+
     for requirements in (plain, hashed):
-        (again,) = collect([], [requirements], [tmp_path / "links"], py)
+        (again,) = collect([], [requirements], [tmp_path / "links"], py, holds=holds)
         assert again.sha256 == sha(wheel) and read == []
+    (cold,) = collect([], [plain], [tmp_path / "links"], py, holds=lambda hashes: set())
+    assert cold.sha256 == sha(wheel) and read == [wheel]
     make_wheel(tmp_path / "links", "memo", "1.0", files={"memo/__init__.py": b"CHANGED = 1\n"})
-    (changed,) = collect([], [plain], [tmp_path / "links"], py)
-    assert changed.sha256 == sha(wheel) != first.sha256 and read == [wheel]
+    (changed,) = collect([], [plain], [tmp_path / "links"], py, holds=holds)
+    assert changed.sha256 == sha(wheel) != first.sha256 and read == [wheel, wheel]
     with pytest.raises(InputError, match="matches none of the hashes for memo"):
-        collect([], [hashed], [tmp_path / "links"], py)
+        collect([], [hashed], [tmp_path / "links"], py, holds=holds)
+    # a wrong digest kept for the file as it is (a filesystem whose ctime ignores writes) finds no tree: it is read
+    wrong = inputs._Digests()
+    wrong.add(wheel, inputs._identity(os.stat(wheel)), "0" * 64)
+    wrong.save()
+    (fresh,) = collect([], [plain], [tmp_path / "links"], py, holds=lambda hashes: hashes - {"0" * 64})
+    assert fresh.sha256 == sha(wheel) and read[-1] == wheel
 
 
 def test_platform_wheel_beats_pure_wheel(tmp_path: Path, py: Interpreter) -> None:

@@ -219,3 +219,23 @@ def test_read_all_reads_to_the_end_or_the_limit(tmp_path: Path) -> None:
         assert fsio.read_all(fd, 0) == b""
     finally:
         os.close(fd)
+
+
+def test_pruning_the_cache_follows_no_planted_link(tmp_path: Path, cache_home: Path) -> None:
+    """usercache.prune removes entries only through directories that are the user's own: a store's directory
+    replaced by a symlink (to files of the user's that are no cache entries), or one others may write, is left
+    alone; a real one is pruned, and what ``keep`` wants stays."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work\n")
+    for area in ("manifests", "checks"):
+        (cache_home / "wheelstore" / area / "s1").mkdir(parents=True)
+        (cache_home / "wheelstore" / area / "s1" / ("a" * 64)).write_text("old")
+        (cache_home / "wheelstore" / area / "s1" / ("b" * 64)).write_text("live")
+    (cache_home / "wheelstore" / "checks" / "s1").chmod(0o777)  # others may write it: not ours alone
+    (cache_home / "wheelstore" / "prepared").mkdir()
+    (cache_home / "wheelstore" / "prepared" / "s1").symlink_to(victim)
+    assert usercache.prune("s1", lambda key: key == "b" * 64) == 1
+    assert [p.name for p in (cache_home / "wheelstore" / "manifests" / "s1").iterdir()] == ["b" * 64]
+    assert len(list((cache_home / "wheelstore" / "checks" / "s1").iterdir())) == 2
+    assert (victim / "thesis.tex").read_text() == "years of work\n"

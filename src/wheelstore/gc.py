@@ -245,7 +245,10 @@ def _prune_user_cache(store: Store) -> int:
     from .store import cache_id
     from .verify import Checkpoints
 
-    present = {n[:-5] for n in os.listdir(store.area_fd("manifests")) if n.endswith(".json")}
+    try:
+        present = {n[:-5] for n in os.listdir(store.area_fd("manifests")) if n.endswith(".json")}
+    except OSError:  # the sweep is done; a cache left as it was only costs space
+        return 0
     marks = Checkpoints.of(store)
     for key in [k for k in marks.marks if k not in present]:
         marks.forget(key)

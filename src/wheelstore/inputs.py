@@ -559,6 +559,7 @@ def collect(
     *,
     elsewhere: bool = False,
     held: Callable[[set[str]], dict[str, str]] | None = None,
+    holds: Callable[[set[str]], set[str]] | None = None,
 ) -> list[Candidate]:
     """Wheel files for everything asked for, one per distribution, sorted by name, every given hash checked.
 
@@ -569,7 +570,9 @@ def collect(
     a tree for to the tree's wheel file name: a pin with a hash whose tree the interpreter can use is not read at all
     (the tree is used, not the file; were the tree gone by then, realizing the file checks the hash anyway), unless
     the find-links file suits the interpreter better and its hash is allowed. A store shared by machines of several
-    platforms holds trees for wheels this interpreter cannot use; those are passed over.
+    platforms holds trees for wheels this interpreter cannot use; those are passed over. ``holds(hashes)`` says which
+    of them the store has a tree for: a local file's digest kept from an earlier read is used only then (to find the
+    tree); without one the file is read, so that realize checks it against what it holds now.
     """
     env = _lazy_environment(interpreter)
     entries: list[_Entry] = []
@@ -618,6 +621,7 @@ def collect(
     found = held(set().union(*accepted)) if held is not None else {}
 
     kept = _Digests()
+    remembered: dict[int, str | None] = {}
 
     def read(i: int) -> tuple[str, tuple[int, ...]]:
         chosen = plans[i][3]
@@ -630,16 +634,22 @@ def collect(
                 wheel.name))) is not None and local < best[1]:
             # the local file suits the interpreter better: it is used if it is one of the files the hashes allow
             # (read now: this is rare), else the tree is, and the file is not this candidate's
-            if (digest := kept.get(wheel)) is None:
-                digest, stamp = read(i)
-                kept.add(wheel, stamp, digest)
+            digest, stamp = read(i)
+            kept.add(wheel, stamp, digest)
             if digest in hashes:
                 known = digest
             else:
                 wheels[i] = None
-        if known is None and wheel is not None and (known := kept.get(wheel)) is None:
-            unknown.append(len(digests))
+        if known is None and wheel is not None:
+            remembered[i] = kept.get(wheel)
         digests.append(known)
+    # a digest kept from an earlier read finds the tree the store has; a file whose tree it lacks is read again
+    present = holds({d for d in remembered.values() if d is not None}) if holds is not None else set()
+    for i, remembered_digest in remembered.items():
+        if remembered_digest in present:
+            digests[i] = remembered_digest
+        else:
+            unknown.append(i)
 
     if unknown:
         from concurrent.futures import ThreadPoolExecutor
@@ -752,8 +762,10 @@ class _Digests:
     """The sha256 of local wheel files this user read before, by the file's identity (device, inode, size, mtime,
     ctime), kept in the user's cache per directory: with it, a warm install from unhashed pins and a find-links
     directory reads no wheel at all (it used to hash every one to find its tree; uv keeps the same by path and
-    mtime). A file changed in any way has another identity (its ctime moves, and nobody can set that back), so it
-    is read again; a digest taken from here is still checked against the file by realize if its tree is missing."""
+    mtime). On local filesystems a write moves the file's ctime, which only root can set back, so a changed file is
+    read again. Where ctime does not follow writes (FAT, sshfs) a wheel rewritten under the same name with the same
+    size and mtime would still find its old tree: pin hashes there. A kept digest only ever finds a tree the store
+    has (see :func:`collect`); it is never what a file is checked against."""
 
     FORMAT = 1
     #: entries kept per directory; the oldest go first
@@ -769,7 +781,11 @@ class _Digests:
         except OSError:
             return None  # reading it says why
         found = self._dir(os.path.dirname(os.path.abspath(path))).get(path.name)
-        return found[1] if found is not None and found[0] == stamp else None
+        try:
+            kept_stamp, digest = found  # type: ignore[misc]
+        except (TypeError, ValueError):  # none, or not what this writes
+            return None
+        return digest if kept_stamp == stamp and isinstance(digest, str) else None
 
     def add(self, path: Path, stamp: tuple[int, ...], digest: str) -> None:
         directory = os.path.dirname(os.path.abspath(path))

@@ -42,7 +42,8 @@ def plan(
     """One candidate per distribution, each with a local wheel, a store tree (``sha256`` set), or a remote file;
     ``quiet`` silences uv's progress lines."""
     try:
-        candidates = collect(items, requirement_files, find_links, interpreter, elsewhere=True, held=_wheel_of(store))
+        candidates = collect(items, requirement_files, find_links, interpreter, elsewhere=True, held=_wheel_of(store),
+                             holds=store.holds)
     except NeedsResolution:
         candidates = _resolve(store, items, requirement_files, find_links, interpreter, sources, quiet=quiet)
     return locate(store, candidates, interpreter, sources)
@@ -70,7 +71,7 @@ def _resolve(
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
         resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
         candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True,
-                             held=_wheel_of(store))
+                             held=_wheel_of(store), holds=store.holds)
     named = _named(requirements, requirement_files, interpreter)
     return [c._replace(requested=True) if c.name in named else c for c in candidates]
 

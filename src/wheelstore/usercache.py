@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import fsio
+from .policy import open_dir
 
 #: the largest cache file read; anything bigger is not ours
 MAX_BYTES = 64 << 20
@@ -125,19 +126,46 @@ TREE_AREAS = ("manifests", "prepared", "checks")
 
 def prune(store_id: str, keep: Callable[[str], bool]) -> int:
     """Remove this user's per-tree entries for one store whose tree ``keep`` no longer wants (gc removed it); how
-    many went. Only this user's own cache is touched."""
+    many went. Only this user's own cache is touched: every directory below its root is opened without following a
+    symlink and must be this user's and nobody else's to write, and entries are unlinked through it, so a link
+    planted anywhere in the cache (say by whoever could write a shared ``$XDG_CACHE_HOME``) removes nothing else."""
     removed = 0
-    for area in TREE_AREAS:
-        directory = f"{root()}/{area}/{store_id}"
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            continue
-        for name in names:  # prepared entries end in ".<layout>"; the others are the key alone
-            if not name.startswith(".") and not keep(name.rpartition(".")[0] if area == "prepared" else name):
-                try:
-                    os.unlink(f"{directory}/{name}")
-                    removed += 1
-                except OSError:
-                    pass
+    try:
+        top = _own_dir(root(), None)
+    except OSError:
+        return 0
+    try:
+        for area in TREE_AREAS:
+            try:
+                area_fd = _own_dir(area, top)
+            except OSError:
+                continue
+            try:
+                fd = _own_dir(store_id, area_fd)
+            except OSError:
+                os.close(area_fd)
+                continue
+            try:
+                for name in os.listdir(fd):  # prepared entries end in ".<layout>"; the others are the key alone
+                    if not name.startswith(".") and not keep(name.rpartition(".")[0] if area == "prepared" else name):
+                        try:
+                            os.unlink(name, dir_fd=fd)
+                            removed += 1
+                        except OSError:
+                            pass
+            finally:
+                os.close(fd)
+                os.close(area_fd)
+    finally:
+        os.close(top)
     return removed
+
+
+def _own_dir(name: str, dir_fd: int | None) -> int:
+    """An fd for directory ``name`` (not a symlink), if it is this user's and nobody else may write it."""
+    fd = open_dir(name, dir_fd=dir_fd)
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        os.close(fd)
+        raise PermissionError(f"{name} is not this user's own directory")
+    return fd

@@ -292,7 +292,7 @@ def table_of(store: Store, tree: Tree) -> Table:
             if fmt == _TABLE_FORMAT and stamp == tree.stamp:
                 return {d: (names, memoryview(numbers).cast("q"), subdirs)
                         for d, (names, numbers, subdirs) in kept.items()}
-        except (EOFError, ValueError, TypeError):
+        except (EOFError, ValueError, TypeError, AttributeError):  # not a table this wrote: made again
             pass
     table: dict[str, tuple[list[str], array[int], list[str]]] = {"": ([], array("q"), [])}
     m = tree.manifest
