@@ -239,3 +239,19 @@ def test_pruning_the_cache_follows_no_planted_link(tmp_path: Path, cache_home: P
     assert [p.name for p in (cache_home / "wheelstore" / "manifests" / "s1").iterdir()] == ["b" * 64]
     assert len(list((cache_home / "wheelstore" / "checks" / "s1").iterdir())) == 2
     assert (victim / "thesis.tex").read_text() == "years of work\n"
+
+
+def test_cache_writes_follow_no_planted_link(tmp_path: Path, cache_home: Path) -> None:
+    """A directory of the cache replaced by a symlink (to a directory another user could read), or one others may
+    write, gets no entry: the write fails quietly, as a cache write may, and writes elsewhere still work."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (cache_home / "wheelstore").mkdir(parents=True)
+    (cache_home / "wheelstore" / "prepared").symlink_to(elsewhere)
+    assert not usercache.write_bytes("prepared/store/tree.layout", b"tree keys and paths")
+    assert list(elsewhere.iterdir()) == []
+    (cache_home / "wheelstore" / "shared").mkdir(mode=0o777)
+    (cache_home / "wheelstore" / "shared").chmod(0o777)
+    assert not usercache.write_bytes("shared/entry", b"x")
+    assert list((cache_home / "wheelstore" / "shared").iterdir()) == []
+    assert usercache.write_bytes("checks/store/tree", b"kept") and usercache.read_bytes("checks/store/tree") == b"kept"

@@ -83,12 +83,19 @@ def write_json(name: str, data: Any, *, compact: bool = False) -> bool:
 
 
 def write_bytes(name: str, data: bytes) -> bool:
-    """Replace cache file ``name`` with ``data`` (temp file, then rename, mode 0600); False if that failed."""
-    target = path(name)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    """Replace cache file ``name`` with ``data`` (temp file, then rename, mode 0600); False if that failed.
+
+    Written through directory fds opened without following a symlink, each the user's own and writable by nobody
+    else (:func:`_own_dirs`): a link planted in a shared ``$XDG_CACHE_HOME`` cannot send the user's entries (tree
+    keys, venv and store paths) into someone else's directory."""
+    directory, _, base = name.rpartition("/")
+    tmp = f".{base}.{os.getpid()}.{os.urandom(4).hex()}"
     try:
-        _private_dirs(target.parent)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        dir_fd = _own_dirs(directory)
+    except OSError:
+        return False
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             os.fchmod(fd, 0o600)
             view = memoryview(data)
@@ -96,14 +103,40 @@ def write_bytes(name: str, data: bytes) -> bool:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        os.replace(tmp, target)
+        os.replace(tmp, base, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except OSError:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         except OSError:
             pass
         return False
+    finally:
+        os.close(dir_fd)
     return True
+
+
+def _own_dirs(directory: str) -> int:
+    """An fd for ``directory`` below the cache root, made (0700) where missing: the root's parents as the user's
+    own setup has them (``~/.cache`` may well be a link), then every level from the root down opened without
+    following a symlink and required to be the user's, writable by nobody else."""
+    top = root()
+    _private_dirs(Path(top).parent)
+    fd = _own_dir_made(top, None)
+    for part in directory.split("/") if directory else ():
+        try:
+            nxt = _own_dir_made(part, fd)
+        finally:
+            os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _own_dir_made(name: str, dir_fd: int | None) -> int:
+    try:
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    return _own_dir(name, dir_fd)
 
 
 def _private_dirs(directory: Path) -> None:
