@@ -246,7 +246,7 @@ def _prune_user_cache(store: Store) -> int:
     from .verify import Checkpoints
 
     try:
-        present = {n[:-5] for n in os.listdir(store.area_fd("manifests")) if n.endswith(".json")}
+        present = store.keys()
     except OSError:  # the sweep is done; a cache left as it was only costs space
         return 0
     marks = Checkpoints.of(store)
@@ -260,8 +260,7 @@ def _candidates(store: Store, live: set[str], grace: float, report: Report) -> l
     """Every unit nothing holds that is old enough to go; counts the rest into the report."""
     now = time.time()
     manifests_fd, trees_fd = store.area_fd("manifests"), store.area_fd("trees")
-    keys = {n.removesuffix(".json") for n in os.listdir(manifests_fd) if n.endswith(".json")}
-    keys |= {n for n in os.listdir(trees_fd) if not n.startswith(".")}
+    keys = store.keys() | {n for n in os.listdir(trees_fd) if not n.startswith(".")}
     out = []
     for key in sorted(keys):
         m = _UNITS.match(key)

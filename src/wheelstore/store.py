@@ -306,6 +306,11 @@ class Store:
             return False
         return stat.S_ISREG(st.st_mode)
 
+    def keys(self) -> set[str]:
+        """Every key a manifest in ``manifests/`` names (trees, pyc units, sdist builds), from one listing; what
+        :meth:`lookup` makes of each is another matter."""
+        return {n[:-5] for n in os.listdir(self.area_fd("manifests")) if n.endswith(".json") and not n.startswith(".")}
+
     def holds(self, keys: Collection[str]) -> set[str]:
         """Those of ``keys`` that :meth:`has`. One listing of ``manifests/`` when it holds about as many entries as
         there are keys (judged by the directory's size), else a stat per key: a hashed requirements file names the
@@ -313,8 +318,8 @@ class Store:
         fd = self.area_fd("manifests")
         if len(keys) < 64 or os.fstat(fd).st_size > len(keys) * _LIST_BYTES_PER_KEY:
             return {k for k in keys if self.has(k)}
-        listed = set(os.listdir(fd))
-        return {k for k in keys if f"{k}.json" in listed and self.has(k)}
+        listed = self.keys()
+        return {k for k in keys if k in listed and self.has(k)}
 
     def lookup(self, key: str, *, remember: bool = False) -> Tree | None:
         """The committed tree for ``key``, or None. A tree without a manifest is never returned.
@@ -394,9 +399,9 @@ class Store:
 
     def trees(self) -> Iterator[Tree]:
         """Every committed tree, in key order."""
-        for name in sorted(os.listdir(self.area_fd("manifests"))):
-            if name.endswith(".json") and len(name) == 69:
-                tree = self.lookup(name.removesuffix(".json"))
+        for key in sorted(self.keys()):
+            if len(key) == 64:
+                tree = self.lookup(key)
                 if tree is not None:
                     yield tree
 

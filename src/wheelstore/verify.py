@@ -514,9 +514,7 @@ def verify_store(
     """
     report = Report(str(store.root), full)
     checkpoints = Checkpoints.of(store)
-    manifests = store.area_fd("manifests")
-    keys = sorted(n[:-5] for n in os.listdir(manifests) if n.endswith(".json") and len(n) >= 69 and n[0] != ".")
-    for key in keys:
+    for key in sorted(k for k in store.keys() if len(k) >= 64):
         try:
             tree = store.lookup(key)
         except StoreError as e:
@@ -662,8 +660,7 @@ def repair_tree(
 
 
 def _units_of(store: Store, key: str) -> list[str]:
-    return sorted(n[:-5] for n in os.listdir(store.area_fd("manifests"))
-                  if n.startswith(key + "-") and n.endswith(".json"))
+    return sorted(k for k in store.keys() if k.startswith(key + "-"))
 
 
 def quarantine(store: Store, key: str) -> tuple[str, ...]:
