@@ -6,7 +6,6 @@ file, then the system config, then a private default store under the user's XDG 
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import sys
@@ -51,7 +50,7 @@ def parse_toml(f: BinaryIO, where: Path) -> dict[str, object]:
     parser's import was a few milliseconds of each."""
     st = os.fstat(f.fileno())
     stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    name = f"toml/{hashlib.sha256(os.fsencode(os.path.abspath(where))).hexdigest()[:32]}"
+    name = usercache.named_by("toml", os.path.abspath(where))
     try:
         kept_stamp, kept = marshal.loads(usercache.read_bytes(name) or b"")
         if kept_stamp == stamp and isinstance(kept, dict):

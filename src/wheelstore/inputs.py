@@ -822,4 +822,6 @@ class _Digests:
 
     @staticmethod
     def _name(directory: str) -> str:
-        return f"digests/{hashlib.sha256(os.fsencode(directory)).hexdigest()[:32]}"
+        from . import usercache
+
+        return usercache.named_by("digests", directory)

@@ -25,6 +25,13 @@ def path(name: str) -> Path:
     return Path(root(), name)
 
 
+def named_by(area: str, what: str) -> str:
+    """The name of ``area``'s entry for a file or directory path ``what``: a hash of the path, so any path fits."""
+    import hashlib
+
+    return f"{area}/{hashlib.sha256(os.fsencode(what)).hexdigest()[:32]}"
+
+
 def root() -> str:
     """``$XDG_CACHE_HOME/wheelstore``, else ``~/.cache/wheelstore`` on Linux (platformdirs' answer there, without
     its import: 6 ms, tempfile and more, on every run); platformdirs decides elsewhere and in odd cases (a relative
