@@ -6,6 +6,7 @@ import errno
 import functools
 import os
 import stat
+from pathlib import Path
 from typing import Any
 
 from .policy import open_dir
@@ -81,6 +82,23 @@ def read_all(fd: int, size: int, limit: int = 1 << 62) -> bytes:
         limit -= len(chunk)
         want = min(max(size, 1 << 16), limit)
     return b"".join(chunks)
+
+
+def make_dirs(path: Path) -> list[Path]:
+    """``mkdir -p path`` with each directory made 0700, explicitly (``parents=True`` would leave the upper ones to
+    the umask); the ones made, outermost first, for a caller to give them their final mode."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    made = []
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, 0o700)
+        except FileExistsError:
+            continue
+        made.append(p)
+    return made
 
 
 def fsync_dir(fd: int) -> None:

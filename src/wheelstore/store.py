@@ -503,17 +503,12 @@ def _access_denied(root: Path) -> StoreAccessDenied:
 
 def _make_parents(path: Path, *, private: bool) -> None:
     """Create missing parents of a new store with an explicit mode, never the umask's."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for p in reversed(missing):
-        try:
-            os.mkdir(p, 0o700)
-        except FileExistsError:
-            continue
-        except PermissionError:
-            raise StoreError(f"cannot create {p}: permission denied on {p.parent}") from None
+    try:
+        made = fsio.make_dirs(path)
+    except PermissionError as e:
+        p = Path(e.filename)
+        raise StoreError(f"cannot create {p}: permission denied on {p.parent}") from None
+    for p in made:
         os.chmod(p, 0o700 if private else 0o755)
 
 

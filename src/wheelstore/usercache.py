@@ -127,7 +127,7 @@ def _own_dirs(directory: str) -> int:
     own setup has them (``~/.cache`` may well be a link), then every level from the root down opened without
     following a symlink and required to be the user's, writable by nobody else."""
     top = root()
-    _private_dirs(Path(top).parent)
+    fsio.make_dirs(Path(top).parent)
     fd = _own_dir_made(top, None)
     for part in directory.split("/") if directory else ():
         try:
@@ -144,20 +144,6 @@ def _own_dir_made(name: str, dir_fd: int | None) -> int:
     except FileExistsError:
         pass
     return _own_dir(name, dir_fd)
-
-
-def _private_dirs(directory: Path) -> None:
-    """``mkdir -p`` with every directory it makes 0700 (``parents=True`` would make the upper ones by the umask, and
-    let others list which stores and trees a user has kept entries for)."""
-    missing = []
-    while not directory.is_dir():
-        missing.append(directory)
-        directory = directory.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
 
 
 #: the cache's directories of per-tree entries, one subdirectory per store (``<area>/<store id>/<key>[.<suffix>]``)
