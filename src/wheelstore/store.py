@@ -9,8 +9,8 @@ Layout::
     STORE/locks/              per-key lock files
     STORE/roots/              gc roots (used by later stages)
 
-Every area is shared-writable with setgid and sticky bits in group stores, so members can add entries but not
-rename, replace or delete each other's.
+Every area is shared-writable with setgid and sticky bits in group stores, so members can add entries, and only an
+entry's owner, the area's owner (the store's) and root can rename or delete it.
 """
 
 from __future__ import annotations
