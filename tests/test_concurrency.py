@@ -100,7 +100,9 @@ def test_kill_9_leaves_nothing_a_reader_uses(
     os.chmod(whl, 0o644)
     markers = workdir / f"markers-{point}"
     env = _hook(markers, f"{point}=pause")
-    publisher = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(whl), env=env)
+    # without bytecode: an orphan with pycs is never adopted (tests/test_trust.py), and this one is to be
+    publisher = run.popen(users.alice, "--store", str(group_store), "realize", "--no-compile", "--json", str(whl),
+                          env=env)
     _wait_for(markers, f"{point}.*", publisher)
 
     # While the publisher is stopped at this step, readers see no tree.

@@ -225,3 +225,73 @@ def test_api_report(workdir: Path) -> None:
     assert names[:4] == ["store", "membership", "access", "modes"] and "venv" not in names
     assert {"umask", "filesystems", "network-fs", "reflink", "protected-hardlinks", "locks", "space"} <= set(names)
     assert report.error() is None
+
+
+# -- the directories above the store (issue 14, acceptance 3) -------------------------------------------------------
+
+
+def _project_dir(workdir: Path, users: Users, owner: str, mode: int) -> Path:
+    """A project directory as sites make them: owned by ``owner``, group ``wstest``, with ``mode``."""
+    d = workdir / f"project-{owner}-{mode:o}"
+    d.mkdir()
+    os.chown(d, users.uid(owner), users.gid)
+    d.chmod(mode)
+    return d
+
+
+def test_init_refuses_a_parent_members_may_rename_entries_in(run: Runner, users: Users, workdir: Path) -> None:
+    """Under a group-writable directory without the sticky bit, bob could rename alice's store away and init his
+    own in its place: init refuses, with the fix, and creates nothing; the fix makes it pass."""
+    project = _project_dir(workdir, users, users.alice, 0o2775)
+    store = project / "store"
+    line = one_line_error(run(users.alice, "init", str(store), "--group", users.group))
+    assert f"{project} is group-writable ({users.group}) without the sticky bit" in line, line
+    assert f"members of group {users.group} could move a store at {store} away" in line
+    assert f"fix: as {users.alice}: chmod +t {project}" in line
+    assert os.listdir(project) == []
+
+    _as(run, users.alice, f"chmod +t {project}")
+    done = run(users.alice, "init", str(store), "--group", users.group)
+    assert done.returncode == 0, done.stderr
+    done, checks, _ = _doctor(run, users.bob, store)
+    assert done.returncode == 0 and checks["parents"]["status"] == "ok", done.stdout
+
+
+def test_init_refuses_a_parent_owned_by_another_member_and_sees_through_symlinks(
+    run: Runner, users: Users, workdir: Path
+) -> None:
+    """bob's sticky project directory is still bob's: its owner may rename anything in it. A symlink to it from a
+    safe place changes nothing: the real directory is judged."""
+    project = _project_dir(workdir, users, users.bob, 0o3775)
+    line = one_line_error(run(users.alice, "init", str(project / "store"), "--group", users.group))
+    assert f"{project} belongs to {users.bob}, so {users.bob} could move a store" in line, line
+    assert f"fix: as root: chown root {project}" in line
+    link = workdir / "via-link"
+    link.symlink_to(project)
+    line = one_line_error(run(users.alice, "init", str(link / "store"), "--group", users.group))
+    assert f"{project} belongs to {users.bob}" in line, line
+    assert os.listdir(project) == []
+
+
+def test_doctor_reports_a_parent_that_lost_its_sticky_bit(run: Runner, users: Users, workdir: Path) -> None:
+    project = _project_dir(workdir, users, users.alice, 0o3775)
+    store = project / "store"
+    assert run(users.alice, "init", str(store), "--group", users.group).returncode == 0
+    project.chmod(0o2775)
+    # what the check is for: bob can now move alice's store away and make his own in its place
+    moved = run.python(users.bob, "import os, sys; os.rename(sys.argv[1], sys.argv[1] + '.old')", str(store))
+    assert moved.returncode == 0, moved.stderr
+    os.rename(f"{store}.old", store)
+
+    done, checks, report = _doctor(run, users.bob, store)
+    assert done.returncode != 0 and report["ok"] is False
+    parents = checks["parents"]
+    assert parents["status"] == "fail" and parents["fix"] == f"chmod +t {project}"
+    detail = str(parents["detail"])
+    assert f"{project} is group-writable ({users.group}) without the sticky bit" in detail
+    assert f"the fix is for {users.alice} to run" in detail
+    assert "chmod +t" in one_line_error(run(users.bob, "doctor", "--store", str(store)))
+
+    _as(run, users.alice, str(parents["fix"]))
+    done, checks, _ = _doctor(run, users.bob, store)
+    assert done.returncode == 0 and checks["parents"]["status"] == "ok", done.stdout

@@ -34,6 +34,17 @@ def test_the_readme_links_the_guide() -> None:
     assert "(docs/sharing.md)" in (ROOT / "README.md").read_text()
 
 
+def test_the_guides_group_store_sits_where_no_member_can_move_it() -> None:
+    """The no-root recipe puts the store in the lab's project directory: it must be sticky, or any member could
+    rename the store away and init their own (init refuses it, and the guide shows that refusal too)."""
+    blocks = [b for b in parse(GUIDE.read_text()) if b.runnable]
+    (made,) = [line for b in blocks for line in b.text.splitlines() if line.endswith(" /srv/projects/lab")]
+    assert made.startswith("install -d -m ") and int(made.split()[3], 8) & 0o1000, made
+    assert any("init /srv/projects/lab/wheelstore --group lab" in b.text and not b.expect_fail for b in blocks)
+    refused = [b for b in blocks if b.expect_fail and "wheelstore init" in b.text]
+    assert refused and "without the sticky bit" in str(refused[0].output) and "chmod +t" in str(refused[0].output)
+
+
 def test_the_parser_refuses_unmarked_blocks_and_stray_output() -> None:
     with pytest.raises(GuideFormatError, match="line 2: a ```sh block without"):
         parse("text\n```sh\nls\n```\n")

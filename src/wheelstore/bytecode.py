@@ -18,6 +18,13 @@ Two places, for two reasons:
 Both are timestamp pycs, checked against the source's mtime and size, which every link mode keeps, so they are valid
 in every venv, and a user's edit of a private copy (``edit``) changes the mtime, so Python recompiles just that
 module into the venv. Unchecked-hash pycs would hide such an edit.
+
+**Who a unit is trusted from** (:func:`unit_publishers`). Nobody can check bytecode against its source short of
+compiling it again, so a unit is code its publisher chose. A unit is therefore used only when its publisher could
+already change what the tree runs: the tree's owner (who can rewrite the tree itself), the store's owner, or root.
+Anyone else's unit, a member's planted ``trees/<key>-cpython-311`` for instance, is ignored as if absent (the venv's
+Python compiles the modules itself at import), and ``verify`` reports it; for the same reason nobody else publishes
+one, which would only take the key from those who may.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from pathlib import Path
 from .errors import WheelstoreError
 from .logs import log
 from .manifest import FileEntry, Manifest
-from .policy import Role, open_dir
+from .policy import Role, open_dir, user_name
 from .store import Store, Tree
 from .venv import Interpreter
 
@@ -261,14 +268,18 @@ def unit_key(tree: Tree, interpreter: Interpreter) -> str | None:
 def ensure_pycs(store: Store, tree: Tree, interpreter: Interpreter) -> Tree | None:
     """The tree's pyc unit for this interpreter, compiled and published now if the store lacks it.
 
-    None when the interpreter caches no bytecode, or when this user may not publish (readers get no pycs, not an error).
+    None when the interpreter caches no bytecode, when the unit there is not trusted (see the module's docstring), or
+    when this user may not publish it: readers, and members who own neither the tree nor the store, get no pycs from
+    the store, not an error, and the venv's Python compiles the modules itself.
     """
     key = unit_key(tree, interpreter)
     if key is None or tree.manifest.bytecode == interpreter.cache_tag:  # none needed, or in the tree itself
         return None
     found = store.lookup(key)
     if found is not None:
-        return found
+        return _trusted(store, tree, found)
+    if os.geteuid() not in unit_publishers(store, tree):
+        return None
     try:
         store.require_publish_access()
     except WheelstoreError:
@@ -276,8 +287,55 @@ def ensure_pycs(store: Store, tree: Tree, interpreter: Interpreter) -> Tree | No
     with store.key_lock(key):
         found = store.lookup(key)
         if found is not None:
-            return found
+            return _trusted(store, tree, found)
         return _publish(store, tree, interpreter, key)
+
+
+def unit_publishers(store: Store, tree: Tree) -> frozenset[int]:
+    """The users whose pyc unit for ``tree`` is used: the tree's owner, the store's owner, and root.
+
+    Root is trusted whether or not it owns the store: only root can make a file owned by uid 0, and root can already
+    rewrite every file of the store, so refusing its units would protect against nothing and would leave every venv
+    without store pycs for a tree whose unit root compiled first (the key is then taken).
+    """
+    return frozenset({tree.manifest.owner_uid, store.owner_uid, 0})
+
+
+def distrust(store: Store, unit: Tree, tree: Tree | None = None) -> str | None:
+    """Why the pyc ``unit`` must not be used, or None when it may: its tree and its manifest file must both belong
+    to one of :func:`unit_publishers`. ``tree`` is the unit's source tree, looked up when not given; without one
+    (gone, or itself untrusted) only the store's owner and root are trusted."""
+    if tree is None:
+        try:
+            tree = store.lookup(unit.key[:64])
+        except WheelstoreError:
+            tree = None
+    trusted = unit_publishers(store, tree) if tree is not None else frozenset({store.owner_uid, 0})
+    try:
+        manifest_uid = os.stat(f"{unit.key}.json", dir_fd=store.area_fd("manifests"), follow_symlinks=False).st_uid
+    except OSError as e:
+        return f"its manifest cannot be read: {e.strerror}"
+    untrusted = [uid for uid in (unit.manifest.owner_uid, manifest_uid) if uid not in trusted]
+    if not untrusted:
+        return None
+    if tree is None:
+        owners = f"{user_name(store.owner_uid)}, who owns the store (its tree is not there to trust)"
+    elif tree.manifest.owner_uid == store.owner_uid:
+        owners = f"{user_name(store.owner_uid)}, who owns the tree and the store"
+    else:
+        owners = f"{user_name(tree.manifest.owner_uid)}, who owns the tree, nor by {user_name(store.owner_uid)}, " \
+                 "who owns the store"
+    return f"published by {user_name(untrusted[0])}, not by {owners}"
+
+
+def _trusted(store: Store, tree: Tree, unit: Tree) -> Tree | None:
+    """``unit``, or None (with a warning) when it is not to be trusted."""
+    why = distrust(store, unit, tree)
+    if why is None:
+        return unit
+    log.warning("ignoring the bytecode of %s %s in trees/%s (%s); run: wheelstore verify",
+                tree.manifest.name, tree.manifest.version, unit.key, why)
+    return None
 
 
 def _modules(tree: Tree) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Literal
 from .config import Selection, select_store
 from .errors import StoreAccessDenied, StoreError, StoreNotFound, WheelstoreError
 from .link import LinkMode, _probe_now, choose, fs_type
+from .parents import unsafe_parents
 from .policy import Policy, Role, current_user, group_name, in_group, user_name
 from .store import AREAS, CONFIG, Store, staging_name
 from .venv import Interpreter, VenvError, find_python
@@ -164,6 +165,7 @@ class _Doctor:
             ("membership", self.check_membership),
             ("access", self.check_access),
             ("modes", self.check_modes),
+            ("parents", self.check_parents),
             ("venv", self.check_venv),
             ("venv-writable", self.check_venv_writable),
             ("umask", self.check_umask),
@@ -316,6 +318,16 @@ class _Doctor:
         who = f"run as {user_name(owner)} (the store's owner) or root"
         return Check("modes", status, "; ".join(problems) + (f"; {who}" if commands else ""),
                      " && ".join(commands) or None)
+
+    def check_parents(self) -> Check:
+        """The directories above the store, as ``init`` judges them (:mod:`wheelstore.parents`)."""
+        found = self._ownership()
+        owner = found[0] if found is not None else os.geteuid()
+        if not (problems := unsafe_parents(self.root, owner)):
+            return Check("parents", "ok", f"only root and {user_name(owner)} may rename entries above the store")
+        detail = "; ".join(f"{u.path} {u.why}, so {u.who} could move the store away and put their own in its place "
+                           f"(the fix is for {u.fixer} to run)" for u in problems)
+        return Check("parents", "fail", detail, " && ".join(dict.fromkeys(u.fix for u in problems)))
 
     # -- the venv ------------------------------------------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ The protocol:
 5. write the manifest, last, with ``link()`` so an existing one is never replaced.
 
 A crash before step 5 leaves at most a hidden staging directory (recognisably stale) or a sealed tree without a
-manifest (an orphan). Readers use neither. The next realize of the same key verifies an orphan against the wheel and
-adopts it, or moves it aside and publishes afresh.
+manifest (an orphan). Readers use neither. The next realize of the same key adopts an orphan that is exactly the
+wheel's files and belongs to this user, the store's owner or root (:func:`adopters`), or moves it aside and publishes
+afresh.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import stat
 import time
 from collections.abc import Callable
@@ -294,17 +294,23 @@ def _rpaths(store: Store, manifest: Manifest) -> dict[str, list[str]] | None:
 # -- orphans: a tree whose publisher died before writing its manifest -------------------------------------------------
 
 
-def _adopt_orphan(store: Store, archive: WheelArchive) -> Tree | None:
-    """Commit an orphan tree if it is exactly what the wheel holds; otherwise move it aside and return None."""
+def _adopt_orphan(store: Store, archive: WheelArchive, *, racing: bool = False) -> Tree | None:
+    """Commit an orphan tree if it may be adopted (:func:`_check_orphan`); otherwise move it aside and return None.
+
+    ``racing``: the tree appeared while we published, so another publisher is probably committing it right now;
+    then one we may not adopt is left alone, and the caller is told to try again.
+    """
     key = archive.sha256
     trees_fd = store.area_fd("trees")
     try:
         checked = _check_orphan(store, archive, trees_fd)
-    except OSError:  # vanished, swapped or unreadable while we looked: not adoptable
-        checked = None
-    if checked is not None:
-        files, owner_uid, compiled = checked
-        return _commit(store, _manifest(archive, files, owner_uid=owner_uid, compiled=compiled))
+    except OSError as e:  # not a directory, or vanished, swapped or unreadable while we looked: not adoptable
+        checked = f"it cannot be read as a tree: {e.strerror}"
+    if not isinstance(checked, str):
+        files, owner_uid = checked
+        return _commit(store, _manifest(archive, files, owner_uid=owner_uid))
+    if racing:
+        raise StoreError(f"tree {key} ({archive.filename}) changed while it was being published; try again")
     aside = staging_name("orphan", key)
     try:
         _make_movable(key, trees_fd)
@@ -315,8 +321,8 @@ def _adopt_orphan(store: Store, archive: WheelArchive) -> Tree | None:
         except OSError:
             owner = "someone"
         raise StoreError(
-            f"trees/{key} ({archive.filename}) was left unfinished by {owner} and does not match the wheel; "
-            "only that user or an admin can remove it",
+            f"trees/{key} ({archive.filename}) was left unfinished by {owner} and is not adopted ({checked}); "
+            "only that user or an admin can remove it (gc does, a day after it was left)",
             hint=f"rm -rf {store.root / 'trees' / key}",
         ) from None
     fsio.fsync_dir(trees_fd)
@@ -337,51 +343,52 @@ def _make_movable(name: str, dir_fd: int) -> None:
         os.close(fd)
 
 
-Compiled = tuple[dict[str, FileEntry], list[str], str]
+def adopters(store: Store) -> frozenset[int]:
+    """Whose orphans this process adopts: its own, the store owner's and root's.
+
+    An adopted tree stays its owner's, who can rewrite it at any time, so adopting a member's orphan would hand that
+    member a tree the adopter published (as a planted "interrupted publish" would); the store's owner and root can
+    already replace anything in the store. Root counts as the store owner's peer for the reason
+    :func:`wheelstore.bytecode.unit_publishers` gives.
+    """
+    return frozenset({os.geteuid(), store.owner_uid, 0})
 
 
-def _check_orphan(
-    store: Store, archive: WheelArchive, trees_fd: int
-) -> tuple[dict[str, FileEntry], int, Compiled | None] | None:
-    """Return manifest entries, owner and in-tree pycs for the orphan if every file and mode is as the wheel says,
-    else None. Its publisher may have compiled pycs into it (installs do): those are adopted too if each sits in the
-    ``__pycache__`` beside a module of the wheel, all for one cache tag, with the published mode. They are taken on
-    the same trust as any pyc a member publishes: nobody can check bytecode against its source."""
+def _check_orphan(store: Store, archive: WheelArchive, trees_fd: int) -> tuple[dict[str, FileEntry], int] | str:
+    """Return the manifest's entries and owner for the orphan if it may be adopted, else why not: it must belong to
+    one of :func:`adopters`, be sealed, and hold exactly the wheel's files and directories, each as RECORD says.
+
+    Never anything else: pycs its publisher compiled into it are not adopted either, since nobody can check bytecode
+    against its source (an orphan with them is moved aside and published afresh, compiled again)."""
     policy = store.policy
     walk = _OrphanWalk(store, {m.name: m for m in archive.members})
     root_fd = open_dir(archive.sha256, dir_fd=trees_fd)
     try:
         root_st = os.fstat(root_fd)
+        if root_st.st_uid not in adopters(store):
+            return (f"it belongs to {user_name(root_st.st_uid)}; only your own, the store owner's and root's "
+                    "unfinished trees are adopted")
         if stat.S_IMODE(root_st.st_mode) != policy.mode(Role.PUBLISHED_DIR):
-            return None
-        if not policy.trusted_writer(root_st.st_uid, store.owner_uid):
-            return None
+            return "it is not sealed"
         if not walk.walk(root_fd, ""):
-            return None
+            return walk.why
     finally:
         os.close(root_fd)
-    pycache_dirs = {rel.rpartition("/")[0] for rel in walk.pycs}
-    if set(walk.files) != set(walk.expected) or walk.dirs - pycache_dirs != archive.dirs or len(walk.tags) > 1:
-        return None
-    if pycache_dirs & archive.dirs or not walk.pycs:  # a wheel that ships its own __pycache__: no in-tree pycs
-        return (walk.files, root_st.st_uid, None) if not walk.pycs else None
-    return walk.files, root_st.st_uid, (walk.pycs, sorted(pycache_dirs), walk.tags.pop())
-
-
-#: ``pkg/__pycache__/mod.cpython-311.pyc``: (package dir with its slash, module, cache tag)
-_PYC = re.compile(r"^((?:[^/]+/)*)__pycache__/([^/.]+)\.([^/.]+)\.pyc$")
+    if set(walk.files) != set(walk.expected) or walk.dirs != archive.dirs:
+        return "it lacks files or directories the wheel has"
+    return walk.files, root_st.st_uid
 
 
 class _OrphanWalk:
-    """One pass over an orphan tree by directory fds, comparing each file with the wheel's member."""
+    """One pass over an orphan tree by directory fds, comparing each file with the wheel's member; stops at the
+    first entry that differs and says why in :attr:`why`."""
 
     def __init__(self, store: Store, expected: dict[str, Member]) -> None:
         self.store = store
         self.expected = expected
         self.files: dict[str, FileEntry] = {}
-        self.pycs: dict[str, FileEntry] = {}
-        self.tags: set[str] = set()
         self.dirs: set[str] = set()
+        self.why = ""
 
     def walk(self, dir_fd: int, prefix: str) -> bool:
         policy = self.store.policy
@@ -394,6 +401,7 @@ class _OrphanWalk:
                 fd = open_dir(name, dir_fd=dir_fd)
                 try:
                     if stat.S_IMODE(os.fstat(fd).st_mode) != policy.mode(Role.PUBLISHED_DIR):
+                        self.why = f"{rel!r} is not sealed"
                         return False
                     if not self.walk(fd, rel + "/"):
                         return False
@@ -401,30 +409,16 @@ class _OrphanWalk:
                     os.close(fd)
                 continue
             member = self.expected.get(rel)
-            entry = _check_file(name, dir_fd, member) if member is not None else self._pyc(name, dir_fd, rel)
-            if entry is None:
+            if member is None:
+                self.why = f"it holds {rel!r}, which the wheel does not"
                 return False
-            executable = member is not None and member.executable
-            if entry.mode != policy.mode(Role.PUBLISHED_EXEC if executable else Role.PUBLISHED_FILE):
+            entry = _check_file(name, dir_fd, member)
+            if entry is None or entry.mode != policy.mode(
+                    Role.PUBLISHED_EXEC if member.executable else Role.PUBLISHED_FILE):
+                self.why = f"{rel!r} differs from the wheel's"
                 return False
-            (self.files if member is not None else self.pycs)[rel] = entry
+            self.files[rel] = entry
         return True
-
-    def _pyc(self, name: str, dir_fd: int, rel: str) -> FileEntry | None:
-        """An in-tree pyc of one of the wheel's modules, described; None for anything else."""
-        found = _PYC.match(rel)
-        if found is None or f"{found[1]}{found[2]}.py" not in self.expected:
-            return None
-        self.tags.add(found[3])
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                return None
-            digest = hashlib.sha256(os.read(fd, st.st_size + 1)).hexdigest()
-        finally:
-            os.close(fd)
-        return FileEntry(st.st_size, digest, stat.S_IMODE(st.st_mode), st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _check_file(name: str, dir_fd: int, member: Member) -> FileEntry | None:
@@ -448,7 +442,6 @@ def _check_file(name: str, dir_fd: int, member: Member) -> FileEntry | None:
 
 
 def _adopt_or_fail(store: Store, archive: WheelArchive) -> Tree:
-    tree = _adopt_orphan(store, archive)
-    if tree is None:
-        raise StoreError(f"tree {archive.sha256} ({archive.filename}) changed while it was being published; try again")
+    tree = _adopt_orphan(store, archive, racing=True)
+    assert tree is not None  # racing: what may not be adopted raises
     return tree

@@ -9,8 +9,8 @@ Layout::
     STORE/locks/              per-key lock files
     STORE/roots/              gc roots (used by later stages)
 
-Every area is shared-writable with setgid and sticky bits in group stores, so members can add entries but not
-rename, replace or delete each other's.
+Every area is shared-writable with setgid and sticky bits in group stores, so members can add entries, and only an
+entry's owner, the area's owner (the store's) and root can rename or delete it.
 """
 
 from __future__ import annotations
@@ -178,9 +178,13 @@ class Store:
         ``path`` may be missing or an empty directory the caller owns (an admin may pre-create it). The areas are made
         first and ``config.toml`` last, so an interrupted init leaves no directory that opens as a store. Concurrent
         inits of one path are serialised by a lock on the directory; with ``exist_ok`` the losers open the winner's.
+        No store is made where anyone but root and the caller could move it away (:mod:`wheelstore.parents`).
         """
+        from .parents import require_safe_parents  # here: only init judges the parents
+
         policy = Policy.for_init(shared, group)
         root = Path(path).absolute()
+        require_safe_parents(root, os.geteuid())
         _make_parents(root.parent, private=policy.shared == "private")
         try:
             parent_fd = open_dir(str(root.parent))

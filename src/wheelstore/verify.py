@@ -44,7 +44,7 @@ from typing import NamedTuple
 
 
 from . import fsio, usercache
-from .bytecode import ensure_pycs
+from .bytecode import distrust, ensure_pycs
 from .errors import StoreError, WheelstoreError
 from .prepared import INSTALLER_FILES
 from .manifest import FileEntry, Manifest
@@ -525,6 +525,10 @@ def verify_store(
         if tree is None:  # removed meanwhile (gc)
             continue
         report.trees += 1
+        if unit_of(key) == "bytecode" and (why := distrust(store, tree)) is not None:
+            report.damaged.append(Damage(tree.manifest.name, tree.manifest.version, key, "bytecode", "", "untrusted",
+                                         f"not used: {why}"))
+            continue
         checked = _Walk(store, tree, full, checkpoints).run()
         report.files += checked.files
         report.rehashed += checked.rehashed
