@@ -1,7 +1,15 @@
 """Reading a wheel archive and proving it safe before anything is written.
 
-All structural checks (file name, archive integrity, member names and types, RECORD coverage) run before the store is
-touched. Member hashes and sizes are checked while the members are streamed out, so each byte is decompressed once.
+All structural checks (file name, archive integrity, member names and types, RECORD coverage, the sizes the zip's
+central directory promises against RECORD's and against the unpacked-size limit) run before the store is touched.
+Member hashes and sizes are checked while the members are streamed out, so each byte is decompressed once; a member
+that grows past its size stops at once, before more than that size is written.
+
+Bytecode a wheel ships for its own modules (``pkg/__pycache__/mod.*.pyc`` beside ``pkg/mod.py``) is checked against
+RECORD and then left out: nobody can check bytecode against its source, and an unchecked-hash pyc would run instead of
+the source. pip compiles over it (``compileall`` with ``force=True``); the store compiles its own
+(:mod:`wheelstore.bytecode`). A module shipped only as bytecode (``mod.pyc`` and no ``mod.py``) is kept, as pip keeps
+it: there is no source to prefer, and it is the wheel's code like any other.
 """
 
 from __future__ import annotations
@@ -19,8 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from .hooks import checkpoint
 from .errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
+from .hooks import checkpoint
 
 if TYPE_CHECKING:
     import zipfile
@@ -39,6 +47,17 @@ MAX_COMPONENT = 255
 MAX_PATH = 3000
 #: hash algorithms RECORD may use; weaker ones are refused as PEP 427 asks
 ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b"})
+
+
+#: ``pkg/__pycache__/mod.cpython-311.pyc`` (or ``.opt-1.pyc``): (package dir with its slash, module name)
+_SHIPPED_PYC = re.compile(r"^((?:[^/]+/)*)__pycache__/([^/.]+)\.[^/]+\.pyc$")
+
+
+class Limit(NamedTuple):
+    """The most bytes a wheel may unpack to, and where that number was set (for the message that names it)."""
+
+    size: int
+    source: str
 
 
 class Member(NamedTuple):
@@ -102,6 +121,11 @@ class WheelArchive:
 
     def __init__(self, path: Path, expected_sha256: str | None = None, *, spool_dir: Path | None = None) -> None:
         self.path = path
+        #: the most its members may unpack to (:meth:`set_limit`), and what they have so far
+        self.limit: Limit | None = None
+        self.unpacked = 0
+        #: shipped bytecode of the wheel's own modules, checked against RECORD and left out of ``members``
+        self.dropped: list[str] = []
         self.filename = path.name
         try:
             self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
@@ -227,12 +251,42 @@ class WheelArchive:
                 else:
                     raise RecordMismatch(f"{where}: member {path!r} is missing from RECORD")
             algorithm, digest, size = record[path]
+            if size is not None and size != info.file_size:
+                raise RecordMismatch(f"{where}: {path!r} is {info.file_size} bytes in the zip, RECORD says {size}")
             mode = info.external_attr >> 16
             members.append(Member(path, info, bool(mode & 0o111), algorithm, digest, size))
         extra = sorted(set(record) - set(files))
         if extra:
             raise RecordMismatch(f"{where}: RECORD lists {extra[0]!r}, which is not in the wheel")
-        return dist_info, members, dirs
+        #: what the zip's central directory says the members unpack to (the zip module stops each member there)
+        self.unpacked_size = sum(info.file_size for info in files.values())
+        return dist_info, self._without_shipped_bytecode(members, files), dirs
+
+    def set_limit(self, limit: Limit) -> None:
+        """Refuse the wheel now if its members would unpack to more than ``limit``; enforce it while they stream."""
+        self.limit = limit
+        self._check_limit(self.unpacked_size)
+
+    def _check_limit(self, size: int) -> None:
+        """Refuse a wheel that unpacks (or, while streaming, has unpacked) to more than the limit."""
+        if self.limit is not None and size > self.limit.size:
+            raise WheelError(
+                f"{self.filename} unpacks to more than {_size_text(self.limit.size)}, the limit "
+                f"({'the default' if self.limit.source == 'default' else 'set by ' + self.limit.source})",
+                hint="if the wheel is trusted, raise it, as in WHEELSTORE_MAX_UNPACKED=16G, "
+                "or max_unpacked = \"16G\" in the [store] table of the store's config.toml",
+            )
+
+    def _without_shipped_bytecode(self, members: list[Member], files: dict[str, zipfile.ZipInfo]) -> list[Member]:
+        """``members`` less the bytecode shipped for a module whose source the wheel has (see the module docstring)."""
+        kept = []
+        for member in members:
+            found = _SHIPPED_PYC.match(member.name)
+            if found is not None and f"{found[1]}{found[2]}.py" in files:
+                self.dropped.append(member.name)
+            else:
+                kept.append(member)
+        return kept
 
     def _find_dist_info(self, files: dict[str, zipfile.ZipInfo]) -> str:
         tops = {p.split("/", 1)[0] for p in files if "/" in p and p.split("/", 1)[0].endswith(".dist-info")}
@@ -324,13 +378,20 @@ class WheelArchive:
         if member.algorithm not in (None, "sha256"):
             record_hash = hashlib.new(member.algorithm)
         size = 0
+        bound = member.info.file_size if member.size is None else member.size
         try:
             with self._zip.open(member.info) as f:
                 while chunk := f.read(CHUNK):
+                    size += len(chunk)
+                    self.unpacked += len(chunk)
+                    if size > bound:  # before writing: never more than the promised size reaches the disk
+                        raise RecordMismatch(
+                            f"{self.filename}: {member.name!r} is larger than the {bound} bytes "
+                            f"{'the zip' if member.size is None else 'RECORD'} says")
+                    self._check_limit(self.unpacked)
                     sha256.update(chunk)
                     if record_hash is not None:
                         record_hash.update(chunk)
-                    size += len(chunk)
                     write(chunk)
         except _zip_errors() as e:
             raise WheelError(f"{self.filename}: member {member.name!r} is corrupt ({e})") from None
@@ -341,6 +402,14 @@ class WheelArchive:
             if digest != member.digest:
                 raise RecordMismatch(f"{self.filename}: {member.name!r} does not match its RECORD hash")
         return sha256.hexdigest()
+
+
+def _size_text(size: int) -> str:
+    """``8 GiB``, ``64 MiB``, ``10 bytes``: a limit as people set it."""
+    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift:
+            return f"{size / (1 << shift):.4g} {unit}"
+    return f"{size} bytes"
 
 
 def _others_can_write(fd: int) -> bool:

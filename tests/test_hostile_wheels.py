@@ -1,0 +1,168 @@
+"""Acceptance 7 of issue 14: each hostile wheel is refused with one line or made inert, nothing is left in ``trees/``
+or ``staging/``, and a member lying about its size is stopped before more than its promised size is written."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from wheelstore.errors import RecordMismatch
+from wheelstore.wheel import CHUNK, WheelArchive
+
+from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error
+from .wheelmaker import make_wheel, record_hash
+
+GIB = 1 << 30
+
+
+def _bomb(directory: Path, name: str, *, record_size: str) -> Path:
+    """A real wheel with one member of 1 GiB of zeros (about 1 MB compressed), streamed into the zip so neither the
+    test nor the wheel ever holds it whole; RECORD gives its true hash and ``record_size``."""
+    dist_info = f"{name}-1.0.dist-info"
+    small = {
+        f"{name}/__init__.py": b"",
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    zeros = bytes(CHUNK)
+    digest = hashlib.sha256()
+    for _ in range(GIB // CHUNK):
+        digest.update(zeros)
+    big_hash = "sha256=" + base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+    rows = [f"{p},{record_hash(d)},{len(d)}" for p, d in small.items()]
+    rows += [f"{name}/zeros.bin,{big_hash},{record_size}", f"{dist_info}/RECORD,,"]
+    whl = directory / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path, data in small.items():
+            zf.writestr(path, data)
+        info = zipfile.ZipInfo(f"{name}/zeros.bin", date_time=(2020, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = (stat.S_IFREG | 0o644) << 16
+        with zf.open(info, "w", force_zip64=True) as f:
+            for _ in range(GIB // CHUNK):
+                f.write(zeros)
+        zf.writestr(f"{dist_info}/RECORD", "\n".join(rows) + "\n")
+    os.chmod(whl, 0o644)
+    return whl
+
+
+def _empty_areas(store: Path) -> None:
+    """Nothing half-made is left: no tree, no staging directory, no spool file."""
+    assert os.listdir(store / "trees") == []
+    assert os.listdir(store / "staging") == []
+    assert os.listdir(store / "manifests") == []
+
+
+def test_lying_member_is_refused_before_it_is_written(run: Runner, users: Users, workdir: Path,
+                                                     group_store: Path) -> None:
+    """RECORD says 10 bytes, the zip holds 1 GiB: refused from the central directory, before anything is unpacked."""
+    whl = _bomb(workdir, "liar", record_size="10")
+    assert whl.stat().st_size < 16 << 20
+    line = one_line_error(run(users.bob, "--store", str(group_store), "realize", str(whl), timeout=60))
+    assert "'liar/zeros.bin' is 1073741824 bytes in the zip, RECORD says 10" in line, line
+    _empty_areas(group_store)
+
+
+def test_writer_stops_at_the_promised_size(workdir: Path) -> None:
+    """Streaming itself stops at the promised size (RECORD's, or the zip's where RECORD gives none): a member whose
+    header and RECORD were both believed still cannot write more than that, whatever it decompresses to."""
+    data = bytes(5 * CHUNK)
+    whl = make_wheel(workdir, "grow", files={"grow/__init__.py": b"", "grow/big.bin": data})
+    with WheelArchive(whl) as archive:
+        (member,) = [m for m in archive.members if m.name == "grow/big.bin"]
+        for lie in (10, CHUNK + 1):
+            written: list[int] = []
+            with pytest.raises(RecordMismatch, match="larger than the"):
+                archive.extract(member._replace(size=lie), lambda chunk: written.append(len(chunk)))
+            assert sum(written) <= lie
+        written = []
+        archive.extract(member, lambda chunk: written.append(len(chunk)))
+        assert sum(written) == len(data)
+
+
+def test_unpacked_size_limit(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
+    """A wheel that unpacks to more than the limit is refused before unpacking; the message says how to raise it,
+    and raising it lets the same kind of wheel through."""
+    whl = make_wheel(workdir, "roomy", files={"roomy/__init__.py": b"", "roomy/data.bin": bytes(3 << 20)})
+    os.chmod(whl, 0o644)
+    env = {"WHEELSTORE_MAX_UNPACKED": "2M"}
+    line = one_line_error(run(users.bob, "--store", str(group_store), "realize", str(whl), env=env))
+    assert "unpacks to more than 2 MiB, the limit (set by WHEELSTORE_MAX_UNPACKED)" in line, line
+    assert "WHEELSTORE_MAX_UNPACKED=16G" in line and "max_unpacked" in line, line
+    _empty_areas(group_store)
+    bad = one_line_error(run(users.bob, "--store", str(group_store), "realize", str(whl),
+                             env={"WHEELSTORE_MAX_UNPACKED": "lots"}))
+    assert "WHEELSTORE_MAX_UNPACKED is 'lots', not a size" in bad, bad
+    done = run(users.bob, "--store", str(group_store), "realize", str(whl), env={"WHEELSTORE_MAX_UNPACKED": "4M"})
+    assert done.returncode == 0, done.stderr
+
+
+def test_unpacked_size_limit_from_the_store_config(run: Runner, users: Users, workdir: Path,
+                                                   group_store: Path) -> None:
+    """The store's owner sets the limit in the store's config.toml; a bomb without RECORD sizes is held to it."""
+    config = group_store / "config.toml"
+    mode = config.stat().st_mode
+    config.chmod(0o644)
+    config.write_text(config.read_text().replace("[store]\n", '[store]\nmax_unpacked = "64M"\n'))
+    config.chmod(mode)
+    whl = _bomb(workdir, "nosize", record_size="")
+    line = one_line_error(run(users.bob, "--store", str(group_store), "realize", str(whl), timeout=60))
+    assert "unpacks to more than 64 MiB, the limit (set by max_unpacked in the store's config.toml)" in line, line
+    _empty_areas(group_store)
+
+
+def _pyc_wheel(directory: Path, name: str) -> Path:
+    """``m.py`` prints A; the wheel also ships, listed in RECORD, an unchecked-hash pyc of a source printing B."""
+    src = directory / f"{name}_b.py"
+    src.write_text("print('B')\n")
+    pyc = directory / f"{name}_b.pyc"
+    subprocess.run([SYSTEM_PYTHON, "-c", "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], "
+                    "doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)",
+                    str(src), str(pyc)], check=True)
+    tag = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.implementation.cache_tag)"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    files = {
+        f"{name}.py": b"print('A')\n",
+        f"__pycache__/{name}.{tag}.pyc": pyc.read_bytes(),
+        f"{name}_only.pyc": pyc.read_bytes(),  # a sourceless module: kept, there is no source to prefer
+    }
+    whl = make_wheel(directory, name, files=files)
+    os.chmod(whl, 0o644)
+    return whl
+
+
+@pytest.mark.parametrize("mode", ["fold", "copy"])
+def test_shipped_bytecode_is_not_trusted(run: Runner, users: Users, workdir: Path, group_store: Path,
+                                         mode: str) -> None:
+    """A shipped pyc of a module whose source the wheel has never runs: the venv runs the source, as pip's would."""
+    name = f"shipped_{mode}"
+    whl = _pyc_wheel(workdir, name)
+    venv = workdir / "venv"
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run(["chown", "-R", users.alice, str(venv)], check=True)
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", mode, str(whl))
+    assert done.returncode == 0, done.stderr
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for _ in range(2):  # the second run imports whatever bytecode the first left
+        out = subprocess.run(["runuser", "-u", users.alice, "--", str(venv / "bin/python"), "-c", f"import {name}"],
+                             capture_output=True, text=True, cwd="/", env=env)
+        assert out.stdout == "A\n", out.stderr
+    sourceless = subprocess.run([str(venv / "bin/python"), "-c", f"import {name}_only"], capture_output=True,
+                                text=True, cwd="/")
+    assert sourceless.stdout == "B\n", sourceless.stderr
+    # the shipped pyc is nowhere in the store or the venv (only the sourceless module's copy of those bytes), and
+    # verify finds the tree and the venv's RECORD consistent
+    shipped = (workdir / f"{name}_b.pyc").read_bytes()
+    site = next(venv.glob("lib/python*/site-packages"))
+    holding = [p for top in (group_store / "trees", site) for p in top.rglob("*")
+               if p.is_file() and not p.is_symlink() and p.read_bytes() == shipped]
+    assert [p.name for p in holding] == [f"{name}_only.pyc"] * len(holding) and holding, holding
+    verified = run(users.alice, "--store", str(group_store), "verify", "--full")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
