@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from wheelstore import entrypoints
+from wheelstore.entrypoints import EntryPointError
 from wheelstore.errors import RecordMismatch
 from wheelstore.wheel import CHUNK, WheelArchive
 
-from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error
+from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
 from .wheelmaker import make_wheel, record_hash
 
 GIB = 1 << 30
@@ -166,3 +168,84 @@ def test_shipped_bytecode_is_not_trusted(run: Runner, users: Users, workdir: Pat
     assert [p.name for p in holding] == [f"{name}_only.pyc"] * len(holding) and holding, holding
     verified = run(users.alice, "--store", str(group_store), "verify", "--full")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _ep_wheel(directory: Path, name: str, lines: str) -> Path:
+    files = {f"{name}/__init__.py": b"def main():\n    print('main ran')\n",
+             f"{name}-1.0.dist-info/entry_points.txt": f"[console_scripts]\n{lines}\n".encode()}
+    whl = make_wheel(directory, name, files=files)
+    os.chmod(whl, 0o644)
+    return whl
+
+
+HOSTILE_ENTRY_POINTS = {
+    "code in the value": ("tool = os:getcwd.__class__ and (print('X') or getcwd)", "dotted Python identifiers"),
+    "code in the module": ("tool = os;print('X');import os:getcwd", "dotted Python identifiers"),
+    "a continuation line": ("tool = os:getcwd\n  .x(print('X'))", "dotted Python identifiers"),
+    "no callable": ("tool = os", "not of the form module:attribute"),
+    "a keyword": ("tool = os:import", "dotted Python identifiers"),
+    "python": ("python = os:getcwd", "would replace the venv's own python"),
+    "python3.11": ("python3.11 = os:getcwd", "would replace the venv's own python3.11"),
+    "activate": ("activate = os:getcwd", "would replace the venv's own activate"),
+    "activate.fish": ("activate.fish = os:getcwd", "would replace the venv's own activate.fish"),
+    "Activate.ps1": ("Activate.ps1 = os:getcwd", "would replace the venv's own Activate.ps1"),
+    "a slash": ("../../lib/evil = os:getcwd", "is not a plain file name"),
+    "a dot": (".hidden = os:getcwd", "is not a plain file name"),
+    "a dash": ("-rf = os:getcwd", "is not a plain file name"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_ENTRY_POINTS))
+def test_hostile_entry_points_are_refused_before_publishing(run: Runner, users: Users, workdir: Path,
+                                                            group_store: Path, case: str) -> None:
+    """Launchers that would run code of their own or replace the venv's own files: refused with one line naming the
+    wheel and the entry point, before anything is published."""
+    lines, expected = HOSTILE_ENTRY_POINTS[case]
+    whl = _ep_wheel(workdir, "eptool", lines)
+    line = one_line_error(run(users.bob, "--store", str(group_store), "realize", str(whl)))
+    assert whl.name in line and "entry point" in line and expected in line, line
+    _empty_areas(group_store)
+
+
+def test_hostile_entry_point_install_leaves_venv_alone(run: Runner, users: Users, workdir: Path,
+                                                      group_store: Path) -> None:
+    whl = _ep_wheel(workdir, "epinst", "tool = os:getcwd.__class__ and (print('X') or getcwd)")
+    venv = workdir / "venv"
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run(["chown", "-R", users.alice, str(venv)], check=True)
+    before = snapshot(venv)
+    result = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(whl))
+    line = one_line_error(result)
+    assert "entry point 'tool'" in line and "X" not in result.stdout, line
+    assert snapshot(venv) == before
+    _empty_areas(group_store)
+
+
+def test_good_entry_points_still_work_and_taken_names_are_refused(run: Runner, users: Users, workdir: Path,
+                                                                  group_store: Path) -> None:
+    """Extras and dotted attributes are fine; a name in bin/ held by something no distribution writes (a symlink)
+    is refused at install, a launcher another distribution wrote is replaced, as pip does."""
+    whl = _ep_wheel(workdir, "epgood", "ep-good = epgood:main [fancy, other]\npip = epgood:main")
+    venv = workdir / "venv"
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (venv / "bin/pip").write_text("#!/bin/sh\necho another distribution's launcher\n")
+    os.symlink("python3", venv / "bin/ep-good")
+    subprocess.run(["chown", "-R", users.alice, str(venv)], check=True)
+    before = snapshot(venv)
+    line = one_line_error(run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(whl)))
+    assert f"entry point 'ep-good' would replace {venv}/bin/ep-good, which no distribution wrote" in line, line
+    assert snapshot(venv) == before
+    (venv / "bin/ep-good").unlink()
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(whl))
+    assert done.returncode == 0, done.stderr
+    for script in ("ep-good", "pip"):
+        out = subprocess.run([str(venv / "bin" / script)], capture_output=True, text=True, cwd="/")
+        assert out.stdout == "main ran\n", out.stderr
+
+
+def test_entry_points_file_in_a_tree_is_never_opened_blocking(workdir: Path) -> None:
+    """A FIFO (or anything but a regular file) where a tree's entry_points.txt should be: one-line error, no hang."""
+    fifo = workdir / "entry_points.txt"
+    os.mkfifo(fifo)
+    with pytest.raises(EntryPointError, match="is not a regular file"):
+        entrypoints.read(fifo, "x-1.0-py3-none-any.whl")

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
+from . import entrypoints
 from .errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
 from .hooks import checkpoint
 
@@ -241,6 +242,7 @@ class WheelArchive:
         dist_info = self._find_dist_info(files)
         self._check_data_dir(files, dist_info)
         self._check_wheel_metadata(files, dist_info)
+        self._check_entry_points(files, dist_info)
         record = self._read_record(files, dist_info)
         unhashed = {f"{dist_info}/{n}" for n in UNHASHED}
         members = []
@@ -326,6 +328,15 @@ class WheelArchive:
         if version.split(".")[0] != "1":
             raise WheelError(f"{self.filename}: unsupported Wheel-Version {version!r}")
         self.root_is_purelib = headers.get("Root-Is-Purelib", "true").strip().lower() == "true"
+
+    def _check_entry_points(self, files: dict[str, zipfile.ZipInfo], dist_info: str) -> None:
+        """Refuse launchers that could run code of their own or replace the venv's own files, before publishing."""
+        info = files.get(f"{dist_info}/entry_points.txt")
+        if info is None:
+            return
+        if info.file_size > entrypoints.MAX_SIZE:
+            raise WheelError(f"{self.filename}: {dist_info}/entry_points.txt is larger than {entrypoints.MAX_SIZE} bytes")
+        entrypoints.from_bytes(self._read(info), self.filename)
 
     def _read_record(
         self, files: dict[str, zipfile.ZipInfo], dist_info: str
