@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -249,3 +250,49 @@ def test_entry_points_file_in_a_tree_is_never_opened_blocking(workdir: Path) -> 
     os.mkfifo(fifo)
     with pytest.raises(EntryPointError, match="is not a regular file"):
         entrypoints.read(fifo, "x-1.0-py3-none-any.whl")
+
+
+def _plant(run: Runner, user: str, tree_file: Path, code: str) -> None:
+    """As the tree's owner: open its directory for writing and replace ``tree_file`` by what ``code`` makes at
+    ``sys.argv[1]``."""
+    done = run.python(user, "import os, sys; d = os.path.dirname(sys.argv[1]); os.chmod(d, 0o755); "
+                      f"os.unlink(sys.argv[1]); {code}", str(tree_file))
+    assert done.returncode == 0, done.stderr
+
+
+def test_edit_never_hangs_on_a_fifo_in_a_tree(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
+    """bob publishes a tree, alice links it into her venv, bob puts a FIFO in place of one of its files: alice's
+    ``edit`` fails with one line instead of waiting forever for a writer."""
+    whl = make_wheel(workdir, "fifotree", files={"fifotree/__init__.py": b"", "fifotree/mod.py": b"X = 1\n"})
+    os.chmod(whl, 0o644)
+    assert run(users.bob, "--store", str(group_store), "realize", str(whl)).returncode == 0
+    venv = workdir / "venv"
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run(["chown", "-R", users.alice, str(venv)], check=True)
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", "symlink",
+               str(whl))
+    assert done.returncode == 0, done.stderr
+    tree = next(p for p in (group_store / "trees").iterdir() if not p.name.startswith("."))
+    _plant(run, users.bob, tree / "fifotree/mod.py", "os.mkfifo(sys.argv[1], 0o644)")
+    line = one_line_error(run(users.alice, "--store", str(group_store), "edit", "--venv", str(venv), "fifotree",
+                              timeout=60))
+    assert "fifotree/mod.py in the store is not a regular file" in line, line
+    assert not list(venv.rglob(".*.wheelstore-edit")), "a half-made private copy was left behind"
+
+
+def test_verify_spells_out_escape_sequences_in_names(run: Runner, users: Users, workdir: Path,
+                                                    group_store: Path) -> None:
+    """A file named with a terminal escape sequence, planted by a tree's owner: verify names it, escaped, and its
+    JSON keeps the exact name."""
+    whl = make_wheel(workdir, "esctree", files={"esctree/__init__.py": b"", "esctree/mod.py": b"X = 1\n"})
+    os.chmod(whl, 0o644)
+    assert run(users.bob, "--store", str(group_store), "realize", str(whl)).returncode == 0
+    tree = next(p for p in (group_store / "trees").iterdir() if not p.name.startswith("."))
+    evil = "esctree/\x1b[31mred\x1b]0;pwned\x07.py"
+    _plant(run, users.bob, tree / "esctree/mod.py", f"open(os.path.join(d, {evil.split('/')[1]!r}), 'w')")
+    human = run(users.alice, "--store", str(group_store), "verify")
+    assert human.returncode != 0, human.stdout
+    assert "\x1b" not in human.stdout + human.stderr and "\x07" not in human.stdout + human.stderr
+    assert "\\x1b[31mred\\x1b]0;pwned\\x07.py" in human.stdout, human.stdout
+    machine = run(users.alice, "--store", str(group_store), "verify", "--json")
+    assert evil in [d["path"] for d in json.loads(machine.stdout)["damaged"]], machine.stdout
