@@ -122,7 +122,8 @@ def test_unpacked_size_limit_from_the_store_config(run: Runner, users: Users, wo
 
 
 def _pyc_wheel(directory: Path, name: str) -> Path:
-    """``m.py`` prints A; the wheel also ships, listed in RECORD, an unchecked-hash pyc of a source printing B."""
+    """``m.py`` prints A; the wheel also ships, listed in RECORD, an unchecked-hash pyc of a source printing B (and
+    the same for a module in ``.data/purelib``)."""
     src = directory / f"{name}_b.py"
     src.write_text("print('B')\n")
     pyc = directory / f"{name}_b.pyc"
@@ -134,6 +135,9 @@ def _pyc_wheel(directory: Path, name: str) -> Path:
     files = {
         f"{name}.py": b"print('A')\n",
         f"__pycache__/{name}.{tag}.pyc": pyc.read_bytes(),
+        # a source in .data/purelib lands beside the root's __pycache__
+        f"{name}-1.0.data/purelib/{name}_data.py": b"print('A')\n",
+        f"__pycache__/{name}_data.{tag}.pyc": pyc.read_bytes(),
         f"{name}_only.pyc": pyc.read_bytes(),  # a sourceless module: kept, there is no source to prefer
     }
     whl = make_wheel(directory, name, files=files)
@@ -154,9 +158,9 @@ def test_shipped_bytecode_is_not_trusted(run: Runner, users: Users, workdir: Pat
     assert done.returncode == 0, done.stderr
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     for _ in range(2):  # the second run imports whatever bytecode the first left
-        out = subprocess.run(["runuser", "-u", users.alice, "--", str(venv / "bin/python"), "-c", f"import {name}"],
-                             capture_output=True, text=True, cwd="/", env=env)
-        assert out.stdout == "A\n", out.stderr
+        out = subprocess.run(["runuser", "-u", users.alice, "--", str(venv / "bin/python"), "-c",
+                              f"import {name}, {name}_data"], capture_output=True, text=True, cwd="/", env=env)
+        assert out.stdout == "A\nA\n", out.stderr
     sourceless = subprocess.run([str(venv / "bin/python"), "-c", f"import {name}_only"], capture_output=True,
                                 text=True, cwd="/")
     assert sourceless.stdout == "B\n", sourceless.stderr
@@ -296,3 +300,28 @@ def test_verify_spells_out_escape_sequences_in_names(run: Runner, users: Users, 
     assert "\\x1b[31mred\\x1b]0;pwned\\x07.py" in human.stdout, human.stdout
     machine = run(users.alice, "--store", str(group_store), "verify", "--json")
     assert evil in [d["path"] for d in json.loads(machine.stdout)["damaged"]], machine.stdout
+
+
+def test_wheel_member_names_are_spelled_out_in_errors(run: Runner, users: Users, workdir: Path,
+                                                     group_store: Path) -> None:
+    """Members named with an escape sequence or a bidi override: every one-line error names them escaped, whether
+    the message quotes the name or not (a .dist-info directory's name is not quoted)."""
+    evil = "escm/\x1b[2J\u202eyp.py"
+    whl = make_wheel(workdir, "escm", files={"escm/__init__.py": b"", evil: b""}, record_overrides={evil: None})
+    os.chmod(whl, 0o644)
+    line = one_line_error(run(users.bob, "--store", str(group_store), "realize", str(whl)))
+    assert "\x1b" not in line and "\u202e" not in line, line
+    assert "escm/\\x1b[2J\\u202eyp.py" in line and "is missing from RECORD" in line, line
+    renamed = workdir / "renamed"
+    renamed.mkdir()
+    with zipfile.ZipFile(make_wheel(renamed, "escd")) as zf:
+        members = {i.filename.replace("escd-1.0.dist-info", "escd\x1b[2J-1.0.dist-info"): zf.read(i)
+                   for i in zf.infolist()}
+    whl = renamed / "escd-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    os.chmod(whl, 0o644)
+    line = one_line_error(run(users.bob, "--store", str(group_store), "realize", str(whl)))
+    assert "escd\\x1b[2J-1.0.dist-info does not match the file name" in line, line
+    _empty_areas(group_store)

@@ -5,11 +5,13 @@ central directory promises against RECORD's and against the unpacked-size limit)
 Member hashes and sizes are checked while the members are streamed out, so each byte is decompressed once; a member
 that grows past its size stops at once, before more than that size is written.
 
-Bytecode a wheel ships for its own modules (``pkg/__pycache__/mod.*.pyc`` beside ``pkg/mod.py``) is checked against
-RECORD and then left out: nobody can check bytecode against its source, and an unchecked-hash pyc would run instead of
-the source. pip compiles over it (``compileall`` with ``force=True``); the store compiles its own
-(:mod:`wheelstore.bytecode`). A module shipped only as bytecode (``mod.pyc`` and no ``mod.py``) is kept, as pip keeps
-it: there is no source to prefer, and it is the wheel's code like any other.
+Bytecode a wheel ships in ``__pycache__`` directories is checked against RECORD and then left out: nobody can check
+bytecode against its source, and an unchecked-hash pyc runs instead of its source. pip compiles over it (``compileall``
+with ``force=True``); the store compiles its own (:mod:`wheelstore.bytecode`). All of it goes, not only the pycs
+beside their module's source: a source in ``.data/purelib`` lands beside a root ``__pycache__``, and Python never
+imports a ``__pycache__`` pyc without its source, so none is needed. A module shipped only as bytecode (``mod.pyc``
+beside no ``mod.py``) is kept, as pip keeps it: there is no source to prefer, and it is the wheel's code like any
+other (beside a ``mod.py``, Python imports the source).
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ MAX_PATH = 3000
 ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b"})
 
 
-#: ``pkg/__pycache__/mod.cpython-311.pyc`` (or ``.opt-1.pyc``): (package dir with its slash, module name)
-_SHIPPED_PYC = re.compile(r"^((?:[^/]+/)*)__pycache__/([^/.]+)\.[^/]+\.pyc$")
+#: shipped bytecode: ``pkg/__pycache__/mod.cpython-311.pyc``, ``__pycache__/mod.cpython-311.opt-1.pyc``, ...
+_SHIPPED_PYC = re.compile(r"(?:.*/)?__pycache__/[^/]*\.pyc")
 
 
 class Limit(NamedTuple):
@@ -125,7 +127,7 @@ class WheelArchive:
         #: the most its members may unpack to (:meth:`set_limit`), and what they have so far
         self.limit: Limit | None = None
         self.unpacked = 0
-        #: shipped bytecode of the wheel's own modules, checked against RECORD and left out of ``members``
+        #: the bytecode the wheel ships, checked against RECORD and left out of ``members`` (see the module docstring)
         self.dropped: list[str] = []
         self.filename = path.name
         try:
@@ -262,7 +264,8 @@ class WheelArchive:
             raise RecordMismatch(f"{where}: RECORD lists {extra[0]!r}, which is not in the wheel")
         #: what the zip's central directory says the members unpack to (the zip module stops each member there)
         self.unpacked_size = sum(info.file_size for info in files.values())
-        return dist_info, self._without_shipped_bytecode(members, files), dirs
+        self.dropped = [m.name for m in members if _SHIPPED_PYC.fullmatch(m.name)]
+        return dist_info, [m for m in members if not _SHIPPED_PYC.fullmatch(m.name)], dirs
 
     def set_limit(self, limit: Limit) -> None:
         """Refuse the wheel now if its members would unpack to more than ``limit``; enforce it while they stream."""
@@ -278,17 +281,6 @@ class WheelArchive:
                 hint="if the wheel is trusted, raise it, as in WHEELSTORE_MAX_UNPACKED=16G, "
                 "or max_unpacked = \"16G\" in the [store] table of the store's config.toml",
             )
-
-    def _without_shipped_bytecode(self, members: list[Member], files: dict[str, zipfile.ZipInfo]) -> list[Member]:
-        """``members`` less the bytecode shipped for a module whose source the wheel has (see the module docstring)."""
-        kept = []
-        for member in members:
-            found = _SHIPPED_PYC.match(member.name)
-            if found is not None and f"{found[1]}{found[2]}.py" in files:
-                self.dropped.append(member.name)
-            else:
-                kept.append(member)
-        return kept
 
     def _find_dist_info(self, files: dict[str, zipfile.ZipInfo]) -> str:
         tops = {p.split("/", 1)[0] for p in files if "/" in p and p.split("/", 1)[0].endswith(".dist-info")}
