@@ -141,7 +141,8 @@ def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = No
     checkpoint("renamed")
     manifest = _manifest(archive, files, owner_uid=os.geteuid(), compiled=compiled)
     tree = _commit(store, manifest)
-    log.debug("published %s (%d files) in %.1fs", archive.filename, len(manifest.files), time.monotonic() - started)
+    log.debug("published %s (%d files, %d shipped pycs left out) in %.1fs", archive.filename, len(manifest.files),
+              len(archive.dropped), time.monotonic() - started)
     return Realized(tree, unpacked=True)
 
 

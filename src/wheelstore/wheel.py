@@ -124,8 +124,10 @@ class WheelArchive:
 
     def __init__(self, path: Path, expected_sha256: str | None = None, *, spool_dir: Path | None = None) -> None:
         self.path = path
-        #: the most its members may unpack to (:meth:`set_limit`), and what they have so far
+        #: the most its members may unpack to (:meth:`set_limit`); what the zip's central directory says they unpack to
+        #: (the zip module stops each member there); what they have unpacked to so far
         self.limit: Limit | None = None
+        self.unpacked_size = 0
         self.unpacked = 0
         #: the bytecode the wheel ships, checked against RECORD and left out of ``members`` (see the module docstring)
         self.dropped: list[str] = []
@@ -262,7 +264,6 @@ class WheelArchive:
         extra = sorted(set(record) - set(files))
         if extra:
             raise RecordMismatch(f"{where}: RECORD lists {extra[0]!r}, which is not in the wheel")
-        #: what the zip's central directory says the members unpack to (the zip module stops each member there)
         self.unpacked_size = sum(info.file_size for info in files.values())
         self.dropped = [m.name for m in members if _SHIPPED_PYC.fullmatch(m.name)]
         return dist_info, [m for m in members if not _SHIPPED_PYC.fullmatch(m.name)], dirs
