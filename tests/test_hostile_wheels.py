@@ -325,3 +325,15 @@ def test_wheel_member_names_are_spelled_out_in_errors(run: Runner, users: Users,
     line = one_line_error(run(users.bob, "--store", str(group_store), "realize", str(whl)))
     assert "escd\\x1b[2J-1.0.dist-info does not match the file name" in line, line
     _empty_areas(group_store)
+
+
+@pytest.mark.parametrize("script", ["python", "python3", "activate"])
+def test_data_scripts_named_as_the_venvs_own_files_are_refused(run: Runner, users: Users, workdir: Path,
+                                                               group_store: Path, script: str) -> None:
+    """A ``.data/scripts`` file would land in ``bin/`` as well: the venv's own names are refused there too."""
+    whl = make_wheel(workdir, "dscript", files={"dscript/__init__.py": b"",
+                                                f"dscript-1.0.data/scripts/{script}": b"#!python\nprint('X')\n"})
+    os.chmod(whl, 0o644)
+    line = one_line_error(run(users.bob, "--store", str(group_store), "realize", str(whl)))
+    assert f"script 'dscript-1.0.data/scripts/{script}' would replace the venv's own {script}" in line, line
+    _empty_areas(group_store)

@@ -92,6 +92,11 @@ def check_name(name: str, what: str) -> None:
     if (not name or "/" in name or "\x00" in name or name[0] in ".-" or not name.isprintable()
             or len(name.encode()) > 255):
         raise EntryPointError(f"{what}: {name!r} is not a plain file name for a script", hint=_HINT)
+    check_not_venv_own(name, what)
+
+
+def check_not_venv_own(name: str, what: str) -> None:
+    """Refuse a script name that is one of the venv's own files (for launchers and ``.data/scripts`` alike)."""
     if _VENV_OWN.fullmatch(name):
         raise EntryPointError(f"{what} would replace the venv's own {name}", hint=_HINT)
 

@@ -306,9 +306,11 @@ class WheelArchive:
                 continue
             if top != data:
                 raise UnsafeMember(f"{self.filename}: member {path!r} is in {top}, expected {data}")
-            scheme = rest.partition("/")[0]
-            if scheme not in DATA_SCHEMES or "/" not in rest:
+            scheme, _, sub = rest.partition("/")
+            if scheme not in DATA_SCHEMES or not sub:
                 raise UnsafeMember(f"{self.filename}: member {path!r} is not under a known .data scheme")
+            if scheme == "scripts":
+                entrypoints.check_not_venv_own(sub, f"{self.filename}: script {path!r}")
 
     def _check_wheel_metadata(self, files: dict[str, zipfile.ZipInfo], dist_info: str) -> None:
         info = files.get(f"{dist_info}/WHEEL")
