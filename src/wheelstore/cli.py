@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 from . import __version__, logs
 from .config import select_store
 from .environment import Environment, Options, Report
-from .errors import WheelstoreError
+from .errors import WheelstoreError, printable
 from .link import LinkMode
 from .plan import plan
 from .policy import SHARED_MODES
@@ -500,7 +500,7 @@ def _err(line: str) -> None:
     """A line on stderr, after what is already on stdout: when both go to one pipe (a CI log), a report's last
     line and the error or fix after it must come out in that order."""
     sys.stdout.flush()
-    print(line, file=sys.stderr)
+    print(printable(line), file=sys.stderr)
 
 
 def _log_to_stderr(*, quiet: bool, verbose: bool = False) -> None:

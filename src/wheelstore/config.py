@@ -11,13 +11,17 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from . import usercache
 from .errors import StoreError
 
 ENV_STORE = "WHEELSTORE_STORE"
+ENV_MAX_UNPACKED = "WHEELSTORE_MAX_UNPACKED"
+#: the most a wheel may unpack to unless the user says otherwise: generous (the largest wheels on PyPI, CUDA builds
+#: of torch and its NVIDIA libraries, unpack to a few GB), yet a zip bomb cannot fill a disk
+DEFAULT_MAX_UNPACKED = 8 << 30
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 SYSTEM_CONFIG = Path("/etc/wheelstore/config.toml")
 
 
@@ -106,3 +110,38 @@ def select_store(cli_store: str | os.PathLike[str] | None = None, environ: Mappi
         if found is not None:
             return Selection(found.absolute(), f"{label} {config}")
     return Selection(default_store_path(), "default")
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes from ``123``, ``512K``, ``64M``, ``8G`` or ``1T`` (binary units, an optional ``iB`` or ``B``); None if
+    it is not a size."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS else ""
+    number = value[: len(value) - len(unit)].strip()
+    if not number.isdecimal() or not number.isascii():
+        return None
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def max_unpacked(store_config: Mapping[str, object], environ: Mapping[str, str] = os.environ) -> tuple[int, str]:
+    """The most bytes one wheel may unpack to, and where that limit came from: ``$WHEELSTORE_MAX_UNPACKED``, then
+    ``max_unpacked`` in the ``[store]`` table of the store's own config (``store_config``: its owner pays for the
+    disk, and members cannot change it), then :data:`DEFAULT_MAX_UNPACKED`. The user's config file is not read: a
+    command given ``--store`` reads no config file."""
+    if environ.get(ENV_MAX_UNPACKED):
+        return _size_setting(environ[ENV_MAX_UNPACKED], ENV_MAX_UNPACKED), ENV_MAX_UNPACKED
+    table = store_config.get("store")
+    if isinstance(table, dict) and "max_unpacked" in table:
+        value = table["max_unpacked"]
+        where = "max_unpacked in the store's config.toml"
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value, where
+        return _size_setting(value if isinstance(value, str) else repr(value), where), where
+    return DEFAULT_MAX_UNPACKED, "default"
+
+
+def _size_setting(text: str, where: str) -> int:
+    size = parse_size(text)
+    if size is None:
+        raise StoreError(f"{where} is {text!r}, not a size", hint="give bytes, or a number with K, M or G, as in 16G")
+    return size

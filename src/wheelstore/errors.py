@@ -7,6 +7,15 @@ traceback for a user's mistake. Bugs stay ordinary exceptions.
 from __future__ import annotations
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal could act on spelled out as Python does (``\\x1b``, ``\\u202e``):
+    file and member names come from wheels and from other members' trees, and an escape sequence in one must not
+    reach anyone's terminal. Printable text, non-ASCII letters included, is kept as it is."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 class WheelstoreError(Exception):
     """Base class: a problem with the user's input or environment, explained in one line."""
 
@@ -23,7 +32,7 @@ class WheelstoreError(Exception):
         text = " ".join(self.message.split())
         if self.hint:
             text += f" (fix: {' '.join(self.hint.split())})"
-        return text
+        return printable(text)
 
 
 class StoreError(WheelstoreError):

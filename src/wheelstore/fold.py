@@ -218,7 +218,7 @@ def view(tree: Tree, sites: dict[str, str], data_dir: str, cache_tag: str | None
 def _read_rpaths(path: str, dir_fd: int | None = None) -> list[str] | None:
     """The entries of the ELF file at ``path`` (relative to ``dir_fd``), None if it is none or unreadable."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError:
         return None
     try:

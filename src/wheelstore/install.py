@@ -19,7 +19,6 @@ swapped for a real directory: a RECORD row never names a real directory other di
 from __future__ import annotations
 
 import base64
-import configparser
 import csv
 import errno
 import hashlib
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import fold as folding
 from . import fsio
-from . import prepared
+from . import entrypoints, prepared
 from .errors import WheelstoreError
 from .link import LinkMode, link_file
 from .names import canonical
@@ -311,32 +310,18 @@ def _launchers(tree: Tree, interpreter: Interpreter, prep: prepared.Prepared) ->
     entry_points = tree.path / tree.manifest.dist_info / "entry_points.txt"
     if "entry_points.txt" not in prep.by_dir.get(tree.manifest.dist_info, ()):
         return
-    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    try:
-        parser.read_string(entry_points.read_text(encoding="utf-8"))
-    except (configparser.Error, UnicodeDecodeError) as e:
-        raise InstallError(f"{tree.manifest.wheel}: entry_points.txt is malformed ({e})") from None
     scripts_dir = Path(interpreter.paths["scripts"])
-    for section in ("console_scripts", "gui_scripts"):
-        if not parser.has_section(section):
-            continue
-        for name, value in parser.items(section):
-            module, _, attrs = value.partition(":")
-            module, attrs = module.strip(), attrs.split("[")[0].strip()
-            if not module or "/" in name or name in ("", ".", ".."):
-                raise InstallError(f"{tree.manifest.wheel}: bad entry point {name} = {value}")
-            if not attrs:  # pip refuses these too: a launcher needs something to call
-                raise InstallError(f"{tree.manifest.wheel}: entry point {name} = {value} names no callable")
-            target, call = attrs.split(".")[0], attrs
-            body = (
-                "import re\nimport sys\n"
-                f"from {module} import {target}\n"
-                "if __name__ == '__main__':\n"
-                "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
-                f"    sys.exit({call}())\n"
-            )
-            yield scripts_dir / name, _shebang(interpreter.executable) + b"# -*- coding: utf-8 -*-\n" + body.encode()
+    for name, module, attrs in entrypoints.read(entry_points, tree.manifest.wheel):  # checked: plain names and paths
+        entrypoints.check_free(os.fspath(scripts_dir), name, f"{tree.manifest.wheel}: entry point {name!r}")
+        target, call = attrs.split(".")[0], attrs
+        body = (
+            "import re\nimport sys\n"
+            f"from {module} import {target}\n"
+            "if __name__ == '__main__':\n"
+            "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+            f"    sys.exit({call}())\n"
+        )
+        yield scripts_dir / name, _shebang(interpreter.executable) + b"# -*- coding: utf-8 -*-\n" + body.encode()
 
 
 def _format_record(rows: Sequence[tuple[str, str, int | str]], root: str) -> str:

@@ -69,10 +69,18 @@ def link_file(src: str, dst: str, mode: LinkMode, *, dst_mode: int | None = None
         _private_copy(src, dst, dst_mode, clone=mode is LinkMode.REFLINK)
 
 
+class NotAFile(WheelstoreError):
+    """A store file to be copied is a FIFO, device or socket (planted in a tree by its owner): never read."""
+
+
 def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool) -> None:
-    src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    # O_NONBLOCK: opening a FIFO someone planted in a tree must not hang until a writer comes
+    src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(src_fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotAFile(f"{src} in the store is not a regular file, so it was not copied",
+                           hint="run wheelstore verify; the tree's publisher or an admin can repair it")
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             if clone:

@@ -40,7 +40,7 @@ from .logs import log
 from .manifest import FileEntry, Manifest
 from .policy import Role, current_user, open_dir, user_name
 from .store import Store, Tree, staging_name
-from .wheel import CHUNK, Member, WheelArchive
+from .wheel import CHUNK, Limit, Member, WheelArchive
 
 
 
@@ -121,6 +121,9 @@ def _size(path: Path) -> int:
 
 
 def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = None) -> Realized:
+    from .config import max_unpacked  # here: only a wheel about to be unpacked needs the limit
+
+    archive.set_limit(Limit(*max_unpacked(store._read_config(store.root, store._root_fd))))
     key = archive.sha256
     started = time.monotonic()
     trees_fd = store.area_fd("trees")
@@ -138,7 +141,8 @@ def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = No
     checkpoint("renamed")
     manifest = _manifest(archive, files, owner_uid=os.geteuid(), compiled=compiled)
     tree = _commit(store, manifest)
-    log.debug("published %s (%d files) in %.1fs", archive.filename, len(manifest.files), time.monotonic() - started)
+    log.debug("published %s (%d files, %d shipped pycs left out) in %.1fs", archive.filename, len(manifest.files),
+              len(archive.dropped), time.monotonic() - started)
     return Realized(tree, unpacked=True)
 
 

@@ -88,7 +88,11 @@ class Damage(NamedTuple):
         }
 
     def describe(self) -> str:
-        return f"{self.path or '(the tree itself)'}: {self.detail}"
+        """One line for people: the path and detail come from a tree anyone in the group may have filled, so control
+        characters are spelled out (``to_json`` keeps them exact)."""
+        from .errors import printable
+
+        return printable(f"{self.path or '(the tree itself)'}: {self.detail}")
 
 
 class Checked:

@@ -1,7 +1,17 @@
 """Reading a wheel archive and proving it safe before anything is written.
 
-All structural checks (file name, archive integrity, member names and types, RECORD coverage) run before the store is
-touched. Member hashes and sizes are checked while the members are streamed out, so each byte is decompressed once.
+All structural checks (file name, archive integrity, member names and types, RECORD coverage, the sizes the zip's
+central directory promises against RECORD's and against the unpacked-size limit) run before the store is touched.
+Member hashes and sizes are checked while the members are streamed out, so each byte is decompressed once; a member
+that grows past its size stops at once, before more than that size is written.
+
+Bytecode a wheel ships in ``__pycache__`` directories is checked against RECORD and then left out: nobody can check
+bytecode against its source, and an unchecked-hash pyc runs instead of its source. pip compiles over it (``compileall``
+with ``force=True``); the store compiles its own (:mod:`wheelstore.bytecode`). All of it goes, not only the pycs
+beside their module's source: a source in ``.data/purelib`` lands beside a root ``__pycache__``, and Python never
+imports a ``__pycache__`` pyc without its source, so none is needed. A module shipped only as bytecode (``mod.pyc``
+beside no ``mod.py``) is kept, as pip keeps it: there is no source to prefer, and it is the wheel's code like any
+other (beside a ``mod.py``, Python imports the source).
 """
 
 from __future__ import annotations
@@ -19,8 +29,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from .hooks import checkpoint
+from . import entrypoints
 from .errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
+from .hooks import checkpoint
 
 if TYPE_CHECKING:
     import zipfile
@@ -39,6 +50,17 @@ MAX_COMPONENT = 255
 MAX_PATH = 3000
 #: hash algorithms RECORD may use; weaker ones are refused as PEP 427 asks
 ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b"})
+
+
+#: shipped bytecode: ``pkg/__pycache__/mod.cpython-311.pyc``, ``__pycache__/mod.cpython-311.opt-1.pyc``, ...
+_SHIPPED_PYC = re.compile(r"(?:.*/)?__pycache__/[^/]*\.pyc")
+
+
+class Limit(NamedTuple):
+    """The most bytes a wheel may unpack to, and where that number was set (for the message that names it)."""
+
+    size: int
+    source: str
 
 
 class Member(NamedTuple):
@@ -102,6 +124,13 @@ class WheelArchive:
 
     def __init__(self, path: Path, expected_sha256: str | None = None, *, spool_dir: Path | None = None) -> None:
         self.path = path
+        #: the most its members may unpack to (:meth:`set_limit`); what the zip's central directory says they unpack to
+        #: (the zip module stops each member there); what they have unpacked to so far
+        self.limit: Limit | None = None
+        self.unpacked_size = 0
+        self.unpacked = 0
+        #: the bytecode the wheel ships, checked against RECORD and left out of ``members`` (see the module docstring)
+        self.dropped: list[str] = []
         self.filename = path.name
         try:
             self._file: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
@@ -217,6 +246,7 @@ class WheelArchive:
         dist_info = self._find_dist_info(files)
         self._check_data_dir(files, dist_info)
         self._check_wheel_metadata(files, dist_info)
+        self._check_entry_points(files, dist_info)
         record = self._read_record(files, dist_info)
         unhashed = {f"{dist_info}/{n}" for n in UNHASHED}
         members = []
@@ -227,12 +257,31 @@ class WheelArchive:
                 else:
                     raise RecordMismatch(f"{where}: member {path!r} is missing from RECORD")
             algorithm, digest, size = record[path]
+            if size is not None and size != info.file_size:
+                raise RecordMismatch(f"{where}: {path!r} is {info.file_size} bytes in the zip, RECORD says {size}")
             mode = info.external_attr >> 16
             members.append(Member(path, info, bool(mode & 0o111), algorithm, digest, size))
         extra = sorted(set(record) - set(files))
         if extra:
             raise RecordMismatch(f"{where}: RECORD lists {extra[0]!r}, which is not in the wheel")
-        return dist_info, members, dirs
+        self.unpacked_size = sum(info.file_size for info in files.values())
+        self.dropped = [m.name for m in members if _SHIPPED_PYC.fullmatch(m.name)]
+        return dist_info, [m for m in members if not _SHIPPED_PYC.fullmatch(m.name)], dirs
+
+    def set_limit(self, limit: Limit) -> None:
+        """Refuse the wheel now if its members would unpack to more than ``limit``; enforce it while they stream."""
+        self.limit = limit
+        self._check_limit(self.unpacked_size)
+
+    def _check_limit(self, size: int) -> None:
+        """Refuse a wheel that unpacks (or, while streaming, has unpacked) to more than the limit."""
+        if self.limit is not None and size > self.limit.size:
+            raise WheelError(
+                f"{self.filename} unpacks to more than {_size_text(self.limit.size)}, the limit "
+                f"({'the default' if self.limit.source == 'default' else 'set by ' + self.limit.source})",
+                hint="if the wheel is trusted, raise it, as in WHEELSTORE_MAX_UNPACKED=16G, "
+                "or max_unpacked = \"16G\" in the [store] table of the store's config.toml",
+            )
 
     def _find_dist_info(self, files: dict[str, zipfile.ZipInfo]) -> str:
         tops = {p.split("/", 1)[0] for p in files if "/" in p and p.split("/", 1)[0].endswith(".dist-info")}
@@ -257,9 +306,11 @@ class WheelArchive:
                 continue
             if top != data:
                 raise UnsafeMember(f"{self.filename}: member {path!r} is in {top}, expected {data}")
-            scheme = rest.partition("/")[0]
-            if scheme not in DATA_SCHEMES or "/" not in rest:
+            scheme, _, sub = rest.partition("/")
+            if scheme not in DATA_SCHEMES or not sub:
                 raise UnsafeMember(f"{self.filename}: member {path!r} is not under a known .data scheme")
+            if scheme == "scripts":
+                entrypoints.check_not_venv_own(sub, f"{self.filename}: script {path!r}")
 
     def _check_wheel_metadata(self, files: dict[str, zipfile.ZipInfo], dist_info: str) -> None:
         info = files.get(f"{dist_info}/WHEEL")
@@ -272,6 +323,15 @@ class WheelArchive:
         if version.split(".")[0] != "1":
             raise WheelError(f"{self.filename}: unsupported Wheel-Version {version!r}")
         self.root_is_purelib = headers.get("Root-Is-Purelib", "true").strip().lower() == "true"
+
+    def _check_entry_points(self, files: dict[str, zipfile.ZipInfo], dist_info: str) -> None:
+        """Refuse launchers that could run code of their own or replace the venv's own files, before publishing."""
+        info = files.get(f"{dist_info}/entry_points.txt")
+        if info is None:
+            return
+        if info.file_size > entrypoints.MAX_SIZE:
+            raise WheelError(f"{self.filename}: {dist_info}/entry_points.txt is larger than {entrypoints.MAX_SIZE} bytes")
+        entrypoints.from_bytes(self._read(info), self.filename)
 
     def _read_record(
         self, files: dict[str, zipfile.ZipInfo], dist_info: str
@@ -324,13 +384,20 @@ class WheelArchive:
         if member.algorithm not in (None, "sha256"):
             record_hash = hashlib.new(member.algorithm)
         size = 0
+        bound = member.info.file_size if member.size is None else member.size
         try:
             with self._zip.open(member.info) as f:
                 while chunk := f.read(CHUNK):
+                    size += len(chunk)
+                    self.unpacked += len(chunk)
+                    if size > bound:  # before writing: never more than the promised size reaches the disk
+                        raise RecordMismatch(
+                            f"{self.filename}: {member.name!r} is larger than the {bound} bytes "
+                            f"{'the zip' if member.size is None else 'RECORD'} says")
+                    self._check_limit(self.unpacked)
                     sha256.update(chunk)
                     if record_hash is not None:
                         record_hash.update(chunk)
-                    size += len(chunk)
                     write(chunk)
         except _zip_errors() as e:
             raise WheelError(f"{self.filename}: member {member.name!r} is corrupt ({e})") from None
@@ -341,6 +408,14 @@ class WheelArchive:
             if digest != member.digest:
                 raise RecordMismatch(f"{self.filename}: {member.name!r} does not match its RECORD hash")
         return sha256.hexdigest()
+
+
+def _size_text(size: int) -> str:
+    """``8 GiB``, ``64 MiB``, ``10 bytes``: a limit as people set it."""
+    for shift, unit in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if size >= 1 << shift:
+            return f"{size / (1 << shift):.4g} {unit}"
+    return f"{size} bytes"
 
 
 def _others_can_write(fd: int) -> bool:
