@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 from .conftest import Runner, Users, snapshot
@@ -87,3 +90,117 @@ def test_root_may_still_ask_for_symlinks_and_is_warned_once(
     warnings = [line for line in done.stderr.splitlines() if "--link-mode symlink as root" in line]
     assert len(warnings) == 1 and warnings[0].startswith("warning: "), done.stderr
     assert "copy or reflink" in warnings[0]
+
+
+# -- acceptance 5: a lock held by another member -----------------------------------------------------------------------
+
+HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o660)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin (or kills us)
+"""
+
+
+def _hold(run: Runner, user: str, lock: Path) -> subprocess.Popen[str]:
+    """``user`` holds an exclusive flock on ``lock`` (creating it if need be) until the test lets go."""
+    proc = subprocess.Popen(["/usr/bin/python3", "-c", HOLD, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=run.env(user), cwd="/", **run.popen_kwargs(user, 0o007))  # type: ignore[call-overload]
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def _stderr_lines(proc: subprocess.Popen[str]) -> "queue.Queue[str | None]":
+    """The lines of ``proc``'s stderr as they come (None at its end), read by a thread."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _first(lines: "queue.Queue[str | None]", needle: str, within: float) -> str:
+    """The first line containing ``needle``, which must come within ``within`` seconds (a generous bound)."""
+    deadline = time.monotonic() + within
+    seen = []
+    while True:
+        line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        assert line is not None, f"no {needle!r} before stderr closed: {seen}"
+        if needle in line:
+            return line
+        seen.append(line)
+
+
+def test_a_members_key_lock_is_named_and_waited_for_briefly(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob holds the lock of the key alice is about to publish: her install says at once that bob holds it, then goes
+    ahead without it after the configured bound, and the result is correct (the rename decides)."""
+    whl = _wheel(workdir, "heldkey")
+    venv = _venv(run, users.alice, workdir / "venv")
+    holder = _hold(run, users.bob, group_store / "locks" / f"{_key(whl)}.lock")
+    try:
+        install = run.popen(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(whl),
+                            env={"WHEELSTORE_LOCK_TIMEOUT": "3"})
+        lines = _stderr_lines(install)
+        notice = _first(lines, "waiting for locks/", within=30)
+        assert notice.startswith(f"warning: waiting for locks/{_key(whl)}.lock, held by {users.bob} (pid "), notice
+        assert f"(pid {holder.pid}) since " in notice and "going ahead without it after 3s" in notice
+        assert "going ahead without lock" in _first(lines, "going ahead without lock", within=60)
+        assert install.wait(timeout=60) == 0
+    finally:
+        holder.communicate("")
+    _imports(run, users.alice, venv, "heldkey")
+    assert (group_store / "trees" / _key(whl)).is_dir()
+
+
+def test_the_default_wait_for_a_key_is_short_and_quiet_is_quiet(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    whl = _wheel(workdir, "quietkey")
+    holder = _hold(run, users.bob, group_store / "locks" / f"{_key(whl)}.lock")
+    try:
+        loud = run.popen(users.alice, "--store", str(group_store), "realize", str(whl))
+        notice = _first(_stderr_lines(loud), "waiting for locks/", within=30)
+        assert "going ahead without it after 10s" in notice  # the default for keys, not 900 s
+        assert loud.wait(timeout=120) == 0
+        quiet = run(users.alice, "--store", str(group_store), "-q", "realize", str(whl),
+                    env={"WHEELSTORE_LOCK_TIMEOUT": "1"})
+        assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    finally:
+        holder.communicate("")
+
+
+def test_a_members_gc_lock_stops_neither_installs_nor_gc_for_long(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob holds locks/gc.lock exclusively: alice's install says so and goes ahead after the bound; root's gc says so
+    and fails within the bound with one error line naming bob; once bob lets go, gc runs."""
+    whl = _wheel(workdir, "heldgc")
+    venv = _venv(run, users.alice, workdir / "venv")
+    holder = _hold(run, users.bob, group_store / "locks" / "gc.lock")
+    try:
+        install = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(whl),
+                      env={"WHEELSTORE_LOCK_TIMEOUT": "2"}, timeout=60)
+        assert install.returncode == 0, install.stderr
+        assert f"waiting for locks/gc.lock, held by {users.bob} (pid {holder.pid})" in install.stderr
+        gc = run(None, "--store", str(group_store), "gc", "--grace", "0", env={"WHEELSTORE_LOCK_TIMEOUT": "2"},
+                 timeout=60)
+        assert gc.returncode != 0 and "Traceback" not in gc.stderr, gc.stderr
+        notice, error = gc.stderr.strip().splitlines()
+        assert notice.startswith(f"warning: waiting for locks/gc.lock, held by {users.bob}") and "giving up" in notice
+        assert error.startswith("error: cannot lock gc.lock in the store's locks/: waited 2s, still held by "
+                                f"{users.bob} (pid {holder.pid}) since "), error
+        assert "(fix: run gc again once" in error
+    finally:
+        holder.communicate("")
+    _imports(run, users.alice, venv, "heldgc")
+    done = run(None, "--store", str(group_store), "gc", "--grace", "0", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["removed"] == [], done.stderr
+    _imports(run, users.alice, venv, "heldgc")
