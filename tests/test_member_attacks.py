@@ -204,3 +204,105 @@ def test_a_members_gc_lock_stops_neither_installs_nor_gc_for_long(
     done = run(None, "--store", str(group_store), "gc", "--grace", "0", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["removed"] == [], done.stderr
     _imports(run, users.alice, venv, "heldgc")
+
+
+# -- acceptance 4: roots that cannot be squatted ----------------------------------------------------------------------
+
+SQUAT = """
+import os, sys
+roots, name, uid, bob_dir = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+for d in (name, uid, uid + "-0000000000000000", uid + "-ffffffffffffffff", "." + uid):
+    os.mkdir(os.path.join(roots, d), 0o777)
+    os.chmod(os.path.join(roots, d), 0o777)
+open(os.path.join(roots, uid + "-0123456789abcdef"), "w").close()  # a file where a directory might go
+os.symlink(bob_dir, os.path.join(roots, uid + "-aaaaaaaaaaaaaaaa"))  # a link to a directory bob owns
+"""
+
+
+def _squat(run: Runner, users: Users, store: Path) -> set[str]:
+    """bob plants every name a squatter could guess for alice's roots; returns them."""
+    before = set(os.listdir(store / "roots"))
+    bob_dir = store / "staging" / "bobs"
+    planted = run.python(users.bob, "import os, sys; os.mkdir(sys.argv[1], 0o777)", str(bob_dir))
+    assert planted.returncode == 0, planted.stderr
+    planted = run.python(users.bob, SQUAT, str(store / "roots"), users.alice, str(users.uid(users.alice)),
+                         str(bob_dir))
+    assert planted.returncode == 0, planted.stderr
+    return set(os.listdir(store / "roots")) - before
+
+
+def _alices_roots(users: Users, store: Path) -> list[Path]:
+    uid = users.uid(users.alice)
+    return [f for d in (store / "roots").iterdir() if not d.is_symlink() and d.is_dir() and d.stat().st_uid == uid
+            for f in d.iterdir()]
+
+
+def test_squatted_root_names_do_not_stop_registration_and_roots_gc_keeps_her_trees(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    whl = _wheel(workdir, "squatted")
+    planted = _squat(run, users, group_store)
+    venv = _venv(run, users.alice, workdir / "venv")
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(whl))
+    assert done.returncode == 0 and "gc" not in done.stderr, done.stderr
+
+    (root,) = _alices_roots(users, group_store)
+    assert root.parent.name not in planted and root.parent.name.startswith(f"{users.uid(users.alice)}-")
+    assert json.loads(root.read_text())["venv"] == str(venv)
+    for name in planted:  # nothing was written through bob's entries
+        entry = group_store / "roots" / name
+        assert entry.is_symlink() or not entry.is_dir() or list(entry.iterdir()) == []
+
+    report = json.loads(run(None, "--store", str(group_store), "gc", "--grace", "0", "--json").stdout)
+    assert report["removed"] == [] and report["roots"]["live"] == 1, report
+    assert (group_store / "trees" / _key(whl)).is_dir() and (group_store / "manifests" / f"{_key(whl)}.json").exists()
+    _imports(run, users.alice, venv, "squatted")
+
+    # her next install finds the same directory again, past bob's entries
+    other = _wheel(workdir, "squatted2")
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(other))
+    assert done.returncode == 0, done.stderr
+    assert _alices_roots(users, group_store) == [root]
+
+
+def test_a_foreign_root_file_is_not_counted_as_alices(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob writes root files naming alice's venv into directories under alice's names (which he owns): gc does not
+    read them as alice's roots (nor as anyone's), and root's gc does not remove them either."""
+    whl = _wheel(workdir, "claimed")
+    venv = _venv(run, users.alice, workdir / "venv")
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(whl))
+    assert done.returncode == 0, done.stderr
+    (real_root,) = _alices_roots(users, group_store)
+    claim = real_root.read_text()
+    planted = _squat(run, users, group_store)
+    fakes = [group_store / "roots" / d / real_root.name for d in (users.alice, f"{users.uid(users.alice)}-0000000000000000")]
+    for fake in fakes:
+        written = run.python(users.bob, "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(fake), claim)
+        assert written.returncode == 0, written.stderr
+    assert planted
+
+    report = json.loads(run(None, "--store", str(group_store), "gc", "--grace", "0", "--json").stdout)
+    assert report["roots"] == {"live": 1, "stale": []} and report["removed"] == [], report
+    os.rename(venv, workdir / "moved")  # alice's venv is gone: her one root is stale, bob's claims are not roots
+    report = json.loads(run(None, "--store", str(group_store), "gc", "--grace", "0", "--json").stdout)
+    assert report["roots"] == {"live": 0, "stale": [str(venv)]}, report
+    assert _key(whl) in {u["key"] for u in report["removed"]}
+    assert all(fake.read_text() == claim for fake in fakes)
+
+
+def test_a_root_that_cannot_be_written_is_an_error(run: Runner, users: Users, workdir: Path) -> None:
+    """carol may read an 'all' store but not write its roots/: her install fills the venv and then fails with one line
+    saying it is not protected from gc, and what to do."""
+    store = workdir / "all"
+    assert run(users.alice, "init", str(store), "--group", users.group, "--shared", "all").returncode == 0
+    whl = _wheel(workdir, "readonly")
+    assert run(users.alice, "--store", str(store), "realize", str(whl)).returncode == 0
+    venv = _venv(run, users.carol, workdir / "venv")
+    done = run(users.carol, "--store", str(store), "install", "--venv", str(venv), str(whl))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.strip().splitlines()[-1]  # after the warnings of a reader (no locks, no reflink)
+    assert line.startswith("error: ") and f"{venv} is filled, but not protected from gc" in line and "(you may not write there)" in line, line
+    assert f"(fix: see 'wheelstore doctor --store {store}', then run the command again" in line
+    _imports(run, users.carol, venv, "readonly")
