@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 from wheelstore.store import cache_id
 
-from .conftest import Runner, Users, snapshot
+from .conftest import Filesystems, Runner, Users, snapshot
 from .wheelmaker import make_wheel
 
 PYC_TAG = "cpython-311"  # /usr/bin/python3 on Debian 12, which the test venvs use
@@ -360,3 +361,21 @@ def test_gc_prunes_the_running_users_cache_of_removed_trees(
     assert entries(_key(w["pb"])) == [] and entries(_key(w["pa"])) == kept
     assert not any(k.startswith(_key(w["pb"])) for k in marked()) and _key(w["pa"]) in marked()
     _imports(run, users.alice, venvs[1], "pa")
+
+
+def test_a_second_listing_sees_roots_written_since(filesystems: Filesystems) -> None:
+    """gc lists the roots twice (unlocked, then locked) through one store: the second listing must see the roots
+    written in between, on btrfs too, whose listing through an fd already listed once missed them."""
+    from wheelstore import Store
+    from wheelstore.roots import list_roots
+
+    for kind in ("ext4", "btrfs"):
+        path = Path(tempfile.mkdtemp(dir=filesystems.root(kind))) / "store"
+        with Store.init(path) as store:
+            assert list_roots(store) == {}
+            user_dir = path / "roots" / f"{os.geteuid()}-{'0' * 16}"
+            user_dir.mkdir()
+            (user_dir / "late.json").write_text("{}")
+            assert list(list_roots(store)) == [f"{user_dir.name}/late.json"], kind
+            (user_dir / "later.json").write_text("{}")
+            assert len(list_roots(store)) == 2, kind

@@ -188,13 +188,27 @@ def _user_dir(store: Store) -> tuple[int, str]:
 def _find_user_dir(roots_fd: int) -> tuple[int, str] | None:
     """An fd for the first directory in ``roots/`` named for me and owned by me, and its name; or None."""
     euid = os.geteuid()
-    mine = [n for n in sorted(os.listdir(roots_fd)) if claimed_uid(n) == euid]
+    mine = [n for n in _names(roots_fd) if claimed_uid(n) == euid]
     old = user_name(euid)
     for name in sorted(mine, key=lambda n: n != old):  # the old layout's directory first: its roots stay in place
         fd = _open_owned_dir(name, roots_fd, euid)
         if fd is not None:
             return fd, name
     return None
+
+
+def _names(dir_fd: int) -> list[str]:
+    """A directory's entries, sorted, read through an open file description of their own.
+
+    btrfs lists through a description only the entries that existed when it was last rewound, and listing ends with
+    a rewind: so a second listing of the same fd missed a user directory made just before it, and gc's locked pass
+    would have missed the roots installs wrote after its first pass.
+    """
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
 
 
 def claimed_uid(name: str) -> int | None:
@@ -267,7 +281,7 @@ def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, R
     """
     found: dict[str, RootFile] = {}
     roots_fd = store.area_fd("roots")
-    for user in sorted(os.listdir(roots_fd)):
+    for user in _names(roots_fd):
         uid = claimed_uid(user)
         if uid is None:
             continue
