@@ -379,3 +379,25 @@ def test_a_second_listing_sees_roots_written_since(filesystems: Filesystems) -> 
             assert list(list_roots(store)) == [f"{user_dir.name}/late.json"], kind
             (user_dir / "later.json").write_text("{}")
             assert len(list_roots(store)) == 2, kind
+
+
+def test_roots_of_the_old_layout_are_still_read_and_used(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """A store from before the random part has roots/<user>/: gc still reads it when its owner is that user, and the
+    user's next install keeps writing there rather than starting a second directory."""
+    w = _wheels(workdir / "wheels", ["old1", "old2"])
+    venv = _venv(run, users.alice, workdir / "venv")
+    _install(run, users.alice, group_store, venv, w["old1"])
+    (new,) = (group_store / "roots").glob(f"{users.uid(users.alice)}-*")
+    old = group_store / "roots" / users.alice
+    moved = run.python(users.alice, "import os, sys; os.rename(sys.argv[1], sys.argv[2])", str(new), str(old))
+    assert moved.returncode == 0, moved.stderr
+    report = _gc(run, None, group_store)
+    assert report["removed"] == [] and report["roots"] == {"live": 1, "stale": []}
+    _install(run, users.alice, group_store, venv, w["old2"])
+    assert os.listdir(group_store / "roots") == [users.alice]
+    (root,) = old.iterdir()
+    assert {d["name"] for d in json.loads(root.read_text())["dists"]} == {"old1", "old2"}
+    assert _gc(run, None, group_store)["removed"] == []
+    _imports(run, users.alice, venv, "old1", "old2")

@@ -59,10 +59,6 @@ def configured_timeout(default: float) -> float:
     return value if value >= 0 else default
 
 
-#: the key lock's default, as read at import (kept for callers that imported it)
-DEFAULT_TIMEOUT = configured_timeout(KEY_TIMEOUT)
-
-
 class LockUnavailable(Exception):
     """This lock cannot be taken; the caller proceeds without it."""
 

@@ -188,8 +188,9 @@ def _user_dir(store: Store) -> tuple[int, str]:
 def _find_user_dir(roots_fd: int) -> tuple[int, str] | None:
     """An fd for the first directory in ``roots/`` named for me and owned by me, and its name; or None."""
     euid = os.geteuid()
-    mine = [n for n in _names(roots_fd) if claimed_uid(n) == euid]
     old = user_name(euid)
+    # by name alone (no user database lookups on the install path): mine, if I own them
+    mine = [n for n in _names(roots_fd) if n == old or ((m := _USER_DIR.match(n)) is not None and int(m[1]) == euid)]
     for name in sorted(mine, key=lambda n: n != old):  # the old layout's directory first: its roots stay in place
         fd = _open_owned_dir(name, roots_fd, euid)
         if fd is not None:
