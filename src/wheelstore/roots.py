@@ -104,15 +104,19 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
 
 def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | None:
     """Write (or, with no ``dists``, remove) the root of the venv at ``real`` in the user's directory."""
-    user_fd, user = _user_dir(store)
-    try:
-        name = root_name(real)
-        if not dists:
+    name = root_name(real)
+    if not dists:  # nothing to protect: remove the root, if I have a directory (none is made for that)
+        found = _find_user_dir(store.area_fd("roots"))
+        if found is not None:
             try:
-                os.unlink(name, dir_fd=user_fd)
+                os.unlink(name, dir_fd=found[0])
             except FileNotFoundError:
                 pass
-            return None
+            finally:
+                os.close(found[0])
+        return None
+    user_fd, user = _user_dir(store)
+    try:
         now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())  # ISO 8601, UTC (datetime: 1 ms of imports)
         doc = {
             "format": FORMAT,
