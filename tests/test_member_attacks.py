@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from .conftest import Runner, Users, snapshot
+from .conftest import SYSTEM_PYTHON, Runner, Users, snapshot
 from .wheelmaker import make_wheel
 
 
@@ -34,8 +34,9 @@ def _venv(run: Runner, user: str | None, path: Path) -> Path:
 
 
 def _imports(run: Runner, user: str | None, venv: Path, name: str) -> None:
-    done = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {name}; assert {name}.NAME == {name!r}"],
-                          capture_output=True, text=True, **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+    code = f"import {name}; assert {name}.NAME == {name!r}"
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True,
+                          **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
     assert done.returncode == 0, done.stderr
 
 
@@ -105,8 +106,9 @@ sys.stdin.read()  # until the test closes our stdin (or kills us)
 
 def _hold(run: Runner, user: str, lock: Path) -> subprocess.Popen[str]:
     """``user`` holds an exclusive flock on ``lock`` (creating it if need be) until the test lets go."""
-    proc = subprocess.Popen(["/usr/bin/python3", "-c", HOLD, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=run.env(user), cwd="/", **run.popen_kwargs(user, 0o007))  # type: ignore[call-overload]
+    proc = subprocess.Popen([SYSTEM_PYTHON, "-c", HOLD, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=run.env(user), cwd="/",
+                            **run.popen_kwargs(user, 0o007))  # type: ignore[call-overload]
     assert proc.stdout is not None and proc.stdout.readline() == "held\n"
     return proc
 
@@ -277,7 +279,8 @@ def test_a_foreign_root_file_is_not_counted_as_alices(
     (real_root,) = _alices_roots(users, group_store)
     claim = real_root.read_text()
     planted = _squat(run, users, group_store)
-    fakes = [group_store / "roots" / d / real_root.name for d in (users.alice, f"{users.uid(users.alice)}-0000000000000000")]
+    names = (users.alice, f"{users.uid(users.alice)}-0000000000000000")
+    fakes = [group_store / "roots" / d / real_root.name for d in names]
     for fake in fakes:
         written = run.python(users.bob, "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(fake), claim)
         assert written.returncode == 0, written.stderr
@@ -303,6 +306,7 @@ def test_a_root_that_cannot_be_written_is_an_error(run: Runner, users: Users, wo
     done = run(users.carol, "--store", str(store), "install", "--venv", str(venv), str(whl))
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     line = done.stderr.strip().splitlines()[-1]  # after the warnings of a reader (no locks, no reflink)
-    assert line.startswith("error: ") and f"{venv} is filled, but not protected from gc" in line and "(you may not write there)" in line, line
+    assert line.startswith("error: ") and f"{venv} is filled, but not protected from gc" in line, line
+    assert "(you may not write there)" in line, line
     assert f"(fix: see 'wheelstore doctor --store {store}', then run the command again" in line
     _imports(run, users.carol, venv, "readonly")

@@ -8,10 +8,11 @@ records the venv path and, per distribution, its dist-info path, tree key and py
 the random part, still read) before the victim's first install. A user's directory is therefore found by listing
 ``roots/`` for directories named by their uid (or, in the old layout, their name) that they own, and made with a
 random part nobody can guess when there is none; and gc reads a root only where the directory's name, the directory's
-owner and the file's owner agree (:func:`claimed_uid`). An entry that does not is ignored, never written through. A root is a claim, not proof: gc re-reads each
-listed dist-info's ``WHEELSTORE`` origin file (:func:`confirm`) and keeps a tree only while the venv at that path
-still says it came from this store's tree. So a deleted or moved venv, or one that uninstalled a distribution (even
-with pip), stops holding its trees without anyone cleaning up the root.
+owner and the file's owner agree (:func:`claimed_uid`). An entry that does not is ignored, never written through.
+
+A root is a claim, not proof: gc re-reads each listed dist-info's ``WHEELSTORE`` origin file (:func:`confirm`) and
+keeps a tree only while the venv at that path still says it came from this store's tree. So a deleted or moved venv,
+or one that uninstalled a distribution (even with pip), stops holding its trees without anyone cleaning up the root.
 """
 
 from __future__ import annotations
