@@ -361,8 +361,8 @@ def test_auto_folds_only_where_fold_is_allowed_and_root_only_its_own_private_tre
         pytest.skip("the root rule needs root")
     probe = Probe(reflink=False, hardlink=True, same_device=True, reasons={"reflink": "not supported"})
     assert choose(None, probe, tree_owner_uid=0, shared=False)[0] is LinkMode.FOLD
-    assert choose(None, probe, tree_owner_uid=0, shared=True)[0] is LinkMode.SYMLINK
-    assert choose(None, probe, tree_owner_uid=1001, shared=False)[0] is LinkMode.SYMLINK
+    assert choose(None, probe, tree_owner_uid=0, shared=True)[0] is LinkMode.COPY  # root links none of these
+    assert choose(None, probe, tree_owner_uid=1001, shared=False)[0] is LinkMode.COPY
     assert choose(LinkMode.FOLD, probe, tree_owner_uid=0, shared=False) == (LinkMode.FOLD, None)
     for owner, shared in ((1001, False), (0, True)):
         with pytest.raises(LinkModeError, match="root ignores"):

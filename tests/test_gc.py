@@ -8,12 +8,13 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 from wheelstore.store import cache_id
 
-from .conftest import Runner, Users, snapshot
+from .conftest import Filesystems, Runner, Users, snapshot
 from .wheelmaker import make_wheel
 
 PYC_TAG = "cpython-311"  # /usr/bin/python3 on Debian 12, which the test venvs use
@@ -261,8 +262,8 @@ def test_moved_venv_and_uninstalled_dists_stop_holding(
 
 
 def test_roots_are_private_to_their_writer(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
-    """Roots sit in roots/<user>/, readable by the group (so anyone's gc can mark) but writable only by the user;
-    a directory planted under alice's name is not used, and her install still succeeds, with a warning."""
+    """Roots sit in roots/<uid>-<random>/, readable by the group (so anyone's gc can mark) but writable only by the
+    user; a directory planted under alice's name is not used (nor read), and her install registers all the same."""
     w = _wheels(workdir / "wheels", ["r1"])
     venv = _venv(run, users.alice, workdir / "venv")
     planted = run.python(users.bob, "import os, sys; os.mkdir(sys.argv[1], 0o777)",
@@ -270,12 +271,15 @@ def test_roots_are_private_to_their_writer(run: Runner, users: Users, workdir: P
     assert planted.returncode == 0, planted.stderr
     done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(w["r1"]))
     assert done.returncode == 0, done.stderr
-    assert "not registered as a gc root" in done.stderr and f"belongs to {users.bob}" in done.stderr
+    assert "gc" not in done.stderr, done.stderr
     assert list((group_store / "roots" / users.alice).iterdir()) == []
+    (mine,) = (group_store / "roots").glob(f"{users.uid(users.alice)}-*")
+    assert mine.stat().st_uid == users.uid(users.alice)
+    assert [json.loads(r.read_text())["venv"] for r in mine.iterdir()] == [str(venv)]
 
     venv2 = _venv(run, users.bob, workdir / "venv2")
     _install(run, users.bob, group_store, venv2, w["r1"])
-    (root,) = (group_store / "roots" / users.bob).iterdir()
+    (root,) = next((group_store / "roots").glob(f"{users.uid(users.bob)}-*")).iterdir()
     st, dst = root.stat(), root.parent.stat()
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o440, users.uid(users.bob), users.gid)
     assert (dst.st_mode & 0o777, dst.st_uid) == (0o750, users.uid(users.bob))
@@ -317,11 +321,11 @@ def test_an_unreadable_root_stops_the_sweep(run: Runner, users: Users, workdir: 
     venv = _venv(run, users.alice, workdir / "venv")
     assert run(users.bob, "--store", str(group_store), "realize", str(w["hid"]), str(w["spare"])).returncode == 0
     _install(run, users.alice, group_store, venv, w["hid"])
-    assert run.python(users.alice, "import os, sys; os.chmod(sys.argv[1], 0o700)",
-                      str(group_store / "roots" / users.alice)).returncode == 0
+    (hidden,) = (group_store / "roots").glob(f"{users.uid(users.alice)}-*")
+    assert run.python(users.alice, "import os, sys; os.chmod(sys.argv[1], 0o700)", str(hidden)).returncode == 0
     report = _gc(run, users.bob, group_store)
     assert report["removed"] == [] and {_key(w["hid"]), _key(w["spare"])} <= _units(group_store)
-    assert any(f"roots/{users.alice}" in p for p in report["problems"])  # type: ignore[union-attr]
+    assert any(f"roots/{hidden.name}" in p for p in report["problems"])  # type: ignore[union-attr]
 
 
 def test_gc_prunes_the_running_users_cache_of_removed_trees(
@@ -357,3 +361,43 @@ def test_gc_prunes_the_running_users_cache_of_removed_trees(
     assert entries(_key(w["pb"])) == [] and entries(_key(w["pa"])) == kept
     assert not any(k.startswith(_key(w["pb"])) for k in marked()) and _key(w["pa"]) in marked()
     _imports(run, users.alice, venvs[1], "pa")
+
+
+def test_a_second_listing_sees_roots_written_since(filesystems: Filesystems) -> None:
+    """gc lists the roots twice (unlocked, then locked) through one store: the second listing must see the roots
+    written in between, on btrfs too, whose listing through an fd already listed once missed them."""
+    from wheelstore import Store
+    from wheelstore.roots import list_roots
+
+    for kind in ("ext4", "btrfs"):
+        path = Path(tempfile.mkdtemp(dir=filesystems.root(kind))) / "store"
+        with Store.init(path) as store:
+            assert list_roots(store) == {}
+            user_dir = path / "roots" / f"{os.geteuid()}-{'0' * 16}"
+            user_dir.mkdir()
+            (user_dir / "late.json").write_text("{}")
+            assert list(list_roots(store)) == [f"{user_dir.name}/late.json"], kind
+            (user_dir / "later.json").write_text("{}")
+            assert len(list_roots(store)) == 2, kind
+
+
+def test_roots_of_the_old_layout_are_still_read_and_used(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """A store from before the random part has roots/<user>/: gc still reads it when its owner is that user, and the
+    user's next install keeps writing there rather than starting a second directory."""
+    w = _wheels(workdir / "wheels", ["old1", "old2"])
+    venv = _venv(run, users.alice, workdir / "venv")
+    _install(run, users.alice, group_store, venv, w["old1"])
+    (new,) = (group_store / "roots").glob(f"{users.uid(users.alice)}-*")
+    old = group_store / "roots" / users.alice
+    moved = run.python(users.alice, "import os, sys; os.rename(sys.argv[1], sys.argv[2])", str(new), str(old))
+    assert moved.returncode == 0, moved.stderr
+    report = _gc(run, None, group_store)
+    assert report["removed"] == [] and report["roots"] == {"live": 1, "stale": []}
+    _install(run, users.alice, group_store, venv, w["old2"])
+    assert os.listdir(group_store / "roots") == [users.alice]
+    (root,) = old.iterdir()
+    assert {d["name"] for d in json.loads(root.read_text())["dists"]} == {"old1", "old2"}
+    assert _gc(run, None, group_store)["removed"] == []
+    _imports(run, users.alice, venv, "old1", "old2")

@@ -262,9 +262,10 @@ def test_auto_falls_back_with_a_note(users: Users) -> None:
     no_symlinks = Probe(False, True, True, {"reflink": EXT4_REASON, "symlink": "s"})
     assert choose(None, no_symlinks, tree_owner_uid=ROOT, shared=False) == (
         LinkMode.HARDLINK, f"reflink unavailable: {EXT4_REASON}; using hardlink")
-    for owner, shared in ((ROOT, True), (users.uid(users.alice), False)):  # root may not fold these either
+    for owner, shared in ((ROOT, True), (users.uid(users.alice), False)):  # root may not link these at all
         mode, note = choose(None, NO_REFLINK, tree_owner_uid=owner, shared=shared)
-        assert (mode, note) == (LinkMode.SYMLINK, f"reflink unavailable: {EXT4_REASON}; using symlink")
+        assert mode is LinkMode.COPY and note is not None
+        assert note.startswith(f"reflink unavailable: {EXT4_REASON}; using copy, because root ignores")
     nothing = Probe(False, False, False, {"reflink": "r", "hardlink": "h", "symlink": "s"})
     assert choose(None, nothing, tree_owner_uid=ROOT, shared=False) == (
         LinkMode.COPY, "reflink unavailable: r; using copy")
@@ -272,7 +273,9 @@ def test_auto_falls_back_with_a_note(users: Users) -> None:
 
 def test_explicit_modes(users: Users) -> None:
     assert choose(LinkMode.HARDLINK, ALL, tree_owner_uid=ROOT, shared=False) == (LinkMode.HARDLINK, None)
-    assert choose(LinkMode.SYMLINK, NO_REFLINK, tree_owner_uid=ROOT, shared=True) == (LinkMode.SYMLINK, None)
+    mode, note = choose(LinkMode.SYMLINK, NO_REFLINK, tree_owner_uid=ROOT, shared=True)  # honoured, with a warning
+    assert mode is LinkMode.SYMLINK and note is not None and note.startswith("--link-mode symlink as root: root ig")
+    assert choose(LinkMode.SYMLINK, NO_REFLINK, tree_owner_uid=ROOT, shared=False) == (LinkMode.SYMLINK, None)
     assert choose(LinkMode.COPY, Probe(False, False, False, {"symlink": "s"}), tree_owner_uid=1, shared=True) == (
         LinkMode.COPY, None)
 
@@ -286,12 +289,12 @@ def test_explicit_hardlink_is_refused_where_unsafe(users: Users) -> None:
     with pytest.raises(LinkModeError) as caught:  # even though root could link it (the probe says it can)
         choose(LinkMode.HARDLINK, ALL, tree_owner_uid=users.uid(users.alice), shared=False)
     assert str(caught.value).startswith(f"hardlink cannot be used: the tree belongs to {users.alice}")
-    assert "(fix: use --link-mode reflink or symlink)" in str(caught.value)
+    assert "(fix: use --link-mode reflink or copy)" in str(caught.value)  # root: no symlink into alice's tree
 
     with pytest.raises(LinkModeError) as caught:
         choose(LinkMode.HARDLINK, NO_REFLINK, tree_owner_uid=ROOT, shared=True)
     assert "shared with other users" in str(caught.value)
-    assert str(caught.value).endswith("(fix: use --link-mode symlink or copy)")
+    assert str(caught.value).endswith("(fix: use --link-mode copy)")
     assert "\n" not in str(caught.value)
 
 

@@ -25,7 +25,7 @@ from .link import LinkMode, choose, probe
 from .locks import install_lock
 from .logs import log
 from .names import canonical
-from .roots import register
+from .roots import RootNotRegistered, register
 from .sources import Sources
 from .store import Store, Tree
 from .venv import Interpreter, find_python
@@ -89,18 +89,25 @@ class Environment:
         with install_lock(store):
             try:
                 try:
-                    return self._install(store, candidates, options, check_while_linking=True)
+                    report = self._install(store, candidates, options, check_while_linking=True)
                 except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
-                    return self._install(store, candidates, options, check_while_linking=False)
-            finally:
-                self._register(store)
+                    report = self._install(store, candidates, options, check_while_linking=False)
+            except BaseException:
+                self._register(store, failed=True)
+                raise
+            self._register(store)
+            return report
 
-    def _register(self, store: Store) -> None:
-        """Refresh this venv's gc root in ``store``; a failure costs only gc protection, so it is a warning."""
+    def _register(self, store: Store, *, failed: bool = False) -> None:
+        """Refresh this venv's gc root in ``store``. A root that cannot be written leaves the venv unprotected from
+        gc: :class:`RootNotRegistered`, an error, unless the command ``failed`` already (its own error comes first,
+        and this one is a warning)."""
         try:
             register(store, self.path, self.interpreter)
-        except (OSError, WheelstoreError) as e:
-            log.warning("could not register %s as a gc root in %s: %s", self.path, store.root, e)
+        except (RootNotRegistered, OSError) as e:
+            if not failed:
+                raise
+            log.warning("%s", e.oneline() if isinstance(e, RootNotRegistered) else e)
 
     def _install(
         self, store: Store, candidates: Sequence[Candidate], options: Options, *, check_while_linking: bool
@@ -253,9 +260,12 @@ class Environment:
         """See :meth:`_edit`; under the gc lock (``--undo`` links the tree again), refreshing the venv's root."""
         with install_lock(store):
             try:
-                return self._edit(store, name, undo=undo)
-            finally:
-                self._register(store)
+                done = self._edit(store, name, undo=undo)
+            except BaseException:
+                self._register(store, failed=True)
+                raise
+            self._register(store)
+            return done
 
     def _edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[inst.Distribution, int]:
         """Give this venv private, writable copies of one distribution's files, or (``undo``) link them again."""

@@ -55,13 +55,15 @@ def parse_duration(text: str) -> float:
 
 
 def _lock_or_fail(store: Store) -> StoreLock:
-    """The store-wide lock, exclusive, or :class:`GcError`: gc must never sweep unlocked."""
+    """The store-wide lock, exclusive, or :class:`GcError` naming its holder: gc must never sweep unlocked, and never
+    waits forever (:data:`~wheelstore.locks.STORE_TIMEOUT`) for installs, or for a member holding the lock."""
     lock = StoreLock(store, exclusive=True)
     try:
         lock.acquire_or_raise()
     except LockUnavailable as e:
         raise GcError(f"cannot lock {LOCK_NAME} in the store's locks/: {e}",
-                      hint="try again later; on a filesystem without flock, gc cannot run safely") from None
+                      hint="run gc again once that process is done, or wait longer with WHEELSTORE_LOCK_TIMEOUT="
+                           "SECONDS; on a filesystem without flock, gc cannot run safely") from None
     return lock
 
 

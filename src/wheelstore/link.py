@@ -306,16 +306,18 @@ def _cache_store(key: str, found: Probe) -> None:
 def choose(
     requested: LinkMode | None, probe: Probe, *, tree_owner_uid: int, shared: bool
 ) -> tuple[LinkMode, str | None]:
-    """Pick the link mode for a tree; return it and a one-line note for the user when ``auto`` had to fall back.
+    """Pick the link mode for a tree; return it and a one-line note for the user when ``auto`` had to fall back (or
+    when an explicit mode is honoured although it is unsafe for root).
 
     Usable modes: reflink when the probe found it works; hardlink when it works *and* is safe, that is the linking
     user (euid) owns the tree and the store is not shared (root linking a root-owned tree of a private store
     included), since otherwise a write in the venv could change the store or what other users see; symlink unless
     the probe found symlinks fail; copy always.
 
-    ``fold`` is usable where symlinks are, except for root on anything but a private store of root's own trees:
-    root ignores the read-only modes, so root's pip, editor or Python writing a pyc through a folded directory
-    would change the store for everyone (per-file symlinks at least keep new files in the venv's own directories).
+    Root ignores the store's read-only modes, so for root every link into a tree that is not root's own in a private
+    store (:func:`_root_refusal`) is a way for root's pip, editor or Python to change the store for everyone: ``auto``
+    never gives root symlink or fold there (reflink or copy instead), an explicit ``fold`` is refused, and an
+    explicit ``symlink`` is honoured with a note saying so.
 
     ``auto`` (``requested`` None) takes the first usable of reflink, fold, hardlink, symlink, copy, with a note naming
     why reflink was not used unless it got reflink. Reflink comes first because its files behave exactly like copies
@@ -325,42 +327,54 @@ def choose(
     depends only on the arguments and the euid.
     """
     refusal = _hardlink_refusal(tree_owner_uid, shared)
+    symlinks = LinkMode.SYMLINK.value not in probe.reasons
+    for_root = _root_refusal(tree_owner_uid, shared)
     usable = {
         LinkMode.REFLINK: probe.reflink,
         LinkMode.HARDLINK: refusal is None and probe.hardlink,
-        LinkMode.SYMLINK: LinkMode.SYMLINK.value not in probe.reasons,
+        LinkMode.SYMLINK: symlinks and for_root is None,
         LinkMode.COPY: True,
     }
-    fold_refusal = _fold_refusal(tree_owner_uid, shared)
     if requested is not None:
         if requested is LinkMode.FOLD:
-            if usable[LinkMode.SYMLINK] and fold_refusal is None:
+            if symlinks and for_root is None:
                 return requested, None
             usable[LinkMode.FOLD] = False
+        elif requested is LinkMode.SYMLINK and symlinks and for_root is not None:
+            return requested, (f"--link-mode symlink as root: {for_root}; "
+                               "root's own venvs are safe with --link-mode copy or reflink")
         elif usable[requested]:
             return requested, None
         reason = refusal if requested is LinkMode.HARDLINK and refusal else None
-        reason = reason or (fold_refusal if requested is LinkMode.FOLD else None)
+        if requested is LinkMode.FOLD and for_root is not None:
+            reason = reason or f"{for_root} (a folded directory would take new files too)"
         reason = reason or probe.reasons.get(LinkMode.SYMLINK.value if requested is LinkMode.FOLD else "", None)
         reason = reason or probe.reasons.get(requested.value, "it did not work when tried here")
         alternatives = [m.value for m, ok in usable.items() if ok and m is not requested][:2]
         raise LinkModeError(f"{requested.value} cannot be used: {reason}",
                             hint=f"use --link-mode {' or '.join(alternatives)}")
     mode = next(m for m, ok in usable.items() if ok)
-    if mode is not LinkMode.REFLINK and usable[LinkMode.SYMLINK] and fold_refusal is None:
+    if mode is not LinkMode.REFLINK and symlinks and for_root is None:
         mode = LinkMode.FOLD  # whole directories at a time: far fewer inodes and syscalls
     if mode is LinkMode.REFLINK:
         return mode, None
     why = probe.reasons.get(LinkMode.REFLINK.value, "it did not work when tried here")
+    if for_root is not None and mode is LinkMode.COPY:
+        return mode, f"reflink unavailable: {why}; using copy, because {for_root}"
     return mode, f"reflink unavailable: {why}; using {mode.value}"
 
 
-def _fold_refusal(tree_owner_uid: int, shared: bool) -> str | None:
-    """Why folding this tree into a venv would be unsafe for this user, or None."""
+def _root_refusal(tree_owner_uid: int, shared: bool) -> str | None:
+    """Why a link (symlink, fold) into this tree would let this user's writes reach the store, or None.
+
+    Only root: for anyone else the store's read-only modes stop a write through a link (and an editor that renames
+    replaces the link with a private file). Root ignores them, so a link is safe for root only into root's own tree
+    of a private store, where no one else's files or venvs are behind it.
+    """
     if os.geteuid() != 0 or (tree_owner_uid == 0 and not shared):
         return None
-    return ("root ignores the store's read-only modes, so a write or pip install through a folded directory would "
-            "change the store for its other users")
+    return ("root ignores the store's read-only modes, so root's writes through a link would change the store "
+            "and every venv linking it")
 
 
 def _hardlink_refusal(tree_owner_uid: int, shared: bool) -> str | None:

@@ -2,7 +2,9 @@
 
 Locks are an optimisation: correctness comes from the atomic, never-replacing rename. So a lock that cannot be had
 (a planted non-file, a lock file we may not open, flock unsupported on a network filesystem, a holder stuck for longer
-than the timeout) is reported as a warning and the work goes ahead unlocked, never hangs and never fails.
+than the timeout) is reported as a warning and the work goes ahead unlocked, never hangs and never fails. Any member
+may hold any lock, so the wait for a key is short (:data:`KEY_TIMEOUT`), and a waiter says, within a second, who
+holds the lock and since when (:func:`holder`): a member holding a lock delays others by seconds, and visibly.
 
 Concurrent processes asking for the same set of keys should split it, not queue on it: :func:`share_work` tries each
 key without waiting first (:meth:`KeyLock.try_acquire`), puts aside the ones another process is working on, and waits
@@ -27,7 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from .logs import log
-from .policy import Policy, Role
+from .policy import Policy, Role, user_name
 
 if TYPE_CHECKING:
     from .store import Store
@@ -36,8 +38,25 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: seconds to wait for another process's lock before going ahead without it
-DEFAULT_TIMEOUT = float(os.environ.get("WHEELSTORE_LOCK_TIMEOUT", "900"))
+#: ``WHEELSTORE_LOCK_TIMEOUT``: seconds to wait for any lock, overriding both defaults below
+_TIMEOUT_VARIABLE = "WHEELSTORE_LOCK_TIMEOUT"
+#: seconds to wait for another process's lock on a key before going ahead without it: short, since the rename keeps
+#: the result correct unlocked and any member may hold a key's lock as long as they like
+KEY_TIMEOUT = 10.0
+#: seconds to wait for ``locks/gc.lock``: installs hold it shared while they fetch and link, gc exclusive briefly
+STORE_TIMEOUT = 60.0
+#: a waiter says who holds the lock once it has waited this long (so short waits, the common case, stay quiet)
+NOTICE_AFTER = 0.5
+
+
+def configured_timeout(default: float) -> float:
+    """``WHEELSTORE_LOCK_TIMEOUT`` if it is set to a number of seconds, else ``default``; read when a lock is made, so
+    a test or a wrapper may change it in-process."""
+    try:
+        value = float(os.environ.get(_TIMEOUT_VARIABLE, ""))
+    except ValueError:
+        return default
+    return value if value >= 0 else default
 
 
 class LockUnavailable(Exception):
@@ -50,12 +69,13 @@ class KeyLock:
     #: the flock operation: exclusive here; a subclass may share
     _op: int = fcntl.LOCK_EX
 
-    def __init__(self, dir_fd: int, name: str, policy: Policy, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, dir_fd: int, name: str, policy: Policy, timeout: float | None = None) -> None:
         self._dir_fd = dir_fd
         self._name = name
         self._policy = policy
-        self._timeout = timeout
+        self._timeout = configured_timeout(KEY_TIMEOUT) if timeout is None else timeout
         self._fd: int | None = None
+        self._writable = False  #: whether the open fd may write (the holder's record)
 
     def acquire(self) -> None:
         started = time.monotonic()
@@ -106,12 +126,18 @@ class KeyLock:
                 os.close(fd)
                 raise
             if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
+                if self._writable:
+                    _write_record(fd)
                 return fd
             os.close(fd)  # the holder before us removed this lock file: take the current one
 
     def _wait(self, fd: int, deadline: float, blocking: bool = True) -> bool:
-        """Lock ``fd``: True once it is locked; False at once, without ``blocking``, if another process holds it."""
+        """Lock ``fd``: True once it is locked; False at once, without ``blocking``, if another process holds it.
+
+        A wait longer than :data:`NOTICE_AFTER` is announced once, naming the holder, so that nobody waits in silence.
+        """
         delay = 0.002
+        notice_at: float | None = time.monotonic() + NOTICE_AFTER
         while True:
             try:
                 fcntl.flock(fd, self._op | fcntl.LOCK_NB)
@@ -121,10 +147,18 @@ class KeyLock:
                     return False
             except OSError as e:  # e.g. ENOLCK on a network filesystem without lock support
                 raise LockUnavailable(f"flock failed: {e.strerror}") from None
-            if time.monotonic() >= deadline:
-                raise LockUnavailable(f"still held by another process after {self._timeout:.0f}s")
+            now = time.monotonic()
+            if now >= deadline:
+                raise LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
+            if notice_at is not None and now >= notice_at:
+                notice_at = None
+                log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name, holder(fd),
+                            self._after_timeout, self._timeout)
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    #: what the waiter does once the timeout has passed, for the notice
+    _after_timeout = "going ahead without it"
 
     def _open(self) -> int:
         # O_NONBLOCK: a FIFO planted in locks/ must not hang us in open().
@@ -133,8 +167,10 @@ class KeyLock:
             try:
                 try:
                     fd = os.open(self._name, os.O_RDWR | flags, dir_fd=self._dir_fd)
+                    self._writable = True
                 except PermissionError:  # flock needs no write access on local filesystems
                     fd = os.open(self._name, os.O_RDONLY | flags, dir_fd=self._dir_fd)
+                    self._writable = False
             except FileNotFoundError:
                 self._create()  # by us or, if it lost the race, by someone else: open it again either way
                 continue
@@ -186,6 +222,90 @@ class KeyLock:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+# -- who holds a lock -------------------------------------------------------------------------------------------------
+
+#: the record a holder writes into its lock file: its pid and uid (for when ``/proc`` hides them); the file's mtime
+#: is then when it took the lock
+_RECORD = "pid={pid} uid={uid}\n"
+_RECORD_MAX = 128
+
+
+def _write_record(fd: int) -> None:
+    """Say in the lock file who holds it, and (by its mtime) since when. Best effort: the lock works without it."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _RECORD.format(pid=os.getpid(), uid=os.geteuid()).encode(), 0)
+    except OSError:
+        pass
+
+
+def holder(fd: int) -> str:
+    """Who holds the lock on ``fd``'s file and since when, for a message: ``wsbob (pid 123) since 19:40:12 UTC (35s
+    ago)``.
+
+    The kernel's word first (``/proc/locks`` names the holding pids, ``/proc/<pid>/status`` their uid), which no
+    member can forge. Where ``/proc`` says nothing (another pid namespace, ``hidepid``), what the holder wrote into the
+    lock file is shown, marked as its claim and sanitised, since any member may write that file; failing that, the
+    file's owner. "Since" is the file's mtime: when the last holder wrote its record (or created the file).
+    """
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return "another process"
+    pids = _kernel_holders(st)
+    if pids:
+        who = ", ".join(f"{_uid_of(pid)} (pid {pid})" for pid in pids[:3]) + (" and others" if len(pids) > 3 else "")
+    else:
+        claim = _record_claim(fd)
+        who = f"a process the lock file names as {claim}" if claim else f"a process (the file belongs to " \
+            f"{user_name(st.st_uid)})"
+    age = max(0, int(time.time() - st.st_mtime))
+    return f"{who} since {time.strftime('%H:%M:%S', time.gmtime(st.st_mtime))} UTC ({age}s ago)"
+
+
+def _kernel_holders(st: os.stat_result) -> list[int]:
+    """The pids ``/proc/locks`` lists as holding (not waiting for) a lock on this inode."""
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    pids = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->" or fields[5] != ident:  # "->": a process blocked on the lock
+            continue
+        if fields[4].isdigit() and int(fields[4]) > 0 and int(fields[4]) not in pids:
+            pids.append(int(fields[4]))
+    return pids
+
+
+def _uid_of(pid: int) -> str:
+    """The user a process runs as (its effective uid), by name; "an unknown user" if ``/proc`` does not say."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return user_name(int(line.split()[2]))
+    except (OSError, ValueError, IndexError):
+        pass
+    return "an unknown user"
+
+
+def _record_claim(fd: int) -> str:
+    """What the lock file's record says, reduced to ``pid N, user X`` (anything else in it is ignored)."""
+    try:
+        data = os.pread(fd, _RECORD_MAX, 0).decode("ascii", "replace")
+    except OSError:
+        return ""
+    fields = dict(part.partition("=")[::2] for part in data.split())
+    pid, uid = fields.get("pid", ""), fields.get("uid", "")
+    if not (pid.isdigit() and uid.isdigit() and len(pid) < 10 and len(uid) < 10):
+        return ""
+    return f"{user_name(int(uid))} (pid {int(pid)})"
 
 
 def share_work(items: Sequence[T], attempt: Callable[[T, bool], R | None], *, jobs: int) -> list[R]:
@@ -273,9 +393,12 @@ class StoreLock(KeyLock):
     unlinked lock file would let gc lock a new inode while installs still hold the old one.
     """
 
-    def __init__(self, store: Store, *, exclusive: bool, timeout: float = DEFAULT_TIMEOUT) -> None:
-        super().__init__(store.area_fd("locks"), LOCK_NAME, store.policy, timeout)
+    def __init__(self, store: Store, *, exclusive: bool, timeout: float | None = None) -> None:
+        super().__init__(store.area_fd("locks"), LOCK_NAME, store.policy,
+                         configured_timeout(STORE_TIMEOUT) if timeout is None else timeout)
         self._op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        if exclusive:
+            self._after_timeout = "giving up"
 
     def acquire_or_raise(self) -> None:
         """Take the lock or raise :class:`LockUnavailable`, never going ahead without it (gc must not)."""
@@ -291,7 +414,8 @@ class StoreLock(KeyLock):
 def install_lock(store: Store) -> Iterator[None]:
     """Held (shared) by an install from finding its trees until its root is written, so gc cannot sweep them between.
 
-    If it cannot be had (a reader who may not create the lock file, no flock here), the install goes ahead with a
+    If it cannot be had (a reader who may not create the lock file, no flock here, a holder of the exclusive lock for
+    longer than :data:`STORE_TIMEOUT`: gc holds it only briefly, so that is not gc), the install goes ahead with a
     warning, as with every lock in wheelstore.
     """
     lock = StoreLock(store, exclusive=False)

@@ -1,11 +1,18 @@
 """gc roots: which venvs use which trees, kept in the store per user, the way Nix keeps ``gcroots/auto``.
 
-Every install, sync, uninstall and edit rewrites the venv's root ``roots/<user>/<hash of the venv's real path>.json``
-(a directory the user owns, readable by the store's readers so anyone's gc can mark from it). A root records the venv
-path and, per distribution, its dist-info path, tree key and pyc unit. A root is a claim, not proof: gc re-reads each
-listed dist-info's ``WHEELSTORE`` origin file (:func:`confirm`) and keeps a tree only while the venv at that path
-still says it came from this store's tree. So a deleted or moved venv, or one that uninstalled a distribution (even
-with pip), stops holding its trees without anyone cleaning up the root.
+Every install, sync, uninstall and edit rewrites the venv's root ``roots/<uid>-<random>/<hash of the venv's real
+path>.json`` (a directory the user owns, readable by the store's readers so anyone's gc can mark from it). A root
+records the venv path and, per distribution, its dist-info path, tree key and pyc unit.
+
+``roots/`` is shared, so its names are not to be trusted: a member could create ``roots/<victim>`` (the layout before
+the random part, still read) before the victim's first install. A user's directory is therefore found by listing
+``roots/`` for directories named by their uid (or, in the old layout, their name) that they own, and made with a
+random part nobody can guess when there is none; and gc reads a root only where the directory's name, the directory's
+owner and the file's owner agree (:func:`claimed_uid`). An entry that does not is ignored, never written through.
+
+A root is a claim, not proof: gc re-reads each listed dist-info's ``WHEELSTORE`` origin file (:func:`confirm`) and
+keeps a tree only while the venv at that path still says it came from this store's tree. So a deleted or moved venv,
+or one that uninstalled a distribution (even with pip), stops holding its trees without anyone cleaning up the root.
 """
 
 from __future__ import annotations
@@ -13,12 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
+import re
 import stat
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from . import install as inst
+from .errors import WheelstoreError
 from .logs import log
 from .policy import Role, open_dir, user_name
 from .store import Store
@@ -30,6 +40,12 @@ FORMAT = 1
 MAX_SIZE = 16 << 20
 _ORIGIN_MAX = 64 << 10
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: a user's directory in ``roots/``: their uid and a random part, so that nobody can create it before them
+_USER_DIR = re.compile(r"^([0-9]{1,10})-[0-9a-f]{16}$")
+
+
+class RootNotRegistered(WheelstoreError):
+    """The venv was filled, but its gc root could not be written: gc may remove the trees it uses."""
 
 
 class RootDist(NamedTuple):
@@ -46,7 +62,7 @@ class RootDist(NamedTuple):
 
 
 class Root(NamedTuple):
-    """A venv's claim on trees, as read from ``roots/<user>/<name>``."""
+    """A venv's claim on trees, as read from ``roots/<user dir>/<name>``."""
 
     file: str  #: ``<user dir>/<name>``, relative to ``roots/``
     venv: str  #: the venv's real path when the root was written
@@ -71,25 +87,37 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
     """Write or refresh the root of ``venv`` in ``store`` from what the venv holds now; remove it when the venv no
     longer links anything from the store.
 
-    Returns None when nothing is rooted. A user who may not write ``roots/`` (a reader of the store) gets a warning,
-    never an error: the install itself succeeded, only gc will not know about this venv.
+    Returns None when nothing is rooted. Raises :class:`RootNotRegistered` when the root cannot be written (a user
+    who may not write ``roots/``, such as a reader of the store; a full disk): the venv is filled, but gc does not
+    know it uses its trees, which its user must hear as an error.
     """
     real = os.path.realpath(venv)
-    dists = tuple(_venv_dists(store, real, interpreter))
     try:
-        user_fd = _user_dir(store)
+        return _write_root(store, real, tuple(_venv_dists(store, real, interpreter)))
     except OSError as e:
-        log.warning("%s is not registered as a gc root in %s (%s); 'wheelstore gc' there may remove trees it uses",
-                    real, store.root, e.strerror or e)
-        return None
-    try:
-        name = root_name(real)
-        if not dists:
+        reason = "you may not write there" if isinstance(e, PermissionError) else e.strerror or str(e)
+        raise RootNotRegistered(
+            f"{real} is filled, but not protected from gc: its root cannot be written in {store.root}/roots/ "
+            f"({reason}), so 'wheelstore gc' may remove the trees it uses",
+            hint=f"see 'wheelstore doctor --store {store.root}', then run the command again to register the venv",
+        ) from None
+
+
+def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | None:
+    """Write (or, with no ``dists``, remove) the root of the venv at ``real`` in the user's directory."""
+    name = root_name(real)
+    if not dists:  # nothing to protect: remove the root, if I have a directory (none is made for that)
+        found = _find_user_dir(store.area_fd("roots"))
+        if found is not None:
             try:
-                os.unlink(name, dir_fd=user_fd)
+                os.unlink(name, dir_fd=found[0])
             except FileNotFoundError:
                 pass
-            return None
+            finally:
+                os.close(found[0])
+        return None
+    user_fd, user = _user_dir(store)
+    try:
         now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())  # ISO 8601, UTC (datetime: 1 ms of imports)
         doc = {
             "format": FORMAT,
@@ -103,7 +131,7 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
             ],
         }
         _write_atomically(store, user_fd, name, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
-        return Root(f"{user_name(os.geteuid())}/{name}", real, os.geteuid(), now, dists)
+        return Root(f"{user}/{name}", real, os.geteuid(), now, dists)
     finally:
         os.close(user_fd)
 
@@ -135,31 +163,92 @@ def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[R
 
 
 
-def _user_dir(store: Store) -> int:
-    """An fd for ``roots/<me>/``, created with the policy's read classes and writable only by me.
+def _user_dir(store: Store) -> tuple[int, str]:
+    """An fd for my directory in ``roots/``, writable only by me, made if I have none, and its name.
 
-    Someone else's directory under my name (``roots/`` is a shared area) is refused: my roots must not be at the
-    mercy of another member.
+    Found, not named: the first of ``roots/<my name>`` (the old layout) and ``roots/<my uid>-<random>`` that is a
+    directory I own. A squatted one (another member's entry under such a name) is skipped, never written through, and
+    a new one gets a random part no one can create first. Two first installs at once may each make one: both then
+    use the first by name, and gc reads both.
     """
     roots_fd = store.area_fd("roots")
-    name = user_name(os.geteuid())
+    found = _find_user_dir(roots_fd)
+    if found is None:
+        name = f"{os.geteuid()}-{os.urandom(8).hex()}"
+        os.close(store.policy.mkdir(name, Role.PUBLISHED_DIR, dir_fd=roots_fd))
+        found = _find_user_dir(roots_fd)
+        if found is None:  # it was ours a moment ago, in a sticky directory
+            raise FileNotFoundError(0, f"roots/{name} vanished")
+    fd, name = found
     try:
-        fd = open_dir(name, dir_fd=roots_fd)
-    except FileNotFoundError:
-        try:
-            fd = store.policy.mkdir(name, Role.PUBLISHED_DIR, dir_fd=roots_fd)
-        except FileExistsError:
-            fd = open_dir(name, dir_fd=roots_fd)
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != os.geteuid():
-            raise PermissionError(0, f"roots/{name} belongs to {user_name(st.st_uid)}; an admin should remove it")
         want = store.policy.mode(Role.PUBLISHED_DIR) | stat.S_IWUSR
-        if stat.S_IMODE(st.st_mode) != want:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != want:
             os.fchmod(fd, want)
     except BaseException:
         os.close(fd)
         raise
+    return fd, name
+
+
+def _find_user_dir(roots_fd: int) -> tuple[int, str] | None:
+    """An fd for the first directory in ``roots/`` named for me and owned by me, and its name; or None."""
+    euid = os.geteuid()
+    old = user_name(euid)
+    # by name alone (no user database lookups on the install path): mine, if I own them
+    mine = [n for n in _names(roots_fd) if n == old or ((m := _USER_DIR.match(n)) is not None and int(m[1]) == euid)]
+    for name in sorted(mine, key=lambda n: n != old):  # the old layout's directory first: its roots stay in place
+        fd = _open_owned_dir(name, roots_fd, euid)
+        if fd is not None:
+            return fd, name
+    return None
+
+
+def _names(dir_fd: int) -> list[str]:
+    """A directory's entries, sorted, read through an open file description of their own.
+
+    btrfs lists through a description only the entries that existed when it was last rewound, and listing ends with
+    a rewind: so a second listing of the same fd missed a user directory made just before it, and gc's locked pass
+    would have missed the roots installs wrote after its first pass.
+    """
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def claimed_uid(name: str) -> int | None:
+    """The uid an entry of ``roots/`` is named for: ``<uid>-<random>``, or, in the old layout, a user's name (or
+    the uid of one without a name); None for any other name. Only its owner's entry under that name counts."""
+    m = _USER_DIR.match(name)
+    if m is not None:
+        return int(m.group(1))
+    if name.startswith(".") or not name:
+        return None
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return int(name) if name.isdigit() and len(name) <= 10 else None
+
+
+def _open_owned_dir(name: str, roots_fd: int, uid: int) -> int | None:
+    """An fd for ``roots/<name>`` if it is a directory owned by ``uid`` (checked on the fd, so nothing can be swapped
+    in between); None if it is anything else. PermissionError if it is ``uid``'s but may not be read."""
+    try:
+        st = os.stat(name, dir_fd=roots_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+        return None
+    try:
+        fd = open_dir(name, dir_fd=roots_fd)
+    except PermissionError:
+        raise
+    except OSError:
+        return None
+    if os.fstat(fd).st_uid != uid:
+        os.close(fd)
+        return None
     return fd
 
 
@@ -192,18 +281,23 @@ class RootFile(NamedTuple):
 def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, RootFile]:
     """Every root file in the store, by path relative to ``roots/`` (temp files and stray entries skipped).
 
+    Only root files owned by the uid their directory is named for, in a directory that uid owns
+    (:func:`claimed_uid`): a member's file or directory under someone else's name is not theirs to speak for.
     Directories this process may not read are added to ``unreadable``: gc must not sweep what they might hold.
     """
     found: dict[str, RootFile] = {}
     roots_fd = store.area_fd("roots")
-    for user in sorted(os.listdir(roots_fd)):
+    for user in _names(roots_fd):
+        uid = claimed_uid(user)
+        if uid is None:
+            continue
         try:
-            ufd = open_dir(user, dir_fd=roots_fd)
+            ufd = _open_owned_dir(user, roots_fd, uid)
         except PermissionError:
             if unreadable is not None:
                 unreadable.append(f"roots/{user}")
             continue
-        except OSError:  # not a directory: nothing wheelstore wrote
+        if ufd is None:  # squatted, or not a directory: nothing its namesake wrote
             continue
         try:
             for name in sorted(os.listdir(ufd)):
@@ -213,7 +307,7 @@ def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, R
                     st = os.stat(name, dir_fd=ufd, follow_symlinks=False)
                 except FileNotFoundError:
                     continue
-                if stat.S_ISREG(st.st_mode):
+                if stat.S_ISREG(st.st_mode) and st.st_uid == uid:
                     path = f"{user}/{name}"
                     found[path] = RootFile(path, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         except PermissionError:
@@ -227,14 +321,15 @@ def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, R
 
 
 def read_root(store: Store, path: str) -> Root | None:
-    """Parse one root; None if it vanished or is not a root wheelstore wrote. PermissionError if it may not be read.
+    """Parse one root; None if it vanished, is not a root wheelstore wrote, or is not owned by the uid its directory
+    is named for. PermissionError if it may not be read.
     """
     user, _, name = path.partition("/")
-    try:
-        ufd = open_dir(user, dir_fd=store.area_fd("roots"))
-    except PermissionError:
-        raise
-    except OSError:
+    uid = claimed_uid(user)
+    if uid is None:
+        return None
+    ufd = _open_owned_dir(user, store.area_fd("roots"), uid)
+    if ufd is None:
         return None
     try:
         data, owner = _read_small(name, ufd, MAX_SIZE)
@@ -244,6 +339,8 @@ def read_root(store: Store, path: str) -> Root | None:
         return None
     finally:
         os.close(ufd)
+    if owner != uid:
+        return None
     try:
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("venv"), str):
