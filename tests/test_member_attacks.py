@@ -296,17 +296,25 @@ def test_a_foreign_root_file_is_not_counted_as_alices(
 
 
 def test_a_root_that_cannot_be_written_is_an_error(run: Runner, users: Users, workdir: Path) -> None:
-    """carol may read an 'all' store but not write its roots/: her install fills the venv and then fails with one line
-    saying it is not protected from gc, and what to do."""
+    """A member whose root cannot be written (the owner took the group's write bit off roots/) gets a filled venv and
+    then one error line saying it is not protected from gc, and what to do. A reader of an 'all' store, who never
+    may write roots/, is warned instead: failing each of their installs would protect nothing."""
     store = workdir / "all"
     assert run(users.alice, "init", str(store), "--group", users.group, "--shared", "all").returncode == 0
     whl = _wheel(workdir, "readonly")
     assert run(users.alice, "--store", str(store), "realize", str(whl)).returncode == 0
-    venv = _venv(run, users.carol, workdir / "venv")
-    done = run(users.carol, "--store", str(store), "install", "--venv", str(venv), str(whl))
+    os.chmod(store / "roots", 0o3755)  # what an owner's chmod g-w does to a member's registration
+    venv = _venv(run, users.bob, workdir / "venv")
+    done = run(users.bob, "--store", str(store), "install", "--venv", str(venv), str(whl))
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-    line = done.stderr.strip().splitlines()[-1]  # after the warnings of a reader (no locks, no reflink)
+    line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("error: ") and f"{venv} is filled, but not protected from gc" in line, line
     assert "(you may not write there)" in line, line
     assert f"(fix: see 'wheelstore doctor --store {store}', then run the command again" in line
-    _imports(run, users.carol, venv, "readonly")
+    _imports(run, users.bob, venv, "readonly")
+
+    reader_venv = _venv(run, users.carol, workdir / "reader-venv")
+    done = run(users.carol, "--store", str(store), "install", "--venv", str(reader_venv), str(whl))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"{reader_venv} is not protected from gc: readers of {store} cannot register venvs" in done.stderr
+    _imports(run, users.carol, reader_venv, "readonly")

@@ -87,20 +87,30 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
     """Write or refresh the root of ``venv`` in ``store`` from what the venv holds now; remove it when the venv no
     longer links anything from the store.
 
-    Returns None when nothing is rooted. Raises :class:`RootNotRegistered` when the root cannot be written (a user
-    who may not write ``roots/``, such as a reader of the store; a full disk): the venv is filled, but gc does not
-    know it uses its trees, which its user must hear as an error.
+    Returns None when nothing is rooted. Raises :class:`RootNotRegistered` when a publisher's root cannot be written
+    (``roots/`` made unwritable, a full disk): the venv is filled, but gc does not know it uses its trees, which its
+    user must hear as an error. A reader of the store (who may not publish) never may write ``roots/``: that is a
+    warning, or every install of theirs would fail.
     """
     real = os.path.realpath(venv)
     try:
         return _write_root(store, real, tuple(_venv_dists(store, real, interpreter)))
+    except PermissionError:
+        if store.policy.trusted_writer(os.geteuid(), store.owner_uid):
+            raise _unprotected(store, real, "you may not write there") from None
+        # a reader never may: that is the store's design, not a failure, so every install of theirs must not fail
+        log.warning("%s is not protected from gc: readers of %s cannot register venvs in roots/ (ask %s, its owner, "
+                    "before their gc, or use a store you can write)", real, store.root, user_name(store.owner_uid))
+        return None
     except OSError as e:
-        reason = "you may not write there" if isinstance(e, PermissionError) else e.strerror or str(e)
-        raise RootNotRegistered(
-            f"{real} is filled, but not protected from gc: its root cannot be written in {store.root}/roots/ "
+        raise _unprotected(store, real, e.strerror or str(e)) from None
+
+
+def _unprotected(store: Store, real: str, reason: str) -> RootNotRegistered:
+    """The error, with its fix, for a filled venv whose root cannot be written."""
+    return RootNotRegistered(f"{real} is filled, but not protected from gc: its root cannot be written in {store.root}/roots/ "
             f"({reason}), so 'wheelstore gc' may remove the trees it uses",
-            hint=f"see 'wheelstore doctor --store {store.root}', then run the command again to register the venv",
-        ) from None
+            hint=f"see 'wheelstore doctor --store {store.root}', then run the command again to register the venv")
 
 
 def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | None:
