@@ -37,6 +37,11 @@ def show(text: str) -> str:
     return repr(text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "...")
 
 
+def printable(text: str) -> str:
+    """``text`` with control and non-printable characters escaped, unquoted (a path in a message)."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def check_fields(key: Any, wheel: Any, name: Any, version: Any, dist_info: Any, bytecode: Any) -> None:
     """The small fields: raise ValueError naming the first bad one."""
     if type(key) is not str or not KEY.fullmatch(key):
