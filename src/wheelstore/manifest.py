@@ -170,7 +170,10 @@ class Manifest:
     def from_json(cls, data: bytes) -> Manifest:
         """Parse a manifest; raise ``ValueError`` naming what is wrong if it is not a complete format-1 manifest whose
         every path is safe to build on (:mod:`wheelstore.manifest_check`): a publisher may have forged it."""
-        doc = json.loads(data)
+        try:
+            doc = json.loads(data)
+        except RecursionError:  # nested deeper than the parser goes: not ours
+            raise ValueError("nested too deeply to be a manifest") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError("not a wheelstore format 1 manifest")
         try:
