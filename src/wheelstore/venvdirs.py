@@ -22,8 +22,9 @@ from .errors import WheelstoreError
 from .manifest_check import show
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-#: directory fds kept open at most (a tree may have thousands of directories; the fd limit is often 1,024)
-_KEEP = 256
+#: directory fds kept open at most per install_tree call (a tree may have thousands of directories, four trees are
+#: installed at once, and the fd limit is often 1,024)
+_KEEP = 128
 
 
 class OutsideVenv(WheelstoreError):
