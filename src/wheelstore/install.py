@@ -129,7 +129,7 @@ def install_tree(
     root = layout.root
     dist_info = os.path.join(root, m.dist_info)
     tree_path = os.fspath(tree.path)
-    dirs = VenvDirs(_roots(interpreter))
+    dirs = VenvDirs.of(interpreter)
     try:
         prep = prepared.of(tree, interpreter)
         folded = _fold_links(fold, prep.by_dir, root, dirs, created) if fold else set()
@@ -188,12 +188,6 @@ def install_tree(
     return Path(dist_info)
 
 
-def _roots(interpreter: Interpreter) -> list[str]:
-    """The venv's directories an install may create entries under: its prefix and its install paths (not the base
-    interpreter's ``include``, which a venv's paths also name)."""
-    return [interpreter.prefix, *(interpreter.paths[k] for k in ("purelib", "platlib", "scripts", "data"))]
-
-
 def _fold_links(
     fold: dict[str, str], by_dir: dict[str, list[str]], root: str, dirs: VenvDirs, created: list[str]
 ) -> set[str]:
@@ -246,17 +240,9 @@ def _replace_existing(dir_fd: int | None, name: str) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        where = name if dir_fd is None else f"{_path_of(dir_fd)}/{name}"
+        where = name if dir_fd is None else f"{VenvDirs.where(dir_fd)}/{name}"
         raise InstallError(f"{printable(where)} is a directory, but a file of the same name is to be installed there")
     os.unlink(name, dir_fd=dir_fd)
-
-
-def _path_of(dir_fd: int) -> str:
-    """Where a directory fd leads, for a message."""
-    try:
-        return os.readlink(f"/proc/self/fd/{dir_fd}")
-    except OSError:
-        return "(a venv directory)"
 
 
 def _write_new(dir_fd: int | None, name: str, data: bytes, mode: int) -> None:
@@ -455,7 +441,8 @@ def uninstall(dist: Distribution, interpreter: Interpreter, stash: Stash | None 
             continue
         path = Path(os.path.normpath(root / row[0]))
         if not str(path).startswith(prefix):  # as pip does: never remove anything outside the venv, but say so
-            log.warning("could not remove %s (RECORD of %s): it is outside the venv", show(row[0]), dist.display_name)
+            log.warning("could not remove %s (RECORD of %s): it is outside the venv", show(row[0]),
+                        printable(dist.display_name))
             continue
         if _through_symlink(path.parent, prefix):
             continue  # in a folded directory, gone with its link (or another tree's): never a store file
@@ -543,7 +530,8 @@ def record_files(dist: Distribution) -> list[tuple[Path, str]]:
         if path.startswith(inside):
             rows.append((Path(path), row[0]))
         else:
-            log.warning("left %s (RECORD of %s) alone: it is outside the venv", show(row[0]), dist.display_name)
+            log.warning("left %s (RECORD of %s) alone: it is outside the venv", show(row[0]),
+                        printable(dist.display_name))
     return rows
 
 

@@ -17,9 +17,13 @@ import os
 import stat
 from collections.abc import Iterable
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .errors import WheelstoreError
 from .manifest_check import show
+
+if TYPE_CHECKING:
+    from .venv import Interpreter
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: directory fds kept open at most per install_tree call (a tree may have thousands of directories, four trees are
@@ -50,6 +54,20 @@ class VenvDirs:
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def of(cls, interpreter: Interpreter) -> VenvDirs:
+        """The venv of ``interpreter``: its prefix and its install paths (not the base interpreter's ``include``,
+        which a venv's paths also name)."""
+        return cls([interpreter.prefix, *(interpreter.paths[k] for k in ("purelib", "platlib", "scripts", "data"))])
+
+    @staticmethod
+    def where(dir_fd: int) -> str:
+        """Where a directory fd leads, for a message."""
+        try:
+            return os.readlink(f"/proc/self/fd/{dir_fd}")
+        except OSError:
+            return "(a venv directory)"
 
     def __enter__(self) -> VenvDirs:
         return self

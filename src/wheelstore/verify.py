@@ -31,7 +31,6 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
-import json
 import marshal
 import os
 import stat
@@ -49,7 +48,7 @@ from .bytecode import ensure_pycs
 from .errors import StoreError, WheelstoreError
 from .prepared import INSTALLER_FILES
 from .manifest import FileEntry, Manifest
-from .names import parse_wheel_name
+from .manifest_check import named
 from .policy import Role, open_dir, user_name
 from .store import MAX_MANIFEST, Store, Tree, cache_id, staging_name
 from .venv import Interpreter
@@ -564,20 +563,14 @@ def _raw_manifest(store: Store, key: str) -> Manifest | None:
 
 
 def _names(store: Store, key: str) -> tuple[str, str]:
-    """The name and version of ``key``'s distribution, for a report. A manifest that fails its check (forged, or
-    corrupt) is named by the wheel file name it gives, when that parses as one: its name field may be the forgery."""
-    m = _raw_manifest(store, key)
-    if m is not None:
-        return m.name, m.version
+    """``key``'s distribution for a report, even when its manifest fails its check (:func:`named`)."""
     try:
         fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=store.area_fd("manifests"))
         with os.fdopen(fd, "rb") as f:
-            doc = json.loads(f.read(MAX_MANIFEST))
-        name, version, _build, _tags = parse_wheel_name(doc["wheel"])
-    except (OSError, ValueError, TypeError, KeyError):  # not a wheel's file name, or no manifest at all
+            return named(f.read(MAX_MANIFEST))
+    except OSError:
         return "?", "?"
-    return str(name), str(version)
 
 
 # -- repair -----------------------------------------------------------------------------------------------------------
