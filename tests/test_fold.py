@@ -403,7 +403,7 @@ def test_benchmark_set_folds_imports_and_costs_few_inodes(run: Runner, users: Us
 def test_manifest_keeps_rpaths_and_refuses_malformed_ones() -> None:
     from wheelstore.manifest import FileEntry, Manifest
 
-    m = Manifest("k" * 64, "w-1-py3-none-any.whl", "w", "1", "w-1.dist-info", True, 0, "root", 0, "now",
+    m = Manifest("a" * 64, "w-1-py3-none-any.whl", "w", "1", "w-1.dist-info", True, 0, "root", 0, "now",
                  files={"w/lib.so": FileEntry(1, "0" * 64, 0o444, 1, 2)}, dirs=["w"], rpaths={"w/lib.so": ["$ORIGIN/../x"]})
     again = Manifest.from_json(m.to_json())
     assert again == m and again.rpaths == {"w/lib.so": ["$ORIGIN/../x"]}

@@ -37,10 +37,13 @@ from . import fsio
 from . import entrypoints, prepared
 from .errors import WheelstoreError
 from .link import LinkMode, link_file
+from .logs import log
+from .manifest_check import printable, show
 from .names import canonical
 from .prepared import INSTALLER_FILES
 from .store import Tree
 from .venv import Interpreter
+from .venvdirs import VenvDirs
 
 if TYPE_CHECKING:
     from packaging.utils import NormalizedName
@@ -122,41 +125,38 @@ def install_tree(
     m = tree.manifest
     layout = _Layout(tree, interpreter)
     created: list[str] = []
-    made_dirs: list[str] = []
-    known_dirs: set[str] = set()
     root = layout.root
     dist_info = os.path.join(root, m.dist_info)
     tree_path = os.fspath(tree.path)
+    dirs = VenvDirs.of(interpreter)
     try:
         prep = prepared.of(tree, interpreter)
-        folded = _fold_links(fold, prep.by_dir, root, made_dirs, known_dirs, created) if fold else set()
-        _link_dirs(tree_path, prep.by_dir, folded, root, mode, made_dirs, known_dirs, created)
+        folded = _fold_links(fold, prep.by_dir, root, dirs, created) if fold else set()
+        _link_dirs(tree_path, prep.by_dir, folded, root, mode, dirs, created)
         data_files = [(tree_path, *f) for f in prep.data]
         unit_record = ""
         if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
             unit = prepared.of(pycs, interpreter)
-            _link_dirs(os.fspath(pycs.path), unit.by_dir, set(), root, mode, made_dirs, known_dirs, created)
+            _link_dirs(os.fspath(pycs.path), unit.by_dir, set(), root, mode, dirs, created)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
         record: list[tuple[str, str, int | str]] = []
         for source, rel, sha256, size in data_files:
             dst, scheme = layout.target(rel)
-            _makedirs(os.path.dirname(dst), made_dirs, known_dirs)
+            dir_fd, name = dirs.split(dst)
             if scheme == "scripts":
                 with open(f"{source}/{rel}", "rb") as f:
                     data = _rewrite_shebang(f.read(), interpreter.executable)
-                _write_new(dst, data, 0o755)
+                _write_new(dir_fd, name, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
-                _link_replacing(f"{source}/{rel}", dst, mode)
+                _link_replacing(f"{source}/{rel}", dir_fd, name, mode)
                 record.append((dst, sha256, size))
             created.append(dst)
         for script, data in _launchers(tree, interpreter, prep):
-            _makedirs(os.fspath(script.parent), made_dirs, known_dirs)
-            _write_new(os.fspath(script), data, 0o755)
+            _write_new(*dirs.split(os.fspath(script)), data, 0o755)
             created.append(os.fspath(script))
             record.append((os.fspath(script), _record_hash(data), len(data)))
-        _makedirs(dist_info, made_dirs, known_dirs)
         extra = {"INSTALLER": f"{INSTALLER_NAME}\n".encode()}
         if requested:
             extra["REQUESTED"] = b""
@@ -164,36 +164,38 @@ def install_tree(
             extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
         origin = {"store": store_root, "key": tree.key, "link_mode": mode.value}
         extra[ORIGIN_FILE] = json.dumps(origin, sort_keys=True).encode()
+        dist_fd = dirs.open(dist_info)
         for name, data in extra.items():
             path = os.path.join(dist_info, name)
-            _write_new(path, data, 0o644)
+            _write_new(dist_fd, name, data, 0o644)
             created.append(path)
             record.append((path, _record_hash(data), len(data)))
         record_path = os.path.join(dist_info, "RECORD")
         head = [(top, "", "") for top in sorted(folded)]  # first: see the module docstring
         text = _format_record(head, root) + prep.record + unit_record + _format_record(
             [*record, (record_path, "", "")], root)
-        _write_new(record_path, text.encode(), 0o644)
+        _write_new(dist_fd, "RECORD", text.encode(), 0o644)
         created.append(record_path)
     except BaseException:
         for path in reversed(created):
-            _unlink_quietly(path)
-        for d in reversed(made_dirs):
-            _rmdir_quietly(d)
+            dirs.unlink(path)
+        for d in reversed(dirs.made):
+            dirs.rmdir(d)
         raise
+    finally:
+        dirs.close()
     return Path(dist_info)
 
 
 def _fold_links(
-    fold: dict[str, str], by_dir: dict[str, list[str]], root: str, made_dirs: list[str], known_dirs: set[str],
-    created: list[str],
+    fold: dict[str, str], by_dir: dict[str, list[str]], root: str, dirs: VenvDirs, created: list[str]
 ) -> set[str]:
     """Make the folded directories of ``fold`` that hold any of the tree's files (``by_dir``); return them."""
     covered = folding.covering(fold)
     tops = {top for parent in by_dir if parent and (top := covered(f"{root}/{parent}")) is not None}
     for top in sorted(tops):
-        _makedirs(os.path.dirname(top), made_dirs, known_dirs)
-        os.symlink(fold[top], top)
+        dir_fd, name = dirs.split(top)
+        os.symlink(fold[top], name, dir_fd=dir_fd)
         created.append(top)
     return tops
 
@@ -204,70 +206,49 @@ def _link_dirs(
     folded: set[str],
     root: str,
     mode: LinkMode,
-    made_dirs: list[str],
-    known_dirs: set[str],
+    dirs: VenvDirs,
     created: list[str],
 ) -> None:
     """Link the files of ``by_dir`` from the tree at ``source`` that are not in a ``folded`` directory, a directory
-    at a time, parents first."""
+    at a time, parents first, each through its directory's fd."""
     covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
     for parent in sorted(by_dir):
         path = f"{root}/{parent}" if parent else root
         if covered is not None and covered(path) is not None:
             continue
-        _makedirs(path, made_dirs, known_dirs)
+        dir_fd = dirs.open(path)
         where = f"{source}/{parent}/" if parent else f"{source}/"
         for name in by_dir[parent]:
-            dst = f"{path}/{name}"
-            _link_replacing(where + name, dst, mode)
-            created.append(dst)
+            _link_replacing(where + name, dir_fd, name, mode)
+            created.append(f"{path}/{name}")
 
 
-def _makedirs(path: str, made: list[str], known: set[str]) -> None:
-    """``mkdir -p`` that remembers what it created (so a failed install can remove exactly that) and what exists."""
-    missing = []
-    p = path
-    while p not in known and not os.path.isdir(p):
-        missing.append(p)
-        p = os.path.dirname(p)
-    if p not in known and os.path.islink(p):
-        raise InstallError(f"{p} is a symlink to a directory; refusing to install through it (it may lead into the store)")
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o755)
-        except FileExistsError:
-            pass
-        else:
-            made.append(d)
-    known.update(missing)
-    known.add(p)
-    known.add(path)
-
-
-def _link_replacing(src: str, dst: str, mode: LinkMode) -> None:
+def _link_replacing(src: str, dir_fd: int, name: str, mode: LinkMode) -> None:
     """Link, trying first and looking only on a clash: most destinations are new, and lstat per file is not free."""
     try:
-        link_file(src, dst, mode)
+        link_file(src, name, mode, dst_dir_fd=dir_fd)
     except FileExistsError:
-        _replace_existing(dst)
-        link_file(src, dst, mode)
+        _replace_existing(dir_fd, name)
+        link_file(src, name, mode, dst_dir_fd=dir_fd)
 
 
-def _replace_existing(dst: str) -> None:
+def _replace_existing(dir_fd: int | None, name: str) -> None:
     """A file from another distribution (or a stale one) is replaced, as pip does."""
     try:
-        st = os.lstat(dst)
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        raise InstallError(f"{dst} is a directory, but a file of the same name is to be installed there")
-    os.unlink(dst)
+        where = name if dir_fd is None else f"{VenvDirs.where(dir_fd)}/{name}"
+        raise InstallError(f"{printable(where)} is a directory, but a file of the same name is to be installed there")
+    os.unlink(name, dir_fd=dir_fd)
 
 
-def _write_new(path: str, data: bytes, mode: int) -> None:
-    """A real file in the venv. The venv is the user's own, so, as with pip, their umask applies."""
-    _replace_existing(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+def _write_new(dir_fd: int | None, name: str, data: bytes, mode: int) -> None:
+    """A real file in the venv (``name`` in ``dir_fd``, or a path). The venv is the user's own, so, as with pip,
+    their umask applies."""
+    _replace_existing(dir_fd, name)
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
         view = memoryview(data)
         while view:
@@ -444,8 +425,12 @@ def uninstall(dist: Distribution, interpreter: Interpreter, stash: Stash | None 
         if not row:
             continue
         path = Path(os.path.normpath(root / row[0]))
-        if not str(path).startswith(prefix) or _through_symlink(path.parent, prefix):
-            continue  # as pip does: never remove anything outside the venv (a store file, another tree)
+        if not str(path).startswith(prefix):  # as pip does: never remove anything outside the venv, but say so
+            log.warning("could not remove %s (RECORD of %s): it is outside the venv", show(row[0]),
+                        printable(dist.display_name))
+            continue
+        if _through_symlink(path.parent, prefix):
+            continue  # in a folded directory, gone with its link (or another tree's): never a store file
         for victim in (path, *_pycs(path)):
             try:
                 if stash is None:
@@ -513,13 +498,26 @@ def origin(dist: Distribution) -> dict[str, str] | None:
 
 
 def record_files(dist: Distribution) -> list[tuple[Path, str]]:
-    """(absolute path, RECORD path) for every file the distribution's RECORD lists."""
+    """(absolute path, RECORD path) for every file the distribution's RECORD lists inside its venv (the directory
+    holding ``pyvenv.cfg``, else site-packages' parent); a row outside is left alone and said."""
     try:
         text = (dist.dist_info / "RECORD").read_text(encoding="utf-8")
     except OSError:
         raise InstallError(f"{dist.display_name} {dist.version} has no RECORD") from None
     root = dist.dist_info.parent
-    return [(Path(os.path.normpath(root / row[0])), row[0]) for row in csv.reader(io.StringIO(text)) if row]
+    venv = next((p for p in root.parents if (p / "pyvenv.cfg").is_file()), root.parent)
+    inside = os.fspath(venv).rstrip("/") + "/"
+    rows = []
+    for row in csv.reader(io.StringIO(text)):
+        if not row:
+            continue
+        path = os.path.normpath(root / row[0])
+        if path.startswith(inside):
+            rows.append((Path(path), row[0]))
+        else:
+            log.warning("left %s (RECORD of %s) alone: it is outside the venv", show(row[0]),
+                        printable(dist.display_name))
+    return rows
 
 
 def make_private(dist: Distribution, tree: Tree) -> list[Path]:
@@ -743,7 +741,7 @@ def _rewrite_record(dist: Distribution, *, drop: Iterable[str] = (), add: Sequen
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(rows)
     tmp = record.with_name(f".RECORD.wheelstore-{os.urandom(4).hex()}")
-    _write_new(os.fspath(tmp), out.getvalue().encode(), 0o644)
+    _write_new(None, os.fspath(tmp), out.getvalue().encode(), 0o644)
     os.replace(tmp, record)
 
 

@@ -53,8 +53,11 @@ class LinkModeError(WheelstoreError):
     """A requested link mode cannot work here, or would be unsafe; the message says why."""
 
 
-def link_file(src: str, dst: str, mode: LinkMode, *, dst_mode: int | None = None) -> None:
-    """Materialize the store file ``src`` at ``dst``, which must not exist yet (else FileExistsError).
+def link_file(
+    src: str, dst: str, mode: LinkMode, *, dst_mode: int | None = None, dst_dir_fd: int | None = None
+) -> None:
+    """Materialize the store file ``src`` at ``dst``, which must not exist yet (else FileExistsError); with
+    ``dst_dir_fd``, ``dst`` is a name in that directory (never followed if it is a symlink).
 
     REFLINK and COPY make a private inode with the source's mtime (timestamp pycs compiled in the store stay valid)
     and the mode ``dst_mode``, or the source's permission bits plus u+w: a private copy is the user's own to edit.
@@ -62,18 +65,18 @@ def link_file(src: str, dst: str, mode: LinkMode, *, dst_mode: int | None = None
     "not supported here". HARDLINK and SYMLINK leave the store's inode alone, so ``dst_mode`` does not apply.
     """
     if mode is LinkMode.HARDLINK:
-        os.link(src, dst, follow_symlinks=False)
+        os.link(src, dst, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
     elif mode is LinkMode.SYMLINK or mode is LinkMode.FOLD:  # fold links single files as symlinks
-        os.symlink(src, dst)
+        os.symlink(src, dst, dir_fd=dst_dir_fd)
     else:
-        _private_copy(src, dst, dst_mode, clone=mode is LinkMode.REFLINK)
+        _private_copy(src, dst, dst_mode, clone=mode is LinkMode.REFLINK, dir_fd=dst_dir_fd)
 
 
 class NotAFile(WheelstoreError):
     """A store file to be copied is a FIFO, device or socket (planted in a tree by its owner): never read."""
 
 
-def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool) -> None:
+def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool, dir_fd: int | None = None) -> None:
     # O_NONBLOCK: opening a FIFO someone planted in a tree must not hang until a writer comes
     src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -81,7 +84,7 @@ def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool) -> N
         if not stat.S_ISREG(st.st_mode):
             raise NotAFile(f"{src} in the store is not a regular file, so it was not copied",
                            hint="run wheelstore verify; the tree's publisher or an admin can repair it")
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             if clone:
                 try:
@@ -96,7 +99,7 @@ def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool) -> N
         except BaseException:
             os.close(fd)
             try:
-                os.unlink(dst)
+                os.unlink(dst, dir_fd=dir_fd)
             except OSError:
                 pass
             raise

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from . import manifest_check as check
 from .errors import StoreError
 
 FORMAT = 1
@@ -167,39 +168,58 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes) -> Manifest:
-        """Parse a manifest; raise ``ValueError`` if it is not a complete format-1 manifest."""
-        doc = json.loads(data)
+        """Parse a manifest; raise ``ValueError`` naming what is wrong if it is not a complete format-1 manifest whose
+        every path is safe to build on (:mod:`wheelstore.manifest_check`): a publisher may have forged it."""
+        try:
+            doc = json.loads(data)
+        except RecursionError:  # nested deeper than the parser goes: not ours
+            raise ValueError("nested too deeply to be a manifest") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError("not a wheelstore format 1 manifest")
         try:
+            key, wheel, name, version, dist_info = (doc[f] for f in ("key", "wheel", "name", "version", "dist_info"))
+            bytecode = doc.get("bytecode")
+            check.check_fields(key, wheel, name, version, dist_info, bytecode)
+            files = _entries(doc["files"])
+            dirs = doc["dirs"]
+            if type(dirs) is not list:
+                raise TypeError("dirs must be a list")
+            check.check_paths(files, dirs, dist_info)
+            rpaths = _rpaths(doc.get("rpaths"))
+            if rpaths:
+                check.check_rpaths(rpaths, files)
+            root_is_purelib = doc["root_is_purelib"]
+            if type(root_is_purelib) is not bool:
+                raise TypeError("root_is_purelib must be true or false")
             return cls(
-                key=str(doc["key"]),
-                wheel=str(doc["wheel"]),
-                name=str(doc["name"]),
-                version=str(doc["version"]),
-                dist_info=str(doc["dist_info"]),
-                root_is_purelib=bool(doc["root_is_purelib"]),
-                publisher_uid=int(doc["publisher_uid"]),
-                publisher=str(doc["publisher"]),
-                owner_uid=int(doc["owner_uid"]),
-                published_at=str(doc["published_at"]),
-                files=_entries(doc["files"]),
-                dirs=list(doc["dirs"]),
-                bytecode=None if doc.get("bytecode") is None else str(doc["bytecode"]),
-                rpaths=_rpaths(doc.get("rpaths")),
+                key=key,
+                wheel=wheel,
+                name=name,
+                version=version,
+                dist_info=dist_info,
+                root_is_purelib=root_is_purelib,
+                publisher_uid=check.check_uid("publisher_uid", doc["publisher_uid"]),
+                publisher=check.check_text("publisher", doc["publisher"]),
+                owner_uid=check.check_uid("owner_uid", doc["owner_uid"]),
+                published_at=check.check_text("published_at", doc["published_at"]),
+                files=files,
+                dirs=dirs,
+                bytecode=bytecode,
+                rpaths=rpaths,
             )
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"incomplete manifest: {e}") from None
 
 
 def _entries(raw: Any) -> dict[str, FileEntry]:
-    """The file entries, checked for shape in one pass and then made without per-entry calls: every install
-    parses one per file of every tree it links."""
+    """The file entries, checked for shape and types in a few passes and then made without per-entry calls: every
+    install parses one per file of every tree it links."""
     if type(raw) is not dict:
         raise TypeError("files must map names to entries")
     bad = [entry for entry in raw.values() if type(entry) is not list or len(entry) != 5]
     if bad:
-        raise TypeError(f"a file entry must be a list of 5 fields, not {bad[0]!r}")
+        raise TypeError(f"a file entry must be a list of 5 fields, not {check.show(str(bad[0]))}")
+    check.check_entries(raw.values())
     make = tuple.__new__
     return {path: make(FileEntry, entry) for path, entry in raw.items()}
 

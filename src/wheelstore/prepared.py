@@ -28,8 +28,8 @@ from .venv import Interpreter
 
 #: files pip writes itself into a dist-info directory, never taken from the wheel
 INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEELSTORE"})
-#: bumped whenever what is kept changes
-FORMAT = 1
+#: bumped whenever what is kept changes (2: only from manifests that passed :mod:`manifest_check`)
+FORMAT = 2
 _PREFIX = "\0"
 #: what makes csv quote a RECORD path
 _SPECIAL = re.compile(r'[,"\r\n]')

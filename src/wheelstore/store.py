@@ -336,6 +336,8 @@ class Store:
         fields the user's cache kept and its file list parsed only when asked for (:meth:`Manifest.deferred`);
         ``remember`` keeps them for the next time (installs do).
         """
+        if not _KEY.fullmatch(key):  # a key from a venv's WHEELSTORE file or a lockfile: never a path to follow
+            return None
         path = f"manifests/{key}.json"
         try:
             fd = os.open(
@@ -363,7 +365,7 @@ class Store:
             try:
                 manifest = Manifest.from_json(data)
             except ValueError as e:
-                raise self._untrusted(path, f"corrupt: {e}", st.st_uid) from None
+                raise self._untrusted(path, f"corrupt or forged: {e}", st.st_uid) from None
             if manifest.key != key:
                 raise self._untrusted(path, f"it names another tree ({manifest.key})", st.st_uid)
             if remember:
@@ -518,8 +520,8 @@ def _make_parents(path: Path, *, private: bool) -> None:
 
 # -- manifests read before -------------------------------------------------------------------------------------------
 
-#: bumped whenever what is kept changes
-_KNOWN_FORMAT = 1
+#: bumped whenever what is kept changes (2: only manifests that passed :mod:`manifest_check`)
+_KNOWN_FORMAT = 2
 
 
 def _known_name(root: Path, key: str) -> str:

@@ -48,6 +48,7 @@ from .bytecode import distrust, ensure_pycs
 from .errors import StoreError, WheelstoreError
 from .prepared import INSTALLER_FILES
 from .manifest import FileEntry, Manifest
+from .manifest_check import named
 from .policy import Role, open_dir, user_name
 from .store import MAX_MANIFEST, Store, Tree, cache_id, staging_name
 from .venv import Interpreter
@@ -281,8 +282,8 @@ def check_tree(store: Store, tree: Tree, *, full: bool = False, checkpoints: Che
 #: each in one int64 array, and its subdirectories' names; keyed by the directory's path with a trailing "/" ("" for
 #: the tree itself)
 Table = dict[str, tuple[list[str], "memoryview | array[int]", list[str]]]
-#: bumped whenever the kept form of a table changes
-_TABLE_FORMAT = 1
+#: bumped whenever the kept form of a table changes (2: only from manifests that passed :mod:`manifest_check`)
+_TABLE_FORMAT = 2
 
 
 def table_of(store: Store, tree: Tree) -> Table:
@@ -570,8 +571,14 @@ def _raw_manifest(store: Store, key: str) -> Manifest | None:
 
 
 def _names(store: Store, key: str) -> tuple[str, str]:
-    m = _raw_manifest(store, key)
-    return (m.name, m.version) if m is not None else ("?", "?")
+    """``key``'s distribution for a report, even when its manifest fails its check (:func:`named`)."""
+    try:
+        fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=store.area_fd("manifests"))
+        with os.fdopen(fd, "rb") as f:
+            return named(f.read(MAX_MANIFEST))
+    except OSError:
+        return "?", "?"
 
 
 # -- repair -----------------------------------------------------------------------------------------------------------
