@@ -17,6 +17,7 @@ import pytest
 from wheelstore import entrypoints
 from wheelstore.entrypoints import EntryPointError
 from wheelstore.errors import RecordMismatch
+from wheelstore.link import NotAFile, read_store_file
 from wheelstore.wheel import CHUNK, WheelArchive
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
@@ -254,6 +255,15 @@ def test_entry_points_file_in_a_tree_is_never_opened_blocking(workdir: Path) -> 
     os.mkfifo(fifo)
     with pytest.raises(EntryPointError, match="is not a regular file"):
         entrypoints.read(fifo, "x-1.0-py3-none-any.whl")
+
+
+def test_store_files_an_install_reads_are_never_opened_blocking(workdir: Path) -> None:
+    """A FIFO where a tree's ``.data/scripts`` file should be (its shebang is rewritten, so it is read, in every link
+    mode): one-line error, no hang."""
+    fifo = workdir / "tool"
+    os.mkfifo(fifo)
+    with pytest.raises(NotAFile, match="is not a regular file"):
+        read_store_file(str(fifo))
 
 
 def _plant(run: Runner, user: str, tree_file: Path, code: str) -> None:

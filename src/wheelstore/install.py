@@ -36,7 +36,7 @@ from . import fold as folding
 from . import fsio
 from . import entrypoints, prepared
 from .errors import WheelstoreError
-from .link import LinkMode, link_file
+from .link import LinkMode, link_file, read_store_file
 from .logs import log
 from .manifest_check import printable, show
 from .names import canonical
@@ -145,8 +145,7 @@ def install_tree(
             dst, scheme = layout.target(rel)
             dir_fd, name = dirs.split(dst)
             if scheme == "scripts":
-                with open(f"{source}/{rel}", "rb") as f:
-                    data = _rewrite_shebang(f.read(), interpreter.executable)
+                data = _rewrite_shebang(read_store_file(f"{source}/{rel}"), interpreter.executable)
                 _write_new(dir_fd, name, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
