@@ -231,6 +231,24 @@ def test_install_tree_refuses_a_forged_manifest_that_skipped_the_check(
     assert (snapshot(canary), snapshot(venv)) == before
 
 
+@pytest.mark.parametrize("script", ["python", "activate"])
+def test_install_tree_refuses_a_data_script_named_as_the_venvs_own(
+    small_store: tuple[Store, Tree], tmp_path: Path, script: str
+) -> None:
+    """Publishing refuses such a script; a tree published before that check (or forged) is refused at install too,
+    as a launcher of that name is, and the venv's own file stays."""
+    _store, tree = small_store
+    venv = _venv(tmp_path / "venv", None)
+    interpreter = Interpreter.inspect(venv / "bin" / "python")
+    files = dict(tree.manifest.files)
+    files[f"{DATA}/scripts/{script}"] = files[f"{DATA}/headers/fg.h"]
+    forged = _tree_with(tree, files=files, dirs=[*tree.manifest.dirs, f"{DATA}/scripts"])
+    before = snapshot(venv)
+    with pytest.raises(WheelstoreError, match=f"would replace the venv's own {script}"):
+        install_tree(forged, interpreter, LinkMode.COPY, requested=True)
+    assert snapshot(venv) == before
+
+
 def test_uninstall_says_what_it_leaves_outside_the_venv(small_store: tuple[Store, Tree], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """A RECORD row that climbs out of the venv (left by an install before manifests were checked, or edited) is

@@ -144,7 +144,10 @@ def install_tree(
         for source, rel, sha256, size in data_files:
             dst, scheme = layout.target(rel)
             dir_fd, name = dirs.split(dst)
-            if scheme == "scripts":
+            if scheme == "scripts":  # checked as launchers are: a tree published before the check, or forged
+                what = f"{m.wheel}: script {rel!r}"
+                entrypoints.check_not_venv_own(name, what)
+                entrypoints.check_free(os.path.dirname(dst), name, what)
                 data = _rewrite_shebang(read_store_file(f"{source}/{rel}"), interpreter.executable)
                 _write_new(dir_fd, name, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
