@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from . import fold as folding
 from . import fsio
 from . import entrypoints, prepared
-from .errors import WheelstoreError
+from .errors import WheelstoreError, printable
 from .link import LinkMode, link_file, read_store_file
 from .logs import log
-from .manifest_check import printable, show
+from .manifest_check import show
 from .names import canonical
 from .prepared import INSTALLER_FILES
 from .store import Tree
