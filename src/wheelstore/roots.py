@@ -109,9 +109,10 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
 
 def _unprotected(store: Store, real: str, reason: str) -> RootNotRegistered:
     """The error, with its fix, for a filled venv whose root cannot be written."""
-    return RootNotRegistered(f"{real} is filled, but not protected from gc: its root cannot be written in {store.root}/roots/ "
-            f"({reason}), so 'wheelstore gc' may remove the trees it uses",
-            hint=f"see 'wheelstore doctor --store {store.root}', then run the command again to register the venv")
+    return RootNotRegistered(
+        f"{real} is filled, but not protected from gc: its root cannot be written in {store.root}/roots/ ({reason}), "
+        "so 'wheelstore gc' may remove the trees it uses",
+        hint=f"see 'wheelstore doctor --store {store.root}', then run the command again to register the venv")
 
 
 def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | None:

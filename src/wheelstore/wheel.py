@@ -330,7 +330,8 @@ class WheelArchive:
         if info is None:
             return
         if info.file_size > entrypoints.MAX_SIZE:
-            raise WheelError(f"{self.filename}: {dist_info}/entry_points.txt is larger than {entrypoints.MAX_SIZE} bytes")
+            raise WheelError(
+                f"{self.filename}: {dist_info}/entry_points.txt is larger than {entrypoints.MAX_SIZE} bytes")
         entrypoints.from_bytes(self._read(info), self.filename)
 
     def _read_record(
