@@ -312,6 +312,22 @@ def test_verify_spells_out_escape_sequences_in_names(run: Runner, users: Users, 
     assert evil in [d["path"] for d in json.loads(machine.stdout)["damaged"]], machine.stdout
 
 
+def test_warning_lines_are_printable_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's warning lines go through the same escaping as its error lines."""
+    import logging
+
+    from wheelstore import cli
+
+    logger = logging.getLogger("wheelstore")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        cli._handler(logging.WARNING)
+        logger.warning("ignoring %s", "esc\x1b[2J\u202eyp")
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    assert capsys.readouterr().err == "warning: ignoring esc\\x1b[2J\\u202eyp\n"
+
+
 def test_wheel_member_names_are_spelled_out_in_errors(run: Runner, users: Users, workdir: Path,
                                                      group_store: Path) -> None:
     """Members named with an escape sequence or a bidi override: every one-line error names them escaped, whether

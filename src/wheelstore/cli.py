@@ -519,8 +519,12 @@ def _handler(level: int) -> None:
             sys.stdout.flush()
             super().emit(record)
 
+    class Printable(logging.Formatter):  # as every error line: names in warnings come from trees and wheels too
+        def format(self, record: logging.LogRecord) -> str:
+            return printable(super().format(record))
+
     handler = AfterStdout(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(Printable("%(levelname)s: %(message)s"))
     log = logging.getLogger("wheelstore")
     log.handlers[:] = [handler]
     log.setLevel(level)
