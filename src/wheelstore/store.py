@@ -156,6 +156,10 @@ class Store:
                 raise StoreError(f"{root / CONFIG} is not a regular file")
             return parse_toml(f, root / CONFIG)
 
+    def config(self) -> dict[str, object]:
+        """The store's ``config.toml`` as it is now (its owner may have added settings since it was opened)."""
+        return self._read_config(self.root, self._root_fd)
+
     @classmethod
     def select(cls, cli_store: str | os.PathLike[str] | None = None) -> Store:
         """Open the store the user selected, creating the default private store on first use."""
