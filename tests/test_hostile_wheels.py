@@ -266,6 +266,22 @@ def test_store_files_an_install_reads_are_never_opened_blocking(workdir: Path) -
         read_store_file(str(fifo))
 
 
+def test_compiling_a_tree_skips_a_fifo_instead_of_hanging(workdir: Path) -> None:
+    """A FIFO where a module should be (its tree's owner planted it): the store's compiler leaves it to import time
+    and compiles the rest, where py_compile's open would wait for a writer forever."""
+    tree, out = workdir / "tree", workdir / "out"
+    (tree / "pkg").mkdir(parents=True)
+    (tree / "pkg/a.py").write_text("A = 1\n")
+    os.mkfifo(tree / "pkg/b.py")
+    code = ("import sys\nfrom wheelstore import bytecode\nfrom wheelstore.venv import Interpreter\n"
+            "bytecode._run_compiler(Interpreter.inspect(sys.executable), sys.argv[1], sys.argv[2], "
+            "['pkg/a.py', 'pkg/b.py'], 'a tree')\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    subprocess.run([SYSTEM_PYTHON, "-c", code, str(tree), str(out)], check=True, timeout=60, cwd="/",
+                   env={**os.environ, "PYTHONPATH": src})
+    assert [p.name.split(".")[0] for p in (out / "pkg/__pycache__").iterdir()] == ["a"]
+
+
 def _plant(run: Runner, user: str, tree_file: Path, code: str) -> None:
     """As the tree's owner: open its directory for writing and replace ``tree_file`` by what ``code`` makes at
     ``sys.argv[1]``."""
