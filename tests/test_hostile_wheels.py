@@ -282,6 +282,23 @@ def test_compiling_a_tree_skips_a_fifo_instead_of_hanging(workdir: Path) -> None
     assert [p.name.split(".")[0] for p in (out / "pkg/__pycache__").iterdir()] == ["a"]
 
 
+def test_listing_a_venv_never_opens_a_linked_metadata_blocking(workdir: Path) -> None:
+    """A venv's METADATA is a link into a tree, whose owner may put a FIFO in its place: the venv's listing, which
+    every install makes, passes over it instead of waiting for a writer."""
+    import threading
+
+    from wheelstore.install import _describe
+
+    dist_info = workdir / "fifo-1.0.dist-info"
+    dist_info.mkdir()
+    os.mkfifo(dist_info / "METADATA")
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.append(_describe(dist_info)), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert found == [None]
+
+
 def _plant(run: Runner, user: str, tree_file: Path, code: str) -> None:
     """As the tree's owner: open its directory for writing and replace ``tree_file`` by what ``code`` makes at
     ``sys.argv[1]``."""

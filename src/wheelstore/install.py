@@ -341,8 +341,10 @@ def installed(interpreter: Interpreter) -> dict[NormalizedName, Distribution]:
 
 
 def _describe(dist_info: Path) -> Distribution | None:
-    try:
-        with open(dist_info / "METADATA", "rb") as f:
+    try:  # a link into a tree, where its owner could plant a FIFO: never opened blocking, read only if regular
+        with os.fdopen(os.open(dist_info / "METADATA", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             head = f.read(_METADATA_HEAD)  # Name and Version open every METADATA; its description can be long
             whole = len(head) < _METADATA_HEAD
             lines = head if whole else head[: head.rfind(b"\n") + 1]  # complete lines only
