@@ -231,6 +231,40 @@ def test_install_tree_refuses_a_forged_manifest_that_skipped_the_check(
     assert (snapshot(canary), snapshot(venv)) == before
 
 
+@pytest.mark.parametrize("script", ["python", "activate"])
+def test_install_tree_refuses_a_data_script_named_as_the_venvs_own(
+    small_store: tuple[Store, Tree], tmp_path: Path, script: str
+) -> None:
+    """Publishing refuses such a script; a tree published before that check (or forged) is refused at install too,
+    as a launcher of that name is, and the venv's own file stays."""
+    _store, tree = small_store
+    venv = _venv(tmp_path / "venv", None)
+    interpreter = Interpreter.inspect(venv / "bin" / "python")
+    files = dict(tree.manifest.files)
+    files[f"{DATA}/scripts/{script}"] = files[f"{DATA}/headers/fg.h"]
+    forged = _tree_with(tree, files=files, dirs=[*tree.manifest.dirs, f"{DATA}/scripts"])
+    before = snapshot(venv)
+    with pytest.raises(WheelstoreError, match=f"would replace the venv's own {script}"):
+        install_tree(forged, interpreter, LinkMode.COPY, requested=True)
+    assert snapshot(venv) == before
+
+
+def test_store_trees_passes_over_a_forged_manifest(small_store: tuple[Store, Tree], tmp_path: Path) -> None:
+    """doctor probes with any tree it gets from trees(): one forged manifest must not fail that for everyone."""
+    store, tree = small_store
+    (tmp_path / "other").mkdir()
+    good = store.realize(make_wheel(tmp_path / "other", "good")).tree
+    path = store.root / "manifests" / f"{tree.key}.json"
+    doc = json.loads(path.read_bytes())
+    _version(doc, tmp_path)
+    path.chmod(0o644)
+    path.write_text(json.dumps(doc))
+    path.chmod(0o444)
+    with pytest.raises(WheelstoreError, match="forged"):
+        store.lookup(tree.key)
+    assert [t.key for t in store.trees()] == [good.key]
+
+
 def test_uninstall_says_what_it_leaves_outside_the_venv(small_store: tuple[Store, Tree], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """A RECORD row that climbs out of the venv (left by an install before manifests were checked, or edited) is

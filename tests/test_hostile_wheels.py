@@ -17,6 +17,7 @@ import pytest
 from wheelstore import entrypoints
 from wheelstore.entrypoints import EntryPointError
 from wheelstore.errors import RecordMismatch
+from wheelstore.link import NotAFile, read_store_file
 from wheelstore.wheel import CHUNK, WheelArchive
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
@@ -256,6 +257,48 @@ def test_entry_points_file_in_a_tree_is_never_opened_blocking(workdir: Path) -> 
         entrypoints.read(fifo, "x-1.0-py3-none-any.whl")
 
 
+def test_store_files_an_install_reads_are_never_opened_blocking(workdir: Path) -> None:
+    """A FIFO where a tree's ``.data/scripts`` file should be (its shebang is rewritten, so it is read, in every link
+    mode): one-line error, no hang."""
+    fifo = workdir / "tool"
+    os.mkfifo(fifo)
+    with pytest.raises(NotAFile, match="is not a regular file"):
+        read_store_file(str(fifo))
+
+
+def test_compiling_a_tree_skips_a_fifo_instead_of_hanging(workdir: Path) -> None:
+    """A FIFO where a module should be (its tree's owner planted it): the store's compiler leaves it to import time
+    and compiles the rest, where py_compile's open would wait for a writer forever."""
+    tree, out = workdir / "tree", workdir / "out"
+    (tree / "pkg").mkdir(parents=True)
+    (tree / "pkg/a.py").write_text("A = 1\n")
+    os.mkfifo(tree / "pkg/b.py")
+    code = ("import sys\nfrom wheelstore import bytecode\nfrom wheelstore.venv import Interpreter\n"
+            "bytecode._run_compiler(Interpreter.inspect(sys.executable), sys.argv[1], sys.argv[2], "
+            "['pkg/a.py', 'pkg/b.py'], 'a tree')\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    subprocess.run([SYSTEM_PYTHON, "-c", code, str(tree), str(out)], check=True, timeout=60, cwd="/",
+                   env={**os.environ, "PYTHONPATH": src})
+    assert [p.name.split(".")[0] for p in (out / "pkg/__pycache__").iterdir()] == ["a"]
+
+
+def test_listing_a_venv_never_opens_a_linked_metadata_blocking(workdir: Path) -> None:
+    """A venv's METADATA is a link into a tree, whose owner may put a FIFO in its place: the venv's listing, which
+    every install makes, passes over it instead of waiting for a writer."""
+    import threading
+
+    from wheelstore.install import _describe
+
+    dist_info = workdir / "fifo-1.0.dist-info"
+    dist_info.mkdir()
+    os.mkfifo(dist_info / "METADATA")
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.append(_describe(dist_info)), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert found == [None]
+
+
 def _plant(run: Runner, user: str, tree_file: Path, code: str) -> None:
     """As the tree's owner: open its directory for writing and replace ``tree_file`` by what ``code`` makes at
     ``sys.argv[1]``."""
@@ -300,6 +343,22 @@ def test_verify_spells_out_escape_sequences_in_names(run: Runner, users: Users, 
     assert "\\x1b[31mred\\x1b]0;pwned\\x07.py" in human.stdout, human.stdout
     machine = run(users.alice, "--store", str(group_store), "verify", "--json")
     assert evil in [d["path"] for d in json.loads(machine.stdout)["damaged"]], machine.stdout
+
+
+def test_warning_lines_are_printable_too(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's warning lines go through the same escaping as its error lines."""
+    import logging
+
+    from wheelstore import cli
+
+    logger = logging.getLogger("wheelstore")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        cli._handler(logging.WARNING)
+        logger.warning("ignoring %s", "esc\x1b[2J\u202eyp")
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+    assert capsys.readouterr().err == "warning: ignoring esc\\x1b[2J\\u202eyp\n"
 
 
 def test_wheel_member_names_are_spelled_out_in_errors(run: Runner, users: Users, workdir: Path,

@@ -165,18 +165,21 @@ def test_a_members_key_lock_is_named_and_waited_for_briefly(
 def test_the_default_wait_for_a_key_is_short_and_quiet_is_quiet(
     run: Runner, users: Users, workdir: Path, group_store: Path
 ) -> None:
-    whl = _wheel(workdir, "quietkey")
-    holder = _hold(run, users.bob, group_store / "locks" / f"{_key(whl)}.lock")
+    whl, other = _wheel(workdir, "quietkey"), _wheel(workdir, "quietkey2")
+    holders = [_hold(run, users.bob, group_store / "locks" / f"{_key(w)}.lock") for w in (whl, other)]
     try:
         loud = run.popen(users.alice, "--store", str(group_store), "realize", str(whl))
         notice = _first(_stderr_lines(loud), "waiting for locks/", within=30)
         assert "going ahead without it after 10s" in notice  # the default for keys, not 900 s
         assert loud.wait(timeout=120) == 0
-        quiet = run(users.alice, "--store", str(group_store), "-q", "realize", str(whl),
+        # a wheel not published yet, so that -q really waits on bob's lock (the first one is in the store now)
+        quiet = run(users.alice, "--store", str(group_store), "-q", "realize", str(other),
                     env={"WHEELSTORE_LOCK_TIMEOUT": "1"})
         assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+        assert (group_store / "trees" / _key(other)).is_dir()
     finally:
-        holder.communicate("")
+        for holder in holders:
+            holder.communicate("")
 
 
 def test_a_members_gc_lock_stops_neither_installs_nor_gc_for_long(

@@ -74,8 +74,9 @@ def _key(whl: Path) -> str:
 
 def _wheelstore_python(run: Runner, user: str, code: str, *args: str) -> str:
     """Run ``code`` as ``user`` with the interpreter wheelstore is installed in (an attacker may run any code)."""
-    done = subprocess.run([str(run.tool.parent / "python"), "-c", code, *args], capture_output=True, text=True,
-                          env=run.env(user), cwd="/", timeout=120, **run.popen_kwargs(user, 0o022))  # type: ignore[arg-type]
+    done = subprocess.run(  # type: ignore[call-overload]
+        [str(run.tool.parent / "python"), "-c", code, *args], capture_output=True, text=True, env=run.env(user),
+        cwd="/", timeout=120, **run.popen_kwargs(user, 0o022))
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -87,6 +88,11 @@ def _wheel(workdir: Path, name: str) -> Path:
     return whl
 
 
+def _rooted_pycs(store: Path, uid: int) -> list[str | None]:
+    """The pyc units the roots of ``uid``'s venvs hold, one per distribution."""
+    return [d["pyc"] for f in (store / "roots").glob(f"{uid}-*/*.json") for d in json.loads(f.read_text())["dists"]]
+
+
 def _install(run: Runner, user: str, store: Path, venv: Path, whl: Path, name: str) -> str:
     """Install ``name`` with per-file symlinks, the mode that links a tree's pyc unit beside its sources; return
     what importing it prints."""
@@ -95,8 +101,9 @@ def _install(run: Runner, user: str, store: Path, venv: Path, whl: Path, name: s
     done = run(user, "--store", str(store), "install", "--venv", str(venv), "--link-mode", "symlink", "--no-index",
                "-f", str(whl.parent), name)
     assert done.returncode == 0, done.stderr
-    imported = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {name}"], capture_output=True, text=True,
-                              env=run.env(user), cwd="/", timeout=60, **run.popen_kwargs(user, 0o022))  # type: ignore[arg-type]
+    imported = subprocess.run(  # type: ignore[call-overload]
+        [str(venv / "bin" / "python"), "-c", f"import {name}"], capture_output=True, text=True, env=run.env(user),
+        cwd="/", timeout=60, **run.popen_kwargs(user, 0o022))
     assert imported.returncode == 0, imported.stderr
     return imported.stdout + done.stderr
 
@@ -117,6 +124,8 @@ def test_a_members_pyc_unit_for_anothers_tree_is_ignored_and_reported(
     assert not any(os.path.realpath(p).startswith(str(group_store)) for p in
                    (workdir / "alice-venv").rglob("unitvictim/__pycache__/*")), "a pyc links into the store"
 
+    assert _rooted_pycs(group_store, users.uid(users.alice)) == [None], "an ignored unit is kept from gc"
+
     checked = run(users.alice, "--store", str(group_store), "verify", "--json")
     assert checked.returncode == 1, checked.stderr
     (damage,) = json.loads(checked.stdout)["damaged"]
@@ -130,9 +139,10 @@ def test_the_tree_owners_own_unit_is_used(run: Runner, users: Users, workdir: Pa
     whl = _wheel(workdir, "unitown")
     realized = run(users.bob, "--store", str(group_store), "realize", "--no-compile", str(whl))
     assert realized.returncode == 0, realized.stderr
-    _wheelstore_python(run, users.bob, PLANT_UNIT, str(group_store), _key(whl), 'print("bob\'s own pyc ran")')
+    unit = _wheelstore_python(run, users.bob, PLANT_UNIT, str(group_store), _key(whl), 'print("bob\'s own pyc ran")')
     out = _install(run, users.alice, group_store, workdir / "alice-venv", whl, "unitown")
     assert "bob's own pyc ran" in out and "the source ran" not in out and "ignoring" not in out, out
+    assert _rooted_pycs(group_store, users.uid(users.alice)) == [unit]
 
 
 def test_no_unit_is_published_for_anothers_tree(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:

@@ -48,15 +48,18 @@ from .venv import Interpreter
 
 #: a compiler process: one JSON job per line on stdin, the number of modules it compiled per line on stdout
 _SERVE = r"""
-import json, os, py_compile, sys
+import json, os, py_compile, stat, sys
 for line in sys.stdin:
     job = json.loads(line)
     done = 0
     for rel in job["modules"]:
         head, name = os.path.split(rel)
         cfile = os.path.join(job["out"], head, "__pycache__", name[:-3] + "." + job["tag"] + ".pyc")
+        source = os.path.join(job["tree"], rel)
         try:
-            py_compile.compile(os.path.join(job["tree"], rel), cfile=cfile, dfile=rel, doraise=True,
+            if not stat.S_ISREG(os.lstat(source).st_mode):  # a FIFO planted in a tree would hang py_compile's open
+                continue
+            py_compile.compile(source, cfile=cfile, dfile=rel, doraise=True,
                                invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
             done += 1
         except Exception:

@@ -304,15 +304,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for d in report.damaged:
         if d.key != last:
             unit = " (bytecode)" if d.unit == "bytecode" else ""
-            print(f"damaged: {d.name} {d.version}{unit}, tree {d.key}")
+            print(printable(f"damaged: {d.name} {d.version}{unit}, tree {d.key}"))
             last = d.key
         print(f"  {d.describe()}")
     for r in report.repaired:
         source = f"from {r.wheel}" if r.wheel else "(compiled again on the next install)"
-        _out(args, f"repaired: {r.name} {r.version}{' bytecode' if r.unit == 'bytecode' else ''} {source}; "
-                   f"the damaged copy is in {', '.join(r.quarantined) or 'nowhere (it was gone)'}")
+        _out(args, printable(f"repaired: {r.name} {r.version}{' bytecode' if r.unit == 'bytecode' else ''} {source}; "
+                             f"the damaged copy is in {', '.join(r.quarantined) or 'nowhere (it was gone)'}"))
     for name, version, key, why in report.unrepaired:
-        print(f"not repaired: {name} {version} ({key}): {why}")
+        print(printable(f"not repaired: {name} {version} ({key}): {why}"))
     how = "re-hashed every file" if report.full else f"{report.rehashed} re-hashed, {report.relinked} only relinked"
     state = "all intact" if not report.damaged else (
         f"{len(report.still_damaged)} still damaged" if report.still_damaged else "all repaired")
@@ -519,8 +519,12 @@ def _handler(level: int) -> None:
             sys.stdout.flush()
             super().emit(record)
 
+    class Printable(logging.Formatter):  # as every error line: names in warnings come from trees and wheels too
+        def format(self, record: logging.LogRecord) -> str:
+            return printable(super().format(record))
+
     handler = AfterStdout(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    handler.setFormatter(Printable("%(levelname)s: %(message)s"))
     log = logging.getLogger("wheelstore")
     log.handlers[:] = [handler]
     log.setLevel(level)

@@ -125,8 +125,9 @@ def parse_size(text: str) -> int | None:
 
 def max_unpacked(store_config: Mapping[str, object], environ: Mapping[str, str] = os.environ) -> tuple[int, str]:
     """The most bytes one wheel may unpack to, and where that limit came from: ``$WHEELSTORE_MAX_UNPACKED``, then
-    ``max_unpacked`` in the ``[store]`` table of the store's own config (``store_config``: its owner pays for the
-    disk, and members cannot change it), then :data:`DEFAULT_MAX_UNPACKED`. The user's config file is not read: a
+    ``max_unpacked`` in the ``[store]`` table of the store's own config (``store_config``: the owner's default for
+    everyone, which members cannot edit but may override for their own publishes with the variable), then
+    :data:`DEFAULT_MAX_UNPACKED`. The user's config file is not read: a
     command given ``--store`` reads no config file."""
     if environ.get(ENV_MAX_UNPACKED):
         return _size_setting(environ[ENV_MAX_UNPACKED], ENV_MAX_UNPACKED), ENV_MAX_UNPACKED

@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, NamedTuple
 from . import fold as folding
 from . import fsio
 from . import entrypoints, prepared
-from .errors import WheelstoreError
-from .link import LinkMode, link_file
+from .errors import WheelstoreError, printable
+from .link import LinkMode, link_file, read_store_file
 from .logs import log
-from .manifest_check import printable, show
+from .manifest_check import show
 from .names import canonical
 from .prepared import INSTALLER_FILES
 from .store import Tree
@@ -144,9 +144,11 @@ def install_tree(
         for source, rel, sha256, size in data_files:
             dst, scheme = layout.target(rel)
             dir_fd, name = dirs.split(dst)
-            if scheme == "scripts":
-                with open(f"{source}/{rel}", "rb") as f:
-                    data = _rewrite_shebang(f.read(), interpreter.executable)
+            if scheme == "scripts":  # checked as launchers are: a tree published before the check, or forged
+                what = f"{m.wheel}: script {rel!r}"
+                entrypoints.check_not_venv_own(name, what)
+                entrypoints.check_free(os.path.dirname(dst), name, what)
+                data = _rewrite_shebang(read_store_file(f"{source}/{rel}"), interpreter.executable)
                 _write_new(dir_fd, name, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
@@ -339,8 +341,10 @@ def installed(interpreter: Interpreter) -> dict[NormalizedName, Distribution]:
 
 
 def _describe(dist_info: Path) -> Distribution | None:
-    try:
-        with open(dist_info / "METADATA", "rb") as f:
+    try:  # a link into a tree, where its owner could plant a FIFO: never opened blocking, read only if regular
+        with os.fdopen(os.open(dist_info / "METADATA", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             head = f.read(_METADATA_HEAD)  # Name and Version open every METADATA; its description can be long
             whole = len(head) < _METADATA_HEAD
             lines = head if whole else head[: head.rfind(b"\n") + 1]  # complete lines only

@@ -16,7 +16,7 @@ import re
 import stat
 from typing import NamedTuple
 
-from . import usercache
+from . import fsio, usercache
 from .errors import WheelstoreError
 from .policy import user_name
 
@@ -76,14 +76,33 @@ class NotAFile(WheelstoreError):
     """A store file to be copied is a FIFO, device or socket (planted in a tree by its owner): never read."""
 
 
-def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool, dir_fd: int | None = None) -> None:
-    # O_NONBLOCK: opening a FIFO someone planted in a tree must not hang until a writer comes
-    src_fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def open_store_file(src: str) -> tuple[int, os.stat_result]:
+    """An fd for the store file ``src``, and its stat; :class:`NotAFile` unless it is a regular file. Never through a
+    symlink, and O_NONBLOCK: opening a FIFO someone planted in a tree must not hang until a writer comes."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        st = os.fstat(src_fd)
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotAFile(f"{src} in the store is not a regular file, so it was not copied",
+            raise NotAFile(f"{src} in the store is not a regular file, so it was not read",
                            hint="run wheelstore verify; the tree's publisher or an admin can repair it")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_store_file(src: str) -> bytes:
+    """The bytes of the store file ``src``, opened as :func:`open_store_file` does."""
+    fd, st = open_store_file(src)
+    try:
+        return fsio.read_all(fd, st.st_size)
+    finally:
+        os.close(fd)
+
+
+def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool, dir_fd: int | None = None) -> None:
+    src_fd, st = open_store_file(src)
+    try:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
             if clone:

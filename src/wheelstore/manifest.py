@@ -230,3 +230,21 @@ def _rpaths(raw: Any) -> dict[str, list[str]] | None:
     if type(raw) is not dict or not all(type(v) is list and all(type(e) is str for e in v) for v in raw.values()):
         raise TypeError("rpaths must map file names to lists of strings")
     return {str(path): list(entries) for path, entries in raw.items()}
+
+
+def named(data: bytes) -> tuple[str, str]:
+    """(name, version) of the manifest ``data`` for a report, ``("?", "?")`` if unknown. One that fails its check
+    (forged, or corrupt) is named by the wheel file name it gives, when that parses as one: its name field may be
+    the forgery."""
+    from .names import parse_wheel_name  # here: only a report on a refused manifest needs it
+
+    try:
+        m = Manifest.from_json(data)
+        return m.name, m.version
+    except ValueError:
+        pass
+    try:
+        name, version, _build, _tags = parse_wheel_name(json.loads(data)["wheel"])
+    except (ValueError, TypeError, KeyError, RecursionError):  # not a wheel's file name, or no manifest at all
+        return "?", "?"
+    return str(name), str(version)

@@ -12,7 +12,6 @@ strings; only a manifest that fails is looked at path by path, to name what is w
 
 from __future__ import annotations
 
-import json
 import re
 from array import array
 from collections.abc import Collection, Iterable
@@ -36,30 +35,6 @@ _MAX_SHOWN = 120
 def show(text: str) -> str:
     """``text`` quoted for a one-line message, control characters escaped, cut short if long."""
     return repr(text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "...")
-
-
-def printable(text: str) -> str:
-    """``text`` with control and non-printable characters escaped, unquoted (a path in a message)."""
-    return text if text.isprintable() else repr(text)[1:-1]
-
-
-def named(data: bytes) -> tuple[str, str]:
-    """(name, version) of the manifest ``data`` for a report, ``("?", "?")`` if unknown. One that fails its check
-    (forged, or corrupt) is named by the wheel file name it gives, when that parses as one: its name field may be
-    the forgery."""
-    from .manifest import Manifest  # here: manifest imports this module
-    from .names import parse_wheel_name
-
-    try:
-        m = Manifest.from_json(data)
-        return m.name, m.version
-    except ValueError:
-        pass
-    try:
-        name, version, _build, _tags = parse_wheel_name(json.loads(data)["wheel"])
-    except (ValueError, TypeError, KeyError, RecursionError):  # not a wheel's file name, or no manifest at all
-        return "?", "?"
-    return str(name), str(version)
 
 
 def check_fields(key: Any, wheel: Any, name: Any, version: Any, dist_info: Any, bytecode: Any) -> None:

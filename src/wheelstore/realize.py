@@ -123,7 +123,7 @@ def _size(path: Path) -> int:
 def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = None) -> Realized:
     from .config import max_unpacked  # here: only a wheel about to be unpacked needs the limit
 
-    archive.set_limit(Limit(*max_unpacked(store._read_config(store.root, store._root_fd))))
+    archive.set_limit(Limit(*max_unpacked(store.config())))
     key = archive.sha256
     started = time.monotonic()
     trees_fd = store.area_fd("trees")

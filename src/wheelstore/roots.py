@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from . import install as inst
+from .bytecode import distrust
 from .errors import WheelstoreError
 from .logs import log
 from .policy import Role, open_dir, user_name
@@ -108,9 +109,10 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
 
 def _unprotected(store: Store, real: str, reason: str) -> RootNotRegistered:
     """The error, with its fix, for a filled venv whose root cannot be written."""
-    return RootNotRegistered(f"{real} is filled, but not protected from gc: its root cannot be written in {store.root}/roots/ "
-            f"({reason}), so 'wheelstore gc' may remove the trees it uses",
-            hint=f"see 'wheelstore doctor --store {store.root}', then run the command again to register the venv")
+    return RootNotRegistered(
+        f"{real} is filled, but not protected from gc: its root cannot be written in {store.root}/roots/ ({reason}), "
+        "so 'wheelstore gc' may remove the trees it uses",
+        hint=f"see 'wheelstore doctor --store {store.root}', then run the command again to register the venv")
 
 
 def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | None:
@@ -167,10 +169,23 @@ def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[R
             log.warning("%s is outside its venv %s; it is not rooted", dist_info, real)
             continue
         pyc = f"{key}-{interpreter.cache_tag}" if interpreter.cache_tag else None
-        if pyc is not None and not store.has(pyc):
+        if pyc is not None and not _used_unit(store, key, pyc):
             pyc = None
         yield RootDist(dist.display_name, dist.version, dist_info[len(prefix):], key, pyc)
 
+
+
+def _used_unit(store: Store, key: str, pyc: str) -> bool:
+    """Whether installs link the pyc unit ``pyc`` of tree ``key``: it is there and trusted (:func:`distrust`). One
+    they ignore (a member's, for another's tree) is rooted by no venv, so gc may take it and free its key."""
+    if not store.has(pyc):
+        return False
+    try:
+        unit = store.lookup(pyc, remember=True)
+        tree = store.lookup(key, remember=True)
+    except WheelstoreError:
+        return False
+    return unit is not None and distrust(store, unit, tree) is None
 
 
 def _user_dir(store: Store) -> tuple[int, str]:

@@ -156,6 +156,10 @@ class Store:
                 raise StoreError(f"{root / CONFIG} is not a regular file")
             return parse_toml(f, root / CONFIG)
 
+    def config(self) -> dict[str, object]:
+        """The store's ``config.toml`` as it is now (its owner may have added settings since it was opened)."""
+        return self._read_config(self.root, self._root_fd)
+
     @classmethod
     def select(cls, cli_store: str | os.PathLike[str] | None = None) -> Store:
         """Open the store the user selected, creating the default private store on first use."""
@@ -404,10 +408,14 @@ class Store:
         )
 
     def trees(self) -> Iterator[Tree]:
-        """Every committed tree, in key order."""
+        """Every committed tree :meth:`lookup` accepts, in key order: one that it refuses (a forged or damaged
+        manifest, a planted tree) is ``verify``'s to report, and must not stop a caller that wants the good ones."""
         for key in sorted(self.keys()):
             if len(key) == 64:
-                tree = self.lookup(key)
+                try:
+                    tree = self.lookup(key)
+                except StoreError:
+                    continue
                 if tree is not None:
                     yield tree
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -128,18 +128,17 @@ class VenvDirs:
 
     def unlink(self, path: str) -> None:
         """Remove the file or link ``path`` if it is there, quietly: undoing a failed install."""
-        parent, _, name = path.rpartition("/")
-        try:
-            os.unlink(name, dir_fd=self.open(parent, create=False))
-        except (OSError, OutsideVenv):
-            pass
+        self._quietly(os.unlink, path)
 
     def rmdir(self, path: str) -> None:
         """Remove the directory ``path`` if it is there and empty, quietly."""
         self.forget(path)
+        self._quietly(os.rmdir, path)
+
+    def _quietly(self, remove: Callable[..., None], path: str) -> None:
         parent, _, name = path.rpartition("/")
         try:
-            os.rmdir(name, dir_fd=self.open(parent, create=False))
+            remove(name, dir_fd=self.open(parent, create=False))
         except (OSError, OutsideVenv):
             pass
 

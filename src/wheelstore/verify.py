@@ -45,10 +45,9 @@ from typing import NamedTuple
 
 from . import fsio, usercache
 from .bytecode import distrust, ensure_pycs
-from .errors import StoreError, WheelstoreError
+from .errors import StoreError, WheelstoreError, printable
 from .prepared import INSTALLER_FILES
-from .manifest import FileEntry, Manifest
-from .manifest_check import named
+from .manifest import FileEntry, Manifest, named
 from .policy import Role, open_dir, user_name
 from .store import MAX_MANIFEST, Store, Tree, cache_id, staging_name
 from .venv import Interpreter
@@ -91,8 +90,6 @@ class Damage(NamedTuple):
     def describe(self) -> str:
         """One line for people: the path and detail come from a tree anyone in the group may have filled, so control
         characters are spelled out (``to_json`` keeps them exact)."""
-        from .errors import printable
-
         return printable(f"{self.path or '(the tree itself)'}: {self.detail}")
 
 
@@ -561,24 +558,27 @@ def verify_store(
 
 def _raw_manifest(store: Store, key: str) -> Manifest | None:
     """The manifest, read without the trust checks (to name a damaged tree and find its wheel), or None."""
+    data = _manifest_bytes(store, key)
     try:
-        fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=store.area_fd("manifests"))
-        with os.fdopen(fd, "rb") as f:
-            return Manifest.from_json(f.read(MAX_MANIFEST))
-    except (OSError, ValueError):
+        return Manifest.from_json(data) if data is not None else None
+    except ValueError:
         return None
 
 
 def _names(store: Store, key: str) -> tuple[str, str]:
     """``key``'s distribution for a report, even when its manifest fails its check (:func:`named`)."""
+    data = _manifest_bytes(store, key)
+    return named(data) if data is not None else ("?", "?")
+
+
+def _manifest_bytes(store: Store, key: str) -> bytes | None:
     try:
         fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=store.area_fd("manifests"))
         with os.fdopen(fd, "rb") as f:
-            return named(f.read(MAX_MANIFEST))
+            return f.read(MAX_MANIFEST)
     except OSError:
-        return "?", "?"
+        return None
 
 
 # -- repair -----------------------------------------------------------------------------------------------------------

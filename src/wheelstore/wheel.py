@@ -5,11 +5,12 @@ central directory promises against RECORD's and against the unpacked-size limit)
 Member hashes and sizes are checked while the members are streamed out, so each byte is decompressed once; a member
 that grows past its size stops at once, before more than that size is written.
 
-Bytecode a wheel ships in ``__pycache__`` directories is checked against RECORD and then left out: nobody can check
-bytecode against its source, and an unchecked-hash pyc runs instead of its source. pip compiles over it (``compileall``
-with ``force=True``); the store compiles its own (:mod:`wheelstore.bytecode`). All of it goes, not only the pycs
-beside their module's source: a source in ``.data/purelib`` lands beside a root ``__pycache__``, and Python never
-imports a ``__pycache__`` pyc without its source, so none is needed. A module shipped only as bytecode (``mod.pyc``
+Bytecode a wheel ships in ``__pycache__`` directories must be in RECORD with its size, like any member, and is then
+left out, never unpacked (so its hash is never read): nobody can check bytecode against its source, and an
+unchecked-hash pyc runs instead of its source. pip compiles over it (``compileall`` with ``force=True``); the store
+compiles its own (:mod:`wheelstore.bytecode`). All of it goes, not only the pycs beside their module's source: a
+source in ``.data/purelib`` lands beside a root ``__pycache__``, and Python never imports a ``__pycache__`` pyc
+without its source, so none is needed. A module shipped only as bytecode (``mod.pyc``
 beside no ``mod.py``) is kept, as pip keeps it: there is no source to prefer, and it is the wheel's code like any
 other (beside a ``mod.py``, Python imports the source).
 """
@@ -129,7 +130,7 @@ class WheelArchive:
         self.limit: Limit | None = None
         self.unpacked_size = 0
         self.unpacked = 0
-        #: the bytecode the wheel ships, checked against RECORD and left out of ``members`` (see the module docstring)
+        #: the bytecode the wheel ships, listed in RECORD and left out of ``members`` (see the module docstring)
         self.dropped: list[str] = []
         self.filename = path.name
         try:
@@ -330,7 +331,8 @@ class WheelArchive:
         if info is None:
             return
         if info.file_size > entrypoints.MAX_SIZE:
-            raise WheelError(f"{self.filename}: {dist_info}/entry_points.txt is larger than {entrypoints.MAX_SIZE} bytes")
+            raise WheelError(
+                f"{self.filename}: {dist_info}/entry_points.txt is larger than {entrypoints.MAX_SIZE} bytes")
         entrypoints.from_bytes(self._read(info), self.filename)
 
     def _read_record(
