@@ -36,7 +36,7 @@ from . import fold as folding
 from . import fsio
 from . import entrypoints, prepared
 from .errors import WheelstoreError
-from .link import LinkMode, link_file
+from .link import LinkMode, NotAFile, link_file
 from .logs import log
 from .manifest_check import printable, show
 from .names import canonical
@@ -131,6 +131,7 @@ def install_tree(
     dirs = VenvDirs.of(interpreter)
     try:
         prep = prepared.of(tree, interpreter)
+        _refuse_venv_own(m.wheel, prep.data, layout, interpreter)
         folded = _fold_links(fold, prep.by_dir, root, dirs, created) if fold else set()
         _link_dirs(tree_path, prep.by_dir, folded, root, mode, dirs, created)
         data_files = [(tree_path, *f) for f in prep.data]
@@ -145,8 +146,7 @@ def install_tree(
             dst, scheme = layout.target(rel)
             dir_fd, name = dirs.split(dst)
             if scheme == "scripts":
-                with open(f"{source}/{rel}", "rb") as f:
-                    data = _rewrite_shebang(f.read(), interpreter.executable)
+                data = _rewrite_shebang(_read_tree_file(source, rel, size), interpreter.executable)
                 _write_new(dir_fd, name, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
@@ -185,6 +185,22 @@ def install_tree(
     finally:
         dirs.close()
     return Path(dist_info)
+
+
+def _refuse_venv_own(wheel: str, data: list[tuple[str, str, int]], layout: _Layout, interpreter: Interpreter) -> None:
+    """Refuse, before anything is created, a ``.data`` file that would replace one of the venv's own files (its
+    interpreters, activation scripts, ``pyvenv.cfg``): the wheel was checked for them when published, but its tree
+    and manifest are its publisher's to rewrite since."""
+    scripts = interpreter.paths["scripts"].rstrip("/")
+    cfg = os.path.join(interpreter.prefix, "pyvenv.cfg")
+    for rel, _sha256, _size in data:
+        dst, _scheme = layout.target(rel)
+        parent, _, name = dst.rpartition("/")
+        what = f"{wheel}: {show(rel)}"
+        if parent == scripts:
+            entrypoints.check_not_venv_own(name, what)
+        elif dst == cfg:
+            entrypoints.check_not_venv_own_data("pyvenv.cfg", what)
 
 
 def _fold_links(
@@ -255,6 +271,39 @@ def _write_new(dir_fd: int | None, name: str, data: bytes, mode: int) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _read_tree_file(source: str, rel: str, size: int) -> bytes:
+    """The bytes of the tree file ``rel`` (of the tree at ``source``), read as the check reads it: every directory
+    from the tree's own down opened without following a link, the file without blocking, and only a regular file
+    of the manifest's ``size``. Its owner may have swapped it since the check, or the check may still be running:
+    a FIFO must not hang the install, and a link must not make it read (and write into the venv) what the user
+    can read but its owner cannot."""
+    fds: list[int] = []
+    try:
+        try:
+            fds.append(os.open(source, _DIR_FLAGS))
+            *parents, name = rel.split("/")
+            for part in parents:
+                fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+            fds.append(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fds[-1]))
+            st = os.fstat(fds[-1])
+            data = fsio.read_all(fds[-1], size, size + 1) if stat.S_ISREG(st.st_mode) else None
+        except OSError as e:
+            raise NotAFile(f"{printable(source)}/{printable(rel)} in the store cannot be read as a file of its tree "
+                           f"({e.strerror}), so it was not installed",
+                           hint="run wheelstore verify; the tree's publisher or an admin can repair it") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if data is None or len(data) != size:
+        raise NotAFile(f"{printable(source)}/{printable(rel)} in the store is not the regular file of {size} bytes "
+                       "its manifest lists, so it was not installed",
+                       hint="run wheelstore verify; the tree's publisher or an admin can repair it")
+    return data
 
 
 def _unlink_quietly(path: str) -> None:
@@ -340,15 +389,24 @@ def installed(interpreter: Interpreter) -> dict[NormalizedName, Distribution]:
 
 def _describe(dist_info: Path) -> Distribution | None:
     try:
-        with open(dist_info / "METADATA", "rb") as f:
-            head = f.read(_METADATA_HEAD)  # Name and Version open every METADATA; its description can be long
-            whole = len(head) < _METADATA_HEAD
-            lines = head if whole else head[: head.rfind(b"\n") + 1]  # complete lines only
-            name, version = _name_and_version(lines.decode("utf-8", "replace"))
-            if (not name or not version) and not whole:
-                name, version = _name_and_version((head + f.read()).decode("utf-8", "replace"))
+        # never blocking, and only a regular file: in a linked venv METADATA leads into a tree, whose owner may put
+        # a FIFO or a link to a device there, which would hang every command that lists the venv
+        fd = os.open(dist_info / "METADATA", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    with open(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                name, version = _from_dir_name(dist_info.name)
+            else:
+                head = f.read(_METADATA_HEAD)  # Name and Version open every METADATA; its description can be long
+                whole = len(head) < _METADATA_HEAD
+                lines = head if whole else head[: head.rfind(b"\n") + 1]  # complete lines only
+                name, version = _name_and_version(lines.decode("utf-8", "replace"))
+                if (not name or not version) and not whole:
+                    name, version = _name_and_version((head + f.read()).decode("utf-8", "replace"))
+        except OSError:
+            return None
     if not name or not version:
         return None
     try:
@@ -356,6 +414,13 @@ def _describe(dist_info: Path) -> Distribution | None:
     except OSError:
         installer = ""
     return Distribution(canonical(name), name, version, dist_info, installer)
+
+
+def _from_dir_name(dist_info: str) -> tuple[str | None, str | None]:
+    """Name and version from a ``{name}-{version}.dist-info`` directory's name, for a METADATA that is not a regular
+    file: so that the distribution can still be listed and uninstalled."""
+    name, _, version = dist_info.removesuffix(".dist-info").rpartition("-")
+    return (name, version) if name and version else (None, None)
 
 
 #: how much of a METADATA file is read first

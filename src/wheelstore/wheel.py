@@ -311,6 +311,8 @@ class WheelArchive:
                 raise UnsafeMember(f"{self.filename}: member {path!r} is not under a known .data scheme")
             if scheme == "scripts":
                 entrypoints.check_not_venv_own(sub, f"{self.filename}: script {path!r}")
+            elif scheme == "data":
+                entrypoints.check_not_venv_own_data(sub, f"{self.filename}: data file {path!r}")
 
     def _check_wheel_metadata(self, files: dict[str, zipfile.ZipInfo], dist_info: str) -> None:
         info = files.get(f"{dist_info}/WHEEL")
