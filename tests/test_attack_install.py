@@ -137,6 +137,16 @@ def _plant(run: Runner, user: str, tree_file: Path, code: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def _release(fifo: Path) -> None:
+    """Wake whoever is blocked opening ``fifo`` for reading (they then read its end)."""
+    for _ in range(20):
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return
+        time.sleep(0.1)
+
+
 def _script_wheels(run: Runner, users: Users, workdir: Path, store: Path, count: int) -> tuple[list[Path], str]:
     """``count`` of bob's wheels, the last with a ``.data/scripts`` file; return them and that one's key."""
     d = workdir / "wheels"
@@ -234,3 +244,62 @@ def test_a_fifo_or_device_as_metadata_does_not_hang_every_command_on_the_venv(
         assert "Traceback" not in done.stderr, done.stderr
     assert not (venv / "lib").exists() or not list(venv.glob("lib/python3*/site-packages/mdf*")), \
         "uninstall should have removed bob's distribution"
+
+
+# -- bytecode compiled from a member's tree by root (or the store's owner) --------------------------------------------
+
+
+def _uncompiled_trees(run: Runner, users: Users, workdir: Path, store: Path, count: int) -> tuple[list[Path], str]:
+    """``count`` of bob's trees, published without bytecode (so that an install compiles a pyc unit for them), the
+    last with a module ``cmp/settings.py``; return the wheels and that one's key."""
+    d = workdir / "wheels"
+    d.mkdir(mode=0o755)
+    wheels = [make_wheel(d, f"cpad{i}", files={f"cpad{i}/__init__.py": b""}) for i in range(count - 1)]
+    wheels.append(make_wheel(d, "cmp", files={"cmp/__init__.py": b"", "cmp/settings.py": b"DEBUG = False\n"}))
+    keys = []
+    for w in wheels:
+        w.chmod(0o644)
+        done = run(users.bob, "--store", str(store), "realize", "--no-compile", str(w))
+        assert done.returncode == 0, done.stderr
+        keys.append(_key(w))
+    return wheels, keys[-1]
+
+
+def test_roots_compiler_never_reads_a_module_through_a_link(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """Root installs eight of bob's trees that have no bytecode: root compiles each into a pyc unit and publishes it
+    (root's units are trusted), while the trees' check runs in a child. bob has put a symlink to a root-only
+    ``settings.py`` in place of his module: root's compiler reads it through the link, and the secret's constants
+    end up in a world-readable, root-owned pyc in the store, for good (the install is taken back; the unit stays).
+    The same holds for the store's owner (alice), who compiles members' trees too."""
+    wheels, key = _uncompiled_trees(run, users, workdir, group_store, 8)
+    private = workdir / "root-only"
+    private.mkdir(mode=0o700)
+    secret = private / "settings.py"
+    secret.write_text("PASSWORD = 'hunter2-of-root'\n")
+    _plant(run, users.bob, group_store / "trees" / key / "cmp/settings.py", "os.symlink(%r, sys.argv[1])" % str(secret))
+    venv = _venv(workdir / "venv-root", None)
+    run(None, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", "copy", *map(str, wheels),
+        timeout=60)
+    found = run.python(users.bob, "import glob, sys\n"
+                       "for p in glob.glob(sys.argv[1] + '/trees/*-*/**/*.pyc', recursive=True):\n"
+                       "    if b'hunter2-of-root' in open(p, 'rb').read(): print(p)", str(group_store))
+    assert found.stdout == "", f"bob reads root's secret in {found.stdout}"
+
+
+def test_a_fifo_in_place_of_a_module_never_hangs_roots_compiler(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """As above, with a FIFO in place of bob's module: root's compiler waits for a writer forever, and so does
+    root's install."""
+    wheels, key = _uncompiled_trees(run, users, workdir, group_store, 8)
+    _plant(run, users.bob, group_store / "trees" / key / "cmp/settings.py", "os.mkfifo(sys.argv[1], 0o644)")
+    venv = _venv(workdir / "venv-root", None)
+    try:
+        done = run(None, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", "copy",
+                   *map(str, wheels), timeout=30)
+    except subprocess.TimeoutExpired:
+        _release(group_store / "trees" / key / "cmp/settings.py")  # the compiler outlives the install it served
+        pytest.fail("root's install hung compiling bob's FIFO")
+    assert "Traceback" not in done.stderr, done.stderr
