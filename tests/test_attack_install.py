@@ -303,3 +303,52 @@ def test_a_fifo_in_place_of_a_module_never_hangs_roots_compiler(
         _release(group_store / "trees" / key / "cmp/settings.py")  # the compiler outlives the install it served
         pytest.fail("root's install hung compiling bob's FIFO")
     assert "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("mode", ["copy", "reflink"])
+def test_roots_copy_never_reads_through_a_linked_directory_of_a_tree(
+    run: Runner, users: Users, workdir: Path, group_store: Path, filesystems: object, mode: str
+) -> None:
+    """Root copies bob's tree into root's venv. Between root's check and its copying (a window bob can hit by
+    swapping back and forth; a test hook holds it open), bob swaps a DIRECTORY of his tree for a symlink to a
+    directory only root may enter. Each file is opened with O_NOFOLLOW, but only its last component is: root copies
+    the file there (mode kept, 0644) into its venv, where bob reads it."""
+    store = group_store
+    if mode == "reflink":  # a store and venv on XFS, where reflinks work
+        from .conftest import Filesystems
+
+        assert isinstance(filesystems, Filesystems)
+        base = Path(__import__("tempfile").mkdtemp(dir=filesystems.xfs))
+        base.chmod(0o1777)
+        store = base / "store"
+        assert run(users.alice, "init", str(store), "--group", users.group).returncode == 0
+        workdir = base
+    d = workdir / "wheels"
+    d.mkdir(mode=0o755)
+    whl = make_wheel(d, "lk", files={"lk/__init__.py": b"", "lk/sub/conf.txt": b"nothing here\n"})
+    key = _realize(run, users.bob, store, whl)
+    private = workdir / "root-only"
+    private.mkdir(mode=0o700)
+    (private / "conf.txt").write_text("root's secret\n")
+    (private / "conf.txt").chmod(0o644)  # readable, but only by who may enter root-only/
+    venv = _venv(workdir / "venv-root", None)
+    hooks = workdir / "hooks"
+    hooks.mkdir()
+    proc = run.popen(None, "--store", str(store), "install", "--venv", str(venv), "--link-mode", mode, str(whl),
+                     env={"WHEELSTORE_TEST_HOOK": "linking=wait", "WHEELSTORE_TEST_HOOK_DIR": str(hooks)})
+    deadline = time.monotonic() + 60
+    while not list(hooks.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    done = run.python(users.bob, "import os, sys; t = sys.argv[1]; os.chmod(t + '/lk', 0o755); "
+                      "os.rename(t + '/lk/sub', t + '/lk/.sub'); os.symlink(sys.argv[2], t + '/lk/sub')",
+                      str(store / "trees" / key), str(private))
+    assert done.returncode == 0, done.stderr
+    for marker in hooks.iterdir():
+        marker.unlink()
+    out, err = proc.communicate(timeout=60)
+    copied = next(venv.glob("lib/python3*/site-packages/lk/sub/conf.txt"), None)
+    if copied is not None:
+        leaked = run.python(users.bob, "import sys; print(open(sys.argv[1]).read(), end='')", str(copied))
+        assert "root's secret" not in leaked.stdout, f"bob read root's secret from {copied} (install: {out}{err})"
+    assert proc.returncode != 0 and "lk" in err, (out, err)
