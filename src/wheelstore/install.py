@@ -133,12 +133,12 @@ def install_tree(
         prep = prepared.of(tree, interpreter)
         _refuse_venv_own(m.wheel, prep.data, layout, interpreter)
         folded = _fold_links(fold, prep.by_dir, root, dirs, created) if fold else set()
-        _link_dirs(tree_path, prep.by_dir, folded, root, mode, dirs, created)
+        _link_dirs(_TreeDirs(tree_path, mode), prep.by_dir, folded, root, mode, dirs, created)
         data_files = [(tree_path, *f) for f in prep.data]
         unit_record = ""
         if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
             unit = prepared.of(pycs, interpreter)
-            _link_dirs(os.fspath(pycs.path), unit.by_dir, set(), root, mode, dirs, created)
+            _link_dirs(_TreeDirs(os.fspath(pycs.path), mode), unit.by_dir, set(), root, mode, dirs, created)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
         record: list[tuple[str, str, int | str]] = []
@@ -150,7 +150,8 @@ def install_tree(
                 _write_new(dir_fd, name, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
-                _link_replacing(f"{source}/{rel}", dir_fd, name, mode)
+                with _TreeDirs(source, mode) as tree_dirs:
+                    _link_replacing(f"{source}/{rel}", dir_fd, name, mode, tree_dirs.fd(rel.rpartition("/")[0]))
                 record.append((dst, sha256, size))
             created.append(dst)
         for script, data in _launchers(tree, interpreter, prep):
@@ -216,8 +217,56 @@ def _fold_links(
     return tops
 
 
+class _TreeDirs:
+    """The directories of a tree an install copies or hard-links files from, each opened without following a link,
+    from the tree's own down: its owner may have swapped one for a link since the check (or the check is still
+    running), and a copy must not read, nor a hard link link, what the installing user may read but the owner may
+    not. Only the directories on the path to the last one asked for stay open (installs go parents first). In the
+    symlink modes nothing is opened: a symlink reads nothing now, and is followed later by whoever uses it."""
+
+    def __init__(self, source: str, mode: LinkMode) -> None:
+        self.source = source
+        self.reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
+        self._fds: dict[str, int] = {}
+
+    def __enter__(self) -> _TreeDirs:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def fd(self, rel_dir: str) -> int | None:
+        """An fd of the tree's directory ``rel_dir`` ("" for the tree itself), or None in the symlink modes."""
+        if not self.reads:
+            return None
+        found = self._fds.get(rel_dir)
+        if found is not None:
+            return found
+        for other in [p for p in self._fds if p and not (rel_dir + "/").startswith(p + "/")]:
+            os.close(self._fds.pop(other))
+        parent, _, name = rel_dir.rpartition("/")
+        try:
+            if rel_dir:
+                parent_fd = self.fd(parent)
+                assert parent_fd is not None
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            else:
+                fd = os.open(self.source, _DIR_FLAGS)
+        except OSError as e:
+            raise NotAFile(f"{printable(self.source)}/{printable(rel_dir)} in the store cannot be read as a directory "
+                           f"of its tree ({e.strerror}), so nothing was installed from it",
+                           hint="run wheelstore verify; the tree's publisher or an admin can repair it") from None
+        self._fds[rel_dir] = fd
+        return fd
+
+
 def _link_dirs(
-    source: str,
+    tree_dirs: _TreeDirs,
     by_dir: dict[str, list[str]],
     folded: set[str],
     root: str,
@@ -225,27 +274,31 @@ def _link_dirs(
     dirs: VenvDirs,
     created: list[str],
 ) -> None:
-    """Link the files of ``by_dir`` from the tree at ``source`` that are not in a ``folded`` directory, a directory
-    at a time, parents first, each through its directory's fd."""
+    """Link the files of ``by_dir`` from the tree of ``tree_dirs`` that are not in a ``folded`` directory, a
+    directory at a time, parents first, each through its directory's fd (and, but for symlinks, from its tree
+    directory's fd)."""
     covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
-    for parent in sorted(by_dir):
-        path = f"{root}/{parent}" if parent else root
-        if covered is not None and covered(path) is not None:
-            continue
-        dir_fd = dirs.open(path)
-        where = f"{source}/{parent}/" if parent else f"{source}/"
-        for name in by_dir[parent]:
-            _link_replacing(where + name, dir_fd, name, mode)
-            created.append(f"{path}/{name}")
+    source = tree_dirs.source
+    with tree_dirs:
+        for parent in sorted(by_dir):
+            path = f"{root}/{parent}" if parent else root
+            if covered is not None and covered(path) is not None:
+                continue
+            dir_fd = dirs.open(path)
+            src_fd = tree_dirs.fd(parent)
+            where = f"{source}/{parent}/" if parent else f"{source}/"
+            for name in by_dir[parent]:
+                _link_replacing(where + name, dir_fd, name, mode, src_fd)
+                created.append(f"{path}/{name}")
 
 
-def _link_replacing(src: str, dir_fd: int, name: str, mode: LinkMode) -> None:
+def _link_replacing(src: str, dir_fd: int, name: str, mode: LinkMode, src_dir_fd: int | None = None) -> None:
     """Link, trying first and looking only on a clash: most destinations are new, and lstat per file is not free."""
     try:
-        link_file(src, name, mode, dst_dir_fd=dir_fd)
+        link_file(src, name, mode, dst_dir_fd=dir_fd, src_dir_fd=src_dir_fd)
     except FileExistsError:
         _replace_existing(dir_fd, name)
-        link_file(src, name, mode, dst_dir_fd=dir_fd)
+        link_file(src, name, mode, dst_dir_fd=dir_fd, src_dir_fd=src_dir_fd)
 
 
 def _replace_existing(dir_fd: int | None, name: str) -> None:
