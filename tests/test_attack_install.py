@@ -352,3 +352,49 @@ def test_roots_copy_never_reads_through_a_linked_directory_of_a_tree(
         leaked = run.python(users.bob, "import sys; print(open(sys.argv[1]).read(), end='')", str(copied))
         assert "root's secret" not in leaked.stdout, f"bob read root's secret from {copied} (install: {out}{err})"
     assert proc.returncode != 0 and "lk" in err, (out, err)
+
+
+#: bob, as himself, publishes the pyc unit of HIS OWN tree (trusted: he could rewrite the tree anyway) with one more
+#: file than bytecode: ``<name>-1.0.data/data/bin/python3``
+PLANT_UNIT_WITH_DATA = r"""
+import os, sys
+from wheelstore import bytecode
+from wheelstore.store import Store
+from wheelstore.venv import Interpreter
+
+store_path, key, extra = sys.argv[1:4]
+store = Store.open(store_path)
+tree = store.lookup(key)
+interpreter = Interpreter.inspect(sys.executable)
+
+def compile_with_extra(_interpreter, src, out, modules, _what):
+    os.makedirs(os.path.dirname(os.path.join(out, extra)))
+    with open(os.path.join(out, extra), "w") as f:
+        f.write("#!/bin/sh\necho bob was here\n")
+
+bytecode._run_compiler = compile_with_extra
+print(bytecode._publish(store, tree, interpreter, bytecode.unit_key(tree, interpreter)).key)
+"""
+
+
+def test_a_pyc_unit_cannot_install_a_data_file_over_the_venvs_python(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """A tree's pyc unit is linked like the tree, its ``.data`` files included, and its manifest passes the same
+    checks. bob's unit for his own tree carries ``.data/data/bin/python3``: alice's install must refuse it as it
+    refuses the same file in a tree, not replace her venv's interpreter."""
+    whl = make_wheel(workdir, "dsu", files={"dsu/__init__.py": b"X = 1\n"})
+    whl.chmod(0o644)
+    assert run(users.bob, "--store", str(group_store), "realize", "--no-compile", str(whl)).returncode == 0
+    planted = subprocess.run([str(run.tool.parent / "python"), "-c", PLANT_UNIT_WITH_DATA, str(group_store),
+                              _key(whl), "dsu-1.0.data/data/bin/python3"], capture_output=True, text=True,
+                             env=run.env(users.bob), cwd="/", timeout=120,
+                             **run.popen_kwargs(users.bob, 0o022))  # type: ignore[call-overload]
+    assert planted.returncode == 0, planted.stderr
+    venv = _venv(workdir / "venv", users.alice)
+    before = snapshot(venv)
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", "symlink",
+               str(whl))
+    assert done.returncode != 0, f"installed; bin/python3 is now {(venv / 'bin/python3').read_bytes()[:40]!r}"
+    assert "would replace the venv's own" in one_line_error(done)
+    assert snapshot(venv) == before
