@@ -131,13 +131,13 @@ def install_tree(
     dirs = VenvDirs.of(interpreter)
     try:
         prep = prepared.of(tree, interpreter)
-        _refuse_venv_own(m.wheel, prep.data, layout, interpreter)
+        unit = prepared.of(pycs, interpreter) if pycs is not None else None
+        _refuse_venv_own(m.wheel, [*prep.data, *(unit.data if unit is not None else ())], layout, interpreter)
         folded = _fold_links(fold, prep.by_dir, root, dirs, created) if fold else set()
         _link_dirs(_TreeDirs(tree_path, mode), prep.by_dir, folded, root, mode, dirs, created)
         data_files = [(tree_path, *f) for f in prep.data]
         unit_record = ""
-        if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
-            unit = prepared.of(pycs, interpreter)
+        if pycs is not None and unit is not None:  # bytecode compiled in the store, beside the sources it came from
             _link_dirs(_TreeDirs(os.fspath(pycs.path), mode), unit.by_dir, set(), root, mode, dirs, created)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
