@@ -398,3 +398,43 @@ def test_a_pyc_unit_cannot_install_a_data_file_over_the_venvs_python(
     assert done.returncode != 0, f"installed; bin/python3 is now {(venv / 'bin/python3').read_bytes()[:40]!r}"
     assert "would replace the venv's own" in one_line_error(done)
     assert snapshot(venv) == before
+
+
+def test_a_deeply_nested_wheel_is_refused_or_installed_without_a_traceback(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """A hostile wheel whose one module sits 1,400 directories deep (a 2.8 KB name, within the 3,000 bytes wheelstore allows):
+    realize, install, verify and uninstall each recurse once per directory level. Each must refuse it with one line
+    or do its job: never a RecursionError's traceback (the same tree is everyone's to verify and gc)."""
+    deep = "/".join(["a"] * 1400) + "/m.py"
+    whl = make_wheel(workdir, "deep", files={"deep/__init__.py": b"", deep: b"X = 1\n"})
+    whl.chmod(0o644)
+    try:
+        realized = run(users.bob, "--store", str(group_store), "realize", str(whl))
+        if realized.returncode != 0:
+            one_line_error(realized)
+            return
+        venv = _venv(workdir / "venv", users.alice)
+        for args in (("--store", str(group_store), "install", "--venv", str(venv), "--link-mode", "copy", str(whl)),
+                     ("--store", str(group_store), "verify"),
+                     ("--store", str(group_store), "verify", "--full"),
+                     ("uninstall", "--venv", str(venv), "deep")):
+            done = run(users.alice, *args)
+            assert "Traceback" not in done.stderr + done.stdout, (args, done.stderr[-300:])
+    finally:  # shutil.rmtree, which the fixtures clean up with, recurses too
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+
+def test_a_manifest_nested_too_deep_is_refused_when_read() -> None:
+    """The same depth in a manifest its publisher rewrote (his tree may nest as deep as he likes): refused by the
+    check every manifest passes, before any walk recurses into it."""
+    from wheelstore.manifest import Manifest
+
+    deep = "/".join(["a"] * 1400)
+    doc = {"format": 1, "key": "0" * 64, "wheel": "deep-1.0-py3-none-any.whl", "name": "deep", "version": "1.0",
+           "dist_info": "deep-1.0.dist-info", "root_is_purelib": True, "publisher_uid": 0, "publisher": "bob",
+           "owner_uid": 0, "published_at": "now",
+           "dirs": [deep[: i * 2 + 1] for i in range(1400)],
+           "files": {deep + "/m.py": [1, "0" * 64, 0o444, 0, 0]}}
+    with pytest.raises(ValueError, match="nested deeper than"):
+        Manifest.from_json(json.dumps(doc).encode())
