@@ -48,25 +48,47 @@ from .venv import Interpreter
 
 #: a compiler process: one JSON job per line on stdin, the number of modules it compiled per line on stdout
 _SERVE = r"""
-import json, os, py_compile, stat, sys
+import json, os, stat, sys
+from importlib._bootstrap_external import _code_to_timestamp_pyc, _write_atomic
+D = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+def source(tree, rel):
+    # a module's bytes and stat: every directory from the tree's own opened without following a link, the file
+    # without blocking, and only a regular file (the tree's owner may have put a FIFO, or a link to what only the
+    # compiling user may read, in its place: its constants would be published in the pyc)
+    fds = [os.open(tree, D)]
+    try:
+        *parents, name = rel.split("/")
+        for part in parents:
+            fds.append(os.open(part, D, dir_fd=fds[-1]))
+        fds.append(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fds[-1]))
+        st = os.fstat(fds[-1])
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError("not a regular file")
+        chunks = [os.read(fds[-1], st.st_size + 1)]
+        while chunks[-1]:  # (no walrus: the target interpreter may be older than the one running wheelstore)
+            chunks.append(os.read(fds[-1], 1 << 20))
+        return b"".join(chunks), st
+    finally:
+        for fd in fds:
+            os.close(fd)
+
 for line in sys.stdin:
     job = json.loads(line)
     done = 0
     for rel in job["modules"]:
         head, name = os.path.split(rel)
         cfile = os.path.join(job["out"], head, "__pycache__", name[:-3] + "." + job["tag"] + ".pyc")
-        source = os.path.join(job["tree"], rel)
         try:
-            if not stat.S_ISREG(os.lstat(source).st_mode):  # a FIFO planted in a tree would hang py_compile's open
-                continue
-            py_compile.compile(source, cfile=cfile, dfile=rel, doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+            data, st = source(job["tree"], rel)
+            code = compile(data, rel, "exec", dont_inherit=True)
+            os.makedirs(os.path.dirname(cfile), exist_ok=True)
+            _write_atomic(cfile, _code_to_timestamp_pyc(code, st.st_mtime, st.st_size), 0o644)
             done += 1
         except Exception:
             pass  # a module that does not compile (py2 leftovers, templates) is compiled, or not, at import
     print(done, flush=True)
-"""
-#: modules per job: a tree with more is split over several compiler processes
+"""#: modules per job: a tree with more is split over several compiler processes
 PER_WORKER = 64
 
 

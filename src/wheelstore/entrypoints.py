@@ -101,6 +101,15 @@ def check_not_venv_own(name: str, what: str) -> None:
         raise EntryPointError(f"{what} would replace the venv's own {name}", hint=_HINT)
 
 
+def check_not_venv_own_data(sub: str, what: str) -> None:
+    """Refuse a ``.data/data`` file (``sub``, relative to the venv's prefix) that is one of the venv's own files:
+    that scheme installs into the prefix, so ``data/bin/python3`` is ``bin/python3`` and ``data/pyvenv.cfg`` the
+    venv's configuration."""
+    head, _, name = sub.rpartition("/")
+    if sub == "pyvenv.cfg" or (head == "bin" and _VENV_OWN.fullmatch(name)):
+        raise EntryPointError(f"{what} would replace the venv's own {sub}", hint=_HINT)
+
+
 def check_free(scripts_dir: str, name: str, what: str) -> None:
     """Refuse a launcher whose place in ``bin/`` is taken by anything but a regular file (which a distribution
     wrote, and which pip would replace too): a symlink or directory there is the venv's own or the user's."""

@@ -36,7 +36,7 @@ from . import fold as folding
 from . import fsio
 from . import entrypoints, prepared
 from .errors import WheelstoreError, printable
-from .link import LinkMode, link_file, read_store_file
+from .link import LinkMode, NotAFile, link_file
 from .logs import log
 from .manifest_check import show
 from .names import canonical
@@ -131,13 +131,14 @@ def install_tree(
     dirs = VenvDirs.of(interpreter)
     try:
         prep = prepared.of(tree, interpreter)
+        unit = prepared.of(pycs, interpreter) if pycs is not None else None
+        _refuse_venv_own(m.wheel, [*prep.data, *(unit.data if unit is not None else ())], layout, interpreter)
         folded = _fold_links(fold, prep.by_dir, root, dirs, created) if fold else set()
-        _link_dirs(tree_path, prep.by_dir, folded, root, mode, dirs, created)
+        _link_dirs(_TreeDirs(tree_path, mode), prep.by_dir, folded, root, mode, dirs, created)
         data_files = [(tree_path, *f) for f in prep.data]
         unit_record = ""
-        if pycs is not None:  # bytecode compiled in the store, beside the sources it was compiled from
-            unit = prepared.of(pycs, interpreter)
-            _link_dirs(os.fspath(pycs.path), unit.by_dir, set(), root, mode, dirs, created)
+        if pycs is not None and unit is not None:  # bytecode compiled in the store, beside the sources it came from
+            _link_dirs(_TreeDirs(os.fspath(pycs.path), mode), unit.by_dir, set(), root, mode, dirs, created)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
         record: list[tuple[str, str, int | str]] = []
@@ -148,11 +149,12 @@ def install_tree(
                 what = f"{m.wheel}: script {rel!r}"
                 entrypoints.check_not_venv_own(name, what)
                 entrypoints.check_free(os.path.dirname(dst), name, what)
-                data = _rewrite_shebang(read_store_file(f"{source}/{rel}"), interpreter.executable)
+                data = _rewrite_shebang(_read_tree_file(source, rel, size), interpreter.executable)
                 _write_new(dir_fd, name, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
-                _link_replacing(f"{source}/{rel}", dir_fd, name, mode)
+                with _TreeDirs(source, mode) as tree_dirs:
+                    _link_replacing(f"{source}/{rel}", dir_fd, name, mode, tree_dirs.fd(rel.rpartition("/")[0]))
                 record.append((dst, sha256, size))
             created.append(dst)
         for script, data in _launchers(tree, interpreter, prep):
@@ -189,6 +191,22 @@ def install_tree(
     return Path(dist_info)
 
 
+def _refuse_venv_own(wheel: str, data: list[tuple[str, str, int]], layout: _Layout, interpreter: Interpreter) -> None:
+    """Refuse, before anything is created, a ``.data`` file that would replace one of the venv's own files (its
+    interpreters, activation scripts, ``pyvenv.cfg``): the wheel was checked for them when published, but its tree
+    and manifest are its publisher's to rewrite since."""
+    scripts = interpreter.paths["scripts"].rstrip("/")
+    cfg = os.path.join(interpreter.prefix, "pyvenv.cfg")
+    for rel, _sha256, _size in data:
+        dst, _scheme = layout.target(rel)
+        parent, _, name = dst.rpartition("/")
+        what = f"{wheel}: {show(rel)}"
+        if parent == scripts:
+            entrypoints.check_not_venv_own(name, what)
+        elif dst == cfg:
+            entrypoints.check_not_venv_own_data("pyvenv.cfg", what)
+
+
 def _fold_links(
     fold: dict[str, str], by_dir: dict[str, list[str]], root: str, dirs: VenvDirs, created: list[str]
 ) -> set[str]:
@@ -202,8 +220,56 @@ def _fold_links(
     return tops
 
 
+class _TreeDirs:
+    """The directories of a tree an install copies or hard-links files from, each opened without following a link,
+    from the tree's own down: its owner may have swapped one for a link since the check (or the check is still
+    running), and a copy must not read, nor a hard link link, what the installing user may read but the owner may
+    not. Only the directories on the path to the last one asked for stay open (installs go parents first). In the
+    symlink modes nothing is opened: a symlink reads nothing now, and is followed later by whoever uses it."""
+
+    def __init__(self, source: str, mode: LinkMode) -> None:
+        self.source = source
+        self.reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
+        self._fds: dict[str, int] = {}
+
+    def __enter__(self) -> _TreeDirs:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def fd(self, rel_dir: str) -> int | None:
+        """An fd of the tree's directory ``rel_dir`` ("" for the tree itself), or None in the symlink modes."""
+        if not self.reads:
+            return None
+        found = self._fds.get(rel_dir)
+        if found is not None:
+            return found
+        for other in [p for p in self._fds if p and not (rel_dir + "/").startswith(p + "/")]:
+            os.close(self._fds.pop(other))
+        parent, _, name = rel_dir.rpartition("/")
+        try:
+            if rel_dir:
+                parent_fd = self.fd(parent)
+                assert parent_fd is not None
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            else:
+                fd = os.open(self.source, _DIR_FLAGS)
+        except OSError as e:
+            raise NotAFile(f"{printable(self.source)}/{printable(rel_dir)} in the store cannot be read as a directory "
+                           f"of its tree ({e.strerror}), so nothing was installed from it",
+                           hint="run wheelstore verify; the tree's publisher or an admin can repair it") from None
+        self._fds[rel_dir] = fd
+        return fd
+
+
 def _link_dirs(
-    source: str,
+    tree_dirs: _TreeDirs,
     by_dir: dict[str, list[str]],
     folded: set[str],
     root: str,
@@ -211,27 +277,31 @@ def _link_dirs(
     dirs: VenvDirs,
     created: list[str],
 ) -> None:
-    """Link the files of ``by_dir`` from the tree at ``source`` that are not in a ``folded`` directory, a directory
-    at a time, parents first, each through its directory's fd."""
+    """Link the files of ``by_dir`` from the tree of ``tree_dirs`` that are not in a ``folded`` directory, a
+    directory at a time, parents first, each through its directory's fd (and, but for symlinks, from its tree
+    directory's fd)."""
     covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
-    for parent in sorted(by_dir):
-        path = f"{root}/{parent}" if parent else root
-        if covered is not None and covered(path) is not None:
-            continue
-        dir_fd = dirs.open(path)
-        where = f"{source}/{parent}/" if parent else f"{source}/"
-        for name in by_dir[parent]:
-            _link_replacing(where + name, dir_fd, name, mode)
-            created.append(f"{path}/{name}")
+    source = tree_dirs.source
+    with tree_dirs:
+        for parent in sorted(by_dir):
+            path = f"{root}/{parent}" if parent else root
+            if covered is not None and covered(path) is not None:
+                continue
+            dir_fd = dirs.open(path)
+            src_fd = tree_dirs.fd(parent)
+            where = f"{source}/{parent}/" if parent else f"{source}/"
+            for name in by_dir[parent]:
+                _link_replacing(where + name, dir_fd, name, mode, src_fd)
+                created.append(f"{path}/{name}")
 
 
-def _link_replacing(src: str, dir_fd: int, name: str, mode: LinkMode) -> None:
+def _link_replacing(src: str, dir_fd: int, name: str, mode: LinkMode, src_dir_fd: int | None = None) -> None:
     """Link, trying first and looking only on a clash: most destinations are new, and lstat per file is not free."""
     try:
-        link_file(src, name, mode, dst_dir_fd=dir_fd)
+        link_file(src, name, mode, dst_dir_fd=dir_fd, src_dir_fd=src_dir_fd)
     except FileExistsError:
         _replace_existing(dir_fd, name)
-        link_file(src, name, mode, dst_dir_fd=dir_fd)
+        link_file(src, name, mode, dst_dir_fd=dir_fd, src_dir_fd=src_dir_fd)
 
 
 def _replace_existing(dir_fd: int | None, name: str) -> None:
@@ -257,6 +327,39 @@ def _write_new(dir_fd: int | None, name: str, data: bytes, mode: int) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _read_tree_file(source: str, rel: str, size: int) -> bytes:
+    """The bytes of the tree file ``rel`` (of the tree at ``source``), read as the check reads it: every directory
+    from the tree's own down opened without following a link, the file without blocking, and only a regular file
+    of the manifest's ``size``. Its owner may have swapped it since the check, or the check may still be running:
+    a FIFO must not hang the install, and a link must not make it read (and write into the venv) what the user
+    can read but its owner cannot."""
+    fds: list[int] = []
+    try:
+        try:
+            fds.append(os.open(source, _DIR_FLAGS))
+            *parents, name = rel.split("/")
+            for part in parents:
+                fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+            fds.append(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fds[-1]))
+            st = os.fstat(fds[-1])
+            data = fsio.read_all(fds[-1], size, size + 1) if stat.S_ISREG(st.st_mode) else None
+        except OSError as e:
+            raise NotAFile(f"{printable(source)}/{printable(rel)} in the store cannot be read as a file of its tree "
+                           f"({e.strerror}), so it was not installed",
+                           hint="run wheelstore verify; the tree's publisher or an admin can repair it") from None
+    finally:
+        for fd in fds:
+            os.close(fd)
+    if data is None or len(data) != size:
+        raise NotAFile(f"{printable(source)}/{printable(rel)} in the store is not the regular file of {size} bytes "
+                       "its manifest lists, so it was not installed",
+                       hint="run wheelstore verify; the tree's publisher or an admin can repair it")
+    return data
 
 
 def _unlink_quietly(path: str) -> None:
@@ -341,18 +444,25 @@ def installed(interpreter: Interpreter) -> dict[NormalizedName, Distribution]:
 
 
 def _describe(dist_info: Path) -> Distribution | None:
-    try:  # a link into a tree, where its owner could plant a FIFO: never opened blocking, read only if regular
-        with os.fdopen(os.open(dist_info / "METADATA", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                return None
-            head = f.read(_METADATA_HEAD)  # Name and Version open every METADATA; its description can be long
-            whole = len(head) < _METADATA_HEAD
-            lines = head if whole else head[: head.rfind(b"\n") + 1]  # complete lines only
-            name, version = _name_and_version(lines.decode("utf-8", "replace"))
-            if (not name or not version) and not whole:
-                name, version = _name_and_version((head + f.read()).decode("utf-8", "replace"))
+    try:
+        # never blocking, and only a regular file: in a linked venv METADATA leads into a tree, whose owner may put
+        # a FIFO or a link to a device there, which would hang every command that lists the venv
+        fd = os.open(dist_info / "METADATA", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    with open(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                name, version = _from_dir_name(dist_info.name)
+            else:
+                head = f.read(_METADATA_HEAD)  # Name and Version open every METADATA; its description can be long
+                whole = len(head) < _METADATA_HEAD
+                lines = head if whole else head[: head.rfind(b"\n") + 1]  # complete lines only
+                name, version = _name_and_version(lines.decode("utf-8", "replace"))
+                if (not name or not version) and not whole:
+                    name, version = _name_and_version((head + f.read()).decode("utf-8", "replace"))
+        except OSError:
+            return None
     if not name or not version:
         return None
     try:
@@ -360,6 +470,13 @@ def _describe(dist_info: Path) -> Distribution | None:
     except OSError:
         installer = ""
     return Distribution(canonical(name), name, version, dist_info, installer)
+
+
+def _from_dir_name(dist_info: str) -> tuple[str | None, str | None]:
+    """Name and version from a ``{name}-{version}.dist-info`` directory's name, for a METADATA that is not a regular
+    file: so that the distribution can still be listed and uninstalled."""
+    name, _, version = dist_info.removesuffix(".dist-info").rpartition("-")
+    return (name, version) if name and version else (None, None)
 
 
 #: how much of a METADATA file is read first

@@ -54,10 +54,13 @@ class LinkModeError(WheelstoreError):
 
 
 def link_file(
-    src: str, dst: str, mode: LinkMode, *, dst_mode: int | None = None, dst_dir_fd: int | None = None
+    src: str, dst: str, mode: LinkMode, *, dst_mode: int | None = None, dst_dir_fd: int | None = None,
+    src_dir_fd: int | None = None,
 ) -> None:
     """Materialize the store file ``src`` at ``dst``, which must not exist yet (else FileExistsError); with
-    ``dst_dir_fd``, ``dst`` is a name in that directory (never followed if it is a symlink).
+    ``dst_dir_fd``, ``dst`` is a name in that directory (never followed if it is a symlink). With ``src_dir_fd``
+    (an fd of ``src``'s directory), the file is read or hard-linked as its last component there, so that no
+    directory of its path is followed anew; a symlink still points at the path ``src``.
 
     REFLINK and COPY make a private inode with the source's mtime (timestamp pycs compiled in the store stay valid)
     and the mode ``dst_mode``, or the source's permission bits plus u+w: a private copy is the user's own to edit.
@@ -65,21 +68,24 @@ def link_file(
     "not supported here". HARDLINK and SYMLINK leave the store's inode alone, so ``dst_mode`` does not apply.
     """
     if mode is LinkMode.HARDLINK:
-        os.link(src, dst, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
+        os.link(src if src_dir_fd is None else os.path.basename(src), dst, src_dir_fd=src_dir_fd,
+                dst_dir_fd=dst_dir_fd, follow_symlinks=False)
     elif mode is LinkMode.SYMLINK or mode is LinkMode.FOLD:  # fold links single files as symlinks
         os.symlink(src, dst, dir_fd=dst_dir_fd)
     else:
-        _private_copy(src, dst, dst_mode, clone=mode is LinkMode.REFLINK, dir_fd=dst_dir_fd)
+        _private_copy(src, dst, dst_mode, clone=mode is LinkMode.REFLINK, dir_fd=dst_dir_fd, src_dir_fd=src_dir_fd)
 
 
 class NotAFile(WheelstoreError):
     """A store file to be copied is a FIFO, device or socket (planted in a tree by its owner): never read."""
 
 
-def open_store_file(src: str) -> tuple[int, os.stat_result]:
-    """An fd for the store file ``src``, and its stat; :class:`NotAFile` unless it is a regular file. Never through a
-    symlink, and O_NONBLOCK: opening a FIFO someone planted in a tree must not hang until a writer comes."""
-    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def open_store_file(src: str, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
+    """An fd for the store file ``src`` (with ``dir_fd``, its last component in that directory), and its stat;
+    :class:`NotAFile` unless it is a regular file. Never through a symlink, and O_NONBLOCK: opening a FIFO someone
+    planted in a tree must not hang until a writer comes."""
+    fd = os.open(src if dir_fd is None else os.path.basename(src),
+                 os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -91,17 +97,9 @@ def open_store_file(src: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
-def read_store_file(src: str) -> bytes:
-    """The bytes of the store file ``src``, opened as :func:`open_store_file` does."""
-    fd, st = open_store_file(src)
-    try:
-        return fsio.read_all(fd, st.st_size)
-    finally:
-        os.close(fd)
-
-
-def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool, dir_fd: int | None = None) -> None:
-    src_fd, st = open_store_file(src)
+def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool, dir_fd: int | None = None,
+                  src_dir_fd: int | None = None) -> None:
+    src_fd, st = open_store_file(src, src_dir_fd)
     try:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:

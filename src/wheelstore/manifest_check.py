@@ -30,6 +30,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: the install schemes a wheel's .data directory may hold (PEP 427), as :data:`wheelstore.wheel.DATA_SCHEMES`
 DATA_SCHEMES = frozenset({"purelib", "platlib", "headers", "scripts", "data"})
 _MAX_SHOWN = 120
+#: the deepest entry, as :data:`wheelstore.wheel.MAX_DEPTH` (a walk goes a directory level per call)
+MAX_DEPTH = 128
 
 
 def show(text: str) -> str:
@@ -99,6 +101,9 @@ def check_paths(files: Collection[str], dirs: list[str], dist_info: str) -> None
         joined = "/" + "/".join(every) + "/"  # each component of each path now sits between two slashes
         if "//" in joined or "/./" in joined or "/../" in joined or "\\" in joined or "\0" in joined:
             raise ValueError(_first_bad(every))
+        if max(map(_slashes, every)) >= MAX_DEPTH:
+            deepest = max(every, key=_slashes)
+            raise ValueError(f"path {show(deepest)} is nested deeper than {MAX_DEPTH} directories")
     dirset = set(dirs)
     if len(dirset) != len(dirs):
         raise ValueError(f"dirs lists {show(_first_repeated(dirs))} twice")
@@ -125,6 +130,10 @@ def check_rpaths(rpaths: Iterable[str], files: Collection[str]) -> None:
     for path in rpaths:
         if path not in files:
             raise ValueError(f"rpaths names {show(path)}, which is not a file of the tree")
+
+
+def _slashes(path: str) -> int:
+    return path.count("/")
 
 
 def _first_bad(paths: list[str]) -> str:

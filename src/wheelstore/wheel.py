@@ -49,6 +49,9 @@ DATA_SCHEMES = frozenset({"purelib", "platlib", "headers", "scripts", "data"})
 #: longest name component and member path accepted: NAME_MAX, and PATH_MAX less room for a store and venv prefix
 MAX_COMPONENT = 255
 MAX_PATH = 3000
+#: the deepest member accepted: every walk of a tree or a venv (install, the check, verify, gc, uninstall) goes a
+#: directory level per call, and Python's stack is about a thousand calls deep; real wheels nest a few dozen levels
+MAX_DEPTH = 128
 #: hash algorithms RECORD may use; weaker ones are refused as PEP 427 asks
 ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b"})
 
@@ -100,6 +103,8 @@ def check_member_name(name: str, *, where: str) -> str:
         raise UnsafeMember(f"{where}: member {name!r} is not a normalized path")
     if len(path.encode()) > MAX_PATH or any(len(p.encode()) > MAX_COMPONENT for p in parts):
         raise UnsafeMember(f"{where}: member {name[:80]!r}... has a name too long for a filesystem")
+    if len(parts) > MAX_DEPTH:
+        raise UnsafeMember(f"{where}: member {name[:80]!r}... is nested deeper than {MAX_DEPTH} directories")
     return path
 
 
@@ -312,6 +317,8 @@ class WheelArchive:
                 raise UnsafeMember(f"{self.filename}: member {path!r} is not under a known .data scheme")
             if scheme == "scripts":
                 entrypoints.check_not_venv_own(sub, f"{self.filename}: script {path!r}")
+            elif scheme == "data":
+                entrypoints.check_not_venv_own_data(sub, f"{self.filename}: data file {path!r}")
 
     def _check_wheel_metadata(self, files: dict[str, zipfile.ZipInfo], dist_info: str) -> None:
         info = files.get(f"{dist_info}/WHEEL")
