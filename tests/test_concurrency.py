@@ -154,6 +154,33 @@ def test_kill_9_leaves_nothing_a_reader_uses(
     assert again.returncode == 0 and json.loads(again.stdout)[0]["unpacked"] is False
 
 
+def test_a_waiter_that_gives_up_on_the_lock_lets_a_publish_being_committed_finish(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob's publish is between its rename and its manifest, holding the wheel's lock. alice's realize gives up on the
+    lock (after 1 s here) and finds his tree without a manifest, which she may not adopt (it is his). She waits for his
+    manifest and uses his tree, rather than failing on it as a tree left unfinished."""
+    whl = make_wheel(workdir, "slowcommit", files=big_files(20, 1000))
+    os.chmod(whl, 0o644)
+    markers = workdir / "markers"
+    publisher = run.popen(users.bob, "--store", str(group_store), "realize", "--json", str(whl),
+                          env=_hook(markers, "renamed=wait"))
+    marker = _wait_for(markers, "renamed.*", publisher)
+    second = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(whl),
+                       env={"WHEELSTORE_LOCK_TIMEOUT": "1"})
+    time.sleep(3)  # she gives up on the lock after 1 s and then waits for the manifest for up to 10 s
+    marker.unlink()
+    out, err = publisher.communicate(timeout=120)
+    assert publisher.returncode == 0, err
+    out2, err2 = second.communicate(timeout=120)
+    assert second.returncode == 0, err2
+    assert json.loads(out2)[0]["tree"] == json.loads(out)[0]["tree"]
+    committed = Store.open(group_store).lookup(json.loads(out)[0]["key"])
+    assert committed is not None and committed.manifest.owner_uid == users.uid(users.bob)
+    assert [e for e in Store.open(group_store).staging_entries() if e.kind == "orphan"] == []
+    assert run(users.alice, "--store", str(group_store), "verify").returncode == 0
+
+
 def test_orphan_that_does_not_match_is_replaced(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
     """A tree left without a manifest and then altered is moved aside, never adopted."""
     whl = make_wheel(workdir, "tampered", files={"tampered/__init__.py": b"GOOD = True\n"})
