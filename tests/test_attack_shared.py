@@ -1,0 +1,114 @@
+"""Attacks on issue 14's acceptance 2-6 that got through: a store root a member made for root to init, an init that
+a member's flock silences forever, and key-lock waits that add up past the configured bound. Real users."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import time
+from pathlib import Path
+
+from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error
+from .wheelmaker import make_wheel
+
+
+def _key(whl: Path) -> str:
+    return hashlib.sha256(whl.read_bytes()).hexdigest()
+
+
+def _as(run: Runner, user: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), capture_output=True, text=True, env=run.env(user), cwd="/", timeout=60,
+                          **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+
+
+HOLD = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | (os.O_DIRECTORY if sys.argv[2] == "dir" else os.O_CREAT), 0o660)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin (or kills us)
+"""
+
+
+def _hold(run: Runner, user: str, path: Path, kind: str = "file") -> subprocess.Popen[str]:
+    proc = subprocess.Popen([SYSTEM_PYTHON, "-c", HOLD, str(path), kind], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=run.env(user), cwd="/",
+                            **run.popen_kwargs(user, 0o007))  # type: ignore[call-overload]
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+# -- acceptance 3: a layout that cannot be taken over --------------------------------------------------------------
+
+
+def test_root_does_not_init_a_store_in_a_directory_a_member_planted(run: Runner, users: Users, workdir: Path) -> None:
+    """bob creates the (empty) store directory first in a sticky directory that passes the parents check (as /tmp
+    or a sticky project directory does), then root runs ``init`` there as the guide says. The store's root is then
+    bob's: ``doctor`` calls him the store's owner and says all is well, and bob may rename its areas away and put
+    his own in their place (here trees/), which is what the parents check is there to prevent."""
+    path = workdir / "store"
+    assert _as(run, users.bob, "mkdir", str(path)).returncode == 0
+    done = run(None, "init", str(path), "--group", users.group)
+    if done.returncode != 0:  # refused, as it should be: with one line naming bob and a fix
+        line = one_line_error(done)
+        assert users.bob in line and "fix:" in line, line
+        assert not (path / "config.toml").exists()
+        return
+    doctor = run(users.alice, "--store", str(path), "doctor")
+    assert f"owned by {users.bob}" not in doctor.stdout, doctor.stdout
+    swap = _as(run, users.bob, "sh", "-c", f"mv {path}/trees {path}/trees.old && mkdir {path}/trees")
+    assert swap.returncode != 0, "bob replaced the trees/ area of the store root made"
+
+
+# -- acceptance 5: no wait is unbounded or silent ------------------------------------------------------------------
+
+
+def test_init_of_a_store_a_member_holds_locked_neither_hangs_nor_is_silent(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """Any member may open the store's directory and flock it. ``init`` locks that directory with a blocking flock,
+    so root's (or alice's) re-run of ``init`` (a provisioning script's, say) hangs without a word for as long as bob
+    likes, instead of saying the store exists."""
+    holder = _hold(run, users.bob, group_store, "dir")
+    try:
+        started = time.monotonic()
+        proc = run.popen(None, "init", str(group_store), "--group", users.group,
+                         env={"WHEELSTORE_LOCK_TIMEOUT": "2"})
+        try:
+            _out, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+            raise AssertionError(f"init still waiting after 20s, silently: {err!r}") from None
+        assert time.monotonic() - started < 15
+        assert users.bob in err, err  # the waiter names who holds the lock
+        assert "already a store" in err or "cannot lock" in err, err
+    finally:
+        holder.communicate("")
+
+
+def test_key_lock_waits_do_not_add_up_past_the_configured_bound(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob holds the locks of the six wheels alice is about to publish. Each wait is bounded (here 3 s), but they
+    add up: with two workers alice waits 3 s three times over, and an install of a hundred new wheels whose keys
+    bob guessed (a new release's sha256s are public) waits minutes, each lock announced with its own warning."""
+    whls = []
+    for i in range(6):
+        name = f"heldmany{i}"
+        whl = make_wheel(workdir, name, files={f"{name}/__init__.py": f"NAME = {name!r}\n".encode()})
+        whl.chmod(0o644)
+        whls.append(whl)
+    venv = workdir / "venv"
+    assert run(users.alice, "venv", str(venv)).returncode == 0
+    holders = [_hold(run, users.bob, group_store / "locks" / f"{_key(w)}.lock") for w in whls]
+    try:
+        started = time.monotonic()
+        done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), *map(str, whls),
+                   env={"WHEELSTORE_LOCK_TIMEOUT": "3"})
+        took = time.monotonic() - started
+        assert done.returncode == 0, done.stderr
+        assert took < 3 + 4.5, f"waited {took:.1f}s for locks bounded at 3s: {done.stderr}"
+    finally:
+        for h in holders:
+            h.communicate("")
