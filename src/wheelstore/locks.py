@@ -59,6 +59,28 @@ def configured_timeout(default: float) -> float:
     return value if value >= 0 else default
 
 
+class _WaitBudget:
+    """What one process may wait for key locks in all: :data:`KEY_TIMEOUT` (or the configured timeout) across every
+    key, not per key. Any member may hold the lock of every key an install is about to publish (a new release's
+    sha256s are public), and waits of 10 s each, a few at a time, would add up to minutes; once the budget is spent,
+    a key whose lock is held goes ahead without it at once (the rename keeps the result correct)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.spent = 0.0
+
+    def left(self, timeout: float) -> float:
+        with self._lock:
+            return max(0.0, timeout - self.spent)
+
+    def spend(self, seconds: float) -> None:
+        with self._lock:
+            self.spent += seconds
+
+
+_KEY_WAITS = _WaitBudget()
+
+
 class LockUnavailable(Exception):
     """This lock cannot be taken; the caller proceeds without it."""
 
@@ -108,9 +130,21 @@ class KeyLock:
             return True
         return self.try_acquire()
 
+    #: the process-wide budget this lock's waits count against, if any (key locks; not the store lock)
+    _budget: _WaitBudget | None = _KEY_WAITS
+
     def _acquire(self, *, blocking: bool = True) -> int | None:
         """The locked fd; None, without ``blocking``, when another process holds the lock."""
-        deadline = time.monotonic() + self._timeout
+        started = time.monotonic()
+        left = self._timeout if self._budget is None else self._budget.left(self._timeout)
+        deadline = started + left
+        try:
+            return self._acquire_by(deadline, blocking)
+        finally:
+            if self._budget is not None and blocking:
+                self._budget.spend(time.monotonic() - started)
+
+    def _acquire_by(self, deadline: float, blocking: bool) -> int | None:
         while True:
             fd = self._open()
             try:
@@ -149,6 +183,9 @@ class KeyLock:
                 raise LockUnavailable(f"flock failed: {e.strerror}") from None
             now = time.monotonic()
             if now >= deadline:
+                if self._budget is not None and self._budget.left(self._timeout) <= 0 and notice_at is not None:
+                    raise LockUnavailable(f"held by {holder(fd)}, and this process has already waited "
+                                          f"{self._timeout:g}s for locks")
                 raise LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
             if notice_at is not None and now >= notice_at:
                 notice_at = None
@@ -397,6 +434,7 @@ class StoreLock(KeyLock):
         super().__init__(store.area_fd("locks"), LOCK_NAME, store.policy,
                          configured_timeout(STORE_TIMEOUT) if timeout is None else timeout)
         self._op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        self._budget = None  # taken once per command, with its own timeout
         if exclusive:
             self._after_timeout = "giving up"
 
