@@ -112,3 +112,28 @@ def test_key_lock_waits_do_not_add_up_past_the_configured_bound(
     finally:
         for h in holders:
             h.communicate("")
+
+
+def test_doctor_flags_a_members_symlink_in_a_sticky_directory_on_the_way_to_the_store(
+    run: Runner, users: Users, workdir: Path
+) -> None:
+    """alice's store is at ``alice/store``; the members reach it as ``lab/store``, through bob's symlink ``lab`` in
+    a sticky directory. ``doctor`` judges the link's target and the sticky directory holding it, never the link, and
+    says only root and alice may rename entries above the store: but bob owns the link, so the sticky bit lets him
+    replace it, and ``lab/store`` then is a store bob made and owns."""
+    mine = workdir / "alice"
+    assert _as(run, users.alice, "mkdir", "-m", "755", str(mine)).returncode == 0
+    assert run(users.alice, "init", str(mine / "store"), "--group", users.group).returncode == 0
+    link = workdir / "lab"
+    assert _as(run, users.bob, "ln", "-s", str(mine), str(link)).returncode == 0
+    doctor = run(users.alice, "--store", str(link / "store"), "doctor")
+    parents = next(line for line in doctor.stdout.splitlines() if line.split()[1:2] == ["parents"])
+    if not parents.startswith("ok"):
+        assert str(link) in parents and users.bob in parents, parents
+        return
+    bobs = workdir / "bobs"
+    assert _as(run, users.bob, "mkdir", "-m", "755", str(bobs)).returncode == 0
+    assert run(users.bob, "init", str(bobs / "store"), "--group", users.group).returncode == 0
+    assert _as(run, users.bob, "ln", "-sfn", str(bobs), str(link)).returncode == 0
+    after = run(users.alice, "--store", str(link / "store"), "doctor")
+    raise AssertionError(f"doctor said {parents!r}, then bob swapped the link: {after.stdout.splitlines()[1]}")
