@@ -84,6 +84,9 @@ _KEY_WAITS = _WaitBudget()
 class LockUnavailable(Exception):
     """This lock cannot be taken; the caller proceeds without it."""
 
+    #: whether another process held it for longer than the timeout (rather than the lock being unusable)
+    timed_out = False
+
 
 class KeyLock:
     """An exclusive ``flock`` on ``locks/<name>``, taken on entry and released on exit."""
@@ -165,7 +168,7 @@ class KeyLock:
                 return fd
             os.close(fd)  # the holder before us removed this lock file: take the current one
 
-    def _wait(self, fd: int, deadline: float, blocking: bool = True) -> bool:
+    def _wait(self, fd: int, deadline: float, blocking: bool = True, name: str | None = None) -> bool:
         """Lock ``fd``: True once it is locked; False at once, without ``blocking``, if another process holds it.
 
         A wait longer than :data:`NOTICE_AFTER` is announced once, naming the holder, so that nobody waits in silence.
@@ -183,14 +186,19 @@ class KeyLock:
                 raise LockUnavailable(f"flock failed: {e.strerror}") from None
             now = time.monotonic()
             if now >= deadline:
-                if self._budget is not None and self._budget.left(self._timeout) <= 0 and notice_at is not None:
-                    raise LockUnavailable(f"held by {holder(fd)}, and this process has already waited "
-                                          f"{self._timeout:g}s for locks")
-                raise LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
+                if name is not None:  # not this lock's file (the store lock's directory)
+                    error = LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
+                elif self._budget is not None and self._budget.left(self._timeout) <= 0 and notice_at is not None:
+                    error = LockUnavailable(f"held by {holder(fd)}, and this process has already waited "
+                                            f"{self._timeout:g}s for locks")
+                else:
+                    error = LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
+                error.timed_out = True
+                raise error
             if notice_at is not None and now >= notice_at:
                 notice_at = None
-                log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name, holder(fd),
-                            self._after_timeout, self._timeout)
+                log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name if name is None else name,
+                            holder(fd), self._after_timeout, self._timeout)
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -424,11 +432,18 @@ LOCK_NAME = "gc.lock"
 
 
 class StoreLock(KeyLock):
-    """``locks/gc.lock``, shared for installs, exclusive for gc.
+    """``locks/gc.lock``, shared for installs, exclusive for gc, and the same on the ``locks/`` directory itself.
 
     Unlike a per-key lock its file is never removed: a shared holder cannot know whether others hold it too, and an
     unlinked lock file would let gc lock a new inode while installs still hold the old one.
+
+    But ``gc.lock`` is whoever created it first, and its owner may make it unusable to others (chmod 600) or unlink
+    it (the sticky bit lets them), which would take every other member's installs out from under gc's lock while
+    root's gc (which ignores modes) still takes it. So both also lock the ``locks/`` directory, the store owner's,
+    which members may open but neither chmod nor replace; ``gc.lock`` is still taken, for older clients.
     """
+
+    _area_fd: int | None = None
 
     def __init__(self, store: Store, *, exclusive: bool, timeout: float | None = None) -> None:
         super().__init__(store.area_fd("locks"), LOCK_NAME, store.policy,
@@ -438,14 +453,49 @@ class StoreLock(KeyLock):
         if exclusive:
             self._after_timeout = "giving up"
 
+    def _take_area(self, deadline: float) -> int:
+        """An fd holding the flock on ``locks/`` itself; LockUnavailable if it cannot be had by ``deadline``."""
+        try:
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        except OSError as e:
+            raise LockUnavailable(f"cannot open locks/ ({e.strerror})") from None
+        try:
+            self._wait(fd, deadline, name="")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def acquire(self) -> None:
+        """Both locks, each with a warning (and the install going ahead) when it cannot be had."""
+        deadline = time.monotonic() + self._timeout
+        try:
+            self._area_fd = self._take_area(deadline)
+        except LockUnavailable as e:
+            log.warning("going ahead without lock locks/: %s", e)
+        try:
+            self._fd = self._acquire_by(deadline, True)
+        except LockUnavailable as e:
+            log.warning("going ahead without lock locks/%s: %s", self._name, e)
+
     def acquire_or_raise(self) -> None:
-        """Take the lock or raise :class:`LockUnavailable`, never going ahead without it (gc must not)."""
-        self._fd = self._acquire()
+        """Take the lock or raise :class:`LockUnavailable`, never going ahead without it (gc must not). A ``gc.lock``
+        that cannot be used at all (not held: unusable) is left to the lock on ``locks/``, with a warning."""
+        deadline = time.monotonic() + self._timeout
+        self._area_fd = self._take_area(deadline)
+        try:
+            self._fd = self._acquire_by(deadline, True)
+        except LockUnavailable as e:
+            if e.timed_out:
+                self.release()
+                raise
+            log.warning("cannot use locks/%s (%s); the lock on locks/ itself keeps installs out", self._name, e)
 
     def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        for fd in (self._fd, self._area_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._area_fd = None
 
 
 @contextmanager
