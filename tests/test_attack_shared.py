@@ -171,3 +171,37 @@ def test_a_member_cannot_take_installs_out_of_gcs_lock_by_chmodding_gc_lock(
     assert done.returncode == 0, done.stderr
     waits = [line for line in done.stderr.splitlines() if line.startswith("warning: waiting for locks/")]
     assert waits and "held by root" in waits[0], done.stderr
+
+
+# -- acceptance 2 and 6: bytecode units trusted only from their tree's owner, the store's owner or root ---------------
+
+
+def test_a_planted_unit_name_costs_the_bytecode_not_the_install(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """A wheel's sha256 is public, so bob can create ``trees/<sha256>-<cache tag>`` (an empty directory will do)
+    before anyone installs it. The docs say a unit from someone else is "ignored as if absent"; instead every
+    install that needs the tree's unit fails, for good: root's default install (copy), and any member's install in
+    a mode other than fold."""
+    whl = make_wheel(workdir, "unitsquat", files={"unitsquat/__init__.py": b"NAME = 'unitsquat'\n",
+                                                  "unitsquat/mod.py": b"VALUE = 2\n"})
+    whl.chmod(0o644)
+    tag = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.implementation.cache_tag)"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    planted = group_store / "trees" / f"{_key(whl)}-{tag}"
+    assert _as(run, users.bob, "mkdir", "-m", "550", str(planted)).returncode == 0
+
+    venv = workdir / "venv"
+    assert run(users.alice, "venv", str(venv)).returncode == 0
+    done = run(users.alice, "--store", str(group_store), "install", "--link-mode", "symlink", "--venv", str(venv),
+               str(whl))
+    assert done.returncode == 0, done.stderr
+    root_venv = workdir / "root-venv"
+    assert run(None, "venv", str(root_venv)).returncode == 0
+    done = run(None, "--store", str(group_store), "install", "--venv", str(root_venv), str(whl))
+    assert done.returncode == 0, done.stderr
+    assert f"{planted.name} is {users.bob}'s" in done.stderr, done.stderr
+    for v, user in ((venv, users.alice), (root_venv, None)):
+        ran = subprocess.run([str(v / "bin" / "python"), "-c", "import unitsquat.mod as m; print(m.VALUE)"],
+                             capture_output=True, text=True, **run.popen_kwargs(user, 0o022))  # type: ignore
+        assert ran.stdout == "2\n", ran.stderr
