@@ -440,7 +440,8 @@ class StoreLock(KeyLock):
     But ``gc.lock`` is whoever created it first, and its owner may make it unusable to others (chmod 600) or unlink
     it (the sticky bit lets them), which would take every other member's installs out from under gc's lock while
     root's gc (which ignores modes) still takes it. So both also lock the ``locks/`` directory, the store owner's,
-    which members may open but neither chmod nor replace; ``gc.lock`` is still taken, for older clients.
+    which members may open but neither chmod nor replace; ``gc.lock`` is still taken, for older clients. Not in an
+    ``all`` store, whose ``locks/`` everyone may read (:meth:`_take_area`).
     """
 
     _area_fd: int | None = None
@@ -453,12 +454,17 @@ class StoreLock(KeyLock):
         if exclusive:
             self._after_timeout = "giving up"
 
-    def _take_area(self, deadline: float) -> int:
-        """An fd holding the flock on ``locks/`` itself; LockUnavailable if it cannot be had by ``deadline``."""
+    def _take_area(self, deadline: float) -> int | None:
+        """An fd holding the flock on ``locks/`` itself; LockUnavailable if it cannot be had by ``deadline``. None
+        where everyone may read ``locks/`` (an ``all`` store): there anyone on the machine could hold it, which would
+        let readers, who may not even open ``gc.lock``, hold up every install and gc; ``gc.lock`` alone is used."""
         try:
             fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._dir_fd)
         except OSError as e:
             raise LockUnavailable(f"cannot open locks/ ({e.strerror})") from None
+        if os.fstat(fd).st_mode & stat.S_IROTH:
+            os.close(fd)
+            return None
         try:
             self._wait(fd, deadline, name="")
         except BaseException:
