@@ -205,3 +205,28 @@ def test_a_planted_unit_name_costs_the_bytecode_not_the_install(
         ran = subprocess.run([str(v / "bin" / "python"), "-c", "import unitsquat.mod as m; print(m.VALUE)"],
                              capture_output=True, text=True, **run.popen_kwargs(user, 0o022))  # type: ignore
         assert ran.stdout == "2\n", ran.stderr
+
+
+def test_roots_install_from_a_members_private_store_keeps_its_writes_private(
+    run: Runner, users: Users, workdir: Path
+) -> None:
+    """Root uses alice's private store (``sudo`` keeping ``HOME``, or ``--store``) to install a wheel the store lacks.
+    The tree root publishes there is root's, mode 0400/0500: alice's own installs of that wheel then fail ("permission
+    denied") in her own store; and since the store is private and the tree root's, root's ``auto`` folds it, so
+    root's edit in its own venv would change alice's store (acceptance 6 allows links only "if the store is root's
+    own")."""
+    store = workdir / "alice-store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    whl = make_wheel(workdir, "rootpriv", files={"rootpriv/__init__.py": b"NAME = 'rootpriv'\n"})
+    whl.chmod(0o644)
+    root_venv = workdir / "root-venv"
+    assert run(None, "venv", str(root_venv)).returncode == 0
+    rooted = run(None, "--store", str(store), "install", "--json", "--venv", str(root_venv), str(whl))
+    if rooted.returncode == 0:
+        assert '"link_mode": "fold"' not in rooted.stdout, rooted.stdout
+    else:
+        assert users.alice in one_line_error(rooted)
+    venv = workdir / "alice-venv"
+    assert run(users.alice, "venv", str(venv)).returncode == 0
+    done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), str(whl))
+    assert done.returncode == 0, done.stderr
