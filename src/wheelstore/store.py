@@ -289,6 +289,13 @@ class Store:
 
     def require_publish_access(self) -> None:
         """Fail early, in one line, if this user may read the store but not publish into it."""
+        if self.policy.shared == "private" and os.geteuid() != self.owner_uid:  # only root gets this far
+            owner = user_name(self.owner_uid)
+            raise StoreAccessDenied(
+                f"{self.root} is {owner}'s private store: what root published there would be root's, which {owner} "
+                "could not read, and linked into root's venvs as root's own",
+                hint=f"use a store of your own (--store), or run the command as {owner}",
+            )
         use_effective = os.access in os.supports_effective_ids
         for area in ("trees", "manifests", "staging", "locks"):
             if not os.access(area, os.W_OK | os.X_OK, dir_fd=self._root_fd, effective_ids=use_effective):
