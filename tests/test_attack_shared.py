@@ -230,3 +230,28 @@ def test_roots_install_from_a_members_private_store_keeps_its_writes_private(
     assert run(users.alice, "venv", str(venv)).returncode == 0
     done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), str(whl))
     assert done.returncode == 0, done.stderr
+
+
+def test_roots_install_from_a_members_private_store_does_not_stop_her_gc(
+    run: Runner, users: Users, workdir: Path
+) -> None:
+    """Root installs (by copy) a wheel alice already has in her private store: root's gc root directory there is
+    root's, mode 0700, so alice's gc can no longer read every root, and from then on removes nothing."""
+    store = workdir / "alice-store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    whls = []
+    for name in ("keptpa", "droppb"):
+        whl = make_wheel(workdir, name, files={f"{name}/__init__.py": b"X = 1\n"})
+        whl.chmod(0o644)
+        whls.append(whl)
+    venv = workdir / "alice-venv"
+    assert run(users.alice, "venv", str(venv)).returncode == 0
+    assert run(users.alice, "--store", str(store), "install", "--venv", str(venv), *map(str, whls)).returncode == 0
+    root_venv = workdir / "root-venv"
+    assert run(None, "venv", str(root_venv)).returncode == 0
+    done = run(None, "--store", str(store), "install", "--venv", str(root_venv), str(whls[0]))
+    assert done.returncode == 0, done.stderr
+    assert run(users.alice, "--store", str(store), "uninstall", "--venv", str(venv), "droppb").returncode == 0
+    gc = run(users.alice, "--store", str(store), "gc", "--grace", "0")
+    assert gc.returncode == 0 and "cannot read roots/" not in gc.stdout + gc.stderr, gc.stdout + gc.stderr
+    assert not (store / "trees" / _key(whls[1])).exists()
