@@ -476,33 +476,43 @@ class StoreLock(KeyLock):
         """Both locks, ``gc.lock`` first (as gc takes them: the same order, or each could wait for the other), each
         with a warning (and the install going ahead) when it cannot be had."""
         deadline = time.monotonic() + self._timeout
+        failed: LockUnavailable | None = None
         try:
             self._fd = self._acquire_by(deadline, True)
         except LockUnavailable as e:
-            if e.timed_out:
-                log.warning("going ahead without lock locks/%s: %s", self._name, e)
-            else:
-                log.warning("cannot use locks/%s (%s); the lock on locks/ itself still keeps gc out", self._name, e)
+            failed = e
         try:
             self._area_fd = self._take_area(deadline)
         except LockUnavailable as e:
             log.warning("going ahead without lock locks/: %s", e)
+        if failed is not None:
+            if failed.timed_out or self._area_fd is None:
+                log.warning("going ahead without lock locks/%s: %s", self._name, failed)
+            else:
+                log.warning("cannot use locks/%s (%s); the lock on locks/ itself still keeps gc out", self._name,
+                            failed)
 
     def acquire_or_raise(self) -> None:
         """Take the lock or raise :class:`LockUnavailable`, never going ahead without it (gc must not). A ``gc.lock``
         that cannot be used at all (not held: unusable) is left to the lock on ``locks/``, with a warning."""
         deadline = time.monotonic() + self._timeout
+        failed: LockUnavailable | None = None
         try:
             self._fd = self._acquire_by(deadline, True)
         except LockUnavailable as e:
             if e.timed_out:
                 raise
-            log.warning("cannot use locks/%s (%s); the lock on locks/ itself keeps installs out", self._name, e)
+            failed = e
         try:
             self._area_fd = self._take_area(deadline)
         except BaseException:
             self.release()
             raise
+        if failed is not None:
+            if self._area_fd is None:  # nothing keeps installs out
+                self.release()
+                raise failed
+            log.warning("cannot use locks/%s (%s); the lock on locks/ itself keeps installs out", self._name, failed)
 
     def release(self) -> None:
         for fd in (self._fd, self._area_fd):
