@@ -313,7 +313,34 @@ def ensure_pycs(store: Store, tree: Tree, interpreter: Interpreter) -> Tree | No
         found = store.lookup(key)
         if found is not None:
             return _trusted(store, tree, found)
-        return _publish(store, tree, interpreter, key)
+        if (taken := _taken_by(store, key)) is not None:
+            _squatted(tree, key, taken)
+            return None
+        try:
+            return _publish(store, tree, interpreter, key)
+        except FileExistsError:  # made meanwhile, without a manifest (yet): as above
+            found = store.lookup(key)
+            if found is not None:
+                return _trusted(store, tree, found)
+            _squatted(tree, key, _taken_by(store, key) or "someone")
+            return None
+
+
+def _taken_by(store: Store, key: str) -> str | None:
+    """Whose entry ``trees/<key>`` is, when there is one (without a manifest: a unit being published, an interrupted
+    publish, or one a member planted there); None when the name is free."""
+    try:
+        return user_name(os.stat(key, dir_fd=store.area_fd("trees"), follow_symlinks=False).st_uid)
+    except FileNotFoundError:
+        return None
+
+
+def _squatted(tree: Tree, key: str, owner: str) -> None:
+    """Warn that the tree gets no unit: any member may create ``trees/<key>-<tag>`` (a wheel's sha256 is public), and that
+    must cost at most the store's bytecode, never the install."""
+    log.warning("not using store bytecode for %s %s: trees/%s is %s's, without a manifest; Python compiles the "
+                "modules at import (gc removes such an entry once it is older than its grace period)",
+                tree.manifest.name, tree.manifest.version, key, owner)
 
 
 def unit_publishers(store: Store, tree: Tree) -> frozenset[int]:

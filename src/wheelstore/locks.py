@@ -59,8 +59,33 @@ def configured_timeout(default: float) -> float:
     return value if value >= 0 else default
 
 
+class _WaitBudget:
+    """What one process may wait for key locks in all: :data:`KEY_TIMEOUT` (or the configured timeout) across every
+    key, not per key. Any member may hold the lock of every key an install is about to publish (a new release's
+    sha256s are public), and waits of 10 s each, a few at a time, would add up to minutes; once the budget is spent,
+    a key whose lock is held goes ahead without it at once (the rename keeps the result correct)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.spent = 0.0
+
+    def left(self, timeout: float) -> float:
+        with self._lock:
+            return max(0.0, timeout - self.spent)
+
+    def spend(self, seconds: float) -> None:
+        with self._lock:
+            self.spent += seconds
+
+
+_KEY_WAITS = _WaitBudget()
+
+
 class LockUnavailable(Exception):
     """This lock cannot be taken; the caller proceeds without it."""
+
+    #: whether another process held it for longer than the timeout (rather than the lock being unusable)
+    timed_out = False
 
 
 class KeyLock:
@@ -113,9 +138,21 @@ class KeyLock:
             return True
         return self.try_acquire()
 
+    #: the process-wide budget this lock's waits count against, if any (key locks; not the store lock)
+    _budget: _WaitBudget | None = _KEY_WAITS
+
     def _acquire(self, *, blocking: bool = True) -> int | None:
         """The locked fd; None, without ``blocking``, when another process holds the lock."""
-        deadline = time.monotonic() + self._timeout
+        started = time.monotonic()
+        left = self._timeout if self._budget is None else self._budget.left(self._timeout)
+        deadline = started + left
+        try:
+            return self._acquire_by(deadline, blocking)
+        finally:
+            if self._budget is not None and blocking:
+                self._budget.spend(time.monotonic() - started)
+
+    def _acquire_by(self, deadline: float, blocking: bool) -> int | None:
         while True:
             fd = self._open()
             try:
@@ -136,7 +173,7 @@ class KeyLock:
                 return fd
             os.close(fd)  # the holder before us removed this lock file: take the current one
 
-    def _wait(self, fd: int, deadline: float, blocking: bool = True) -> bool:
+    def _wait(self, fd: int, deadline: float, blocking: bool = True, name: str | None = None) -> bool:
         """Lock ``fd``: True once it is locked; False at once, without ``blocking``, if another process holds it.
 
         A wait longer than :data:`NOTICE_AFTER` is announced once, naming the holder, so that nobody waits in silence.
@@ -154,11 +191,19 @@ class KeyLock:
                 raise LockUnavailable(f"flock failed: {e.strerror}") from None
             now = time.monotonic()
             if now >= deadline:
-                raise LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
+                if name is not None:  # not this lock's file (the store lock's directory)
+                    error = LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
+                elif self._budget is not None and self._budget.left(self._timeout) <= 0 and notice_at is not None:
+                    error = LockUnavailable(f"held by {holder(fd)}, and this process has already waited "
+                                            f"{self._timeout:g}s for locks")
+                else:
+                    error = LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
+                error.timed_out = True
+                raise error
             if notice_at is not None and now >= notice_at:
                 notice_at = None
-                log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name, holder(fd),
-                            self._after_timeout, self._timeout)
+                log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name if name is None else name,
+                            holder(fd), self._after_timeout, self._timeout)
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -392,27 +437,93 @@ LOCK_NAME = "gc.lock"
 
 
 class StoreLock(KeyLock):
-    """``locks/gc.lock``, shared for installs, exclusive for gc.
+    """``locks/gc.lock``, shared for installs, exclusive for gc, and the same on the ``locks/`` directory itself.
 
     Unlike a per-key lock its file is never removed: a shared holder cannot know whether others hold it too, and an
     unlinked lock file would let gc lock a new inode while installs still hold the old one.
+
+    But ``gc.lock`` is whoever created it first, and its owner may make it unusable to others (chmod 600) or unlink
+    it (the sticky bit lets them), which would take every other member's installs out from under gc's lock while
+    root's gc (which ignores modes) still takes it. So both also lock the ``locks/`` directory, the store owner's,
+    which members may open but neither chmod nor replace; ``gc.lock`` is still taken, for older clients. Not in an
+    ``all`` store, whose ``locks/`` everyone may read (:meth:`_take_area`).
     """
+
+    _area_fd: int | None = None
 
     def __init__(self, store: Store, *, exclusive: bool, timeout: float | None = None) -> None:
         super().__init__(store.area_fd("locks"), LOCK_NAME, store.policy,
                          configured_timeout(STORE_TIMEOUT) if timeout is None else timeout)
         self._op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        self._budget = None  # taken once per command, with its own timeout
         if exclusive:
             self._after_timeout = "giving up"
 
+    def _take_area(self, deadline: float) -> int | None:
+        """An fd holding the flock on ``locks/`` itself; LockUnavailable if it cannot be had by ``deadline``. None
+        where everyone may read ``locks/`` (an ``all`` store): there anyone on the machine could hold it, which would
+        let readers, who may not even open ``gc.lock``, hold up every install and gc; ``gc.lock`` alone is used."""
+        try:
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._dir_fd)
+        except OSError as e:
+            raise LockUnavailable(f"cannot open locks/ ({e.strerror})") from None
+        if os.fstat(fd).st_mode & stat.S_IROTH:
+            os.close(fd)
+            return None
+        try:
+            self._wait(fd, deadline, name="")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def acquire(self) -> None:
+        """Both locks, ``gc.lock`` first (as gc takes them: the same order, or each could wait for the other), each
+        with a warning (and the install going ahead) when it cannot be had."""
+        deadline = time.monotonic() + self._timeout
+        failed: LockUnavailable | None = None
+        try:
+            self._fd = self._acquire_by(deadline, True)
+        except LockUnavailable as e:
+            failed = e
+        try:
+            self._area_fd = self._take_area(deadline)
+        except LockUnavailable as e:
+            log.warning("going ahead without lock locks/: %s", e)
+        if failed is not None:
+            if failed.timed_out or self._area_fd is None:
+                log.warning("going ahead without lock locks/%s: %s", self._name, failed)
+            else:
+                log.warning("cannot use locks/%s (%s); the lock on locks/ itself still keeps gc out", self._name,
+                            failed)
+
     def acquire_or_raise(self) -> None:
-        """Take the lock or raise :class:`LockUnavailable`, never going ahead without it (gc must not)."""
-        self._fd = self._acquire()
+        """Take the lock or raise :class:`LockUnavailable`, never going ahead without it (gc must not). A ``gc.lock``
+        that cannot be used at all (not held: unusable) is left to the lock on ``locks/``, with a warning."""
+        deadline = time.monotonic() + self._timeout
+        failed: LockUnavailable | None = None
+        try:
+            self._fd = self._acquire_by(deadline, True)
+        except LockUnavailable as e:
+            if e.timed_out:
+                raise
+            failed = e
+        try:
+            self._area_fd = self._take_area(deadline)
+        except BaseException:
+            self.release()
+            raise
+        if failed is not None:
+            if self._area_fd is None:  # nothing keeps installs out
+                self.release()
+                raise failed
+            log.warning("cannot use locks/%s (%s); the lock on locks/ itself keeps installs out", self._name, failed)
 
     def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)
+        for fd in (self._fd, self._area_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._area_fd = None
 
 
 @contextmanager

@@ -58,6 +58,10 @@ def unsafe_parents(path: str | os.PathLike[str], owner_uid: int) -> list[Unsafe]
     creates it, owned by the store's owner), and so is one this user may not look at (then it cannot reach the store
     through it either)."""
     found = []
+    for link in symlinks_on_the_way(path):
+        problem = _judge_link(link, owner_uid)
+        if problem is not None:
+            found.append(problem)
     for d in directories_above(path):
         try:
             st = os.stat(d)
@@ -69,6 +73,54 @@ def unsafe_parents(path: str | os.PathLike[str], owner_uid: int) -> list[Unsafe]
         if problem is not None:
             found.append(problem)
     return found
+
+
+def symlinks_on_the_way(path: str | os.PathLike[str]) -> list[str]:
+    """Every symlink the kernel follows to reach ``path`` (``path`` itself included), by its real location: the
+    directories holding them are judged like any other, but a link in a sticky directory is its owner's to replace."""
+    todo = [part for part in os.fspath(os.path.abspath(path)).split("/") if part]
+    current = "/"
+    links: list[str] = []
+    while todo and len(links) < 40:  # the kernel's own limit on links followed
+        part = todo.pop(0)
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        if part == ".":
+            continue
+        candidate = os.path.join(current, part)
+        try:
+            st = os.lstat(candidate)
+        except OSError:
+            break  # not there (yet), or not ours to look at: nothing further is reached through it
+        if not stat.S_ISLNK(st.st_mode):
+            current = candidate
+            continue
+        links.append(candidate)
+        try:
+            target = os.readlink(candidate)
+        except OSError:
+            break
+        if target.startswith("/"):
+            current = "/"
+        todo[:0] = [p for p in target.split("/") if p]
+    return links
+
+
+def _judge_link(link: str, owner_uid: int) -> Unsafe | None:
+    """A symlink owned by someone but root and the store's owner, in a sticky directory: its owner may replace it."""
+    try:
+        st = os.lstat(link)
+        holder = os.stat(os.path.dirname(link))
+    except OSError:
+        return None
+    if st.st_uid in (0, owner_uid) or not holder.st_mode & stat.S_ISVTX:
+        return None  # in a directory without the sticky bit, only who may rename entries there may replace it
+    if not holder.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and holder.st_uid == st.st_uid:
+        return None
+    owner = user_name(st.st_uid)
+    return Unsafe(link, f"is a symlink belonging to {owner} in a sticky directory", owner,
+                  f"chown -h root {shlex.quote(link)}", "root")
 
 
 def _judge(d: str, st: os.stat_result, owner_uid: int) -> Unsafe | None:

@@ -94,6 +94,18 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
     warning, or every install of theirs would fail.
     """
     real = os.path.realpath(venv)
+    if store.policy.shared == "private" and os.geteuid() != store.owner_uid:  # root, in someone's private store
+        # a root directory of root's there would be unreadable to the store's owner, whose gc would then never
+        # remove anything; root links their trees only by copy or reflink, which gc cannot take away
+        try:
+            linked = next(_venv_dists(store, real, interpreter), None) is not None
+        except OSError:
+            linked = True
+        if linked:
+            owner = user_name(store.owner_uid)
+            log.warning("%s is not registered in %s, %s's private store: root's entries there would keep %s's gc "
+                        "from removing anything", real, store.root, owner, owner)
+        return None
     try:
         return _write_root(store, real, tuple(_venv_dists(store, real, interpreter)))
     except PermissionError:

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from . import fsio
 from .config import parse_toml, select_store
 from .errors import StoreAccessDenied, StoreError, StoreNotFound, WheelstoreError
-from .locks import KeyLock
+from .locks import NOTICE_AFTER, STORE_TIMEOUT, KeyLock, configured_timeout, holder
+from .logs import log
 from .manifest import Manifest
 from .policy import Policy, Role, SharedMode, current_user, group_name, in_group, open_dir, user_name
 
@@ -213,10 +214,7 @@ class Store:
         finally:
             os.close(parent_fd)
         try:
-            try:
-                fcntl.flock(root_fd, fcntl.LOCK_EX)
-            except OSError:  # no flock here (some network filesystems): the final link() still decides
-                pass
+            _lock_for_init(root, root_fd)
             if not (exist_ok and fsio.exists(CONFIG, dir_fd=root_fd)):
                 cls._init_in(root, root_fd, policy)
         finally:
@@ -229,8 +227,13 @@ class Store:
         existing = set(os.listdir(root_fd))
         if CONFIG in existing:
             raise StoreError(f"{root} is already a store", hint=f"use it with --store {root}")
-        if st.st_uid != os.geteuid() and os.geteuid() != 0:
-            raise StoreError(f"{root} belongs to another user; only its owner can make it a store")
+        if st.st_uid != os.geteuid():
+            # Root too: the store directory's owner owns the store (they may rename its areas away and put their own
+            # in their place), so root making a store in a directory a member created first (in a sticky directory
+            # such as /tmp, anyone may) would hand that member a store root believes is its own.
+            owner = user_name(st.st_uid)
+            raise StoreError(f"{root} belongs to {owner}, who would own a store made there; only its owner can make "
+                             "it a store", hint=f"run init as {owner}, or remove {root} and run init again")
         tmp = f".{CONFIG}.tmp"
         if existing - set(AREAS) - {tmp}:
             raise StoreError(f"{root} is not empty; give a new or empty directory")
@@ -290,6 +293,13 @@ class Store:
 
     def require_publish_access(self) -> None:
         """Fail early, in one line, if this user may read the store but not publish into it."""
+        if self.policy.shared == "private" and os.geteuid() != self.owner_uid:  # only root gets this far
+            owner = user_name(self.owner_uid)
+            raise StoreAccessDenied(
+                f"{self.root} is {owner}'s private store: what root published there would be root's, which {owner} "
+                "could not read, and linked into root's venvs as root's own",
+                hint=f"use a store of your own (--store), or run the command as {owner}",
+            )
         use_effective = os.access in os.supports_effective_ids
         for area in ("trees", "manifests", "staging", "locks"):
             if not os.access(area, os.W_OK | os.X_OK, dir_fd=self._root_fd, effective_ids=use_effective):
@@ -563,3 +573,29 @@ def _remember_manifest(root: Path, key: str, stamp: tuple[int, ...], manifest: M
 
     usercache.write_bytes(_known_name(root, key), marshal.dumps((_KNOWN_FORMAT, stamp, manifest.small(),
                                                                  manifest.count, manifest.first)))
+
+
+def _lock_for_init(root: Path, root_fd: int) -> None:
+    """Serialise inits of one path by a flock on the store directory, waiting at most the store lock's timeout.
+
+    Any member may open the directory and flock it, so the wait is bounded and says who holds the lock; then, as
+    without flock (some network filesystems), init goes ahead unlocked: the final link() of config.toml decides.
+    """
+    deadline = time.monotonic() + configured_timeout(STORE_TIMEOUT)
+    notice_at: float | None = time.monotonic() + NOTICE_AFTER
+    while True:
+        try:
+            fcntl.flock(root_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        except OSError:  # no flock here: the final link() still decides
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            log.warning("going ahead without the lock on %s: still held by %s", root, holder(root_fd))
+            return
+        if notice_at is not None and now >= notice_at:
+            notice_at = None
+            log.warning("waiting for the lock on %s, held by %s", root, holder(root_fd))
+        time.sleep(0.05)
