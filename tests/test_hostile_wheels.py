@@ -17,8 +17,8 @@ import pytest
 from wheelstore import entrypoints
 from wheelstore.entrypoints import EntryPointError
 from wheelstore.errors import RecordMismatch
-from wheelstore.install import _read_tree_file
 from wheelstore.link import NotAFile
+from wheelstore.treefiles import read_tree_file
 from wheelstore.wheel import CHUNK, WheelArchive
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
@@ -264,7 +264,7 @@ def test_store_files_an_install_reads_are_never_opened_blocking(workdir: Path) -
     fifo = workdir / "tool"
     os.mkfifo(fifo)
     with pytest.raises(NotAFile, match="is not the regular file of 10 bytes"):
-        _read_tree_file(str(workdir), "tool", 10)
+        read_tree_file(str(workdir), "tool", 10)
 
 
 def test_compiling_a_tree_skips_a_fifo_instead_of_hanging(workdir: Path) -> None:

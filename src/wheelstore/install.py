@@ -36,12 +36,13 @@ from . import fold as folding
 from . import fsio
 from . import entrypoints, prepared
 from .errors import WheelstoreError, printable
-from .link import LinkMode, NotAFile, link_file
+from .link import LinkMode, link_file
 from .logs import log
 from .manifest_check import show
 from .names import canonical
 from .prepared import INSTALLER_FILES
 from .store import Tree
+from .treefiles import TreeDirs, read_tree_file
 from .venv import Interpreter
 from .venvdirs import VenvDirs
 
@@ -134,11 +135,11 @@ def install_tree(
         unit = prepared.of(pycs, interpreter) if pycs is not None else None
         _refuse_venv_own(m.wheel, [*prep.data, *(unit.data if unit is not None else ())], layout, interpreter)
         folded = _fold_links(fold, prep.by_dir, root, dirs, created) if fold else set()
-        _link_dirs(_TreeDirs(tree_path, mode), prep.by_dir, folded, root, mode, dirs, created)
+        _link_dirs(_tree_dirs(tree_path, mode), prep.by_dir, folded, root, mode, dirs, created)
         data_files = [(tree_path, *f) for f in prep.data]
         unit_record = ""
         if pycs is not None and unit is not None:  # bytecode compiled in the store, beside the sources it came from
-            _link_dirs(_TreeDirs(os.fspath(pycs.path), mode), unit.by_dir, set(), root, mode, dirs, created)
+            _link_dirs(_tree_dirs(os.fspath(pycs.path), mode), unit.by_dir, set(), root, mode, dirs, created)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
         record: list[tuple[str, str, int | str]] = []
@@ -149,11 +150,11 @@ def install_tree(
                 what = f"{m.wheel}: script {rel!r}"
                 entrypoints.check_not_venv_own(name, what)
                 entrypoints.check_free(os.path.dirname(dst), name, what)
-                data = _rewrite_shebang(_read_tree_file(source, rel, size), interpreter.executable)
+                data = _rewrite_shebang(read_tree_file(source, rel, size), interpreter.executable)
                 _write_new(dir_fd, name, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
-                with _TreeDirs(source, mode) as tree_dirs:
+                with _tree_dirs(source, mode) as tree_dirs:
                     _link_replacing(f"{source}/{rel}", dir_fd, name, mode, tree_dirs.fd(rel.rpartition("/")[0]))
                 record.append((dst, sha256, size))
             created.append(dst)
@@ -220,56 +221,13 @@ def _fold_links(
     return tops
 
 
-class _TreeDirs:
-    """The directories of a tree an install copies or hard-links files from, each opened without following a link,
-    from the tree's own down: its owner may have swapped one for a link since the check (or the check is still
-    running), and a copy must not read, nor a hard link link, what the installing user may read but the owner may
-    not. Only the directories on the path to the last one asked for stay open (installs go parents first). In the
-    symlink modes nothing is opened: a symlink reads nothing now, and is followed later by whoever uses it."""
-
-    def __init__(self, source: str, mode: LinkMode) -> None:
-        self.source = source
-        self.reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
-        self._fds: dict[str, int] = {}
-
-    def __enter__(self) -> _TreeDirs:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-    def fd(self, rel_dir: str) -> int | None:
-        """An fd of the tree's directory ``rel_dir`` ("" for the tree itself), or None in the symlink modes."""
-        if not self.reads:
-            return None
-        found = self._fds.get(rel_dir)
-        if found is not None:
-            return found
-        for other in [p for p in self._fds if p and not (rel_dir + "/").startswith(p + "/")]:
-            os.close(self._fds.pop(other))
-        parent, _, name = rel_dir.rpartition("/")
-        try:
-            if rel_dir:
-                parent_fd = self.fd(parent)
-                assert parent_fd is not None
-                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
-            else:
-                fd = os.open(self.source, _DIR_FLAGS)
-        except OSError as e:
-            raise NotAFile(f"{printable(self.source)}/{printable(rel_dir)} in the store cannot be read as a directory "
-                           f"of its tree ({e.strerror}), so nothing was installed from it",
-                           hint="run wheelstore verify; the tree's publisher or an admin can repair it") from None
-        self._fds[rel_dir] = fd
-        return fd
+def _tree_dirs(source: str, mode: LinkMode) -> TreeDirs:
+    """The tree at ``source`` as ``mode`` reads it: copies and hard links through its directories' fds."""
+    return TreeDirs(source, reads=mode not in (LinkMode.SYMLINK, LinkMode.FOLD))
 
 
 def _link_dirs(
-    tree_dirs: _TreeDirs,
+    tree_dirs: TreeDirs,
     by_dir: dict[str, list[str]],
     folded: set[str],
     root: str,
@@ -327,39 +285,6 @@ def _write_new(dir_fd: int | None, name: str, data: bytes, mode: int) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _read_tree_file(source: str, rel: str, size: int) -> bytes:
-    """The bytes of the tree file ``rel`` (of the tree at ``source``), read as the check reads it: every directory
-    from the tree's own down opened without following a link, the file without blocking, and only a regular file
-    of the manifest's ``size``. Its owner may have swapped it since the check, or the check may still be running:
-    a FIFO must not hang the install, and a link must not make it read (and write into the venv) what the user
-    can read but its owner cannot."""
-    fds: list[int] = []
-    try:
-        try:
-            fds.append(os.open(source, _DIR_FLAGS))
-            *parents, name = rel.split("/")
-            for part in parents:
-                fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
-            fds.append(os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fds[-1]))
-            st = os.fstat(fds[-1])
-            data = fsio.read_all(fds[-1], size, size + 1) if stat.S_ISREG(st.st_mode) else None
-        except OSError as e:
-            raise NotAFile(f"{printable(source)}/{printable(rel)} in the store cannot be read as a file of its tree "
-                           f"({e.strerror}), so it was not installed",
-                           hint="run wheelstore verify; the tree's publisher or an admin can repair it") from None
-    finally:
-        for fd in fds:
-            os.close(fd)
-    if data is None or len(data) != size:
-        raise NotAFile(f"{printable(source)}/{printable(rel)} in the store is not the regular file of {size} bytes "
-                       "its manifest lists, so it was not installed",
-                       hint="run wheelstore verify; the tree's publisher or an admin can repair it")
-    return data
 
 
 def _unlink_quietly(path: str) -> None:

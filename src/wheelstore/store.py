@@ -96,7 +96,6 @@ def _parse_staging_name(name: str) -> tuple[str, str, str, int] | None:
     return kind, key, parts[0], int(parts[1])
 
 
-
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
