@@ -521,16 +521,15 @@ def _handler(level: int) -> None:
 
     class Printable(logging.Formatter):  # as every error line: names in warnings come from trees and wheels too
         def format(self, record: logging.LogRecord) -> str:
-            return printable(super().format(record))
+            # lower case as uv's lines, without renaming logging's levels for the whole process (addLevelName)
+            return printable(f"{record.levelname.lower()}: {record.getMessage()}")
 
     handler = AfterStdout(sys.stderr)
-    handler.setFormatter(Printable("%(levelname)s: %(message)s"))
+    handler.setFormatter(Printable())
     log = logging.getLogger("wheelstore")
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
-    logging.addLevelName(logging.WARNING, "warning")
-    logging.addLevelName(logging.DEBUG, "debug")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
