@@ -142,3 +142,37 @@ def test_init_replaces_a_gc_lock_planted_in_a_half_made_store(run: Runner, users
     st = (store / "locks" / "gc.lock").stat()
     assert (st.st_uid, st.st_mode & 0o7777) == (users.uid(users.alice), 0o660)
     assert sorted(os.listdir(store / "locks")) == ["gc.lock"]
+
+
+# -- 2: init re-checks the parents once it has made them -------------------------------------------------------------
+
+
+def test_init_refuses_a_parent_another_user_made_after_the_check(run: Runner, users: Users, workdir: Path) -> None:
+    """alice runs ``init lab/store``, ``lab`` not existing yet, in a sticky directory. Between init's check of the
+    parents and its ``mkdir``, bob makes ``lab`` (0777, so alice's mkdir of the store in it succeeds): the store
+    would be in bob's directory, where bob may rename it away and put his own in its place."""
+    markers = workdir / "markers"
+    markers.mkdir()
+    markers.chmod(0o777)
+    path = workdir / "lab" / "store"
+    init = run.popen(users.alice, "init", str(path), "--group", users.group,
+                     env={"WHEELSTORE_TEST_HOOK": "parents-checked=wait", "WHEELSTORE_TEST_HOOK_DIR": str(markers)})
+    deadline = time.monotonic() + 60
+    while not list(markers.iterdir()):
+        assert init.poll() is None and time.monotonic() < deadline, init.communicate()
+        time.sleep(0.02)
+    assert _as(run, users.bob, "mkdir", "-m", "777", str(path.parent)).returncode == 0
+    for marker in markers.iterdir():
+        marker.unlink()
+    out, err = init.communicate(timeout=60)
+    line = one_line_error(subprocess.CompletedProcess(init.args, init.returncode, out, err))
+    assert str(path.parent) in line and users.bob in line and "fix:" in line, line
+    assert not (path / "config.toml").exists()
+
+
+def test_init_still_makes_missing_parents_of_its_own(run: Runner, users: Users, workdir: Path) -> None:
+    """The re-check passes for parents init made itself."""
+    path = workdir / "a" / "b" / "store"
+    done = run(users.alice, "init", str(path), "--group", users.group)
+    assert done.returncode == 0, done.stderr
+    assert path.parent.stat().st_uid == users.uid(users.alice) and (path / "config.toml").exists()

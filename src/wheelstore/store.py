@@ -184,7 +184,7 @@ class Store:
         inits of one path are serialised by a lock on the directory; with ``exist_ok`` the losers open the winner's.
         No store is made where anyone but root and the caller could move it away (:mod:`wheelstore.parents`).
         """
-        from .parents import require_safe_parents  # here: only init judges the parents
+        from .parents import require_reached_safely, require_safe_parents  # here: only init judges the parents
 
         policy = Policy.for_init(shared, group)
         root = Path(path).absolute()
@@ -213,6 +213,7 @@ class Store:
         finally:
             os.close(parent_fd)
         try:
+            require_reached_safely(root, root_fd, os.geteuid())  # a parent made by another since the check above
             _lock_for_init(root, root_fd)
             if not (exist_ok and fsio.exists(CONFIG, dir_fd=root_fd)):
                 cls._init_in(root, root_fd, policy)
