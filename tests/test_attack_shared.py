@@ -142,18 +142,15 @@ def test_doctor_flags_a_members_symlink_in_a_sticky_directory_on_the_way_to_the_
 def test_a_member_cannot_take_installs_out_of_gcs_lock_by_chmodding_gc_lock(
     run: Runner, users: Users, workdir: Path, group_store: Path
 ) -> None:
-    """bob's install happened to create ``locks/gc.lock`` (it is never removed), so it is his file, and he makes it
-    0600. From then on every other member's install cannot open it and goes ahead without the store lock, with a
-    warning, while root (who ignores modes) still takes it: root's gc holding the lock exclusive no longer keeps
-    alice's install from finding trees it is about to remove; and alice's own gc cannot run at all."""
-    first = make_wheel(workdir, "bobfirst")
-    first.chmod(0o644)
-    bob_venv = workdir / "bob-venv"
-    assert run(users.bob, "venv", str(bob_venv)).returncode == 0
-    assert run(users.bob, "--store", str(group_store), "install", "--venv", str(bob_venv), str(first)).returncode == 0
+    """In a store of the older layout, bob's install happened to create ``locks/gc.lock`` (it is never removed), so
+    it is his file, and he makes it 0600. From then on every other member's install cannot open it and goes ahead
+    without the store lock, with a warning, while root (who ignores modes) still takes it: root's gc holding the lock
+    exclusive no longer keeps alice's install from finding trees it is about to remove; and alice's own gc cannot run
+    at all. (Now init makes it, the store owner's, and members never do: bob plants his here.)"""
     lock = group_store / "locks" / "gc.lock"
+    lock.unlink()  # as root: the older layout, in which whoever locked first made it
+    assert _as(run, users.bob, "sh", "-c", f"touch {lock} && chmod 600 {lock}").returncode == 0
     assert lock.stat().st_uid == users.uid(users.bob)
-    assert _as(run, users.bob, "chmod", "600", str(lock)).returncode == 0
 
     whl = make_wheel(workdir, "duringgc")
     whl.chmod(0o644)

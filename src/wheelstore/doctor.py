@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from . import gclock
 from .config import Selection, select_store
 from .errors import StoreAccessDenied, StoreError, StoreNotFound, WheelstoreError
 from .link import LinkMode, _probe_now, choose, fs_type
@@ -174,6 +175,7 @@ class _Doctor:
             ("reflink", self.check_reflink),
             ("protected-hardlinks", self.check_protected_hardlinks),
             ("locks", self.check_locks),
+            ("gc-lock", lambda: None if self.store is None else Check("gc-lock", *gclock.judge(self.store))),
             ("space", self.check_space),
         ]
         try:
@@ -522,10 +524,7 @@ class _Doctor:
         sv = os.statvfs(at)
         free, total = sv.f_bavail * sv.f_frsize, sv.f_blocks * sv.f_frsize
         text = f"{_size(free)} free of {_size(total)}"
-        if sv.f_files:
-            text += f", {sv.f_favail:,} of {sv.f_files:,} inodes free"
-        else:
-            text += ", no fixed inode limit"
+        text += f", {sv.f_favail:,} of {sv.f_files:,} inodes free" if sv.f_files else ", no fixed inode limit"
         text += f" on the store's filesystem ({fs_type(str(at))})"
         if free < NO_SPACE or (sv.f_files and sv.f_favail < NO_INODES):
             return Check("space", "fail", f"{text}: too little to publish anything", None)

@@ -11,8 +11,9 @@ key without waiting first (:meth:`KeyLock.try_acquire`), puts aside the ones ano
 for those only when nothing else is left to do.
 
 A lock file lives in the store's sticky ``locks/`` area and appears there with its final mode (it is built under a
-private name and linked into place). Its holder removes it when done if it owns it, so lock files do not pile up; a
-waiter that then wins a lock on the removed inode notices (the path no longer names its inode) and starts over.
+private name and linked into place). A key lock's holder removes it when done if it owns it, so lock files do not pile
+up; a waiter that then wins a lock on the removed inode notices (the path no longer names its inode) and starts over.
+The store lock's ``gc.lock`` is never removed, nor replaced (:class:`StoreLock`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
+from . import gclock
+from .gclock import LOCK_NAME as LOCK_NAME  # the store lock's file, named by gc too
 from .logs import log
 from .policy import Policy, Role, user_name
 
@@ -222,6 +225,8 @@ class KeyLock:
                     fd = os.open(self._name, os.O_RDONLY | flags, dir_fd=self._dir_fd)
                     self._writable = False
             except FileNotFoundError:
+                if not self._may_create():
+                    raise LockUnavailable("it is missing, and only the store's owner or root makes it") from None
                 self._create()  # by us or, if it lost the race, by someone else: open it again either way
                 continue
             except OSError as e:  # ELOOP (a symlink), EISDIR, EACCES, ...
@@ -230,6 +235,10 @@ class KeyLock:
                 os.close(fd)
                 raise LockUnavailable("it is not a regular file")
             return fd
+
+    def _may_create(self) -> bool:
+        """Whether this process may create the missing lock file: anyone may create a key's."""
+        return True
 
     def _create(self) -> None:
         """Make the lock file appear with its final mode: build it under a private name, then link it into place.
@@ -432,21 +441,19 @@ class _Board:
 
 # -- the store-wide lock ------------------------------------------------------------------------------------------------
 
-#: in the store's ``locks/``: held shared by installs, exclusive by gc
-LOCK_NAME = "gc.lock"
-
-
 class StoreLock(KeyLock):
     """``locks/gc.lock``, shared for installs, exclusive for gc, and the same on the ``locks/`` directory itself.
 
-    Unlike a per-key lock its file is never removed: a shared holder cannot know whether others hold it too, and an
-    unlinked lock file would let gc lock a new inode while installs still hold the old one.
+    Unlike a per-key lock its file is never removed, by anyone's release: a shared holder cannot know whether others
+    hold it too, an unlinked lock file would let gc lock a new inode while installs still hold the old one, and the
+    next to create it would own it.
 
-    But ``gc.lock`` is whoever created it first, and its owner may make it unusable to others (chmod 600) or unlink
-    it (the sticky bit lets them), which would take every other member's installs out from under gc's lock while
-    root's gc (which ignores modes) still takes it. So both also lock the ``locks/`` directory, the store owner's,
-    which members may open but neither chmod nor replace; ``gc.lock`` is still taken, for older clients. Not in an
-    ``all`` store, whose ``locks/`` everyone may read (:meth:`_take_area`).
+    ``gc.lock`` must be the store owner's (:mod:`wheelstore.gclock`): ``init`` makes it, and a missing one is made
+    only by the store's owner or root. In a store made before that, a member may have made it, and its owner may make
+    it unusable to others (chmod 600) or unlink it (the sticky bit lets them), which would take every other member's
+    installs out from under gc's lock while root's gc (which ignores modes) still takes it; ``doctor`` flags it. So
+    both also lock the ``locks/`` directory, the store owner's, which members may open but neither chmod nor replace;
+    not in an ``all`` store, whose ``locks/`` everyone may read (:meth:`_take_area`).
     """
 
     _area_fd: int | None = None
@@ -455,9 +462,13 @@ class StoreLock(KeyLock):
         super().__init__(store.area_fd("locks"), LOCK_NAME, store.policy,
                          configured_timeout(STORE_TIMEOUT) if timeout is None else timeout)
         self._op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        self._owner_uid = store.owner_uid
         self._budget = None  # taken once per command, with its own timeout
         if exclusive:
             self._after_timeout = "giving up"
+
+    def _may_create(self) -> bool:
+        return gclock.may_create(self._owner_uid)
 
     def _take_area(self, deadline: float) -> int | None:
         """An fd holding the flock on ``locks/`` itself; LockUnavailable if it cannot be had by ``deadline``. None

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .errors import StoreError
+from .hooks import checkpoint
 from .policy import group_name, user_name
 
 _ACL = "system.posix_acl_access"
@@ -164,12 +165,34 @@ def _has_acl(d: str) -> bool:
 
 def require_safe_parents(path: str | os.PathLike[str], owner_uid: int) -> None:
     """Refuse, in one line with the fix, to make a store at ``path`` that someone could move away (init)."""
-    found = unsafe_parents(path, owner_uid)
+    _refuse(path, unsafe_parents(path, owner_uid), "refusing to create it there")
+    checkpoint("parents-checked")  # tests make a parent here, as another user racing init could
+
+
+def require_reached_safely(path: Path, fd: int, owner_uid: int) -> None:
+    """After init made and opened the store directory ``fd``: the same judgement again, now that every directory on
+    the way exists, and ``path`` must still lead to ``fd``.
+
+    The first check skips directories that do not exist yet, and init carries on where one it would make already
+    exists: so a parent another user made in between (in a sticky directory, anyone may) would hold the store. Once
+    this passes, only root and the store's owner may change what leads to it, so it stays true.
+    """
+    _refuse(path, unsafe_parents(path, owner_uid), "refusing to make it a store (it is left empty)")
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise StoreError(f"{path} changed while init made it ({e.strerror})", hint="run init again") from None
+    held = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+        raise StoreError(f"{path} was replaced while init made it", hint="run init again")
+
+
+def _refuse(path: str | os.PathLike[str], found: list[Unsafe], verdict: str) -> None:
     if not found:
         return
     first = found[0]
     raise StoreError(
         f"{first.path} {first.why}, so {first.who} could move a store at {path} away and put their own in its "
-        "place; refusing to create it there",
+        f"place; {verdict}",
         hint=f"as {first.fixer}: {first.fix}, or create the store where only you or root can rename it",
     )

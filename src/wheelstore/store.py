@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, NamedTuple
 
-from . import fsio
+from . import fsio, gclock
 from .config import parse_toml, select_store
 from .errors import StoreAccessDenied, StoreError, StoreNotFound, WheelstoreError
 from .locks import NOTICE_AFTER, STORE_TIMEOUT, KeyLock, configured_timeout, holder
@@ -184,7 +184,7 @@ class Store:
         inits of one path are serialised by a lock on the directory; with ``exist_ok`` the losers open the winner's.
         No store is made where anyone but root and the caller could move it away (:mod:`wheelstore.parents`).
         """
-        from .parents import require_safe_parents  # here: only init judges the parents
+        from .parents import require_reached_safely, require_safe_parents  # here: only init judges the parents
 
         policy = Policy.for_init(shared, group)
         root = Path(path).absolute()
@@ -213,6 +213,7 @@ class Store:
         finally:
             os.close(parent_fd)
         try:
+            require_reached_safely(root, root_fd, os.geteuid())  # a parent made by another since the check above
             _lock_for_init(root, root_fd)
             if not (exist_ok and fsio.exists(CONFIG, dir_fd=root_fd)):
                 cls._init_in(root, root_fd, policy)
@@ -239,12 +240,11 @@ class Store:
         if tmp in existing:  # left by an interrupted init (we hold the init lock, so it is not in use)
             os.unlink(tmp, dir_fd=root_fd)
         policy.apply(root_fd, Role.STORE_ROOT)
-        for area in AREAS:
-            if area in existing:  # left by an interrupted init
-                fd = open_dir(area, dir_fd=root_fd)
-                policy.apply(fd, Role.AREA)
-            else:
-                fd = policy.mkdir(area, Role.AREA, dir_fd=root_fd)
+        for area in AREAS:  # one left by an interrupted init is given its mode again
+            fd = open_dir(area, dir_fd=root_fd) if area in existing else policy.mkdir(area, Role.AREA, dir_fd=root_fd)
+            policy.apply(fd, Role.AREA)
+            if area == "locks":
+                gclock.make(fd, policy)  # the store lock's file, the owner's (a member's could be made unusable)
             os.close(fd)
         policy.write_new(tmp, policy.to_toml().encode(), Role.CONFIG, dir_fd=root_fd)
         try:
