@@ -52,6 +52,77 @@ except StoreError as e:  # the commit's own read-back refuses it, once the fix i
 """
 
 
+def _plant(run: Runner, user: str, *commands: str) -> None:
+    done = subprocess.run(["sh", "-c", " && ".join(commands)], capture_output=True, text=True, env=run.env(user),
+                          cwd="/", timeout=60, **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+    assert done.returncode == 0, done.stderr
+
+
+def _orphans(run: Runner, user: str, store: Path) -> tuple[int, dict[str, dict[str, object]]]:
+    checked = run(user, "--store", str(store), "verify", "--json")
+    assert "Traceback" not in checked.stderr, checked.stderr
+    return checked.returncode, {o["key"]: o for o in json.loads(checked.stdout)["orphans"]}
+
+
+def test_verify_names_a_planted_bytecode_unit_name(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
+    """bob takes the name of the pyc unit of alice's tree, without a manifest: installs ignore it, and verify, which
+    said "all intact", now names it, its owner and who removes it, and still exits 0 (no published tree is damaged)."""
+    whl = _wheel(workdir, "plantedunit")
+    assert run(users.alice, "--store", str(group_store), "realize", "--no-compile", str(whl)).returncode == 0
+    unit = group_store / "trees" / f"{_key(whl)}-cpython-311"
+    _plant(run, users.bob, f"mkdir -p {unit}/plantedunit/__pycache__", f"chmod -R a-w {unit}")
+
+    checked = run(users.alice, "--store", str(group_store), "verify")
+    assert checked.returncode == 0, checked.stderr
+    (line,) = [ln for ln in checked.stdout.splitlines() if ln.startswith("no manifest: ")]
+    assert line.startswith(f"no manifest: trees/{unit.name}: a bytecode unit without a manifest, owned by wsbob; "
+                           f"wsbob or root can remove it: rm -rf {unit}; gc run by wsbob or root removes it once it "
+                           "is unchanged for 24 hours (or gc's grace, if longer), and wsalice's, as the store's owner, "
+                           "moves it out of the way"), line
+    assert "all intact; 1 entry of trees/ without a manifest (above)" in checked.stdout, checked.stdout
+
+    status, orphans = _orphans(run, users.alice, group_store)
+    assert status == 0
+    assert {k: (o["kind"], o["owner"], o["path"]) for k, o in orphans.items()} == {
+        unit.name: ("bytecode", users.bob, f"trees/{unit.name}")}
+
+
+def test_verify_names_an_interrupted_publish(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
+    """alice's publish killed after its rename leaves her tree without a manifest: verify names it, not its staging
+    leftovers, and gc's hidden names are not orphans either."""
+    whl = _wheel(workdir, "interrupted")
+    key = _key(whl)
+    markers = workdir / "markers"
+    publisher = run.popen(users.alice, "--store", str(group_store), "realize", "--no-compile", str(whl),
+                          env=_hook(markers, "renamed=pause"))
+    _wait_for(markers, "renamed.*", publisher)
+    os.kill(publisher.pid, signal.SIGKILL)
+    publisher.wait(timeout=30)
+    _plant(run, users.bob, f"mkdir {group_store}/trees/.gc-{key}-host-1-abcd")
+
+    status, orphans = _orphans(run, users.bob, group_store)
+    assert status == 0
+    assert list(orphans) == [key]
+    assert (orphans[key]["kind"], orphans[key]["owner"]) == ("tree", users.alice)
+    assert "the next realize of its wheel adopts it or moves it aside" in str(orphans[key]["removed_by"])
+
+
+def test_a_manifest_without_its_tree_is_reported_as_damage(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """The other half: a manifest whose tree is gone (root removed it by hand) fails verify, naming the tree."""
+    whl = _wheel(workdir, "treeless")
+    key = _key(whl)
+    assert run(users.alice, "--store", str(group_store), "realize", "--no-compile", str(whl)).returncode == 0
+    subprocess.run(["rm", "-rf", str(group_store / "trees" / key)], check=True)
+    checked = run(users.alice, "--store", str(group_store), "verify", "--json")
+    assert checked.returncode == 1
+    report = json.loads(checked.stdout)
+    assert [(d["key"], d["name"]) for d in report["damaged"]] == [(key, "treeless")]
+    assert "has a manifest but no files" in report["damaged"][0]["detail"]
+    assert report["orphans"] == []
+
+
 @pytest.fixture
 def root_store(workdir: Path, run: Runner, users: Users) -> Path:
     """A group store root owns: alice and bob are both members, and neither is its owner."""
