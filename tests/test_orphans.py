@@ -123,6 +123,27 @@ def test_a_manifest_without_its_tree_is_reported_as_damage(
     assert report["orphans"] == []
 
 
+def test_gc_removes_planted_names_after_its_grace(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob's planted pyc-unit directory and a symlink where a tree goes (which would block every publish of that
+    wheel) are removed by gc once old enough; bob's names that no publish makes are left, as verify says."""
+    whl = _wheel(workdir, "gcplanted")
+    assert run(users.alice, "--store", str(group_store), "realize", "--no-compile", str(whl)).returncode == 0
+    trees = group_store / "trees"
+    unit, link, other = f"{_key(whl)}-cpython-311", "f" * 64, "notakey"
+    _plant(run, users.bob, f"mkdir -p {trees}/{unit}/x", f"chmod -R a-w {trees}/{unit}",
+           f"ln -s /etc {trees}/{link}", f"mkdir {trees}/{other}")
+    _, orphans = _orphans(run, users.alice, group_store)
+    assert "gc leaves names no publish makes" in str(orphans[other]["removed_by"])
+
+    out = _wheelstore_python(run, users.bob, AGED_GC, str(group_store))
+    removed = {u["key"]: u["kind"] for u in json.loads(out)["removed"]}
+    assert removed == {unit: "orphan", link: "orphan"}, out
+    assert sorted(p.name for p in trees.iterdir() if not p.name.startswith(".")) == sorted([_key(whl), other])
+    assert Store.open(group_store).lookup(_key(whl)) is not None
+
+
 @pytest.fixture
 def root_store(workdir: Path, run: Runner, users: Users) -> Path:
     """A group store root owns: alice and bob are both members, and neither is its owner."""
