@@ -1,7 +1,9 @@
 """gc: remove the trees no live venv uses, without ever taking one from under a running install.
 
 Mark and sweep. The mark reads every root (:mod:`wheelstore.roots`) and confirms it against the venv itself. The sweep
-takes unreferenced units (trees, their pyc units, manifests) older than the grace period, and stale staging.
+takes unreferenced units (trees, their pyc units, manifests) older than the grace period, entries of ``trees/`` that
+no manifest describes (:mod:`wheelstore.orphans`: interrupted publishes, and planted names, files and symlinks) once
+unchanged for a day or the grace period, and stale staging.
 
 The race with installs is closed by one store-wide lock file, ``locks/gc.lock``: an install holds it *shared* from
 looking up or realizing its trees until its root is written; gc holds it *exclusive* only while it re-reads the roots
