@@ -360,7 +360,7 @@ def test_json_report_matches_the_documented_schema(run: Runner, users: Users, wo
     _tamper(run, users.alice, tree / TARGET, b"changed\n", keep_mtime=False)
     code, report = _verify(run, users.alice, group_store, "--repair", "-f", str(whl.parent))
     assert code == 0
-    assert set(report) == {"store", "full", "ok", "checked", "damaged", "repaired", "unrepaired"}
+    assert set(report) == {"store", "full", "ok", "checked", "damaged", "repaired", "unrepaired", "orphans"}
     assert report["store"] == str(group_store) and report["full"] is False and report["ok"] is True
     assert set(report["checked"]) == {"trees", "files", "rehashed", "relinked"}
     (damage,) = report["damaged"]
@@ -373,7 +373,7 @@ def test_json_report_matches_the_documented_schema(run: Runner, users: Users, wo
     assert repaired["wheel"] == whl.name and repaired["unit"] == "tree"
     for rel in repaired["quarantined"]:
         assert (group_store / rel).exists() and rel.startswith("staging/quarantine-")
-    assert report["unrepaired"] == []
+    assert report["unrepaired"] == [] and report["orphans"] == []
 
 
 def test_repair_without_the_wheel_moves_nothing(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:

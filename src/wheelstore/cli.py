@@ -313,9 +313,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
                              f"the damaged copy is in {', '.join(r.quarantined) or 'nowhere (it was gone)'}"))
     for name, version, key, why in report.unrepaired:
         print(printable(f"not repaired: {name} {version} ({key}): {why}"))
+    for o in report.orphans:  # not damage (nobody uses them): said, but verify's status is the trees'
+        print(f"no manifest: {o.describe()}")
     how = "re-hashed every file" if report.full else f"{report.rehashed} re-hashed, {report.relinked} only relinked"
     state = "all intact" if not report.damaged else (
         f"{len(report.still_damaged)} still damaged" if report.still_damaged else "all repaired")
+    if report.orphans:
+        state += f"; {len(report.orphans)} {'entry' if len(report.orphans) == 1 else 'entries'} of trees/ without a " \
+                 "manifest (above)"
     _out(args, f"checked {report.trees} trees, {report.files} files ({how}): {state}")
     if report.still_damaged and not args.repair:
         _err(f"fix: wheelstore --store {store.root} verify --repair "

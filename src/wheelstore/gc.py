@@ -1,7 +1,9 @@
 """gc: remove the trees no live venv uses, without ever taking one from under a running install.
 
 Mark and sweep. The mark reads every root (:mod:`wheelstore.roots`) and confirms it against the venv itself. The sweep
-takes unreferenced units (trees, their pyc units, manifests) older than the grace period, and stale staging.
+takes unreferenced units (trees, their pyc units, manifests) older than the grace period, entries of ``trees/`` that
+no manifest describes (:mod:`wheelstore.orphans`: interrupted publishes, and planted names, files and symlinks) once
+unchanged for a day or the grace period, and stale staging.
 
 The race with installs is closed by one store-wide lock file, ``locks/gc.lock``: an install holds it *shared* from
 looking up or realizing its trees until its root is written; gc holds it *exclusive* only while it re-reads the roots
@@ -29,12 +31,12 @@ from . import roots as rootmod
 from .errors import StoreError, WheelstoreError
 from .hooks import checkpoint
 from .locks import LOCK_NAME, LockUnavailable, StoreLock
+from .orphans import UNIT_NAME
 from .policy import open_dir, user_name
 from .store import STALE_AFTER, Store, staging_name
 
 #: unreferenced trees younger than this are kept: a venv may be about to be rebuilt from them
 DEFAULT_GRACE = 24 * 3600.0
-_UNITS = re.compile(r"^([0-9a-f]{64})(-[A-Za-z0-9_.-]+)?$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -265,7 +267,7 @@ def _candidates(store: Store, live: set[str], grace: float, report: Report) -> l
     keys = store.keys() | {n for n in os.listdir(trees_fd) if not n.startswith(".")}
     out = []
     for key in sorted(keys):
-        m = _UNITS.match(key)
+        m = UNIT_NAME.match(key)
         if m is None:
             continue
         if key in live:
@@ -275,10 +277,11 @@ def _candidates(store: Store, live: set[str], grace: float, report: Report) -> l
         tst = _lstat(key, trees_fd)
         kind = "pyc" if m.group(2) else "tree"
         if mst is None:
-            if tst is None or not stat.S_ISDIR(tst.st_mode):
+            if tst is None:
                 continue
             # A tree without manifest: an interrupted publish (realize adopts or replaces it), or one being committed
-            # right now by a realize outside any install. Only a long-dead one is ours to remove.
+            # right now by a realize outside any install; or a planted entry (a pyc unit's name, a file or a symlink
+            # where a tree goes), which blocks its name. Only a long-dead one is ours to remove.
             if now - max(tst.st_mtime, tst.st_ctime) <= max(grace, STALE_AFTER):
                 report.young += 1
                 continue
@@ -333,7 +336,7 @@ def _plan(store: Store, cand: _Candidate) -> str:
     tst = _lstat(cand.unit.key, trees_fd)
     if not (_may_remove(manifests_fd, mst) and _may_remove(trees_fd, tst)):
         return "keep"
-    if tst is None or os.geteuid() in (0, tst.st_uid):
+    if tst is None or not stat.S_ISDIR(tst.st_mode) or os.geteuid() in (0, tst.st_uid):
         return "remove"
     return "unpublish"
 
@@ -352,6 +355,11 @@ def _unpublish(store: Store, cand: _Candidate, report: Report) -> str | None:
             os.unlink(f"{key}.json", dir_fd=manifests_fd)
             fsio.fsync_dir(manifests_fd)
         if tst is None:
+            report.removed.append(cand.unit)
+            return None
+        if not stat.S_ISDIR(tst.st_mode):  # planted, without files to delete later
+            os.unlink(key, dir_fd=trees_fd)
+            fsio.fsync_dir(trees_fd)
             report.removed.append(cand.unit)
             return None
         hidden = "." + staging_name("gc", key[:64])

@@ -37,6 +37,7 @@ from .locks import NOTICE_AFTER, STORE_TIMEOUT, KeyLock, configured_timeout, hol
 from .logs import log
 from .manifest import Manifest
 from .policy import Policy, Role, SharedMode, current_user, group_name, in_group, open_dir, user_name
+from .provenance import provenance_problem
 
 if TYPE_CHECKING:
     from .realize import Compiler, Realized
@@ -342,8 +343,8 @@ class Store:
         """The committed tree for ``key``, or None. A tree without a manifest is never returned.
 
         Both the manifest and the tree must look like the tool made them: a read-only regular file and a sealed
-        directory, owned by a trusted publisher. Anything else in their place was planted or damaged, and using it
-        would let one member feed others arbitrary files.
+        directory, owned by a trusted publisher, as :mod:`wheelstore.provenance` says. Anything else in their place
+        was planted or damaged, and using it would let one member feed others arbitrary files.
 
         A manifest file this user parsed before (same device, inode, size, mtime and ctime) is taken with the small
         fields the user's cache kept and its file list parsed only when asked for (:meth:`Manifest.deferred`);
@@ -353,9 +354,8 @@ class Store:
             return None
         path = f"manifests/{key}.json"
         try:
-            fd = os.open(
-                f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.area_fd("manifests")
-            )
+            fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         dir_fd=self.area_fd("manifests"))
         except FileNotFoundError:
             return None
         except PermissionError:
@@ -394,6 +394,8 @@ class Store:
             or not self.policy.trusted_writer(tree_st.st_uid, self.owner_uid)
         ):
             raise self._untrusted(f"trees/{key}", f"does not match its manifest ({manifest.wheel})", tree_st.st_uid)
+        if (why := provenance_problem(manifest, st.st_uid, tree_st.st_uid, self.owner_uid)) is not None:
+            raise self._untrusted(path, f"{manifest.wheel}: {why}", st.st_uid)
         return Tree(key, self._trees / key, manifest, stamp)
 
     def _reread(self, key: str, stamp: tuple[int, ...]) -> bytes:
@@ -411,10 +413,8 @@ class Store:
 
     def _untrusted(self, rel: str, why: str, owner: int | None = None) -> StoreError:
         who = f", owned by {user_name(owner)}" if owner is not None else ""
-        return StoreError(
-            f"{self.root / rel} is not trustworthy ({why}{who}); it is not used",
-            hint=f"its owner or an admin should remove it: rm -rf {self.root / rel}",
-        )
+        return StoreError(f"{self.root / rel} is not trustworthy ({why}{who}); it is not used",
+                          hint=f"its owner or an admin should remove it: rm -rf {self.root / rel}")
 
     def trees(self) -> Iterator[Tree]:
         """Every committed tree :meth:`lookup` accepts, in key order: one that it refuses (a forged or damaged

@@ -48,6 +48,7 @@ from .bytecode import distrust, ensure_pycs
 from .errors import StoreError, WheelstoreError, printable
 from .prepared import INSTALLER_FILES
 from .manifest import FileEntry, Manifest, named
+from .orphans import Orphan, find_orphans
 from .policy import Role, open_dir, user_name
 from .store import MAX_MANIFEST, Store, Tree, cache_id, staging_name
 from .venv import Interpreter
@@ -130,6 +131,7 @@ class Report:
         self.damaged: list[Damage] = []
         self.repaired: list[Repaired] = []
         self.unrepaired: list[tuple[str, str, str, str]] = []  #: (name, version, key, reason)
+        self.orphans: list[Orphan] = []  #: reported, but not damage: nobody uses them (see :mod:`orphans`)
 
     @property
     def still_damaged(self) -> list[str]:
@@ -151,6 +153,7 @@ class Report:
             "damaged": [d.to_json() for d in self.damaged],
             "repaired": [r.to_json() for r in self.repaired],
             "unrepaired": [{"name": n, "version": v, "key": k, "reason": why} for n, v, k, why in self.unrepaired],
+            "orphans": [o.to_json() for o in self.orphans],
         }
 
 
@@ -553,6 +556,7 @@ def verify_store(
             report.repaired += fixed
             done.update(r.key for r in fixed)
         checkpoints.save()
+    report.orphans = find_orphans(store)
     return report
 
 
