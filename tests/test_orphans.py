@@ -64,6 +64,15 @@ def _orphans(run: Runner, user: str, store: Path) -> tuple[int, dict[str, dict[s
     return checked.returncode, {o["key"]: o for o in json.loads(checked.stdout)["orphans"]}
 
 
+
+def _killed_after_rename(run: Runner, user: str, store: Path, whl: Path, markers: Path) -> None:
+    """``user``'s publish of ``whl``, killed between its rename and its manifest: a tree without a manifest."""
+    publisher = run.popen(user, "--store", str(store), "realize", "--no-compile", str(whl),
+                          env=_hook(markers, "renamed=pause"))
+    _wait_for(markers, "renamed.*", publisher)
+    os.kill(publisher.pid, signal.SIGKILL)
+    publisher.wait(timeout=30)
+
 def test_verify_names_a_planted_bytecode_unit_name(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
     """bob takes the name of the pyc unit of alice's tree, without a manifest: installs ignore it, and verify, which
     said "all intact", now names it, its owner and who removes it, and still exits 0 (no published tree is damaged)."""
@@ -92,12 +101,7 @@ def test_verify_names_an_interrupted_publish(run: Runner, users: Users, workdir:
     leftovers, and gc's hidden names are not orphans either."""
     whl = _wheel(workdir, "interrupted")
     key = _key(whl)
-    markers = workdir / "markers"
-    publisher = run.popen(users.alice, "--store", str(group_store), "realize", "--no-compile", str(whl),
-                          env=_hook(markers, "renamed=pause"))
-    _wait_for(markers, "renamed.*", publisher)
-    os.kill(publisher.pid, signal.SIGKILL)
-    publisher.wait(timeout=30)
+    _killed_after_rename(run, users.alice, group_store, whl, workdir / "markers")
     _plant(run, users.bob, f"mkdir {group_store}/trees/.gc-{key}-host-1-abcd")
 
     status, orphans = _orphans(run, users.bob, group_store)
@@ -162,12 +166,7 @@ def test_a_member_cannot_commit_anothers_interrupted_publish(
     verify reports it."""
     whl = _wheel(workdir, "hijacked")
     key = _key(whl)
-    markers = workdir / "markers"
-    publisher = run.popen(users.alice, "--store", str(root_store), "realize", "--no-compile", str(whl),
-                          env=_hook(markers, "renamed=pause"))
-    _wait_for(markers, "renamed.*", publisher)
-    os.kill(publisher.pid, signal.SIGKILL)
-    publisher.wait(timeout=30)
+    _killed_after_rename(run, users.alice, root_store, whl, workdir / "markers")
 
     _wheelstore_python(run, users.bob, ADOPT_ANYONES, str(root_store), str(whl))
     manifest = root_store / "manifests" / f"{key}.json"
