@@ -182,6 +182,29 @@ def test_the_default_wait_for_a_key_is_short_and_quiet_is_quiet(
             holder.communicate("")
 
 
+def test_a_key_lock_my_own_process_holds_is_waited_for_past_the_short_bound(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """alice's own process holds the lock of a key (another of her CI jobs fetching it): the kernel says so, no member
+    can stall her that way, so she waits for it past the 10 s meant for others' locks instead of doing the work again."""
+    whl = _wheel(workdir, "ownkey")
+    holder = _hold(run, users.alice, group_store / "locks" / f"{_key(whl)}.lock")
+    try:
+        realize = run.popen(users.alice, "--store", str(group_store), "realize", str(whl))
+        lines = _stderr_lines(realize)
+        notice = _first(lines, "waiting for locks/", within=30)
+        assert f"held by {users.alice} (pid {holder.pid})" in notice and "going ahead without it after 900s" in notice
+        time.sleep(12)  # past the short bound
+        assert realize.poll() is None, "alice gave up waiting for her own process's lock"
+    finally:
+        holder.communicate("")
+    assert realize.wait(timeout=120) == 0
+    rest = []
+    while (line := lines.get(timeout=30)) is not None:
+        rest.append(line)
+    assert not any("going ahead without lock" in line for line in rest), rest
+
+
 def test_a_members_gc_lock_stops_neither_installs_nor_gc_for_long(
     run: Runner, users: Users, workdir: Path, group_store: Path
 ) -> None:

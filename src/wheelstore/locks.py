@@ -3,8 +3,10 @@
 Locks are an optimisation: correctness comes from the atomic, never-replacing rename. So a lock that cannot be had
 (a planted non-file, a lock file we may not open, flock unsupported on a network filesystem, a holder stuck for longer
 than the timeout) is reported as a warning and the work goes ahead unlocked, never hangs and never fails. Any member
-may hold any lock, so the wait for a key is short (:data:`KEY_TIMEOUT`), and a waiter says, within a second, who
-holds the lock and since when (:func:`holder`): a member holding a lock delays others by seconds, and visibly.
+may hold any lock, so the wait for a key another user holds is short (:data:`KEY_TIMEOUT`; a lock the kernel says
+the waiter's own processes hold is waited for as long as they need, up to :data:`OWN_TIMEOUT`), and a waiter says,
+within a second, who holds the lock and since when (:func:`holder`): a member holding a lock delays others by
+seconds, and visibly.
 
 Concurrent processes asking for the same set of keys should split it, not queue on it: :func:`share_work` tries each
 key without waiting first (:meth:`KeyLock.try_acquire`), puts aside the ones another process is working on, and waits
@@ -41,13 +43,16 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: ``WHEELSTORE_LOCK_TIMEOUT``: seconds to wait for any lock, overriding both defaults below
+#: ``WHEELSTORE_LOCK_TIMEOUT``: seconds to wait for any lock, overriding every default below
 _TIMEOUT_VARIABLE = "WHEELSTORE_LOCK_TIMEOUT"
 #: seconds to wait for another process's lock on a key before going ahead without it: short, since the rename keeps
 #: the result correct unlocked and any member may hold a key's lock as long as they like
 KEY_TIMEOUT = 10.0
 #: seconds to wait for ``locks/gc.lock``: installs hold it shared while they fetch and link, gc exclusive briefly
 STORE_TIMEOUT = 60.0
+#: seconds to wait for a key's lock that the kernel says this user's own processes hold (concurrent CI jobs of one
+#: account): they cannot be another member's stalling, and waiting beats downloading and unpacking a wheel again
+OWN_TIMEOUT = 900.0
 #: a waiter says who holds the lock once it has waited this long (so short waits, the common case, stay quiet)
 NOTICE_AFTER = 0.5
 
@@ -152,8 +157,8 @@ class KeyLock:
         try:
             return self._acquire_by(deadline, blocking)
         finally:
-            if self._budget is not None and blocking:
-                self._budget.spend(time.monotonic() - started)
+            if self._budget is not None and blocking:  # waits for my own processes past it are not counted
+                self._budget.spend(min(time.monotonic() - started, left))
 
     def _acquire_by(self, deadline: float, blocking: bool) -> int | None:
         while True:
@@ -183,6 +188,7 @@ class KeyLock:
         """
         delay = 0.002
         notice_at: float | None = time.monotonic() + NOTICE_AFTER
+        own_until = time.monotonic() + self._own_timeout if name is None else 0.0
         while True:
             try:
                 fcntl.flock(fd, self._op | fcntl.LOCK_NB)
@@ -193,7 +199,9 @@ class KeyLock:
             except OSError as e:  # e.g. ENOLCK on a network filesystem without lock support
                 raise LockUnavailable(f"flock failed: {e.strerror}") from None
             now = time.monotonic()
-            if now >= deadline:
+            if now >= deadline and now < own_until and _held_by_me(fd):
+                pass  # my own process: waited for as long as before, past the short bound meant for others
+            elif now >= deadline:
                 if name is not None:  # not this lock's file (the store lock's directory)
                     error = LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
                 elif self._budget is not None and self._budget.left(self._timeout) <= 0 and notice_at is not None:
@@ -205,13 +213,20 @@ class KeyLock:
                 raise error
             if notice_at is not None and now >= notice_at:
                 notice_at = None
+                mine = name is None and own_until > deadline and _held_by_me(fd)
                 log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name if name is None else name,
-                            holder(fd), self._after_timeout, self._timeout)
+                            holder(fd), self._after_timeout, self._own_timeout if mine else self._timeout)
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
     #: what the waiter does once the timeout has passed, for the notice
     _after_timeout = "going ahead without it"
+
+    @property
+    def _own_timeout(self) -> float:
+        """How long a lock my own processes hold is waited for: :data:`OWN_TIMEOUT` for a key, unless
+        ``WHEELSTORE_LOCK_TIMEOUT`` sets one bound for every wait."""
+        return configured_timeout(OWN_TIMEOUT) if self._budget is not None else self._timeout
 
     def _open(self) -> int:
         # O_NONBLOCK: a FIFO planted in locks/ must not hang us in open().
@@ -344,14 +359,29 @@ def _kernel_holders(st: os.stat_result) -> list[int]:
 
 def _uid_of(pid: int) -> str:
     """The user a process runs as (its effective uid), by name; "an unknown user" if ``/proc`` does not say."""
+    uid = _euid_of(pid)
+    return "an unknown user" if uid is None else user_name(uid)
+
+
+def _euid_of(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("Uid:"):
-                    return user_name(int(line.split()[2]))
+                    return int(line.split()[2])
     except (OSError, ValueError, IndexError):
         pass
-    return "an unknown user"
+    return None
+
+
+def _held_by_me(fd: int) -> bool:
+    """Whether the kernel says only processes of this user hold the lock on ``fd``'s file (never the lock file's
+    own record, which any member may write)."""
+    try:
+        pids = _kernel_holders(os.fstat(fd))
+    except OSError:
+        return False
+    return bool(pids) and all(_euid_of(pid) == os.geteuid() for pid in pids)
 
 
 def _record_claim(fd: int) -> str:
