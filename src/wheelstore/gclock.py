@@ -11,7 +11,6 @@ one only as the store's owner or root and never removes it; and ``doctor`` flags
 from __future__ import annotations
 
 import os
-import shlex
 import stat
 from typing import TYPE_CHECKING, Literal
 
@@ -52,6 +51,8 @@ def make(locks_fd: int, policy: Policy) -> None:
 def judge(store: Store) -> tuple[Literal["ok", "warn", "fail"], str, str | None]:
     """doctor: whether ``gc.lock`` is the store owner's (or root's) regular file with the lock role's mode and group;
     the fix replaces it, run by the store's owner or root (who may replace any entry of ``locks/``)."""
+    import shlex  # here: every install imports this module, and only doctor quotes
+
     policy, owner = store.policy, user_name(store.owner_uid)
     path = shlex.quote(str(store.root / "locks" / LOCK_NAME))
     chgrp = f' && chgrp {shlex.quote(policy.group)} "$t"' if policy.group else ""
