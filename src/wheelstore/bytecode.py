@@ -336,10 +336,10 @@ def _taken_by(store: Store, key: str) -> str | None:
 
 
 def _squatted(tree: Tree, key: str, owner: str) -> None:
-    """Warn that the tree gets no unit: any member may create ``trees/<key>-<tag>`` (a wheel's sha256 is public), and that
-    must cost at most the store's bytecode, never the install."""
+    """Warn that the tree gets no unit: any member may create ``trees/<key>-<tag>`` (a wheel's sha256 is public),
+    and that must cost at most the store's bytecode, never the install."""
     log.warning("not using store bytecode for %s %s: trees/%s is %s's, without a manifest; Python compiles the "
-                "modules at import (gc removes such an entry once it is older than its grace period)",
+                "modules at import (its owner's or root's gc removes such an entry once unchanged for a day)",
                 tree.manifest.name, tree.manifest.version, key, owner)
 
 
