@@ -63,9 +63,11 @@ def _lock_or_fail(store: Store) -> StoreLock:
     try:
         lock.acquire_or_raise()
     except LockUnavailable as e:
-        raise GcError(f"cannot lock {LOCK_NAME} in the store's locks/: {e}",
-                      hint="run gc again once that process is done, or wait longer with WHEELSTORE_LOCK_TIMEOUT="
-                           "SECONDS; on a filesystem without flock, gc cannot run safely") from None
+        hint = ("run gc again once that process is done, or wait longer with WHEELSTORE_LOCK_TIMEOUT=SECONDS"
+                if e.timed_out else
+                f"run 'wheelstore doctor --store {store.root}' for the fix; on a filesystem without flock, gc cannot "
+                "run safely")
+        raise GcError(f"cannot lock {LOCK_NAME} in the store's locks/: {e}", hint=hint) from None
     return lock
 
 
