@@ -148,6 +148,19 @@ def test_gc_removes_planted_names_after_its_grace(
     assert Store.open(group_store).lookup(_key(whl)) is not None
 
 
+def test_verify_quotes_the_command_that_removes_a_planted_name(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob's entry ``trees/x ~``: the removal verify suggests is quoted, not ``rm -rf .../trees/x ~`` (which would
+    remove the home of whoever pastes it)."""
+    trees = group_store / "trees"
+    _plant(run, users.bob, f"mkdir '{trees}/x ~'")
+    checked = run(users.alice, "--store", str(group_store), "verify")
+    assert checked.returncode == 0, checked.stderr
+    (line,) = [ln for ln in checked.stdout.splitlines() if ln.startswith("no manifest: ")]
+    assert f"rm -rf '{trees}/x ~' (gc leaves names no publish makes)" in line, line
+
+
 @pytest.fixture
 def root_store(workdir: Path, run: Runner, users: Users) -> Path:
     """A group store root owns: alice and bob are both members, and neither is its owner."""
