@@ -120,11 +120,6 @@ class KeyLock:
         if waited >= 0.1:  # -v evidence of who waited for whom, and how long
             log.debug("waited %.1fs for locks/%s", waited, self._name)
 
-    @property
-    def held(self) -> bool:
-        """Whether this process holds the lock (False after going ahead without it)."""
-        return self._fd is not None
-
     def try_acquire(self) -> bool:
         """Take the lock unless another process holds it right now: False then, and nothing is held. True when it is
         taken, or when it cannot be had at all (the work then goes ahead unlocked, as with :meth:`acquire`)."""
