@@ -464,7 +464,7 @@ class _Board:
                 self.error = error
 
 
-# -- the store-wide lock ------------------------------------------------------------------------------------------------
+# -- the store-wide lock -----------------------------------------------------------------------------------------------
 
 class StoreLock(KeyLock):
     """``locks/gc.lock``, shared for installs, exclusive for gc, and the same on the ``locks/`` directory itself.
