@@ -266,9 +266,14 @@ class KeyLock:
             os.link(tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd, follow_symlinks=False)
         except FileExistsError:
             pass  # someone else's appeared first; the caller opens that one
+        except OSError as e:  # no hard links on this filesystem, a full disk or quota: go ahead unlocked
+            raise LockUnavailable(f"cannot create it ({e.strerror})") from None
         finally:
             os.close(fd)
-            os.unlink(tmp, dir_fd=self._dir_fd)
+            try:
+                os.unlink(tmp, dir_fd=self._dir_fd)
+            except OSError:
+                pass
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
