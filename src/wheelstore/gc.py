@@ -53,7 +53,7 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _SECONDS[m.group(2)]
 
 
-# -- the store-wide lock ------------------------------------------------------------------------------------------------
+# -- the store-wide lock -----------------------------------------------------------------------------------------------
 
 
 def _lock_or_fail(store: Store) -> StoreLock:
