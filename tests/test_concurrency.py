@@ -181,6 +181,39 @@ def test_a_waiter_that_gives_up_on_the_lock_lets_a_publish_being_committed_finis
     assert run(users.alice, "--store", str(group_store), "verify").returncode == 0
 
 
+def test_a_publish_being_committed_without_the_lock_is_waited_for_by_the_locks_next_holder(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob gave up on the wheel's lock (another process held it) and published without it; he is between his rename
+    and his manifest when the lock's holder lets go and alice takes it. Holding the lock tells her nothing about
+    publishers that went ahead without it: she waits for his manifest, rather than failing on his tree as one left
+    unfinished."""
+    import fcntl
+    import hashlib
+
+    whl = make_wheel(workdir, "unlockedcommit", files=big_files(5, 1000))
+    os.chmod(whl, 0o644)
+    key = hashlib.sha256(whl.read_bytes()).hexdigest()
+    holder = os.open(group_store / "locks" / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)  # root's, held meanwhile
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    markers = workdir / "markers"
+    publisher = run.popen(users.bob, "--store", str(group_store), "realize", "--json", str(whl),
+                          env={**_hook(markers, "renamed=wait"), "WHEELSTORE_LOCK_TIMEOUT": "0"})
+    try:
+        marker = _wait_for(markers, "renamed.*", publisher)
+    finally:
+        os.close(holder)
+    second = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(whl))
+    time.sleep(2)
+    marker.unlink()
+    out, err = publisher.communicate(timeout=120)
+    assert publisher.returncode == 0, err
+    out2, err2 = second.communicate(timeout=120)
+    assert second.returncode == 0, err2
+    assert json.loads(out2)[0]["tree"] == json.loads(out)[0]["tree"]
+    assert run(users.alice, "--store", str(group_store), "verify").returncode == 0
+
+
 def test_orphan_that_does_not_match_is_replaced(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
     """A tree left without a manifest and then altered is moved aside, never adopted."""
     whl = make_wheel(workdir, "tampered", files={"tampered/__init__.py": b"GOOD = True\n"})

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from .conftest import SYSTEM_PYTHON, Runner, Users, snapshot
 from .wheelmaker import make_wheel
 
@@ -203,6 +205,28 @@ def test_a_key_lock_my_own_process_holds_is_waited_for_past_the_short_bound(
     while (line := lines.get(timeout=30)) is not None:
         rest.append(line)
     assert not any("going ahead without lock" in line for line in rest), rest
+
+
+def test_a_lock_file_that_cannot_be_linked_into_place_is_gone_ahead_without(
+    group_store: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A filesystem without hard links (or a full disk) refuses the link that puts a new lock file in place: locks
+    are an optimisation, so the work goes ahead without the lock, with a warning, instead of failing."""
+    from wheelstore import Store
+
+    real_link = os.link
+
+    def no_links(src: str, dst: str, **kwargs: object) -> None:
+        if dst.endswith(".lock"):
+            raise PermissionError(1, "Operation not permitted")
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    store = Store.open(group_store)
+    monkeypatch.setattr(os, "link", no_links)
+    with store.key_lock("c" * 64):
+        pass
+    assert "going ahead without lock locks/" + "c" * 64 + ".lock: cannot create it" in caplog.text
+    assert [n for n in os.listdir(group_store / "locks") if "c" * 64 in n] == []
 
 
 def test_a_members_gc_lock_stops_neither_installs_nor_gc_for_long(

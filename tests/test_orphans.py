@@ -148,6 +148,32 @@ def test_gc_removes_planted_names_after_its_grace(
     assert Store.open(group_store).lookup(_key(whl)) is not None
 
 
+def test_verify_quotes_the_command_that_removes_a_planted_name(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob's entry ``trees/x ~``: the removal verify suggests is quoted, not ``rm -rf .../trees/x ~`` (which would
+    remove the home of whoever pastes it)."""
+    trees = group_store / "trees"
+    _plant(run, users.bob, f"mkdir '{trees}/x ~'")
+    checked = run(users.alice, "--store", str(group_store), "verify")
+    assert checked.returncode == 0, checked.stderr
+    (line,) = [ln for ln in checked.stdout.splitlines() if ln.startswith("no manifest: ")]
+    assert f"rm -rf '{trees}/x ~' (gc leaves names no publish makes)" in line, line
+
+
+def test_gc_and_verify_survive_a_planted_name_too_long_for_a_manifest(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob's ``trees/<key>-<186 characters>`` has a pyc unit's shape, but its manifest's name would be 256 bytes:
+    looking that up fails with ENAMETOOLONG, which must not crash every gc; verify names the entry."""
+    name = "a" * 64 + "-" + "b" * 186
+    _plant(run, users.bob, f"mkdir {group_store}/trees/{name}")
+    swept = run(users.alice, "--store", str(group_store), "gc")
+    assert swept.returncode == 0 and "Traceback" not in swept.stderr, swept.stderr
+    _, orphans = _orphans(run, users.alice, group_store)
+    assert orphans[name]["kind"] == "bytecode"
+
+
 @pytest.fixture
 def root_store(workdir: Path, run: Runner, users: Users) -> Path:
     """A group store root owns: alice and bob are both members, and neither is its owner."""

@@ -120,11 +120,6 @@ class KeyLock:
         if waited >= 0.1:  # -v evidence of who waited for whom, and how long
             log.debug("waited %.1fs for locks/%s", waited, self._name)
 
-    @property
-    def held(self) -> bool:
-        """Whether this process holds the lock (False after going ahead without it)."""
-        return self._fd is not None
-
     def try_acquire(self) -> bool:
         """Take the lock unless another process holds it right now: False then, and nothing is held. True when it is
         taken, or when it cannot be had at all (the work then goes ahead unlocked, as with :meth:`acquire`)."""
@@ -271,9 +266,14 @@ class KeyLock:
             os.link(tmp, self._name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd, follow_symlinks=False)
         except FileExistsError:
             pass  # someone else's appeared first; the caller opens that one
+        except OSError as e:  # no hard links on this filesystem, a full disk or quota: go ahead unlocked
+            raise LockUnavailable(f"cannot create it ({e.strerror})") from None
         finally:
             os.close(fd)
-            os.unlink(tmp, dir_fd=self._dir_fd)
+            try:
+                os.unlink(tmp, dir_fd=self._dir_fd)
+            except OSError:
+                pass
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -469,7 +469,7 @@ class _Board:
                 self.error = error
 
 
-# -- the store-wide lock ------------------------------------------------------------------------------------------------
+# -- the store-wide lock -----------------------------------------------------------------------------------------------
 
 class StoreLock(KeyLock):
     """``locks/gc.lock``, shared for installs, exclusive for gc, and the same on the ``locks/`` directory itself.

@@ -77,10 +77,13 @@ def _has_manifest(name: str, manifests_fd: int) -> bool:
 
 
 def _removal(store: Store, name: str, kind: str, st: os.stat_result, age: float) -> str:
-    """What removes the entry, as gc (:func:`wheelstore.gc.collect`) and realize really do."""
+    """What removes the entry, as gc (:func:`wheelstore.gc.collect`) and realize really do. The command is quoted:
+    the name is the planter's choice, and ``trees/x ~`` unquoted would remove the home of whoever pastes it."""
+    import shlex  # here: only verify names orphans, and the CLI starts without shlex
+
     owner = user_name(st.st_uid)
     who = "root" if st.st_uid == 0 else f"{owner} or root"
-    rm = f"{who} can remove it: rm -rf {store.root / 'trees' / name}"
+    rm = f"{who} can remove it: rm -rf {shlex.quote(str(store.root / 'trees' / name))}"
     if kind == "other":
         return f"{rm} (gc leaves names no publish makes)"
     when = f"once it is unchanged for {STALE_AFTER // 3600} hours (or gc's grace, if longer)"

@@ -88,7 +88,7 @@ def _realize(
             if tree is not None:
                 return Realized(tree, unpacked=False)
             checkpoint("locked")
-            return _publish(store, archive, compiler, locked=lock.held)
+            return _publish(store, archive, compiler)
         finally:
             lock.release()
 
@@ -120,8 +120,8 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = None, *, locked: bool = True) -> Realized:
-    """Unpack, seal, rename and commit ``archive``; ``locked``: under its key's lock (see :func:`_adopt_orphan`)."""
+def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = None) -> Realized:
+    """Unpack, seal, rename and commit ``archive``."""
     from .config import max_unpacked  # here: only a wheel about to be unpacked needs the limit
 
     archive.set_limit(Limit(*max_unpacked(store.config())))
@@ -129,7 +129,7 @@ def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = No
     started = time.monotonic()
     trees_fd = store.area_fd("trees")
     if fsio.exists(key, dir_fd=trees_fd):
-        tree = _adopt_orphan(store, archive, locked=locked)
+        tree = _adopt_orphan(store, archive)
         if tree is not None:
             return Realized(tree, unpacked=False)
     try:
@@ -299,13 +299,13 @@ def _rpaths(store: Store, manifest: Manifest) -> dict[str, list[str]] | None:
 # -- orphans: a tree whose publisher died before writing its manifest -------------------------------------------------
 
 
-def _adopt_orphan(store: Store, archive: WheelArchive, *, racing: bool = False, locked: bool = True) -> Tree | None:
+def _adopt_orphan(store: Store, archive: WheelArchive, *, racing: bool = False) -> Tree | None:
     """Commit an orphan tree if it may be adopted (:func:`_check_orphan`); otherwise move it aside and return None.
 
     ``racing``: the tree appeared while we published, so another publisher is probably committing it right now;
-    then one we may not adopt is left alone, and the caller is told to try again. Without the key's lock
-    (``locked`` False: another process held it too long) or ``racing``, a tree we may not adopt may be another
-    publish between its rename and its manifest, so its manifest is waited for briefly first.
+    then one we may not adopt is left alone, and the caller is told to try again. Either way a recent tree we may
+    not adopt may be another publish between its rename and its manifest, so its manifest is waited for briefly
+    first: holding the key's lock says nothing of a publisher that gave up on it and went ahead without it.
     """
     key = archive.sha256
     trees_fd = store.area_fd("trees")
@@ -316,7 +316,7 @@ def _adopt_orphan(store: Store, archive: WheelArchive, *, racing: bool = False, 
     if not isinstance(checked, str):
         files, owner_uid = checked
         return _commit(store, _manifest(archive, files, owner_uid=owner_uid))
-    committed = _committed_meanwhile(store, key, trees_fd) if racing or not locked else None
+    committed = _committed_meanwhile(store, key, trees_fd)
     if committed is not None:
         return committed
     if racing:
@@ -347,12 +347,13 @@ _COMMIT_RECENT, _COMMIT_WAIT = 60.0, 10.0
 def _committed_meanwhile(store: Store, key: str, trees_fd: int) -> Tree | None:
     """The tree, if its manifest appears within :data:`_COMMIT_WAIT`: one renamed into place lately may be another
     process's publish, between its rename and its manifest (a waiter whose key lock timed out meets these). Moving
-    it aside or failing then would break that publish; only an old one is taken as left unfinished."""
+    it aside or failing then would break that publish; only an old one is taken as left unfinished. Whoever holds
+    the key's lock meets these too: the publisher may have given up on the lock while another process held it."""
     try:
-        changed = os.stat(key, dir_fd=trees_fd, follow_symlinks=False).st_ctime
+        st = os.stat(key, dir_fd=trees_fd, follow_symlinks=False)
     except OSError:
         return store.lookup(key)
-    if time.time() - changed > _COMMIT_RECENT:
+    if not stat.S_ISDIR(st.st_mode) or time.time() - st.st_ctime > _COMMIT_RECENT:  # a publish renames a directory
         return None
     deadline = time.monotonic() + _COMMIT_WAIT
     while (tree := store.lookup(key)) is None and time.monotonic() < deadline:
