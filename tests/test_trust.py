@@ -168,8 +168,11 @@ def test_a_members_interrupted_publish_is_not_adopted(
     orphan = group_store / "trees" / _key(whl)
     _wheelstore_python(run, users.bob, PLANT_ORPHAN, str(whl), str(orphan), 'print("bob\'s trojan ran")')
     before = published(group_store)
-    line = one_line_error(run(users.alice, "--store", str(group_store), "realize", str(whl)))
-    assert "left unfinished by wsbob and is not adopted (it belongs to wsbob" in line, line
+    done = run(users.alice, "--store", str(group_store), "realize", str(whl))
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    *waits, line = done.stderr.strip().splitlines()  # it is recent: first its manifest is waited for, saying so
+    assert [w for w in waits if not w.startswith("warning: waiting up to 10s for the manifest of trees/")] == []
+    assert line.startswith("error: ") and "left unfinished by wsbob and is not adopted (it belongs to wsbob" in line
     assert f"rm -rf {orphan}" in line
     assert published(group_store) == before
     assert not (group_store / "manifests" / f"{_key(whl)}.json").exists()

@@ -356,7 +356,13 @@ def _committed_meanwhile(store: Store, key: str, trees_fd: int) -> Tree | None:
     if not stat.S_ISDIR(st.st_mode) or time.time() - st.st_ctime > _COMMIT_RECENT:  # a publish renames a directory
         return None
     deadline = time.monotonic() + _COMMIT_WAIT
-    while (tree := store.lookup(key)) is None and time.monotonic() < deadline:
+    told = False
+    while (tree := store.lookup(key)) is None and (now := time.monotonic()) < deadline:
+        if not told and now > deadline - _COMMIT_WAIT + 0.5:  # short waits, the common case, stay quiet
+            told = True
+            log.warning("waiting up to %gs for the manifest of trees/%s, which %s renamed into place %ds ago "
+                        "(a publish being committed, or one left unfinished)", _COMMIT_WAIT, key,
+                        user_name(st.st_uid), int(time.time() - st.st_ctime))
         time.sleep(0.05)
     return tree
 
