@@ -154,6 +154,16 @@ def test_kill_9_leaves_nothing_a_reader_uses(
     assert again.returncode == 0 and json.loads(again.stdout)[0]["unpacked"] is False
 
 
+def _both_use_one_tree(publisher: "subprocess.Popen[str]", second: "subprocess.Popen[str]") -> str:
+    """Both realizes succeed and report the same tree; the publisher's output."""
+    out, err = publisher.communicate(timeout=120)
+    assert publisher.returncode == 0, err
+    out2, err2 = second.communicate(timeout=120)
+    assert second.returncode == 0, err2
+    assert json.loads(out2)[0]["tree"] == json.loads(out)[0]["tree"]
+    return out
+
+
 def test_a_waiter_that_gives_up_on_the_lock_lets_a_publish_being_committed_finish(
     run: Runner, users: Users, workdir: Path, group_store: Path
 ) -> None:
@@ -170,11 +180,7 @@ def test_a_waiter_that_gives_up_on_the_lock_lets_a_publish_being_committed_finis
                        env={"WHEELSTORE_LOCK_TIMEOUT": "1"})
     time.sleep(3)  # she gives up on the lock after 1 s and then waits for the manifest for up to 10 s
     marker.unlink()
-    out, err = publisher.communicate(timeout=120)
-    assert publisher.returncode == 0, err
-    out2, err2 = second.communicate(timeout=120)
-    assert second.returncode == 0, err2
-    assert json.loads(out2)[0]["tree"] == json.loads(out)[0]["tree"]
+    out = _both_use_one_tree(publisher, second)
     committed = Store.open(group_store).lookup(json.loads(out)[0]["key"])
     assert committed is not None and committed.manifest.owner_uid == users.uid(users.bob)
     assert [e for e in Store.open(group_store).staging_entries() if e.kind == "orphan"] == []
@@ -206,11 +212,7 @@ def test_a_publish_being_committed_without_the_lock_is_waited_for_by_the_locks_n
     second = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(whl))
     time.sleep(2)
     marker.unlink()
-    out, err = publisher.communicate(timeout=120)
-    assert publisher.returncode == 0, err
-    out2, err2 = second.communicate(timeout=120)
-    assert second.returncode == 0, err2
-    assert json.loads(out2)[0]["tree"] == json.loads(out)[0]["tree"]
+    _both_use_one_tree(publisher, second)
     assert run(users.alice, "--store", str(group_store), "verify").returncode == 0
 
 
