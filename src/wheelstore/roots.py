@@ -110,7 +110,11 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
                         "from removing anything", real, store.root, owner, owner)
         return None
     try:
-        return _write_root(store, real, tuple(_venv_dists(store, real, interpreter)))
+        dists = tuple(_venv_dists(store, real, interpreter))
+    except OSError as e:  # reading the venv, not writing roots/
+        raise _unprotected(store, real, f"the venv cannot be read: {e.strerror or e}") from None
+    try:
+        return _write_root(store, real, dists)
     except PermissionError:
         if store.policy.trusted_writer(os.geteuid(), store.owner_uid):
             raise _unprotected(store, real, "you may not write there") from None
