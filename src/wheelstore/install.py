@@ -42,7 +42,7 @@ from .manifest_check import show
 from .names import canonical
 from .prepared import INSTALLER_FILES
 from .store import Tree
-from .treefiles import TreeDirs, read_tree_file
+from .treefiles import TreeDirs
 from .venv import Interpreter
 from .venvdirs import VenvDirs
 
@@ -130,6 +130,7 @@ def install_tree(
     dist_info = os.path.join(root, m.dist_info)
     tree_path = os.fspath(tree.path)
     dirs = VenvDirs.of(interpreter)
+    readers: dict[str, TreeDirs] = {}
     try:
         prep = prepared.of(tree, interpreter)
         unit = prepared.of(pycs, interpreter) if pycs is not None else None
@@ -143,19 +144,23 @@ def install_tree(
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
         record: list[tuple[str, str, int | str]] = []
-        for source, rel, sha256, size in data_files:
+        reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
+        for source, rel, sha256, size in data_files:  # sorted by tree: one TreeDirs walks each tree's .data once
             dst, scheme = layout.target(rel)
             dir_fd, name = dirs.split(dst)
+            if source not in readers:
+                readers[source] = TreeDirs(source)  # scripts are read in every mode, to rewrite their shebang
+            tree_dirs = readers[source]
             if scheme == "scripts":  # checked as launchers are: a tree published before the check, or forged
                 what = f"{m.wheel}: script {rel!r}"
                 entrypoints.check_not_venv_own(name, what)
                 entrypoints.check_free(os.path.dirname(dst), name, what)
-                data = _rewrite_shebang(read_tree_file(source, rel, size), interpreter.executable)
+                data = _rewrite_shebang(tree_dirs.read(rel, size), interpreter.executable)
                 _write_new(dir_fd, name, data, 0o755)
                 record.append((dst, _record_hash(data), len(data)))
             else:
-                with _tree_dirs(source, mode) as tree_dirs:
-                    _link_replacing(f"{source}/{rel}", dir_fd, name, mode, tree_dirs.fd(rel.rpartition("/")[0]))
+                src_fd = tree_dirs.fd(rel.rpartition("/")[0]) if reads else None
+                _link_replacing(f"{source}/{rel}", dir_fd, name, mode, src_fd)
                 record.append((dst, sha256, size))
             created.append(dst)
         for script, data in _launchers(tree, interpreter, prep):
@@ -189,6 +194,8 @@ def install_tree(
         raise
     finally:
         dirs.close()
+        for tree_dirs in readers.values():
+            tree_dirs.close()
     return Path(dist_info)
 
 

@@ -16,7 +16,7 @@ import re
 import stat
 from typing import NamedTuple
 
-from . import fsio, usercache
+from . import usercache
 from .errors import WheelstoreError
 from .policy import user_name
 
@@ -80,7 +80,7 @@ class NotAFile(WheelstoreError):
     """A store file to be copied is a FIFO, device or socket (planted in a tree by its owner): never read."""
 
 
-def open_store_file(src: str, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
+def _open_store_file(src: str, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
     """An fd for the store file ``src`` (with ``dir_fd``, its last component in that directory), and its stat;
     :class:`NotAFile` unless it is a regular file. Never through a symlink, and O_NONBLOCK: opening a FIFO someone
     planted in a tree must not hang until a writer comes."""
@@ -99,7 +99,7 @@ def open_store_file(src: str, dir_fd: int | None = None) -> tuple[int, os.stat_r
 
 def _private_copy(src: str, dst: str, dst_mode: int | None, *, clone: bool, dir_fd: int | None = None,
                   src_dir_fd: int | None = None) -> None:
-    src_fd, st = open_store_file(src, src_dir_fd)
+    src_fd, st = _open_store_file(src, src_dir_fd)
     try:
         fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         try:
