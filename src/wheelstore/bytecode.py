@@ -354,8 +354,8 @@ def unit_publishers(store: Store, tree: Tree) -> frozenset[int]:
 
 
 def distrust(store: Store, unit: Tree, tree: Tree | None = None) -> str | None:
-    """Why the pyc ``unit`` must not be used, or None when it may: its tree and its manifest file must both belong
-    to one of :func:`unit_publishers`. ``tree`` is the unit's source tree, looked up when not given; without one
+    """Why the pyc ``unit`` (as :meth:`Store.lookup` returned it) must not be used, or None when it may: its tree and
+    its manifest file must both belong to one of :func:`unit_publishers`. ``tree`` is the unit's source tree, looked up when not given; without one
     (gone, or itself untrusted) only the store's owner and root are trusted."""
     if tree is None:
         try:
@@ -363,11 +363,8 @@ def distrust(store: Store, unit: Tree, tree: Tree | None = None) -> str | None:
         except WheelstoreError:
             tree = None
     trusted = unit_publishers(store, tree) if tree is not None else frozenset({store.owner_uid, 0})
-    try:
-        manifest_uid = os.stat(f"{unit.key}.json", dir_fd=store.area_fd("manifests"), follow_symlinks=False).st_uid
-    except OSError as e:
-        return f"its manifest cannot be read: {e.strerror}"
-    untrusted = [uid for uid in (unit.manifest.owner_uid, manifest_uid) if uid not in trusted]
+    # the manifest file's owner is its publisher: Store.lookup refuses any other (wheelstore.provenance)
+    untrusted = [uid for uid in (unit.manifest.owner_uid, unit.manifest.publisher_uid) if uid not in trusted]
     if not untrusted:
         return None
     if tree is None:
