@@ -172,7 +172,8 @@ def install_tree(
             extra["REQUESTED"] = b""
         if direct_url is not None:
             extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
-        origin = {"store": store_root, "key": tree.key, "link_mode": mode.value}
+        origin = {"store": store_root, "key": tree.key, "link_mode": mode.value,
+                  "pyc": pycs.key if pycs is not None else None}  # what gc roots then hold, without a look-up
         extra[ORIGIN_FILE] = json.dumps(origin, sort_keys=True).encode()
         dist_fd = dirs.open(dist_info)
         for name, data in extra.items():

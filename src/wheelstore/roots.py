@@ -188,7 +188,9 @@ def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[R
             log.warning("%s is outside its venv %s; it is not rooted", dist_info, real)
             continue
         pyc = f"{key}-{interpreter.cache_tag}" if interpreter.cache_tag else None
-        if pyc is not None and not _used_unit(store, key, pyc):
+        if "pyc" in found:  # what the install linked (this user's own file, in their venv): no store look-ups
+            pyc = pyc if found["pyc"] == pyc else None
+        elif pyc is not None and not _used_unit(store, key, pyc):  # installed before the origin file said
             pyc = None
         yield RootDist(dist.display_name, dist.version, dist_info[len(prefix):], key, pyc)
 
