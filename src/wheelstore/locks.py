@@ -196,6 +196,8 @@ class KeyLock:
             now = time.monotonic()
             if now >= deadline and now < own_until and _held_by_me(fd):
                 pass  # my own process: waited for as long as before, past the short bound meant for others
+            elif now >= deadline and _free_now(fd, self._op):  # its holder let go since the try above
+                return True
             elif now >= deadline:
                 if name is not None:  # not this lock's file (the store lock's directory)
                     error = LockUnavailable(f"waited {self._timeout:g}s, still held by {holder(fd)}")
@@ -372,6 +374,16 @@ def _euid_of(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _free_now(fd: int, op: int) -> bool:
+    """One more try at the lock on ``fd``, before giving up on it: a holder that let go between the last try and the
+    look at ``/proc/locks`` is no longer listed there, and is neither mine nor anyone's to wait for."""
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 def _held_by_me(fd: int) -> bool:
