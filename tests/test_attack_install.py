@@ -360,7 +360,7 @@ PLANT_UNIT_WITH_DATA = r"""
 import os, sys
 from wheelstore import bytecode
 from wheelstore.store import Store
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 
 store_path, key, extra = sys.argv[1:4]
 store = Store.open(store_path)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.build import BuildError, ensure_built, record_name
+from wheelstore.errors import BuildError
+from wheelstore.build import ensure_built, record_name
 from wheelstore.errors import HashMismatch
 from wheelstore.sources import Sources
 from wheelstore.store import Store
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 
 from .conftest import SYSTEM_PYTHON, Runner, Users
 
@@ -147,7 +148,7 @@ from pathlib import Path
 from wheelstore.build import ensure_built
 from wheelstore.sources import Sources
 from wheelstore.store import Store
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 store, sdist, sha, python, links = sys.argv[1:6]
 with Store.open(store) as s:
     tree = ensure_built(s, Path(sdist), sha, Interpreter.inspect(python),

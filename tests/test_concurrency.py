@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore import Store
+from wheelstore.store import Store
 from wheelstore.locks import share_work
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, snapshot
@@ -298,8 +298,8 @@ def test_realizing_processes_split_the_wheels(
     hook = _hook(markers, "locked=wait")
     holder = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(held), env=hook)
     marker = _wait_for(markers, "locked.*", holder)
-    code = ("import json, sys; from wheelstore import Store; "
-            "done = Store.open(sys.argv[1]).realize_many([(w, None) for w in sys.argv[2:]], jobs=1); "
+    code = ("import json, sys; from wheelstore import Store; from wheelstore.realize import realize_wheels; "
+            "done = realize_wheels(Store.open(sys.argv[1]), [(w, None) for w in sys.argv[2:]], jobs=1); "
             "print(json.dumps([d.unpacked for d in done]))")
     sharer = subprocess.Popen([str(tool.parent / "python"), "-c", code, str(group_store), str(held), *map(str, free)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run.env(users.bob),
@@ -326,7 +326,7 @@ def test_pycs_compiled_in_one_process_or_a_pool(workdir: Path, group_store: Path
     valid pyc for the target interpreter either way, listed in the manifest."""
     from wheelstore.bytecode import PER_WORKER, InTree
     from wheelstore.realize import realize
-    from wheelstore.venv import Interpreter
+    from wheelstore.interpreter import Interpreter
 
     assert (modules // PER_WORKER > 1) == (modules == 300)
     whl = make_wheel(workdir, "many", files={f"many/m{i}.py": f"VALUE = {i}\n".encode() for i in range(modules)})
@@ -348,8 +348,9 @@ def test_pycs_compiled_in_one_process_or_a_pool(workdir: Path, group_store: Path
 def test_compilers_are_reused_across_trees_and_a_dead_one_is_an_error(tmp_path: Path) -> None:
     """Many small trees share a few long-lived compiler processes (never more than the cores); one that dies gives a
     one-line BytecodeError, and the next compile starts a fresh one."""
-    from wheelstore.bytecode import BytecodeError, _Compilers, _run_compiler
-    from wheelstore.venv import Interpreter
+    from wheelstore.errors import BytecodeError
+    from wheelstore.bytecode import _Compilers, _run_compiler
+    from wheelstore.interpreter import Interpreter
 
     target = Interpreter.inspect(SYSTEM_PYTHON)
     pool = _Compilers.of(target)

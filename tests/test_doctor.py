@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore import Store, doctor
+from wheelstore.store import Store
+from wheelstore import doctor
 from wheelstore.config import Selection
 from wheelstore.link import fs_type
 

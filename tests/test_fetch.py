@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
-from wheelstore import Store
+from wheelstore.store import Store
 from wheelstore.errors import HashMismatch
 from wheelstore.fetch import LineProgress, download, fetch_trees, obtain, progress_for, remove_download
-from wheelstore.http import FetchError, Http
+from wheelstore.errors import FetchError
+from wheelstore.http import Http
 from wheelstore.index import RemoteFile
 from wheelstore.sources import Sources
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 
 from . import conftest
 from .conftest import Runner, Users, one_line_error, snapshot
@@ -329,7 +330,7 @@ def test_pypi_json_and_download(tmp_path: Path) -> None:
     """The real registry: PEP 691 JSON from pypi.org, a download from its CDN, published as a tree."""
     from wheelstore.index import IndexClient
     from wheelstore.sources import Sources
-    from wheelstore.venv import Interpreter
+    from wheelstore.interpreter import Interpreter
 
     http = Http()
     best = IndexClient(Sources(), http).best_wheel("six", "==1.17.0", Interpreter.inspect(sys.executable))

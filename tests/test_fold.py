@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.fold import elf_rpaths, view
+from wheelstore.elf import elf_rpaths
+from wheelstore.fold import view
 from wheelstore.store import Store, Tree
-from wheelstore.link import LinkMode, LinkModeError, Probe, choose
+from wheelstore.link import LinkMode, Probe, choose
+from wheelstore.errors import LinkModeError
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error
 from .test_benchset import IMPORTS, SET36, set36_wheels  # noqa: F401 (a fixture)

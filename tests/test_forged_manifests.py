@@ -9,6 +9,7 @@ middle directory is a symlink, refuses before it creates anything.
 """
 
 from __future__ import annotations
+from wheelstore.realize import realize_wheel
 
 import hashlib
 import json
@@ -20,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from wheelstore import Store
+from wheelstore.store import Store
 from wheelstore.errors import WheelstoreError
 from wheelstore.install import install_tree
 from wheelstore.link import LinkMode
 from wheelstore.store import Tree
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
 from .wheelmaker import make_wheel
@@ -175,7 +176,7 @@ def small_store(tmp_path: Path) -> tuple[Store, Tree]:
     """A private store of root's with the fg tree in it (aimed at ``tmp_path/canary``)."""
     store = Store.init(tmp_path / "store")
     whl = make_wheel(tmp_path, "fg", files={**_files(tmp_path / "canary"), "fg/sub/mod.py": b"M = 1\n"})
-    tree = store.realize(whl).tree
+    tree = realize_wheel(store, whl).tree
     return store, tree
 
 
@@ -253,7 +254,7 @@ def test_store_trees_passes_over_a_forged_manifest(small_store: tuple[Store, Tre
     """doctor probes with any tree it gets from trees(): one forged manifest must not fail that for everyone."""
     store, tree = small_store
     (tmp_path / "other").mkdir()
-    good = store.realize(make_wheel(tmp_path / "other", "good")).tree
+    good = realize_wheel(store, make_wheel(tmp_path / "other", "good")).tree
     path = store.root / "manifests" / f"{tree.key}.json"
     doc = json.loads(path.read_bytes())
     _version(doc, tmp_path)
@@ -272,7 +273,8 @@ def test_uninstall_says_what_it_leaves_outside_the_venv(small_store: tuple[Store
     import logging
 
     from wheelstore import logs
-    from wheelstore.install import installed, uninstall
+    from wheelstore.distinfo import installed
+    from wheelstore.install import uninstall
 
     _store, tree = small_store
     venv = _venv(tmp_path / "venv", None)

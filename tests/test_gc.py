@@ -366,7 +366,7 @@ def test_gc_prunes_the_running_users_cache_of_removed_trees(
 def test_a_second_listing_sees_roots_written_since(filesystems: Filesystems) -> None:
     """gc lists the roots twice (unlocked, then locked) through one store: the second listing must see the roots
     written in between, on btrfs too, whose listing through an fd already listed once missed them."""
-    from wheelstore import Store
+    from wheelstore.store import Store
     from wheelstore.roots import list_roots
 
     for kind in ("ext4", "btrfs"):

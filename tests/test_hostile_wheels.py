@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from wheelstore import entrypoints
-from wheelstore.entrypoints import EntryPointError
+from wheelstore.errors import EntryPointError
 from wheelstore.errors import RecordMismatch
-from wheelstore.link import NotAFile
+from wheelstore.errors import NotAFile
 from wheelstore.treefiles import read_tree_file
 from wheelstore.wheel import CHUNK, WheelArchive
 
@@ -274,7 +274,7 @@ def test_compiling_a_tree_skips_a_fifo_instead_of_hanging(workdir: Path) -> None
     (tree / "pkg").mkdir(parents=True)
     (tree / "pkg/a.py").write_text("A = 1\n")
     os.mkfifo(tree / "pkg/b.py")
-    code = ("import sys\nfrom wheelstore import bytecode\nfrom wheelstore.venv import Interpreter\n"
+    code = ("import sys\nfrom wheelstore import bytecode\nfrom wheelstore.interpreter import Interpreter\n"
             "bytecode._run_compiler(Interpreter.inspect(sys.executable), sys.argv[1], sys.argv[2], "
             "['pkg/a.py', 'pkg/b.py'], 'a tree')\n")
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -288,7 +288,7 @@ def test_listing_a_venv_never_opens_a_linked_metadata_blocking(workdir: Path) ->
     every install makes, names it from its directory instead of waiting for a writer (so it can be uninstalled)."""
     import threading
 
-    from wheelstore.install import _describe
+    from wheelstore.inputs import _describe
 
     dist_info = workdir / "fifo-1.0.dist-info"
     dist_info.mkdir()

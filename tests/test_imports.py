@@ -66,7 +66,7 @@ def test_plain_pins_need_no_requirement_parser(tmp_path: Path) -> None:
         "import json, sys\n"
         "from pathlib import Path\n"
         "from wheelstore.inputs import parse_requirements_file\n"
-        "from wheelstore.venv import Interpreter\n"
+        "from wheelstore.interpreter import Interpreter\n"
         "py = Interpreter.inspect(sys.executable)\n"
         "pins = parse_requirements_file(Path(sys.argv[1]), py).pins\n"
         "print(json.dumps([len(pins), 'packaging.requirements' in sys.modules, 'packaging.markers' in sys.modules]))"

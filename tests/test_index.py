@@ -11,10 +11,11 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from wheelstore.http import FetchError, Http, Page
+from wheelstore.errors import FetchError
+from wheelstore.http import Http, Page
 from wheelstore.index import IndexClient, RemoteFile, choose_wheel, parse_html, parse_json
 from wheelstore.sources import Sources
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 
 from .pyindex import PyIndex, self_signed_certificate
 from .wheelmaker import make_wheel

@@ -13,8 +13,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 
 from wheelstore import inputs
-from wheelstore.inputs import InputError, NeedsResolution, collect, parse_requirements_file
-from wheelstore.venv import Interpreter
+from wheelstore.errors import InputError, NeedsResolution
+from wheelstore.inputs import collect, parse_requirements_file
+from wheelstore.interpreter import Interpreter
 
 from .conftest import SYSTEM_PYTHON
 from .wheelmaker import make_wheel

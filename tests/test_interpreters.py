@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 
 from .conftest import SYSTEM_PYTHON
 

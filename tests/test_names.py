@@ -3,6 +3,7 @@ tags an interpreter accepts, kept in the user's cache; and a store shared by sev
 install chooses among by the interpreter's tags."""
 
 from __future__ import annotations
+from wheelstore.realize import realize_wheel
 
 import hashlib
 import json
@@ -13,12 +14,13 @@ import pytest
 from packaging.tags import Tag, create_compatible_tags_selector
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from wheelstore import names, usercache, venv
+from wheelstore import interpreter, names, usercache
 from wheelstore.errors import StoreError
-from wheelstore.plan import Missing, plan
+from wheelstore.errors import Missing
+from wheelstore.plan import plan
 from wheelstore.sources import Sources
 from wheelstore.store import Store
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 
 from .conftest import SYSTEM_PYTHON
 from .wheelmaker import make_wheel
@@ -109,16 +111,16 @@ def test_an_interpreters_tags_come_from_the_users_cache(py: Interpreter) -> None
     """Worked out by packaging once, then read back: a kept list that differs from packaging's is what comes back
     (so it was read, not worked out again), until the key (here, packaging's version) changes."""
     key = (py.implementation, (py.version[0], py.version[1]), py.abiflags)
-    first = venv._supported.__wrapped__(*key)
+    first = interpreter._supported.__wrapped__(*key)
     assert first == names.ranks(str(t) for t in py.tags)
     kept = usercache.read_json("tags.json")
     (entry,) = kept["tags"]
     kept["tags"][entry] = ["py3-none-any", "py3-none-kept"]
     usercache.write_json("tags.json", kept)
-    assert venv._supported.__wrapped__(*key) == {"py3-none-any": 0, "py3-none-kept": 1}
+    assert interpreter._supported.__wrapped__(*key) == {"py3-none-any": 0, "py3-none-kept": 1}
     kept["tags"] = {entry.replace(json.loads(entry)[3], "0.0-other"): kept["tags"][entry]}
     usercache.write_json("tags.json", kept)
-    assert venv._supported.__wrapped__(*key) == first
+    assert interpreter._supported.__wrapped__(*key) == first
 
 
 # -- a store shared by several platforms -----------------------------------------------------------------------------
@@ -164,14 +166,14 @@ def test_a_tree_for_another_platform_is_passed_over(tmp_path: Path, py: Interpre
     takes the one its interpreter can use, from the store or from find-links, and never the other."""
     mine, theirs, requirements, store = _shared(tmp_path, py, "cp311-cp311-macosx_11_0_arm64")
     links, empty, offline = tmp_path / "links", tmp_path / "empty", OFFLINE
-    store.realize(theirs)  # only the other platform's tree: not used, and not taken for a match
+    realize_wheel(store, theirs)  # only the other platform's tree: not used, and not taken for a match
     with pytest.raises(Missing, match="dual==1.0"):
         plan(store, py, [], [requirements], [empty], offline)
     (links / mine.name).write_bytes(mine.read_bytes())
     (chosen,) = plan(store, py, [], [requirements], [links], offline)
     assert (chosen.wheel, chosen.sha256) == (links / mine.name, _sha(mine))
 
-    store.realize(mine)  # both trees: this platform's, with or without its file
+    realize_wheel(store, mine)  # both trees: this platform's, with or without its file
     for where in (links, empty):
         (chosen,) = plan(store, py, [], [requirements], [where], offline)
         assert chosen.sha256 == _sha(mine), where
@@ -182,7 +184,7 @@ def test_a_better_file_wins_over_a_held_tree_it_suits_less(tmp_path: Path, py: I
     would choose: that file is used (and hashed), not the tree."""
     mine, pure, requirements, store = _shared(tmp_path, py, "py3-none-any")
     built, offline = tmp_path / "built", OFFLINE
-    store.realize(pure)
+    realize_wheel(store, pure)
     (chosen,) = plan(store, py, [], [requirements], [built], offline)
     assert (chosen.wheel, chosen.sha256) == (built / mine.name, _sha(mine))
     (built / mine.name).unlink()  # without the file, the pure tree serves
@@ -197,7 +199,7 @@ def test_which_hashes_the_store_holds_by_listing_or_by_stat(tmp_path: Path, monk
 
     store = Store.init(tmp_path / "store")
     made = [make_wheel(tmp_path, f"h{i}", files={f"h{i}/__init__.py": b""}) for i in range(3)]
-    keys = {store.realize(w).tree.key for w in made}
+    keys = {realize_wheel(store, w).tree.key for w in made}
     planted = "f" * 64
     (tmp_path / "store" / "manifests" / f"{planted}.json").mkdir()
     asked = keys | {planted} | {f"{n:064x}" for n in range(100)}
@@ -216,7 +218,7 @@ def test_a_better_file_the_hashes_do_not_allow_leaves_the_held_tree_in_use(tmp_p
     mine, pure, requirements, store = _shared(tmp_path, py, "py3-none-any", pin_mine=False)
     links = tmp_path / "links"
     (links / mine.name).write_bytes(mine.read_bytes())
-    store.realize(pure)
+    realize_wheel(store, pure)
     (chosen,) = plan(store, py, [], [requirements], [links], OFFLINE)
     assert (chosen.wheel, chosen.sha256) == (None, _sha(pure))
 
@@ -226,11 +228,11 @@ def test_an_untrustworthy_tree_for_another_platform_does_not_stop_the_install(tm
     is. When the untrustworthy tree is all the store has, that is the error, not "missing"."""
     mine, theirs, requirements, store = _shared(tmp_path, py, "cp311-cp311-macosx_11_0_arm64")
     built, empty, offline = tmp_path / "built", tmp_path / "empty", OFFLINE
-    store.realize(theirs)
+    realize_wheel(store, theirs)
     (tmp_path / "store" / "manifests" / f"{_sha(theirs)}.json").chmod(0o666)
     with pytest.raises(StoreError, match="not trustworthy"):
         plan(store, py, [], [requirements], [empty], offline)
-    store.realize(mine)
+    realize_wheel(store, mine)
     for where in (built, empty):
         (chosen,) = plan(store, py, [], [requirements], [where], offline)
         assert chosen.sha256 == _sha(mine), where
@@ -243,7 +245,7 @@ def test_without_glibc_the_tags_are_asked_of_packaging_each_time(py: Interpreter
     def fails(name: str) -> str:
         raise OSError(22, "Invalid argument")
 
-    monkeypatch.setattr(venv.os, "confstr", fails)
+    monkeypatch.setattr(interpreter.os, "confstr", fails)
     key = (py.implementation, (py.version[0], py.version[1]), py.abiflags)
-    assert venv._supported.__wrapped__(*key) == names.ranks(str(t) for t in py.tags)
+    assert interpreter._supported.__wrapped__(*key) == names.ranks(str(t) for t in py.tags)
     assert usercache.read_json("tags.json") is None

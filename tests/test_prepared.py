@@ -2,6 +2,7 @@
 venv of the layout, and never used once the manifest it came from has changed."""
 
 from __future__ import annotations
+from wheelstore.realize import realize_wheel
 
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 from wheelstore import prepared, usercache
 from wheelstore.errors import StoreError
 from wheelstore.store import Store, Tree
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 
 from .conftest import SYSTEM_PYTHON
 from .wheelmaker import make_wheel
@@ -45,7 +46,7 @@ def _trees(tmp_path: Path) -> tuple[Store, list[Tree]]:
     store = Store.init(tmp_path / "store")
     trees = []
     for whl in made:
-        tree = store.lookup(store.realize(whl).tree.key)
+        tree = store.lookup(realize_wheel(store, whl).tree.key)
         assert tree is not None and tree.stamp is not None
         trees.append(tree)
     return store, trees
@@ -124,15 +125,15 @@ def test_record_rows_quote_only_what_csv_quotes() -> None:
     import hashlib
     import io
 
-    from wheelstore.install import _record_hash
+    from wheelstore.distinfo import record_hash
 
     datas = [b"a", b"b", b"c"]
     rels = ["pkg/plain.py", "pkg/a,b.txt", 'pkg/say "hi".txt']
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows((r, _record_hash(d), len(d)) for r, d in zip(rels, datas))
+    csv.writer(out, lineterminator="\n").writerows((r, record_hash(d), len(d)) for r, d in zip(rels, datas))
     hexes = [hashlib.sha256(d).hexdigest() for d in datas]
     assert prepared.record_rows(rels, hexes, [len(d) for d in datas]) == out.getvalue()
-    assert prepared.record_rows(rels[:1], hexes[:1], [1]) == f"pkg/plain.py,{_record_hash(b'a')},1\n"
+    assert prepared.record_rows(rels[:1], hexes[:1], [1]) == f"pkg/plain.py,{record_hash(b'a')},1\n"
 
 
 def test_a_manifest_read_before_is_parsed_only_when_its_files_are_asked_for(tmp_path: Path) -> None:

@@ -14,9 +14,11 @@ import pytest
 from packaging.markers import default_environment
 from packaging.pylock import Pylock
 
-from wheelstore.resolve import ResolutionError, lock, read_pylock
-from wheelstore.sources import PYPI, Sources, SourcesError
-from wheelstore.venv import Interpreter
+from wheelstore.errors import ResolutionError
+from wheelstore.resolve import lock, read_pylock
+from wheelstore.sources import PYPI, Sources
+from wheelstore.errors import SourcesError
+from wheelstore.interpreter import Interpreter
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error
 
@@ -150,7 +152,7 @@ def test_this_machines_pip_config_is_found() -> None:
 # -- resolution ----------------------------------------------------------------------------------------------------------
 
 
-def _record_hash(data: bytes) -> str:
+def record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
@@ -164,7 +166,7 @@ def dist_wheel(directory: Path, name: str, version: str, requires: tuple[str, ..
         f"{dist_info}/METADATA": metadata.encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
-    record = "".join(f"{p},{_record_hash(d)},{len(d)}\n" for p, d in files.items()) + f"{dist_info}/RECORD,,\n"
+    record = "".join(f"{p},{record_hash(d)},{len(d)}\n" for p, d in files.items()) + f"{dist_info}/RECORD,,\n"
     files[f"{dist_info}/RECORD"] = record.encode()
     path = directory / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:

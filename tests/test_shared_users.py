@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore import Store
+from wheelstore.store import Store
 from wheelstore.policy import Policy, Role
 
 from .conftest import Runner, Users, one_line_error, snapshot

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore import Store
+from wheelstore.store import Store
 from wheelstore import roots as rootmod
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error

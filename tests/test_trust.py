@@ -19,7 +19,7 @@ PLANT_UNIT = r"""
 import importlib._bootstrap_external as ext, os, sys
 from wheelstore import bytecode
 from wheelstore.store import Store
-from wheelstore.venv import Interpreter
+from wheelstore.interpreter import Interpreter
 
 store_path, key, trojan = sys.argv[1:4]
 store = Store.open(store_path)

@@ -1,6 +1,7 @@
 """verify: the quick check, --full, --repair, the pre-link check of install, and the ctime rule for hard links."""
 
 from __future__ import annotations
+from wheelstore.realize import realize_wheel
 
 import json
 import os
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from wheelstore import Store
+from wheelstore.store import Store
 from wheelstore import verify
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
@@ -212,7 +213,7 @@ CASES = {
 def test_quick_check_catches(workdir: Path, case: str) -> None:
     whl = _wheel(workdir / "wheels")
     with Store.init(workdir / "store") as store:
-        tree = store.realize(whl).tree
+        tree = realize_wheel(store, whl).tree
         assert verify.check_tree(store, tree) == []
         change, path, problem = CASES[case]
         change(tree.path / TARGET)  # as root, who needs no write permission on the tree
@@ -231,7 +232,7 @@ def test_a_check_from_the_kept_table_catches(workdir: Path, case: str) -> None:
     intact tree it never parses the manifest's file list, and it still finds each kind of damage."""
     whl = _wheel(workdir / "wheels")
     with Store.init(workdir / "store") as store:
-        key = store.realize(whl).tree.key
+        key = realize_wheel(store, whl).tree.key
         first = store.lookup(key, remember=True)
         time.sleep(2 * verify.RACY_NS / 1e9)  # so that the mark covers every ctime: later checks list nothing
         assert first is not None and verify.check_tree(store, first) == []  # builds the table and keeps it
@@ -254,7 +255,7 @@ def test_unchanged_directories_are_looked_up_not_listed(workdir: Path) -> None:
     directory whose ctime is older than that, and list only a directory that changed."""
     whl = _wheel(workdir / "wheels")
     with Store.init(workdir / "store") as store:
-        tree = store.realize(whl).tree
+        tree = realize_wheel(store, whl).tree
         dirs = 1 + len(tree.manifest.dirs)
         marks = verify.Checkpoints(store)
         time.sleep(2 * verify.RACY_NS / 1e9)  # a mark never covers ctimes within a clock tick of the walk's start
@@ -274,7 +275,7 @@ def test_a_planted_symlink_directory_is_not_followed(workdir: Path) -> None:
     outside.mkdir()
     (outside / "mod.py").write_bytes(b"X = 2\n")
     with Store.init(workdir / "store") as store:
-        tree = store.realize(whl).tree
+        tree = realize_wheel(store, whl).tree
         shutil.rmtree(tree.path / "demo" / "sub")
         (tree.path / "demo" / "sub").symlink_to(outside)
         found = [(d.path, d.problem) for d in verify.check_tree(store, tree)]

@@ -26,22 +26,19 @@ from pathlib import Path
 import platformdirs
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from .errors import HashMismatch, StoreError, WheelstoreError
+from .commit import link_record
+from .errors import BuildError, HashMismatch, StoreError
+from .interpreter import Interpreter
 from .policy import current_user, user_name
-from .realize import link_record
-from .resolve import run_uv, uv_command, uv_failure
+from .realize import realize
 from .sources import Sources
 from .store import Store, Tree
-from .venv import Interpreter
+from .uv import run_uv, uv_command, uv_failure
 from .wheel import CHUNK, normalize_sha256
 
 SUFFIX = ".build"
 #: a record larger than this is not one we wrote
 MAX_RECORD = 64 << 10
-
-
-class BuildError(WheelstoreError):
-    """An sdist could not be built into a wheel for the target interpreter."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ def ensure_built(
         with tempfile.TemporaryDirectory(prefix="wheelstore-build-") as tmp:
             copy = _private_copy(sdist, sha, Path(tmp))
             wheel = _build(copy, Path(tmp) / "out", interpreter, sources, ikey, quiet=quiet)
-            tree = store.realize(wheel).tree
+            tree = realize(store, wheel).tree
         record = BuildRecord(
             sdist=sdist.name, sdist_sha256=sha, interpreter=ikey, wheel=wheel.name, tree=tree.key,
             publisher_uid=os.geteuid(), publisher=current_user(),

@@ -38,13 +38,14 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import WheelstoreError
+from .commit import commit, manifest_stamp, stage_and_rename
+from .errors import BytecodeError, WheelstoreError
+from .fsio import open_dir
+from .interpreter import Interpreter
 from .logs import log
 from .manifest import FileEntry, Manifest
-from .policy import Role, open_dir, user_name
+from .policy import Role, user_name
 from .store import Store, Tree
-from .venv import Interpreter
-
 
 #: a compiler process: one JSON job per line on stdin, the number of modules it compiled per line on stdout
 _SERVE = r"""
@@ -90,10 +91,6 @@ for line in sys.stdin:
     print(done, flush=True)
 """#: modules per job: a tree with more is split over several compiler processes
 PER_WORKER = 64
-
-
-class BytecodeError(WheelstoreError):
-    """The target interpreter could not compile a tree's modules."""
 
 
 def compiled_pyc(rel: str, tag: str) -> str:
@@ -393,7 +390,6 @@ def _modules(tree: Tree) -> list[str]:
 
 
 def _publish(store: Store, tree: Tree, interpreter: Interpreter, key: str) -> Tree:
-    from .realize import _commit, _manifest_stamp, stage_and_rename  # here: a warm install never compiles
 
     def build(root_fd: int, path: Path) -> tuple[dict[str, FileEntry], list[str]]:
         _run_compiler(interpreter, os.fspath(tree.path), os.fspath(path), _modules(tree), tree.manifest.wheel)
@@ -411,9 +407,9 @@ def _publish(store: Store, tree: Tree, interpreter: Interpreter, key: str) -> Tr
         owner_uid=os.geteuid(),
         files=files,
         dirs=dirs,
-        **_manifest_stamp(),
+        **manifest_stamp(),
     )
-    return _commit(store, manifest)
+    return commit(store, manifest)
 
 
 def _seal(store: Store, root_fd: int) -> tuple[dict[str, FileEntry], list[str]]:

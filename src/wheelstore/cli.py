@@ -15,15 +15,16 @@ from typing import Any, NoReturn
 
 from . import __version__, logs
 from .config import select_store
+from .create import create as create_venv
 from .environment import Environment, Options, Report
 from .errors import WheelstoreError, printable
+from .interpreter import Interpreter
 from .link import LinkMode
 from .plan import plan
 from .policy import SHARED_MODES
 from .sources import Sources
 from .store import Store
-from .venv import Interpreter
-from .venv import create as create_venv
+
 
 def _out(args: argparse.Namespace, text: str) -> None:
     if not args.quiet:
@@ -49,8 +50,10 @@ def cmd_realize(args: argparse.Namespace) -> int:
     results = []
     failures = []
     target = None if args.no_compile else Interpreter.inspect(args.python or sys.executable)
+    from .realize import realize_wheels  # here: a warm install never publishes
+
     with Store.select(args.store) as store:
-        for outcome in store.realize_many([(w, args.sha256) for w in args.wheels], compile_for=target):
+        for outcome in realize_wheels(store, [(w, args.sha256) for w in args.wheels], compile_for=target):
             if isinstance(outcome, WheelstoreError):
                 failures.append(outcome)
                 continue
@@ -150,8 +153,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
+    from .interpreter import find_python
     from .resolve import lock
-    from .venv import find_python
 
     started = time.perf_counter()
     python = find_python(Path(args.venv)) if args.venv else Path(args.python)

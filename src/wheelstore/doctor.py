@@ -19,14 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from . import gclock
 from .config import Selection, select_store
-from .errors import StoreAccessDenied, StoreError, StoreNotFound, WheelstoreError
+from .errors import (
+    SharingBroken,
+    StoreAccessDenied,
+    StoreError,
+    StoreNotFound,
+    VenvError,
+    WheelstoreError,
+)
+from .interpreter import Interpreter, find_python
 from .link import LinkMode, _probe_now, choose, fs_type
 from .parents import unsafe_parents
 from .policy import Policy, Role, current_user, group_name, in_group, user_name
 from .store import AREAS, CONFIG, Store, staging_name
-from .venv import Interpreter, VenvError, find_python
+from .storelock import judge_gc_lock
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -54,10 +61,6 @@ NETWORK_FS = {
     "fuse.sshfs": ("sshfs", "there are no locks and no setgid/sticky semantics across clients"),
     "fuse.glusterfs": ("GlusterFS", "locks and renames go through the network; no reflink"),
 }
-
-
-class SharingBroken(WheelstoreError):
-    """Doctor found a problem that stops sharing from working for this user."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ class _Doctor:
             ("reflink", self.check_reflink),
             ("protected-hardlinks", self.check_protected_hardlinks),
             ("locks", self.check_locks),
-            ("gc-lock", lambda: None if self.store is None else Check("gc-lock", *gclock.judge(self.store))),
+            ("gc-lock", lambda: None if self.store is None else Check("gc-lock", *judge_gc_lock(self.store))),
             ("space", self.check_space),
         ]
         try:

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
-from .errors import WheelError
+from .errors import EntryPointError
 
 #: sections whose entries become launchers (the same launcher on POSIX)
 SECTIONS = ("console_scripts", "gui_scripts")
@@ -35,10 +35,6 @@ _VENV_OWN = re.compile(
 _VALUE = re.compile(r"(?P<module>[^:\[\]]*):(?P<attrs>[^:\[\]]*?)\s*(?:\[(?P<extras>[^\[\]]*)\])?")
 _EXTRA = re.compile(r"[A-Za-z0-9._-]+")
 _HINT = "the wheel is broken or hostile; install a release of it that pip accepts"
-
-
-class EntryPointError(WheelError):
-    """A distribution's entry point cannot be given a launcher safely; nothing is installed."""
 
 
 class EntryPoint(NamedTuple):

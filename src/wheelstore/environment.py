@@ -17,18 +17,19 @@ from packaging.version import InvalidVersion, Version
 
 from . import install as inst
 from . import verify
-from .errors import WheelstoreError
-from .hooks import checkpoint
 from .bytecode import InTree
+from .distinfo import Distribution, installed, origin
+from .errors import RootNotRegistered, WheelstoreError
+from .hooks import checkpoint
 from .inputs import Candidate
+from .interpreter import Interpreter, find_python
 from .link import LinkMode, choose, probe
-from .locks import install_lock
 from .logs import log
 from .names import canonical
-from .roots import RootNotRegistered, register
+from .roots import register
 from .sources import Sources
 from .store import Store, Tree
-from .venv import Interpreter, find_python
+from .storelock import install_lock
 
 if TYPE_CHECKING:
     from packaging.utils import NormalizedName
@@ -77,8 +78,8 @@ class Environment:
         self.path = Path(venv).absolute()
         self.interpreter = Interpreter.inspect(find_python(self.path))
 
-    def distributions(self) -> dict[NormalizedName, inst.Distribution]:
-        return inst.installed(self.interpreter)
+    def distributions(self) -> dict[NormalizedName, Distribution]:
+        return installed(self.interpreter)
 
     def install(self, store: Store, candidates: Sequence[Candidate], options: Options = Options()) -> Report:
         """Install ``candidates`` (with ``options.exact``, as sync: remove every other distribution but the seeds).
@@ -162,7 +163,7 @@ class Environment:
         trees: Sequence[Tree],
         modes: dict[str, LinkMode],
         pycs: dict[str, Tree],
-        present: dict[NormalizedName, inst.Distribution],
+        present: dict[NormalizedName, Distribution],
         report: Report,
         later: verify.CheckWhileLinking | None,
     ) -> dict[NormalizedName, inst.Stash]:
@@ -233,7 +234,7 @@ class Environment:
         """Remove distributions, then refresh the gc roots of the stores they came from."""
         dists = self.distributions()
         stores = {str(o["store"]) for n in names if (d := dists.get(canonical(n))) is not None
-                  and (o := inst.origin(d)) is not None and o.get("store")}
+                  and (o := origin(d)) is not None and o.get("store")}
         report = self._uninstall(names)
         for path in sorted(stores):
             try:
@@ -256,7 +257,7 @@ class Environment:
         inst.bump_mtime(self.interpreter)
         return report
 
-    def edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[inst.Distribution, int]:
+    def edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[Distribution, int]:
         """See :meth:`_edit`; under the gc lock (``--undo`` links the tree again), refreshing the venv's root."""
         with install_lock(store):
             try:
@@ -267,12 +268,12 @@ class Environment:
             self._register(store)
             return done
 
-    def _edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[inst.Distribution, int]:
+    def _edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[Distribution, int]:
         """Give this venv private, writable copies of one distribution's files, or (``undo``) link them again."""
         dist = self.distributions().get(canonical(name))
         if dist is None:
             raise WheelstoreError(f"{name} is not installed in {self.path}")
-        found = inst.origin(dist)
+        found = origin(dist)
         if found is None:
             raise WheelstoreError(f"{dist.display_name} in {self.path} was not installed by wheelstore, so its "
                                   "files are already this venv's own")
@@ -326,7 +327,9 @@ class Environment:
         remote = [c for c in todo if c.name not in trees and c.wheel is None]
         compiler = InTree(store, self.interpreter) if compile_into and self.interpreter.cache_tag else None
         if local:
-            from .realize import realize_many  # here: a warm store needs no wheel opened, nor the realize stage
+            from .realize import (
+                realize_many,  # here: a warm store needs no wheel opened, nor the realize stage
+            )
 
             outcomes = realize_many(store, [(Path(c.wheel), c.sha256) for c in local if c.wheel is not None],
                                     compiler=compiler)
@@ -371,7 +374,7 @@ class _DamagedMeanwhile(Exception):
     """The check that ran while the trees were linked found one damaged; what was linked has been taken back."""
 
 
-def _same(dist: inst.Distribution | None, cand: Candidate) -> bool:
+def _same(dist: Distribution | None, cand: Candidate) -> bool:
     """Whether the venv already holds exactly this version (installed by anyone)."""
     if dist is None:
         return False

@@ -65,3 +65,83 @@ class UnsafeMember(WheelError):
 
 class RecordMismatch(WheelError):
     """A wheel's RECORD does not describe its members exactly."""
+
+
+class NotAFile(WheelstoreError):
+    """A store file to be copied is a FIFO, device or socket (planted in a tree by its owner): never read."""
+
+
+class VenvError(WheelstoreError):
+    """The target environment is missing, not a venv, or its interpreter does not run."""
+
+
+class GcError(WheelstoreError):
+    """gc cannot run safely (no lock on this filesystem) or was given a bad argument."""
+
+
+class BytecodeError(WheelstoreError):
+    """The target interpreter could not compile a tree's modules."""
+
+
+class TreeDamaged(WheelstoreError):
+    """A published tree differs from its manifest and could not be repaired here; it is not used."""
+
+
+class RepairError(WheelstoreError):
+    """A damaged tree could not be re-derived: no wheel for it, or this user may not move it."""
+
+
+class RootNotRegistered(WheelstoreError):
+    """The venv was filled, but its gc root could not be written: gc may remove the trees it uses."""
+
+
+class EntryPointError(WheelError):
+    """A distribution's entry point cannot be given a launcher safely; nothing is installed."""
+
+
+class FetchError(WheelstoreError):
+    """Something could not be fetched: an index or file unreachable, refused, cut off, or not what was promised."""
+
+
+class DownloadCutOff(FetchError):
+    """The connection broke before the whole body arrived: worth another attempt."""
+
+
+class SourcesError(WheelstoreError):
+    """A pip or uv setting that cannot be used: a broken config file, a boolean that is not one."""
+
+
+class BuildError(WheelstoreError):
+    """An sdist could not be built into a wheel for the target interpreter."""
+
+
+class ResolutionError(WheelstoreError):
+    """uv could not turn the requirements into a lock: no solution, an unknown package, the network."""
+
+
+class InputError(WheelstoreError):
+    """The inputs cannot be turned into local wheel files: missing, incompatible, inconsistent or malformed."""
+
+
+class NeedsResolution(WheelstoreError):
+    """A requirement not pinned to one version: choosing the version is a resolver's job, and there is none yet."""
+
+
+class Missing(WheelstoreError):
+    """Distributions that no allowed source has: not in the store when offline, or on no index."""
+
+
+class InstallError(WheelstoreError):
+    """A distribution cannot be installed into or removed from the venv."""
+
+
+class OutsideVenv(WheelstoreError):
+    """An install was about to create something outside the venv's directories, or through a symlink."""
+
+
+class LinkModeError(WheelstoreError):
+    """A requested link mode cannot work here, or would be unsafe; the message says why."""
+
+
+class SharingBroken(WheelstoreError):
+    """Doctor found a problem that stops sharing from working for this user."""

@@ -27,16 +27,16 @@ from types import TracebackType
 from typing import Any, BinaryIO, TextIO
 
 from . import fsio
-from .errors import HashMismatch, WheelstoreError
-from .http import DownloadCutOff, FetchError, Http, file_path
+from .errors import DownloadCutOff, FetchError, HashMismatch, WheelstoreError
+from .http import Http, file_path
 from .index import IndexClient, RemoteFile, distribution
+from .interpreter import Interpreter
 from .locks import KeyLock, share_work
 from .logs import log
 from .policy import Role
 from .realize import Compiler, realize, try_realize
 from .sources import Sources
 from .store import Store, Tree, staging_name
-from .venv import Interpreter
 
 __all__ = [
     "BarProgress", "FetchError", "Http", "LineProgress", "Progress", "download", "fetch_tree", "fetch_trees", "obtain",
@@ -103,7 +103,13 @@ class BarProgress(Progress):
         with self._lock:
             if self._bar is None:
                 from rich.console import Console
-                from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TextColumn,
+                    TransferSpeedColumn,
+                )
 
                 self._bar = Progress(
                     TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),

@@ -9,8 +9,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from .policy import open_dir
-
 RENAME_NOREPLACE = 1
 
 
@@ -152,3 +150,8 @@ def rmtree(path: str | os.PathLike[str], *, ignore_errors: bool = False) -> None
     import shutil
 
     shutil.rmtree(path, ignore_errors=ignore_errors)
+
+
+def open_dir(name: str, *, dir_fd: int | None = None) -> int:
+    """Open a directory without following a symlink planted in its place."""
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)

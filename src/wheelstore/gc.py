@@ -28,21 +28,20 @@ from dataclasses import dataclass, field, replace
 
 from . import fsio
 from . import roots as rootmod
-from .errors import StoreError, WheelstoreError
+from .errors import GcError, StoreError
+from .fsio import open_dir
+from .gclock import LOCK_NAME
 from .hooks import checkpoint
-from .locks import LOCK_NAME, LockUnavailable, StoreLock
+from .locks import LockUnavailable
 from .orphans import UNIT_NAME
-from .policy import open_dir, user_name
+from .policy import user_name
 from .store import STALE_AFTER, Store, staging_name
+from .storelock import StoreLock
 
 #: unreferenced trees younger than this are kept: a venv may be about to be rebuilt from them
 DEFAULT_GRACE = 24 * 3600.0
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-class GcError(WheelstoreError):
-    """gc cannot run safely (no lock on this filesystem) or was given a bad argument."""
 
 
 def parse_duration(text: str) -> float:
@@ -194,7 +193,9 @@ class _Candidate:
 
 def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False) -> Report:
     """Mark from the live roots and sweep what nothing holds; with ``dry_run`` only say what would go."""
-    from .stats import usage  # here, as in the other sweepers: installs import this module for its lock alone
+    from .stats import (
+        usage,  # here, as in the other sweepers: installs import this module for its lock alone
+    )
 
     report = Report(str(store.root), dry_run, grace)
     marks = _Marks(store)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
-from .errors import WheelstoreError
+from .errors import DownloadCutOff, FetchError
 
 if TYPE_CHECKING:
     import urllib3
@@ -26,14 +26,6 @@ CHUNK = 1 << 16
 #: statuses worth retrying: rate limiting and the usual transient server and gateway failures
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 10
-
-
-class FetchError(WheelstoreError):
-    """Something could not be fetched: an index or file unreachable, refused, cut off, or not what was promised."""
-
-
-class DownloadCutOff(FetchError):
-    """The connection broke before the whole body arrived: worth another attempt."""
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from .http import FetchError, Http, Page, file_path
+from .errors import FetchError
+from .http import Http, Page, file_path
+from .interpreter import Interpreter
 from .logs import log
 from .sources import Sources
-from .venv import Interpreter
-
 
 #: JSON first; HTML (either spelling) as the fallback every index serves
 ACCEPT = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"

@@ -21,26 +21,23 @@ from urllib.parse import urlparse
 from packaging.version import InvalidVersion, Version
 
 from . import names
-from .errors import WheelError, WheelstoreError
+from .errors import InputError, NeedsResolution, WheelError
+from .interpreter import Interpreter
 from .names import canonical
-from .venv import Interpreter
 from .wheel import CHUNK, normalize_sha256
 
 if TYPE_CHECKING:
-    from packaging.markers import Environment, InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+    from packaging.markers import (
+        Environment,
+        InvalidMarker,
+        UndefinedComparison,
+        UndefinedEnvironmentName,
+    )
     from packaging.pylock import PackageSdist, PackageWheel
     from packaging.specifiers import SpecifierSet
     from packaging.utils import BuildTag, NormalizedName
 
     from .index import RemoteFile
-
-
-class InputError(WheelstoreError):
-    """The inputs cannot be turned into local wheel files: missing, incompatible, inconsistent or malformed."""
-
-
-class NeedsResolution(WheelstoreError):
-    """A requirement not pinned to one version: choosing the version is a resolver's job, and there is none yet."""
 
 
 class Candidate(NamedTuple):
@@ -97,7 +94,11 @@ class Requirements:
 
 def _marker_errors() -> tuple[type[InvalidMarker], type[UndefinedComparison], type[UndefinedEnvironmentName]]:
     """What evaluating a marker raises; packaging.markers is imported only where markers are met."""
-    from packaging.markers import InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+    from packaging.markers import (
+        InvalidMarker,
+        UndefinedComparison,
+        UndefinedEnvironmentName,
+    )
 
     return InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
 
@@ -450,7 +451,9 @@ def _describe(interpreter: Interpreter) -> str:
 
 
 def _file_url_path(url_path: str) -> Path:
-    from urllib.request import url2pathname  # imported here: it pulls in ssl and http.client, on every run
+    from urllib.request import (
+        url2pathname,  # imported here: it pulls in ssl and http.client, on every run
+    )
 
     return Path(url2pathname(url_path))
 
@@ -464,7 +467,13 @@ def _tag_text(filename: str) -> str:
 
 def _read_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, links: _Links) -> list[Pin]:
     """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located."""
-    from packaging.pylock import PackageSdist, PackageWheel, Pylock, PylockSelectError, PylockValidationError
+    from packaging.pylock import (
+        PackageSdist,
+        PackageWheel,
+        Pylock,
+        PylockSelectError,
+        PylockValidationError,
+    )
 
     if sys.version_info >= (3, 11):
         import tomllib
@@ -515,7 +524,9 @@ def is_pylock(arg: str) -> bool:
     """Whether ``arg`` names a PEP 751 lock file (``pylock.toml``, ``pylock.NAME.toml``)."""
     if not arg.endswith(".toml"):
         return False
-    from packaging.pylock import is_valid_pylock_path  # only for .toml arguments: the module costs 5 ms to load
+    from packaging.pylock import (
+        is_valid_pylock_path,  # only for .toml arguments: the module costs 5 ms to load
+    )
 
     return is_valid_pylock_path(Path(arg))
 

@@ -18,10 +18,8 @@ swapped for a real directory: a RECORD row never names a real directory other di
 
 from __future__ import annotations
 
-import base64
 import csv
 import errno
-import hashlib
 import io
 import json
 import os
@@ -29,55 +27,30 @@ import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
-
+from . import entrypoints, fsio, prepared
 from . import fold as folding
-from . import fsio
-from . import entrypoints, prepared
-from .errors import WheelstoreError, printable
+from .distinfo import (
+    INSTALLER_FILES,
+    INSTALLER_NAME,
+    ORIGIN_FILE,
+    Distribution,
+    installed,
+    origin,
+    record_hash,
+)
+from .errors import InstallError, printable
+from .interpreter import Interpreter
 from .link import LinkMode, link_file
 from .logs import log
 from .manifest_check import show
-from .names import canonical
-from .prepared import INSTALLER_FILES
 from .store import Tree
 from .treefiles import TreeDirs
-from .venv import Interpreter
 from .venvdirs import VenvDirs
 
 if TYPE_CHECKING:
-    from packaging.utils import NormalizedName
-
-INSTALLER_NAME = "wheelstore"
-#: in each dist-info wheelstore installs: which store tree it came from and how it was linked (for edit --undo, gc)
-ORIGIN_FILE = "WHEELSTORE"
-
-
-class InstallError(WheelstoreError):
-    """A distribution cannot be installed into or removed from the venv."""
-
-
-class Distribution(NamedTuple):
-    """A distribution installed in a venv, as its dist-info directory describes it."""
-
-    name: NormalizedName
-    display_name: str
-    version: str
-    dist_info: Path
-    installer: str
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "name": self.display_name,
-            "version": self.version,
-            "installer": self.installer,
-            "location": str(self.dist_info.parent),
-        }
-
-
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    pass
 
 
 class _Layout:
@@ -157,7 +130,7 @@ def install_tree(
                 entrypoints.check_free(os.path.dirname(dst), name, what)
                 data = _rewrite_shebang(tree_dirs.read(rel, size), interpreter.executable)
                 _write_new(dir_fd, name, data, 0o755)
-                record.append((dst, _record_hash(data), len(data)))
+                record.append((dst, record_hash(data), len(data)))
             else:
                 src_fd = tree_dirs.fd(rel.rpartition("/")[0]) if reads else None
                 _link_replacing(f"{source}/{rel}", dir_fd, name, mode, src_fd)
@@ -166,7 +139,7 @@ def install_tree(
         for script, data in _launchers(tree, interpreter, prep):
             _write_new(*dirs.split(os.fspath(script)), data, 0o755)
             created.append(os.fspath(script))
-            record.append((os.fspath(script), _record_hash(data), len(data)))
+            record.append((os.fspath(script), record_hash(data), len(data)))
         extra = {"INSTALLER": f"{INSTALLER_NAME}\n".encode()}
         if requested:
             extra["REQUESTED"] = b""
@@ -180,7 +153,7 @@ def install_tree(
             path = os.path.join(dist_info, name)
             _write_new(dist_fd, name, data, 0o644)
             created.append(path)
-            record.append((path, _record_hash(data), len(data)))
+            record.append((path, record_hash(data), len(data)))
         record_path = os.path.join(dist_info, "RECORD")
         head = [(top, "", "") for top in sorted(folded)]  # first: see the module docstring
         text = _format_record(head, root) + prep.record + unit_record + _format_record(
@@ -358,80 +331,6 @@ def _format_record(rows: Sequence[tuple[str, str, int | str]], root: str) -> str
 # -- what is installed --------------------------------------------------------------------------------------------------
 
 
-def installed(interpreter: Interpreter) -> dict[NormalizedName, Distribution]:
-    """Every distribution in the venv's site-packages, by canonical name."""
-    found: dict[NormalizedName, Distribution] = {}
-    for site in dict.fromkeys((interpreter.paths["purelib"], interpreter.paths["platlib"])):
-        try:
-            entries = sorted(os.listdir(site))
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            if not entry.endswith(".dist-info"):
-                continue
-            dist_info = Path(site) / entry
-            dist = _describe(dist_info)
-            if dist is not None:
-                found.setdefault(dist.name, dist)
-    return found
-
-
-def _describe(dist_info: Path) -> Distribution | None:
-    try:
-        # never blocking, and only a regular file: in a linked venv METADATA leads into a tree, whose owner may put
-        # a FIFO or a link to a device there, which would hang every command that lists the venv
-        fd = os.open(dist_info / "METADATA", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    with open(fd, "rb") as f:
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                name, version = _from_dir_name(dist_info.name)
-            else:
-                head = f.read(_METADATA_HEAD)  # Name and Version open every METADATA; its description can be long
-                whole = len(head) < _METADATA_HEAD
-                lines = head if whole else head[: head.rfind(b"\n") + 1]  # complete lines only
-                name, version = _name_and_version(lines.decode("utf-8", "replace"))
-                if (not name or not version) and not whole:
-                    name, version = _name_and_version((head + f.read()).decode("utf-8", "replace"))
-        except OSError:
-            return None
-    if not name or not version:
-        return None
-    try:
-        installer = (dist_info / "INSTALLER").read_text(encoding="utf-8").strip()
-    except OSError:
-        installer = ""
-    return Distribution(canonical(name), name, version, dist_info, installer)
-
-
-def _from_dir_name(dist_info: str) -> tuple[str | None, str | None]:
-    """Name and version from a ``{name}-{version}.dist-info`` directory's name, for a METADATA that is not a regular
-    file: so that the distribution can still be listed and uninstalled."""
-    name, _, version = dist_info.removesuffix(".dist-info").rpartition("-")
-    return (name, version) if name and version else (None, None)
-
-
-#: how much of a METADATA file is read first
-_METADATA_HEAD = 8192
-
-
-def _name_and_version(metadata: str) -> tuple[str | None, str | None]:
-    """The Name and Version headers of a METADATA file. Both are single-line fields of the header block, so a scan
-    of that block finds them; the email parser, which also reads the long description, cost more than the rest of
-    a warm install's bookkeeping."""
-    found: dict[str, str] = {}
-    for line in metadata.split("\n\n", 1)[0].splitlines():
-        field, sep, value = line.partition(":")
-        if sep and not line[:1].isspace():
-            field = field.strip().lower()
-            if field in ("name", "version"):
-                found.setdefault(field, value.strip())
-                if len(found) == 2:
-                    break
-    return found.get("name"), found.get("version")
-
-
 class Stash:
     """Files moved aside instead of deleted, inside the venv, so that a failed upgrade can put the old version back
     (pip stashes the same way). :meth:`discard` deletes them once the new version is in; :meth:`restore` undoes."""
@@ -540,15 +439,6 @@ def _prune_empty(d: Path, stop: set[Path], prefix: str) -> None:
         except OSError:
             return
         d = d.parent
-
-
-def origin(dist: Distribution) -> dict[str, str] | None:
-    """Where a distribution installed by wheelstore came from, or None for anyone else's install."""
-    try:
-        data = json.loads((dist.dist_info / ORIGIN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def record_files(dist: Distribution) -> list[tuple[Path, str]]:

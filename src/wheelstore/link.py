@@ -17,7 +17,7 @@ import stat
 from typing import NamedTuple
 
 from . import usercache
-from .errors import WheelstoreError
+from .errors import LinkModeError, NotAFile
 from .policy import user_name
 
 #: ``ioctl(dst_fd, FICLONE, src_fd)``; Python 3.11 has no ``fcntl.FICLONE``
@@ -49,10 +49,6 @@ class LinkMode(enum.Enum):
     FOLD = "fold"
 
 
-class LinkModeError(WheelstoreError):
-    """A requested link mode cannot work here, or would be unsafe; the message says why."""
-
-
 def link_file(
     src: str, dst: str, mode: LinkMode, *, dst_mode: int | None = None, dst_dir_fd: int | None = None,
     src_dir_fd: int | None = None,
@@ -74,10 +70,6 @@ def link_file(
         os.symlink(src, dst, dir_fd=dst_dir_fd)
     else:
         _private_copy(src, dst, dst_mode, clone=mode is LinkMode.REFLINK, dir_fd=dst_dir_fd, src_dir_fd=src_dir_fd)
-
-
-class NotAFile(WheelstoreError):
-    """A store file to be copied is a FIFO, device or socket (planted in a tree by its owner): never read."""
 
 
 def _open_store_file(src: str, dir_fd: int | None = None) -> tuple[int, os.stat_result]:

@@ -236,7 +236,9 @@ def named(data: bytes) -> tuple[str, str]:
     """(name, version) of the manifest ``data`` for a report, ``("?", "?")`` if unknown. One that fails its check
     (forged, or corrupt) is named by the wheel file name it gives, when that parses as one: its name field may be
     the forgery."""
-    from .names import parse_wheel_name  # here: only a report on a refused manifest needs it
+    from .names import (
+        parse_wheel_name,  # here: only a report on a refused manifest needs it
+    )
 
     try:
         m = Manifest.from_json(data)

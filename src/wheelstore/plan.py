@@ -13,20 +13,15 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from . import names
-from .errors import StoreError, WheelstoreError
-from .inputs import Candidate, NeedsResolution, collect, is_pylock, parse_requirements_file
+from .errors import Missing, NeedsResolution, StoreError
+from .inputs import Candidate, collect, is_pylock, parse_requirements_file
+from .interpreter import Interpreter
 from .names import canonical
 from .sources import Sources
 from .store import Store, Tree
-from .venv import Interpreter
-
 
 #: index pages read at once (an index that serves one page per distribution; the pool of :class:`Http` holds 10)
 INDEX_THREADS = 8
-
-
-class Missing(WheelstoreError):
-    """Distributions that no allowed source has: not in the store when offline, or on no index."""
 
 
 def plan(
@@ -77,7 +72,10 @@ def _resolve(
 
 
 def _named(requirements: Sequence[str], requirement_files: Sequence[Path], interpreter: Interpreter) -> set[str]:
-    from packaging.requirements import InvalidRequirement, Requirement  # here: pinned inputs never need it
+    from packaging.requirements import (  # here: pinned inputs never need it
+        InvalidRequirement,
+        Requirement,
+    )
 
     named: set[str] = set()
     for text in requirements:

@@ -17,6 +17,7 @@ import stat
 from typing import Literal, cast
 
 from .errors import PolicyError
+from .fsio import open_dir
 
 SharedMode = Literal["private", "group", "all"]
 SHARED_MODES: tuple[SharedMode, ...] = ("private", "group", "all")
@@ -266,6 +267,3 @@ def current_user() -> str:
     return user_name(os.getuid())
 
 
-def open_dir(name: str, *, dir_fd: int | None = None) -> int:
-    """Open a directory without following a symlink planted in its place."""
-    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)

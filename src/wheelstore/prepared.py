@@ -23,11 +23,10 @@ from typing import NamedTuple
 
 from . import fold as folding
 from . import usercache
+from .distinfo import INSTALLER_FILES
+from .interpreter import Interpreter
 from .store import Tree, cache_id
-from .venv import Interpreter
 
-#: files pip writes itself into a dist-info directory, never taken from the wheel
-INSTALLER_FILES = frozenset({"RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "WHEELSTORE"})
 #: bumped whenever what is kept changes (2: only from manifests that passed :mod:`manifest_check`)
 FORMAT = 2
 _PREFIX = "\0"

@@ -19,30 +19,28 @@ afresh.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from . import fsio
+from .bytecode import InTree
+from .commit import commit, make_movable, manifest_stamp, stage_and_rename
 from .errors import StoreError, UnsafeMember, WheelstoreError
-from .fold import tree_rpaths
+from .fsio import open_dir
 from .hooks import checkpoint
+from .interpreter import Interpreter
 from .locks import share_work
 from .logs import log
 from .manifest import FileEntry, Manifest
-from .policy import Role, current_user, open_dir, user_name
+from .policy import Role, user_name
 from .store import Store, Tree, staging_name
 from .wheel import CHUNK, Limit, Member, WheelArchive
-
-
 
 T = TypeVar("T")
 #: compiles a staged tree's modules into it before its directories are sealed (``bytecode.InTree``): gets the staging
@@ -113,6 +111,34 @@ def realize_many(
     return [by_index[i] for i in range(len(wheels))]
 
 
+def realize_wheel(
+    store: Store, wheel: str | os.PathLike[str], sha256: str | None = None, *, compile_for: Interpreter | None = None
+) -> Realized:
+    """Publish a local wheel as a tree (once, however many processes ask) and return it; with ``compile_for``,
+    that interpreter's pycs are compiled into a tree published now (what ``fold`` needs to fold its modules)."""
+    return realize(store, Path(wheel), sha256, compiler=compiler_for(store, compile_for))
+
+
+def realize_wheels(
+    store: Store,
+    wheels: Sequence[tuple[str | os.PathLike[str], str | None]],
+    *,
+    jobs: int | None = None,
+    compile_for: Interpreter | None = None,
+) -> list[Realized | WheelstoreError]:
+    """Realize several ``(wheel, sha256)`` pairs in parallel; each result is a tree or the error for that wheel.
+    Decompression and hashing release the GIL, so threads use every core."""
+    return realize_many(store, [(Path(w), h) for w, h in wheels], jobs=jobs, compiler=compiler_for(store, compile_for))
+
+
+def compiler_for(store: Store, interpreter: Interpreter | None) -> Compiler | None:
+    """What compiles ``interpreter``'s pycs into a tree as it is published, or None (no interpreter, or one that
+    caches no bytecode)."""
+    if interpreter is None or interpreter.cache_tag is None:
+        return None
+    return InTree(store, interpreter)
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -122,7 +148,9 @@ def _size(path: Path) -> int:
 
 def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = None) -> Realized:
     """Unpack, seal, rename and commit ``archive``."""
-    from .config import max_unpacked  # here: only a wheel about to be unpacked needs the limit
+    from .config import (
+        max_unpacked,  # here: only a wheel about to be unpacked needs the limit
+    )
 
     archive.set_limit(Limit(*max_unpacked(store.config())))
     key = archive.sha256
@@ -141,44 +169,10 @@ def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = No
         return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=True)
     checkpoint("renamed")
     manifest = _manifest(archive, files, owner_uid=os.geteuid(), compiled=compiled)
-    tree = _commit(store, manifest)
+    tree = commit(store, manifest)
     log.debug("published %s (%d files, %d shipped pycs left out) in %.1fs", archive.filename, len(manifest.files),
               len(archive.dropped), time.monotonic() - started)
     return Realized(tree, unpacked=True)
-
-
-
-def stage_and_rename(
-    store: Store, kind: str, key: str, build: Callable[[int, Path], T], *, tree_key: str | None = None
-) -> T:
-    """The publish protocol's middle, for every kind of unit: build it in a private hidden directory beside
-    ``trees/<key>`` (``build`` gets its fd and path), seal the root, ``syncfs``, and rename it into place.
-
-    Staging beside the target matters: moving a directory to another parent needs write access to it, so a unit
-    staged elsewhere could only be sealed after it was already in place. The rename never replaces anything: if
-    ``trees/<key>`` appeared meanwhile, the staged copy is removed and FileExistsError raised. On any failure
-    nothing is left behind. The staging name carries ``tree_key`` (default ``key``), the wheel's sha256, so that
-    :meth:`Store.staging_entries` can tell what it was for.
-    """
-    trees_fd = store.area_fd("trees")
-    name = "." + staging_name(kind, tree_key or key)
-    root_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=trees_fd)
-    try:
-        try:
-            result = build(root_fd, store.root / "trees" / name)
-            store.policy.apply(root_fd, Role.PUBLISHED_DIR)
-            checkpoint("unpacked")
-            fsio.syncfs(root_fd)
-            fsio.rename_noreplace(name, key, dir_fd=trees_fd)
-        except BaseException as e:
-            fsio.remove_tree(name, dir_fd=trees_fd)
-            if isinstance(e, OSError) and e.errno in (errno.EEXIST, errno.ENOTEMPTY):
-                raise FileExistsError(e.errno, f"trees/{key} appeared while it was being published") from None
-            raise
-    finally:
-        os.close(root_fd)
-    fsio.fsync_dir(trees_fd)
-    return result
 
 
 def _unpack(
@@ -222,34 +216,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def link_record(store: Store, kind: str, key: str, suffix: str, name: str, data: bytes) -> bool:
-    """Publish a small sealed file as ``manifests/<name>``: written in staging, then ``link()``ed, which never
-    replaces. False when one was there first (the caller decides whether theirs stands)."""
-    staging_fd = store.area_fd("staging")
-    manifests_fd = store.area_fd("manifests")
-    tmp = staging_name(kind, key, suffix)
-    try:
-        store.policy.write_new(tmp, data, Role.PUBLISHED_FILE, dir_fd=staging_fd)
-        try:
-            os.link(tmp, name, src_dir_fd=staging_fd, dst_dir_fd=manifests_fd, follow_symlinks=False)
-        except FileExistsError:
-            return False
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=staging_fd)
-    fsio.fsync_dir(manifests_fd)
-    return True
-
-
-def _manifest_stamp() -> dict[str, Any]:
-    """Who publishes, and when: the same for every kind of published unit."""
-    return {
-        "publisher_uid": os.geteuid(),
-        "publisher": current_user(),
-        "published_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def _manifest(
     archive: WheelArchive,
     files: dict[str, FileEntry],
@@ -268,32 +234,8 @@ def _manifest(
         files={**files, **pycs},
         dirs=sorted({*archive.dirs, *pycache_dirs}),
         bytecode=tag,
-        **_manifest_stamp(),
+        **manifest_stamp(),
     )
-
-
-def _commit(store: Store, manifest: Manifest) -> Tree:
-    """Write the manifest: the step that makes the tree visible. An existing manifest is never replaced. The RPATHs
-    of the tree's libraries go into it too, read from the tree in place, so folding never has to open them."""
-    if manifest.rpaths is None:
-        manifest = manifest._replace(rpaths=_rpaths(store, manifest))
-    # False: another publisher committed the same tree first, and theirs stands
-    link_record(store, "manifest", manifest.key, ".json", f"{manifest.key}.json", manifest.to_json())
-    tree = store.lookup(manifest.key)
-    if tree is None:  # pragma: no cover - a manifest we just linked cannot vanish unless an admin removed it
-        raise StoreError(f"tree {manifest.key} disappeared while it was being published")
-    return tree
-
-
-def _rpaths(store: Store, manifest: Manifest) -> dict[str, list[str]] | None:
-    try:
-        root_fd = open_dir(manifest.key, dir_fd=store.area_fd("trees"))
-    except OSError:  # not there to read: folding reads the libraries itself, as for older manifests
-        return None
-    try:
-        return tree_rpaths(root_fd, {rel: entry.mode for rel, entry in manifest.files.items()})
-    finally:
-        os.close(root_fd)
 
 
 # -- orphans: a tree whose publisher died before writing its manifest -------------------------------------------------
@@ -315,7 +257,7 @@ def _adopt_orphan(store: Store, archive: WheelArchive, *, racing: bool = False) 
         checked = f"it cannot be read as a tree: {e.strerror}"
     if not isinstance(checked, str):
         files, owner_uid = checked
-        return _commit(store, _manifest(archive, files, owner_uid=owner_uid))
+        return commit(store, _manifest(archive, files, owner_uid=owner_uid))
     committed = _committed_meanwhile(store, key, trees_fd)
     if committed is not None:
         return committed
@@ -323,7 +265,7 @@ def _adopt_orphan(store: Store, archive: WheelArchive, *, racing: bool = False) 
         raise StoreError(f"tree {key} ({archive.filename}) changed while it was being published; try again")
     aside = staging_name("orphan", key)
     try:
-        _make_movable(key, trees_fd)
+        make_movable(key, trees_fd)
         os.rename(key, aside, src_dir_fd=trees_fd, dst_dir_fd=store.area_fd("staging"))
     except OSError:
         try:
@@ -365,20 +307,6 @@ def _committed_meanwhile(store: Store, key: str, trees_fd: int) -> Tree | None:
                         user_name(st.st_uid), int(time.time() - st.st_ctime))
         time.sleep(0.05)
     return tree
-
-
-def _make_movable(name: str, dir_fd: int) -> None:
-    """Moving a directory to another parent rewrites its '..', which needs write access to it."""
-    try:
-        fd = open_dir(name, dir_fd=dir_fd)
-    except OSError:  # not a directory (a planted file or symlink): moving it needs no write access to it
-        return
-    try:
-        st = os.fstat(fd)
-        if st.st_uid == os.geteuid() or os.geteuid() == 0:
-            os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)
-    finally:
-        os.close(fd)
 
 
 def adopters(store: Store) -> frozenset[int]:

@@ -27,14 +27,14 @@ import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from . import install as inst
 from .bytecode import distrust
-from .errors import WheelstoreError
+from .distinfo import ORIGIN_FILE, installed, origin
+from .errors import RootNotRegistered, WheelstoreError
+from .fsio import open_dir
+from .interpreter import Interpreter
 from .logs import log
-from .policy import Role, open_dir, user_name
+from .policy import Role, user_name
 from .store import Store
-from .venv import Interpreter
-
 
 FORMAT = 1
 #: a root or origin file larger than this was not written by wheelstore
@@ -46,10 +46,6 @@ _USER_DIR = re.compile(r"^([0-9]{1,10})-[0-9a-f]{16}$")
 #: a name the old layout may have used: a login name (permissively: directory services allow more than useradd) or a
 #: uid; hidden names (temp files) never
 _OLD_NAME = re.compile(r"[^.\s][^\s]{0,255}")
-
-
-class RootNotRegistered(WheelstoreError):
-    """The venv was filled, but its gc root could not be written: gc may remove the trees it uses."""
 
 
 class RootDist(NamedTuple):
@@ -172,8 +168,8 @@ def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[R
     same = SameStore(store)
     prefix = real + os.sep
     sites: dict[str, str] = {}  # each site directory's real path, resolved once rather than per dist-info
-    for dist in inst.installed(interpreter).values():
-        found = inst.origin(dist)
+    for dist in installed(interpreter).values():
+        found = origin(dist)
         if found is None or not same(found.get("store")):
             continue
         key = found.get("key")
@@ -193,7 +189,6 @@ def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[R
         elif pyc is not None and not _used_unit(store, key, pyc):  # installed before the origin file said
             pyc = None
         yield RootDist(dist.display_name, dist.version, dist_info[len(prefix):], key, pyc)
-
 
 
 def _used_unit(store: Store, key: str, pyc: str) -> bool:
@@ -535,7 +530,7 @@ def _origin_at(venv_fd: int, rel: str) -> dict[str, object] | None:
             if fd != venv_fd:
                 os.close(fd)
             fd = nxt
-        data, _owner = _read_small(inst.ORIGIN_FILE, fd, _ORIGIN_MAX)
+        data, _owner = _read_small(ORIGIN_FILE, fd, _ORIGIN_MAX)
         doc = json.loads(data)
     except PermissionError:
         raise

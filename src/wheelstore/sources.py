@@ -42,15 +42,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import WheelstoreError
+from .errors import SourcesError
 
 PYPI = "https://pypi.org/simple"
 _TRUE = frozenset({"y", "yes", "t", "true", "on", "1"})
 _FALSE = frozenset({"n", "no", "f", "false", "off", "0"})
-
-
-class SourcesError(WheelstoreError):
-    """A pip or uv setting that cannot be used: a broken config file, a boolean that is not one."""
 
 
 class Sources(NamedTuple):

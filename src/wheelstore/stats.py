@@ -18,7 +18,8 @@ import stat
 from dataclasses import dataclass, field
 
 from . import roots as rootmod
-from .policy import open_dir, user_name
+from .fsio import open_dir
+from .policy import user_name
 from .store import Store
 
 

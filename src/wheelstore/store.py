@@ -25,23 +25,28 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from . import fsio, gclock
 from .config import parse_toml, select_store
-from .errors import StoreAccessDenied, StoreError, StoreNotFound, WheelstoreError
+from .errors import StoreAccessDenied, StoreError, StoreNotFound
+from .fsio import open_dir
 from .locks import NOTICE_AFTER, STORE_TIMEOUT, KeyLock, configured_timeout, holder
 from .logs import log
 from .manifest import Manifest
-from .policy import Policy, Role, SharedMode, current_user, group_name, in_group, open_dir, user_name
+from .policy import (
+    Policy,
+    Role,
+    SharedMode,
+    current_user,
+    group_name,
+    in_group,
+    user_name,
+)
 from .provenance import provenance_problem
-
-if TYPE_CHECKING:
-    from .realize import Compiler, Realized
-    from .venv import Interpreter
 
 AREAS = ("trees", "manifests", "staging", "locks", "roots")
 #: a tree key: a wheel's sha256, or a pyc unit's ``<sha256>-<cache tag>``
@@ -185,7 +190,10 @@ class Store:
         inits of one path are serialised by a lock on the directory; with ``exist_ok`` the losers open the winner's.
         No store is made where anyone but root and the caller could move it away (:mod:`wheelstore.parents`).
         """
-        from .parents import require_reached_safely, require_safe_parents  # here: only init judges the parents
+        from .parents import (  # here: only init judges the parents
+            require_reached_safely,
+            require_safe_parents,
+        )
 
         policy = Policy.for_init(shared, group)
         root = Path(path).absolute()
@@ -460,37 +468,6 @@ class Store:
         return entries
 
     # -- writing ---------------------------------------------------------------------------------------------------
-
-    def realize(
-        self, wheel: str | os.PathLike[str], sha256: str | None = None, *, compile_for: Interpreter | None = None
-    ) -> Realized:
-        """Publish a local wheel as a tree (once, however many processes ask) and return it; with ``compile_for``,
-        that interpreter's pycs are compiled into a tree published now (what ``fold`` needs to fold its modules)."""
-        from .realize import realize
-
-        return realize(self, Path(wheel), sha256, compiler=self._compiler(compile_for))
-
-    def realize_many(
-        self,
-        wheels: Sequence[tuple[str | os.PathLike[str], str | None]],
-        *,
-        jobs: int | None = None,
-        compile_for: Interpreter | None = None,
-    ) -> list[Realized | WheelstoreError]:
-        """Realize several ``(wheel, sha256)`` pairs in parallel; each result is a tree or the error for that wheel.
-
-        Decompression and hashing release the GIL, so threads use every core.
-        """
-        from .realize import realize_many
-
-        return realize_many(self, [(Path(w), h) for w, h in wheels], jobs=jobs, compiler=self._compiler(compile_for))
-
-    def _compiler(self, interpreter: Interpreter | None) -> Compiler | None:
-        if interpreter is None or interpreter.cache_tag is None:
-            return None
-        from .bytecode import InTree
-
-        return InTree(self, interpreter)
 
     def describe(self) -> dict[str, object]:
         """The store's identity and policy, for ``wheelstore info``."""

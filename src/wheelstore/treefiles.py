@@ -14,8 +14,7 @@ import stat
 from types import TracebackType
 
 from . import fsio
-from .errors import printable
-from .link import NotAFile
+from .errors import NotAFile, printable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _HINT = "run wheelstore verify; the tree's publisher or an admin can repair it"

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import fsio
-from .policy import open_dir
+from .fsio import open_dir
 
 #: the largest cache file read; anything bigger is not ours
 MAX_BYTES = 64 << 20

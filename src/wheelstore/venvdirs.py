@@ -19,20 +19,16 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .errors import WheelstoreError
+from .errors import OutsideVenv
 from .manifest_check import show
 
 if TYPE_CHECKING:
-    from .venv import Interpreter
+    from .interpreter import Interpreter
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: directory fds kept open at most per install_tree call (a tree may have thousands of directories, four trees are
 #: installed at once, and the fd limit is often 1,024)
 _KEEP = 128
-
-
-class OutsideVenv(WheelstoreError):
-    """An install was about to create something outside the venv's directories, or through a symlink."""
 
 
 class VenvDirs:

@@ -42,16 +42,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-
 from . import fsio, usercache
 from .bytecode import distrust, ensure_pycs
-from .errors import StoreError, WheelstoreError, printable
-from .prepared import INSTALLER_FILES
+from .commit import make_movable
+from .distinfo import INSTALLER_FILES
+from .errors import RepairError, StoreError, TreeDamaged, WheelstoreError, printable
+from .fsio import open_dir
+from .interpreter import Interpreter
 from .manifest import FileEntry, Manifest, named
 from .orphans import Orphan, find_orphans
-from .policy import Role, open_dir, user_name
+from .policy import Role, user_name
 from .store import MAX_MANIFEST, Store, Tree, cache_id, staging_name
-from .venv import Interpreter
 from .wheel import CHUNK
 
 #: the staging kind of quarantined trees and manifests (``staging/quarantine-<key>-<host>-<pid>-<rand>[.json]``)
@@ -61,14 +62,6 @@ RACY_NS = 20_000_000
 _S_IFREG = stat.S_IFREG
 #: finds the wheel a tree was unpacked from: (wheel file name if known, sha256) -> a local file with that sha256
 WheelFinder = Callable[[str | None, str], Path | None]
-
-
-class TreeDamaged(WheelstoreError):
-    """A published tree differs from its manifest and could not be repaired here; it is not used."""
-
-
-class RepairError(WheelstoreError):
-    """A damaged tree could not be re-derived: no wheel for it, or this user may not move it."""
 
 
 class Damage(NamedTuple):
@@ -672,7 +665,9 @@ def repair_tree(
         # Python running this when its version matches theirs (else its units are compiled on the next install)
         tag = manifest.bytecode if manifest else None
         compile_for = Interpreter.inspect(sys.executable) if tag and tag == sys.implementation.cache_tag else None
-        store.realize(wheel, key, compile_for=compile_for)
+        from .realize import realize_wheel  # here: only a repair publishes
+
+        realize_wheel(store, wheel, key, compile_for=compile_for)
     if checkpoints is None:
         marks.save()
     return done
@@ -697,9 +692,8 @@ def quarantine(store: Store, key: str) -> tuple[str, ...]:
             fsio.fsync_dir(manifests)
             moved.append(f"staging/{aside}.json")
         if fsio.exists(key, dir_fd=trees):
-            from .realize import _make_movable  # here: only a repair needs the realize stage
 
-            _make_movable(key, trees)
+            make_movable(key, trees)
             os.rename(key, aside, src_dir_fd=trees, dst_dir_fd=staging)
             fsio.fsync_dir(trees)
             moved.append(f"staging/{aside}")

@@ -148,7 +148,10 @@ class WheelArchive:
             raise WheelError(f"{path}: permission denied") from None
         except OSError as e:
             raise WheelError(f"{path}: cannot be read ({e.strerror})") from None
-        from packaging.utils import InvalidWheelFilename, parse_wheel_filename  # here: installs from the store skip it
+        from packaging.utils import (  # here: installs from the store skip it
+            InvalidWheelFilename,
+            parse_wheel_filename,
+        )
 
         try:
             try:
@@ -324,7 +327,9 @@ class WheelArchive:
         info = files.get(f"{dist_info}/WHEEL")
         if info is None:
             raise WheelError(f"{self.filename}: {dist_info}/WHEEL is missing")
-        from email.parser import HeaderParser  # here: a warm install never opens a wheel
+        from email.parser import (
+            HeaderParser,  # here: a warm install never opens a wheel
+        )
 
         headers = HeaderParser().parsestr(self._read(info).decode("utf-8", "replace"))
         version = headers.get("Wheel-Version", "")

@@ -1,4 +1,4 @@
-"""Target environments: what a venv's interpreter is, where its install schemes point, and making new venvs.
+"""Target interpreters: what a venv's interpreter is, which wheel tags it accepts, and where its install schemes point.
 
 Wheelstore never imports code from the target environment. It asks the target interpreter once, in a subprocess,
 for its version, cache tag and install paths, and computes the wheel tags it accepts with :mod:`packaging.tags`.
@@ -13,14 +13,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .errors import WheelstoreError
+from .errors import VenvError
 
 if TYPE_CHECKING:
     from packaging.tags import Tag
-
-
-class VenvError(WheelstoreError):
-    """The target environment is missing, not a venv, or its interpreter does not run."""
 
 
 _PROBE = r"""
@@ -121,7 +117,12 @@ class Interpreter(NamedTuple):
 
 @functools.cache
 def _tags(implementation: str, version: tuple[int, int], abiflags: str) -> list[Tag]:
-    from packaging.tags import compatible_tags, cpython_tags, generic_tags, platform_tags
+    from packaging.tags import (
+        compatible_tags,
+        cpython_tags,
+        generic_tags,
+        platform_tags,
+    )
 
     platforms = list(platform_tags())
     if implementation == "cpython":
@@ -262,21 +263,3 @@ def find_python(venv: Path) -> Path:
     raise VenvError(f"{venv} has no bin/python")
 
 
-def create(venv: Path, python: str | None = None) -> Interpreter:
-    """Make a venv without pip (like ``uv venv``): fast, and pip can be added with ``python -m ensurepip``."""
-    import shutil
-    import subprocess
-
-    base = python or shutil.which("python3") or sys.executable
-    if (venv / "pyvenv.cfg").exists():
-        raise VenvError(f"{venv} already is a venv", hint=f"install into it: wheelstore install --venv {venv} ...")
-    try:
-        subprocess.run(
-            [base, "-m", "venv", "--without-pip", os.fspath(venv)], capture_output=True, text=True, check=True
-        )
-    except FileNotFoundError:
-        raise VenvError(f"{base}: no such interpreter") from None
-    except subprocess.CalledProcessError as e:
-        last = (e.stderr or e.stdout).strip().splitlines()[-1:] or ["failed"]
-        raise VenvError(f"cannot create {venv}: {last[0]}") from None
-    return Interpreter.inspect(find_python(venv))
