@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import grp
-import resource
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess

@@ -14,11 +14,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import tomllib
 
 from .__main__ import PYTHON, sh
 from .p5_util import ISOLATED, Stat, fmt_ratio, fresh_venv, timed

@@ -30,7 +30,11 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote, unquote, urlsplit
 
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import (
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 

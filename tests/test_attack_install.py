@@ -358,9 +358,9 @@ def test_roots_copy_never_reads_through_a_linked_directory_of_a_tree(
 #: file than bytecode: ``<name>-1.0.data/data/bin/python3``
 PLANT_UNIT_WITH_DATA = r"""
 import os, sys
-from wheelstore import bytecode
-from wheelstore.store import Store
-from wheelstore.interpreter import Interpreter
+from wheelstore.store import bytecode
+from wheelstore.store.store import Store
+from wheelstore.base.interpreter import Interpreter
 
 store_path, key, extra = sys.argv[1:4]
 store = Store.open(store_path)
@@ -428,7 +428,7 @@ def test_a_deeply_nested_wheel_is_refused_or_installed_without_a_traceback(
 def test_a_manifest_nested_too_deep_is_refused_when_read() -> None:
     """The same depth in a manifest its publisher rewrote (his tree may nest as deep as he likes): refused by the
     check every manifest passes, before any walk recurses into it."""
-    from wheelstore.manifest import Manifest
+    from wheelstore.store.manifest import Manifest
 
     deep = "/".join(["a"] * 1400)
     doc = {"format": 1, "key": "0" * 64, "wheel": "deep-1.0-py3-none-any.whl", "name": "deep", "version": "1.0",

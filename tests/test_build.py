@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.errors import BuildError
-from wheelstore.build import ensure_built, record_name
-from wheelstore.errors import HashMismatch
-from wheelstore.sources import Sources
-from wheelstore.store import Store
-from wheelstore.interpreter import Interpreter
+from wheelstore.base.errors import BuildError, HashMismatch
+from wheelstore.base.interpreter import Interpreter
+from wheelstore.fetch.build import ensure_built, record_name
+from wheelstore.fetch.sources import Sources
+from wheelstore.store.store import Store
 
 from .conftest import SYSTEM_PYTHON, Runner, Users
 
@@ -145,10 +144,10 @@ def test_failed_build_is_one_line_and_publishes_nothing(kit: tuple[Path, Path, S
 _BUILD = """
 import sys
 from pathlib import Path
-from wheelstore.build import ensure_built
-from wheelstore.sources import Sources
-from wheelstore.store import Store
-from wheelstore.interpreter import Interpreter
+from wheelstore.fetch.build import ensure_built
+from wheelstore.fetch.sources import Sources
+from wheelstore.store.store import Store
+from wheelstore.base.interpreter import Interpreter
 store, sdist, sha, python, links = sys.argv[1:6]
 with Store.open(store) as s:
     tree = ensure_built(s, Path(sdist), sha, Interpreter.inspect(python),

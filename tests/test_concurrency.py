@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.store import Store
-from wheelstore.locks import share_work
+from wheelstore.store.keylock import share_work
+from wheelstore.store.store import Store
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, snapshot
 from .wheelmaker import big_files, make_wheel
@@ -298,7 +298,7 @@ def test_realizing_processes_split_the_wheels(
     hook = _hook(markers, "locked=wait")
     holder = run.popen(users.alice, "--store", str(group_store), "realize", "--json", str(held), env=hook)
     marker = _wait_for(markers, "locked.*", holder)
-    code = ("import json, sys; from wheelstore import Store; from wheelstore.realize import realize_wheels; "
+    code = ("import json, sys; from wheelstore import Store; from wheelstore.store.publish import realize_wheels; "
             "done = realize_wheels(Store.open(sys.argv[1]), [(w, None) for w in sys.argv[2:]], jobs=1); "
             "print(json.dumps([d.unpacked for d in done]))")
     sharer = subprocess.Popen([str(tool.parent / "python"), "-c", code, str(group_store), str(held), *map(str, free)],
@@ -324,9 +324,9 @@ def test_realizing_processes_split_the_wheels(
 def test_pycs_compiled_in_one_process_or_a_pool(workdir: Path, group_store: Path, modules: int) -> None:
     """A small tree is one compiler job, a large one is split over several (PER_WORKER modules each): every module gets a
     valid pyc for the target interpreter either way, listed in the manifest."""
-    from wheelstore.bytecode import PER_WORKER, InTree
-    from wheelstore.realize import realize
-    from wheelstore.interpreter import Interpreter
+    from wheelstore.base.interpreter import Interpreter
+    from wheelstore.store.bytecode import PER_WORKER, InTree
+    from wheelstore.store.publish import realize
 
     assert (modules // PER_WORKER > 1) == (modules == 300)
     whl = make_wheel(workdir, "many", files={f"many/m{i}.py": f"VALUE = {i}\n".encode() for i in range(modules)})
@@ -348,9 +348,9 @@ def test_pycs_compiled_in_one_process_or_a_pool(workdir: Path, group_store: Path
 def test_compilers_are_reused_across_trees_and_a_dead_one_is_an_error(tmp_path: Path) -> None:
     """Many small trees share a few long-lived compiler processes (never more than the cores); one that dies gives a
     one-line BytecodeError, and the next compile starts a fresh one."""
-    from wheelstore.errors import BytecodeError
-    from wheelstore.bytecode import _Compilers, _run_compiler
-    from wheelstore.interpreter import Interpreter
+    from wheelstore.base.errors import BytecodeError
+    from wheelstore.base.interpreter import Interpreter
+    from wheelstore.store.bytecode import _Compilers, _run_compiler
 
     target = Interpreter.inspect(SYSTEM_PYTHON)
     pool = _Compilers.of(target)

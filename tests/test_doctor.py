@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.store import Store
-from wheelstore import doctor
-from wheelstore.config import Selection
-from wheelstore.link import fs_type
+from wheelstore.cli import doctor
+from wheelstore.store.config import Selection
+from wheelstore.store.store import Store
+from wheelstore.venv.link import fs_type
 
 from .conftest import Filesystems, Runner, Users, one_line_error
 from .wheelmaker import make_wheel

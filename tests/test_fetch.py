@@ -16,14 +16,20 @@ from typing import Any
 
 import pytest
 
-from wheelstore.store import Store
-from wheelstore.errors import HashMismatch
-from wheelstore.fetch import LineProgress, download, fetch_trees, obtain, progress_for, remove_download
-from wheelstore.errors import FetchError
-from wheelstore.http import Http
-from wheelstore.index import RemoteFile
-from wheelstore.sources import Sources
-from wheelstore.interpreter import Interpreter
+from wheelstore.base.errors import FetchError, HashMismatch
+from wheelstore.base.interpreter import Interpreter
+from wheelstore.fetch.download import (
+    LineProgress,
+    download,
+    fetch_trees,
+    obtain,
+    progress_for,
+    remove_download,
+)
+from wheelstore.fetch.http import Http
+from wheelstore.fetch.index import RemoteFile
+from wheelstore.fetch.sources import Sources
+from wheelstore.store.store import Store
 
 from . import conftest
 from .conftest import Runner, Users, one_line_error, snapshot
@@ -47,10 +53,10 @@ def _wheel(workdir: Path, name: str, version: str = "1.0", size: int = 20) -> Pa
 def _fetch(run: Runner, tool: Path, user: str, store: Path, index: PyIndex, *requirements: str,
            umask: int = 0o022, retries: int = 5, jobs: int = 4,
            env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """``python -m wheelstore.fetch`` from the installed tool, as ``user``: index pages, choice, downloads, realize."""
+    """``python -m wheelstore.fetch.download`` from the installed tool, as ``user``: index pages, choice, downloads, realize."""
     kwargs: dict[str, Any] = run.popen_kwargs(user, umask)  # user, group, extra_groups, umask
     proc = subprocess.Popen(
-        [str(tool.parent / "python"), "-m", "wheelstore.fetch", "--store", str(store), "--index-url",
+        [str(tool.parent / "python"), "-m", "wheelstore.fetch.download", "--store", str(store), "--index-url",
          index.simple_url, "--quiet", "--retries", str(retries), "--jobs", str(jobs), *requirements],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run.env(user, env), cwd="/",
         **kwargs,
@@ -328,9 +334,9 @@ def test_a_file_name_that_is_a_path_is_refused(group_store: Path, index: PyIndex
 @pytest.mark.network
 def test_pypi_json_and_download(tmp_path: Path) -> None:
     """The real registry: PEP 691 JSON from pypi.org, a download from its CDN, published as a tree."""
-    from wheelstore.index import IndexClient
-    from wheelstore.sources import Sources
-    from wheelstore.interpreter import Interpreter
+    from wheelstore.base.interpreter import Interpreter
+    from wheelstore.fetch.index import IndexClient
+    from wheelstore.fetch.sources import Sources
 
     http = Http()
     best = IndexClient(Sources(), http).best_wheel("six", "==1.17.0", Interpreter.inspect(sys.executable))

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.elf import elf_rpaths
-from wheelstore.fold import view
-from wheelstore.store import Store, Tree
-from wheelstore.link import LinkMode, Probe, choose
-from wheelstore.errors import LinkModeError
+from wheelstore.base.errors import LinkModeError
+from wheelstore.store.elf import elf_rpaths
+from wheelstore.store.store import Store, Tree
+from wheelstore.venv.fold import view
+from wheelstore.venv.link import LinkMode, Probe, choose
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error
 from .test_benchset import IMPORTS, SET36, set36_wheels  # noqa: F401 (a fixture)
@@ -403,7 +403,7 @@ def test_benchmark_set_folds_imports_and_costs_few_inodes(run: Runner, users: Us
 
 
 def test_manifest_keeps_rpaths_and_refuses_malformed_ones() -> None:
-    from wheelstore.manifest import FileEntry, Manifest
+    from wheelstore.store.manifest import FileEntry, Manifest
 
     m = Manifest("a" * 64, "w-1-py3-none-any.whl", "w", "1", "w-1.dist-info", True, 0, "root", 0, "now",
                  files={"w/lib.so": FileEntry(1, "0" * 64, 0o444, 1, 2)}, dirs=["w"], rpaths={"w/lib.so": ["$ORIGIN/../x"]})

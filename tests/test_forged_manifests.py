@@ -9,7 +9,6 @@ middle directory is a symlink, refuses before it creates anything.
 """
 
 from __future__ import annotations
-from wheelstore.realize import realize_wheel
 
 import hashlib
 import json
@@ -21,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from wheelstore.store import Store
-from wheelstore.errors import WheelstoreError
-from wheelstore.install import install_tree
-from wheelstore.link import LinkMode
-from wheelstore.store import Tree
-from wheelstore.interpreter import Interpreter
+from wheelstore.base.errors import WheelstoreError
+from wheelstore.base.interpreter import Interpreter
+from wheelstore.store.publish import realize_wheel
+from wheelstore.store.store import Store, Tree
+from wheelstore.venv.install import install_tree
+from wheelstore.venv.link import LinkMode
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
 from .wheelmaker import make_wheel
@@ -272,9 +271,9 @@ def test_uninstall_says_what_it_leaves_outside_the_venv(small_store: tuple[Store
     never removed, and said."""
     import logging
 
-    from wheelstore import logs
-    from wheelstore.distinfo import installed
-    from wheelstore.install import uninstall
+    from wheelstore.base import logs
+    from wheelstore.base.distinfo import installed
+    from wheelstore.venv.install import uninstall
 
     _store, tree = small_store
     venv = _venv(tmp_path / "venv", None)

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from wheelstore.store import cache_id
+from wheelstore.store.store import cache_id
 
 from .conftest import Filesystems, Runner, Users, snapshot
 from .wheelmaker import make_wheel
@@ -366,8 +366,8 @@ def test_gc_prunes_the_running_users_cache_of_removed_trees(
 def test_a_second_listing_sees_roots_written_since(filesystems: Filesystems) -> None:
     """gc lists the roots twice (unlocked, then locked) through one store: the second listing must see the roots
     written in between, on btrfs too, whose listing through an fd already listed once missed them."""
-    from wheelstore.store import Store
-    from wheelstore.roots import list_roots
+    from wheelstore.store.roots import list_roots
+    from wheelstore.store.store import Store
 
     for kind in ("ext4", "btrfs"):
         path = Path(tempfile.mkdtemp(dir=filesystems.root(kind))) / "store"

@@ -11,7 +11,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from wheelstore.store import Store
+from wheelstore.store.store import Store
 
 from .conftest import Runner, Users, one_line_error, snapshot
 from .wheelmaker import big_files, make_wheel

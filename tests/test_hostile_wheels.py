@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore import entrypoints
-from wheelstore.errors import EntryPointError
-from wheelstore.errors import RecordMismatch
-from wheelstore.errors import NotAFile
-from wheelstore.treefiles import read_tree_file
-from wheelstore.wheel import CHUNK, WheelArchive
+from wheelstore.base.errors import EntryPointError, NotAFile, RecordMismatch
+from wheelstore.store import entrypoints
+from wheelstore.store.treefiles import read_tree_file
+from wheelstore.store.wheel import CHUNK, WheelArchive
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
 from .wheelmaker import make_wheel, record_hash
@@ -274,7 +272,7 @@ def test_compiling_a_tree_skips_a_fifo_instead_of_hanging(workdir: Path) -> None
     (tree / "pkg").mkdir(parents=True)
     (tree / "pkg/a.py").write_text("A = 1\n")
     os.mkfifo(tree / "pkg/b.py")
-    code = ("import sys\nfrom wheelstore import bytecode\nfrom wheelstore.interpreter import Interpreter\n"
+    code = ("import sys\nfrom wheelstore.store import bytecode\nfrom wheelstore.base.interpreter import Interpreter\n"
             "bytecode._run_compiler(Interpreter.inspect(sys.executable), sys.argv[1], sys.argv[2], "
             "['pkg/a.py', 'pkg/b.py'], 'a tree')\n")
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -288,7 +286,7 @@ def test_listing_a_venv_never_opens_a_linked_metadata_blocking(workdir: Path) ->
     every install makes, names it from its directory instead of waiting for a writer (so it can be uninstalled)."""
     import threading
 
-    from wheelstore.inputs import _describe
+    from wheelstore.resolve.inputs import _describe
 
     dist_info = workdir / "fifo-1.0.dist-info"
     dist_info.mkdir()
@@ -351,7 +349,7 @@ def test_warning_lines_are_printable_too(capsys: pytest.CaptureFixture[str]) -> 
     """The CLI's warning lines go through the same escaping as its error lines."""
     import logging
 
-    from wheelstore import cli
+    from wheelstore.cli import main as cli
 
     logger = logging.getLogger("wheelstore")
     saved = logger.handlers[:], logger.level, logger.propagate

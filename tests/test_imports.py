@@ -28,15 +28,15 @@ def _fresh(code: str) -> object:
 
 #: never needed to install from a warm store: the realize stage and wheel reader, packaging's requirement parser,
 #: and the modules of other verbs
-NOT_AT_START = ["wheelstore.realize", "zipfile", "packaging.requirements", "packaging.markers", "wheelstore.stats",
-                "wheelstore.doctor", "wheelstore.fetch", "wheelstore.http", "wheelstore.index", "wheelstore.resolve",
-                "wheelstore.build", "ctypes", "shlex", "urllib.request"]
+NOT_AT_START = ["wheelstore.store.publish", "zipfile", "packaging.requirements", "packaging.markers", "wheelstore.store.stats",
+                "wheelstore.cli.doctor", "wheelstore.fetch.download", "wheelstore.fetch.http", "wheelstore.fetch.index", "wheelstore.resolve.resolver",
+                "wheelstore.fetch.build", "ctypes", "shlex", "urllib.request"]
 
 
 def test_the_cli_starts_without_what_a_warm_install_never_needs() -> None:
-    loaded = _fresh("import json, sys; before = set(sys.modules); import wheelstore.cli; "
+    loaded = _fresh("import json, sys; before = set(sys.modules); import wheelstore.cli.main; "
                     "print(json.dumps(sorted(set(sys.modules) - before)))")  # not what site imported already
-    assert isinstance(loaded, list) and "wheelstore.environment" in loaded
+    assert isinstance(loaded, list) and "wheelstore.venv.environment" in loaded
     assert [m for m in NOT_AT_START if m in loaded] == []
 
 
@@ -44,10 +44,13 @@ def test_the_package_reexports_load_on_first_use() -> None:
     got = _fresh(
         "import json, sys, wheelstore\n"
         "before = sorted(m for m in sys.modules if m.startswith('wheelstore.'))\n"
-        "from wheelstore import Policy, Realized, Store, Tree, WheelstoreError, doctor\n"
-        "from wheelstore import policy, realize, store, errors\n"
-        "same = [Policy is policy.Policy, Realized is realize.Realized, Store is store.Store, Tree is store.Tree,\n"
-        "        WheelstoreError is errors.WheelstoreError, doctor.__name__ == 'wheelstore.doctor']\n"
+        "from wheelstore import Policy, Realized, Store, Tree, WheelstoreError, realize_wheel\n"
+        "from wheelstore.base import errors\n"
+        "from wheelstore.cli import doctor\n"
+        "from wheelstore.store import policy, publish, store\n"
+        "same = [Policy is policy.Policy, Realized is publish.Realized, Store is store.Store, Tree is store.Tree,\n"
+        "        WheelstoreError is errors.WheelstoreError, doctor.__name__ == 'wheelstore.cli.doctor',\n"
+        "        realize_wheel is publish.realize_wheel]\n"
         "try:\n"
         "    wheelstore.nothing_by_this_name\n"
         "    missing = None\n"
@@ -55,8 +58,9 @@ def test_the_package_reexports_load_on_first_use() -> None:
         "    missing = str(e)\n"
         "print(json.dumps([before, same, missing, sorted(wheelstore.__all__)]))"
     )
-    assert got == [[], [True] * 6, "module 'wheelstore' has no attribute 'nothing_by_this_name'",
-                   ["Policy", "Realized", "Store", "Tree", "WheelstoreError", "__version__"]]
+    assert got == [[], [True] * 7, "module 'wheelstore' has no attribute 'nothing_by_this_name'",
+                   ["Policy", "Realized", "Store", "Tree", "WheelstoreError", "__version__", "realize_wheel",
+                    "realize_wheels"]]
 
 
 def test_plain_pins_need_no_requirement_parser(tmp_path: Path) -> None:
@@ -65,8 +69,8 @@ def test_plain_pins_need_no_requirement_parser(tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from wheelstore.inputs import parse_requirements_file\n"
-        "from wheelstore.interpreter import Interpreter\n"
+        "from wheelstore.resolve.inputs import parse_requirements_file\n"
+        "from wheelstore.base.interpreter import Interpreter\n"
         "py = Interpreter.inspect(sys.executable)\n"
         "pins = parse_requirements_file(Path(sys.argv[1]), py).pins\n"
         "print(json.dumps([len(pins), 'packaging.requirements' in sys.modules, 'packaging.markers' in sys.modules]))"
@@ -102,7 +106,7 @@ def test_the_command_exits_with_mains_code_after_all_its_output(tmp_path: Path) 
 #: sysconfig (11 ms); platformdirs brought tempfile (6 ms); specifiers 3 ms. Each is still imported where it is needed
 #: (a cold store, an unpinned requirement, a new interpreter, a message to print).
 NOT_IN_A_WARM_INSTALL = ["packaging.tags", "packaging.utils", "packaging.specifiers", "logging", "platformdirs",
-                         "subprocess", "tempfile", "zipfile", "wheelstore.realize"]
+                         "subprocess", "tempfile", "zipfile", "wheelstore.store.publish"]
 
 
 def test_a_warm_install_imports_none_of_the_heavy_modules(tmp_path: Path) -> None:
@@ -125,7 +129,7 @@ def test_a_warm_install_imports_none_of_the_heavy_modules(tmp_path: Path) -> Non
     env = {**os.environ, "PYTHONPATH": SRC, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     store = tmp_path / "store"
     subprocess.run([sys.executable, "-m", "wheelstore", "init", str(store)], check=True, env=env)
-    code = ("import json, sys\nbefore = set(sys.modules)\nfrom wheelstore.cli import main\n"  # not what site imported
+    code = ("import json, sys\nbefore = set(sys.modules)\nfrom wheelstore.cli.main import main\n"  # not what site imported
             "code = main(sys.argv[1:])\nprint(json.dumps([code, sorted(set(sys.modules) - before)]))")
     loaded = []
     for n in (1, 2):
@@ -146,7 +150,7 @@ def test_a_warm_install_imports_none_of_the_heavy_modules(tmp_path: Path) -> Non
 def test_only_the_verb_run_gets_its_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     """The parser for ``install`` knows install alone; each verb's own --help still lists its options, and the
     top-level help (also when asked before a verb) and a word that is no verb get every verb."""
-    from wheelstore import cli
+    from wheelstore.cli import main as cli
 
     verbs = [v for v, _t, _a in cli._VERBS]
     for argv, expected in ((["--store", "s", "install", "--venv", "v"], ["install"]), (["-q", "gc"], ["gc"]),
@@ -171,9 +175,9 @@ def test_only_the_verb_run_gets_its_arguments(capsys: pytest.CaptureFixture[str]
 
 def test_log_records_name_their_caller_and_pass_the_threshold(caplog: pytest.LogCaptureFixture,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """wheelstore.logs: with no threshold (the API's default) records reach logging's "wheelstore" logger, naming
+    """wheelstore.base.logs: with no threshold (the API's default) records reach logging's "wheelstore" logger, naming
     the function that logged; below the command line's threshold they are dropped."""
-    from wheelstore import logs
+    from wheelstore.base import logs
 
     monkeypatch.setattr(logs, "threshold", None)
     monkeypatch.setattr(logs, "setup", None)

@@ -11,11 +11,17 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from wheelstore.errors import FetchError
-from wheelstore.http import Http, Page
-from wheelstore.index import IndexClient, RemoteFile, choose_wheel, parse_html, parse_json
-from wheelstore.sources import Sources
-from wheelstore.interpreter import Interpreter
+from wheelstore.base.errors import FetchError
+from wheelstore.base.interpreter import Interpreter
+from wheelstore.fetch.http import Http, Page
+from wheelstore.fetch.index import (
+    IndexClient,
+    RemoteFile,
+    choose_wheel,
+    parse_html,
+    parse_json,
+)
+from wheelstore.fetch.sources import Sources
 
 from .pyindex import PyIndex, self_signed_certificate
 from .wheelmaker import make_wheel
@@ -232,8 +238,8 @@ def test_no_network_module_loaded_for_file_indexes(tmp_path: Path) -> None:
     """urllib3 is imported only when a network request is made (start-up time of warm installs)."""
     import subprocess
 
-    code = ("import sys; from wheelstore.http import Http; from wheelstore.index import IndexClient;"
-            "from wheelstore.sources import Sources;"
+    code = ("import sys; from wheelstore.fetch.http import Http; from wheelstore.fetch.index import IndexClient;"
+            "from wheelstore.fetch.sources import Sources;"
             f"IndexClient(Sources(index_urls=({tmp_path.as_uri()!r},)), Http()).files('x');"
             "print('urllib3' in sys.modules, 'rich' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -245,8 +251,8 @@ def test_tls_trusts_the_system_store_and_ssl_cert_file(wheels: dict[str, Path], 
     """A self-signed index is refused with a hint, and accepted once SSL_CERT_FILE names its certificate."""
     import subprocess
 
-    code = ("import sys; from wheelstore.errors import WheelstoreError; from wheelstore.http import Http;"
-            "from wheelstore.index import IndexClient; from wheelstore.sources import Sources\n"
+    code = ("import sys; from wheelstore.base.errors import WheelstoreError; from wheelstore.fetch.http import Http;"
+            "from wheelstore.fetch.index import IndexClient; from wheelstore.fetch.sources import Sources\n"
             "try: print(len(IndexClient(Sources(index_urls=(sys.argv[1],)), Http(retries=0)).files('demo-pkg')))\n"
             "except WheelstoreError as e: print(e.oneline())")
     env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
@@ -268,8 +274,8 @@ def test_http_proxy_and_no_proxy(wheels: dict[str, Path]) -> None:
     """HTTP_PROXY is honoured (the test index answers as the proxy, absolute request line and all), NO_PROXY too."""
     import subprocess
 
-    code = ("import sys; from wheelstore.errors import WheelstoreError; from wheelstore.http import Http;"
-            "from wheelstore.index import IndexClient; from wheelstore.sources import Sources\n"
+    code = ("import sys; from wheelstore.base.errors import WheelstoreError; from wheelstore.fetch.http import Http;"
+            "from wheelstore.fetch.index import IndexClient; from wheelstore.fetch.sources import Sources\n"
             "try: print(len(IndexClient(Sources(index_urls=(sys.argv[1],)), Http(retries=0)).files('demo-pkg')))\n"
             "except WheelstoreError as e: print(e.oneline())")
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}

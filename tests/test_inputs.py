@@ -12,10 +12,10 @@ import pytest
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 
-from wheelstore import inputs
-from wheelstore.errors import InputError, NeedsResolution
-from wheelstore.inputs import collect, parse_requirements_file
-from wheelstore.interpreter import Interpreter
+from wheelstore.base.errors import InputError, NeedsResolution
+from wheelstore.base.interpreter import Interpreter
+from wheelstore.resolve import inputs
+from wheelstore.resolve.inputs import collect, parse_requirements_file
 
 from .conftest import SYSTEM_PYTHON
 from .wheelmaker import make_wheel

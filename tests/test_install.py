@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SYSTEM_PYTHON, Filesystems, Runner, Users, make_venv, one_line_error, published, snapshot
+from .conftest import (
+    SYSTEM_PYTHON,
+    Filesystems,
+    Runner,
+    Users,
+    make_venv,
+    one_line_error,
+    published,
+    snapshot,
+)
 from .wheelmaker import make_wheel
 
 LOCAL_MODES = ("copy", "symlink", "hardlink")  # what ext4 offers; reflink is covered on XFS/btrfs in test_link
@@ -495,7 +504,7 @@ def test_failed_upgrade_puts_the_old_version_back(run: Runner, users: Users, wor
 def test_name_and_version_come_from_the_header_block_only() -> None:
     from email.parser import HeaderParser
 
-    from wheelstore.distinfo import name_and_version
+    from wheelstore.base.distinfo import name_and_version
 
     metadata = ("Metadata-Version: 2.4\nname: Foo_Bar\nSummary: a summary\n  continued: Version: 9\n"
                 "VERSION:  1.2.post3 \nDescription-Content-Type: text/markdown\n\nName: not-this\nVersion: 0\n")
@@ -508,8 +517,8 @@ def test_name_and_version_come_from_the_header_block_only() -> None:
 def test_record_hashes_in_one_batch_match_one_by_one() -> None:
     import hashlib
 
-    from wheelstore.distinfo import record_hash
-    from wheelstore.prepared import record_hashes
+    from wheelstore.base.distinfo import record_hash
+    from wheelstore.venv.prepared import record_hashes
 
     datas = [os.urandom(n) for n in range(0, 300, 7)]
     assert record_hashes([hashlib.sha256(d).hexdigest() for d in datas]) == [record_hash(d) for d in datas]
@@ -539,8 +548,8 @@ def test_edit_after_sed_keeps_the_edit_and_makes_it_writable(run: Runner, users:
 def test_name_and_version_are_found_past_a_long_metadata_head(tmp_path: Path) -> None:
     """METADATA is read by its head first; headers that start only after it, or a Version line the head cuts in
     two, are still read whole."""
-    from wheelstore.distinfo import _METADATA_HEAD
-    from wheelstore.inputs import _describe
+    from wheelstore.base.distinfo import _METADATA_HEAD
+    from wheelstore.resolve.inputs import _describe
 
     for filler in (b"X-Long: " + b"x" * (_METADATA_HEAD + 10) + b"\n",
                    b"X-Pad: " + b"x" * (_METADATA_HEAD - 20) + b"\n"):

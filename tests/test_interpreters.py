@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.interpreter import Interpreter
+from wheelstore.base.interpreter import Interpreter
 
 from .conftest import SYSTEM_PYTHON
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.link import LinkMode, Probe, choose, fs_type, link_file, probe
-from wheelstore.errors import LinkModeError
+from wheelstore.base.errors import LinkModeError
+from wheelstore.venv.link import LinkMode, Probe, choose, fs_type, link_file, probe
 
 from .conftest import Filesystems, Runner, Users
 from .conftest import _run_checked as _run

@@ -212,7 +212,7 @@ def test_a_lock_file_that_cannot_be_linked_into_place_is_gone_ahead_without(
 ) -> None:
     """A filesystem without hard links (or a full disk) refuses the link that puts a new lock file in place: locks
     are an optimisation, so the work goes ahead without the lock, with a warning, instead of failing."""
-    from wheelstore.store import Store
+    from wheelstore.store.store import Store
 
     real_link = os.link
 

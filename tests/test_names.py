@@ -3,7 +3,6 @@ tags an interpreter accepts, kept in the user's cache; and a store shared by sev
 install chooses among by the interpreter's tags."""
 
 from __future__ import annotations
-from wheelstore.realize import realize_wheel
 
 import hashlib
 import json
@@ -12,15 +11,19 @@ from pathlib import Path
 
 import pytest
 from packaging.tags import Tag, create_compatible_tags_selector
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_wheel_filename,
+)
 
-from wheelstore import interpreter, names, usercache
-from wheelstore.errors import StoreError
-from wheelstore.errors import Missing
-from wheelstore.plan import plan
-from wheelstore.sources import Sources
-from wheelstore.store import Store
-from wheelstore.interpreter import Interpreter
+from wheelstore.base import interpreter, names, usercache
+from wheelstore.base.errors import Missing, StoreError
+from wheelstore.base.interpreter import Interpreter
+from wheelstore.fetch.sources import Sources
+from wheelstore.resolve.plan import plan
+from wheelstore.store.publish import realize_wheel
+from wheelstore.store.store import Store
 
 from .conftest import SYSTEM_PYTHON
 from .wheelmaker import make_wheel
@@ -195,7 +198,7 @@ def test_a_better_file_wins_over_a_held_tree_it_suits_less(tmp_path: Path, py: I
 def test_which_hashes_the_store_holds_by_listing_or_by_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``Store.holds`` lists manifests/ for many keys in a small store, and stats each key otherwise: the same
     answer both ways, a planted directory in a manifest's place included (has() says no to it)."""
-    from wheelstore import store as storemod
+    from wheelstore.store import store as storemod
 
     store = Store.init(tmp_path / "store")
     made = [make_wheel(tmp_path, f"h{i}", files={f"h{i}/__init__.py": b""}) for i in range(3)]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.store import Store
-from wheelstore.errors import StoreError
+from wheelstore.base.errors import StoreError
+from wheelstore.store.store import Store
 
 from .conftest import Runner, Users, one_line_error
 from .test_concurrency import _hook, _wait_for
@@ -27,8 +27,8 @@ from .test_trust import _key, _wheel, _wheelstore_python
 #: a member's gc with no grace at all (gc's own floor for orphans, ``STALE_AFTER``, is a day): what it does a day later
 AGED_GC = r"""
 import json, sys
-from wheelstore import gc
-from wheelstore.store import Store
+from wheelstore.store import gc
+from wheelstore.store.store import Store
 
 gc.STALE_AFTER = 0
 report = gc.collect(Store.open(sys.argv[1]), grace=0)
@@ -40,10 +40,10 @@ print(json.dumps(report.to_json()))
 #: tree's owner as ``owner_uid`` and bob as publisher, and is sealed read-only like every real one
 ADOPT_ANYONES = r"""
 import sys
-from wheelstore import realize
-from wheelstore.errors import StoreError
-from wheelstore.realize import realize_wheel
-from wheelstore.store import Store
+from wheelstore.store import publish as realize
+from wheelstore.base.errors import StoreError
+from wheelstore.store.publish import realize_wheel
+from wheelstore.store.store import Store
 
 realize.adopters = lambda store: frozenset(range(65536))
 try:

@@ -2,7 +2,6 @@
 venv of the layout, and never used once the manifest it came from has changed."""
 
 from __future__ import annotations
-from wheelstore.realize import realize_wheel
 
 import os
 import subprocess
@@ -11,10 +10,12 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from wheelstore import prepared, usercache
-from wheelstore.errors import StoreError
-from wheelstore.store import Store, Tree
-from wheelstore.interpreter import Interpreter
+from wheelstore.base import usercache
+from wheelstore.base.errors import StoreError
+from wheelstore.base.interpreter import Interpreter
+from wheelstore.store.publish import realize_wheel
+from wheelstore.store.store import Store, Tree
+from wheelstore.venv import prepared
 
 from .conftest import SYSTEM_PYTHON
 from .wheelmaker import make_wheel
@@ -103,7 +104,7 @@ def test_a_stale_corrupt_or_foreign_entry_is_not_used(tmp_path: Path, cache_home
 def test_a_repaired_tree_is_derived_again(tmp_path: Path) -> None:
     """verify --repair publishes the tree again under a new manifest file: its stamp differs, so what was kept for
     the old one is not taken for it."""
-    from wheelstore import verify
+    from wheelstore.store import verify
 
     store, trees = _trees(tmp_path)
     with store:
@@ -125,7 +126,7 @@ def test_record_rows_quote_only_what_csv_quotes() -> None:
     import hashlib
     import io
 
-    from wheelstore.distinfo import record_hash
+    from wheelstore.base.distinfo import record_hash
 
     datas = [b"a", b"b", b"c"]
     rels = ["pkg/plain.py", "pkg/a,b.txt", 'pkg/say "hi".txt']
@@ -162,8 +163,8 @@ def test_a_manifest_read_before_is_parsed_only_when_its_files_are_asked_for(tmp_
 def test_a_config_parsed_before_comes_from_the_cache_until_the_file_changes(tmp_path: Path) -> None:
     import marshal
 
-    from wheelstore import usercache
-    from wheelstore.config import parse_toml
+    from wheelstore.base import usercache
+    from wheelstore.store.config import parse_toml
 
     config = tmp_path / "config.toml"
     config.write_text('shared = "private"\n')
@@ -180,7 +181,7 @@ def test_a_config_parsed_before_comes_from_the_cache_until_the_file_changes(tmp_
 
 
 def test_cache_directories_are_private_at_every_level(tmp_path: Path, cache_home: Path) -> None:
-    from wheelstore import usercache
+    from wheelstore.base import usercache
 
     assert usercache.write_bytes("prepared/some-store/some-tree.layout", b"x")
     made = [cache_home / "wheelstore", cache_home / "wheelstore" / "prepared",
@@ -203,7 +204,7 @@ def test_the_user_cache_is_where_platformdirs_puts_it(xdg: str | None, home: str
 def test_read_all_reads_to_the_end_or_the_limit(tmp_path: Path) -> None:
     """fsio.read_all, which reads manifests and cache entries without a file object: the whole file whatever the
     size guess (a file that grew since its fstat, an empty one), and no more than the limit."""
-    from wheelstore import fsio
+    from wheelstore.base import fsio
 
     data = bytes(range(256)) * 1000
     (tmp_path / "f").write_bytes(data)

@@ -14,11 +14,10 @@ import pytest
 from packaging.markers import default_environment
 from packaging.pylock import Pylock
 
-from wheelstore.errors import ResolutionError
-from wheelstore.resolve import lock, read_pylock
-from wheelstore.sources import PYPI, Sources
-from wheelstore.errors import SourcesError
-from wheelstore.interpreter import Interpreter
+from wheelstore.base.errors import ResolutionError, SourcesError
+from wheelstore.base.interpreter import Interpreter
+from wheelstore.fetch.sources import PYPI, Sources
+from wheelstore.resolve.resolver import lock, read_pylock
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error
 

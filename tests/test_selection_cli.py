@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.config import SYSTEM_CONFIG
+from wheelstore.store.config import SYSTEM_CONFIG
 
 from .conftest import Runner, Users, one_line_error
 from .wheelmaker import make_wheel

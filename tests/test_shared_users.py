@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.store import Store
-from wheelstore.policy import Policy, Role
+from wheelstore.store.policy import Policy, Role
+from wheelstore.store.store import Store
 
 from .conftest import Runner, Users, one_line_error, snapshot
 from .wheelmaker import make_wheel

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from wheelstore.store import Store
-from wheelstore import roots as rootmod
+from wheelstore.store import roots as rootmod
+from wheelstore.store.store import Store
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error
 from .wheelmaker import make_wheel

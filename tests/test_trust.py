@@ -10,16 +10,16 @@ import os
 import subprocess
 from pathlib import Path
 
-from .conftest import Runner, Users, one_line_error, published
+from .conftest import Runner, Users, published
 from .wheelmaker import make_wheel
 
 #: bob, as himself, publishes a pyc unit for a tree whose pycs run ``trojan`` instead of the module's source: each a
 #: valid timestamp pyc for the source's mtime and size, so Python takes it for the source's own bytecode
 PLANT_UNIT = r"""
 import importlib._bootstrap_external as ext, os, sys
-from wheelstore import bytecode
-from wheelstore.store import Store
-from wheelstore.interpreter import Interpreter
+from wheelstore.store import bytecode
+from wheelstore.store.store import Store
+from wheelstore.base.interpreter import Interpreter
 
 store_path, key, trojan = sys.argv[1:4]
 store = Store.open(store_path)

@@ -1,7 +1,6 @@
 """verify: the quick check, --full, --repair, the pre-link check of install, and the ctime rule for hard links."""
 
 from __future__ import annotations
-from wheelstore.realize import realize_wheel
 
 import json
 import os
@@ -13,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from wheelstore.store import Store
-from wheelstore import verify
+from wheelstore.store import verify
+from wheelstore.store.publish import realize_wheel
+from wheelstore.store.store import Store
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
 from .wheelmaker import make_wheel

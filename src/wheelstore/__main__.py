@@ -11,7 +11,7 @@ def main() -> NoReturn:
     almost none before it exits: at the default threshold the cyclic collector ran over them thousands of times for
     nothing, 7 ms of a 140 ms warm install. Cycles are still collected, a hundred times less often."""
     gc.set_threshold(100_000, 50, 1000)
-    from .cli import entry
+    from .cli.main import entry
 
     entry()
 

@@ -1,0 +1,602 @@
+"""``wheelstore doctor``: whether sharing will work for this user here, and the exact command that fixes each problem.
+
+Every check asks the module that decides the matter in real use (store selection and opening, the policy's modes and
+membership rule, the link probe and :func:`~wheelstore.venv.link.choose`), so doctor cannot drift from what install does.
+It never changes the store: the only entries it makes are private, uniquely named scratch files in ``staging/`` and
+``locks/`` (named like every staging entry, so a killed doctor leaves something recognisably stale), removed at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import secrets
+import shlex
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ..base.errors import (
+    SharingBroken,
+    StoreAccessDenied,
+    StoreError,
+    StoreNotFound,
+    VenvError,
+    WheelstoreError,
+)
+from ..base.interpreter import Interpreter, find_python
+from ..store.config import Selection, select_store
+from ..store.parents import unsafe_parents
+from ..store.policy import Policy, Role, current_user, group_name, in_group, user_name
+from ..store.store import AREAS, CONFIG, Store, staging_name
+from ..store.storelock import judge_gc_lock
+from ..venv.link import LinkMode, _probe_now, choose, fs_type
+
+Status = Literal["ok", "warn", "fail"]
+
+#: below these, the store's filesystem gets a warning; below the hard ones, publishing cannot work (a failure)
+LOW_SPACE = 1 << 30
+LOW_INODES = 50_000
+LOW_FRACTION = 0.05
+NO_SPACE = 64 << 20
+NO_INODES = 1_000
+#: bytes in the scratch file the link probe clones: several blocks, as a real tree file has
+_PROBE_BYTES = 64 << 10
+
+#: network and cluster filesystems by their mountinfo type, with what each means for a shared store
+NETWORK_FS = {
+    "nfs": ("NFS", "flock works only through the lock manager (never with local_lock=flock or nolock), and other "
+                   "clients may see new trees a few seconds late (attribute caching)"),
+    "nfs4": ("NFS", "flock works only through the NFSv4 server (never with local_lock=flock), and other clients may "
+                    "see new trees a few seconds late (attribute caching)"),
+    "lustre": ("Lustre", "flock fails unless the client mounts with -o flock (localflock locks one node only)"),
+    "gpfs": ("GPFS", "locks work across nodes; there is no reflink, so venvs get symlinks or copies"),
+    "cifs": ("SMB", "POSIX modes, setgid and sticky bits are emulated or ignored, so the policy cannot be enforced"),
+    "smb3": ("SMB", "POSIX modes, setgid and sticky bits are emulated or ignored, so the policy cannot be enforced"),
+    "ceph": ("CephFS", "locks work across clients through the MDS; no reflink"),
+    "beegfs": ("BeeGFS", "flock is per node unless the client enables global locks (tuneUseGlobalFileLocks)"),
+    "fuse.sshfs": ("sshfs", "there are no locks and no setgid/sticky semantics across clients"),
+    "fuse.glusterfs": ("GlusterFS", "locks and renames go through the network; no reflink"),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: ``fix`` is the exact command that fixes it, or None when there is none to give."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+    def __post_init__(self) -> None:  # one line, whatever a path or an OS message held
+        object.__setattr__(self, "detail", " ".join(self.detail.split()))
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass
+class Report:
+    """Every check doctor ran, in order; sharing works when none failed (warnings do not count)."""
+
+    store: Path | None
+    selected_by: str | None
+    venv: Path | None
+    user: str
+    checks: list[Check] = field(default_factory=list)
+    #: the mode ``--link-mode auto`` picks here, when the probe could run
+    auto_link_mode: str | None = None
+
+    def __iter__(self) -> Iterator[Check]:
+        return iter(self.checks)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "store": str(self.store) if self.store else None,
+            "selected_by": self.selected_by,
+            "venv": str(self.venv) if self.venv else None,
+            "user": self.user,
+            "ok": self.ok,
+            "auto_link_mode": self.auto_link_mode,
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+    def lines(self) -> list[str]:
+        """The report for people: one line per check, its fix indented below it."""
+        width = max((len(c.name) for c in self.checks), default=0)
+        out = [f"wheelstore doctor for {self.user}: store {self.store or '-'} (selected by {self.selected_by or '-'})"
+               + (f", venv {self.venv}" if self.venv else "")]
+        for c in self.checks:
+            out.append(f"{c.status:4}  {c.name:{width}}  {c.detail}")
+            if c.fix and c.status != "ok":
+                out.append(f"{'':4}  {'':{width}}  fix: {c.fix}")
+        warnings = sum(c.status == "warn" for c in self.checks)
+        failures = sum(c.status == "fail" for c in self.checks)
+        if failures:
+            out.append(f"sharing cannot work for {self.user} here: {failures} problem(s), {warnings} warning(s)")
+        else:
+            out.append(f"sharing works for {self.user} here ({warnings} warning(s))")
+        return out
+
+    def error(self) -> SharingBroken | None:
+        """The first failure (preferring one with a fix) as a one-line error for the CLI, or None if sharing works."""
+        failures = [c for c in self.checks if c.status == "fail"]
+        if not failures:
+            return None
+        first = next((c for c in failures if c.fix), failures[0])
+        return SharingBroken(f"sharing cannot work for {self.user} here: {first.detail}", hint=first.fix)
+
+
+def run(store: str | os.PathLike[str] | Selection | None = None, venv: str | os.PathLike[str] | None = None) -> Report:
+    """Check the selected store (and ``venv``, if given) for this user. Never creates the store, never raises for a
+    problem it can describe: each becomes a check."""
+    venv_path = Path(venv).absolute() if venv is not None else None
+    try:
+        selection = store if isinstance(store, Selection) else select_store(store)
+    except StoreError as e:  # a broken config file: nothing else can be judged without a store
+        report = Report(None, None, venv_path, current_user())
+        report.checks.append(Check("store", "fail", e.message, None))
+        return report
+    report = Report(selection.path, selection.source, venv_path, current_user())
+    _Doctor(selection, venv_path, report).run()
+    return report
+
+
+class _Doctor:
+    """The checks, sharing what earlier ones found (the opened store, the venv's interpreter)."""
+
+    def __init__(self, selection: Selection, venv: Path | None, report: Report) -> None:
+        self.sel = selection
+        self.root = selection.path
+        self.venv = venv
+        self.report = report
+        self.store: Store | None = None
+        self.interpreter: Interpreter | None = None
+        self.venv_writable = False
+        self.denied = False  #: the store exists but this user may not open it
+
+    def run(self) -> None:
+        checks: list[tuple[str, Callable[[], Check | None]]] = [
+            ("store", self.check_store),
+            ("membership", self.check_membership),
+            ("access", self.check_access),
+            ("modes", self.check_modes),
+            ("parents", self.check_parents),
+            ("venv", self.check_venv),
+            ("venv-writable", self.check_venv_writable),
+            ("umask", self.check_umask),
+            ("filesystems", self.check_filesystems),
+            ("network-fs", self.check_network),
+            ("reflink", self.check_reflink),
+            ("protected-hardlinks", self.check_protected_hardlinks),
+            ("locks", self.check_locks),
+            ("gc-lock", lambda: None if self.store is None else Check("gc-lock", *judge_gc_lock(self.store))),
+            ("space", self.check_space),
+        ]
+        try:
+            for name, check in checks:
+                try:
+                    found = check()
+                except WheelstoreError as e:
+                    found = Check(name, "fail", e.message, None)
+                except OSError as e:  # the machine would not tell: inconclusive, not a verdict
+                    where = f" ({e.filename})" if e.filename else ""
+                    found = Check(name, "warn", f"could not check: {e.strerror or e}{where}", None)
+                if found is not None:
+                    self.report.checks.append(found)
+        finally:
+            if self.store is not None:
+                self.store.close()
+
+    # -- the store and who may use it -------------------------------------------------------------------------------
+
+    def check_store(self) -> Check:
+        why = f"selected by {self.sel.source}"
+        try:
+            self.store = Store.open(self.root)
+        except StoreNotFound:
+            if self.sel.is_default:
+                return Check("store", "warn", f"the default private store {self.root} does not exist yet; the first "
+                             f"install creates it ({why})", f"wheelstore init {shlex.quote(str(self.root))}")
+            return Check("store", "fail", f"there is no store at {self.root} ({why})",
+                         f"wheelstore init {shlex.quote(str(self.root))}")
+        except StoreError as e:
+            self.denied = isinstance(e, StoreAccessDenied)
+            fix = f"wheelstore init {shlex.quote(str(self.root))}" if _lacks_config(self.root) else None
+            return Check("store", "fail", f"{e.message} ({why})", fix)
+        p = self.store.policy
+        group = f" for group {p.group}" if p.group else ""
+        return Check("store", "ok", f"{self.root} ({why}): a {p.shared} store{group}, owned by "
+                     f"{user_name(self.store.owner_uid)}")
+
+    def _ownership(self) -> tuple[int, int | None, str | None, str] | None:
+        """The store's (owner, gid, group, shared), from its policy or, when it cannot be opened, its directory."""
+        if self.store is not None:
+            p = self.store.policy
+            return self.store.owner_uid, p.gid, p.group, p.shared
+        if not self.denied:
+            return None
+        try:
+            st = os.stat(self.root)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o070:
+            return st.st_uid, None, None, "private"
+        return st.st_uid, st.st_gid, group_name(st.st_gid), "group"
+
+    def check_membership(self) -> Check | None:
+        found = self._ownership()
+        if found is None:
+            return None
+        owner, gid, group, shared = found
+        me, euid = current_user(), os.geteuid()
+        if gid is None or group is None:
+            if euid in (0, owner):
+                return Check("membership", "ok", "you own this store" if euid == owner else "you are root")
+            if shared == "all":
+                return Check("membership", "warn", f"only {user_name(owner)} publishes into this store; you may "
+                             "link what is already published")
+            return Check("membership", "fail", f"the store is private to {user_name(owner)}; nobody else can use "
+                         "it", None)
+        if in_group(gid):
+            return Check("membership", "ok", "you are root" if euid == 0 else f"you are in group {group}, the "
+                         "store's group")
+        # the policy's own membership rule, as it judges publishers (the group database, not this session's groups)
+        if Policy("group", group, gid).trusted_writer(os.getuid(), -1):
+            return Check("membership", "fail", f"{me} was added to group {group} after this login session began; "
+                         f"log in again, or start a shell in the group with `newgrp {group}`", f"newgrp {group}")
+        if shared == "all":
+            return Check("membership", "warn", f"{me} is not in group {group}: you may link published trees but "
+                         f"not publish; to publish, ask an admin to add you, then log in again or run `newgrp "
+                         f"{group}`", f"usermod -aG {group} {me}")
+        return Check("membership", "fail", f"the store belongs to group {group} and {me} is not a member: ask an "
+                     f"admin to add you (as root), then log in again or run `newgrp {group}`",
+                     f"usermod -aG {group} {me}")
+
+    def check_access(self) -> Check | None:
+        if self.store is None:
+            return None
+        trees = self.store.describe()["trees"]
+        try:
+            self.store.require_publish_access()
+        except StoreAccessDenied as e:
+            reader = self.store.policy.shared == "all" and not self.store.policy.trusted_writer(
+                os.geteuid(), self.store.owner_uid)
+            return Check("access", "warn" if reader else "fail", f"{e.message} ({trees} trees readable)"
+                         + ("" if reader else "; see the modes check"), None)
+        return Check("access", "ok", f"you may read and publish ({trees} trees)")
+
+    def check_modes(self) -> Check | None:
+        """The recorded policy against the actual root, config and areas: who must run what to restore it."""
+        if self.store is None:
+            return None
+        policy, owner = self.store.policy, self.store.owner_uid
+        problems: list[str] = []
+        commands: list[str] = []
+        status: Status = "ok"
+        expected = [(".", Role.STORE_ROOT), (CONFIG, Role.CONFIG), *((a, Role.AREA) for a in AREAS)]
+        for rel, role in expected:
+            path = self.root if rel == "." else self.root / rel
+            label = "the store directory" if rel == "." else (rel if role is Role.CONFIG else f"{rel}/")
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                problems.append(f"{label} is missing (the store is damaged)")
+                status = "fail"
+                continue
+            want_dir = role is not Role.CONFIG
+            if not (stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)):
+                problems.append(f"{label} is not a {'directory' if want_dir else 'regular file'}")
+                status = "fail"
+                continue
+            quoted = shlex.quote(str(path))
+            have, want = stat.S_IMODE(st.st_mode), policy.mode(role)
+            wrong_group = policy.gid is not None and st.st_gid != policy.gid
+            if wrong_group:
+                problems.append(f"{label} has group {group_name(st.st_gid)}, not {policy.group}")
+                commands.append(f"chgrp {policy.group} {quoted}")
+                status = "fail"
+            if have != want or wrong_group:
+                commands.append(f"chmod {want:04o} {quoted}")
+            if have != want:
+                consequence = _drift(have, want)
+                problems.append(f"{label} is {have:04o}, the {policy.shared} policy wants {want:04o} ({consequence})")
+                if want & ~have & 0o777:
+                    status = "fail"
+                elif status == "ok":
+                    status = "warn"
+            if not policy.trusted_writer(st.st_uid, owner):
+                problems.append(f"{label} belongs to {user_name(st.st_uid)}, who is not a trusted publisher")
+                commands.append(f"chown {user_name(owner)} {quoted}")
+                status = "fail"
+        if not problems:
+            return Check("modes", "ok", f"the store directory, {CONFIG} and its areas have the modes and group its "
+                         f"{policy.shared} policy records")
+        who = f"run as {user_name(owner)} (the store's owner) or root"
+        return Check("modes", status, "; ".join(problems) + (f"; {who}" if commands else ""),
+                     " && ".join(commands) or None)
+
+    def check_parents(self) -> Check:
+        """The directories above the store, as ``init`` judges them (:mod:`wheelstore.store.parents`)."""
+        found = self._ownership()
+        owner = found[0] if found is not None else os.geteuid()
+        if not (problems := unsafe_parents(self.root, owner)):
+            return Check("parents", "ok", f"only root and {user_name(owner)} may rename entries above the store")
+        detail = "; ".join(f"{u.path} {u.why}, so {u.who} could move the store away and put their own in its place "
+                           f"(the fix is for {u.fixer} to run)" for u in problems)
+        return Check("parents", "fail", detail, " && ".join(dict.fromkeys(u.fix for u in problems)))
+
+    # -- the venv ------------------------------------------------------------------------------------------------------
+
+    def check_venv(self) -> Check | None:
+        if self.venv is None:
+            return None
+        try:
+            self.interpreter = Interpreter.inspect(find_python(self.venv))
+        except VenvError as e:
+            fix = None if os.path.lexists(self.venv) else f"wheelstore venv {shlex.quote(str(self.venv))}"
+            return Check("venv", "fail", e.message, fix)
+        i = self.interpreter
+        return Check("venv", "ok", f"its Python {'.'.join(map(str, i.version))} runs; site-packages is "
+                     f"{i.paths['purelib']}")
+
+    def check_venv_writable(self) -> Check | None:
+        if self.interpreter is None:
+            return None
+        effective = os.access in os.supports_effective_ids
+        dirs = [Path(self.interpreter.paths[k]) for k in ("purelib", "scripts")]
+        closed = [d for d in dirs if not os.access(d, os.W_OK | os.X_OK, effective_ids=effective)]
+        if closed:
+            owner = user_name(os.stat(closed[0]).st_uid)
+            return Check("venv-writable", "fail", f"you cannot write to {closed[0]} (it belongs to {owner}), so "
+                         "nothing can be installed into this venv by you", None)
+        self.venv_writable = True
+        return Check("venv-writable", "ok", "you may install into it")
+
+    # -- the machine ---------------------------------------------------------------------------------------------------
+
+    def check_umask(self) -> Check:
+        return Check("umask", "ok", f"{_umask():04o}; it does not matter: wheelstore sets the mode (and group) of "
+                     "everything it creates explicitly from the store's recorded policy, whatever the umask")
+
+    def _sides(self) -> list[tuple[str, Path]]:
+        sides = [("store", _existing(self.root))]
+        if self.venv is not None:
+            sides.append(("venv", _existing(self.venv)))
+        return sides
+
+    def check_filesystems(self) -> Check:
+        (_, store_at), *rest = self._sides()
+        kind, dev = fs_type(str(store_at)), os.stat(store_at).st_dev
+        where = "" if store_at == self.root else f" (it does not exist yet; {store_at} is)"
+        if not rest:
+            return Check("filesystems", "ok", f"the store is on {kind}, device {_dev(dev)}{where}; give --venv to "
+                         "compare a venv's")
+        venv_at = rest[0][1]
+        vkind, vdev = fs_type(str(venv_at)), os.stat(venv_at).st_dev
+        if dev == vdev:
+            return Check("filesystems", "ok", f"the store and the venv are both on {kind}, device {_dev(dev)}{where}")
+        return Check("filesystems", "warn", f"the store is on {kind} (device {_dev(dev)}), the venv on {vkind} "
+                     f"(device {_dev(vdev)}): different devices, so hard links and reflinks between them are "
+                     "impossible and venvs get symlinks or copies; a venv on the store's filesystem avoids that")
+
+    def check_network(self) -> Check:
+        found = [(label, fs_type(str(path))) for label, path in self._sides()]
+        remote = [(label, kind) for label, kind in found if kind in NETWORK_FS]
+        if not remote:
+            kinds = ", ".join(sorted({k for _, k in found}))
+            return Check("network-fs", "ok", f"local filesystems only ({kinds})")
+        label, kind = remote[0]
+        name, meaning = NETWORK_FS[kind]
+        return Check("network-fs", "warn", f"the {label} is on {name} ({kind}): {meaning}; see the locks check")
+
+    def check_protected_hardlinks(self) -> Check:
+        try:
+            with open("/proc/sys/fs/protected_hardlinks", encoding="ascii") as f:
+                value = f.read().strip()
+        except OSError:
+            return Check("protected-hardlinks", "ok", "fs.protected_hardlinks is not readable here (not Linux?); "
+                         "wheelstore never hard-links another user's trees anyway")
+        if value == "1":
+            return Check("protected-hardlinks", "ok", "fs.protected_hardlinks=1: a hard link to another user's file "
+                         "needs write access to it, so hardlink mode works only for your own trees (and auto never "
+                         "hard-links a shared store's trees anyway)")
+        return Check("protected-hardlinks", "warn", f"fs.protected_hardlinks={value}: any user may hard-link any "
+                     "file they can see, which the classic /tmp attacks rely on; wheelstore still never hard-links a "
+                     "shared store's trees", "sysctl -w fs.protected_hardlinks=1")
+
+    # -- trying it for real -------------------------------------------------------------------------------------------
+
+    def check_reflink(self) -> Check | None:
+        """Clone, hard-link and symlink a scratch file for real (never the cached answer: this is the diagnosis)
+        and ask :func:`choose` what ``auto`` makes of it."""
+        if self.store is None:
+            return None
+        store = self.store
+        if self.venv is not None and not self.venv_writable:
+            return Check("reflink", "warn", "not probed: the venv is not usable by you (see above)")
+        staging = store.area_fd("staging")
+        name = staging_name("doctor", secrets.token_hex(32))
+        try:
+            fd = store.policy.create(name, dir_fd=staging)
+        except PermissionError:
+            return self._reflink_from_tree()
+        try:
+            try:
+                os.write(fd, secrets.token_bytes(_PROBE_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            source = str(store.root / "staging" / name)
+            return self._probe(source, os.geteuid())
+        finally:
+            os.unlink(name, dir_fd=staging)
+
+    def _reflink_from_tree(self) -> Check:
+        """A reader who may not write the store: probe with a file of a published tree instead."""
+        assert self.store is not None
+        if self.interpreter is None:
+            return Check("reflink", "warn", "not probed: you may not write to the store; give --venv to try linking "
+                         "into a venv")
+        tree = next((t for t in self.store.trees() if t.manifest.files), None)
+        if tree is None:
+            return Check("reflink", "warn", "not probed: you may not write to the store and it holds no trees yet")
+        return self._probe(str(tree.path / next(iter(tree.manifest.files))), tree.manifest.owner_uid)
+
+    def _probe(self, source: str, owner: int) -> Check:
+        assert self.store is not None
+        target = self.interpreter.paths["purelib"] if self.interpreter else str(self.store.root / "staging")
+        found, _durable = _probe_now(source, os.stat(source, follow_symlinks=False), target, os.stat(target))
+        shared = self.store.policy.shared != "private"
+        mode, _note = choose(None, found, tree_owner_uid=owner, shared=shared)
+        self.report.auto_link_mode = mode.value
+        into = "into the venv" if self.interpreter else "within the store's filesystem"
+        if mode is LinkMode.REFLINK:
+            return Check("reflink", "ok", f"reflink works {into} ({fs_type(source)}): auto picks reflink, private "
+                         "inodes that share the store's blocks")
+        why = found.reasons.get("reflink", "it did not work when tried")
+        if mode is LinkMode.FOLD:
+            how = "one read-only symlink per directory only one distribution fills; edit a dependency with " \
+                  "wheelstore edit"
+        elif mode is LinkMode.HARDLINK:
+            how = "your own trees in a store nobody else uses may share inodes safely"
+        elif shared and found.hardlink:
+            how = "a shared store's trees are never hard-linked, since a write in one venv would change everyone's"
+        elif "hardlink" in found.reasons:
+            how = f"hardlink is unavailable too: {found.reasons['hardlink']}"
+        else:
+            how = "hardlink is not safe here"
+        if mode is LinkMode.COPY:
+            how += f"; symlink is unavailable: {found.reasons.get('symlink', 'it failed')}"
+        return Check("reflink", "warn" if mode is LinkMode.COPY else "ok",
+                     f"reflink unavailable {into}: {why}; auto will pick {mode.value} ({how})")
+
+    def check_locks(self) -> Check | None:
+        """flock, as :mod:`locks` uses it, and fcntl locks, on a scratch file in ``locks/``; a second open must be
+        refused while the first holds it, or the lock is not a lock."""
+        if self.store is None:
+            return None
+        locks = self.store.area_fd("locks")
+        name = staging_name("doctor", secrets.token_hex(32), ".lock")
+        try:
+            fd = self.store.policy.create(name, dir_fd=locks)
+        except PermissionError:
+            return Check("locks", "warn", "not checked: you may not create lock files in the store's locks/")
+        try:
+            problems = []
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                problems.append(f"flock fails ({_errname(e)}: {e.strerror})")
+            else:
+                other = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=locks)
+                try:
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    problems.append("flock does not exclude a second holder")
+                except BlockingIOError:
+                    pass
+                except OSError as e:
+                    problems.append(f"flock fails for a second holder ({_errname(e)}: {e.strerror})")
+                finally:
+                    os.close(other)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(fd, fcntl.LOCK_UN)
+            except OSError as e:
+                problems.append(f"fcntl locks fail ({_errname(e)}: {e.strerror})")
+        finally:
+            os.close(fd)
+            os.unlink(name, dir_fd=locks)
+        if not problems:
+            return Check("locks", "ok", "flock and fcntl locks work in the store's locks/")
+        kind = fs_type(str(self.store.root / "locks"))
+        return Check("locks", "warn", f"{'; '.join(problems)} on {kind}: wheelstore goes ahead without its per-key "
+                     "locks, so concurrent installs may unpack one wheel more than once (the result stays correct, "
+                     "the rename decides); on NFS run the lock manager (rpc.statd), on Lustre mount with -o flock")
+
+    def check_space(self) -> Check:
+        at = _existing(self.root)
+        sv = os.statvfs(at)
+        free, total = sv.f_bavail * sv.f_frsize, sv.f_blocks * sv.f_frsize
+        text = f"{_size(free)} free of {_size(total)}"
+        text += f", {sv.f_favail:,} of {sv.f_files:,} inodes free" if sv.f_files else ", no fixed inode limit"
+        text += f" on the store's filesystem ({fs_type(str(at))})"
+        if free < NO_SPACE or (sv.f_files and sv.f_favail < NO_INODES):
+            return Check("space", "fail", f"{text}: too little to publish anything", None)
+        if (free < LOW_SPACE or free < LOW_FRACTION * total
+                or (sv.f_files and (sv.f_favail < LOW_INODES or sv.f_favail < LOW_FRACTION * sv.f_files))):
+            return Check("space", "warn", f"{text}: running low (a large wheel such as torch needs several GB and "
+                         "thousands of inodes)", None)
+        return Check("space", "ok", text)
+
+
+def _drift(have: int, want: int) -> str:
+    """What a mode drift means, in a few words."""
+    lost, extra = want & ~have, have & ~want
+    words = []
+    if lost & 0o777:
+        words.append("users the policy admits are locked out")
+    if lost & stat.S_ISGID:
+        words.append("new entries would not get the store's group")
+    if lost & stat.S_ISVTX:
+        words.append("members could delete or replace each other's entries")
+    if extra & 0o777:
+        words.append("more users may read or write than the policy admits")
+    if extra & ~0o777:
+        words.append("set-id or sticky bits the policy does not use")
+    return ", ".join(words)
+
+
+def _lacks_config(root: Path) -> bool:
+    try:
+        os.lstat(root / CONFIG)
+    except FileNotFoundError:
+        return os.path.isdir(root)
+    except OSError:
+        return False
+    return False
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or its nearest ancestor that exists: where a store not yet made would live."""
+    while not os.path.exists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the kernel reports it (Linux >= 4.7)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _dev(dev: int) -> str:
+    return f"{os.major(dev)}:{os.minor(dev)}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _errname(e: OSError) -> str:
+    return errno.errorcode.get(e.errno or 0, str(e.errno))

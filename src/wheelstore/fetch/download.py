@@ -1,0 +1,445 @@
+"""Fetch: remote wheels into published trees, each downloaded and unpacked once however many processes ask.
+
+For each wheel, with its sha256 known from the index or the lock:
+
+1. ``store.lookup(sha)``: a warm store never touches the network;
+2. take the artifact's fetch lock (``locks/fetch-<sha>.lock``; not the realize lock, which ``realize`` takes itself)
+   and look again, since another process may have published it while we waited. A wheel whose lock another process
+   holds is put aside while there are others to fetch, so concurrent installs of one set split it between them;
+3. stream the body into a new file in a private directory in ``staging/`` (``download-<sha>-<host>-<pid>-<rand>/``,
+   recognisably stale if we die), hashing as it is written. A short body, a wrong length or a wrong hash raises, the
+   staging directory is removed, and nothing is published;
+4. ``store.realize`` publishes it (hashing it once more as it unpacks); the staging directory is removed.
+
+The file keeps its own name inside the staging directory because :mod:`wheelstore.store.wheel` reads name, version and
+tags from it. ``file://`` wheels are realized from where they are, without a copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, TextIO
+
+from ..base import fsio
+from ..base.errors import DownloadCutOff, FetchError, HashMismatch, WheelstoreError
+from ..base.interpreter import Interpreter
+from ..base.logs import log
+from ..store.keylock import KeyLock, share_work
+from ..store.policy import Role
+from ..store.publish import Compiler, realize, try_realize
+from ..store.store import Store, Tree, staging_name
+from .http import Http, file_path
+from .index import IndexClient, RemoteFile, distribution
+from .sources import Sources
+
+__all__ = [
+    "BarProgress", "FetchError", "Http", "LineProgress", "Progress", "download", "fetch_tree", "fetch_trees", "obtain",
+    "progress_for", "remove_download",
+]
+
+#: how many times a download cut off mid-body is tried in all (HTTP-level failures are retried by :class:`Http`)
+ATTEMPTS = 3
+#: seconds before the second attempt; doubled for each later one
+RETRY_DELAY = 0.5
+
+
+
+
+# -- progress -------------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Reports downloads as they happen; this base class is silent (``--quiet``). Methods may be called from threads."""
+
+    def started(self, file: RemoteFile, total: int | None) -> None:
+        pass
+
+    def advanced(self, file: RemoteFile, nbytes: int) -> None:
+        pass
+
+    def finished(self, file: RemoteFile, nbytes: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class LineProgress(Progress):
+    """One plain line per finished download: for logs and pipes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def finished(self, file: RemoteFile, nbytes: int) -> None:
+        with self._lock:
+            print(f"downloaded {file.filename} ({_size(nbytes)})", file=self._stream, flush=True)
+
+
+class BarProgress(Progress):
+    """A rich progress bar per download in flight, on a terminal. rich is imported only when one is shown."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def started(self, file: RemoteFile, total: int | None) -> None:
+        with self._lock:
+            if self._bar is None:
+                from rich.console import Console
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    Progress,
+                    TextColumn,
+                    TransferSpeedColumn,
+                )
+
+                self._bar = Progress(
+                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                    console=Console(file=self._stream, highlight=False), transient=True,
+                )
+                self._bar.start()
+            task = self._tasks.get(file.url)
+            if task is None:
+                self._tasks[file.url] = self._bar.add_task(file.filename, total=total)
+            else:  # a new attempt after a cut-off body starts from zero
+                self._bar.reset(task, total=total)
+
+    def advanced(self, file: RemoteFile, nbytes: int) -> None:
+        task = self._tasks.get(file.url)
+        if task is not None:
+            self._bar.advance(task, nbytes)
+
+    def finished(self, file: RemoteFile, nbytes: int) -> None:
+        with self._lock:
+            task = self._tasks.pop(file.url, None)
+            if task is not None:
+                self._bar.remove_task(task)
+                self._bar.console.print(f"downloaded {file.filename} ({_size(nbytes)})")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.stop()
+                self._bar = None
+
+
+def progress_for(*, quiet: bool = False, stream: TextIO | None = None) -> Progress:
+    """Silent with ``quiet``; a bar on a terminal; plain lines otherwise. Everything goes to stderr by default."""
+    out = stream if stream is not None else sys.stderr
+    if quiet:
+        return Progress()
+    return BarProgress(out) if out.isatty() else LineProgress(out)
+
+
+def _size(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError
+
+
+# -- the API --------------------------------------------------------------------------------------------------------
+
+
+def fetch_trees(
+    store: Store, files: list[RemoteFile], http: Http, *, jobs: int = 4, progress: Progress | None = None,
+    compiler: Compiler | None = None,
+) -> list[Tree]:
+    """The published tree of every wheel in ``files`` (same order), downloading and realizing the missing ones
+    (with ``compiler``, their pycs compiled into the trees, as :func:`wheelstore.store.publish.realize` does).
+
+    Downloads run ``jobs`` at a time, the largest first. Processes fetching the same wheels split them: a wheel another
+    process is fetching is waited for only once nothing else is left (:func:`wheelstore.store.keylock.share_work`). The first
+    failure stops the downloads not yet started and is raised; trees already published stay (they are complete and
+    content-addressed).
+    """
+    report = progress or Progress()
+    for file in files:
+        if not file.is_wheel:
+            raise FetchError(f"{file.filename} is not a wheel; only wheels become trees",
+                             hint="build it into a wheel first")
+    trees: dict[str, Tree] = {}
+    todo: dict[str, RemoteFile] = {}
+    for file in files:
+        key = _key(file)
+        if key in trees or key in todo:
+            continue
+        sha = _sha256(file)
+        tree = store.lookup(sha) if sha else None
+        if tree is not None:
+            trees[key] = tree
+        else:
+            todo[key] = file
+    if todo:
+        # the largest first: their unpack and compile take longest, so they must not start last
+        order = sorted(todo, key=lambda k: -(todo[k].size or 0))
+        got = share_work([todo[k] for k in order],
+                         lambda file, wait: _fetch_one(store, file, http, report, compiler, wait=wait), jobs=jobs)
+        trees.update(zip(order, got))
+    return [trees[_key(file)] for file in files]
+
+
+def fetch_tree(
+    store: Store, file: RemoteFile, http: Http, progress: Progress | None = None, compiler: Compiler | None = None
+) -> Tree:
+    """The published tree of one wheel: looked up, or downloaded and realized under its fetch lock."""
+    tree = _fetch_one(store, file, http, progress or Progress(), compiler, wait=True)
+    assert tree is not None  # only a call that does not wait gives way
+    return tree
+
+
+def _fetch_one(
+    store: Store, file: RemoteFile, http: Http, report: Progress, compiler: Compiler | None, *, wait: bool
+) -> Tree | None:
+    """:func:`fetch_tree`; without ``wait``, None at once when another process is fetching this wheel."""
+    sha = _sha256(file)
+    tree = store.lookup(sha) if sha else None
+    if tree is not None:
+        return tree
+    if sha is None or file.url.startswith("file:"):  # on this machine: realize hashes it as it reads, no copy
+        done = (realize if wait else try_realize)(store, file_path(file.url), sha, compiler=compiler)
+        return done.tree if done is not None else None
+    store.require_publish_access()
+    lock = KeyLock(store.area_fd("locks"), f"fetch-{sha}.lock", store.policy)
+    if not lock.take(wait=wait):
+        return None
+    try:
+        tree = store.lookup(sha)  # published by another process while we waited
+        if tree is not None:
+            return tree
+        path = _download(store, file, http, report)
+        try:
+            return realize(store, path, sha, compiler=compiler).tree
+        finally:
+            remove_download(store, path)
+    finally:
+        lock.release()
+
+
+def obtain(
+    store: Store, files: list[RemoteFile], interpreter: Interpreter, sources: Sources, *, http: Http | None = None,
+    jobs: int = 4, progress: Progress | None = None, compiler: Compiler | None = None,
+) -> list[Tree]:
+    """Trees for ``files`` (same order): wheels through :func:`fetch_trees`, sdists downloaded and built once per
+    (sdist, interpreter) by :func:`wheelstore.fetch.build.ensure_built`."""
+    client = http or Http(offline=sources.offline)
+    try:
+        wheels = [f for f in files if f.is_wheel]
+        trees = dict(zip((_key(f) for f in wheels), fetch_trees(store, wheels, client, jobs=jobs, progress=progress,
+                                                                       compiler=compiler)))
+        for sdist in (f for f in files if not f.is_wheel):
+            if _key(sdist) in trees:
+                continue
+            from .build import ensure_built
+
+            path = download(store, sdist, client, progress)
+            try:
+                sha = sdist.sha256 or _file_sha256(path)  # a local sdist may come without a hash
+                trees[_key(sdist)] = ensure_built(store, path, sha, interpreter, sources, quiet=progress is None)
+            finally:
+                remove_download(store, path)
+        return [trees[_key(f)] for f in files]
+    finally:
+        if http is None:
+            client.close()
+
+
+def find_wheel(store: Store, filename: str, sha256: str, sources: Sources, http: Http) -> Path | None:
+    """Download the wheel ``filename`` with exactly the bytes ``sha256`` names from the indexes (``verify --repair``
+    re-deriving a damaged tree); the staging path, which the caller removes with :func:`remove_download`, or None
+    when no index offers those bytes."""
+    parsed = distribution(filename)
+    if parsed is None:
+        return None
+    files = IndexClient(sources, http).files(parsed[0])
+    match = next((f for f in files if f.filename == filename and f.sha256 == sha256), None)
+    return download(store, match, http) if match is not None else None
+
+
+def download(store: Store, file: RemoteFile, http: Http, progress: Progress | None = None) -> Path:
+    """Download one file (an sdist, for the build stage) into the store's staging area, checked like a wheel.
+
+    The caller owns the returned file and removes it with :func:`remove_download` when done.
+    """
+    _sha256(file)
+    store.require_publish_access()
+    return _download(store, file, http, progress or Progress())
+
+
+def remove_download(store: Store, path: Path) -> None:
+    """Remove a file :func:`download` returned, with the private staging directory that holds it."""
+    staging = store.root / "staging"
+    if path.parent.parent != staging:
+        raise ValueError(f"{path} is not a download in {staging}")
+    fsio.remove_tree(path.parent.name, dir_fd=store.area_fd("staging"))
+
+
+# -- downloading ----------------------------------------------------------------------------------------------------
+
+
+def _key(file: RemoteFile) -> str:
+    return file.sha256 or file.url
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sha256(file: RemoteFile) -> str | None:
+    """The file's sha256, checked to be one (it names store entries); required unless the file is local."""
+    sha = file.sha256
+    if sha is None:
+        if file.url.startswith("file:"):
+            return None  # hashed as it is read, like any local wheel
+        raise FetchError(f"{file.filename} ({file.url}) has no sha256 hash, and wheelstore checks every download",
+                         hint="use an index that lists sha256 hashes, or pin it with --hash=sha256:... or a lock")
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise FetchError(f"{file.filename}: the index gives {sha!r} as its sha256, which is not a sha256 hex digest")
+    return sha
+
+
+def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) -> Path:
+    """Stream ``file`` into a new private staging directory; its path, or an error with nothing left behind."""
+    if distribution(file.filename) is None:
+        raise FetchError(f"{file.filename!r} ({file.url}) is not a wheel or sdist file name")
+    log.debug("downloading %s", file.url)
+    staging_fd = store.area_fd("staging")
+    name = staging_name("download", file.sha256 or hashlib.sha256(file.url.encode()).hexdigest())
+    try:
+        dir_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=staging_fd)
+    except OSError as e:
+        raise FetchError(f"cannot download {file.filename}: cannot create {store.root}/staging/{name}: "
+                         f"{e.strerror}") from None
+    try:
+        try:
+            fd = store.policy.create(file.filename, dir_fd=dir_fd)
+            with os.fdopen(fd, "wb") as out:
+                _stream(out, file, http, progress)
+        except OSError as e:
+            raise FetchError(f"cannot download {file.filename}: writing into {store.root}/staging failed: "
+                             f"{e.strerror}") from None
+    except BaseException:
+        fsio.remove_tree(name, dir_fd=staging_fd)
+        raise
+    finally:
+        os.close(dir_fd)
+    return store.root / "staging" / name / file.filename
+
+
+def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> None:
+    """Write the body into ``out``, retrying a cut-off body from the start, then check length and hash."""
+    for attempt in range(1, ATTEMPTS + 1):
+        out.seek(0)
+        out.truncate()
+        digest = hashlib.sha256()
+        written = 0
+        try:
+            with http.stream(file.url) as body:
+                total = file.size if file.size is not None else body.length
+                progress.started(file, total)
+                for chunk in body.chunks:
+                    written += len(chunk)
+                    if file.size is not None and written > file.size:
+                        raise FetchError(f"{file.filename} from {file.url} is longer than the {file.size} bytes "
+                                         "the index announced")
+                    digest.update(chunk)
+                    out.write(chunk)
+                    progress.advanced(file, len(chunk))
+                if body.length is not None and written != body.length:
+                    raise DownloadCutOff(f"download of {file.filename} was cut off")
+            break
+        except DownloadCutOff:
+            if attempt == ATTEMPTS:
+                raise DownloadCutOff(
+                    f"download of {file.filename} from {file.url} was cut off ({written} bytes received), "
+                    f"{ATTEMPTS} times; nothing was published", hint="retry later, or check the network or proxy"
+                ) from None
+            time.sleep(RETRY_DELAY * 2 ** (attempt - 1))
+    out.flush()
+    if file.size is not None and written != file.size:
+        raise FetchError(f"{file.filename} from {file.url} is {written} bytes; the index announced {file.size}")
+    expected = file.sha256
+    if expected is not None and digest.hexdigest() != expected:
+        raise HashMismatch(
+            f"{file.filename} from {file.url} has sha256 {digest.hexdigest()}, not the expected {expected}; "
+            "nothing was published",
+            hint="the index, a mirror or a proxy served other bytes than it lists: retry, or report it to the index",
+        )
+    progress.finished(file, written)
+
+
+# -- a small entry point, for tests and debugging -------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m wheelstore.fetch.download --store S --index-url U NAME[SPEC]...``: fetch the best wheels into the store."""
+    import argparse
+    import json
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from .index import IndexClient
+
+    parser = argparse.ArgumentParser(prog="python -m wheelstore.fetch.download")
+    parser.add_argument("--store")
+    parser.add_argument("--index-url", action="append", default=[])
+    parser.add_argument("--find-links", action="append", default=[])
+    parser.add_argument("--no-index", action="store_true")
+    parser.add_argument("--jobs", type=int, default=4)
+    parser.add_argument("--retries", type=int, default=5)
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("requirements", nargs="+")
+    args = parser.parse_args(argv)
+    http = Http(retries=args.retries)
+    try:
+        sources = Sources(index_urls=() if args.no_index else tuple(args.index_url),
+                          find_links=tuple(args.find_links), no_index=args.no_index)
+        client = IndexClient(sources, http)
+        interpreter = Interpreter.inspect(sys.executable)
+        files = []
+        for text in args.requirements:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement as e:
+                raise FetchError(f"{text!r} is not a requirement ({e})") from None
+            best = client.best_wheel(req.name, req.specifier, interpreter)
+            if best is None:
+                raise FetchError(f"no wheel of {text} for this interpreter in {', '.join(sources.index_urls)}")
+            files.append(best)
+        with Store.select(args.store) as store, progress_for(quiet=args.quiet) as progress:
+            trees = fetch_trees(store, files, http, jobs=args.jobs, progress=progress)
+    except WheelstoreError as e:
+        print(f"error: {e.oneline()}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        http.close()
+    print(json.dumps([{"filename": f.filename, "key": t.key, "tree": str(t.path)} for f, t in zip(files, trees)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

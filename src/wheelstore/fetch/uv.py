@@ -1,0 +1,110 @@
+"""Running uv: the one binary wheelstore resolves and builds with, given the index settings wheelstore chose and nothing
+from uv's own configuration, with its failures turned into one-line errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..base.errors import ResolutionError, WheelstoreError
+from ..base.interpreter import Interpreter
+from .sources import Sources
+
+#: uv settings that Sources already accounts for: uv must not read them again
+_UV_SOURCE_VARS = frozenset({
+    "UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "UV_NO_INDEX",
+    "UV_OFFLINE", "UV_CONFIG_FILE", "UV_NO_CONFIG", "UV_PYTHON", "UV_WORKING_DIR", "UV_PROJECT", "UV_SYSTEM_PYTHON",
+})
+
+
+def uv_binary() -> str:
+    """The uv executable of the installed ``uv`` package."""
+    try:
+        import uv
+
+        return uv.find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if found:
+            return found
+        raise ResolutionError("uv is not installed, and wheelstore resolves with it", hint="pip install uv") from None
+
+
+def uv_environ(sources: Sources, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a uv subprocess: the caller's, minus what ``sources`` already says, plus certificates."""
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in _UV_SOURCE_VARS}
+    if sources.cert and not env.get("SSL_CERT_FILE"):
+        env["SSL_CERT_FILE"] = sources.cert
+    env["NO_COLOR"] = "1"
+    env.pop("FORCE_COLOR", None)
+    return env
+
+
+def uv_command(verb: Sequence[str], interpreter: Interpreter, sources: Sources) -> list[str]:
+    """``uv VERB`` for ``interpreter`` with ``sources`` and nothing from uv's own configuration."""
+    return [
+        uv_binary(), *verb, "--no-config", "--system-certs", "--no-python-downloads", "--color", "never",
+        "--python", interpreter.executable, *sources.uv_args(),
+    ]
+
+
+def run_uv(cmd: list[str], sources: Sources, *, quiet: bool, log: Path | None = None) -> tuple[int, list[str]]:
+    """Run uv; return its exit status and stderr lines.
+
+    Its progress lines are relayed to our stderr as they come unless ``quiet``; from its first ``error:`` line on,
+    nothing more is relayed (the caller reports the failure in one line). With ``log``, stdout and stderr both go to
+    that file instead, for build logs.
+    """
+    env = uv_environ(sources)
+    if log is not None:
+        with open(log, "wb") as f:
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=env)
+        return done.returncode, log.read_text(errors="replace").splitlines()
+    lines: list[str] = []
+    failing = False
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          env=env, text=True, errors="replace") as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            lines.append(line)
+            failing = failing or line.startswith("error:")
+            if not quiet and not failing:
+                print(line, file=sys.stderr, flush=True)
+    return proc.returncode, lines
+
+
+def uv_failure(lines: Sequence[str], what: str, sources: Sources, *, cls: type[WheelstoreError] = ResolutionError
+               ) -> WheelstoreError:
+    """uv's error, its first and last cause, in one line, with uv's hint or one of ours."""
+    head = ""
+    causes: list[str] = []
+    hints: list[str] = []
+    for raw in lines:
+        line = raw.strip()
+        if line.startswith("error:") and not head:
+            head = line.removeprefix("error:").strip()
+        elif line.startswith(("cause:", "Caused by:")):
+            causes.append(line.split(":", 1)[1].strip())
+        elif line.startswith("hint:"):
+            hints.append(line.removeprefix("hint:").strip())
+    if not head:
+        head = next((line.strip() for line in reversed(lines) if line.strip()), "uv failed without a message")
+    parts = [head, *causes[:1], *causes[1:][-1:]]
+    message = f"{what}: {': '.join(parts)}"
+    where = ", ".join([*sources.index_urls, *sources.find_links]) or "no index and no find-links"
+    if hints:
+        hint = hints[0]
+    elif sources.offline:
+        hint = "run once without --offline to fill uv's cache, or give the files with --find-links"
+    elif "No solution found" in head:
+        hint = f"check the requirement's name and version against the indexes in use ({where})"
+    elif any(w in " ".join(parts) for w in ("Failed to fetch", "connect", "dns", "Request failed", "certificate")):
+        hint = f"check the network and the index URLs ({where}); certificates: SSL_CERT_FILE or the system store"
+    else:
+        hint = None
+    return cls(message, hint=hint)

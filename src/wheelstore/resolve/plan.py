@@ -1,0 +1,194 @@
+"""Resolve, end to end: from what the user typed to one located file (or store tree) per distribution.
+
+Local inputs are read first (:mod:`inputs`). An unpinned requirement hands the whole request to uv
+(:func:`resolve.lock`), and the PEP 751 lock it writes is read like any other lock file. A pinned distribution with no
+local file is then looked up in the store by its hashes, so a warm store needs no network at all, and only what is
+still missing is looked up on the indexes (:mod:`index`). ``--offline`` stops before the network and names every
+distribution it lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from ..base import names
+from ..base.errors import Missing, NeedsResolution, StoreError
+from ..base.interpreter import Interpreter
+from ..base.names import canonical
+from ..fetch.sources import Sources
+from ..store.store import Store, Tree
+from .inputs import Candidate, collect, is_pylock, parse_requirements_file
+
+#: index pages read at once (an index that serves one page per distribution; the pool of :class:`Http` holds 10)
+INDEX_THREADS = 8
+
+
+def plan(
+    store: Store,
+    interpreter: Interpreter,
+    items: Sequence[str],
+    requirement_files: Sequence[Path],
+    find_links: Sequence[Path],
+    sources: Sources,
+    *,
+    quiet: bool = False,
+) -> list[Candidate]:
+    """One candidate per distribution, each with a local wheel, a store tree (``sha256`` set), or a remote file;
+    ``quiet`` silences uv's progress lines."""
+    try:
+        candidates = collect(items, requirement_files, find_links, interpreter, elsewhere=True, held=_wheel_of(store),
+                             holds=store.holds)
+    except NeedsResolution:
+        candidates = _resolve(store, items, requirement_files, find_links, interpreter, sources, quiet=quiet)
+    return locate(store, candidates, interpreter, sources)
+
+
+def _resolve(
+    store: Store,
+    items: Sequence[str],
+    requirement_files: Sequence[Path],
+    find_links: Sequence[Path],
+    interpreter: Interpreter,
+    sources: Sources,
+    *,
+    quiet: bool,
+) -> list[Candidate]:
+    """Everything asked for, resolved by uv into a lock for this interpreter, as candidates; what the user named is
+    ``requested`` (PEP 376), what uv added is not."""
+    from .resolver import lock
+
+    locks = [i for i in items if is_pylock(i)]
+    requirements = [i for i in items if i not in locks]
+    linked = sources._replace(find_links=(*sources.find_links, *map(str, find_links)))
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
+        resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
+        candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True,
+                             held=_wheel_of(store), holds=store.holds)
+    named = _named(requirements, requirement_files, interpreter)
+    return [c._replace(requested=True) if c.name in named else c for c in candidates]
+
+
+def _named(requirements: Sequence[str], requirement_files: Sequence[Path], interpreter: Interpreter) -> set[str]:
+    from packaging.requirements import (  # here: pinned inputs never need it
+        InvalidRequirement,
+        Requirement,
+    )
+
+    named: set[str] = set()
+    for text in requirements:
+        try:
+            named.add(canonical(Requirement(text).name))
+        except InvalidRequirement:  # a wheel path: its name is its file name's first part
+            named.add(canonical(Path(text).name.split("-")[0]))
+    for path in requirement_files:
+        named.update(pin.name for pin in parse_requirements_file(path, interpreter).pins)
+    return named
+
+
+def locate(
+    store: Store, candidates: Sequence[Candidate], interpreter: Interpreter, sources: Sources
+) -> list[Candidate]:
+    """Give every candidate without a local file its store tree (by any of its hashes) or its file on an index."""
+    located: list[Candidate] = []
+    lacking: list[Candidate] = []
+    for cand in candidates:
+        if cand.wheel is not None:
+            located.append(cand)
+            continue
+        known = cand.hashes or (frozenset({cand.remote.sha256}) if cand.remote and cand.remote.sha256 else frozenset())
+        held, refused = _trees(store, known, interpreter)
+        tree = next(names.select(interpreter.supported, ((t, names.wheel_tags(t.manifest.wheel)) for t in held)), None)
+        if tree is None and refused:
+            raise refused[0]  # what the store holds for it is untrustworthy: say so, rather than "missing"
+        if tree is not None:
+            located.append(cand._replace(sha256=tree.key))
+        elif cand.remote is not None and not (sources.offline and _is_remote(cand.remote.url)):
+            located.append(cand)
+        else:
+            lacking.append(cand)
+    if not lacking:
+        return located
+    absent = ", ".join(f"{c.name}=={c.version}" for c in lacking)
+    if sources.offline:
+        raise Missing(f"not in the store, and --offline forbids downloading: {absent}",
+                      hint="run once without --offline, or give their wheels with --find-links")
+    if not sources.index_urls and not any(_is_remote(u) for u in sources.find_links):
+        raise Missing(f"no wheel in the find-links directories and no index to ask (--no-index): {absent}",
+                      hint="give their wheels with --find-links DIR, or drop --no-index")
+    from packaging.specifiers import SpecifierSet
+
+    from ..fetch.http import Http
+    from ..fetch.index import IndexClient, RemoteFile, choose_sdist, choose_wheel
+
+    http = Http(offline=sources.offline)
+    client = IndexClient(sources, http)
+    missing = []
+
+    def pages(cand: Candidate) -> list[RemoteFile]:
+        return client.files(cand.name)
+
+    try:
+        # one index page per distribution, fetched a few at a time: on a cold store they are the install's first wait.
+        # The first alone, so that find-links pages, which every distribution shares, are read once.
+        listed = [pages(lacking[0])]
+        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
+
+        with ThreadPoolExecutor(max(1, min(INDEX_THREADS, len(lacking) - 1)), thread_name_prefix="index") as pool:
+            listed += pool.map(pages, lacking[1:])
+        for cand, offered in zip(lacking, listed):
+            files = [f for f in offered if not cand.hashes or f.sha256 in cand.hashes]
+            pin = SpecifierSet(f"=={cand.version}")
+            chosen = (choose_wheel(files, cand.name, pin, interpreter)
+                      or choose_sdist(files, cand.name, pin, interpreter))
+            if chosen is None:
+                missing.append(cand)
+            else:
+                located.append(cand._replace(remote=chosen))
+    finally:
+        http.close()
+    if missing:
+        which = ", ".join(f"{c.name}=={c.version}" for c in missing)
+        raise Missing(f"no file for this interpreter with the required hash on {', '.join(sources.index_urls)}: "
+                      f"{which}")
+    return sorted(located, key=lambda c: c.name)
+
+
+def _wheel_of(store: Store) -> Callable[[set[str]], dict[str, str]]:
+    """The wheel file names of the store's trees for those of some hashes it holds (see :func:`collect`)."""
+
+    def wheels(hashes: set[str]) -> dict[str, str]:
+        trees, _refused = _trees(store, store.holds(hashes), None)
+        return {t.key: t.manifest.wheel for t in trees}
+
+    return wheels
+
+
+def _trees(store: Store, hashes: Iterable[str], interpreter: Interpreter | None) -> tuple[list[Tree], list[StoreError]]:
+    """The store's trees for these hashes (with ``interpreter``, also the trees built from sdists of these hashes for
+    it), and the errors of those it holds but may not use (untrustworthy): one bad tree, say another platform's, must
+    not stop an install that has a good one."""
+    trees, refused = [], []
+    for sha256 in sorted(hashes):
+        try:
+            tree = _held(store, sha256, interpreter) if interpreter is not None else store.lookup(sha256, remember=True)
+        except StoreError as e:
+            refused.append(e)
+            continue
+        if tree is not None:
+            trees.append(tree)
+    return trees, refused
+
+
+def _held(store: Store, sha256: str, interpreter: Interpreter) -> Tree | None:
+    """The store's tree for a file of this hash: the wheel's own, or the one built from this sdist for this
+    interpreter."""
+    from ..fetch.build import lookup_built
+
+    return store.lookup(sha256) or lookup_built(store, sha256, interpreter)
+
+
+def _is_remote(url: str) -> bool:
+    return not url.startswith("file:") and "://" in url

@@ -1,0 +1,149 @@
+"""Resolution through uv: requirements in, a PEP 751 ``pylock.toml`` for one target interpreter out.
+
+uv (a declared dependency, the binary of the ``uv`` package) does the resolving. It is always run with ``--no-config``
+and without its source variables in the environment, and is handed the sources explicitly
+(:meth:`Sources.uv_args`), so the pip and uv settings that :mod:`wheelstore.fetch.sources` already merged are neither
+ignored nor counted twice. TLS: ``--system-certs`` (the system store), ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` passed
+through, and pip's ``cert`` as ``SSL_CERT_FILE`` when that is unset. uv's cache is its default one for the calling
+user: nothing is written where other users could interfere.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from packaging.pylock import (
+    PackageArchive,
+    PackageSdist,
+    PackageWheel,
+    Pylock,
+    PylockUnsupportedVersionError,
+    PylockValidationError,
+)
+from packaging.requirements import InvalidRequirement, Requirement
+
+from ..base.errors import ResolutionError
+from ..base.interpreter import Interpreter
+from ..base.logs import log
+from ..fetch.sources import Sources
+from ..fetch.uv import run_uv, uv_command, uv_failure
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+def lock(
+    requirements: Sequence[str],
+    requirement_files: Sequence[Path],
+    interpreter: Interpreter,
+    sources: Sources,
+    out: Path,
+    *,
+    quiet: bool = False,
+) -> Path:
+    """Resolve ``requirements`` (strings) and ``requirement_files`` for ``interpreter``; write a pylock to ``out``.
+
+    ``out`` is replaced in one rename, only when uv succeeded and every file in the lock carries a sha256: a failure
+    leaves it as it was. An existing ``out`` seeds the resolution (uv prefers the versions it pins).
+    """
+    if not requirements and not requirement_files:
+        raise ResolutionError("nothing to resolve", hint="give requirements, or -r FILE")
+    for text in requirements:
+        try:
+            Requirement(text)
+        except InvalidRequirement as e:
+            raise ResolutionError(f"{text!r} is not a valid requirement: {e}",
+                                  hint="write it like 'name', 'name>=1.2' or 'name[extra]==1.2'") from None
+    for path in requirement_files:
+        if not path.is_file():
+            raise ResolutionError(f"requirements file {path} does not exist")
+    out = out.absolute()
+    try:
+        work = Path(tempfile.mkdtemp(prefix=".wheelstore-lock-", dir=out.parent))
+    except FileNotFoundError:
+        raise ResolutionError(f"cannot write {out}: {out.parent} does not exist") from None
+    except PermissionError:
+        raise ResolutionError(f"cannot write {out}: permission denied on {out.parent}") from None
+    try:
+        inputs = [str(p.absolute()) for p in requirement_files]
+        if requirements:
+            (work / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
+            inputs.insert(0, str(work / "requirements.in"))
+        staged = work / "pylock.toml"
+        if out.is_file() and _is_pylock(out):
+            shutil.copyfile(out, staged)
+        shown = shlex.join(["wheelstore", "lock", *requirements, *(a for p in requirement_files for a in ("-r", str(p)))])
+        cmd = [*uv_command(["pip", "compile"], interpreter, sources), "--format", "pylock.toml", "--generate-hashes",
+               "--custom-compile-command", shown, "-o", str(staged), *inputs]
+        log.debug("resolving with: %s", " ".join(cmd))
+        status, lines = run_uv(cmd, sources, quiet=quiet)
+        if status != 0:
+            raise uv_failure(lines, f"cannot resolve {', '.join([*requirements, *map(str, requirement_files)])}",
+                             sources)
+        check_hashes(staged)
+        staged.chmod(0o666 & ~_umask())
+        os.replace(staged, out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _is_pylock(path: Path) -> bool:
+    """Whether an existing output file is a lock uv can start from (anything else is simply replaced)."""
+    try:
+        read_pylock(path)
+    except (ResolutionError, OSError):
+        return False
+    return True
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def read_pylock(path: Path) -> Pylock:
+    """Parse and validate a pylock file; any problem is a one-line error."""
+    try:
+        with open(path, "rb") as f:
+            return Pylock.from_dict(tomllib.load(f))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ResolutionError(f"{path} is not valid TOML: {e}") from None
+    except (PylockValidationError, PylockUnsupportedVersionError) as e:
+        raise ResolutionError(f"{path} is not a valid PEP 751 lock: {e}") from None
+
+
+def check_hashes(path: Path) -> Pylock:
+    """Refuse a lock with any file lacking a sha256: wheelstore verifies every byte it installs.
+
+    uv writes one for every wheel and sdist it locks, from the index or by hashing the file itself (checked for
+    ``file://`` and HTTP indexes with and without hashes, and for find-links); local directories and VCS
+    requirements have none and are refused here.
+    """
+    pylock = read_pylock(path)
+    for package in pylock.packages:
+        files: list[PackageWheel | PackageSdist | PackageArchive] = [
+            *(package.wheels or ()), *([package.sdist] if package.sdist else []),
+            *([package.archive] if package.archive else []),
+        ]
+        if not files:
+            raise ResolutionError(
+                f"{package.name} is locked as a local directory or VCS checkout, which has no sha256",
+                hint="build a wheel of it and give that file instead",
+            )
+        for item in files:
+            if "sha256" not in item.hashes:
+                raise ResolutionError(
+                    f"the lock gives no sha256 for {package.name} ({item.url or item.path})",
+                    hint="use an index that publishes sha256 hashes",
+                )
+    return pylock

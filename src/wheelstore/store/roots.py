@@ -1,0 +1,546 @@
+"""gc roots: which venvs use which trees, kept in the store per user, the way Nix keeps ``gcroots/auto``.
+
+Every install, sync, uninstall and edit rewrites the venv's root ``roots/<uid>-<random>/<hash of the venv's real
+path>.json`` (a directory the user owns, readable by the store's readers so anyone's gc can mark from it). A root
+records the venv path and, per distribution, its dist-info path, tree key and pyc unit.
+
+``roots/`` is shared, so its names are not to be trusted: a member could create ``roots/<victim>`` (the layout before
+the random part, still read) before the victim's first install. A user's directory is therefore found by listing
+``roots/`` for directories named by their uid (or, in the old layout, their name) that they own, and made with a
+random part nobody can guess when there is none; and gc reads a root only where the directory's name, the directory's
+owner and the file's owner agree (:func:`claimed_uid`). An entry that does not is ignored, never written through.
+
+A root is a claim, not proof: gc re-reads each listed dist-info's ``WHEELSTORE`` origin file (:func:`confirm`) and
+keeps a tree only while the venv at that path still says it came from this store's tree. So a deleted or moved venv,
+or one that uninstalled a distribution (even with pip), stops holding its trees without anyone cleaning up the root.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from ..base.distinfo import ORIGIN_FILE, installed, origin
+from ..base.errors import RootNotRegistered, WheelstoreError
+from ..base.fsio import open_dir
+from ..base.interpreter import Interpreter
+from ..base.logs import log
+from .bytecode import distrust
+from .policy import Role, user_name
+from .store import Store
+
+FORMAT = 1
+#: a root or origin file larger than this was not written by wheelstore
+MAX_SIZE = 16 << 20
+_ORIGIN_MAX = 64 << 10
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: a user's directory in ``roots/``: their uid and a random part, so that nobody can create it before them
+_USER_DIR = re.compile(r"^([0-9]{1,10})-[0-9a-f]{16}$")
+#: a name the old layout may have used: a login name (permissively: directory services allow more than useradd) or a
+#: uid; hidden names (temp files) never
+_OLD_NAME = re.compile(r"[^.\s][^\s]{0,255}")
+
+
+class RootDist(NamedTuple):
+    """One distribution of a rooted venv: where its dist-info is (relative to the venv) and what it links."""
+
+    name: str
+    version: str
+    dist_info: str
+    key: str
+    pyc: str | None  #: the pyc unit ``<key>-<cache tag>`` it links, if the store has one
+
+    def keys(self) -> tuple[str, ...]:
+        return (self.key, self.pyc) if self.pyc else (self.key,)
+
+
+class Root(NamedTuple):
+    """A venv's claim on trees, as read from ``roots/<user dir>/<name>``."""
+
+    file: str  #: ``<user dir>/<name>``, relative to ``roots/``
+    venv: str  #: the venv's real path when the root was written
+    owner_uid: int  #: who wrote it (the file's owner, not what the file says)
+    updated_at: str
+    dists: tuple[RootDist, ...]
+
+    @property
+    def user(self) -> str:
+        return user_name(self.owner_uid)
+
+
+def root_name(venv: str | os.PathLike[str]) -> str:
+    """The file name of a venv's root: a hash of its real path, so one venv has one root per user."""
+    return hashlib.sha256(os.fsencode(os.path.realpath(venv))).hexdigest()[:32] + ".json"
+
+
+# -- writing -----------------------------------------------------------------------------------------------------------
+
+
+def register(store: Store, venv: str | os.PathLike[str], interpreter: Interpreter) -> Root | None:
+    """Write or refresh the root of ``venv`` in ``store`` from what the venv holds now; remove it when the venv no
+    longer links anything from the store.
+
+    Returns None when nothing is rooted. Raises :class:`RootNotRegistered` when a publisher's root cannot be written
+    (``roots/`` made unwritable, a full disk): the venv is filled, but gc does not know it uses its trees, which its
+    user must hear as an error. A reader of the store (who may not publish) never may write ``roots/``: that is a
+    warning, or every install of theirs would fail.
+    """
+    real = os.path.realpath(venv)
+    if store.policy.shared == "private" and os.geteuid() != store.owner_uid:  # root, in someone's private store
+        # a root directory of root's there would be unreadable to the store's owner, whose gc would then never
+        # remove anything; root links their trees only by copy or reflink, which gc cannot take away
+        try:
+            linked = next(_venv_dists(store, real, interpreter), None) is not None
+        except OSError:
+            linked = True
+        if linked:
+            owner = user_name(store.owner_uid)
+            log.warning("%s is not registered in %s, %s's private store: root's entries there would keep %s's gc "
+                        "from removing anything", real, store.root, owner, owner)
+        return None
+    try:
+        dists = tuple(_venv_dists(store, real, interpreter))
+    except OSError as e:  # reading the venv, not writing roots/
+        raise _unprotected(store, real, f"the venv cannot be read: {e.strerror or e}") from None
+    try:
+        return _write_root(store, real, dists)
+    except PermissionError:
+        if store.policy.trusted_writer(os.geteuid(), store.owner_uid):
+            raise _unprotected(store, real, "you may not write there") from None
+        # a reader never may: that is the store's design, not a failure, so every install of theirs must not fail
+        log.warning("%s is not protected from gc: readers of %s cannot register venvs in roots/ (ask %s, its owner, "
+                    "before their gc, or use a store you can write)", real, store.root, user_name(store.owner_uid))
+        return None
+    except OSError as e:
+        raise _unprotected(store, real, e.strerror or str(e)) from None
+
+
+def _unprotected(store: Store, real: str, reason: str) -> RootNotRegistered:
+    """The error, with its fix, for a filled venv whose root cannot be written."""
+    return RootNotRegistered(
+        f"{real} is filled, but not protected from gc: its root cannot be written in {store.root}/roots/ ({reason}), "
+        "so 'wheelstore gc' may remove the trees it uses",
+        hint=f"see 'wheelstore doctor --store {store.root}', then run the command again to register the venv")
+
+
+def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | None:
+    """Write (or, with no ``dists``, remove) the root of the venv at ``real`` in the user's directory."""
+    name = root_name(real)
+    if not dists:  # nothing to protect: remove the root, if I have a directory (none is made for that)
+        found = _find_user_dir(store.area_fd("roots"))
+        if found is not None:
+            try:
+                os.unlink(name, dir_fd=found[0])
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(found[0])
+        return None
+    user_fd, user = _user_dir(store)
+    try:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())  # ISO 8601, UTC (datetime: 1 ms of imports)
+        doc = {
+            "format": FORMAT,
+            "venv": real,
+            "uid": os.geteuid(),
+            "user": user_name(os.geteuid()),
+            "updated_at": now,
+            "dists": [
+                {"name": d.name, "version": d.version, "dist_info": d.dist_info, "key": d.key, "pyc": d.pyc}
+                for d in dists
+            ],
+        }
+        _write_atomically(store, user_fd, name, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+        return Root(f"{user}/{name}", real, os.geteuid(), now, dists)
+    finally:
+        os.close(user_fd)
+
+
+def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[RootDist]:
+    """The venv's distributions whose origin file names this store."""
+    same = SameStore(store)
+    prefix = real + os.sep
+    sites: dict[str, str] = {}  # each site directory's real path, resolved once rather than per dist-info
+    for dist in installed(interpreter).values():
+        found = origin(dist)
+        if found is None or not same(found.get("store")):
+            continue
+        key = found.get("key")
+        if not isinstance(key, str) or not _is_key(key):
+            continue
+        site = os.fspath(dist.dist_info.parent)
+        if site not in sites:
+            sites[site] = os.path.realpath(site)
+        dist_info = (os.path.realpath(dist.dist_info) if os.path.islink(dist.dist_info)
+                     else os.path.join(sites[site], dist.dist_info.name))
+        if not dist_info.startswith(prefix):
+            log.warning("%s is outside its venv %s; it is not rooted", dist_info, real)
+            continue
+        pyc = f"{key}-{interpreter.cache_tag}" if interpreter.cache_tag else None
+        if "pyc" in found:  # what the install linked (this user's own file, in their venv): no store look-ups
+            pyc = pyc if found["pyc"] == pyc else None
+        elif pyc is not None and not _used_unit(store, key, pyc):  # installed before the origin file said
+            pyc = None
+        yield RootDist(dist.display_name, dist.version, dist_info[len(prefix):], key, pyc)
+
+
+def _used_unit(store: Store, key: str, pyc: str) -> bool:
+    """Whether installs link the pyc unit ``pyc`` of tree ``key``: it is there and trusted (:func:`distrust`). One
+    they ignore (a member's, for another's tree) is rooted by no venv, so gc may take it and free its key."""
+    if not store.has(pyc):
+        return False
+    try:
+        unit = store.lookup(pyc, remember=True)
+        tree = store.lookup(key, remember=True)
+    except WheelstoreError:
+        return False
+    return unit is not None and distrust(store, unit, tree) is None
+
+
+def _user_dir(store: Store) -> tuple[int, str]:
+    """An fd for my directory in ``roots/``, writable only by me, made if I have none, and its name.
+
+    Found, not named: the first of ``roots/<my name>`` (the old layout) and ``roots/<my uid>-<random>`` that is a
+    directory I own. A squatted one (another member's entry under such a name) is skipped, never written through, and
+    a new one gets a random part no one can create first. Two first installs at once may each make one: both then
+    use the first by name, and gc reads both.
+    """
+    roots_fd = store.area_fd("roots")
+    found = _find_user_dir(roots_fd)
+    if found is None:
+        name = f"{os.geteuid()}-{os.urandom(8).hex()}"
+        os.close(store.policy.mkdir(name, Role.PUBLISHED_DIR, dir_fd=roots_fd))
+        found = _find_user_dir(roots_fd)
+        if found is None:  # it was ours a moment ago, in a sticky directory
+            raise FileNotFoundError(0, f"roots/{name} vanished")
+    fd, name = found
+    try:
+        want = store.policy.mode(Role.PUBLISHED_DIR) | stat.S_IWUSR
+        if stat.S_IMODE(os.fstat(fd).st_mode) != want:
+            os.fchmod(fd, want)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, name
+
+
+def _find_user_dir(roots_fd: int) -> tuple[int, str] | None:
+    """An fd for the first directory in ``roots/`` named for me and owned by me, and its name; or None."""
+    euid = os.geteuid()
+    old = user_name(euid)
+    # by name alone (no user database lookups on the install path): mine, if I own them
+    mine = [n for n in _names(roots_fd) if n == old or ((m := _USER_DIR.match(n)) is not None and int(m[1]) == euid)]
+    for name in sorted(mine, key=lambda n: n != old):  # the old layout's directory first: its roots stay in place
+        fd = _open_owned_dir(name, roots_fd, euid)
+        if fd is not None:
+            return fd, name
+    return None
+
+
+def _names(dir_fd: int) -> list[str]:
+    """A directory's entries, sorted, read through an open file description of their own.
+
+    btrfs lists through a description only the entries that existed when it was last rewound, and listing ends with
+    a rewind: so a second listing of the same fd missed a user directory made just before it, and gc's locked pass
+    would have missed the roots installs wrote after its first pass.
+    """
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return sorted(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def claimed_uid(name: str, owner: int) -> int | None:
+    """``owner`` if an entry of ``roots/`` owned by ``owner`` is named for them: ``<uid>-<random>``, or, in the old
+    layout, their name (or their uid, for a user without a name); None for any other name or owner.
+
+    By the entry's owner, never by its name: a name is looked up in the user database only as the owner's own (once
+    per owner), so a ``roots/`` flooded with names costs a stat each, not a user lookup each (66 us for a name that
+    is no user's: a minute for a million entries, in every gc).
+    """
+    m = _USER_DIR.match(name)
+    if m is not None:
+        return owner if int(m.group(1)) == owner else None
+    if not _OLD_NAME.fullmatch(name):
+        return None
+    return owner if name == _name_of(owner) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _name_of(uid: int) -> str:
+    """What the old layout named a user's directory: their login name, or their uid if they have none."""
+    return user_name(uid)
+
+
+def _claim(name: str, roots_fd: int) -> int | None:
+    """The uid whose directory ``roots/<name>`` is (:func:`claimed_uid`): judged by its name's shape first, then by
+    its type and owner, without following a symlink; None if it is nobody's."""
+    if not (_USER_DIR.match(name) or _OLD_NAME.fullmatch(name)):
+        return None
+    try:
+        st = os.stat(name, dir_fd=roots_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return claimed_uid(name, st.st_uid) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _open_owned_dir(name: str, roots_fd: int, uid: int) -> int | None:
+    """An fd for ``roots/<name>`` if it is a directory owned by ``uid`` (checked on the fd, so nothing can be swapped
+    in between); None if it is anything else. PermissionError if it is ``uid``'s but may not be read."""
+    try:
+        st = os.stat(name, dir_fd=roots_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
+        return None
+    try:
+        fd = open_dir(name, dir_fd=roots_fd)
+    except PermissionError:
+        raise
+    except OSError:
+        return None
+    if os.fstat(fd).st_uid != uid:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _write_atomically(store: Store, dir_fd: int, name: str, data: bytes) -> None:
+    """Readers see the old root or the new one, never half of one: a private temp file renamed over it. Not fsynced
+    (that was 3 ms of every install): a root is meant to be as durable as the venv it describes, whose files are not
+    synced either, by wheelstore, pip or uv."""
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}"
+    try:
+        store.policy.write_new(tmp, data, Role.PUBLISHED_FILE, dir_fd=dir_fd, sync=False)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except OSError:
+            pass
+        raise
+
+
+# -- reading -----------------------------------------------------------------------------------------------------------
+
+
+class RootFile(NamedTuple):
+    """A root file's identity, so gc can tell which roots changed between its unlocked and locked passes."""
+
+    path: str  #: relative to ``roots/``
+    signature: tuple[int, int, int, int]  #: (inode, size, mtime_ns, ctime_ns)
+
+
+def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, RootFile]:
+    """Every root file in the store, by path relative to ``roots/`` (temp files and stray entries skipped).
+
+    Only root files owned by the uid their directory is named for, in a directory that uid owns
+    (:func:`claimed_uid`): a member's file or directory under someone else's name is not theirs to speak for.
+    Directories this process may not read are added to ``unreadable``: gc must not sweep what they might hold.
+    """
+    found: dict[str, RootFile] = {}
+    roots_fd = store.area_fd("roots")
+    for user in _names(roots_fd):
+        uid = _claim(user, roots_fd)
+        if uid is None:
+            continue
+        try:
+            ufd = _open_owned_dir(user, roots_fd, uid)
+        except PermissionError:
+            if unreadable is not None:
+                unreadable.append(f"roots/{user}")
+            continue
+        if ufd is None:  # squatted, or not a directory: nothing its namesake wrote
+            continue
+        try:
+            for name in sorted(os.listdir(ufd)):
+                if name.startswith(".") or not name.endswith(".json"):
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=ufd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and st.st_uid == uid:
+                    path = f"{user}/{name}"
+                    found[path] = RootFile(path, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except PermissionError:
+            if unreadable is not None:
+                unreadable.append(f"roots/{user}")
+        except OSError:
+            continue
+        finally:
+            os.close(ufd)
+    return found
+
+
+def read_root(store: Store, path: str) -> Root | None:
+    """Parse one root; None if it vanished, is not a root wheelstore wrote, or is not owned by the uid its directory
+    is named for. PermissionError if it may not be read.
+    """
+    user, _, name = path.partition("/")
+    uid = _claim(user, store.area_fd("roots"))
+    if uid is None:
+        return None
+    ufd = _open_owned_dir(user, store.area_fd("roots"), uid)
+    if ufd is None:
+        return None
+    try:
+        data, owner = _read_small(name, ufd, MAX_SIZE)
+    except PermissionError:
+        raise
+    except OSError:
+        return None
+    finally:
+        os.close(ufd)
+    if owner != uid:
+        return None
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("venv"), str):
+            return None
+        dists = tuple(
+            RootDist(str(d["name"]), str(d["version"]), str(d["dist_info"]), str(d["key"]),
+                     str(d["pyc"]) if d.get("pyc") else None)
+            for d in doc.get("dists", [])
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return Root(path, doc["venv"], owner, str(doc.get("updated_at", "")), dists)
+
+
+def read_roots(store: Store, unreadable: list[str] | None = None) -> list[Root]:
+    """Every root this process can read; the paths of those it may not read go to ``unreadable``."""
+    unreadable = [] if unreadable is None else unreadable
+    found = []
+    for path in list_roots(store, unreadable):
+        try:
+            root = read_root(store, path)
+        except PermissionError:
+            unreadable.append(f"roots/{path}")
+            continue
+        if root is not None:
+            found.append(root)
+    return found
+
+
+def _read_small(name: str, dir_fd: int, limit: int) -> tuple[bytes, int]:
+    """A regular file's bytes (at most ``limit``) and owner, never through a symlink, never blocking on a FIFO."""
+    fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            raise OSError(0, "not a regular file of sensible size")
+        return f.read(limit + 1), st.st_uid
+
+
+# -- confirming --------------------------------------------------------------------------------------------------------
+
+
+class SameStore:
+    """Whether an origin file's store path names this store (compared by inode, so any spelling of the path works)."""
+
+    def __init__(self, store: Store) -> None:
+        self._root = str(store.root)
+        st = os.stat(store.root)
+        self._ident = (st.st_dev, st.st_ino)
+        self._seen: dict[str, bool] = {}
+
+    def __call__(self, path: object) -> bool:
+        if not isinstance(path, str):
+            return False
+        if path == self._root:
+            return True
+        if path not in self._seen:
+            try:
+                st = os.stat(path)
+                self._seen[path] = (st.st_dev, st.st_ino) == self._ident
+            except OSError:
+                self._seen[path] = False
+        return self._seen[path]
+
+
+class Held(NamedTuple):
+    """What a root holds after :func:`confirm`."""
+
+    keys: frozenset[str]
+    #: False when this process may not read (part of) the venv: the root's claim was then believed, not checked
+    verified: bool
+
+
+def confirm(store: Store, root: Root, same: SameStore | None = None) -> Held:
+    """The keys ``root`` really holds: those of its distributions whose dist-info, at the recorded place in the venv
+    at the recorded real path, still has an origin file naming this store and that tree.
+
+    Every step goes by directory fd without following a symlink, so a root cannot make gc read elsewhere. What this
+    process may not read (another user's private home) cannot be checked, and is believed: a gc run by one member
+    must not break another's venv, and a root only ever claims its own list.
+    """
+    same = same or SameStore(store)
+    venv = root.venv
+    claimed = frozenset(k for d in root.dists for k in d.keys())
+    if not os.path.isabs(venv) or os.path.realpath(venv) != venv:
+        return Held(frozenset(), True)  # moved, or replaced by a symlink: not the venv the root was written for
+    try:
+        venv_fd = os.open(venv, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except PermissionError:
+        return Held(claimed, False)
+    except OSError:
+        return Held(frozenset(), True)
+    live: set[str] = set()
+    verified = True
+    try:
+        try:
+            st = os.stat("pyvenv.cfg", dir_fd=venv_fd, follow_symlinks=False)
+        except PermissionError:
+            return Held(claimed, False)
+        except OSError:
+            return Held(frozenset(), True)
+        if not stat.S_ISREG(st.st_mode):
+            return Held(frozenset(), True)
+        for dist in root.dists:
+            try:
+                found = _origin_at(venv_fd, dist.dist_info)
+            except PermissionError:
+                live.update(dist.keys())
+                verified = False
+                continue
+            if found is not None and found.get("key") == dist.key and same(found.get("store")):
+                live.update(dist.keys())
+    finally:
+        os.close(venv_fd)
+    return Held(frozenset(live), verified)
+
+
+def _origin_at(venv_fd: int, rel: str) -> dict[str, object] | None:
+    parts = rel.split("/")
+    if not parts or any(p in ("", ".", "..") for p in parts):
+        return None
+    fd = venv_fd
+    try:
+        for part in parts:
+            nxt = open_dir(part, dir_fd=fd)
+            if fd != venv_fd:
+                os.close(fd)
+            fd = nxt
+        data, _owner = _read_small(ORIGIN_FILE, fd, _ORIGIN_MAX)
+        doc = json.loads(data)
+    except PermissionError:
+        raise
+    except (OSError, ValueError):
+        return None
+    finally:
+        if fd != venv_fd:
+            os.close(fd)
+    return doc if isinstance(doc, dict) else None
+
+
+def _is_key(key: str) -> bool:
+    return len(key) == 64 and all(c in "0123456789abcdef" for c in key)

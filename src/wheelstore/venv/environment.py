@@ -1,0 +1,382 @@
+"""A venv filled from a store: install, sync, uninstall and list, over the pipeline's stages.
+
+resolve (:mod:`plan`) -> fetch (:mod:`fetch`) -> realize (:mod:`realize`, in the store) -> link (:mod:`link`,
+:mod:`install`) -> maintain (:mod:`verify` before or while linking, :mod:`roots` after). The link
+mode is chosen for every tree before the venv is touched, so a mode that cannot work here is refused with nothing
+half-installed; a tree the check finds damaged while it is being linked takes the whole install back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from packaging.version import InvalidVersion, Version
+
+from . import install as inst
+from ..store import verify
+from ..store.bytecode import InTree
+from ..base.distinfo import Distribution, installed, origin
+from ..base.errors import RootNotRegistered, WheelstoreError
+from ..base.hooks import checkpoint
+from ..resolve.inputs import Candidate
+from ..base.interpreter import Interpreter, find_python
+from .link import LinkMode, choose, probe
+from ..base.logs import log
+from ..base.names import canonical
+from ..store.roots import register
+from ..fetch.sources import Sources
+from ..store.store import Store, Tree
+from ..store.storelock import install_lock
+
+if TYPE_CHECKING:
+    from packaging.utils import NormalizedName
+
+
+#: what ``sync`` leaves alone although it was not asked for: the venv's own installers
+SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
+#: trees installed at once
+INSTALL_THREADS = 4
+
+
+class Report:
+    """What an install or sync did, for the CLI and ``--json``."""
+
+    def __init__(self) -> None:
+        self.installed: list[tuple[str, str, str]] = []  #: (name, version, link mode)
+        self.removed: list[tuple[str, str]] = []
+        self.unchanged: list[tuple[str, str]] = []
+        self.notes: list[str] = []
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "installed": [{"name": n, "version": v, "link_mode": m} for n, v, m in self.installed],
+            "removed": [{"name": n, "version": v} for n, v in self.removed],
+            "unchanged": [{"name": n, "version": v} for n, v in self.unchanged],
+            "notes": self.notes,
+        }
+
+
+class Options(NamedTuple):
+    """How to install: the link mode (None: auto), sync semantics, bytecode, where downloads come from, output."""
+
+    link_mode: LinkMode | None = None
+    #: sync: the venv ends up holding exactly the candidates (and the seed packages)
+    exact: bool = False
+    compile_bytecode: bool = True
+    sources: Sources | None = None
+    #: no download progress
+    quiet: bool = False
+
+
+class Environment:
+    """One target venv."""
+
+    def __init__(self, venv: str | os.PathLike[str]) -> None:
+        self.path = Path(venv).absolute()
+        self.interpreter = Interpreter.inspect(find_python(self.path))
+
+    def distributions(self) -> dict[NormalizedName, Distribution]:
+        return installed(self.interpreter)
+
+    def install(self, store: Store, candidates: Sequence[Candidate], options: Options = Options()) -> Report:
+        """Install ``candidates`` (with ``options.exact``, as sync: remove every other distribution but the seeds).
+
+        The gc lock is held shared from finding the trees until the venv's gc root lists them, so a concurrent
+        ``wheelstore gc`` cannot sweep them in between.
+        """
+        with install_lock(store):
+            try:
+                try:
+                    report = self._install(store, candidates, options, check_while_linking=True)
+                except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
+                    report = self._install(store, candidates, options, check_while_linking=False)
+            except BaseException:
+                self._register(store, failed=True)
+                raise
+            self._register(store)
+            return report
+
+    def _register(self, store: Store, *, failed: bool = False) -> None:
+        """Refresh this venv's gc root in ``store``. A root that cannot be written leaves the venv unprotected from
+        gc: :class:`RootNotRegistered`, an error, unless the command ``failed`` already (its own error comes first,
+        and this one is a warning)."""
+        try:
+            register(store, self.path, self.interpreter)
+        except (RootNotRegistered, OSError) as e:
+            if not failed:
+                raise
+            log.warning("%s", e.oneline() if isinstance(e, RootNotRegistered) else e)
+
+    def _install(
+        self, store: Store, candidates: Sequence[Candidate], options: Options, *, check_while_linking: bool
+    ) -> Report:
+        link_mode, compile_bytecode = options.link_mode, options.compile_bytecode
+        report = Report()
+        present = self.distributions()
+        todo = [c for c in candidates if not _same(present.get(c.name), c)]
+        report.unchanged = [(c.name, str(c.version)) for c in candidates if c not in todo]
+
+        trees = self._realize(store, todo, options.sources,
+                              compile_into=link_mode in (None, LinkMode.FOLD) and compile_bytecode, quiet=options.quiet)
+        modes = self._choose_modes(store, trees, link_mode, report)
+        hardlinked = frozenset(k for k, m in modes.items() if m is LinkMode.HARDLINK)
+        # hard links need their check first (link counts, see verify.linked); the rest may be checked meanwhile
+        here = verify.HERE_WHEN_FOLDED if all(m is LinkMode.FOLD for m in modes.values()) else 0.0
+        later = verify.CheckWhileLinking.start(store, [t for t in trees if t.key not in hardlinked], here) \
+            if check_while_linking else None
+        try:
+            now = [t for t in trees if t.key in hardlinked] if later is not None else trees
+            wheels = {t.key: c.wheel for c, t in zip(todo, trees)}
+            # before the venv changes; a repaired tree comes back under the same key, owned by its repairer
+            checked = dict(zip((t.key for t in now),
+                               verify.intact_trees(store, now, [wheels[t.key] for t in now], report.notes, hardlinked)))
+            trees = [checked.get(t.key, t) for t in trees]
+            pycs = self._bytecode(store, trees) if compile_bytecode else {}
+            checkpoint("linking")  # tests pause here: the trees are found, not yet linked
+            stashes = self._link_checked(store, todo, trees, modes, pycs, present, report, later)
+        finally:
+            if later is not None:
+                later.close()
+        for note in report.notes:  # said once the install is in, so that a refusal is its only line
+            log.warning("%s", note)
+        for stash in stashes.values():
+            stash.discard()
+        verify.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
+                      self.interpreter.cache_tag)
+        report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
+        if options.exact:  # removals last: a failed install above must not have cost the venv its other packages
+            wanted = {c.name for c in candidates}
+            for name, dist in sorted(present.items()):
+                if name not in wanted and name not in SEED_PACKAGES:
+                    inst.uninstall(dist, self.interpreter)
+                    report.removed.append((dist.display_name, dist.version))
+        inst.bump_mtime(self.interpreter)
+        return report
+
+    def _link_checked(
+        self,
+        store: Store,
+        todo: Sequence[Candidate],
+        trees: Sequence[Tree],
+        modes: dict[str, LinkMode],
+        pycs: dict[str, Tree],
+        present: dict[NormalizedName, Distribution],
+        report: Report,
+        later: verify.CheckWhileLinking | None,
+    ) -> dict[NormalizedName, inst.Stash]:
+        """Link the trees, replacing older versions (kept aside until the caller discards them), and take everything
+        back if anything fails, or if the check running meanwhile finds a tree damaged."""
+        stashes: dict[NormalizedName, inst.Stash] = {}
+        try:
+            for cand in todo:  # an upgrade or downgrade replaces the old version's files, kept aside until it is in
+                old = present.get(cand.name)
+                if old is not None:
+                    stashes[cand.name] = inst.Stash(self.interpreter.prefix)
+                    inst.uninstall(old, self.interpreter, stashes[cand.name])
+                    report.removed.append((old.display_name, old.version))
+            self._link_all(store, todo, trees, modes, pycs)
+            if later is not None and not later.intact():
+                raise _DamagedMeanwhile()
+        except BaseException:
+            self._put_back(todo, stashes)
+            raise
+        return stashes
+
+    def _put_back(self, todo: Sequence[Candidate], stashes: dict[NormalizedName, inst.Stash]) -> None:
+        """After a failed install: remove what it installed, and restore the old versions it replaced."""
+        now = self.distributions()
+        for cand in todo:
+            if cand.name in now and _same(now[cand.name], cand):
+                inst.uninstall(now[cand.name], self.interpreter)
+        for stash in stashes.values():
+            stash.restore()
+
+    def _link_all(
+        self,
+        store: Store,
+        todo: Sequence[Candidate],
+        trees: Sequence[Tree],
+        modes: dict[str, LinkMode],
+        pycs: dict[str, Tree],
+    ) -> None:
+        folds = inst.plan_folds([t for t in trees if modes[t.key] is LinkMode.FOLD], self.interpreter)
+
+        def one(pair: tuple[Candidate, Tree]) -> None:
+            cand, tree = pair
+            inst.install_tree(
+                tree,
+                self.interpreter,
+                modes[tree.key],
+                requested=cand.requested,
+                direct_url=cand.direct_url,
+                store_root=str(store.root),
+                pycs=pycs.get(tree.key),
+                fold=folds.get(tree.key),
+            )
+
+        # Trees are independent, and link()/mkdir() release the GIL: a few threads overlap the syscalls of per-file
+        # linking. Folded trees make few: there, threads would only fight over the GIL (and with the check running
+        # meanwhile for the other core).
+        per_file = sum(1 for t in trees if modes[t.key] is not LinkMode.FOLD)
+        if per_file == 0:
+            for pair in zip(todo, trees):
+                one(pair)
+            return
+        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
+
+        with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, per_file)), thread_name_prefix="install") as pool:
+            list(pool.map(one, zip(todo, trees)))
+
+    def uninstall(self, names: Sequence[str]) -> Report:
+        """Remove distributions, then refresh the gc roots of the stores they came from."""
+        dists = self.distributions()
+        stores = {str(o["store"]) for n in names if (d := dists.get(canonical(n))) is not None
+                  and (o := origin(d)) is not None and o.get("store")}
+        report = self._uninstall(names)
+        for path in sorted(stores):
+            try:
+                with Store.open(path) as store, install_lock(store):
+                    self._register(store)
+            except WheelstoreError as e:  # a store that is gone or unreadable holds nothing of ours anyway
+                log.warning("could not refresh the gc root of %s in %s: %s", self.path, path, e.oneline())
+        return report
+
+    def _uninstall(self, names: Sequence[str]) -> Report:
+        report = Report()
+        present = self.distributions()
+        missing = [n for n in names if canonical(n) not in present]
+        if missing:
+            raise WheelstoreError(f"not installed in {self.path}: {', '.join(missing)}")
+        for n in dict.fromkeys(canonical(n) for n in names):
+            dist = present[n]
+            inst.uninstall(dist, self.interpreter)
+            report.removed.append((dist.display_name, dist.version))
+        inst.bump_mtime(self.interpreter)
+        return report
+
+    def edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[Distribution, int]:
+        """See :meth:`_edit`; under the gc lock (``--undo`` links the tree again), refreshing the venv's root."""
+        with install_lock(store):
+            try:
+                done = self._edit(store, name, undo=undo)
+            except BaseException:
+                self._register(store, failed=True)
+                raise
+            self._register(store)
+            return done
+
+    def _edit(self, store: Store, name: str, *, undo: bool = False) -> tuple[Distribution, int]:
+        """Give this venv private, writable copies of one distribution's files, or (``undo``) link them again."""
+        dist = self.distributions().get(canonical(name))
+        if dist is None:
+            raise WheelstoreError(f"{name} is not installed in {self.path}")
+        found = origin(dist)
+        if found is None:
+            raise WheelstoreError(f"{dist.display_name} in {self.path} was not installed by wheelstore, so its "
+                                  "files are already this venv's own")
+        if found.get("store") != str(store.root):
+            raise WheelstoreError(f"{dist.display_name} in {self.path} came from the store at {found.get('store')}, "
+                                  f"not {store.root}", hint=f"pass --store {found.get('store')}")
+        tree = store.lookup(str(found.get("key")))
+        if tree is None:
+            raise WheelstoreError(f"the store at {store.root} no longer has the tree of {dist.display_name}",
+                                  hint=f"reinstall it: wheelstore install --venv {self.path} ...")
+        if undo:
+            try:
+                recorded: LinkMode | None = LinkMode(found.get("link_mode"))
+            except ValueError:
+                recorded = None
+            # the safety rule is applied again: the store's policy or the tree's owner may have changed since
+            notes = Report()
+            modes = self._choose_modes(store, [tree], recorded, notes)
+            for note in notes.notes:
+                log.warning("%s", note)
+            changed = inst.relink(dist, tree, modes[tree.key], self.interpreter.cache_tag)
+        else:
+            changed = inst.make_private(dist, tree)
+        inst.bump_mtime(self.interpreter)
+        return dist, len(changed)
+
+    def _bytecode(self, store: Store, trees: Sequence[Tree]) -> dict[str, Tree]:
+        """Each tree's pyc unit for this interpreter, compiled once per store. Trees go one at a time: the compiler
+        already fans each tree's modules out over every core."""
+        units = {}
+        for tree in trees:
+            unit = verify.intact_pycs(store, tree, self.interpreter)
+            if unit is not None:
+                units[tree.key] = unit
+        return units
+
+    def _realize(
+        self,
+        store: Store,
+        todo: Sequence[Candidate],
+        sources: Sources | None = None,
+        *,
+        compile_into: bool = False,
+        quiet: bool = False,
+    ) -> list[Tree]:
+        """Trees for the candidates: looked up by hash when one is known (no file opened, no network), else realized
+        from local wheels, or downloaded (once per store) and built from sdists where needed. With ``compile_into``
+        (auto, fold), wheels published now get this interpreter's pycs inside the tree (see :mod:`bytecode`)."""
+        trees = {c.name: t for c in todo if c.sha256 and (t := store.lookup(c.sha256, remember=True)) is not None}
+        local = [c for c in todo if c.name not in trees and c.wheel is not None]
+        remote = [c for c in todo if c.name not in trees and c.wheel is None]
+        compiler = InTree(store, self.interpreter) if compile_into and self.interpreter.cache_tag else None
+        if local:
+            from ..store.publish import realize_many
+
+            outcomes = realize_many(store, [(Path(c.wheel), c.sha256) for c in local if c.wheel is not None],
+                                    compiler=compiler)
+            errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
+            if errors:
+                raise errors[0]
+            trees.update((c.name, o.tree) for c, o in zip(local, outcomes) if not isinstance(o, WheelstoreError))
+        if remote:
+            from ..fetch.download import obtain, progress_for
+
+            files = [c.remote for c in remote]
+            if None in files or sources is None:
+                raise WheelstoreError(f"no file for {', '.join(c.where for c in remote if c.remote is None)}")
+            with progress_for(quiet=quiet) as progress:
+                got = obtain(store, [f for f in files if f is not None], self.interpreter, sources, progress=progress,
+                             compiler=compiler)
+            trees.update(zip((c.name for c in remote), got))
+        return [trees[c.name] for c in todo]
+
+    def _choose_modes(
+        self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: Report
+    ) -> dict[str, LinkMode]:
+        """The mode for every tree, decided before anything in the venv changes."""
+        modes: dict[str, LinkMode] = {}
+        if not trees:
+            return modes
+        sample = next((t for t in trees if t.manifest.first is not None), None)
+        if sample is None or sample.manifest.first is None:
+            return {t.key: requested or LinkMode.COPY for t in trees}
+        site = self.interpreter.paths["purelib"]
+        found = probe(os.fspath(sample.path / sample.manifest.first), site)
+        shared = store.policy.shared != "private"
+        for tree in trees:
+            mode, note = choose(requested, found, tree_owner_uid=tree.manifest.owner_uid, shared=shared)
+            modes[tree.key] = mode
+            if note and note not in report.notes:
+                report.notes.append(note)
+        return modes
+
+
+class _DamagedMeanwhile(Exception):
+    """The check that ran while the trees were linked found one damaged; what was linked has been taken back."""
+
+
+def _same(dist: Distribution | None, cand: Candidate) -> bool:
+    """Whether the venv already holds exactly this version (installed by anyone)."""
+    if dist is None:
+        return False
+    try:
+        return Version(dist.version) == cand.version
+    except InvalidVersion:
+        return False
