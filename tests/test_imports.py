@@ -69,7 +69,7 @@ def test_plain_pins_need_no_requirement_parser(tmp_path: Path) -> None:
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
-        "from wheelstore.resolve.inputs import parse_requirements_file\n"
+        "from wheelstore.resolve.requirements import parse_requirements_file\n"
         "from wheelstore.base.interpreter import Interpreter\n"
         "py = Interpreter.inspect(sys.executable)\n"
         "pins = parse_requirements_file(Path(sys.argv[1]), py).pins\n"

@@ -14,8 +14,10 @@ from packaging.specifiers import SpecifierSet
 
 from wheelstore.base.errors import InputError, NeedsResolution
 from wheelstore.base.interpreter import Interpreter
-from wheelstore.resolve import inputs
-from wheelstore.resolve.inputs import collect, parse_requirements_file
+from wheelstore.resolve import candidates, digests
+from wheelstore.resolve import requirements as syntax
+from wheelstore.resolve.candidates import gather_candidates
+from wheelstore.resolve.requirements import parse_requirements_file
 
 from .conftest import SYSTEM_PYTHON
 from .wheelmaker import make_wheel
@@ -31,7 +33,7 @@ def py() -> Interpreter:
 
 @pytest.fixture(autouse=True)
 def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The digests collect keeps go to a private cache per test, never to root's own."""
+    """The digests gather_candidates keeps go to a private cache per test, never to root's own."""
     home = tmp_path / "cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(home))
     return home
@@ -125,7 +127,7 @@ def test_benchmark_set_parses(py: Interpreter) -> None:
     assert str(blinker.version) == "1.9.0" and len(blinker.hashes) == 2
 
 
-# -- collect: pins against find-links directories -------------------------------------------------------------------
+# -- gather_candidates: pins against find-links directories ---------------------------------------------------------
 
 
 def test_pins_with_and_without_hashes(tmp_path: Path, py: Interpreter) -> None:
@@ -144,21 +146,21 @@ def test_pins_with_and_without_hashes(tmp_path: Path, py: Interpreter) -> None:
         """)
     # as with pip, one --hash turns on hash-checking for all: beta, pinned without one, is refused
     with pytest.raises(InputError, match=r"more.txt:2: beta==2.0 has no --hash, and --require-hashes is on"):
-        collect([], [req], [], py)
+        gather_candidates([], [req], [], py)
     write(tmp_path / "sub" / "more.txt", f"-f ../more\nbeta==2.0 --hash=sha256:{sha(b)}\n")
-    alpha, beta = collect([], [req], [], py)
+    alpha, beta = gather_candidates([], [req], [], py)
     assert (alpha.name, str(alpha.version), alpha.wheel, alpha.sha256) == ("alpha", "1.0", a, sha(a))
     assert alpha.hashes == {"0" * 64, sha(a)}
     assert (beta.name, beta.wheel, beta.sha256) == ("beta", b, sha(b))
     assert all(c.requested and c.direct_url is None for c in (alpha, beta))
     plain = write(tmp_path / "plain.txt", "-f links\nalpha==1.0\n")
-    (unhashed,) = collect([], [plain], [], py)
+    (unhashed,) = gather_candidates([], [plain], [], py)
     assert (unhashed.sha256, unhashed.hashes) == (sha(a), frozenset())  # read, to find its tree in the store
 
 
 def test_a_wheel_read_before_is_not_read_again(tmp_path: Path, py: Interpreter,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """collect keeps the sha256 of each local wheel it read, by the file's identity: the next collect of an
+    """gather_candidates keeps the sha256 of each local wheel it read, by the file's identity: the next call for an
     unhashed or hashed pin takes it from the user's cache without opening the file, when the store holds its tree
     (``holds``); a file whose tree the store lacks is read, and so is a file changed since (its ctime moved); a hash
     that no longer matches is an error."""
@@ -166,29 +168,29 @@ def test_a_wheel_read_before_is_not_read_again(tmp_path: Path, py: Interpreter,
     wheel = make_wheel(tmp_path / "links", "memo", "1.0")
     plain = write(tmp_path / "plain.txt", "memo==1.0\n")
     hashed = write(tmp_path / "hashed.txt", f"memo==1.0 --hash=sha256:{sha(wheel)}\n")
-    (first,) = collect([], [plain], [tmp_path / "links"], py)
+    (first,) = gather_candidates([], [plain], [tmp_path / "links"], py)
     assert first.sha256 == sha(wheel)
-    real = inputs._sha256
+    real = candidates.file_sha256
     read: list[Path] = []
-    monkeypatch.setattr(inputs, "_sha256", lambda path, origin: read.append(path) or real(path, origin))
+    monkeypatch.setattr(candidates, "file_sha256", lambda path, origin: read.append(path) or real(path, origin))
     def holds(hashes: set[str]) -> set[str]:  # a store with every tree
         return hashes
 
     for requirements in (plain, hashed):
-        (again,) = collect([], [requirements], [tmp_path / "links"], py, holds=holds)
+        (again,) = gather_candidates([], [requirements], [tmp_path / "links"], py, holds=holds)
         assert again.sha256 == sha(wheel) and read == []
-    (cold,) = collect([], [plain], [tmp_path / "links"], py, holds=lambda hashes: set())
+    (cold,) = gather_candidates([], [plain], [tmp_path / "links"], py, holds=lambda hashes: set())
     assert cold.sha256 == sha(wheel) and read == [wheel]
     make_wheel(tmp_path / "links", "memo", "1.0", files={"memo/__init__.py": b"CHANGED = 1\n"})
-    (changed,) = collect([], [plain], [tmp_path / "links"], py, holds=holds)
+    (changed,) = gather_candidates([], [plain], [tmp_path / "links"], py, holds=holds)
     assert changed.sha256 == sha(wheel) != first.sha256 and read == [wheel, wheel]
     with pytest.raises(InputError, match="matches none of the hashes for memo"):
-        collect([], [hashed], [tmp_path / "links"], py, holds=holds)
+        gather_candidates([], [hashed], [tmp_path / "links"], py, holds=holds)
     # a wrong digest kept for the file as it is (a filesystem whose ctime ignores writes) finds no tree: it is read
-    wrong = inputs._Digests()
-    wrong.add(wheel, inputs._identity(os.stat(wheel)), "0" * 64)
+    wrong = digests.Digests()
+    wrong.add(wheel, digests.file_identity(os.stat(wheel)), "0" * 64)
     wrong.save()
-    (fresh,) = collect([], [plain], [tmp_path / "links"], py, holds=lambda hashes: hashes - {"0" * 64})
+    (fresh,) = gather_candidates([], [plain], [tmp_path / "links"], py, holds=lambda hashes: hashes - {"0" * 64})
     assert fresh.sha256 == sha(wheel) and read[-1] == wheel
 
 
@@ -196,7 +198,7 @@ def test_platform_wheel_beats_pure_wheel(tmp_path: Path, py: Interpreter) -> Non
     make_wheel(tmp_path, "plat", "1.0", tag="py3-none-any")
     native = make_wheel(tmp_path, "plat", "1.0", tag=native_tag(py))
     make_wheel(tmp_path, "plat", "1.0", tag=WINDOWS)
-    (got,) = collect(["plat==1.0"], [], [tmp_path], py)
+    (got,) = gather_candidates(["plat==1.0"], [], [tmp_path], py)
     assert got.wheel == native
 
 
@@ -205,20 +207,20 @@ def test_no_matching_wheel_says_what_is_there(tmp_path: Path, py: Interpreter) -
     make_wheel(tmp_path, "winonly", "0.9")
     best = py.tags[0]
     with pytest.raises(InputError) as e:
-        collect(["winonly==1.0"], [], [tmp_path, tmp_path / "nope"], py)
+        gather_candidates(["winonly==1.0"], [], [tmp_path, tmp_path / "nope"], py)
     assert str(e.value) == (
         f"no wheel for winonly==1.0 matches this interpreter ({best.interpreter}, {best.platform}) in: "
         f"{tmp_path}, {tmp_path / 'nope'} (missing); found only {WINDOWS}"
     )
     with pytest.raises(InputError, match=r"no wheel for winonly==2\.0 .*; versions there: 1\.0, 0\.9$"):
-        collect(["winonly==2.0"], [], [tmp_path], py)
+        gather_candidates(["winonly==2.0"], [], [tmp_path], py)
     with pytest.raises(InputError, match=r"in: no --find-links directory \(fix: pass --find-links DIR"):
-        collect(["winonly==1.0"], [], [], py)
+        gather_candidates(["winonly==1.0"], [], [], py)
 
 
 def test_unpinned_needs_resolution(tmp_path: Path, py: Interpreter) -> None:
     with pytest.raises(NeedsResolution) as e:
-        collect(["requests>=2"], [], [tmp_path], py)
+        gather_candidates(["requests>=2"], [], [tmp_path], py)
     assert str(e.value) == ("requests>=2 needs resolution (fix: pin it (requests==VERSION), give a wheel file or a "
                             "pylock.toml, or let uv resolve it)")
     assert not isinstance(e.value, InputError)
@@ -226,9 +228,9 @@ def test_unpinned_needs_resolution(tmp_path: Path, py: Interpreter) -> None:
     make_wheel(tmp_path, "requests", "3.0", tag=WINDOWS)
     req = write(tmp_path / "r.txt", "requests\n")
     with pytest.raises(NeedsResolution, match=r"r\.txt:1: requests needs resolution.*pin it \(requests==2\.32\.3\)"):
-        collect([], [req], [tmp_path], py)
+        gather_candidates([], [req], [tmp_path], py)
     with pytest.raises(NeedsResolution, match=r"^numpy==2\.\* needs resolution"):
-        collect(["numpy==2.*"], [], [tmp_path], py)
+        gather_candidates(["numpy==2.*"], [], [tmp_path], py)
 
 
 def test_hash_mismatch(tmp_path: Path, py: Interpreter) -> None:
@@ -236,14 +238,14 @@ def test_hash_mismatch(tmp_path: Path, py: Interpreter) -> None:
     req = write(tmp_path / "r.txt", f"hashy==1.0 --hash=sha256:{'1' * 64}\n")
     with pytest.raises(InputError, match=rf"^{wheel}: sha256 {sha(wheel)} matches none of the hashes for hashy in "
                                          rf"{req}:1"):
-        collect([], [req], [tmp_path], py)
+        gather_candidates([], [req], [tmp_path], py)
 
 
 def test_require_hashes(tmp_path: Path, py: Interpreter) -> None:
     make_wheel(tmp_path, "bare", "1.0")
     req = write(tmp_path / "r.txt", "--require-hashes\nbare==1.0\n")
     with pytest.raises(InputError, match=r"r\.txt:2: bare==1\.0 has no --hash, and --require-hashes is on"):
-        collect([], [req], [tmp_path], py)
+        gather_candidates([], [req], [tmp_path], py)
 
 
 def test_duplicates_collapse_and_conflicts_fail(tmp_path: Path, py: Interpreter) -> None:
@@ -251,45 +253,45 @@ def test_duplicates_collapse_and_conflicts_fail(tmp_path: Path, py: Interpreter)
     make_wheel(tmp_path, "dup", "2.0")
     one = write(tmp_path / "one.txt", f"dup==1.0 --hash=sha256:{sha(wheel)} --hash=sha256:{'1' * 64}\n")
     two = write(tmp_path / "two.txt", f"DUP==1.0.0 --hash=sha256:{sha(wheel)} --hash=sha256:{'2' * 64}\n")
-    (got,) = collect(["dup==1.0", "dup>=0.5"], [one, two], [tmp_path], py)
+    (got,) = gather_candidates(["dup==1.0", "dup>=0.5"], [one, two], [tmp_path], py)
     assert (got.wheel, got.sha256, got.hashes) == (wheel, sha(wheel), frozenset({sha(wheel)}))
     with pytest.raises(InputError, match=r"^conflicting pins: dup==1\.0 \(command line\) and dup==2\.0 \(command line"):
-        collect(["dup==1.0", "dup==2.0"], [], [tmp_path], py)
+        gather_candidates(["dup==1.0", "dup==2.0"], [], [tmp_path], py)
     with pytest.raises(InputError, match=rf"^conflicting pins: dup==1\.0 \({one}:1\) and dup<1 \(command line\)$"):
-        collect(["dup<1"], [one], [tmp_path], py)
+        gather_candidates(["dup<1"], [one], [tmp_path], py)
     three = write(tmp_path / "three.txt", f"dup==1.0 --hash=sha256:{'3' * 64}\n")
     with pytest.raises(InputError, match=r"matches none of the hashes for dup in .*three\.txt:1"):
-        collect([], [one, three], [tmp_path], py)
+        gather_candidates([], [one, three], [tmp_path], py)
 
 
-# -- collect: wheel paths -------------------------------------------------------------------------------------------
+# -- gather_candidates: wheel paths ---------------------------------------------------------------------------------
 
 
 def test_wheel_path_is_a_direct_install(tmp_path: Path, py: Interpreter, monkeypatch: pytest.MonkeyPatch) -> None:
     whl = make_wheel(tmp_path, "direct", "3.1")
     make_wheel(tmp_path, "sibling", "1.0")
     monkeypatch.chdir(tmp_path)
-    direct, sibling = collect([whl.name, "sibling==1.0"], [], [], py)  # its directory is searched for pins
+    direct, sibling = gather_candidates([whl.name, "sibling==1.0"], [], [], py)  # its directory is searched for pins
     digest = sha(whl)
     assert (direct.wheel, direct.sha256, direct.requested) == (whl, digest, True)
     assert direct.direct_url == {"url": whl.as_uri(), "archive_info": {"hashes": {"sha256": digest},
                                                                       "hash": f"sha256={digest}"}}
     assert sibling.direct_url is None
-    (by_url,) = collect([f"direct @ {whl.as_uri()}"], [], [], py)
+    (by_url,) = gather_candidates([f"direct @ {whl.as_uri()}"], [], [], py)
     assert by_url == direct
 
 
 def test_wheel_path_must_fit_the_interpreter(tmp_path: Path, py: Interpreter) -> None:
     other = make_wheel(tmp_path, "direct", "3.1", tag=WINDOWS)
     with pytest.raises(InputError, match=rf"^{other.name} is not for this interpreter \(.*\): its tags are {WINDOWS}"):
-        collect([str(other)], [], [], py)
+        gather_candidates([str(other)], [], [], py)
     with pytest.raises(InputError, match=r"missing-1\.0-py3-none-any\.whl: no such file"):
-        collect([str(tmp_path / "missing-1.0-py3-none-any.whl")], [], [], py)
+        gather_candidates([str(tmp_path / "missing-1.0-py3-none-any.whl")], [], [], py)
     with pytest.raises(InputError, match=r"direct==3\.1 \(command line\) and direct==3\.2"):
-        collect(["direct==3.1", str(make_wheel(tmp_path, "direct", "3.2"))], [], [], py)
+        gather_candidates(["direct==3.1", str(make_wheel(tmp_path, "direct", "3.2"))], [], [], py)
 
 
-# -- collect: pylock files ------------------------------------------------------------------------------------------
+# -- gather_candidates: pylock files --------------------------------------------------------------------------------
 
 
 def lock_entry(name: str, version: str, wheels: list[str], marker: str | None = None) -> str:
@@ -316,14 +318,14 @@ def test_pylock(tmp_path: Path, py: Interpreter) -> None:
                     + lock_entry("locktwo", "2.0", [by_path(two)])
                     + lock_entry("excluded", "1.0", ['{ path = "w/excluded-1.0-py3-none-any.whl", hashes = '
                                                      f'{{ sha256 = "{"2" * 64}" }} }}'], "python_version < '3'"))
-    one, locktwo = collect([str(lock)], [], [], py)
+    one, locktwo = gather_candidates([str(lock)], [], [], py)
     assert (one.name, one.wheel, one.sha256, one.requested, one.direct_url) == ("lockone", native, sha(native),
                                                                                False, None)
     assert (locktwo.wheel, locktwo.requested) == (two, False)
-    one, locktwo = collect([str(lock), "locktwo"], [], [], py)  # named on the command line: requested
+    one, locktwo = gather_candidates([str(lock), "locktwo"], [], [], py)  # named on the command line: requested
     assert (one.requested, locktwo.requested) == (False, True)
     with pytest.raises(InputError, match=r"^conflicting pins: locktwo==3 \(command line\) and locktwo==2\.0 \("):
-        collect([str(lock), "locktwo==3"], [], [], py)
+        gather_candidates([str(lock), "locktwo==3"], [], [], py)
 
 
 def test_pylock_hashes_are_checked(tmp_path: Path, py: Interpreter) -> None:
@@ -334,7 +336,7 @@ def test_pylock_hashes_are_checked(tmp_path: Path, py: Interpreter) -> None:
                     + lock_entry("locked", "1.0", [by_path(wheel, "4" * 64)]))
     with pytest.raises(InputError, match=rf"{wheel}: sha256 {sha(wheel)} matches none of the hashes for locked in "
                                          rf"{lock}"):
-        collect([str(lock)], [], [], py)
+        gather_candidates([str(lock)], [], [], py)
 
 
 def test_pylock_entry_to_download(tmp_path: Path, py: Interpreter) -> None:
@@ -342,13 +344,13 @@ def test_pylock_entry_to_download(tmp_path: Path, py: Interpreter) -> None:
     url = "https://files.example.invalid/remote-1.0-py3-none-any.whl"
     lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n'
                     + lock_entry("remote", "1.0", [f'{{ url = "{url}", hashes = {{ sha256 = "{"3" * 64}" }} }}']))
-    (far,) = collect([str(lock)], [], [], py)  # to download: the fetch stage checks the lock's hash
+    (far,) = gather_candidates([str(lock)], [], [], py)  # to download: the fetch stage checks the lock's hash
     assert far.wheel is None and far.remote is not None
     assert (far.remote.url, far.remote.sha256, far.requested) == (url, "3" * 64, False)
     (tmp_path / "links").mkdir()
     remote = make_wheel(tmp_path / "links", "remote", "1.0")
     lock.write_text(lock.read_text().replace("3" * 64, sha(remote)))
-    (got,) = collect([str(lock)], [], [tmp_path / "links"], py)
+    (got,) = gather_candidates([str(lock)], [], [tmp_path / "links"], py)
     assert (got.wheel, got.sha256, got.requested) == (remote, sha(remote), False)
 
 
@@ -356,29 +358,30 @@ def test_pylock_sdists_and_bad_files(tmp_path: Path, py: Interpreter) -> None:
     lock = tmp_path / "pylock.toml"
     lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n[[packages]]\nname = "src"\nversion = "1.0"\n'
                     f'sdist = {{ path = "src-1.0.tar.gz", hashes = {{ sha256 = "{"5" * 64}" }} }}\n')
-    (src,) = collect([str(lock)], [], [], py)  # an sdist is built by the fetch stage, from its file next to the lock
+    # an sdist is built by the fetch stage, from its file next to the lock
+    (src,) = gather_candidates([str(lock)], [], [], py)
     assert src.wheel is None and src.remote is not None and not src.remote.is_wheel
     assert src.remote.url == (tmp_path / "src-1.0.tar.gz").as_uri() and src.remote.sha256 == "5" * 64
     lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n[[packages]]\nname = "d"\nversion = "1.0"\n'
                     'directory = { path = "d" }\n')
     with pytest.raises(InputError, match=r"d is locked as a directory, VCS or archive entry"):
-        collect([str(lock)], [], [], py)
+        gather_candidates([str(lock)], [], [], py)
     lock.write_text('lock-version = "1.0"\n[[packages]]\nname = "x"\n')
     with pytest.raises(InputError, match=r"pylock\.toml is not a valid pylock file"):
-        collect([str(lock)], [], [], py)
+        gather_candidates([str(lock)], [], [], py)
     lock.write_text("lock-version = \n")
     with pytest.raises(InputError, match=r"pylock\.toml is not valid TOML"):
-        collect([str(lock)], [], [], py)
+        gather_candidates([str(lock)], [], [], py)
     lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\nrequires-python = "<3"\npackages = []\n')
     with pytest.raises(InputError, match=r"pylock\.toml: python_full_version .* does not satisfy"):
-        collect([str(lock)], [], [], py)
+        gather_candidates([str(lock)], [], [], py)
 
 
 @pytest.mark.parametrize(("arg", "fix"), [("requirements.txt", "-r requirements.txt"),
                                           ("lock.toml", "name it pylock.toml or pylock.NAME.toml")])
 def test_files_that_look_like_names(py: Interpreter, arg: str, fix: str) -> None:
     with pytest.raises(InputError, match=rf"^{arg} is neither a wheel, a pylock file nor a requirement \(fix: {fix}\)"):
-        collect([arg], [], [], py)
+        gather_candidates([arg], [], [], py)
 
 
 def test_tags_are_the_target_interpreters(tmp_path: Path) -> None:
@@ -388,10 +391,10 @@ def test_tags_are_the_target_interpreters(tmp_path: Path) -> None:
         pytest.skip("no Python 3.12 on this machine")
     target = Interpreter.inspect(other)
     wheel = make_wheel(tmp_path, "only312", "1.0", tag="cp312-none-any")
-    (got,) = collect(["only312==1.0"], [], [tmp_path], target)
+    (got,) = gather_candidates(["only312==1.0"], [], [tmp_path], target)
     assert got.wheel == wheel
     with pytest.raises(InputError, match="no wheel for only312==1.0"):
-        collect(["only312==1.0"], [], [tmp_path], Interpreter.inspect(SYSTEM_PYTHON))
+        gather_candidates(["only312==1.0"], [], [tmp_path], Interpreter.inspect(SYSTEM_PYTHON))
 
 
 def test_a_pin_the_store_holds_is_not_read(tmp_path: Path, py: Interpreter) -> None:
@@ -402,11 +405,11 @@ def test_a_pin_the_store_holds_is_not_read(tmp_path: Path, py: Interpreter) -> N
     digest = sha(wheel)
     req = write(tmp_path / "r.txt", f"warm==1.0 --hash=sha256:{digest}\n")
     wheel.write_bytes(b"not the wheel any more")  # were it read, the hash would not match
-    (got,) = collect([], [req], [tmp_path], py, elsewhere=True,
-                     held=lambda hs: {digest: wheel.name} if digest in hs else {})
+    (got,) = gather_candidates([], [req], [tmp_path], py, elsewhere=True,
+                               held=lambda hs: {digest: wheel.name} if digest in hs else {})
     assert (got.wheel, got.sha256) == (wheel, digest)
     with pytest.raises(InputError, match="matches none of the hashes for warm"):
-        collect([], [req], [tmp_path], py, elsewhere=True, held=lambda hs: {})
+        gather_candidates([], [req], [tmp_path], py, elsewhere=True, held=lambda hs: {})
 
 
 def test_environment_variables_in_requirements_files(tmp_path: Path, py: Interpreter,
@@ -418,11 +421,11 @@ def test_environment_variables_in_requirements_files(tmp_path: Path, py: Interpr
     monkeypatch.setenv("WHEELS_DIR", str(links))
     monkeypatch.setenv("ENVPKG_VERSION", "1.2")
     req = write(tmp_path / "r.txt", "-f ${WHEELS_DIR}\nenvpkg==${ENVPKG_VERSION}\n")
-    (got,) = collect([], [req], [], py)
+    (got,) = gather_candidates([], [req], [], py)
     assert (got.name, str(got.version), got.wheel) == ("envpkg", "1.2", links / "envpkg-1.2-py3-none-any.whl")
     unset = write(tmp_path / "u.txt", "envpkg==${NOT_SET_ANYWHERE}\n")
     with pytest.raises(InputError, match=r"NOT_SET_ANYWHERE"):
-        collect([], [unset], [links], py)
+        gather_candidates([], [unset], [links], py)
 
 
 # -- the plain-pin shortcut past packaging's requirement parser ---------------------------------------------------
@@ -455,7 +458,7 @@ PIN_LINES = [
 
 def _pin_or_error(text: str, py: Interpreter) -> object:
     try:
-        return inputs.parse_requirement(text, "r.txt:1", lambda: inputs.marker_environment(py), frozenset({"a" * 64}))
+        return syntax.parse_requirement(text, "r.txt:1", lambda: syntax.marker_environment(py), frozenset({"a" * 64}))
     except InputError as e:
         return ("error", e.oneline())
 
@@ -465,9 +468,9 @@ def test_plain_pins_read_as_packaging_reads_them(py: Interpreter, monkeypatch: p
     extras), and parse_requirement's pin (or error) is the same with the shortcut and without it."""
     lines = PIN_LINES + [line.split()[0] for line in SET36.read_text().splitlines()
                          if line and not line[0].isspace() and not line.startswith("#")] if SET36.exists() else PIN_LINES
-    taken = [line for line in lines if inputs.plain_requirement(line) is not None]
+    taken = [line for line in lines if syntax.plain_requirement(line) is not None]
     for line in taken:
-        name, specifier = inputs.plain_requirement(line) or ("", None)
+        name, specifier = syntax.plain_requirement(line) or ("", None)
         try:
             req = Requirement(line)
         except InvalidRequirement as e:
@@ -475,7 +478,7 @@ def test_plain_pins_read_as_packaging_reads_them(py: Interpreter, monkeypatch: p
         assert (name, SpecifierSet(specifier or "")) == (req.name, req.specifier), line
         assert (req.url, req.marker, req.extras) == (None, None, set()), line
     with_shortcut = [_pin_or_error(line, py) for line in lines]
-    monkeypatch.setattr(inputs, "plain_requirement", lambda text: None)
+    monkeypatch.setattr(syntax, "plain_requirement", lambda text: None)
     assert with_shortcut == [_pin_or_error(line, py) for line in lines]
     # the shortcut is taken for the common forms, and only for them
     assert {"a==1", "x==1!2.0", "x==1.0a1.post2.dev3", "x==1.0+abc.5", "x==2026.10.19.post1"} <= set(taken)

@@ -1,7 +1,8 @@
 """Resolve, end to end: from what the user typed to one located file (or store tree) per distribution.
 
-Local inputs are read first (:mod:`inputs`). An unpinned requirement hands the whole request to uv
-(:func:`resolve.lock`), and the PEP 751 lock it writes is read like any other lock file. A pinned distribution with no
+Local inputs are read first, and a candidate chosen for each distribution (:mod:`candidates`). An unpinned
+requirement hands the whole request to uv (:func:`resolver.lock`), and the PEP 751 lock it writes is read like any
+other lock file (:mod:`pylock`). A pinned distribution with no
 local file is then looked up in the store by its hashes, so a warm store needs no network at all, and only what is
 still missing is looked up on the indexes (:mod:`index`). ``--offline`` stops before the network and names every
 distribution it lacks.
@@ -18,7 +19,9 @@ from ..base.interpreter import Interpreter
 from ..base.names import canonical
 from ..fetch.sources import Sources
 from ..store.store import Store, Tree
-from .inputs import Candidate, collect, is_pylock, parse_requirements_file
+from .candidates import Candidate, gather_candidates
+from .pylock import is_pylock
+from .requirements import parse_requirements_file
 
 #: index pages read at once (an index that serves one page per distribution; the pool of :class:`Http` holds 10)
 INDEX_THREADS = 8
@@ -37,8 +40,8 @@ def plan(
     """One candidate per distribution, each with a local wheel, a store tree (``sha256`` set), or a remote file;
     ``quiet`` silences uv's progress lines."""
     try:
-        candidates = collect(items, requirement_files, find_links, interpreter, elsewhere=True, held=_wheel_of(store),
-                             holds=store.holds)
+        candidates = gather_candidates(items, requirement_files, find_links, interpreter, elsewhere=True,
+                                       held=_wheel_of(store), holds=store.holds)
     except NeedsResolution:
         candidates = _resolve(store, items, requirement_files, find_links, interpreter, sources, quiet=quiet)
     return locate(store, candidates, interpreter, sources)
@@ -65,8 +68,8 @@ def _resolve(
 
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
         resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
-        candidates = collect([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True,
-                             held=_wheel_of(store), holds=store.holds)
+        candidates = gather_candidates([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True,
+                                       held=_wheel_of(store), holds=store.holds)
     named = _named(requirements, requirement_files, interpreter)
     return [c._replace(requested=True) if c.name in named else c for c in candidates]
 
@@ -118,6 +121,13 @@ def locate(
     if not sources.index_urls and not any(_is_remote(u) for u in sources.find_links):
         raise Missing(f"no wheel in the find-links directories and no index to ask (--no-index): {absent}",
                       hint="give their wheels with --find-links DIR, or drop --no-index")
+    return _from_indexes(located, lacking, interpreter, sources)
+
+
+def _from_indexes(
+    located: list[Candidate], lacking: list[Candidate], interpreter: Interpreter, sources: Sources
+) -> list[Candidate]:
+    """``located``, with a file on the indexes for each of ``lacking``, sorted by name; one with none is an error."""
     from packaging.specifiers import SpecifierSet
 
     from ..fetch.http import Http
@@ -157,7 +167,7 @@ def locate(
 
 
 def _wheel_of(store: Store) -> Callable[[set[str]], dict[str, str]]:
-    """The wheel file names of the store's trees for those of some hashes it holds (see :func:`collect`)."""
+    """The wheel file names of the store's trees for those of some hashes it holds (see :func:`gather_candidates`)."""
 
     def wheels(hashes: set[str]) -> dict[str, str]:
         trees, _refused = _trees(store, store.holds(hashes), None)

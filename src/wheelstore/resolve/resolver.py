@@ -6,6 +6,10 @@ and without its source variables in the environment, and is handed the sources e
 ignored nor counted twice. TLS: ``--system-certs`` (the system store), ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` passed
 through, and pip's ``cert`` as ``SSL_CERT_FILE`` when that is unset. uv's cache is its default one for the calling
 user: nothing is written where other users could interfere.
+
+:func:`read_pylock` and :func:`check_hashes` here only validate the lock uv writes (and an existing output file uv
+may start from) before it is kept; the install then reads that lock into pins like any lock the user gives
+(:mod:`wheelstore.resolve.pylock`).
 """
 
 from __future__ import annotations

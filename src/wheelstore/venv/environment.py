@@ -21,7 +21,7 @@ from ..store.bytecode import InTree
 from ..base.distinfo import Distribution, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.hooks import checkpoint
-from ..resolve.inputs import Candidate
+from ..resolve.candidates import Candidate
 from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode, choose, probe
 from ..base.logs import log

@@ -1,0 +1,112 @@
+"""PEP 751 lock files as inputs: a ``pylock.toml`` read into pins for the target interpreter, each file located.
+
+packaging selects the entries for the target (the spec's installer steps); each gets its local file (a path, a
+``file://`` URL or a find-links file) or the remote file to download. This reads the lock files the user gives and
+the one uv writes when an install needs resolution. The other pylock reader,
+:func:`wheelstore.resolve.resolver.read_pylock` with ``check_hashes``, only validates the lock uv writes before it is
+kept.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+from urllib.parse import urlparse
+
+from ..base import names
+from ..base.errors import InputError, WheelError
+from ..base.interpreter import Interpreter
+from ..store.wheel import normalize_sha256
+from .findlinks import FindLinks
+from .requirements import MarkerEnvironment, Pin, file_url_path, marker_errors
+
+if TYPE_CHECKING:
+    from packaging.markers import Environment
+    from packaging.pylock import PackageSdist, PackageWheel
+
+
+def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, links: FindLinks) -> list[Pin]:
+    """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located."""
+    from packaging.pylock import (
+        PackageSdist,
+        PackageWheel,
+        Pylock,
+        PylockSelectError,
+        PylockValidationError,
+    )
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            lock = Pylock.from_dict(tomllib.load(f))
+        selected = list(lock.select(environment=cast("Environment", env()), tags=interpreter.tags))
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path} is not valid TOML ({e})") from None
+    except PylockValidationError as e:
+        raise InputError(f"{path} is not a valid pylock file ({e})") from None
+    except (PylockSelectError, *marker_errors()) as e:
+        raise InputError(f"{path}: {e}") from None
+    pins = []
+    for package, source in selected:
+        if not isinstance(source, (PackageWheel, PackageSdist)):
+            raise InputError(f"{path}: {package.name} is locked as a directory, VCS or archive entry; only wheels "
+                             "and sdists are supported", hint="lock it with wheels or sdists")
+        filename = source.filename or _url_filename(source.url) or f"{package.name} sdist"
+        digest = source.hashes.get("sha256")
+        if digest is None:
+            raise InputError(f"{path}: {filename} has no sha256 hash; wheelstore checks sha256")
+        try:
+            digest = normalize_sha256(digest)
+        except WheelError:
+            raise InputError(f"{path}: the sha256 of {filename} is not a sha256 hex digest") from None
+        version = package.version or (names.parse_wheel_name(filename)[1] if filename.endswith(".whl") else None)
+        if version is None:
+            raise InputError(f"{path}: {package.name} has no version")
+        pin = Pin(package.name, version, None, f"{package.name}=={version}", str(path), frozenset({digest}))
+        local = _lock_local_file(path, source, links)
+        if isinstance(source, PackageWheel) and local is not None:
+            pin = pin._replace(wheel=local)
+        else:  # to download, or an sdist to build: the fetch stage reads file:// URLs from disk
+            from ..fetch.index import RemoteFile
+
+            url = local.as_uri() if local is not None else cast(str, source.url)
+            pin = pin._replace(remote=RemoteFile(filename=filename, url=url, hashes={"sha256": digest}))
+        pins.append(pin)
+    return pins
+
+
+def is_pylock(arg: str) -> bool:
+    """Whether ``arg`` names a PEP 751 lock file (``pylock.toml``, ``pylock.NAME.toml``)."""
+    if not arg.endswith(".toml"):
+        return False
+    from packaging.pylock import (
+        is_valid_pylock_path,  # only for .toml arguments: the module costs 5 ms to load
+    )
+
+    return is_valid_pylock_path(Path(arg))
+
+
+def _url_filename(url: str | None) -> str | None:
+    return os.path.basename(urlparse(url).path) or None if url else None
+
+
+def _lock_local_file(lock: Path, source: PackageWheel | PackageSdist, links: FindLinks) -> Path | None:
+    """The entry's file when it is on this machine: a path (relative to the lock, PEP 751), a file:// URL, or a file
+    of that name in the find-links directories."""
+    if source.path:
+        return Path(os.path.abspath(lock.parent / source.path))
+    url = urlparse(source.url or "")
+    if url.scheme == "file":
+        return file_url_path(url.path)
+    if source.filename and (found := links.file(source.filename)) is not None:
+        return found
+    if source.url is None:
+        raise InputError(f"{lock}: {source.filename} has neither a path nor a URL")
+    return None

@@ -1,0 +1,368 @@
+"""Requirement syntax and pip's requirements files: what the user wrote, as pins (:class:`Pin`).
+
+A pin is a name and, when it says exactly one version, that version; a wheel path or a ``name @ file:///...whl`` is
+a pin with its file. Markers are evaluated for the target interpreter, not for the one running wheelstore.
+packaging's requirement parser and markers are imported only for lines that need them: the plain ``name==version``
+lines of a pinned, hashed file (the common warm install) are read by a shortcut.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import urlparse
+
+from packaging.version import InvalidVersion, Version
+
+from ..base import names
+from ..base.errors import InputError, WheelError
+from ..base.interpreter import Interpreter
+from ..base.names import canonical
+from ..store.wheel import normalize_sha256
+
+if TYPE_CHECKING:
+    from packaging.markers import (
+        InvalidMarker,
+        UndefinedComparison,
+        UndefinedEnvironmentName,
+    )
+    from packaging.specifiers import SpecifierSet
+    from packaging.utils import NormalizedName
+
+    from ..fetch.index import RemoteFile
+
+
+class Pin(NamedTuple):
+    """One requirement as written, and where; only a pinned one (``version`` set) installs without a resolver."""
+
+    name: NormalizedName
+    version: Version | None
+    #: what the requirement allows; None for exactly ``version`` (``==`` one version, or a file)
+    specifier: SpecifierSet | None
+    text: str
+    origin: str
+    hashes: frozenset[str] = frozenset()
+    #: a file given for it: a wheel path, ``name @ file:///...whl``, or a lock entry
+    wheel: Path | None = None
+    #: a lock entry's file that must be downloaded (a wheel, or an sdist to build)
+    remote: RemoteFile | None = None
+
+
+class Requirements:
+    """A requirements file and the files it includes, after markers: the pins and the options that matter now."""
+
+    def __init__(self) -> None:
+        self.pins: list[Pin] = []
+        self.find_links: list[Path] = []
+        self.require_hashes = False
+
+
+def marker_errors() -> tuple[type[InvalidMarker], type[UndefinedComparison], type[UndefinedEnvironmentName]]:
+    """What evaluating a marker raises; packaging.markers is imported only where markers are met."""
+    from packaging.markers import (
+        InvalidMarker,
+        UndefinedComparison,
+        UndefinedEnvironmentName,
+    )
+
+    return InvalidMarker, UndefinedComparison, UndefinedEnvironmentName
+
+
+_IMPLEMENTATIONS = {"cpython": "CPython", "pypy": "PyPy", "graalpy": "GraalVM", "jython": "Jython"}
+
+
+def marker_environment(interpreter: Interpreter) -> dict[str, str]:
+    """PEP 508 marker values for the target interpreter; the platform values are this machine's, where it runs."""
+    from packaging.markers import default_environment
+
+    env = {key: str(value) for key, value in default_environment().items()}
+    full = ".".join(map(str, interpreter.version))
+    env.update(
+        python_version=interpreter.python_version,
+        python_full_version=full,
+        implementation_name=interpreter.implementation,
+        platform_python_implementation=_IMPLEMENTATIONS.get(interpreter.implementation, interpreter.implementation),
+    )
+    if interpreter.implementation == "cpython":
+        env["implementation_version"] = full
+    return env
+
+
+#: markers as needed: ``marker_environment`` for the target, computed (and packaging.markers imported) on first use
+MarkerEnvironment = Callable[[], dict[str, str]]
+
+
+def lazy_environment(interpreter: Interpreter) -> MarkerEnvironment:
+    """``marker_environment(interpreter)`` on first call, then the same dict: plain pins need no marker values."""
+    computed: list[dict[str, str]] = []
+
+    def get() -> dict[str, str]:
+        if not computed:
+            computed.append(marker_environment(interpreter))
+        return computed[0]
+
+    return get
+
+
+#: ``name==version`` with nothing else: a PEP 508 name and a PEP 440 version in the forms pip-compile and uv write.
+#: Only a start-up shortcut past packaging's requirement parser (11 ms of imports); every other line goes there, and
+#: tests/test_inputs.py checks that packaging reads each line this accepts the same way.
+_PLAIN_PIN = re.compile(
+    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
+    r"(?P<specifier>==(?:[0-9]+!)?[0-9]+(?:\.[0-9]+)*(?:(?:a|b|rc)[0-9]+)?(?:\.post[0-9]+)?(?:\.dev[0-9]+)?"
+    r"(?:\+[a-z0-9]+(?:\.[a-z0-9]+)*)?)"
+)
+
+
+def plain_requirement(text: str) -> tuple[str, str] | None:
+    """The name and specifier (``==1.2``) of a plain ``name==version`` line, as packaging's ``Requirement`` gives
+    them; None for anything else (extras, markers, URLs, spaces, other operators, unusual versions, and a text ending
+    in .whl, which is taken as a wheel path): parse those fully."""
+    plain = _PLAIN_PIN.fullmatch(text)
+    if plain is None or text.endswith(".whl"):
+        return None
+    return plain["name"], plain["specifier"]
+
+
+def parse_requirement(
+    text: str, origin: str, env: MarkerEnvironment, hashes: frozenset[str] = frozenset()
+) -> Pin | None:
+    """A requirement or wheel path as a Pin; None when its marker leaves the target out."""
+    plain = plain_requirement(text)
+    if plain is not None:
+        name, specifier = plain
+        return _exact_pin(name, specifier[2:], f"{name}{specifier}", origin, hashes)
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as e:
+        if text.endswith(".whl"):
+            return _wheel_pin(Path(text), _path_origin(text, origin), hashes)
+        if text.endswith((".tar.gz", ".zip", ".tar.bz2")) or os.sep in text:
+            raise InputError(f"{origin}: {text}: only wheel files (.whl) can be installed from a path") from None
+        raise InputError(f"{origin}: {text!r} is not a requirement ({e})") from None
+    if req.url is None and text.endswith(".whl"):  # a bare file name is also a valid project name
+        return _wheel_pin(Path(text), _path_origin(text, origin), hashes)
+    try:
+        if req.marker is not None and not req.marker.evaluate(env()):
+            return None
+    except marker_errors() as e:
+        raise InputError(f"{origin}: the marker of {req.name} cannot be evaluated ({e})") from None
+    if req.url is not None:
+        url = urlparse(req.url)
+        if url.scheme == "file" and url.path.endswith(".whl"):
+            pin = _wheel_pin(file_url_path(url.path), origin, hashes)
+            if pin.name != canonical(req.name):
+                raise InputError(f"{origin}: {req.url} is not a wheel of {req.name}")
+            return pin
+        raise InputError(
+            f"{origin}: {req.name} @ {req.url} needs downloading, which is not supported yet",
+            hint=f"download the wheel and give its path, or put it in a --find-links directory and pin {req.name}",
+        )
+    return _pin(req.name, req.specifier, origin, hashes)
+
+
+def _pin(name: str, specifier: SpecifierSet, origin: str, hashes: frozenset[str]) -> Pin:
+    pin_text = f"{name}{specifier}"
+    specs = list(specifier)
+    if len(specs) == 1 and specs[0].operator == "==" and not specs[0].version.endswith(".*"):
+        return _exact_pin(name, specs[0].version, pin_text, origin, hashes)
+    version = None
+    if len(specs) == 1 and specs[0].operator == "===":
+        version = _version(specs[0].version, pin_text, origin)
+    return Pin(canonical(name), version, specifier, pin_text, origin, hashes)
+
+
+def _exact_pin(name: str, version: str, pin_text: str, origin: str, hashes: frozenset[str]) -> Pin:
+    return Pin(canonical(name), _version(version, pin_text, origin), None, pin_text, origin, hashes)
+
+
+def _version(text: str, pin_text: str, origin: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        raise InputError(f"{origin}: {pin_text}: {text!r} is not a valid version") from None
+
+
+def _path_origin(text: str, origin: str) -> str:
+    """A wheel path from the command line is its own origin; from a file, the file and line are."""
+    return text if origin == "command line" else origin
+
+
+def _wheel_pin(path: Path, origin: str, hashes: frozenset[str]) -> Pin:
+    try:
+        name, version, _build, _tags = names.parse_wheel_name(path.name)
+    except ValueError as e:
+        raise InputError(f"{path}: not a wheel file name ({e})") from None
+    return Pin(name, version, None, f"{name}=={version}", origin, hashes, Path(os.path.abspath(path)))
+
+
+def parse_requirements_file(path: Path, interpreter: Interpreter) -> Requirements:
+    """pip's requirements format, as far as installing pinned local wheels needs it; lines a marker excludes drop."""
+    return read_requirements(path, lazy_environment(interpreter))
+
+
+def read_requirements(path: Path, env: MarkerEnvironment) -> Requirements:
+    """A requirements file and those it includes, with markers evaluated in ``env`` (shared by several inputs)."""
+    into = Requirements()
+    _read_requirements(path, env, into, set())
+    return into
+
+
+_COMMENT = re.compile(r"(^|\s+)#.*$")
+#: pip expands only this form, so that URLs with ``$`` or ``%`` stay as they are
+_ENV_VAR = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+def _expand(line: str) -> str:
+    """``${NAME}`` from the environment, as pip does in requirements files (an unset one stays as written)."""
+    return _ENV_VAR.sub(lambda m: os.environ.get(m.group(1), m.group(0)), line)
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """pip's rules: a trailing backslash joins the next line, a comment line ends the joining, then comments go."""
+    parts: list[str]
+    start, parts = 0, []
+    for number, line in enumerate(text.splitlines(), 1):
+        comment = "#" in line and bool(_COMMENT.match(line))
+        if line.rstrip().endswith("\\") and not comment:
+            start = start if parts else number
+            parts.append(line.rstrip()[:-1])
+            continue
+        if parts:
+            parts.append("" if comment else line)
+            line, parts = "".join(parts), []
+        else:
+            start = number
+        line = (_COMMENT.sub("", line) if "#" in line else line).strip()  # a hashed pin's line is long
+        if line:
+            yield start, line
+    if parts:
+        yield start, _COMMENT.sub("", "".join(parts)).strip()
+
+
+#: whole-line options: name -> what to do with it
+_OPTIONS = {
+    "-r": "requirement", "--requirement": "requirement",
+    "-c": "constraint", "--constraint": "constraint",
+    "-e": "editable", "--editable": "editable",
+    "-f": "find-links", "--find-links": "find-links",
+    "-i": "ignore", "--index-url": "ignore", "--extra-index-url": "ignore", "--trusted-host": "ignore",
+    "--no-binary": "ignore", "--only-binary": "ignore", "--use-feature": "ignore",
+    "--no-index": "flag", "--pre": "flag", "--prefer-binary": "flag", "--require-hashes": "require-hashes",
+}  # fmt: skip
+
+
+#: options after a requirement that only matter when building from source
+_BUILD_OPTIONS = frozenset({"--config-settings", "--global-option"})
+
+
+def _read_requirements(path: Path, env: MarkerEnvironment, into: Requirements, seen: set[Path]) -> None:
+    real = Path(os.path.abspath(path))
+    if real in seen:  # included twice, or a cycle: once is enough
+        return
+    seen.add(real)
+    try:
+        text = real.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise InputError(f"cannot read requirements file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"requirements file {path} is not UTF-8 text") from None
+    for number, raw in _logical_lines(text):
+        where = f"{path}:{number}"
+        line = _expand(raw)
+        words = line.split()
+        first_option = next((i for i, w in enumerate(words) if w.startswith("-")), len(words))
+        if first_option == 0:
+            _read_options(line, where, path, env, into, seen)
+            continue
+        hashes = _hash_options(words[first_option:], where)
+        requirement = line if first_option == len(words) else " ".join(words[:first_option])
+        pin = parse_requirement(requirement, where, env, hashes)
+        if pin is not None:
+            into.pins.append(pin)
+
+
+def _read_options(
+    line: str, where: str, path: Path, env: MarkerEnvironment, into: Requirements, seen: set[Path]
+) -> None:
+    import shlex  # here: option lines are rare, and plain requirements files have none
+
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise InputError(f"{where}: {e}") from None
+    todo = iter(words)
+    for word in todo:
+        if word.startswith("--"):
+            option, has_value, value = word.partition("=")
+        else:  # "-f DIR" or "-fDIR"
+            option, value = word[:2], word[2:]
+            has_value = "=" if value else ""
+        action = _OPTIONS.get(option)
+        if action is None:
+            hint = "--hash must follow its requirement on the same line" if option == "--hash" else None
+            raise InputError(f"{where}: unknown option {option}", hint=hint)
+        if action in ("flag", "require-hashes"):
+            into.require_hashes |= action == "require-hashes"
+            continue
+        if not has_value:
+            value = next(todo, "")
+        if not value:
+            raise InputError(f"{where}: {option} needs a value")
+        if action == "requirement":
+            _read_requirements(path.parent / value, env, into, seen)
+        elif action == "find-links":
+            url = urlparse(value)
+            if url.scheme == "file":
+                into.find_links.append(file_url_path(url.path))
+            elif not url.scheme:
+                into.find_links.append(path.parent / value)
+            # an http(s) find-links page needs fetching: ignored, like the index options, until that lands
+        elif action == "constraint":
+            raise InputError(f"{where}: constraint files are not supported yet")
+        elif action == "editable":
+            raise InputError(f"{where}: editable installs are not supported yet", hint="build a wheel and give it")
+
+
+def _hash_options(words: list[str], where: str) -> frozenset[str]:
+    """The sha256 digests of ``--hash=ALG:HEX`` options (other algorithms only narrow pip's any-of, so they go).
+
+    Split on whitespace, not with shlex as pip does: nothing here is quoted, and shlex takes 100 ms on a large file.
+    """
+    hashes: set[str] = set()
+    others: list[str] = []
+    todo = iter(words)
+    for word in todo:
+        option, has_value, value = word.partition("=")
+        if option in _BUILD_OPTIONS:
+            if not has_value:
+                next(todo, None)
+            continue
+        if option != "--hash":
+            raise InputError(f"{where}: option {option} is not supported after a requirement")
+        value = value if has_value else next(todo, "")
+        algorithm, _, digest = value.partition(":")
+        if algorithm != "sha256":
+            others.append(algorithm)
+            continue
+        try:
+            hashes.add(normalize_sha256(digest))
+        except WheelError:
+            raise InputError(f"{where}: --hash={value} is not a sha256 hex digest") from None
+    if others and not hashes:
+        raise InputError(f"{where}: only {', '.join(others)} hashes given; wheelstore checks sha256",
+                         hint="add the --hash=sha256:... of the wheel")
+    return frozenset(hashes)
+
+
+def file_url_path(url_path: str) -> Path:
+    from urllib.request import (
+        url2pathname,  # imported here: it pulls in ssl and http.client, on every run
+    )
+
+    return Path(url2pathname(url_path))
