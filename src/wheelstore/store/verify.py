@@ -88,6 +88,8 @@ class Checked:
 
 
 class Repaired(NamedTuple):
+    """One unit :mod:`repair` quarantined (and published again): here because :class:`VerifyReport` lists them."""
+
     name: str
     version: str
     key: str
@@ -536,11 +538,3 @@ def manifest_bytes(store: Store, key: str) -> bytes | None:
             return f.read(MAX_MANIFEST)
     except OSError:
         return None
-
-
-# -- repair -----------------------------------------------------------------------------------------------------------
-
-
-# -- before linking ---------------------------------------------------------------------------------------------------
-
-
