@@ -104,7 +104,7 @@ def test_a_stale_corrupt_or_foreign_entry_is_not_used(tmp_path: Path, cache_home
 def test_a_repaired_tree_is_derived_again(tmp_path: Path) -> None:
     """verify --repair publishes the tree again under a new manifest file: its stamp differs, so what was kept for
     the old one is not taken for it."""
-    from wheelstore.store import verify
+    from wheelstore.store import repair
 
     store, trees = _trees(tmp_path)
     with store:
@@ -114,7 +114,7 @@ def test_a_repaired_tree_is_derived_again(tmp_path: Path) -> None:
         target.chmod(0o644)
         target.write_bytes(b"V = 2\n")
         wheel = next((tmp_path / "wheels").glob("plain-*.whl"))
-        verify.repair_tree(store, trees[0].key, lambda _name, _sha: wheel)
+        repair.repair_tree(store, trees[0].key, lambda _name, _sha: wheel)
         again = store.lookup(trees[0].key)
         assert again is not None and again.stamp != trees[0].stamp
         prepared._MEMO.clear()

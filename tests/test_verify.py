@@ -15,6 +15,7 @@ import pytest
 from wheelstore.store import verify
 from wheelstore.store.publish import realize_wheel
 from wheelstore.store.store import Store
+from wheelstore.venv import checks
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
 from .wheelmaker import make_wheel
@@ -257,7 +258,7 @@ def test_unchanged_directories_are_looked_up_not_listed(workdir: Path) -> None:
     with Store.init(workdir / "store") as store:
         tree = realize_wheel(store, whl).tree
         dirs = 1 + len(tree.manifest.dirs)
-        marks = verify.Checkpoints(store)
+        marks = verify.VerifyMarks(store)
         time.sleep(2 * verify.RACY_NS / 1e9)  # a mark never covers ctimes within a clock tick of the walk's start
         first = verify._Walk(store, tree, False, marks).run()
         assert first.damage == [] and first.listed == dirs
@@ -432,7 +433,7 @@ def test_split_check_catches_damage_in_either_half(run: Runner, users: Users, wo
     """With enough trees the install checks half of them in a forked child (the first half, in install order): a tree
     alice changed is refused wherever it falls, in one line naming it, and bob's venv stays as it was."""
     count = 12
-    assert count >= verify.FORK_AT
+    assert count >= checks.FORK_AT
     trees = _many(run, users.alice, group_store, workdir / "wheels", count)
     _tamper(run, users.alice, trees[victim] / f"many{victim:02d}/__init__.py", b"N = -1\n" * 40)
     venv = _venv(workdir / "venv", users.bob)
@@ -474,10 +475,10 @@ def test_a_failing_child_vouches_for_nothing(run: Runner, users: Users, workdir:
     def broken(*_args: object) -> bool:
         raise RuntimeError("the child fails")
 
-    monkeypatch.setattr(verify, "_intact", broken)
+    monkeypatch.setattr(checks, "_intact", broken)
     with Store.open(group_store) as store:
         found = [t for p in trees if (t := store.lookup(p.name)) is not None]
         notes: list[str] = []
-        with pytest.raises(verify.TreeDamaged, match="many00 1.0"):
-            verify.intact_trees(store, found, [None] * len(found), notes)
-        assert verify.intact_trees(store, found[1:], [None] * (len(found) - 1), notes) == found[1:]
+        with pytest.raises(checks.TreeDamaged, match="many00 1.0"):
+            checks.intact_trees(store, found, [None] * len(found), notes)
+        assert checks.intact_trees(store, found[1:], [None] * (len(found) - 1), notes) == found[1:]

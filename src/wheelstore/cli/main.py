@@ -280,10 +280,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ..store import verify
+    from ..store import repair, verify
 
     sources = _sources(args)
-    local = verify.local_wheels(_local_links(args))
+    local = repair.local_wheels(_local_links(args))
     with Store.select(args.store) as store, ExitStack() as cleanup:
 
         def find(filename: str | None, sha256: str) -> Path | None:
@@ -300,7 +300,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 cleanup.callback(remove_download, store, path)
             return path
 
-        report = verify.verify_store(store, full=args.full, repair=args.repair, finder=find)
+        report = repair.verify_and_repair(store, full=args.full, finder=find) if args.repair \
+            else verify.verify_store(store, full=args.full)
     if args.json:
         _json(report.to_json())
         return 0 if report.ok else 1

@@ -248,13 +248,13 @@ def _prune_user_cache(store: Store) -> int:
     prune, by running gc themselves."""
     from ..base import usercache
     from .store import cache_id
-    from .verify import Checkpoints
+    from .verify import VerifyMarks
 
     try:
         present = store.keys()
     except OSError:  # the sweep is done; a cache left as it was only costs space
         return 0
-    marks = Checkpoints.of(store)
+    marks = VerifyMarks.of(store)
     for key in [k for k in marks.marks if k not in present]:
         marks.forget(key)
     marks.save()

@@ -1,4 +1,4 @@
-"""Verify: is every published tree still exactly what its manifest says, and re-derive it from its wheel if not.
+"""Verify: is every published tree still exactly what its manifest says? Only reads the store.
 
 Published trees are read-only, but their owner can still ``chmod u+w`` and edit one. The quick check compares a stat
 signature of every entry (type, size, mode, mtime, owner, group; read through directory fds, never following a
@@ -8,7 +8,7 @@ moves the file's ctime, which nobody can set back, so a ctime that differs while
 file is added or removed, which the owner's hardlink installs do all the time.
 
 So that links do not make every later check re-hash everything, each user keeps, per store and host, a *mark* per
-tree (:class:`Checkpoints`): a time V such that every file of the tree whose ctime is older than V is known intact,
+tree (:class:`VerifyMarks`): a time V such that every file of the tree whose ctime is older than V is known intact,
 and each file's (inode, link count) at V. A file changed after V has a ctime after V (less one clock tick), so it is
 looked at again: if only its link count differs from the mark's (same inode, size, mtime, mode, owner), a link was
 added or removed (a venv deleted) and it is taken as intact; otherwise it is re-hashed. V is set when a walk that
@@ -20,10 +20,9 @@ names up instead of listing it; installs never move that time. What the quick ch
 and mode were put back *and* that coincides with a link count change, or that falls inside an install's own window.
 ``full=True`` re-hashes every file whatever its signature and trusts no mark.
 
-Repair re-derives a damaged tree from its wheel. Under the key's lock the manifest moves out first, so readers stop
-trusting the tree before anything else changes; then the tree moves (both into ``staging/quarantine-<key>-...``, where
-gc recognises them by name), and the wheel is published again with :meth:`Store.realize`. Bytecode units of the tree
-are quarantined too: their pycs were checked against the old files' mtimes, and the next install compiles fresh ones.
+This module checks one tree (:func:`check_tree`) and the whole store (:func:`verify_store`, ``wheelstore verify``)
+and keeps the marks. Changing the store to mend what it finds is :mod:`repair`'s; the checks an install runs around
+linking are the venv layer's (:mod:`wheelstore.venv.checks`).
 """
 
 from __future__ import annotations
@@ -34,40 +33,24 @@ import hashlib
 import marshal
 import os
 import stat
-import sys
 import time
 import weakref
 from array import array
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
-from ..base import fsio, usercache
-from ..base.distinfo import INSTALLER_FILES
-from ..base.errors import (
-    RepairError,
-    StoreError,
-    TreeDamaged,
-    WheelstoreError,
-    printable,
-)
+from ..base import usercache
+from ..base.errors import StoreError, printable
 from ..base.fsio import open_dir
-from ..base.interpreter import Interpreter
-from .bytecode import distrust, ensure_pycs
-from .commit import make_movable
-from .manifest import FileEntry, Manifest, named
+from .bytecode import distrust
+from .manifest import FileEntry, named
 from .orphans import Orphan, find_orphans
 from .policy import Role, user_name
-from .store import MAX_MANIFEST, Store, Tree, cache_id, staging_name
+from .store import MAX_MANIFEST, Store, Tree, cache_id
 from .wheel import CHUNK
 
-#: the staging kind of quarantined trees and manifests (``staging/quarantine-<key>-<host>-<pid>-<rand>[.json]``)
-QUARANTINE = "quarantine"
 #: file timestamps come from a coarse clock (one tick, 1-10 ms): a ctime this close to a check's start is not trusted
 RACY_NS = 20_000_000
 _S_IFREG = stat.S_IFREG
-#: finds the wheel a tree was unpacked from: (wheel file name if known, sha256) -> a local file with that sha256
-WheelFinder = Callable[[str | None, str], Path | None]
 
 
 class Damage(NamedTuple):
@@ -105,6 +88,8 @@ class Checked:
 
 
 class Repaired(NamedTuple):
+    """One unit :mod:`repair` quarantined (and published again): here because :class:`VerifyReport` lists them."""
+
     name: str
     version: str
     key: str
@@ -117,7 +102,7 @@ class Repaired(NamedTuple):
                 "wheel": self.wheel, "quarantined": list(self.quarantined)}
 
 
-class Report:
+class VerifyReport:
     """What ``wheelstore verify`` found and did."""
 
     def __init__(self, store: str, full: bool) -> None:
@@ -189,10 +174,10 @@ class Mark:
         return self.packed
 
 
-_OPEN: weakref.WeakKeyDictionary[Store, Checkpoints] = weakref.WeakKeyDictionary()
+_OPEN: weakref.WeakKeyDictionary[Store, VerifyMarks] = weakref.WeakKeyDictionary()
 
 
-class Checkpoints:
+class VerifyMarks:
     """This user's checkpoints for one store on this host (tree key -> :class:`Mark`), see the module docstring.
 
     Kept in the user's private cache, never in the store: each user trusts only checks they made themselves. A lost
@@ -208,7 +193,7 @@ class Checkpoints:
         self._changed: set[str] = set()
 
     @classmethod
-    def of(cls, store: Store) -> Checkpoints:
+    def of(cls, store: Store) -> VerifyMarks:
         found = _OPEN.get(store)
         if found is None:
             found = _OPEN[store] = cls(store)
@@ -268,9 +253,9 @@ def unit_of(key: str) -> str:
     return "bytecode" if len(key) > 64 else "tree"
 
 
-def check_tree(store: Store, tree: Tree, *, full: bool = False, checkpoints: Checkpoints | None = None) -> list[Damage]:
+def check_tree(store: Store, tree: Tree, *, full: bool = False, checkpoints: VerifyMarks | None = None) -> list[Damage]:
     """Every way ``tree`` differs from its manifest; empty when it is intact. ``full`` re-hashes every file."""
-    marks = checkpoints or Checkpoints.of(store)
+    marks = checkpoints or VerifyMarks.of(store)
     damage = _Walk(store, tree, full, marks).run().damage
     if checkpoints is None:
         marks.save()
@@ -318,7 +303,7 @@ def table_of(store: Store, tree: Tree) -> Table:
 class _Walk:
     """One pass over a tree by directory fds, comparing each entry with the manifest (by its :func:`table_of`)."""
 
-    def __init__(self, store: Store, tree: Tree, full: bool, checkpoints: Checkpoints) -> None:
+    def __init__(self, store: Store, tree: Tree, full: bool, checkpoints: VerifyMarks) -> None:
         self.store = store
         self.tree = tree
         self.m = tree.manifest
@@ -503,26 +488,24 @@ def _octal(st: os.stat_result) -> str:
 # -- the whole store --------------------------------------------------------------------------------------------------
 
 
-def verify_store(
-    store: Store,
-    *,
-    full: bool = False,
-    repair: bool = False,
-    find_links: Sequence[str | os.PathLike[str]] = (),
-    finder: WheelFinder | None = None,
-) -> Report:
-    """Check every committed tree and pyc unit; with ``repair``, re-derive the damaged ones from their wheels.
+def verify_store(store: Store, *, full: bool = False) -> VerifyReport:
+    """Check every committed tree and pyc unit against its manifest (``wheelstore verify``); repairing what is
+    damaged is :func:`repair.verify_and_repair`'s."""
+    checkpoints = VerifyMarks.of(store)
+    report = check_store(store, full, checkpoints)
+    checkpoints.save()
+    report.orphans = find_orphans(store)
+    return report
 
-    Wheels are looked for with ``finder`` (default: by file name, then by sha256, in the ``find_links`` directories).
-    This is the seam for the index client: a finder that downloads the wheel by name and checks its sha256 fits here.
-    """
-    report = Report(str(store.root), full)
-    checkpoints = Checkpoints.of(store)
+
+def check_store(store: Store, full: bool, checkpoints: VerifyMarks) -> VerifyReport:
+    """Every committed tree and pyc unit checked, into a report without its orphans; ``checkpoints`` not saved."""
+    report = VerifyReport(str(store.root), full)
     for key in sorted(k for k in store.keys() if len(k) >= 64):
         try:
             tree = store.lookup(key)
         except StoreError as e:
-            name, version = _names(store, key)
+            name, version = names_of(store, key)
             report.trees += 1
             report.damaged.append(Damage(name, version, key, unit_of(key), "", "untrusted", e.message))
             continue
@@ -538,43 +521,16 @@ def verify_store(
         report.rehashed += checked.rehashed
         report.relinked += checked.relinked
         report.damaged += checked.damage
-    checkpoints.save()
-    if repair:
-        find = finder or local_wheels(find_links)
-        done: set[str] = set()
-        for key in dict.fromkeys(d.key for d in report.damaged):
-            if key in done:
-                continue
-            try:
-                fixed = repair_tree(store, key, find, checkpoints)
-            except (WheelstoreError, OSError) as e:
-                name, version = _names(store, key)
-                why = e.oneline() if isinstance(e, WheelstoreError) else f"{e.strerror or e}: {e.filename or ''}"
-                report.unrepaired.append((name, version, key, why))
-                continue
-            report.repaired += fixed
-            done.update(r.key for r in fixed)
-        checkpoints.save()
-    report.orphans = find_orphans(store)
     return report
 
 
-def _raw_manifest(store: Store, key: str) -> Manifest | None:
-    """The manifest, read without the trust checks (to name a damaged tree and find its wheel), or None."""
-    data = _manifest_bytes(store, key)
-    try:
-        return Manifest.from_json(data) if data is not None else None
-    except ValueError:
-        return None
-
-
-def _names(store: Store, key: str) -> tuple[str, str]:
+def names_of(store: Store, key: str) -> tuple[str, str]:
     """``key``'s distribution for a report, even when its manifest fails its check (:func:`named`)."""
-    data = _manifest_bytes(store, key)
+    data = manifest_bytes(store, key)
     return named(data) if data is not None else ("?", "?")
 
 
-def _manifest_bytes(store: Store, key: str) -> bytes | None:
+def manifest_bytes(store: Store, key: str) -> bytes | None:
     try:
         fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=store.area_fd("manifests"))
@@ -582,355 +538,3 @@ def _manifest_bytes(store: Store, key: str) -> bytes | None:
             return f.read(MAX_MANIFEST)
     except OSError:
         return None
-
-
-# -- repair -----------------------------------------------------------------------------------------------------------
-
-
-def local_wheels(find_links: Sequence[str | os.PathLike[str]]) -> WheelFinder:
-    """A finder over local directories: the wheel's own file name first, then any wheel with that sha256."""
-    dirs = [Path(d) for d in find_links]
-
-    def find(filename: str | None, sha256: str) -> Path | None:
-        named = [d / filename for d in dirs] if filename else []
-        others = [p for d in dirs if d.is_dir() for p in sorted(d.glob("*.whl")) if p not in named]
-        for path in [*named, *others]:
-            if path.is_file() and _sha256_of(path) == sha256:
-                return path
-        return None
-
-    return find
-
-
-def _sha256_of(path: Path) -> str | None:
-    try:
-        with open(path, "rb", buffering=0) as f:
-            digest = hashlib.sha256()
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
-    except OSError:
-        return None
-
-
-def who_can_repair(store: Store, key: str) -> str | None:
-    """None if this user may move the tree and its manifest aside; else who may (besides root).
-
-    Areas are sticky: only an entry's owner (or the area's) may rename it, and moving a directory to another parent
-    rewrites its '..', which needs write access to the directory itself, so only the tree's owner or root.
-    """
-    euid = os.geteuid()
-    if euid == 0:
-        return None
-    trees, manifests = store.area_fd("trees"), store.area_fd("manifests")
-    blockers = []
-    for name, dir_fd, is_tree in ((key, trees, True), (f"{key}.json", manifests, False)):
-        try:
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        allowed = {st.st_uid} if is_tree and stat.S_ISDIR(st.st_mode) else {st.st_uid, os.fstat(dir_fd).st_uid}
-        if euid not in allowed:
-            blockers.append(user_name(st.st_uid))
-    return " or ".join(dict.fromkeys(blockers)) or None
-
-
-def repair_tree(
-    store: Store, key: str, find: WheelFinder, checkpoints: Checkpoints | None = None
-) -> list[Repaired]:
-    """Quarantine the tree ``key`` and publish it again from its wheel; return what was repaired.
-
-    A source tree's bytecode units go to quarantine with it (they are compiled again on the next install). A pyc unit
-    alone is only quarantined. Nothing is moved unless the wheel was found and this user may move everything.
-    """
-    manifest = _raw_manifest(store, key)
-    name, version = (manifest.name, manifest.version) if manifest else ("?", "?")
-    label = f"{name} {version}" if manifest else f"tree {key}"
-    who = who_can_repair(store, key)
-    if who is not None:
-        raise RepairError(f"the store's copy of {label} can only be repaired by {who} or root",
-                          hint=f"ask them to run: wheelstore --store {store.root} verify --repair -f DIR")
-    store.require_publish_access()
-    wheel = None
-    if unit_of(key) == "tree":
-        wheel = find(manifest.wheel if manifest else None, key)
-        if wheel is None:
-            wheel_name = manifest.wheel if manifest else "its wheel"
-            raise RepairError(f"cannot repair {label}: no wheel with sha256 {key} ({wheel_name}) was found",
-                              hint=f"pass -f DIR with a directory holding {wheel_name}")
-    marks = checkpoints or Checkpoints.of(store)
-    units = [] if unit_of(key) == "bytecode" else _units_of(store, key)
-    done = [Repaired(name, version, key, unit_of(key), wheel.name if wheel else None, quarantine(store, key))]
-    marks.forget(key)
-    for unit in units:  # stale now: their pycs match the old files' mtimes
-        if who_can_repair(store, unit) is None:
-            done.append(Repaired(name, version, unit, "bytecode", None, quarantine(store, unit)))
-            marks.forget(unit)
-    if wheel is not None:
-        # the tree comes back as it was: with its pycs inside when it had them (folding needs them), compiled by the
-        # Python running this when its version matches theirs (else its units are compiled on the next install)
-        tag = manifest.bytecode if manifest else None
-        compile_for = Interpreter.inspect(sys.executable) if tag and tag == sys.implementation.cache_tag else None
-        from .publish import realize_wheel
-
-        realize_wheel(store, wheel, key, compile_for=compile_for)
-    if checkpoints is None:
-        marks.save()
-    return done
-
-
-def _units_of(store: Store, key: str) -> list[str]:
-    return sorted(k for k in store.keys() if k.startswith(key + "-"))
-
-
-def quarantine(store: Store, key: str) -> tuple[str, ...]:
-    """Move ``key``'s manifest, then its tree, into ``staging/`` under one quarantine name; return their paths.
-
-    The manifest goes first: from that moment readers no longer trust the tree, so nobody links it while it moves.
-    A crash between the two leaves a tree without a manifest, which readers ignore and the next realize replaces.
-    """
-    staging, manifests, trees = store.area_fd("staging"), store.area_fd("manifests"), store.area_fd("trees")
-    aside = staging_name(QUARANTINE, key[:64])
-    moved = []
-    with store.key_lock(key):
-        if fsio.exists(f"{key}.json", dir_fd=manifests):
-            os.rename(f"{key}.json", f"{aside}.json", src_dir_fd=manifests, dst_dir_fd=staging)
-            fsio.fsync_dir(manifests)
-            moved.append(f"staging/{aside}.json")
-        if fsio.exists(key, dir_fd=trees):
-
-            make_movable(key, trees)
-            os.rename(key, aside, src_dir_fd=trees, dst_dir_fd=staging)
-            fsio.fsync_dir(trees)
-            moved.append(f"staging/{aside}")
-        fsio.fsync_dir(staging)
-    return tuple(moved)
-
-
-# -- before linking ---------------------------------------------------------------------------------------------------
-
-
-def intact_trees(
-    store: Store,
-    trees: Sequence[Tree],
-    wheels: Sequence[Path | None],
-    notes: list[str],
-    hardlinked: frozenset[str] = frozenset(),
-) -> list[Tree]:
-    """The trees to link, each quick-checked first; a damaged one is repaired from its wheel when it is at hand and
-    this user may, else this raises :class:`TreeDamaged` naming the distribution, before any venv is touched.
-
-    The check is mostly system calls and small-object work that one process cannot overlap, so with more than one
-    core a forked child checks half of the trees meanwhile (:func:`_check_elsewhere`). Only the trees it found
-    intact are taken on its word; the rest, and the ``hardlinked`` ones (whose link counts :func:`linked` needs),
-    are checked here.
-    """
-    checkpoints = Checkpoints.of(store)  # saved by linked(), after the install
-    elsewhere = [t for t in trees if t.key not in hardlinked]
-    share = _about(elsewhere, 0.5) if _worth_a_child(elsewhere) else []
-    clean_there = _check_elsewhere(store, share, checkpoints) if share else None
-    shared_keys = {t.key for t in share}
-    mine = [t for t in trees if t.key not in shared_keys]
-    clean = {t.key for t in mine if not check_tree(store, t, checkpoints=checkpoints)}
-    if clean_there is not None:
-        clean |= clean_there()
-    result = []
-    for tree, wheel in zip(trees, wheels):
-        if tree.key in clean:
-            result.append(tree)
-            continue
-        damage = check_tree(store, tree, checkpoints=checkpoints)
-        if not damage:
-            result.append(tree)
-            continue
-        result.append(_repair_for_install(store, tree, wheel, damage, checkpoints))
-        notes.append(f"repaired the store's damaged copy of {tree.manifest.name} {tree.manifest.version} "
-                     f"({damage[0].describe()}) from {wheel}")
-    return result
-
-
-class CheckWhileLinking:
-    """Quick-check trees in a forked child, so that the check costs no time while this process links them.
-
-    :meth:`intact` waits for the child and says whether every tree is intact; when it says no, the caller removes
-    what it linked and goes the :func:`intact_trees` way, which names or repairs the damage. A damaged tree is so
-    never left linked, though it is linked for a moment, as it could equally be damaged just after any check. Not
-    for hard links: :func:`linked` needs their counts from before. Trees the child could not vouch for (it failed)
-    are checked in this process when asked. Use :meth:`start`, which declines when a child would not pay.
-
-    Some trees, the biggest that fit in ``here`` of the files, are left for this process to check once it has
-    linked, so that both cores finish together.
-    """
-
-    def __init__(self, store: Store, trees: Sequence[Tree], here: float = 0.0) -> None:
-        self.store = store
-        self.here = _about(trees, here)
-        mine = {t.key for t in self.here}
-        self.there = [t for t in trees if t.key not in mine]
-        self.checkpoints = Checkpoints.of(store)
-        self._clean_there: Callable[[], set[str]] | None = _check_elsewhere(store, self.there, self.checkpoints)
-
-    @classmethod
-    def start(cls, store: Store, trees: Sequence[Tree], here: float = 0.0) -> CheckWhileLinking | None:
-        """None when a child would not pay (few trees, one core): check them before linking then."""
-        return cls(store, trees, here) if _worth_a_child(trees) else None
-
-    def intact(self) -> bool:
-        if not all(not check_tree(self.store, t, checkpoints=self.checkpoints) for t in self.here):
-            return False
-        clean = self._answer()
-        return all(not check_tree(self.store, t, checkpoints=self.checkpoints) for t in self.there
-                   if t.key not in clean)
-
-    def close(self) -> None:
-        """Wait for the child if nobody asked for its answer (the install failed first)."""
-        self._answer()
-
-    def _answer(self) -> set[str]:
-        clean_there, self._clean_there = self._clean_there, None
-        return clean_there() if clean_there is not None else set()
-
-
-#: the fewest trees an install splits with a child process
-FORK_AT = 8
-#: the share of the check :class:`CheckWhileLinking` leaves to a process that folds every tree: linking the
-#: benchmark set folded took it about a third of the time the whole check (with reading the manifests' file lists)
-#: took the child (in-process timers, 2 cores), so this much more of the check evens them out. Per-file linking is
-#: work enough: it leaves the whole check to the child.
-HERE_WHEN_FOLDED = 0.29
-
-
-def _worth_a_child(trees: Sequence[Tree]) -> bool:
-    return len(trees) >= FORK_AT and (os.cpu_count() or 1) > 1
-
-
-def _about(trees: Sequence[Tree], fraction: float) -> list[Tree]:
-    """Some of ``trees`` that hold close to (not more than) ``fraction`` of their files: the biggest that fit first."""
-    room = fraction * sum(t.manifest.count for t in trees)
-    chosen = []
-    for tree in sorted(trees, key=lambda t: t.manifest.count, reverse=True):
-        if tree.manifest.count <= room:
-            chosen.append(tree)
-            room -= tree.manifest.count
-    return chosen
-
-
-def _check_elsewhere(store: Store, trees: Sequence[Tree], checkpoints: Checkpoints) -> Callable[[], set[str]]:
-    """Quick-check ``trees`` in a forked child while this process goes on; return a function that waits for it and
-    gives the keys it found intact. The child saves the marks its re-hashing moved. A child that fails in any way
-    vouches for nothing, so those trees are simply checked again here."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: walk, report, and leave without running any of the parent's cleanup
-        code = 1
-        try:
-            os.close(read_fd)
-            clean = [t.key for t in trees if _intact(store, t, checkpoints)]
-            checkpoints.save()
-            view = memoryview("\n".join(clean).encode())
-            while view:
-                view = view[os.write(write_fd, view) :]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-
-    def result() -> set[str]:
-        chunks = []
-        with os.fdopen(read_fd, "rb") as pipe:
-            while chunk := pipe.read(1 << 16):
-                chunks.append(chunk)
-        _, status = os.waitpid(pid, 0)
-        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-            return set()
-        return set(b"".join(chunks).decode().split("\n")) & {t.key for t in trees}
-
-    return result
-
-
-def _intact(store: Store, tree: Tree, checkpoints: Checkpoints) -> bool:
-    return not check_tree(store, tree, checkpoints=checkpoints)
-
-
-def _repair_for_install(
-    store: Store, tree: Tree, wheel: Path | None, damage: list[Damage], checkpoints: Checkpoints
-) -> Tree:
-    m = tree.manifest
-    more = f", and {len(damage) - 1} more" if len(damage) > 1 else ""
-    what = f"the store's copy of {m.name} {m.version} is damaged ({damage[0].describe()}{more}); it was not linked"
-    who = who_can_repair(store, tree.key)
-    if who is not None:
-        raise TreeDamaged(what, hint=f"ask {who} or an admin to run: wheelstore --store {store.root} verify "
-                                     f"--repair -f DIR (a directory holding {m.wheel})")
-    if wheel is None or not wheel.is_file():
-        raise TreeDamaged(what, hint=f"wheelstore --store {store.root} verify --repair -f DIR "
-                                     f"(a directory holding {m.wheel})")
-    try:
-        repair_tree(store, tree.key, lambda _name, sha: wheel if _sha256_of(wheel) == sha else None, checkpoints)
-    except WheelstoreError as e:
-        raise TreeDamaged(f"{what}, and repairing it failed: {e.message}", hint=e.hint) from None
-    fresh = store.lookup(tree.key)
-    if fresh is None or check_tree(store, fresh, checkpoints=checkpoints):
-        raise TreeDamaged(f"{what}, and it is still damaged after a repair", hint="run: wheelstore verify --full")
-    return fresh
-
-
-def intact_pycs(store: Store, tree: Tree, interpreter: Interpreter) -> Tree | None:
-    """The tree's pyc unit for ``interpreter`` (see :func:`ensure_pycs`), quick-checked first. A damaged unit is
-    quarantined and compiled again if this user may; else the venv gets no pycs from the store (never damaged ones)."""
-    checkpoints = Checkpoints.of(store)
-    unit = ensure_pycs(store, tree, interpreter)
-    if unit is None or not check_tree(store, unit, checkpoints=checkpoints):
-        return unit
-    if who_can_repair(store, unit.key) is not None:
-        return None
-    try:
-        store.require_publish_access()
-        quarantine(store, unit.key)
-    except (OSError, WheelstoreError):
-        return None
-    checkpoints.forget(unit.key)
-    unit = ensure_pycs(store, tree, interpreter)
-    return unit if unit is not None and not check_tree(store, unit, checkpoints=checkpoints) else None
-
-
-def linked(store: Store, units: Iterable[Tree], cache_tag: str | None = None) -> None:
-    """Note that this process just hard-linked ``units``, which :func:`intact_trees` or :func:`intact_pycs` had
-    found intact before the linking began, into a venv whose interpreter has ``cache_tag``, and save this process's
-    checkpoints (call it after every install).
-
-    Each link moved the ctimes. The new mark (now) takes those changes as this install's own, and records each
-    file's link count as one more than the check saw, so that deleting the venv later (which moves the ctimes again,
-    and the link counts back) is recognised as an unlink, not re-hashed. Taken on trust: that nothing else wrote the
-    files, restoring their mtimes, between the check and now. ``verify --full`` relies on neither.
-    """
-    checkpoints = Checkpoints.of(store)
-    now = time.time_ns()
-    for unit in units:
-        seen = checkpoints.observed.get(unit.key)
-        m = unit.manifest
-        if seen is None or len(seen) != len(m.files):
-            continue
-        plus = _hardlinked(unit, cache_tag)
-        checkpoints.set(unit.key, Mark(now, [(seen[r][0], seen[r][1] + (r in plus)) for r in m.files],
-                                       listed=checkpoints.get(unit.key).listed))
-    checkpoints.save()
-
-
-def _hardlinked(unit: Tree, cache_tag: str | None) -> set[str]:
-    """The files of ``unit`` an install links: not scripts and installer metadata (it writes those itself), nor pycs
-    compiled into the tree for another Python. Counting one too few only costs a re-hash later; one too many would
-    let a rewrite pass for an unlink, so when in doubt a file is left out."""
-    m = unit.manifest
-    if unit_of(unit.key) == "bytecode":
-        return set(m.files)
-    scripts = m.dist_info.removesuffix(".dist-info") + ".data/scripts/"
-    own = {f"{m.dist_info}/{name}" for name in INSTALLER_FILES}
-    in_tree_pyc = f".{m.bytecode}.pyc" if m.bytecode and m.bytecode != cache_tag else None
-
-    def links(rel: str) -> bool:
-        if rel.startswith(scripts) or rel in own:
-            return False
-        return not (in_tree_pyc and rel.endswith(in_tree_pyc) and "/__pycache__/" in "/" + rel)
-
-    return {r for r in m.files if links(r)}

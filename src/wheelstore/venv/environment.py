@@ -1,7 +1,7 @@
 """A venv filled from a store: install, sync, uninstall and list, over the pipeline's stages.
 
 resolve (:mod:`plan`) -> fetch (:mod:`fetch`) -> realize (:mod:`realize`, in the store) -> link (:mod:`link`,
-:mod:`install`) -> maintain (:mod:`verify` before or while linking, :mod:`roots` after). The link
+:mod:`install`) -> maintain (:mod:`checks` before or while linking, :mod:`roots` after). The link
 mode is chosen for every tree before the venv is touched, so a mode that cannot work here is refused with nothing
 half-installed; a tree the check finds damaged while it is being linked takes the whole install back.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from packaging.version import InvalidVersion, Version
 
 from . import install as inst
-from ..store import verify
+from . import checks
 from ..store.bytecode import InTree
 from ..base.distinfo import Distribution, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
@@ -123,16 +123,16 @@ class Environment:
                               compile_into=link_mode in (None, LinkMode.FOLD) and compile_bytecode, quiet=options.quiet)
         modes = self._choose_modes(store, trees, link_mode, report)
         hardlinked = frozenset(k for k, m in modes.items() if m is LinkMode.HARDLINK)
-        # hard links need their check first (link counts, see verify.linked); the rest may be checked meanwhile
-        here = verify.HERE_WHEN_FOLDED if all(m is LinkMode.FOLD for m in modes.values()) else 0.0
-        later = verify.CheckWhileLinking.start(store, [t for t in trees if t.key not in hardlinked], here) \
+        # hard links need their check first (link counts, see checks.linked); the rest may be checked meanwhile
+        here = checks.HERE_WHEN_FOLDED if all(m is LinkMode.FOLD for m in modes.values()) else 0.0
+        later = checks.CheckWhileLinking.start(store, [t for t in trees if t.key not in hardlinked], here) \
             if check_while_linking else None
         try:
             now = [t for t in trees if t.key in hardlinked] if later is not None else trees
             wheels = {t.key: c.wheel for c, t in zip(todo, trees)}
             # before the venv changes; a repaired tree comes back under the same key, owned by its repairer
             checked = dict(zip((t.key for t in now),
-                               verify.intact_trees(store, now, [wheels[t.key] for t in now], report.notes, hardlinked)))
+                               checks.intact_trees(store, now, [wheels[t.key] for t in now], report.notes, hardlinked)))
             trees = [checked.get(t.key, t) for t in trees]
             pycs = self._bytecode(store, trees) if compile_bytecode else {}
             checkpoint("linking")  # tests pause here: the trees are found, not yet linked
@@ -144,7 +144,7 @@ class Environment:
             log.warning("%s", note)
         for stash in stashes.values():
             stash.discard()
-        verify.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
+        checks.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
                       self.interpreter.cache_tag)
         report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
         if options.exact:  # removals last: a failed install above must not have cost the venv its other packages
@@ -165,7 +165,7 @@ class Environment:
         pycs: dict[str, Tree],
         present: dict[NormalizedName, Distribution],
         report: Report,
-        later: verify.CheckWhileLinking | None,
+        later: checks.CheckWhileLinking | None,
     ) -> dict[NormalizedName, inst.Stash]:
         """Link the trees, replacing older versions (kept aside until the caller discards them), and take everything
         back if anything fails, or if the check running meanwhile finds a tree damaged."""
@@ -305,7 +305,7 @@ class Environment:
         already fans each tree's modules out over every core."""
         units = {}
         for tree in trees:
-            unit = verify.intact_pycs(store, tree, self.interpreter)
+            unit = checks.intact_pycs(store, tree, self.interpreter)
             if unit is not None:
                 units[tree.key] = unit
         return units
