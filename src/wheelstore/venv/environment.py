@@ -23,7 +23,8 @@ from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.hooks import checkpoint
 from ..resolve.inputs import Candidate
 from ..base.interpreter import Interpreter, find_python
-from .link import LinkMode, choose, probe
+from .link import LinkMode
+from .linkmode import choose, probe
 from ..base.logs import log
 from ..base.names import canonical
 from ..store.roots import register
