@@ -68,6 +68,10 @@ class _Layout:
         return f"{self.root}/{rel}", None  # runs once per file: a plain concatenation (tree paths are clean)
 
 
+#: a RECORD row: path in the venv, hash (RECORD's form, a manifest's sha256 hex digest, or empty), size
+_Row = tuple[str, str, int | str]
+
+
 def install_tree(
     tree: Tree,
     interpreter: Interpreter,
@@ -81,9 +85,9 @@ def install_tree(
 ) -> Path:
     """Install one tree into the venv of ``interpreter``; return the new dist-info directory.
 
-    ``fold`` (for LinkMode.FOLD, from :func:`plan_folds`) maps venv directories to the store directories they are
-    to be symlinks to; every other file is linked one by one (fold: as a symlink). On failure, whatever this call
-    created is removed again, so the venv is as it was.
+    ``fold`` (for LinkMode.FOLD, from :func:`wheelstore.venv.unfold.plan_folds`) maps venv directories to the store
+    directories they are to be symlinks to; every other file is linked one by one (fold: as a symlink). On failure,
+    whatever this call created is removed again, so the venv is as it was.
     """
     m = tree.manifest
     layout = _Layout(tree, interpreter)
@@ -105,50 +109,11 @@ def install_tree(
             _link_dirs(_tree_dirs(os.fspath(pycs.path), mode), unit.by_dir, set(), root, mode, dirs, created)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
-        record: list[tuple[str, str, int | str]] = []
-        reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
-        for source, rel, sha256, size in data_files:  # sorted by tree: one TreeDirs walks each tree's .data once
-            dst, scheme = layout.target(rel)
-            dir_fd, name = dirs.split(dst)
-            if source not in readers:
-                readers[source] = TreeDirs(source)  # scripts are read in every mode, to rewrite their shebang
-            tree_dirs = readers[source]
-            if scheme == "scripts":  # checked as launchers are: a tree published before the check, or forged
-                what = f"{m.wheel}: script {rel!r}"
-                entrypoints.check_not_venv_own(name, what)
-                entrypoints.check_free(os.path.dirname(dst), name, what)
-                data = _rewrite_shebang(tree_dirs.read(rel, size), interpreter.executable)
-                write_new(dir_fd, name, data, 0o755)
-                record.append((dst, record_hash(data), len(data)))
-            else:
-                src_fd = tree_dirs.fd(rel.rpartition("/")[0]) if reads else None
-                _link_replacing(f"{source}/{rel}", dir_fd, name, mode, src_fd)
-                record.append((dst, sha256, size))
-            created.append(dst)
-        for script, data in _launchers(tree, interpreter, prep):
-            write_new(*dirs.split(os.fspath(script)), data, 0o755)
-            created.append(os.fspath(script))
-            record.append((os.fspath(script), record_hash(data), len(data)))
-        extra = {"INSTALLER": f"{INSTALLER_NAME}\n".encode()}
-        if requested:
-            extra["REQUESTED"] = b""
-        if direct_url is not None:
-            extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
-        origin = {"store": store_root, "key": tree.key, "link_mode": mode.value,
-                  "pyc": pycs.key if pycs is not None else None}  # what gc roots then hold, without a look-up
-        extra[ORIGIN_FILE] = json.dumps(origin, sort_keys=True).encode()
-        dist_fd = dirs.open(dist_info)
-        for name, data in extra.items():
-            path = os.path.join(dist_info, name)
-            write_new(dist_fd, name, data, 0o644)
-            created.append(path)
-            record.append((path, record_hash(data), len(data)))
-        record_path = os.path.join(dist_info, "RECORD")
-        head = [(top, "", "") for top in sorted(folded)]  # first: see the module docstring
-        text = _format_record(head, root) + prep.record + unit_record + _format_record(
-            [*record, (record_path, "", "")], root)
-        write_new(dist_fd, "RECORD", text.encode(), 0o644)
-        created.append(record_path)
+        record = _place_data(data_files, layout, m.wheel, interpreter, mode, dirs, readers, created)
+        record += _write_launchers(tree, interpreter, prep, dirs, created)
+        extra = _installer_files(tree, mode, requested=requested, direct_url=direct_url, store_root=store_root,
+                                 pycs=pycs)
+        _write_dist_info(dist_info, extra, folded, prep.record + unit_record, record, root, dirs, created)
     except BaseException:
         for path in reversed(created):
             dirs.unlink(path)
@@ -160,6 +125,100 @@ def install_tree(
         for tree_dirs in readers.values():
             tree_dirs.close()
     return Path(dist_info)
+
+
+def _place_data(
+    data_files: list[tuple[str, str, str, int]],
+    layout: _Layout,
+    wheel: str,
+    interpreter: Interpreter,
+    mode: LinkMode,
+    dirs: VenvDirs,
+    readers: dict[str, TreeDirs],
+    created: list[str],
+) -> list[_Row]:
+    """Put the ``.data`` files (source tree, tree path, sha256, size) where their schemes go: scripts written fresh
+    with the venv's shebang, the rest linked; return their RECORD rows. ``readers`` keeps one TreeDirs per tree,
+    for the caller to close."""
+    record: list[_Row] = []
+    reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
+    for source, rel, sha256, size in data_files:  # sorted by tree: one TreeDirs walks each tree's .data once
+        dst, scheme = layout.target(rel)
+        dir_fd, name = dirs.split(dst)
+        if source not in readers:
+            readers[source] = TreeDirs(source)  # scripts are read in every mode, to rewrite their shebang
+        tree_dirs = readers[source]
+        if scheme == "scripts":  # checked as launchers are: a tree published before the check, or forged
+            what = f"{wheel}: script {rel!r}"
+            entrypoints.check_not_venv_own(name, what)
+            entrypoints.check_free(os.path.dirname(dst), name, what)
+            data = _rewrite_shebang(tree_dirs.read(rel, size), interpreter.executable)
+            write_new(dir_fd, name, data, 0o755)
+            record.append((dst, record_hash(data), len(data)))
+        else:
+            src_fd = tree_dirs.fd(rel.rpartition("/")[0]) if reads else None
+            _link_replacing(f"{source}/{rel}", dir_fd, name, mode, src_fd)
+            record.append((dst, sha256, size))
+        created.append(dst)
+    return record
+
+
+def _write_launchers(
+    tree: Tree, interpreter: Interpreter, prep: prepared.Prepared, dirs: VenvDirs, created: list[str]
+) -> list[_Row]:
+    """Write the tree's console and gui launchers; return their RECORD rows."""
+    record: list[_Row] = []
+    for script, data in _launchers(tree, interpreter, prep):
+        write_new(*dirs.split(os.fspath(script)), data, 0o755)
+        created.append(os.fspath(script))
+        record.append((os.fspath(script), record_hash(data), len(data)))
+    return record
+
+
+def _installer_files(
+    tree: Tree,
+    mode: LinkMode,
+    *,
+    requested: bool,
+    direct_url: dict[str, object] | None,
+    store_root: str | None,
+    pycs: Tree | None,
+) -> dict[str, bytes]:
+    """The files the installer writes into the dist-info besides RECORD: name -> content."""
+    extra = {"INSTALLER": f"{INSTALLER_NAME}\n".encode()}
+    if requested:
+        extra["REQUESTED"] = b""
+    if direct_url is not None:
+        extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
+    origin = {"store": store_root, "key": tree.key, "link_mode": mode.value,
+              "pyc": pycs.key if pycs is not None else None}  # what gc roots then hold, without a look-up
+    extra[ORIGIN_FILE] = json.dumps(origin, sort_keys=True).encode()
+    return extra
+
+
+def _write_dist_info(
+    dist_info: str,
+    extra: dict[str, bytes],
+    folded: set[str],
+    tree_rows: str,
+    record: list[_Row],
+    root: str,
+    dirs: VenvDirs,
+    created: list[str],
+) -> None:
+    """Write ``extra`` into the dist-info, then RECORD: the ``folded`` directories first (see the module docstring),
+    the trees' own rows (``tree_rows``, RECORD text already), then ``record``, ``extra`` and RECORD itself."""
+    dist_fd = dirs.open(dist_info)
+    for name, data in extra.items():
+        path = os.path.join(dist_info, name)
+        write_new(dist_fd, name, data, 0o644)
+        created.append(path)
+        record.append((path, record_hash(data), len(data)))
+    record_path = os.path.join(dist_info, "RECORD")
+    head: list[_Row] = [(top, "", "") for top in sorted(folded)]
+    text = _format_record(head, root) + tree_rows + _format_record([*record, (record_path, "", "")], root)
+    write_new(dist_fd, "RECORD", text.encode(), 0o644)
+    created.append(record_path)
 
 
 def _refuse_venv_own(wheel: str, data: list[tuple[str, str, int]], layout: _Layout, interpreter: Interpreter) -> None:
@@ -291,7 +350,7 @@ def _launchers(tree: Tree, interpreter: Interpreter, prep: prepared.Prepared) ->
         yield scripts_dir / name, _shebang(interpreter.executable) + b"# -*- coding: utf-8 -*-\n" + body.encode()
 
 
-def _format_record(rows: Sequence[tuple[str, str, int | str]], root: str) -> str:
+def _format_record(rows: Sequence[_Row], root: str) -> str:
     """RECORD rows for files anywhere in the venv: paths relative to the directory holding the dist-info. A row's
     hash is in RECORD's form already (or empty), or a manifest's sha256 hex digest, converted here."""
     out = io.StringIO()
