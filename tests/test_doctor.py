@@ -17,7 +17,7 @@ import pytest
 from wheelstore.cli import doctor
 from wheelstore.store.config import Selection
 from wheelstore.store.store import Store
-from wheelstore.venv.link import fs_type
+from wheelstore.venv.linkmode import fs_type
 
 from .conftest import Filesystems, Runner, Users, one_line_error
 from .wheelmaker import make_wheel

@@ -17,7 +17,8 @@ from wheelstore.base.errors import LinkModeError
 from wheelstore.store.elf import elf_rpaths
 from wheelstore.store.store import Store, Tree
 from wheelstore.venv.fold import view
-from wheelstore.venv.link import LinkMode, Probe, choose
+from wheelstore.venv.link import LinkMode
+from wheelstore.venv.linkmode import Probe, choose
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error
 from .test_benchset import IMPORTS, SET36, set36_wheels  # noqa: F401 (a fixture)

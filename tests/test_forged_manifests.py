@@ -273,7 +273,7 @@ def test_uninstall_says_what_it_leaves_outside_the_venv(small_store: tuple[Store
 
     from wheelstore.base import logs
     from wheelstore.base.distinfo import installed
-    from wheelstore.venv.install import uninstall
+    from wheelstore.venv.uninstall import uninstall
 
     _store, tree = small_store
     venv = _venv(tmp_path / "venv", None)

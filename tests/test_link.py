@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from wheelstore.base.errors import LinkModeError
-from wheelstore.venv.link import LinkMode, Probe, choose, fs_type, link_file, probe
+from wheelstore.venv.link import LinkMode, link_file
+from wheelstore.venv.linkmode import Probe, choose, fs_type, probe
 
 from .conftest import Filesystems, Runner, Users
 from .conftest import _run_checked as _run

@@ -1,7 +1,8 @@
 """``wheelstore doctor``: whether sharing will work for this user here, and the exact command that fixes each problem.
 
 Every check asks the module that decides the matter in real use (store selection and opening, the policy's modes and
-membership rule, the link probe and :func:`~wheelstore.venv.link.choose`), so doctor cannot drift from what install does.
+membership rule, the link probe and :func:`~wheelstore.venv.linkmode.choose`), so doctor cannot drift from what
+install does.
 It never changes the store: the only entries it makes are private, uniquely named scratch files in ``staging/`` and
 ``locks/`` (named like every staging entry, so a killed doctor leaves something recognisably stale), removed at once.
 """
@@ -33,7 +34,8 @@ from ..store.parents import unsafe_parents
 from ..store.policy import Policy, Role, current_user, group_name, in_group, user_name
 from ..store.store import AREAS, CONFIG, Store, staging_name
 from ..store.storelock import judge_gc_lock
-from ..venv.link import LinkMode, _probe_now, choose, fs_type
+from ..venv.link import LinkMode
+from ..venv.linkmode import choose, fs_type, probe_now
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -454,7 +456,7 @@ class _Doctor:
     def _probe(self, source: str, owner: int) -> Check:
         assert self.store is not None
         target = self.interpreter.paths["purelib"] if self.interpreter else str(self.store.root / "staging")
-        found, _durable = _probe_now(source, os.stat(source, follow_symlinks=False), target, os.stat(target))
+        found, _durable = probe_now(source, os.stat(source, follow_symlinks=False), target, os.stat(target))
         shared = self.store.policy.shared != "private"
         mode, _note = choose(None, found, tree_owner_uid=owner, shared=shared)
         self.report.auto_link_mode = mode.value

@@ -23,7 +23,11 @@ from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
 from ..base.interpreter import Interpreter, find_python
-from .link import LinkMode, choose, probe
+from .link import LinkMode
+from .linkmode import choose, probe
+from .edit import make_private, relink
+from .unfold import plan_folds
+from .uninstall import Stash, uninstall
 from ..base.logs import log
 from ..base.names import canonical
 from ..store.roots import register
@@ -151,7 +155,7 @@ class Environment:
             wanted = {c.name for c in candidates}
             for name, dist in sorted(present.items()):
                 if name not in wanted and name not in SEED_PACKAGES:
-                    inst.uninstall(dist, self.interpreter)
+                    uninstall(dist, self.interpreter)
                     report.removed.append((dist.display_name, dist.version))
         inst.bump_mtime(self.interpreter)
         return report
@@ -166,16 +170,16 @@ class Environment:
         present: dict[NormalizedName, Distribution],
         report: Report,
         later: checks.CheckWhileLinking | None,
-    ) -> dict[NormalizedName, inst.Stash]:
+    ) -> dict[NormalizedName, Stash]:
         """Link the trees, replacing older versions (kept aside until the caller discards them), and take everything
         back if anything fails, or if the check running meanwhile finds a tree damaged."""
-        stashes: dict[NormalizedName, inst.Stash] = {}
+        stashes: dict[NormalizedName, Stash] = {}
         try:
             for cand in todo:  # an upgrade or downgrade replaces the old version's files, kept aside until it is in
                 old = present.get(cand.name)
                 if old is not None:
-                    stashes[cand.name] = inst.Stash(self.interpreter.prefix)
-                    inst.uninstall(old, self.interpreter, stashes[cand.name])
+                    stashes[cand.name] = Stash(self.interpreter.prefix)
+                    uninstall(old, self.interpreter, stashes[cand.name])
                     report.removed.append((old.display_name, old.version))
             self._link_all(store, todo, trees, modes, pycs)
             if later is not None and not later.intact():
@@ -185,12 +189,12 @@ class Environment:
             raise
         return stashes
 
-    def _put_back(self, todo: Sequence[Candidate], stashes: dict[NormalizedName, inst.Stash]) -> None:
+    def _put_back(self, todo: Sequence[Candidate], stashes: dict[NormalizedName, Stash]) -> None:
         """After a failed install: remove what it installed, and restore the old versions it replaced."""
         now = self.distributions()
         for cand in todo:
             if cand.name in now and _same(now[cand.name], cand):
-                inst.uninstall(now[cand.name], self.interpreter)
+                uninstall(now[cand.name], self.interpreter)
         for stash in stashes.values():
             stash.restore()
 
@@ -202,7 +206,7 @@ class Environment:
         modes: dict[str, LinkMode],
         pycs: dict[str, Tree],
     ) -> None:
-        folds = inst.plan_folds([t for t in trees if modes[t.key] is LinkMode.FOLD], self.interpreter)
+        folds = plan_folds([t for t in trees if modes[t.key] is LinkMode.FOLD], self.interpreter)
 
         def one(pair: tuple[Candidate, Tree]) -> None:
             cand, tree = pair
@@ -252,7 +256,7 @@ class Environment:
             raise WheelstoreError(f"not installed in {self.path}: {', '.join(missing)}")
         for n in dict.fromkeys(canonical(n) for n in names):
             dist = present[n]
-            inst.uninstall(dist, self.interpreter)
+            uninstall(dist, self.interpreter)
             report.removed.append((dist.display_name, dist.version))
         inst.bump_mtime(self.interpreter)
         return report
@@ -294,9 +298,9 @@ class Environment:
             modes = self._choose_modes(store, [tree], recorded, notes)
             for note in notes.notes:
                 log.warning("%s", note)
-            changed = inst.relink(dist, tree, modes[tree.key], self.interpreter.cache_tag)
+            changed = relink(dist, tree, modes[tree.key], self.interpreter.cache_tag)
         else:
-            changed = inst.make_private(dist, tree)
+            changed = make_private(dist, tree)
         inst.bump_mtime(self.interpreter)
         return dist, len(changed)
 

@@ -13,7 +13,7 @@ these hold; otherwise it is made real and each of its entries is planned the sam
   venv yet. Where several distributions meet (namespace packages such as ``google/`` or ``nvidia/``, and always
   site-packages itself, ``bin/``, ``include/``, ``share/``, which are never candidates) the directory is real. A
   directory that an installed distribution folded earlier is *unfolded* by the caller first (see ``state`` in
-  :func:`plan`), never written through;
+  :func:`plan`, and :mod:`wheelstore.venv.unfold`), never written through;
 - the tree carries the target interpreter's pycs (``Manifest.bytecode``), or ``D`` holds no module: a folded
   directory is read-only, so Python could not cache bytecode in it;
 - ``D`` is not a ``__pycache__`` on its own (Python may write another distribution's pycs there) and not in the

@@ -13,38 +13,33 @@ parent of each path, treats a symlink as a file, and refuses the rows below it, 
 outside the venv. uv and ``wheelstore uninstall`` go row by row, so the symlink row must come first: after it, the
 rows below find nothing. When a later install must put files into a directory another distribution folded, that
 distribution's RECORD is rewritten first (its row becomes rows for the new per-entry links), then the symlink is
-swapped for a real directory: a RECORD row never names a real directory other distributions have files in.
+swapped for a real directory (:mod:`wheelstore.venv.unfold`): a RECORD row never names a real directory other
+distributions have files in.
+
+Removing a distribution is :mod:`wheelstore.venv.uninstall`'s job, ``wheelstore edit`` :mod:`wheelstore.venv.edit`'s.
 """
 
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
 import os
-import re
 import stat
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from ..store import entrypoints
-from ..base import fsio
-from . import prepared
-from . import fold as folding
-from ..base.distinfo import INSTALLER_FILES, INSTALLER_NAME, ORIGIN_FILE, Distribution, installed, origin, record_hash
+from ..base.distinfo import INSTALLER_NAME, ORIGIN_FILE, record_hash
 from ..base.errors import InstallError, printable
 from ..base.interpreter import Interpreter
-from .link import LinkMode, link_file
-from ..base.logs import log
+from ..store import entrypoints
 from ..store.manifest_check import show
 from ..store.store import Tree
 from ..store.treefiles import TreeDirs
+from . import fold as folding
+from . import prepared
+from .link import LinkMode, link_file
 from .venvdirs import VenvDirs
-
-if TYPE_CHECKING:
-    pass
 
 
 class _Layout:
@@ -73,6 +68,10 @@ class _Layout:
         return f"{self.root}/{rel}", None  # runs once per file: a plain concatenation (tree paths are clean)
 
 
+#: a RECORD row: path in the venv, hash (RECORD's form, a manifest's sha256 hex digest, or empty), size
+_Row = tuple[str, str, int | str]
+
+
 def install_tree(
     tree: Tree,
     interpreter: Interpreter,
@@ -86,9 +85,9 @@ def install_tree(
 ) -> Path:
     """Install one tree into the venv of ``interpreter``; return the new dist-info directory.
 
-    ``fold`` (for LinkMode.FOLD, from :func:`plan_folds`) maps venv directories to the store directories they are
-    to be symlinks to; every other file is linked one by one (fold: as a symlink). On failure, whatever this call
-    created is removed again, so the venv is as it was.
+    ``fold`` (for LinkMode.FOLD, from :func:`wheelstore.venv.unfold.plan_folds`) maps venv directories to the store
+    directories they are to be symlinks to; every other file is linked one by one (fold: as a symlink). On failure,
+    whatever this call created is removed again, so the venv is as it was.
     """
     m = tree.manifest
     layout = _Layout(tree, interpreter)
@@ -110,50 +109,11 @@ def install_tree(
             _link_dirs(_tree_dirs(os.fspath(pycs.path), mode), unit.by_dir, set(), root, mode, dirs, created)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
-        record: list[tuple[str, str, int | str]] = []
-        reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
-        for source, rel, sha256, size in data_files:  # sorted by tree: one TreeDirs walks each tree's .data once
-            dst, scheme = layout.target(rel)
-            dir_fd, name = dirs.split(dst)
-            if source not in readers:
-                readers[source] = TreeDirs(source)  # scripts are read in every mode, to rewrite their shebang
-            tree_dirs = readers[source]
-            if scheme == "scripts":  # checked as launchers are: a tree published before the check, or forged
-                what = f"{m.wheel}: script {rel!r}"
-                entrypoints.check_not_venv_own(name, what)
-                entrypoints.check_free(os.path.dirname(dst), name, what)
-                data = _rewrite_shebang(tree_dirs.read(rel, size), interpreter.executable)
-                _write_new(dir_fd, name, data, 0o755)
-                record.append((dst, record_hash(data), len(data)))
-            else:
-                src_fd = tree_dirs.fd(rel.rpartition("/")[0]) if reads else None
-                _link_replacing(f"{source}/{rel}", dir_fd, name, mode, src_fd)
-                record.append((dst, sha256, size))
-            created.append(dst)
-        for script, data in _launchers(tree, interpreter, prep):
-            _write_new(*dirs.split(os.fspath(script)), data, 0o755)
-            created.append(os.fspath(script))
-            record.append((os.fspath(script), record_hash(data), len(data)))
-        extra = {"INSTALLER": f"{INSTALLER_NAME}\n".encode()}
-        if requested:
-            extra["REQUESTED"] = b""
-        if direct_url is not None:
-            extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
-        origin = {"store": store_root, "key": tree.key, "link_mode": mode.value,
-                  "pyc": pycs.key if pycs is not None else None}  # what gc roots then hold, without a look-up
-        extra[ORIGIN_FILE] = json.dumps(origin, sort_keys=True).encode()
-        dist_fd = dirs.open(dist_info)
-        for name, data in extra.items():
-            path = os.path.join(dist_info, name)
-            _write_new(dist_fd, name, data, 0o644)
-            created.append(path)
-            record.append((path, record_hash(data), len(data)))
-        record_path = os.path.join(dist_info, "RECORD")
-        head = [(top, "", "") for top in sorted(folded)]  # first: see the module docstring
-        text = _format_record(head, root) + prep.record + unit_record + _format_record(
-            [*record, (record_path, "", "")], root)
-        _write_new(dist_fd, "RECORD", text.encode(), 0o644)
-        created.append(record_path)
+        record = _place_data(data_files, layout, m.wheel, interpreter, mode, dirs, readers, created)
+        record += _write_launchers(tree, interpreter, prep, dirs, created)
+        extra = _installer_files(tree, mode, requested=requested, direct_url=direct_url, store_root=store_root,
+                                 pycs=pycs)
+        _write_dist_info(dist_info, extra, folded, prep.record + unit_record, record, root, dirs, created)
     except BaseException:
         for path in reversed(created):
             dirs.unlink(path)
@@ -165,6 +125,100 @@ def install_tree(
         for tree_dirs in readers.values():
             tree_dirs.close()
     return Path(dist_info)
+
+
+def _place_data(
+    data_files: list[tuple[str, str, str, int]],
+    layout: _Layout,
+    wheel: str,
+    interpreter: Interpreter,
+    mode: LinkMode,
+    dirs: VenvDirs,
+    readers: dict[str, TreeDirs],
+    created: list[str],
+) -> list[_Row]:
+    """Put the ``.data`` files (source tree, tree path, sha256, size) where their schemes go: scripts written fresh
+    with the venv's shebang, the rest linked; return their RECORD rows. ``readers`` keeps one TreeDirs per tree,
+    for the caller to close."""
+    record: list[_Row] = []
+    reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
+    for source, rel, sha256, size in data_files:  # sorted by tree: one TreeDirs walks each tree's .data once
+        dst, scheme = layout.target(rel)
+        dir_fd, name = dirs.split(dst)
+        if source not in readers:
+            readers[source] = TreeDirs(source)  # scripts are read in every mode, to rewrite their shebang
+        tree_dirs = readers[source]
+        if scheme == "scripts":  # checked as launchers are: a tree published before the check, or forged
+            what = f"{wheel}: script {rel!r}"
+            entrypoints.check_not_venv_own(name, what)
+            entrypoints.check_free(os.path.dirname(dst), name, what)
+            data = _rewrite_shebang(tree_dirs.read(rel, size), interpreter.executable)
+            write_new(dir_fd, name, data, 0o755)
+            record.append((dst, record_hash(data), len(data)))
+        else:
+            src_fd = tree_dirs.fd(rel.rpartition("/")[0]) if reads else None
+            _link_replacing(f"{source}/{rel}", dir_fd, name, mode, src_fd)
+            record.append((dst, sha256, size))
+        created.append(dst)
+    return record
+
+
+def _write_launchers(
+    tree: Tree, interpreter: Interpreter, prep: prepared.Prepared, dirs: VenvDirs, created: list[str]
+) -> list[_Row]:
+    """Write the tree's console and gui launchers; return their RECORD rows."""
+    record: list[_Row] = []
+    for script, data in _launchers(tree, interpreter, prep):
+        write_new(*dirs.split(os.fspath(script)), data, 0o755)
+        created.append(os.fspath(script))
+        record.append((os.fspath(script), record_hash(data), len(data)))
+    return record
+
+
+def _installer_files(
+    tree: Tree,
+    mode: LinkMode,
+    *,
+    requested: bool,
+    direct_url: dict[str, object] | None,
+    store_root: str | None,
+    pycs: Tree | None,
+) -> dict[str, bytes]:
+    """The files the installer writes into the dist-info besides RECORD: name -> content."""
+    extra = {"INSTALLER": f"{INSTALLER_NAME}\n".encode()}
+    if requested:
+        extra["REQUESTED"] = b""
+    if direct_url is not None:
+        extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
+    origin = {"store": store_root, "key": tree.key, "link_mode": mode.value,
+              "pyc": pycs.key if pycs is not None else None}  # what gc roots then hold, without a look-up
+    extra[ORIGIN_FILE] = json.dumps(origin, sort_keys=True).encode()
+    return extra
+
+
+def _write_dist_info(
+    dist_info: str,
+    extra: dict[str, bytes],
+    folded: set[str],
+    tree_rows: str,
+    record: list[_Row],
+    root: str,
+    dirs: VenvDirs,
+    created: list[str],
+) -> None:
+    """Write ``extra`` into the dist-info, then RECORD: the ``folded`` directories first (see the module docstring),
+    the trees' own rows (``tree_rows``, RECORD text already), then ``record``, ``extra`` and RECORD itself."""
+    dist_fd = dirs.open(dist_info)
+    for name, data in extra.items():
+        path = os.path.join(dist_info, name)
+        write_new(dist_fd, name, data, 0o644)
+        created.append(path)
+        record.append((path, record_hash(data), len(data)))
+    record_path = os.path.join(dist_info, "RECORD")
+    head: list[_Row] = [(top, "", "") for top in sorted(folded)]
+    text = _format_record(head, root) + tree_rows + _format_record([*record, (record_path, "", "")], root)
+    write_new(dist_fd, "RECORD", text.encode(), 0o644)
+    created.append(record_path)
 
 
 def _refuse_venv_own(wheel: str, data: list[tuple[str, str, int]], layout: _Layout, interpreter: Interpreter) -> None:
@@ -249,7 +303,7 @@ def _replace_existing(dir_fd: int | None, name: str) -> None:
     os.unlink(name, dir_fd=dir_fd)
 
 
-def _write_new(dir_fd: int | None, name: str, data: bytes, mode: int) -> None:
+def write_new(dir_fd: int | None, name: str, data: bytes, mode: int) -> None:
     """A real file in the venv (``name`` in ``dir_fd``, or a path). The venv is the user's own, so, as with pip,
     their umask applies."""
     _replace_existing(dir_fd, name)
@@ -260,20 +314,6 @@ def _write_new(dir_fd: int | None, name: str, data: bytes, mode: int) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _rmdir_quietly(path: str | Path) -> None:
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
 
 
 def _shebang(executable: str) -> bytes:
@@ -310,7 +350,7 @@ def _launchers(tree: Tree, interpreter: Interpreter, prep: prepared.Prepared) ->
         yield scripts_dir / name, _shebang(interpreter.executable) + b"# -*- coding: utf-8 -*-\n" + body.encode()
 
 
-def _format_record(rows: Sequence[tuple[str, str, int | str]], root: str) -> str:
+def _format_record(rows: Sequence[_Row], root: str) -> str:
     """RECORD rows for files anywhere in the venv: paths relative to the directory holding the dist-info. A row's
     hash is in RECORD's form already (or empty), or a manifest's sha256 hex digest, converted here."""
     out = io.StringIO()
@@ -322,235 +362,6 @@ def _format_record(rows: Sequence[tuple[str, str, int | str]], root: str) -> str
     return out.getvalue()
 
 
-# -- what is installed --------------------------------------------------------------------------------------------------
-
-
-class Stash:
-    """Files moved aside instead of deleted, inside the venv, so that a failed upgrade can put the old version back
-    (pip stashes the same way). :meth:`discard` deletes them once the new version is in; :meth:`restore` undoes."""
-
-    def __init__(self, prefix: str) -> None:
-        import tempfile
-
-        self.dir = Path(tempfile.mkdtemp(prefix=".wheelstore-stash-", dir=prefix))
-        self.moved: list[tuple[Path, Path]] = []
-
-    def take(self, path: Path) -> None:
-        """Move ``path`` (a file, a link, or a dist-info directory) aside; deleted outright across filesystems."""
-        target = self.dir / str(len(self.moved))
-        try:
-            os.rename(path, target)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-            fsio.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-            return
-        self.moved.append((path, target))
-
-    def restore(self) -> None:
-        for path, target in reversed(self.moved):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(target, path)
-        self.discard()
-
-    def discard(self) -> None:
-        fsio.rmtree(self.dir, ignore_errors=True)  # never follows a link: links into the store just go
-
-
-def uninstall(dist: Distribution, interpreter: Interpreter, stash: Stash | None = None) -> list[Path]:
-    """Remove exactly the files the distribution's RECORD lists (links, never their targets), and its empty dirs;
-    with ``stash``, move them there instead, to be restored if what replaces them fails."""
-    root = dist.dist_info.parent
-    try:
-        text = (dist.dist_info / "RECORD").read_text(encoding="utf-8")
-    except OSError:
-        raise InstallError(f"{dist.display_name} {dist.version} has no RECORD, so it cannot be removed safely") from None
-    removed: list[Path] = []
-    dirs: set[Path] = set()
-    prefix = os.path.normpath(interpreter.prefix) + os.sep
-    for row in csv.reader(io.StringIO(text)):
-        if not row:
-            continue
-        path = Path(os.path.normpath(root / row[0]))
-        if not str(path).startswith(prefix):  # as pip does: never remove anything outside the venv, but say so
-            log.warning("could not remove %s (RECORD of %s): it is outside the venv", show(row[0]),
-                        printable(dist.display_name))
-            continue
-        if _through_symlink(path.parent, prefix):
-            continue  # in a folded directory, gone with its link (or another tree's): never a store file
-        for victim in (path, *_pycs(path)):
-            try:
-                if stash is None:
-                    victim.unlink()
-                elif victim.is_dir() and not victim.is_symlink():
-                    continue
-                else:
-                    stash.take(victim)
-            except FileNotFoundError:
-                continue
-            except IsADirectoryError:
-                continue
-            removed.append(victim)
-            dirs.add(victim.parent)
-    stop = {Path(p) for p in interpreter.paths.values()} | {Path(interpreter.prefix)}
-    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-        _prune_empty(d, stop, prefix)
-    if dist.dist_info.exists():
-        if stash is None:
-            fsio.rmtree(dist.dist_info, ignore_errors=True)
-        else:
-            stash.take(dist.dist_info)
-    return removed
-
-
-def _pycs(path: Path) -> Iterable[Path]:
-    if path.suffix != ".py":
-        return ()
-    cache = path.parent / "__pycache__"
-    try:
-        return [cache / n for n in os.listdir(cache) if n.startswith(path.stem + ".") and n.endswith(".pyc")]
-    except OSError:
-        return ()
-
-
-def _through_symlink(directory: Path, prefix: str) -> bool:
-    """Whether a directory below the venv prefix is reached through a symlink (which could lead into the store)."""
-    d = directory
-    while str(d).startswith(prefix):
-        if d.is_symlink():
-            return True
-        d = d.parent
-    return False
-
-
-def _prune_empty(d: Path, stop: set[Path], prefix: str) -> None:
-    while d not in stop and d != d.parent and str(d).startswith(prefix):
-        pycache = d / "__pycache__"
-        if pycache.is_dir() and not any(pycache.iterdir()):
-            _rmdir_quietly(pycache)
-        try:
-            d.rmdir()
-        except OSError:
-            return
-        d = d.parent
-
-
-def record_files(dist: Distribution) -> list[tuple[Path, str]]:
-    """(absolute path, RECORD path) for every file the distribution's RECORD lists inside its venv (the directory
-    holding ``pyvenv.cfg``, else site-packages' parent); a row outside is left alone and said."""
-    try:
-        text = (dist.dist_info / "RECORD").read_text(encoding="utf-8")
-    except OSError:
-        raise InstallError(f"{dist.display_name} {dist.version} has no RECORD") from None
-    root = dist.dist_info.parent
-    venv = next((p for p in root.parents if (p / "pyvenv.cfg").is_file()), root.parent)
-    inside = os.fspath(venv).rstrip("/") + "/"
-    rows = []
-    for row in csv.reader(io.StringIO(text)):
-        if not row:
-            continue
-        path = os.path.normpath(root / row[0])
-        if path.startswith(inside):
-            rows.append((Path(path), row[0]))
-        else:
-            log.warning("left %s (RECORD of %s) alone: it is outside the venv", show(row[0]),
-                        printable(dist.display_name))
-    return rows
-
-
-def make_private(dist: Distribution, tree: Tree) -> list[Path]:
-    """Replace every file linked from ``tree`` with a private, writable copy (a reflink where possible).
-
-    For debugging a dependency with pdb or prints: the edits land in this venv only. The copies keep the store file's
-    mtime, so nothing is recompiled until the user actually edits a file. A folded directory becomes a real one of
-    such copies (its pycs included, still valid), and its RECORD row goes: it no longer is one entry.
-    """
-    changed: list[Path] = []
-    tree_root = os.fspath(tree.path) + "/"
-    private: set[str] = set()
-    for path, rel in record_files(dist):
-        if path.is_symlink() and os.readlink(path).startswith(tree_root) and path.is_dir():
-            changed.extend(_private_dir(os.readlink(path), os.fspath(path)))
-            private.add(rel)
-    if private:
-        _rewrite_record(dist, drop=private)
-    prefix = os.fspath(dist.dist_info.parent) + os.sep
-    for path, src in _linked(dist, tree):
-        if _through_symlink(path.parent, prefix):
-            continue  # in a directory another distribution folded: not this one's to copy
-        if src is None:  # already a private file (``sed -i`` replaced the link): made writable, edits kept
-            st = path.lstat()
-            if st.st_uid == os.geteuid() and not st.st_mode & stat.S_IWUSR:
-                os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR, follow_symlinks=False)
-                changed.append(path)
-            continue
-        tmp = path.with_name(f".{path.name}.wheelstore-edit")
-        _unlink_quietly(os.fspath(tmp))  # left by an interrupted edit
-        try:
-            link_file(os.fspath(src), os.fspath(tmp), LinkMode.REFLINK)
-        except OSError:
-            link_file(os.fspath(src), os.fspath(tmp), LinkMode.COPY)
-        os.replace(tmp, path)
-        changed.append(path)
-    return changed
-
-
-def relink(dist: Distribution, tree: Tree, mode: LinkMode, cache_tag: str | None = None) -> list[Path]:
-    """Undo :func:`make_private`: every file of the tree is linked from the store again, edits discarded.
-
-    In fold mode, directories that hold nothing but this distribution's files are folded again (as the plan would
-    fold them for ``cache_tag``, the venv's); the rest is linked per file.
-    """
-    changed: list[Path] = []
-    covered: Callable[[str], str | None] | None = None
-    if mode is LinkMode.FOLD:
-        refolded = _refold(dist, tree, cache_tag)
-        covered = folding.covering(refolded)
-        changed.extend(Path(p) for p in refolded)
-    prefix = os.fspath(dist.dist_info.parent) + os.sep
-    for path, src in _tree_files(dist, tree):
-        if covered is not None and covered(os.fspath(path.parent)) is not None:
-            continue
-        if not os.path.lexists(path) or _through_symlink(path.parent, prefix):
-            continue  # never installed (pycs of another Python) or removed since; or in someone else's fold
-        tmp = path.with_name(f".{path.name}.wheelstore-undo")
-        _unlink_quietly(os.fspath(tmp))
-        link_file(os.fspath(src), os.fspath(tmp), mode)
-        os.replace(tmp, path)
-        changed.append(path)
-    return changed
-
-
-def _tree_files(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path]]:
-    """(venv path, store path) for each file of the tree outside .data and installer metadata, from the manifest."""
-    root = dist.dist_info.parent
-    data_dir = tree.manifest.dist_info.removesuffix(".dist-info") + ".data"
-    for rel in sorted(tree.manifest.files):
-        parent, _, base = rel.rpartition("/")
-        if rel.startswith(data_dir + "/") or (parent == tree.manifest.dist_info and base in INSTALLER_FILES):
-            continue
-        yield root / rel, tree.path / rel
-
-
-def _linked(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path | None]]:
-    """The tree's files in this venv: those it shares with the store (a symlink into it, or the same inode) with
-    their store file, and its own regular files with None."""
-    for path, src in _tree_files(dist, tree):
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            continue
-        if stat.S_ISLNK(st.st_mode) or (st.st_nlink > 1 and (st.st_ino, st.st_dev) == _ino(src)):
-            yield path, src
-        elif stat.S_ISREG(st.st_mode):
-            yield path, None
-
-
-def _ino(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_ino, st.st_dev
-
-
 def bump_mtime(interpreter: Interpreter) -> None:
     """The import system caches directory listings by mtime: make new files visible to running interpreters."""
     for site in dict.fromkeys((interpreter.paths["purelib"], interpreter.paths["platlib"])):
@@ -558,195 +369,3 @@ def bump_mtime(interpreter: Interpreter) -> None:
             os.utime(site)
         except OSError:
             pass
-
-
-# -- folding -----------------------------------------------------------------------------------------------------------
-
-#: a folded directory's link target: STORE/trees/KEY/PATH
-_FOLDED = re.compile(r"^(/.+)/trees/([0-9a-f]{64})/(.+)$")
-
-
-def plan_folds(trees: Sequence[Tree], interpreter: Interpreter) -> dict[str, dict[str, str]]:
-    """Which directories each tree (installed in fold mode) folds, decided for all of them together.
-
-    Directories other installed distributions folded earlier are unfolded here when a tree needs to add to them (their
-    RECORD first); folds whose distribution is gone (an uninstaller that would not remove a link out of the venv)
-    are removed. Nothing else in the venv changes.
-    """
-    views = [prepared.of(tree, interpreter).view for tree in trees]
-    owners: dict[tuple[str, str], Distribution] | None = None
-
-    def state(path: str) -> str:
-        nonlocal owners
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return folding.ABSENT
-        if stat.S_ISDIR(st.st_mode):
-            return folding.REAL
-        if not stat.S_ISLNK(st.st_mode):
-            raise InstallError(f"{path} is a file, but a directory of the same name is to be installed there")
-        target = os.readlink(path)
-        found = _FOLDED.match(target)
-        if found is None:
-            raise InstallError(f"{path} is a symlink to {target}; refusing to install through it")
-        if owners is None:
-            owners = _owners(interpreter)
-        owner = owners.get((found.group(1), found.group(2)))
-        if owner is None:
-            os.unlink(path)
-            return folding.ABSENT
-        _unfold(path, target, owner)
-        return folding.REAL
-
-    return folding.plan(views, state)
-
-
-def _owners(interpreter: Interpreter) -> dict[tuple[str, str], Distribution]:
-    """Installed distributions by the (store, tree key) they were linked from."""
-    result = {}
-    for dist in installed(interpreter).values():
-        found = origin(dist)
-        if found is not None and found.get("store") and found.get("key"):
-            result[(str(found["store"]), str(found["key"]))] = dist
-    return result
-
-
-def _sibling(path: str, what: str) -> str:
-    head, name = os.path.split(path)
-    return os.path.join(head, f".{name}.wheelstore-{what}-{os.urandom(4).hex()}")
-
-
-def _swap(path: str, new: str, what: str) -> str:
-    """Put the entry ``new`` in the place of ``path`` (a directory and a symlink cannot be exchanged by one rename);
-    return where the old entry went."""
-    aside = _sibling(path, what)
-    os.rename(path, aside)
-    try:
-        os.rename(new, path)
-    except BaseException:
-        os.rename(aside, path)
-        raise
-    return aside
-
-
-def _unfold(path: str, target: str, owner: Distribution) -> None:
-    """Replace the folded directory ``path`` (a symlink to ``target``) by a real one of per-entry symlinks.
-
-    A subdirectory stays one symlink only where the owner also has a file beside it (see :mod:`wheelstore.venv.fold`
-    for why pip needs that); otherwise it is made real the same way, and so is a ``__pycache__``, so that Python
-    can still cache other modules there. The owner's RECORD is rewritten before the swap: a crash between leaves an
-    unlisted link (removed as stale by the next install), never a listed real directory others have files in.
-    """
-    tmp = _sibling(path, "unfold")
-    links: list[str] = []
-
-    def build(src: str, dst: str) -> None:
-        os.mkdir(dst, 0o777)  # the venv's own directory: the user's umask applies, as with pip
-        with os.scandir(src) as it:
-            entries = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
-        anchored = any(not is_dir for _name, is_dir in entries)
-        for name, is_dir in entries:
-            s, d = os.path.join(src, name), os.path.join(dst, name)
-            if is_dir and (name == "__pycache__" or not anchored):
-                build(s, d)
-            else:
-                os.symlink(s, d)
-                if is_dir:
-                    links.append(path + d[len(tmp) :])
-
-    try:
-        build(target, tmp)
-        root = owner.dist_info.parent
-        _rewrite_record(owner, drop={os.path.relpath(path, root)}, add=[os.path.relpath(p, root) for p in links])
-        os.unlink(_swap(path, tmp, "folded"))
-    except BaseException:
-        fsio.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _rewrite_record(dist: Distribution, *, drop: Iterable[str] = (), add: Sequence[str] = ()) -> None:
-    """Replace RECORD atomically without the rows ``drop``, with a hashless row for each directory in ``add``
-    placed before the first row below it."""
-    record = dist.dist_info / "RECORD"
-    gone = set(drop)
-    rows = [r for r in csv.reader(io.StringIO(record.read_text(encoding="utf-8"))) if r and r[0] not in gone]
-    for d in add:
-        if any(r[0] == d for r in rows):
-            continue
-        at = next((i for i, r in enumerate(rows) if r[0].startswith(d + "/")), len(rows) - 1)
-        rows.insert(at, [d, "", ""])
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(rows)
-    tmp = record.with_name(f".RECORD.wheelstore-{os.urandom(4).hex()}")
-    _write_new(None, os.fspath(tmp), out.getvalue().encode(), 0o644)
-    os.replace(tmp, record)
-
-
-def _private_dir(src: str, path: str) -> list[Path]:
-    """Replace the folded directory ``path`` by private copies of ``src`` (reflinks where possible, mtimes kept)."""
-    tmp = _sibling(path, "edit")
-    copied: list[Path] = []
-
-    def copy(from_dir: str, to_dir: str) -> None:
-        os.mkdir(to_dir, 0o777)
-        with os.scandir(from_dir) as it:
-            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-        for name, is_dir in entries:
-            if is_dir:
-                copy(os.path.join(from_dir, name), os.path.join(to_dir, name))
-                continue
-            dst = os.path.join(to_dir, name)
-            try:
-                link_file(os.path.join(from_dir, name), dst, LinkMode.REFLINK)
-            except OSError:
-                link_file(os.path.join(from_dir, name), dst, LinkMode.COPY)
-            copied.append(Path(path, os.path.relpath(dst, tmp)))
-
-    try:
-        copy(src, tmp)
-        os.unlink(_swap(path, tmp, "folded"))
-    except BaseException:
-        fsio.rmtree(tmp, ignore_errors=True)
-        raise
-    return copied
-
-
-def _refold(dist: Distribution, tree: Tree, cache_tag: str | None) -> dict[str, str]:
-    """Fold again the directories of the tree's root part that hold only this distribution's files (private
-    copies, and pycs Python wrote): the edits are discarded. Return every folded directory of the tree."""
-    root = os.fspath(dist.dist_info.parent)
-    m = tree.manifest
-    v = folding.view(tree, {"": root}, m.dist_info.removesuffix(".dist-info") + ".data", cache_tag)
-    ours = {os.fspath(p) for p, _src in _tree_files(dist, tree)}
-    folded: dict[str, str] = {}
-    foreign: dict[str, str] = {}  # links that are not this tree's: nothing below them is touched
-    for vdir in sorted(v.dirs):
-        if folding.covering(folded)(vdir) is not None or folding.covering(foreign)(vdir) is not None:
-            continue
-        target = v.dirs[vdir]
-        if os.path.islink(vdir):
-            (folded if os.readlink(vdir) == target else foreign)[vdir] = target
-            continue
-        if vdir in v.blocked or vdir.rpartition("/")[0] not in v.anchors:
-            continue
-        if os.path.isdir(vdir) and _only(vdir, ours):
-            link = _sibling(vdir, "undo")
-            os.symlink(target, link)
-            fsio.rmtree(_swap(vdir, link, "private"))
-            folded[vdir] = target
-    if folded:
-        _rewrite_record(dist, add=[os.path.relpath(d, root) for d in sorted(folded)])
-    return folded
-
-
-def _only(directory: str, ours: set[str]) -> bool:
-    """Whether everything below ``directory`` is one of the files ``ours``, or a pyc Python wrote."""
-    for head, dirs, files in os.walk(directory):
-        if any(os.path.islink(os.path.join(head, d)) for d in dirs):
-            return False
-        for name in files:
-            path = os.path.join(head, name)
-            if path not in ours and not (head.endswith("/__pycache__") and name.endswith(".pyc")):
-                return False
-    return True
