@@ -254,7 +254,7 @@ def obtain(
 
             path = download(store, sdist, client, progress)
             try:
-                sha = sdist.sha256 or _file_sha256(path)  # a local sdist may come without a hash
+                sha = sdist.sha256 or fsio.sha256_file(path)  # a local sdist may come without a hash
                 trees[_key(sdist)] = ensure_built(store, path, sha, interpreter, sources, quiet=progress is None)
             finally:
                 remove_download(store, path)
@@ -299,14 +299,6 @@ def remove_download(store: Store, path: Path) -> None:
 
 def _key(file: RemoteFile) -> str:
     return file.sha256 or file.url
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _sha256(file: RemoteFile) -> str | None:

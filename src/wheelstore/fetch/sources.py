@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import configparser
 import os
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -306,10 +305,7 @@ def _uv_settings(env: Mapping[str, str]) -> _ToolSettings:
 
 
 def _read_uv_file(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib  # here: most users have no uv config file
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib
+    from ..base.toml import tomllib  # here: most users have no uv config file
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

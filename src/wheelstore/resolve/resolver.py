@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,13 +30,9 @@ from packaging.requirements import InvalidRequirement, Requirement
 from ..base.errors import ResolutionError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
+from ..base.toml import tomllib
 from ..fetch.sources import Sources
 from ..fetch.uv import run_uv, uv_command, uv_failure
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 
 def lock(

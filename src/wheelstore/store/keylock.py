@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
+from ..base.fsio import hidden_name
 from ..base.logs import log
 from .policy import Policy, Role, user_name
 
@@ -251,7 +252,7 @@ class KeyLock:
         Creating it in place would expose it, for an instant, with the creator's private mode, and a member opening
         it just then would be refused.
         """
-        tmp = f".{self._name}.{os.getpid()}.{os.urandom(4).hex()}"
+        tmp = hidden_name(self._name)
         try:
             fd = self._policy.create(tmp, dir_fd=self._dir_fd)
         except OSError as e:

@@ -31,6 +31,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from ..base.errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
+from ..base.fsio import (
+    CHUNK as CHUNK,  # re-exported: resolve/inputs.py and store/verify.py import it from here
+)
 from ..base.hooks import checkpoint
 from . import entrypoints
 
@@ -41,7 +44,6 @@ if TYPE_CHECKING:
     from packaging.utils import NormalizedName
     from packaging.version import Version
 
-CHUNK = 1 << 20
 #: files a wheel's RECORD may leave without a hash (PEP 376/427): RECORD itself and its signatures
 UNHASHED = ("RECORD", "RECORD.jws", "RECORD.p7s")
 #: the install schemes a wheel's .data directory may hold (PEP 427)

@@ -157,10 +157,15 @@ class VenvDirs:
         if symlink:
             return OutsideVenv(f"{show(path)} is a symlink; refusing to install through it (it may lead into the "
                                "store, or out of the venv)")
-        return OutsideVenv(f"{show(path)} is a file, but a directory of the same name is to be installed there")
+        return OutsideVenv(file_in_the_way(show(path)))
 
     def _keep(self, path: str, fd: int) -> None:
         if len(self._fds) >= _KEEP:  # the oldest go: installs go parents first, so they are seldom asked again
             for old in list(self._fds)[: _KEEP // 4]:
                 os.close(self._fds.pop(old))
         self._fds[path] = fd
+
+
+def file_in_the_way(shown: str) -> str:
+    """The one wording for a file where the install needs a directory: the directory walk and folding both meet it."""
+    return f"{shown} is a file, but a directory of the same name is to be installed there"
