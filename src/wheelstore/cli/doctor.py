@@ -1,9 +1,10 @@
 """``wheelstore doctor``: whether sharing will work for this user here, and the exact command that fixes each problem.
 
 Every check asks the module that decides the matter in real use (store selection and opening, the policy's modes and
-membership rule, the link probe and :func:`~wheelstore.venv.link.choose`), so doctor cannot drift from what install does.
-It never changes the store: the only entries it makes are private, uniquely named scratch files in ``staging/`` and
-``locks/`` (named like every staging entry, so a killed doctor leaves something recognisably stale), removed at once.
+membership rule, the link probe and :func:`~wheelstore.venv.link.choose`), so doctor cannot drift from what install
+does. It never changes the store: the only entries it makes are private, uniquely named scratch files in
+``staging/`` and ``locks/`` (named like every staging entry, so a killed doctor leaves something recognisably stale),
+removed at once.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class Check:
 
 
 @dataclass
-class Report:
+class DoctorReport:
     """Every check doctor ran, in order; sharing works when none failed (warnings do not count)."""
 
     store: Path | None
@@ -135,17 +136,19 @@ class Report:
         return SharingBroken(f"sharing cannot work for {self.user} here: {first.detail}", hint=first.fix)
 
 
-def run(store: str | os.PathLike[str] | Selection | None = None, venv: str | os.PathLike[str] | None = None) -> Report:
+def run(
+    store: str | os.PathLike[str] | Selection | None = None, venv: str | os.PathLike[str] | None = None
+) -> DoctorReport:
     """Check the selected store (and ``venv``, if given) for this user. Never creates the store, never raises for a
     problem it can describe: each becomes a check."""
     venv_path = Path(venv).absolute() if venv is not None else None
     try:
         selection = store if isinstance(store, Selection) else select_store(store)
     except StoreError as e:  # a broken config file: nothing else can be judged without a store
-        report = Report(None, None, venv_path, current_user())
+        report = DoctorReport(None, None, venv_path, current_user())
         report.checks.append(Check("store", "fail", e.message, None))
         return report
-    report = Report(selection.path, selection.source, venv_path, current_user())
+    report = DoctorReport(selection.path, selection.source, venv_path, current_user())
     _Doctor(selection, venv_path, report).run()
     return report
 
@@ -153,7 +156,7 @@ def run(store: str | os.PathLike[str] | Selection | None = None, venv: str | os.
 class _Doctor:
     """The checks, sharing what earlier ones found (the opened store, the venv's interpreter)."""
 
-    def __init__(self, selection: Selection, venv: Path | None, report: Report) -> None:
+    def __init__(self, selection: Selection, venv: Path | None, report: DoctorReport) -> None:
         self.sel = selection
         self.root = selection.path
         self.venv = venv
