@@ -407,8 +407,8 @@ class _Doctor:
                      f"reflink unavailable {into}: {why}; auto will pick {mode.value} ({how})")
 
     def check_locks(self) -> Check | None:
-        """flock, as :mod:`~wheelstore.store.keylock` uses it, and fcntl locks, on a scratch file in ``locks/``; a second open must be
-        refused while the first holds it, or the lock is not a lock."""
+        """flock, as :mod:`~wheelstore.store.keylock` uses it, and fcntl locks, on a scratch file in ``locks/``; a
+        second open must be refused while the first holds it, or the lock is not a lock."""
         if self.store is None:
             return None
         locks = self.store.area_fd("locks")
