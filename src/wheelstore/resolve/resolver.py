@@ -75,7 +75,8 @@ def lock(
         staged = work / "pylock.toml"
         if out.is_file() and _is_pylock(out):
             shutil.copyfile(out, staged)
-        shown = shlex.join(["wheelstore", "lock", *requirements, *(a for p in requirement_files for a in ("-r", str(p)))])
+        file_args = (a for p in requirement_files for a in ("-r", str(p)))
+        shown = shlex.join(["wheelstore", "lock", *requirements, *file_args])
         cmd = [*uv_command(["pip", "compile"], interpreter, sources), "--format", "pylock.toml", "--generate-hashes",
                "--custom-compile-command", shown, "-o", str(staged), *inputs]
         log.debug("resolving with: %s", " ".join(cmd))

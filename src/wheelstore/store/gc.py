@@ -243,9 +243,9 @@ def collect_garbage(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool
 
 
 def _prune_user_cache(store: Store) -> int:
-    """The running user's cache entries (see :mod:`usercache`) for trees this store no longer has: each user's cache
-    keeps what installs derived per tree, and nothing else would ever remove it. Other users' caches are theirs to
-    prune, by running gc themselves."""
+    """The running user's cache entries (see :mod:`~wheelstore.base.usercache`) for trees this store no longer has: each
+    user's cache keeps what installs derived per tree, and nothing else would ever remove it. Other users' caches are
+    theirs to prune, by running gc themselves."""
     from ..base import usercache
     from .store import cache_id
     from .verify import Checkpoints

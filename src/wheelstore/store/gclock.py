@@ -1,4 +1,4 @@
-"""``locks/gc.lock``, the file of the store-wide lock (:class:`~wheelstore.store.keylock.StoreLock`): the store owner's.
+"""``locks/gc.lock``: the file of the store-wide lock (:class:`~wheelstore.store.storelock.StoreLock`), the owner's.
 
 Installs hold it shared and gc exclusive. Its owner may chmod it, or remove it from the sticky ``locks/``, and so make
 it unusable to everyone else, whose installs then go ahead without it (with a warning) while root's gc, which ignores

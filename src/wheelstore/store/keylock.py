@@ -15,7 +15,7 @@ for those only when nothing else is left to do.
 A lock file lives in the store's sticky ``locks/`` area and appears there with its final mode (it is built under a
 private name and linked into place). A key lock's holder removes it when done if it owns it, so lock files do not pile
 up; a waiter that then wins a lock on the removed inode notices (the path no longer names its inode) and starts over.
-The store lock's ``gc.lock`` is never removed, nor replaced (:class:`StoreLock`).
+The store lock's ``gc.lock`` is never removed, nor replaced (:class:`~wheelstore.store.storelock.StoreLock`).
 """
 
 from __future__ import annotations

@@ -2,13 +2,12 @@
 symlink.
 
 Every path an install creates is built from a manifest (its publisher's input) and the venv's layout. The manifest is
-checked when it is read (:mod:`wheelstore.store.manifest_check`); this is the second line. Each directory is reached from
-one of the venv's roots (its prefix and the interpreter's install paths, opened as the interpreter names them) one
+checked when it is read (:mod:`wheelstore.store.manifest_check`); this is the second line. Each directory is reached
+from one of the venv's roots (its prefix and the interpreter's install paths, opened as the interpreter names them) one
 component at a time, with ``O_NOFOLLOW``: a component that is ``..``, ``.``, empty, or a symlink (a folded directory
 into the store, or something planted) is refused, and a path under no root is refused, so no field however forged
-reaches outside the venv. Each directory is opened once per install and its fd kept for the files created in it,
-which then cost the kernel one lookup each instead of a walk of the whole path.
-"""
+reaches outside the venv. Each directory is opened once per install and its fd kept for the files created in it, which
+then cost the kernel one lookup each instead of a walk of the whole path. """
 
 from __future__ import annotations
 
