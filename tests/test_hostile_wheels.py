@@ -286,13 +286,13 @@ def test_listing_a_venv_never_opens_a_linked_metadata_blocking(workdir: Path) ->
     every install makes, names it from its directory instead of waiting for a writer (so it can be uninstalled)."""
     import threading
 
-    from wheelstore.resolve.inputs import _describe
+    from wheelstore.base.distinfo import describe
 
     dist_info = workdir / "fifo-1.0.dist-info"
     dist_info.mkdir()
     os.mkfifo(dist_info / "METADATA")
     found: list[object] = []
-    reader = threading.Thread(target=lambda: found.append(_describe(dist_info)), daemon=True)
+    reader = threading.Thread(target=lambda: found.append(describe(dist_info)), daemon=True)
     reader.start()
     reader.join(timeout=60)
     assert len(found) == 1 and found[0] is not None, found
