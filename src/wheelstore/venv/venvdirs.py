@@ -19,12 +19,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..base.errors import OutsideVenv
+from ..base.fsio import open_dir
 from ..store.manifest_check import show
 
 if TYPE_CHECKING:
     from ..base.interpreter import Interpreter
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: directory fds kept open at most per install_tree call (a tree may have thousands of directories, four trees are
 #: installed at once, and the fd limit is often 1,024)
 _KEEP = 128
@@ -93,7 +93,7 @@ class VenvDirs:
             raise OutsideVenv(f"refusing to create {show(path)}: {show(name)} is not a plain name")
         parent_fd = self.open(parent, create=create)
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            fd = open_dir(name, dir_fd=parent_fd)
         except FileNotFoundError:
             if not create:
                 raise
@@ -142,7 +142,7 @@ class VenvDirs:
 
     def _open_made(self, parent_fd: int, name: str, path: str) -> int:
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            return open_dir(name, dir_fd=parent_fd)
         except OSError as e:
             raise self._refusal(parent_fd, name, path, e) from None
 
