@@ -1,5 +1,5 @@
-"""Small filesystem primitives the stages share: durable writes, hidden temporary names, file hashes and removal of
-read-only trees."""
+"""Small filesystem primitives the stages share: durable writes, hidden temporary names, file hashes, the umask and
+removal of read-only trees."""
 
 from __future__ import annotations
 
@@ -179,3 +179,17 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     """The sha256 hex digest of the file at ``path``; OSError if it cannot be read."""
     with open(path, "rb", buffering=0) as f:
         return sha256_stream(f)
+
+
+def umask() -> int:
+    """The process umask, read without changing it where the kernel reports it (Linux >= 4.7)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -18,6 +18,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from ..base import fsio
 from ..base.errors import (
     StoreAccessDenied,
     StoreError,
@@ -291,7 +292,7 @@ class _Doctor:
     # -- the machine ---------------------------------------------------------------------------------------------------
 
     def check_umask(self) -> Check:
-        return Check("umask", "ok", f"{_umask():04o}; it does not matter: wheelstore sets the mode (and group) of "
+        return Check("umask", "ok", f"{fsio.umask():04o}; it does not matter: wheelstore sets the mode (and group) of "
                      "everything it creates explicitly from the store's recorded policy, whatever the umask")
 
     def _sides(self) -> list[tuple[str, Path]]:
@@ -497,20 +498,6 @@ def _existing(path: Path) -> Path:
     while not os.path.exists(path) and path != path.parent:
         path = path.parent
     return path
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the kernel reports it (Linux >= 4.7)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _dev(dev: int) -> str:

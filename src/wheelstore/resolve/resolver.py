@@ -27,6 +27,7 @@ from packaging.pylock import (
 )
 from packaging.requirements import InvalidRequirement, Requirement
 
+from ..base import fsio
 from ..base.errors import ResolutionError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
@@ -85,7 +86,7 @@ def lock(
             raise uv_failure(lines, f"cannot resolve {', '.join([*requirements, *map(str, requirement_files)])}",
                              sources)
         check_hashes(staged)
-        staged.chmod(0o666 & ~_umask())
+        staged.chmod(0o666 & ~fsio.umask())
         os.replace(staged, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -99,12 +100,6 @@ def _is_pylock(path: Path) -> bool:
     except (ResolutionError, OSError):
         return False
     return True
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def read_pylock(path: Path) -> Pylock:
