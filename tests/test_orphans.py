@@ -31,7 +31,7 @@ from wheelstore.store import gc
 from wheelstore.store.store import Store
 
 gc.STALE_AFTER = 0
-report = gc.collect(Store.open(sys.argv[1]), grace=0)
+report = gc.collect_garbage(Store.open(sys.argv[1]), grace=0)
 print(json.dumps(report.to_json()))
 """
 

@@ -22,7 +22,8 @@ __all__ = ["Policy", "Realized", "Store", "Tree", "WheelstoreError", "__version_
 #: the re-exports, imported on first use: every ``wheelstore.x`` import runs this file, and the CLI starts faster
 #: without the realize stage (zipfile, the wheel reader), which a warm install never needs
 _LAZY = {"Policy": "store.policy", "Realized": "store.publish", "realize_wheel": "store.publish",
-         "realize_wheels": "store.publish", "Store": "store.store", "Tree": "store.store", "WheelstoreError": "base.errors"}
+         "realize_wheels": "store.publish", "Store": "store.store", "Tree": "store.store",
+         "WheelstoreError": "base.errors"}
 
 
 def __getattr__(name: str) -> object:

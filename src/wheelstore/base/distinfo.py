@@ -13,6 +13,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from .errors import InstallError
 from .interpreter import Interpreter
 from .names import canonical
 
@@ -127,6 +128,14 @@ def origin(dist: Distribution) -> dict[str, str] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def record_text(dist: Distribution, consequence: str = "") -> str:
+    """The distribution's RECORD; without one (``consequence``: what that stops) it cannot be touched safely."""
+    try:
+        return (dist.dist_info / "RECORD").read_text(encoding="utf-8")
+    except OSError:
+        raise InstallError(f"{dist.display_name} {dist.version} has no RECORD{consequence}") from None
 
 
 #: files pip writes itself into a dist-info directory, never taken from the wheel

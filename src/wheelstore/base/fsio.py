@@ -1,15 +1,19 @@
-"""Small filesystem primitives the stages share: durable writes and removal of read-only trees."""
+"""Small filesystem primitives the stages share: durable writes, hidden temporary names, file hashes, the umask and
+removal of read-only trees."""
 
 from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 RENAME_NOREPLACE = 1
+#: bytes read at a time when a file is hashed or copied
+CHUNK = 1 << 20
 
 
 @functools.cache
@@ -155,3 +159,37 @@ def rmtree(path: str | os.PathLike[str], *, ignore_errors: bool = False) -> None
 def open_dir(name: str, *, dir_fd: int | None = None) -> int:
     """Open a directory without following a symlink planted in its place."""
     return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+
+
+def hidden_name(name: str) -> str:
+    """A private temporary name for ``name``'s next version, in the same directory: hidden (a leading dot), and
+    unique to this process and call, so concurrent writers never share one before the rename or link into place."""
+    return f".{name}.{os.getpid()}.{os.urandom(4).hex()}"
+
+
+def sha256_stream(f: BinaryIO) -> str:
+    """The sha256 hex digest of what ``f`` holds from its offset to its end, read :data:`CHUNK` bytes at a time."""
+    digest = hashlib.sha256()
+    while chunk := f.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of the file at ``path``; OSError if it cannot be read."""
+    with open(path, "rb", buffering=0) as f:
+        return sha256_stream(f)
+
+
+def umask() -> int:
+    """The process umask, read without changing it where the kernel reports it (Linux >= 4.7)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -96,7 +96,7 @@ def write_bytes(name: str, data: bytes) -> bool:
     else (:func:`_own_dirs`): a link planted in a shared ``$XDG_CACHE_HOME`` cannot send the user's entries (tree
     keys, venv and store paths) into someone else's directory."""
     directory, _, base = name.rpartition("/")
-    tmp = f".{base}.{os.getpid()}.{os.urandom(4).hex()}"
+    tmp = fsio.hidden_name(base)
     try:
         dir_fd = _own_dirs(directory)
     except OSError:

@@ -15,13 +15,11 @@ import os
 import secrets
 import shlex
 import stat
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
 
+from ..base import fsio
 from ..base.errors import (
-    SharingBroken,
     StoreAccessDenied,
     StoreError,
     StoreNotFound,
@@ -36,8 +34,7 @@ from ..store.store import AREAS, CONFIG, Store, staging_name
 from ..store.storelock import judge_gc_lock
 from ..venv.link import LinkMode
 from ..venv.linkmode import choose, fs_type, probe_now
-
-Status = Literal["ok", "warn", "fail"]
+from .doctor_report import Check, DoctorReport, Status
 
 #: below these, the store's filesystem gets a warning; below the hard ones, publishing cannot work (a failure)
 LOW_SPACE = 1 << 30
@@ -65,89 +62,19 @@ NETWORK_FS = {
 }
 
 
-@dataclass(frozen=True)
-class Check:
-    """One finding: ``fix`` is the exact command that fixes it, or None when there is none to give."""
-
-    name: str
-    status: Status
-    detail: str
-    fix: str | None = None
-
-    def __post_init__(self) -> None:  # one line, whatever a path or an OS message held
-        object.__setattr__(self, "detail", " ".join(self.detail.split()))
-
-    def to_json(self) -> dict[str, object]:
-        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
-
-
-@dataclass
-class Report:
-    """Every check doctor ran, in order; sharing works when none failed (warnings do not count)."""
-
-    store: Path | None
-    selected_by: str | None
-    venv: Path | None
-    user: str
-    checks: list[Check] = field(default_factory=list)
-    #: the mode ``--link-mode auto`` picks here, when the probe could run
-    auto_link_mode: str | None = None
-
-    def __iter__(self) -> Iterator[Check]:
-        return iter(self.checks)
-
-    @property
-    def ok(self) -> bool:
-        return all(c.status != "fail" for c in self.checks)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "store": str(self.store) if self.store else None,
-            "selected_by": self.selected_by,
-            "venv": str(self.venv) if self.venv else None,
-            "user": self.user,
-            "ok": self.ok,
-            "auto_link_mode": self.auto_link_mode,
-            "checks": [c.to_json() for c in self.checks],
-        }
-
-    def lines(self) -> list[str]:
-        """The report for people: one line per check, its fix indented below it."""
-        width = max((len(c.name) for c in self.checks), default=0)
-        out = [f"wheelstore doctor for {self.user}: store {self.store or '-'} (selected by {self.selected_by or '-'})"
-               + (f", venv {self.venv}" if self.venv else "")]
-        for c in self.checks:
-            out.append(f"{c.status:4}  {c.name:{width}}  {c.detail}")
-            if c.fix and c.status != "ok":
-                out.append(f"{'':4}  {'':{width}}  fix: {c.fix}")
-        warnings = sum(c.status == "warn" for c in self.checks)
-        failures = sum(c.status == "fail" for c in self.checks)
-        if failures:
-            out.append(f"sharing cannot work for {self.user} here: {failures} problem(s), {warnings} warning(s)")
-        else:
-            out.append(f"sharing works for {self.user} here ({warnings} warning(s))")
-        return out
-
-    def error(self) -> SharingBroken | None:
-        """The first failure (preferring one with a fix) as a one-line error for the CLI, or None if sharing works."""
-        failures = [c for c in self.checks if c.status == "fail"]
-        if not failures:
-            return None
-        first = next((c for c in failures if c.fix), failures[0])
-        return SharingBroken(f"sharing cannot work for {self.user} here: {first.detail}", hint=first.fix)
-
-
-def run(store: str | os.PathLike[str] | Selection | None = None, venv: str | os.PathLike[str] | None = None) -> Report:
+def run(
+    store: str | os.PathLike[str] | Selection | None = None, venv: str | os.PathLike[str] | None = None
+) -> DoctorReport:
     """Check the selected store (and ``venv``, if given) for this user. Never creates the store, never raises for a
     problem it can describe: each becomes a check."""
     venv_path = Path(venv).absolute() if venv is not None else None
     try:
         selection = store if isinstance(store, Selection) else select_store(store)
     except StoreError as e:  # a broken config file: nothing else can be judged without a store
-        report = Report(None, None, venv_path, current_user())
+        report = DoctorReport(None, None, venv_path, current_user())
         report.checks.append(Check("store", "fail", e.message, None))
         return report
-    report = Report(selection.path, selection.source, venv_path, current_user())
+    report = DoctorReport(selection.path, selection.source, venv_path, current_user())
     _Doctor(selection, venv_path, report).run()
     return report
 
@@ -155,7 +82,7 @@ def run(store: str | os.PathLike[str] | Selection | None = None, venv: str | os.
 class _Doctor:
     """The checks, sharing what earlier ones found (the opened store, the venv's interpreter)."""
 
-    def __init__(self, selection: Selection, venv: Path | None, report: Report) -> None:
+    def __init__(self, selection: Selection, venv: Path | None, report: DoctorReport) -> None:
         self.sel = selection
         self.root = selection.path
         self.venv = venv
@@ -366,7 +293,7 @@ class _Doctor:
     # -- the machine ---------------------------------------------------------------------------------------------------
 
     def check_umask(self) -> Check:
-        return Check("umask", "ok", f"{_umask():04o}; it does not matter: wheelstore sets the mode (and group) of "
+        return Check("umask", "ok", f"{fsio.umask():04o}; it does not matter: wheelstore sets the mode (and group) of "
                      "everything it creates explicitly from the store's recorded policy, whatever the umask")
 
     def _sides(self) -> list[tuple[str, Path]]:
@@ -482,8 +409,8 @@ class _Doctor:
                      f"reflink unavailable {into}: {why}; auto will pick {mode.value} ({how})")
 
     def check_locks(self) -> Check | None:
-        """flock, as :mod:`locks` uses it, and fcntl locks, on a scratch file in ``locks/``; a second open must be
-        refused while the first holds it, or the lock is not a lock."""
+        """flock, as :mod:`~wheelstore.store.keylock` uses it, and fcntl locks, on a scratch file in ``locks/``; a
+        second open must be refused while the first holds it, or the lock is not a lock."""
         if self.store is None:
             return None
         locks = self.store.area_fd("locks")
@@ -572,20 +499,6 @@ def _existing(path: Path) -> Path:
     while not os.path.exists(path) and path != path.parent:
         path = path.parent
     return path
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where the kernel reports it (Linux >= 4.7)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _dev(dev: int) -> str:

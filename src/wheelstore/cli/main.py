@@ -23,7 +23,7 @@ from ..store.config import select_store
 from ..store.policy import SHARED_MODES
 from ..store.store import Store
 from ..venv.create import create as create_venv
-from ..venv.environment import Environment, Options, Report
+from ..venv.environment import Environment, InstallReport, Options
 from ..venv.link import LinkMode
 
 
@@ -103,7 +103,7 @@ def _link_mode(args: argparse.Namespace) -> LinkMode | None:
     return None if args.link_mode == "auto" else LinkMode(args.link_mode)
 
 
-def _print_report(args: argparse.Namespace, report: Report, started: float) -> None:
+def _print_report(args: argparse.Namespace, report: InstallReport, started: float) -> None:
     if args.json:
         _json(report.to_json())
         return
@@ -229,7 +229,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     grace = gc.DEFAULT_GRACE if args.grace is None else gc.parse_duration(args.grace)
     with Store.select(args.store) as store:
-        report = gc.collect(store, grace=grace, dry_run=args.dry_run)
+        report = gc.collect_garbage(store, grace=grace, dry_run=args.dry_run)
     if args.json:
         _json(report.to_json())
         return 0
@@ -257,7 +257,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from ..store import stats
 
     with Store.select(args.store) as store:
-        result = stats.collect(store)
+        result = stats.measure(store)
     data = result.to_json()
     if args.json:
         _json(data)

@@ -1,3 +1,3 @@
-"""The fetch layer: where distributions come from (sources, HTTP, the index client), downloads, sdist builds and running uv.
+"""The fetch layer: where distributions come from, and getting them into the store.
 
-It imports only the store and base layers."""
+Sources, HTTP, the index client, downloads, sdist builds and running uv. It imports only the store and base layers."""

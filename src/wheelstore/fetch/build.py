@@ -27,12 +27,13 @@ import platformdirs
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ..base.errors import BuildError, HashMismatch, StoreError
+from ..base.fsio import CHUNK
 from ..base.interpreter import Interpreter
 from ..store.commit import link_record
 from ..store.policy import current_user, user_name
 from ..store.publish import realize
 from ..store.store import Store, Tree
-from ..store.wheel import CHUNK, normalize_sha256
+from ..store.wheel import normalize_sha256
 from .sources import Sources
 from .uv import run_uv, uv_command, uv_failure
 

@@ -9,7 +9,8 @@ For each wheel, with its sha256 known from the index or the lock:
 3. stream the body into a new file in a private directory in ``staging/`` (``download-<sha>-<host>-<pid>-<rand>/``,
    recognisably stale if we die), hashing as it is written. A short body, a wrong length or a wrong hash raises, the
    staging directory is removed, and nothing is published;
-4. ``store.realize`` publishes it (hashing it once more as it unpacks); the staging directory is removed.
+4. :func:`~wheelstore.store.publish.realize` publishes it (hashing it once more as it unpacks); the staging directory is
+   removed.
 
 The file keeps its own name inside the staging directory because :mod:`wheelstore.store.wheel` reads name, version and
 tags from it. ``file://`` wheels are realized from where they are, without a copy.
@@ -169,8 +170,8 @@ def fetch_trees(
     (with ``compiler``, their pycs compiled into the trees, as :func:`wheelstore.store.publish.realize` does).
 
     Downloads run ``jobs`` at a time, the largest first. Processes fetching the same wheels split them: a wheel another
-    process is fetching is waited for only once nothing else is left (:func:`wheelstore.store.keylock.share_work`). The first
-    failure stops the downloads not yet started and is raised; trees already published stay (they are complete and
+    process is fetching is waited for only once nothing else is left (:func:`wheelstore.store.keylock.share_work`). The
+    first failure stops the downloads not yet started and is raised; trees already published stay (they are complete and
     content-addressed).
     """
     report = progress or Progress()
@@ -254,7 +255,7 @@ def obtain(
 
             path = download(store, sdist, client, progress)
             try:
-                sha = sdist.sha256 or _file_sha256(path)  # a local sdist may come without a hash
+                sha = sdist.sha256 or fsio.sha256_file(path)  # a local sdist may come without a hash
                 trees[_key(sdist)] = ensure_built(store, path, sha, interpreter, sources, quiet=progress is None)
             finally:
                 remove_download(store, path)
@@ -299,14 +300,6 @@ def remove_download(store: Store, path: Path) -> None:
 
 def _key(file: RemoteFile) -> str:
     return file.sha256 or file.url
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _sha256(file: RemoteFile) -> str | None:
@@ -396,7 +389,8 @@ def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m wheelstore.fetch.download --store S --index-url U NAME[SPEC]...``: fetch the best wheels into the store."""
+    """``python -m wheelstore.fetch.download --store S --index-url U NAME[SPEC]...``: fetch the best wheels into the
+    store."""
     import argparse
     import json
 

@@ -22,7 +22,8 @@ from ..base.errors import DownloadCutOff, FetchError
 if TYPE_CHECKING:
     import urllib3
 
-CHUNK = 1 << 16
+#: bytes per read of a response body (or a file:// one), as it is streamed to disk and hashed
+BODY_CHUNK = 1 << 16
 #: statuses worth retrying: rate limiting and the usual transient server and gateway failures
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 10
@@ -199,7 +200,7 @@ class Http:
             except OSError as e:
                 raise FetchError(f"cannot read {path} ({url}): {e.strerror}") from None
             with f:
-                yield Body(url, os.fstat(f.fileno()).st_size, iter(lambda: f.read(CHUNK), b""))
+                yield Body(url, os.fstat(f.fileno()).st_size, iter(lambda: f.read(BODY_CHUNK), b""))
             return
         import urllib3
 
@@ -213,7 +214,7 @@ class Http:
             def chunks() -> Iterator[bytes]:
                 nonlocal done
                 try:
-                    yield from response.stream(CHUNK, decode_content=False)
+                    yield from response.stream(BODY_CHUNK, decode_content=False)
                 except urllib3.exceptions.HTTPError as e:
                     raise DownloadCutOff(f"download of {url} was cut off: {_reason(e)}") from None
                 done = True

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import configparser
 import os
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -220,7 +219,8 @@ def _pip_settings(env: Mapping[str, str]) -> _ToolSettings:
             parser.read(path, encoding="utf-8")
         except (configparser.Error, UnicodeDecodeError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise SourcesError(f"{path} is not a valid pip config file: {first}", hint=f"fix or remove {path}") from None
+            raise SourcesError(f"{path} is not a valid pip config file: {first}",
+                               hint=f"fix or remove {path}") from None
         except PermissionError:  # pip would fail too; here the file is simply not ours to read
             continue
         for section, values in sections.items():
@@ -306,10 +306,7 @@ def _uv_settings(env: Mapping[str, str]) -> _ToolSettings:
 
 
 def _read_uv_file(path: Path) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib  # here: most users have no uv config file
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib
+    from ..base.toml import tomllib  # here: most users have no uv config file
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

@@ -1,3 +1,4 @@
-"""The resolve layer: from what the user typed (requirements, requirements files, find-links, pylock files) to one located file or store tree per distribution.
+"""The resolve layer: from what the user typed to one located file or store tree per distribution.
 
-It imports only the fetch, store and base layers."""
+Requirements, requirements files, find-links and pylock files, and locking with uv. It imports only the fetch, store and
+base layers."""

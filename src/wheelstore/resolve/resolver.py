@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,16 +31,13 @@ from packaging.pylock import (
 )
 from packaging.requirements import InvalidRequirement, Requirement
 
+from ..base import fsio
 from ..base.errors import ResolutionError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
+from ..base.toml import tomllib
 from ..fetch.sources import Sources
 from ..fetch.uv import run_uv, uv_command, uv_failure
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 
 def lock(
@@ -84,7 +80,8 @@ def lock(
         staged = work / "pylock.toml"
         if out.is_file() and _is_pylock(out):
             shutil.copyfile(out, staged)
-        shown = shlex.join(["wheelstore", "lock", *requirements, *(a for p in requirement_files for a in ("-r", str(p)))])
+        file_args = (a for p in requirement_files for a in ("-r", str(p)))
+        shown = shlex.join(["wheelstore", "lock", *requirements, *file_args])
         cmd = [*uv_command(["pip", "compile"], interpreter, sources), "--format", "pylock.toml", "--generate-hashes",
                "--custom-compile-command", shown, "-o", str(staged), *inputs]
         log.debug("resolving with: %s", " ".join(cmd))
@@ -93,7 +90,7 @@ def lock(
             raise uv_failure(lines, f"cannot resolve {', '.join([*requirements, *map(str, requirement_files)])}",
                              sources)
         check_hashes(staged)
-        staged.chmod(0o666 & ~_umask())
+        staged.chmod(0o666 & ~fsio.umask())
         os.replace(staged, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -107,12 +104,6 @@ def _is_pylock(path: Path) -> bool:
     except (ResolutionError, OSError):
         return False
     return True
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def read_pylock(path: Path) -> Pylock:

@@ -241,8 +241,8 @@ class _Compiler:
 
 
 class InTree:
-    """A ``realize`` compiler (see :data:`wheelstore.store.publish.Compiler`): the target interpreter's pycs, compiled into
-    a staged tree before its directories are sealed, then sealed themselves with the store's published modes."""
+    """A ``realize`` compiler (see :data:`wheelstore.store.publish.Compiler`): the target interpreter's pycs, compiled
+    into a staged tree before its directories are sealed, then sealed themselves with the store's published modes."""
 
     def __init__(self, store: Store, interpreter: Interpreter) -> None:
         self.store = store
@@ -352,8 +352,8 @@ def unit_publishers(store: Store, tree: Tree) -> frozenset[int]:
 
 def distrust(store: Store, unit: Tree, tree: Tree | None = None) -> str | None:
     """Why the pyc ``unit`` (as :meth:`Store.lookup` returned it) must not be used, or None when it may: its tree and
-    its manifest file must both belong to one of :func:`unit_publishers`. ``tree`` is the unit's source tree, looked up when not given; without one
-    (gone, or itself untrusted) only the store's owner and root are trusted."""
+    its manifest file must both belong to one of :func:`unit_publishers`. ``tree`` is the unit's source tree, looked up
+    when not given; without one (gone, or itself untrusted) only the store's owner and root are trusted."""
     if tree is None:
         try:
             tree = store.lookup(unit.key[:64])

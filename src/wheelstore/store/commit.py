@@ -1,6 +1,6 @@
 """Committing a published unit: staging beside its place, sealing, renaming into place, and linking its manifest.
 
-The steps every kind of unit shares (a wheel's tree in :mod:`.realize`, a pyc unit in :mod:`.bytecode`): each
+The steps every kind of unit shares (a wheel's tree in :mod:`.publish`, a pyc unit in :mod:`.bytecode`): each
 is built in a private directory, sealed, synced and renamed into place; the manifest, linked last, makes it visible."""
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -61,10 +60,7 @@ def parse_toml(f: BinaryIO, where: Path) -> dict[str, object]:
             return kept
     except (EOFError, ValueError, TypeError):
         pass
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib
+    from ..base.toml import tomllib  # here: only when the cached parse is stale
     try:
         data = tomllib.load(f)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

@@ -1,9 +1,9 @@
 """gc: remove the trees no live venv uses, without ever taking one from under a running install.
 
-Mark and sweep. The mark reads every root (:mod:`wheelstore.store.roots`) and confirms it against the venv itself. The sweep
-takes unreferenced units (trees, their pyc units, manifests) older than the grace period, entries of ``trees/`` that
-no manifest describes (:mod:`wheelstore.store.orphans`: interrupted publishes, and planted names, files and symlinks) once
-unchanged for a day or the grace period, and stale staging.
+Mark and sweep. The mark reads every root (:mod:`~wheelstore.store.roots`) and confirms it against the venv itself.
+The sweep takes unreferenced units (trees, their pyc units, manifests) older than the grace period, entries of
+``trees/`` that no manifest describes (:mod:`~wheelstore.store.orphans`: interrupted publishes, and planted names, files
+and symlinks) once unchanged for a day or the grace period, and stale staging.
 
 The race with installs is closed by one store-wide lock file, ``locks/gc.lock``: an install holds it *shared* from
 looking up or realizing its trees until its root is written; gc holds it *exclusive* only while it re-reads the roots
@@ -92,7 +92,7 @@ class Unit:
 
 
 @dataclass
-class Report:
+class GcReport:
     store: str
     dry_run: bool
     grace_seconds: float
@@ -191,11 +191,11 @@ class _Candidate:
     owner_uid: int
 
 
-def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False) -> Report:
+def collect_garbage(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False) -> GcReport:
     """Mark from the live roots and sweep what nothing holds; with ``dry_run`` only say what would go."""
     from .stats import usage
 
-    report = Report(str(store.root), dry_run, grace)
+    report = GcReport(str(store.root), dry_run, grace)
     marks = _Marks(store)
     marks.update()  # the slow pass (reading venvs) runs unlocked
     doomed: list[tuple[str, _Candidate]] = []
@@ -243,9 +243,9 @@ def collect(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False
 
 
 def _prune_user_cache(store: Store) -> int:
-    """The running user's cache entries (see :mod:`usercache`) for trees this store no longer has: each user's cache
-    keeps what installs derived per tree, and nothing else would ever remove it. Other users' caches are theirs to
-    prune, by running gc themselves."""
+    """The running user's cache entries (see :mod:`~wheelstore.base.usercache`) for trees this store no longer has: each
+    user's cache keeps what installs derived per tree, and nothing else would ever remove it. Other users' caches are
+    theirs to prune, by running gc themselves."""
     from ..base import usercache
     from .store import cache_id
     from .verify import VerifyMarks
@@ -261,7 +261,7 @@ def _prune_user_cache(store: Store) -> int:
     return usercache.prune(cache_id(store.root), present.__contains__)
 
 
-def _candidates(store: Store, live: set[str], grace: float, report: Report) -> list[_Candidate]:
+def _candidates(store: Store, live: set[str], grace: float, report: GcReport) -> list[_Candidate]:
     """Every unit nothing holds that is old enough to go; counts the rest into the report."""
     now = time.time()
     manifests_fd, trees_fd = store.area_fd("manifests"), store.area_fd("trees")
@@ -346,7 +346,7 @@ def _plan(store: Store, cand: _Candidate) -> str:
     return "unpublish"
 
 
-def _unpublish(store: Store, cand: _Candidate, report: Report) -> str | None:
+def _unpublish(store: Store, cand: _Candidate, report: GcReport) -> str | None:
     """Under the exclusive lock: unlink the manifest, then move the tree to a hidden name. Return that name."""
     key = cand.unit.key
     manifests_fd, trees_fd = store.area_fd("manifests"), store.area_fd("trees")
@@ -378,7 +378,7 @@ def _unpublish(store: Store, cand: _Candidate, report: Report) -> str | None:
     return hidden
 
 
-def _delete(store: Store, hidden: str, cand: _Candidate, report: Report) -> None:
+def _delete(store: Store, hidden: str, cand: _Candidate, report: GcReport) -> None:
     """After the lock: delete an unpublished tree's files, if this process may."""
     from .stats import usage
 
@@ -399,7 +399,7 @@ def _delete(store: Store, hidden: str, cand: _Candidate, report: Report) -> None
     report.removed.append(unit)
 
 
-def _sweep_staging(store: Store, report: Report, *, dry_run: bool) -> None:
+def _sweep_staging(store: Store, report: GcReport, *, dry_run: bool) -> None:
     """Leftovers of dead publishers, downloads and gcs: stale as :meth:`Store.staging_entries` decides."""
     from .stats import Usage, usage
 

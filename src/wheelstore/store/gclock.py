@@ -1,4 +1,4 @@
-"""``locks/gc.lock``, the file of the store-wide lock (:class:`~wheelstore.store.keylock.StoreLock`): the store owner's.
+"""``locks/gc.lock``: the file of the store-wide lock (:class:`~wheelstore.store.storelock.StoreLock`), the owner's.
 
 Installs hold it shared and gc exclusive. Its owner may chmod it, or remove it from the sticky ``locks/``, and so make
 it unusable to everyone else, whose installs then go ahead without it (with a warning) while root's gc, which ignores
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from ..base.errors import StoreError
+from ..base.fsio import hidden_name
 from .policy import Policy, Role
 
 #: in the store's ``locks/``: held shared by installs, exclusive by gc
@@ -28,7 +29,7 @@ def may_create(store_owner: int) -> bool:
 def make(locks_fd: int, policy: Policy) -> None:
     """``init``: put the store owner's ``gc.lock`` in place with the lock role's mode, built under a private name and
     renamed over whatever a member may have put there before ``config.toml`` existed (the owner of ``locks/`` may)."""
-    tmp = f".{LOCK_NAME}.{os.getpid()}.{os.urandom(4).hex()}"
+    tmp = hidden_name(LOCK_NAME)
     fd = policy.create(tmp, dir_fd=locks_fd)
     try:
         policy.apply(fd, Role.LOCK)

@@ -15,7 +15,7 @@ for those only when nothing else is left to do.
 A lock file lives in the store's sticky ``locks/`` area and appears there with its final mode (it is built under a
 private name and linked into place). A key lock's holder removes it when done if it owns it, so lock files do not pile
 up; a waiter that then wins a lock on the removed inode notices (the path no longer names its inode) and starts over.
-The store lock's ``gc.lock`` is never removed, nor replaced (:class:`StoreLock`).
+The store lock's ``gc.lock`` is never removed, nor replaced (:class:`~wheelstore.store.storelock.StoreLock`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
+from ..base.fsio import hidden_name
 from ..base.logs import log
 from .policy import Policy, Role, user_name
 
@@ -251,7 +252,7 @@ class KeyLock:
         Creating it in place would expose it, for an instant, with the creator's private mode, and a member opening
         it just then would be refused.
         """
-        tmp = f".{self._name}.{os.getpid()}.{os.urandom(4).hex()}"
+        tmp = hidden_name(self._name)
         try:
             fd = self._policy.create(tmp, dir_fd=self._dir_fd)
         except OSError as e:

@@ -27,10 +27,12 @@ _SEPARATORS = re.compile(r"[-_.]+")
 #: a version as packaging prints one (PEP 440), and a local part
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.!+_-]*", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: the install schemes a wheel's .data directory may hold (PEP 427), as :data:`wheelstore.store.wheel.DATA_SCHEMES`
+#: the install schemes a wheel's .data directory may hold (PEP 427); reading a wheel holds it to the same
 DATA_SCHEMES = frozenset({"purelib", "platlib", "headers", "scripts", "data"})
 _MAX_SHOWN = 120
-#: the deepest entry, as :data:`wheelstore.store.wheel.MAX_DEPTH` (a walk goes a directory level per call)
+#: the deepest entry, in a manifest or a wheel: every walk of a tree or a venv (install, the check, verify, gc,
+#: uninstall) goes a directory level per call, and Python's stack is about a thousand calls deep; real wheels nest a
+#: few dozen levels
 MAX_DEPTH = 128
 
 

@@ -77,8 +77,9 @@ def _has_manifest(name: str, manifests_fd: int) -> bool:
 
 
 def _removal(store: Store, name: str, kind: str, st: os.stat_result, age: float) -> str:
-    """What removes the entry, as gc (:func:`wheelstore.store.gc.collect`) and realize really do. The command is quoted:
-    the name is the planter's choice, and ``trees/x ~`` unquoted would remove the home of whoever pastes it."""
+    """What removes the entry, as gc (:func:`~wheelstore.store.gc.collect_garbage`) and realize really do. The command
+    is quoted: the name is the planter's choice, and ``trees/x ~`` unquoted would remove the home of whoever pastes
+    it."""
     import shlex  # here: only verify names orphans, and the CLI starts without shlex
 
     owner = user_name(st.st_uid)

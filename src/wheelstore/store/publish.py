@@ -30,7 +30,7 @@ from typing import TypeVar
 
 from ..base import fsio
 from ..base.errors import StoreError, UnsafeMember, WheelstoreError
-from ..base.fsio import open_dir
+from ..base.fsio import CHUNK, open_dir
 from ..base.hooks import checkpoint
 from ..base.interpreter import Interpreter
 from ..base.logs import log
@@ -40,7 +40,7 @@ from .keylock import share_work
 from .manifest import FileEntry, Manifest
 from .policy import Role, user_name
 from .store import Store, Tree, staging_name
-from .wheel import CHUNK, Limit, Member, WheelArchive
+from .wheel import Limit, Member, WheelArchive
 
 T = TypeVar("T")
 #: compiles a staged tree's modules into it before its directories are sealed (``bytecode.InTree``): gets the staging

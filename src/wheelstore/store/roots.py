@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from ..base.distinfo import ORIGIN_FILE, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
-from ..base.fsio import open_dir
+from ..base.fsio import hidden_name, open_dir
 from ..base.interpreter import Interpreter
 from ..base.logs import log
 from .bytecode import distrust
@@ -317,7 +317,7 @@ def _write_atomically(store: Store, dir_fd: int, name: str, data: bytes) -> None
     """Readers see the old root or the new one, never half of one: a private temp file renamed over it. Not fsynced
     (that was 3 ms of every install): a root is meant to be as durable as the venv it describes, whose files are not
     synced either, by wheelstore, pip or uv."""
-    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}"
+    tmp = hidden_name(name)
     try:
         store.policy.write_new(tmp, data, Role.PUBLISHED_FILE, dir_fd=dir_fd, sync=False)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

@@ -6,9 +6,9 @@ a fast one takes no block, a long one a whole block). The store is walked first,
 venv nothing, while a symlink, a reflink or a copy costs what its own inode allocates. Reflinked files are counted
 whole, as ``du`` counts them, although they share blocks with the store (``df`` shows less).
 
-Logical is, per live venv (a root :func:`wheelstore.store.roots.confirm` confirms), the allocated size of every store unit
-it links, trees and their pyc units alike (a venv without the store would hold those pycs too, once imported), as if
-each were a private copy.
+Logical is, per live venv (a root :func:`~wheelstore.store.roots.confirm` confirms), the allocated size of every
+store unit it links, trees and their pyc units alike (a venv without the store would hold those pycs too, once
+imported), as if each were a private copy.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class Stats:
         }
 
 
-def collect(store: Store) -> Stats:
+def measure(store: Store) -> Stats:
     """Measure the store and every venv a live root names."""
     same = rootmod.SameStore(store)
     held: dict[str, set[str]] = {}

@@ -69,7 +69,7 @@ class Tree(NamedTuple):
     path: Path
     manifest: Manifest
     #: the manifest file's identity when it was read (device, inode, size, mtime, ctime), for caches of what is
-    #: derived from it (:mod:`prepared`); None for a tree made in this process
+    #: derived from it (:mod:`~wheelstore.venv.prepared`); None for a tree made in this process
     stamp: tuple[int, int, int, int, int] | None = None
 
 
@@ -134,7 +134,8 @@ class Store:
         try:
             fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise StoreNotFound(f"there is no store at {root}", hint=f"create one with: wheelstore init {root}") from None
+            raise StoreNotFound(f"there is no store at {root}",
+                                hint=f"create one with: wheelstore init {root}") from None
         except NotADirectoryError:
             raise StoreError(f"{root} is not a directory, so it is not a store") from None
         except PermissionError:
@@ -151,9 +152,8 @@ class Store:
         try:
             cfd = os.open(CONFIG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root_fd)
         except FileNotFoundError:
-            raise StoreError(
-                f"{root} is not a wheelstore store (it has no {CONFIG})", hint=f"create one with: wheelstore init {root}"
-            ) from None
+            raise StoreError(f"{root} is not a wheelstore store (it has no {CONFIG})",
+                             hint=f"create one with: wheelstore init {root}") from None
         except PermissionError:
             raise _access_denied(root) from None
         except OSError as e:
@@ -349,8 +349,8 @@ class Store:
         """The committed tree for ``key``, or None. A tree without a manifest is never returned.
 
         Both the manifest and the tree must look like the tool made them: a read-only regular file and a sealed
-        directory, owned by a trusted publisher, as :mod:`wheelstore.store.provenance` says. Anything else in their place
-        was planted or damaged, and using it would let one member feed others arbitrary files.
+        directory, owned by a trusted publisher, as :mod:`wheelstore.store.provenance` says. Anything else in their
+        place was planted or damaged, and using it would let one member feed others arbitrary files.
 
         A manifest file this user parsed before (same device, inode, size, mtime and ctime) is taken with the small
         fields the user's cache kept and its file list parsed only when asked for (:meth:`Manifest.deferred`);

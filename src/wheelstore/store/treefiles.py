@@ -16,7 +16,6 @@ from types import TracebackType
 from ..base import fsio
 from ..base.errors import NotAFile, printable
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _HINT = "run wheelstore verify; the tree's publisher or an admin can repair it"
 
 
@@ -56,9 +55,9 @@ class TreeDirs:
             if rel_dir:
                 parent_fd = self.fd(parent)
                 assert parent_fd is not None
-                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+                fd = fsio.open_dir(name, dir_fd=parent_fd)
             else:
-                fd = os.open(self.source, _DIR_FLAGS)
+                fd = fsio.open_dir(self.source)
         except OSError as e:
             raise NotAFile(f"{printable(self.source)}/{printable(rel_dir)} in the store cannot be read as a directory "
                            f"of its tree ({e.strerror}), so nothing was installed from it", hint=_HINT) from None

@@ -31,8 +31,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from ..base.errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
+from ..base.fsio import (
+    CHUNK as CHUNK,  # re-exported: resolve/inputs.py and store/verify.py import it from here
+)
 from ..base.hooks import checkpoint
 from . import entrypoints
+from .manifest_check import DATA_SCHEMES, MAX_DEPTH
 
 if TYPE_CHECKING:
     import zipfile
@@ -41,17 +45,11 @@ if TYPE_CHECKING:
     from packaging.utils import NormalizedName
     from packaging.version import Version
 
-CHUNK = 1 << 20
 #: files a wheel's RECORD may leave without a hash (PEP 376/427): RECORD itself and its signatures
 UNHASHED = ("RECORD", "RECORD.jws", "RECORD.p7s")
-#: the install schemes a wheel's .data directory may hold (PEP 427)
-DATA_SCHEMES = frozenset({"purelib", "platlib", "headers", "scripts", "data"})
 #: longest name component and member path accepted: NAME_MAX, and PATH_MAX less room for a store and venv prefix
 MAX_COMPONENT = 255
 MAX_PATH = 3000
-#: the deepest member accepted: every walk of a tree or a venv (install, the check, verify, gc, uninstall) goes a
-#: directory level per call, and Python's stack is about a thousand calls deep; real wheels nest a few dozen levels
-MAX_DEPTH = 128
 #: hash algorithms RECORD may use; weaker ones are refused as PEP 427 asks
 ALLOWED_ALGORITHMS = frozenset({"sha256", "sha384", "sha512", "sha3_256", "sha3_384", "sha3_512", "blake2b"})
 

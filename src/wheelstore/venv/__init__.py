@@ -1,3 +1,4 @@
-"""The venv layer: a venv filled from the store (install, sync, uninstall, list, edit), creating venvs, laying trees out, link modes, folding and the install-time checks.
+"""The venv layer: a venv filled from the store (install, sync, uninstall, list, edit).
 
-It imports every layer below it and nothing above."""
+Creating venvs, laying trees out, link modes, folding and the install-time checks. It imports every layer below it and
+nothing above."""

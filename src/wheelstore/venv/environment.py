@@ -45,7 +45,7 @@ SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
 INSTALL_THREADS = 4
 
 
-class Report:
+class InstallReport:
     """What an install or sync did, for the CLI and ``--json``."""
 
     def __init__(self) -> None:
@@ -85,7 +85,7 @@ class Environment:
     def distributions(self) -> dict[NormalizedName, Distribution]:
         return installed(self.interpreter)
 
-    def install(self, store: Store, candidates: Sequence[Candidate], options: Options = Options()) -> Report:
+    def install(self, store: Store, candidates: Sequence[Candidate], options: Options = Options()) -> InstallReport:
         """Install ``candidates`` (with ``options.exact``, as sync: remove every other distribution but the seeds).
 
         The gc lock is held shared from finding the trees until the venv's gc root lists them, so a concurrent
@@ -116,9 +116,9 @@ class Environment:
 
     def _install(
         self, store: Store, candidates: Sequence[Candidate], options: Options, *, check_while_linking: bool
-    ) -> Report:
+    ) -> InstallReport:
         link_mode, compile_bytecode = options.link_mode, options.compile_bytecode
-        report = Report()
+        report = InstallReport()
         present = self.distributions()
         todo = [c for c in candidates if not _same(present.get(c.name), c)]
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c not in todo]
@@ -168,7 +168,7 @@ class Environment:
         modes: dict[str, LinkMode],
         pycs: dict[str, Tree],
         present: dict[NormalizedName, Distribution],
-        report: Report,
+        report: InstallReport,
         later: checks.CheckWhileLinking | None,
     ) -> dict[NormalizedName, Stash]:
         """Link the trees, replacing older versions (kept aside until the caller discards them), and take everything
@@ -234,7 +234,7 @@ class Environment:
         with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, per_file)), thread_name_prefix="install") as pool:
             list(pool.map(one, zip(todo, trees)))
 
-    def uninstall(self, names: Sequence[str]) -> Report:
+    def uninstall(self, names: Sequence[str]) -> InstallReport:
         """Remove distributions, then refresh the gc roots of the stores they came from."""
         dists = self.distributions()
         stores = {str(o["store"]) for n in names if (d := dists.get(canonical(n))) is not None
@@ -248,8 +248,8 @@ class Environment:
                 log.warning("could not refresh the gc root of %s in %s: %s", self.path, path, e.oneline())
         return report
 
-    def _uninstall(self, names: Sequence[str]) -> Report:
-        report = Report()
+    def _uninstall(self, names: Sequence[str]) -> InstallReport:
+        report = InstallReport()
         present = self.distributions()
         missing = [n for n in names if canonical(n) not in present]
         if missing:
@@ -294,7 +294,7 @@ class Environment:
             except ValueError:
                 recorded = None
             # the safety rule is applied again: the store's policy or the tree's owner may have changed since
-            notes = Report()
+            notes = InstallReport()
             modes = self._choose_modes(store, [tree], recorded, notes)
             for note in notes.notes:
                 log.warning("%s", note)
@@ -352,7 +352,7 @@ class Environment:
         return [trees[c.name] for c in todo]
 
     def _choose_modes(
-        self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: Report
+        self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: InstallReport
     ) -> dict[str, LinkMode]:
         """The mode for every tree, decided before anything in the venv changes."""
         modes: dict[str, LinkMode] = {}

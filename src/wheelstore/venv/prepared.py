@@ -1,12 +1,12 @@
 """What installing a tree derives from its manifest, worked out once and kept in the user's cache.
 
-Linking a tree into a venv needs its files grouped by directory, its RECORD rows and, for folding, which directories
-it fills (:func:`wheelstore.venv.fold.view`). All of that follows from the manifest and the venv's layout (where
-site-packages lies under the prefix, and the Python's cache tag), not from the venv itself, and deriving it took a
-warm install of the benchmark set more Python time than its system calls: several passes over 16,700 manifest rows.
-So it is kept per user (:mod:`usercache`: private, 0600), per store, tree and layout, with the identity of the
-manifest file it came from (device, inode, size, mtime, ctime): a repaired tree's new manifest is a new file, so a
-stale entry is never used. A missing, foreign or unreadable entry is derived again.
+Linking a tree into a venv needs its files grouped by directory, its RECORD rows and, for folding, which directories it
+fills (:func:`wheelstore.venv.fold.view`). All of that follows from the manifest and the venv's layout (where
+site-packages lies under the prefix, and the Python's cache tag), not from the venv itself, and deriving it took a warm
+install of the benchmark set more Python time than its system calls: several passes over 16,700 manifest rows. So it is
+kept per user (:mod:`~wheelstore.base.usercache`: private, 0600), per store, tree and layout, with the identity of the
+manifest file it came from (device, inode, size, mtime, ctime): a repaired tree's new manifest is a new file, so a stale
+entry is never used. A missing, foreign or unreadable entry is derived again.
 
 Venv paths are kept relative to the prefix (a NUL stands for it), so one entry serves every venv of that layout.
 """
@@ -27,7 +27,7 @@ from ..base.distinfo import INSTALLER_FILES
 from ..base.interpreter import Interpreter
 from ..store.store import Tree, cache_id
 
-#: bumped whenever what is kept changes (2: only from manifests that passed :mod:`manifest_check`)
+#: bumped whenever what is kept changes (2: only from manifests that passed :mod:`~wheelstore.store.manifest_check`)
 FORMAT = 2
 _PREFIX = "\0"
 #: what makes csv quote a RECORD path

@@ -2,13 +2,12 @@
 symlink.
 
 Every path an install creates is built from a manifest (its publisher's input) and the venv's layout. The manifest is
-checked when it is read (:mod:`wheelstore.store.manifest_check`); this is the second line. Each directory is reached from
-one of the venv's roots (its prefix and the interpreter's install paths, opened as the interpreter names them) one
+checked when it is read (:mod:`wheelstore.store.manifest_check`); this is the second line. Each directory is reached
+from one of the venv's roots (its prefix and the interpreter's install paths, opened as the interpreter names them) one
 component at a time, with ``O_NOFOLLOW``: a component that is ``..``, ``.``, empty, or a symlink (a folded directory
 into the store, or something planted) is refused, and a path under no root is refused, so no field however forged
-reaches outside the venv. Each directory is opened once per install and its fd kept for the files created in it,
-which then cost the kernel one lookup each instead of a walk of the whole path.
-"""
+reaches outside the venv. Each directory is opened once per install and its fd kept for the files created in it, which
+then cost the kernel one lookup each instead of a walk of the whole path. """
 
 from __future__ import annotations
 
@@ -20,12 +19,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ..base.errors import OutsideVenv
+from ..base.fsio import open_dir
 from ..store.manifest_check import show
 
 if TYPE_CHECKING:
     from ..base.interpreter import Interpreter
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: directory fds kept open at most per install_tree call (a tree may have thousands of directories, four trees are
 #: installed at once, and the fd limit is often 1,024)
 _KEEP = 128
@@ -94,7 +93,7 @@ class VenvDirs:
             raise OutsideVenv(f"refusing to create {show(path)}: {show(name)} is not a plain name")
         parent_fd = self.open(parent, create=create)
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            fd = open_dir(name, dir_fd=parent_fd)
         except FileNotFoundError:
             if not create:
                 raise
@@ -143,7 +142,7 @@ class VenvDirs:
 
     def _open_made(self, parent_fd: int, name: str, path: str) -> int:
         try:
-            return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            return open_dir(name, dir_fd=parent_fd)
         except OSError as e:
             raise self._refusal(parent_fd, name, path, e) from None
 
@@ -157,10 +156,15 @@ class VenvDirs:
         if symlink:
             return OutsideVenv(f"{show(path)} is a symlink; refusing to install through it (it may lead into the "
                                "store, or out of the venv)")
-        return OutsideVenv(f"{show(path)} is a file, but a directory of the same name is to be installed there")
+        return OutsideVenv(file_in_the_way(show(path)))
 
     def _keep(self, path: str, fd: int) -> None:
         if len(self._fds) >= _KEEP:  # the oldest go: installs go parents first, so they are seldom asked again
             for old in list(self._fds)[: _KEEP // 4]:
                 os.close(self._fds.pop(old))
         self._fds[path] = fd
+
+
+def file_in_the_way(shown: str) -> str:
+    """The one wording for a file where the install needs a directory: the directory walk and folding both meet it."""
+    return f"{shown} is a file, but a directory of the same name is to be installed there"
