@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from wheelstore.base.errors import EntryPointError, NotAFile, RecordMismatch
+from wheelstore.base.fsio import CHUNK
 from wheelstore.store import entrypoints
 from wheelstore.store.treefiles import read_tree_file
-from wheelstore.store.wheel import CHUNK, WheelArchive
+from wheelstore.store.wheel import WheelArchive
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
 from .wheelmaker import make_wheel, record_hash

@@ -164,7 +164,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
                                        find_links=tuple(args.find_links), no_index=args.no_index, offline=args.offline)
     out = lock(args.items, [Path(r) for r in args.requirements], interpreter, sources, Path(args.output),
                quiet=args.quiet)
-    _out(args, f"wrote {out} for Python {interpreter.python_version} in {(time.perf_counter() - started) * 1000:.0f} ms")
+    took = (time.perf_counter() - started) * 1000
+    _out(args, f"wrote {out} for Python {interpreter.python_version} in {took:.0f} ms")
     return 0
 
 
@@ -427,7 +428,8 @@ def _lock_arguments(p: argparse.ArgumentParser) -> None:
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--venv", help="resolve for this venv's interpreter")
     target.add_argument("--python", help="resolve for this interpreter")
-    p.add_argument("-o", "--output", default="pylock.toml", metavar="FILE", help="where to write (default: pylock.toml)")
+    p.add_argument("-o", "--output", default="pylock.toml", metavar="FILE",
+                   help="where to write (default: pylock.toml)")
     _add_source_options(p)
     p.set_defaults(func=cmd_lock)
 
@@ -515,7 +517,8 @@ def _err(line: str) -> None:
 
 def _log_to_stderr(*, quiet: bool, verbose: bool = False) -> None:
     """Warnings from the API (a lock that could not be taken, ...) as ``warning: ...`` lines; with ``verbose`` also
-    what is being done, as ``debug: ...`` lines. The handler is made with the first such line (:mod:`.logs`)."""
+    what is being done, as ``debug: ...`` lines. The handler is made with the first such line
+    (:mod:`wheelstore.base.logs`)."""
     level = logs.ERROR if quiet else logs.DEBUG if verbose else logs.WARNING
     logs.threshold = level
     logs.setup = lambda: _handler(level)

@@ -229,7 +229,7 @@ def choose_wheel(
     Yanked files count only for an exact ``==`` pin (PEP 592); prereleases only when asked or when nothing else fits.
     Among files with equally good tags the highest build number wins.
     """
-    select = create_compatible_tags_selector(interpreter.tags)  # the ranking inputs.py uses for local wheels
+    select = create_compatible_tags_selector(interpreter.tags)  # the ranking candidates.py uses for local wheels
     candidates = _eligible(files, name, specifier, interpreter, prereleases, wheels=True)
     for version in sorted(candidates, reverse=True):
         tagged = [(f, parse_wheel_filename(f.filename)[3]) for f in candidates[version]]

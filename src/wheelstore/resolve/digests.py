@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from ..base import fsio
 from ..base.errors import InputError
-from ..store.wheel import CHUNK
 
 
 def file_sha256(path: Path, origin: str) -> tuple[str, tuple[int, ...]]:
     """The file's sha256, and the identity of the file read (see :class:`Digests`)."""
-    h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
+            digest = fsio.sha256_stream(f)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file ({origin})") from None
     except OSError as e:
         raise InputError(f"{path}: cannot be read ({e.strerror})") from None
-    return h.hexdigest(), file_identity(st)
+    return digest, file_identity(st)
 
 
 def file_identity(st: os.stat_result) -> tuple[int, ...]:
@@ -36,7 +33,7 @@ class Digests:
     mtime). On local filesystems a write moves the file's ctime, which only root can set back, so a changed file is
     read again. Where ctime does not follow writes (FAT, sshfs) a wheel rewritten under the same name with the same
     size and mtime would still find its old tree: pin hashes there. A kept digest only ever finds a tree the store
-    has (see :func:`gather_candidates`); it is never what a file is checked against."""
+    has (see :func:`~wheelstore.resolve.candidates.gather_candidates`); it is never what a file is checked against."""
 
     FORMAT = 1
     #: entries kept per directory; the oldest go first

@@ -2,10 +2,9 @@
 
 Local inputs are read first, and a candidate chosen for each distribution (:mod:`candidates`). An unpinned
 requirement hands the whole request to uv (:func:`resolver.lock`), and the PEP 751 lock it writes is read like any
-other lock file (:mod:`pylock`). A pinned distribution with no
-local file is then looked up in the store by its hashes, so a warm store needs no network at all, and only what is
-still missing is looked up on the indexes (:mod:`index`). ``--offline`` stops before the network and names every
-distribution it lacks.
+other lock file (:mod:`pylock`). A pinned distribution with no local file is then looked up in the store by its
+hashes, so a warm store needs no network at all, and only what is still missing is looked up on the indexes
+(:mod:`wheelstore.fetch.index`). ``--offline`` stops before the network and names every distribution it lacks.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ from .candidates import Candidate, gather_candidates
 from .pylock import is_pylock
 from .requirements import parse_requirements_file
 
-#: index pages read at once (an index that serves one page per distribution; the pool of :class:`Http` holds 10)
+#: index pages read at once (an index that serves one page per distribution; the pool of
+#: :class:`~wheelstore.fetch.http.Http` holds 10)
 INDEX_THREADS = 8
 
 

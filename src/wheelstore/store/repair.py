@@ -5,13 +5,12 @@ install that meets a damaged tree) that changes the store, so it needs publish a
 
 Under the key's lock the manifest moves out first, so readers stop trusting the tree before anything else changes;
 then the tree moves (both into ``staging/quarantine-<key>-...``, where gc recognises them by name), and the wheel is
-published again with :meth:`Store.realize`. Bytecode units of the tree are quarantined too: their pycs were checked
-against the old files' mtimes, and the next install compiles fresh ones.
+published again with :func:`~wheelstore.store.publish.realize_wheel`. Bytecode units of the tree are quarantined
+too: their pycs were checked against the old files' mtimes, and the next install compiles fresh ones.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import sys
@@ -35,7 +34,6 @@ from .verify import (
     names_of,
     unit_of,
 )
-from .wheel import CHUNK
 
 #: the staging kind of quarantined trees and manifests (``staging/quarantine-<key>-<host>-<pid>-<rand>[.json]``)
 QUARANTINE = "quarantine"
@@ -68,12 +66,9 @@ def local_wheels(find_links: Sequence[str | os.PathLike[str]]) -> WheelFinder:
 
 
 def sha256_of(path: Path) -> str | None:
+    """The file's sha256, or None when it cannot be read (a wheel to repair from that is not there after all)."""
     try:
-        with open(path, "rb", buffering=0) as f:
-            digest = hashlib.sha256()
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return fsio.sha256_file(path)
     except OSError:
         return None
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import hashlib
 import marshal
 import os
 import stat
@@ -38,7 +37,7 @@ import weakref
 from array import array
 from typing import NamedTuple
 
-from ..base import usercache
+from ..base import fsio, usercache
 from ..base.errors import StoreError, printable
 from ..base.fsio import open_dir
 from .bytecode import distrust
@@ -46,7 +45,6 @@ from .manifest import FileEntry, named
 from .orphans import Orphan, find_orphans
 from .policy import Role, user_name
 from .store import MAX_MANIFEST, Store, Tree, cache_id
-from .wheel import CHUNK
 
 #: file timestamps come from a coarse clock (one tick, 1-10 ms): a ctime this close to a check's start is not trusted
 RACY_NS = 20_000_000
@@ -463,10 +461,8 @@ class _Walk:
             self.damaged(rel, "unreadable", f"cannot be read: {e.strerror}")
             return
         with os.fdopen(fd, "rb", buffering=0) as f:
-            digest = hashlib.sha256()
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != self.m.files[rel].sha256:
+            digest = fsio.sha256_stream(f)
+        if digest != self.m.files[rel].sha256:
             self.damaged(rel, "content", "its content differs from the manifest")
 
 

@@ -31,9 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from ..base.errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
-from ..base.fsio import (
-    CHUNK as CHUNK,  # re-exported: resolve/inputs.py and store/verify.py import it from here
-)
+from ..base.fsio import CHUNK
 from ..base.hooks import checkpoint
 from . import entrypoints
 from .manifest_check import DATA_SCHEMES, MAX_DEPTH

@@ -1,7 +1,8 @@
 """A venv filled from a store: install, sync, uninstall and list, over the pipeline's stages.
 
-resolve (:mod:`plan`) -> fetch (:mod:`fetch`) -> realize (:mod:`realize`, in the store) -> link (:mod:`link`,
-:mod:`install`) -> maintain (:mod:`checks` before or while linking, :mod:`roots` after). The link
+resolve (:mod:`wheelstore.resolve.plan`) -> fetch (:mod:`wheelstore.fetch.download`) -> realize
+(:mod:`wheelstore.store.publish`) -> link (:mod:`.linkmode`, :mod:`.install`) -> maintain (:mod:`.checks` before or
+while linking, :mod:`wheelstore.store.roots` after). The link
 mode is chosen for every tree before the venv is touched, so a mode that cannot work here is refused with nothing
 half-installed; a tree the check finds damaged while it is being linked takes the whole install back.
 """
@@ -325,7 +326,8 @@ class Environment:
     ) -> list[Tree]:
         """Trees for the candidates: looked up by hash when one is known (no file opened, no network), else realized
         from local wheels, or downloaded (once per store) and built from sdists where needed. With ``compile_into``
-        (auto, fold), wheels published now get this interpreter's pycs inside the tree (see :mod:`bytecode`)."""
+        (auto, fold), wheels published now get this interpreter's pycs inside the tree (see
+        :mod:`wheelstore.store.bytecode`)."""
         trees = {c.name: t for c in todo if c.sha256 and (t := store.lookup(c.sha256, remember=True)) is not None}
         local = [c for c in todo if c.name not in trees and c.wheel is not None]
         remote = [c for c in todo if c.name not in trees and c.wheel is None]

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from ..base import fsio
 from ..base.distinfo import Distribution, installed, origin
 from ..base.errors import InstallError
+from .venvdirs import file_in_the_way
 from ..base.interpreter import Interpreter
 from ..store.store import Tree
 from . import fold as folding
@@ -47,7 +48,7 @@ def plan_folds(trees: Sequence[Tree], interpreter: Interpreter) -> dict[str, dic
         if stat.S_ISDIR(st.st_mode):
             return folding.REAL
         if not stat.S_ISLNK(st.st_mode):
-            raise InstallError(f"{path} is a file, but a directory of the same name is to be installed there")
+            raise InstallError(file_in_the_way(path))
         target = os.readlink(path)
         found = _FOLDED.match(target)
         if found is None:

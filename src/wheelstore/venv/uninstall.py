@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..base import fsio
-from ..base.distinfo import Distribution
+from ..base.distinfo import Distribution, record_text
 from ..base.errors import InstallError, printable
 from ..base.interpreter import Interpreter
 from ..base.logs import log
@@ -59,11 +59,7 @@ def uninstall(dist: Distribution, interpreter: Interpreter, stash: Stash | None 
     """Remove exactly the files the distribution's RECORD lists (links, never their targets), and its empty dirs;
     with ``stash``, move them there instead, to be restored if what replaces them fails."""
     root = dist.dist_info.parent
-    try:
-        text = (dist.dist_info / "RECORD").read_text(encoding="utf-8")
-    except OSError:
-        raise InstallError(
-            f"{dist.display_name} {dist.version} has no RECORD, so it cannot be removed safely") from None
+    text = record_text(dist, ", so it cannot be removed safely")
     removed: list[Path] = []
     dirs: set[Path] = set()
     prefix = os.path.normpath(interpreter.prefix) + os.sep
@@ -137,10 +133,7 @@ def _prune_empty(d: Path, stop: set[Path], prefix: str) -> None:
 def record_files(dist: Distribution) -> list[tuple[Path, str]]:
     """(absolute path, RECORD path) for every file the distribution's RECORD lists inside its venv (the directory
     holding ``pyvenv.cfg``, else site-packages' parent); a row outside is left alone and said."""
-    try:
-        text = (dist.dist_info / "RECORD").read_text(encoding="utf-8")
-    except OSError:
-        raise InstallError(f"{dist.display_name} {dist.version} has no RECORD") from None
+    text = record_text(dist)
     root = dist.dist_info.parent
     venv = next((p for p in root.parents if (p / "pyvenv.cfg").is_file()), root.parent)
     inside = os.fspath(venv).rstrip("/") + "/"
