@@ -109,7 +109,7 @@ def gather_candidates(
     groups: dict[NormalizedName, list[_Entry]] = {}
     for entry in entries:
         groups.setdefault(entry.pin.name, []).append(entry)
-    plans = [_Plan(name, group, *_plan(name, group, links)) for name, group in sorted(groups.items())]
+    plans = [_Plan(name, group, *_agreed_version(name, group, links)) for name, group in sorted(groups.items())]
     hashed = {e.pin.name for e in entries if e.pin.hashes}
     if require_hashes and (bare := next((e.pin for e in entries if e.pin.name not in hashed and not e.direct), None)):
         raise InputError(f"{bare.origin}: {bare.text} has no --hash, and --require-hashes is on",
@@ -215,7 +215,7 @@ def _best_held(hashes: frozenset[str], held: dict[str, str], supported: dict[str
     return key, place
 
 
-def _plan(name: NormalizedName, group: list[_Entry], links: FindLinks) -> tuple[Version, _Entry | None]:
+def _agreed_version(name: NormalizedName, group: list[_Entry], links: FindLinks) -> tuple[Version, _Entry | None]:
     """The one version the entries agree on and the file given for it, if any; raises before any file is read."""
     pinned = [e for e in group if e.pin.version is not None]
     if not pinned:

@@ -203,7 +203,7 @@ def collect_garbage(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool
         pass
     elif dry_run:
         for cand in _candidates(store, marks.live, grace, report):
-            plan = _plan(store, cand)
+            verdict = _may_do(store, cand)
             unit = cand.unit
             if cand.has_tree:  # what a real run would report freeing
                 try:
@@ -211,7 +211,7 @@ def collect_garbage(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool
                     unit = replace(unit, bytes=used.bytes, inodes=used.inodes)
                 except OSError:
                     pass
-            {"remove": report.removed, "unpublish": report.unpublished, "keep": report.not_removable}[plan].append(
+            {"remove": report.removed, "unpublish": report.unpublished, "keep": report.not_removable}[verdict].append(
                 unit)
     else:
         checkpoint("gc-locking")
@@ -332,7 +332,7 @@ def _may_remove(area_fd: int, entry: os.stat_result | None) -> bool:
     return euid in (entry.st_uid, area.st_uid)
 
 
-def _plan(store: Store, cand: _Candidate) -> str:
+def _may_do(store: Store, cand: _Candidate) -> str:
     """What this process may do with an unreferenced unit: ``remove`` it, only ``unpublish`` it (the store owner,
     for someone else's tree: the sticky bit lets them unlink and rename it, but not delete its read-only files), or
     ``keep`` it."""
@@ -350,7 +350,7 @@ def _unpublish(store: Store, cand: _Candidate, report: GcReport) -> str | None:
     """Under the exclusive lock: unlink the manifest, then move the tree to a hidden name. Return that name."""
     key = cand.unit.key
     manifests_fd, trees_fd = store.area_fd("manifests"), store.area_fd("trees")
-    if _plan(store, cand) == "keep":
+    if _may_do(store, cand) == "keep":
         report.not_removable.append(cand.unit)
         return None
     mst = _lstat(f"{key}.json", manifests_fd)

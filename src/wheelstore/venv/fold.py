@@ -13,7 +13,7 @@ these hold; otherwise it is made real and each of its entries is planned the sam
   venv yet. Where several distributions meet (namespace packages such as ``google/`` or ``nvidia/``, and always
   site-packages itself, ``bin/``, ``include/``, ``share/``, which are never candidates) the directory is real. A
   directory that an installed distribution folded earlier is *unfolded* by the caller first (see ``state`` in
-  :func:`plan`, and :mod:`wheelstore.venv.unfold`), never written through;
+  :func:`folds_to_make`, and :mod:`wheelstore.venv.unfold`), never written through;
 - the tree carries the target interpreter's pycs (``Manifest.bytecode``), or ``D`` holds no module: a folded
   directory is read-only, so Python could not cache bytecode in it;
 - ``D`` is not a ``__pycache__`` on its own (Python may write another distribution's pycs there) and not in the
@@ -63,7 +63,7 @@ class TreeView:
 
 
 def view(tree: Tree, sites: dict[str, str], data_dir: str, cache_tag: str | None) -> TreeView:
-    """Describe ``tree`` for :func:`plan`. ``sites`` maps the tree-relative prefix of each part that goes into
+    """Describe ``tree`` for :func:`folds_to_make`. ``sites`` maps the tree-relative prefix of each part that goes into
     site-packages (``""`` for the tree's root, ``"<name>.data/purelib/"``, ...) to that site directory."""
     m = tree.manifest
     tree_path = os.fspath(tree.path)
@@ -139,7 +139,7 @@ def _block_escaping_elf(
 ABSENT, REAL = "absent", "real"
 
 
-def plan(views: Sequence[TreeView], state: Callable[[str], str]) -> dict[str, dict[str, str]]:
+def folds_to_make(views: Sequence[TreeView], state: Callable[[str], str]) -> dict[str, dict[str, str]]:
     """For each tree key, the venv directories to fold (venv path -> store path).
 
     ``state(path)`` returns ABSENT or REAL for a venv directory the plan considers. It is asked only for directories

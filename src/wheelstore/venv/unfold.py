@@ -1,4 +1,5 @@
-"""Folds of distributions already installed: applying :func:`wheelstore.venv.fold.plan` to a venv that has some.
+"""Folds of distributions already installed: applying :func:`~wheelstore.venv.fold.folds_to_make` to a venv that
+has some.
 
 When an install must put files into a directory another distribution folded, that distribution's RECORD is
 rewritten first (its row becomes rows for the new per-entry links), then the symlink is swapped for a real directory:
@@ -62,7 +63,7 @@ def plan_folds(trees: Sequence[Tree], interpreter: Interpreter) -> dict[str, dic
         _unfold(path, target, owner)
         return folding.REAL
 
-    return folding.plan(views, state)
+    return folding.folds_to_make(views, state)
 
 
 def _owners(interpreter: Interpreter) -> dict[tuple[str, str], Distribution]:
