@@ -22,12 +22,19 @@ from pathlib import Path
 
 import pytest
 
+from wheelstore.fetch.sources import Sources
+
+from .wheelmaker import make_sdist
+
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = "wstest"
 OTHER_GROUP = "wsother"
 MEMBERS = ("wsalice", "wsbob")
 OUTSIDER = "wscarol"
 SYSTEM_PYTHON = "/usr/bin/python3"
+#: the benchmark set: 36 real wheels, pinned with hashes, kept next to this checkout (absent elsewhere)
+SET36 = ROOT.parent / "shared" / "bench" / "set36.txt"
+SET36_CACHE = Path("/var/tmp/wheelstore-cache/set36")
 
 
 def _sh(*cmd: str) -> None:
@@ -309,3 +316,50 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def dev_python() -> str:
     """The interpreter running the tests, which has wheelstore importable (for in-process API checks)."""
     return sys.executable
+
+
+@pytest.fixture
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private XDG cache per test, never root's own: the digests collect keeps, link probe results and the marks
+    of in-process checks neither leak between tests nor into root's real cache."""
+    home = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home
+
+
+def flit_core_wheel() -> Path:
+    """A flit_core wheel on this machine, the build backend of sdists built offline (skips the test if none)."""
+    for d in (Path("/opt/pypi/files"), Path("/opt/wheels")):
+        found = sorted(d.glob("flit_core-*-py3-none-any.whl")) if d.is_dir() else []
+        if found:
+            return found[-1]
+    pytest.skip("no flit_core wheel on this machine to build sdists offline")
+
+
+@pytest.fixture
+def kit(workdir: Path) -> tuple[Path, Path, Sources]:
+    """An sdist, the directory its builds mark, and sources that offer only a local flit_core (all offline)."""
+    links = workdir / "links"
+    links.mkdir(mode=0o755)
+    shutil.copy(flit_core_wheel(), links)
+    for p in links.iterdir():
+        p.chmod(0o644)
+    markers = workdir / "markers"
+    markers.mkdir()
+    markers.chmod(0o1777)
+    sdist = make_sdist(workdir, markers)
+    return sdist, markers, Sources(index_urls=(), no_index=True, find_links=(str(links),), offline=True)
+
+
+@pytest.fixture(scope="session")
+def set36_wheels() -> Path:
+    """The benchmark wheels, downloaded once per machine (hash-checked by pip) and kept."""
+    if not SET36.exists():
+        pytest.skip(f"{SET36} is not here")
+    if len(list(SET36_CACHE.glob("*.whl"))) < 36:
+        SET36_CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--require-hashes", "-r", str(SET36), "-d", str(SET36_CACHE)], check=True)
+    for p in (SET36_CACHE.parent, SET36_CACHE, *SET36_CACHE.iterdir()):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return SET36_CACHE

@@ -34,7 +34,6 @@ from wheelstore.store.store import Store
 from . import conftest
 from .conftest import Runner, Users, one_line_error, snapshot
 from .pyindex import PyIndex
-from .test_build import kit  # noqa: F401 - fixture: an sdist, and offline sources that can build it
 from .wheelmaker import big_files, make_wheel
 
 

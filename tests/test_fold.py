@@ -19,8 +19,8 @@ from wheelstore.store.store import Store, Tree
 from wheelstore.venv.fold import view
 from wheelstore.venv.link import LinkMode, Probe, choose
 
-from .conftest import SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error
-from .test_benchset import IMPORTS, SET36, set36_wheels  # noqa: F401 (a fixture)
+from .conftest import SET36, SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error
+from .test_benchset import IMPORTS
 from .wheelmaker import make_wheel
 
 #: PYTHONDONTWRITEBYTECODE is set in these machines' shells; the pyc checks need writing on

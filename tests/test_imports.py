@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import SET36
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
 
 
 def _fresh(code: str) -> object:

@@ -17,10 +17,9 @@ from wheelstore.base.interpreter import Interpreter
 from wheelstore.resolve import inputs
 from wheelstore.resolve.inputs import collect, parse_requirements_file
 
-from .conftest import SYSTEM_PYTHON
+from .conftest import SET36, SYSTEM_PYTHON
 from .wheelmaker import make_wheel
 
-SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
 WINDOWS = "cp39-cp39-win_amd64"
 
 
@@ -29,12 +28,7 @@ def py() -> Interpreter:
     return Interpreter.inspect(sys.executable)
 
 
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The digests collect keeps go to a private cache per test, never to root's own."""
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("cache_home")  # the digests collect keeps: in a private cache per test
 
 
 def sha(path: Path) -> str:

@@ -22,12 +22,9 @@ from .wheelmaker import make_wheel
 
 
 @pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _private_cache(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A private cache per test, never root's own, and nothing remembered in this process from another test."""
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
     monkeypatch.setattr(prepared, "_MEMO", {})
-    return home
 
 
 def _trees(tmp_path: Path) -> tuple[Store, list[Tree]]:

@@ -24,12 +24,7 @@ FILES = {"demo/__init__.py": ORIGINAL, "demo/sub/mod.py": b"X = 2\n", "demo/data
 TARGET = "demo/__init__.py"
 
 
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """In-process checks keep their marks in a private cache per test, never in root's own."""
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("cache_home")  # the marks of in-process checks: in a private cache per test
 
 
 def _wheel(directory: Path) -> Path:
