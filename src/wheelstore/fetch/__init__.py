@@ -1,3 +1,4 @@
-"""The fetch layer: where distributions come from (sources, HTTP, the index client), downloads, sdist builds and running uv.
+"""The fetch layer: where distributions come from (sources, HTTP, the index client), downloads, sdist builds and
+running uv.
 
 It imports only the store and base layers."""

@@ -220,7 +220,8 @@ def _pip_settings(env: Mapping[str, str]) -> _ToolSettings:
             parser.read(path, encoding="utf-8")
         except (configparser.Error, UnicodeDecodeError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise SourcesError(f"{path} is not a valid pip config file: {first}", hint=f"fix or remove {path}") from None
+            raise SourcesError(f"{path} is not a valid pip config file: {first}",
+                               hint=f"fix or remove {path}") from None
         except PermissionError:  # pip would fail too; here the file is simply not ours to read
             continue
         for section, values in sections.items():

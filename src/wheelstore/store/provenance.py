@@ -2,8 +2,8 @@
 
 A manifest is the publisher's word that a tree is a wheel's files, so its file must be the publisher's own (the
 ``publisher_uid`` it names), and the tree it describes must be the publisher's too, or, for an adopted interrupted
-publish (:func:`wheelstore.store.publish.adopters`), the store owner's or root's: those are the only orphans anyone adopts.
-Anything else is one member's word about another member's files, such as bob writing the manifest for alice's
+publish (:func:`wheelstore.store.publish.adopters`), the store owner's or root's: those are the only orphans anyone
+adopts. Anything else is one member's word about another member's files, such as bob writing the manifest for alice's
 interrupted publish under her name, which would make him her publisher without her.
 """
 
