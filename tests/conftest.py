@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -125,8 +126,8 @@ def pip_wheel(base_dir: Path) -> Path:
     """A current pip, downloaded once: Debian's bundled pip 23.0.1 refuses to uninstall symlinks that point outside
     the venv (it resolves them first), which current pip does correctly."""
     wheels = base_dir / "pip-wheel"
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
-                    "pip>=25"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "-d", str(wheels), "pip>=25"], check=True)
     (wheel,) = wheels.glob("pip-*.whl")
     wheels.chmod(0o755)
     wheel.chmod(0o644)
@@ -187,6 +188,15 @@ def filesystems() -> Iterator[Filesystems]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+class AsUser(TypedDict, total=False):
+    """The keyword arguments of ``subprocess.run`` and ``Popen`` that run a command as a user, with a umask."""
+
+    user: str
+    group: str
+    extra_groups: list[str]
+    umask: int
+
+
 class Runner:
     """Runs the installed CLI as a given user, with an explicit umask and a clean environment."""
 
@@ -206,7 +216,7 @@ class Runner:
         env.update(extra or {})
         return env
 
-    def popen_kwargs(self, user: str | None, umask: int) -> dict[str, object]:
+    def popen_kwargs(self, user: str | None, umask: int) -> AsUser:
         if user is None:
             return {"umask": umask}
         groups = [] if user == self.users.carol else [self.users.group]
@@ -227,7 +237,7 @@ class Runner:
             env=self.env(user, env),
             cwd="/",
             timeout=timeout,
-            **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
+            **self.popen_kwargs(user, umask),
         )
 
     def popen(
@@ -240,7 +250,7 @@ class Runner:
             text=True,
             env=self.env(user, env),
             cwd="/",
-            **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
+            **self.popen_kwargs(user, umask),
         )
         _SPAWNED.append(proc)
         return proc
@@ -254,7 +264,7 @@ class Runner:
             env=self.env(user),
             cwd="/",
             timeout=60,
-            **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
+            **self.popen_kwargs(user, umask),
         )
 
 
@@ -286,9 +296,13 @@ def group_store(workdir: Path, run: Runner, users: Users) -> Path:
     return path
 
 
-def snapshot(path: Path) -> dict[str, tuple[object, ...]]:
+#: an entry's type, mode, owner, group and content hash (None but for regular files)
+Entry = tuple[int, int, int, int, str | None]
+
+
+def snapshot(path: Path) -> dict[str, Entry]:
     """Every entry under ``path`` with its type, mode, owner, group and content hash: to prove nothing changed."""
-    result: dict[str, tuple[object, ...]] = {}
+    result: dict[str, Entry] = {}
     for p in [path, *sorted(path.rglob("*"))]:
         st = p.lstat()
         digest = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else None
@@ -296,7 +310,7 @@ def snapshot(path: Path) -> dict[str, tuple[object, ...]]:
     return result
 
 
-def published(store: Path) -> dict[str, tuple[object, ...]]:
+def published(store: Path) -> dict[str, Entry]:
     """A store's published content and policy (:func:`snapshot`), without the bookkeeping every install and gc may
     change: gc roots and lock files."""
     return {k: v for k, v in snapshot(store).items() if k.split("/")[0] not in ("roots", "locks")}

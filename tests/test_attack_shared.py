@@ -18,7 +18,7 @@ def _key(whl: Path) -> str:
 
 def _as(run: Runner, user: str, *cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), capture_output=True, text=True, env=run.env(user), cwd="/", timeout=60,
-                          **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+                          **run.popen_kwargs(user, 0o022))
 
 
 HOLD = """
@@ -33,7 +33,7 @@ sys.stdin.read()  # until the test closes our stdin (or kills us)
 def _hold(run: Runner, user: str, path: Path, kind: str = "file") -> subprocess.Popen[str]:
     proc = subprocess.Popen([SYSTEM_PYTHON, "-c", HOLD, str(path), kind], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=run.env(user), cwd="/",
-                            **run.popen_kwargs(user, 0o007))  # type: ignore[call-overload]
+                            **run.popen_kwargs(user, 0o007))
     assert proc.stdout is not None and proc.stdout.readline() == "held\n"
     return proc
 
@@ -200,7 +200,7 @@ def test_a_planted_unit_name_costs_the_bytecode_not_the_install(
     assert f"{planted.name} is {users.bob}'s" in done.stderr, done.stderr
     for v, user in ((venv, users.alice), (root_venv, None)):
         ran = subprocess.run([str(v / "bin" / "python"), "-c", "import unitsquat.mod as m; print(m.VALUE)"],
-                             capture_output=True, text=True, **run.popen_kwargs(user, 0o022))  # type: ignore
+                             capture_output=True, text=True, **run.popen_kwargs(user, 0o022))
         assert ran.stdout == "2\n", ran.stderr
 
 

@@ -106,7 +106,7 @@ def test_four_concurrent_cold_installs_fetch_each_wheel_once(
         isolated = {"PIP_CONFIG_FILE": os.devnull}  # this machine's mirror must not serve them instead
         procs = [run.popen(user, "--store", str(group_store), "install", "-q", "--venv", str(venv), "-r", str(req),
                            "--index-url", index.simple_url, env=isolated, umask=umask)
-                 for (user, venv), umask in zip(venvs, (0o022, 0o077, 0o002, 0o022))]
+                 for (user, venv), umask in zip(venvs, (0o022, 0o077, 0o002, 0o022), strict=True)]
         results = [(p.wait(timeout=900), p.stderr.read() if p.stderr else "") for p in procs]
         assert all(rc == 0 for rc, _ in results), results
         fetched = [hit.path for hit in index.downloads()]

@@ -108,7 +108,7 @@ def test_two_users_at_once_build_once(
     args = [python, "-c", _BUILD, str(group_store), str(sdist), _sha(sdist), interpreter.executable,
             sources.find_links[0]]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
-                              env=run.env(user), **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+                              env=run.env(user), **run.popen_kwargs(user, 0o022))
              for user in (users.alice, users.bob)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -52,8 +51,9 @@ def _wheel(workdir: Path, name: str, version: str = "1.0", size: int = 20) -> Pa
 def _fetch(run: Runner, tool: Path, user: str, store: Path, index: PyIndex, *requirements: str,
            umask: int = 0o022, retries: int = 5, jobs: int = 4,
            env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """``python -m wheelstore.fetch.download`` from the installed tool, as ``user``: index pages, choice, downloads, realize."""
-    kwargs: dict[str, Any] = run.popen_kwargs(user, umask)  # user, group, extra_groups, umask
+    """``python -m wheelstore.fetch.download`` from the installed tool, as ``user``: index pages, choice, downloads,
+    realize."""
+    kwargs = run.popen_kwargs(user, umask)  # user, group, extra_groups, umask
     proc = subprocess.Popen(
         [str(tool.parent / "python"), "-m", "wheelstore.fetch.download", "--store", str(store), "--index-url",
          index.simple_url, "--quiet", "--retries", str(retries), "--jobs", str(jobs), *requirements],
@@ -162,7 +162,7 @@ def test_concurrent_cold_fetches_download_each_wheel_once(
     store = Store.open(group_store)
     trees = {t.manifest.wheel: t for t in store.trees()}
     assert set(trees) == {w.name for w in wheels.values()}
-    for ask, result in zip(asks, results):
+    for ask, result in zip(asks, results, strict=True):
         reports = json.loads(result.stdout)
         assert [r["filename"].split("-")[0] for r in reports] == ask
         for r in reports:

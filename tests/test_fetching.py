@@ -128,7 +128,7 @@ def test_sdist_only_package_is_built_once_and_shared(
     index.add(flit_core_wheel())  # the build backend, from the same index
     venvs = [_venv(run, users.alice, workdir / "a1"), _venv(run, users.alice, workdir / "a2"),
              _venv(run, users.bob, workdir / "b1")]
-    for user, venv in zip((users.alice, users.alice, users.bob), venvs):
+    for user, venv in zip((users.alice, users.alice, users.bob), venvs, strict=True):
         done = run(user, "--store", str(group_store), "install", "--venv", str(venv), "--index-url",
                    index.simple_url, "tinypkg", env=ISOLATED, timeout=300)
         assert done.returncode == 0, done.stderr

@@ -406,7 +406,8 @@ def test_manifest_keeps_rpaths_and_refuses_malformed_ones() -> None:
     from wheelstore.store.manifest import FileEntry, Manifest
 
     m = Manifest("a" * 64, "w-1-py3-none-any.whl", "w", "1", "w-1.dist-info", True, 0, "root", 0, "now",
-                 files={"w/lib.so": FileEntry(1, "0" * 64, 0o444, 1, 2)}, dirs=["w"], rpaths={"w/lib.so": ["$ORIGIN/../x"]})
+                 files={"w/lib.so": FileEntry(1, "0" * 64, 0o444, 1, 2)}, dirs=["w"],
+                 rpaths={"w/lib.so": ["$ORIGIN/../x"]})
     again = Manifest.from_json(m.to_json())
     assert again == m and again.rpaths == {"w/lib.so": ["$ORIGIN/../x"]}
     old = json.loads(m.to_json())

@@ -164,7 +164,12 @@ def test_a_wheel_read_before_is_not_read_again(tmp_path: Path, py: Interpreter,
     assert first.sha256 == sha(wheel)
     real = inputs._sha256
     read: list[Path] = []
-    monkeypatch.setattr(inputs, "_sha256", lambda path, origin: read.append(path) or real(path, origin))
+
+    def counted(path: Path, origin: str) -> tuple[str, tuple[int, ...]]:
+        read.append(path)
+        return real(path, origin)
+
+    monkeypatch.setattr(inputs, "_sha256", counted)
     def holds(hashes: set[str]) -> set[str]:  # a store with every tree
         return hashes
 
@@ -457,8 +462,9 @@ def _pin_or_error(text: str, py: Interpreter) -> object:
 def test_plain_pins_read_as_packaging_reads_them(py: Interpreter, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every line the shortcut takes gives what packaging's Requirement gives (name, specifier, no URL, marker or
     extras), and parse_requirement's pin (or error) is the same with the shortcut and without it."""
-    lines = PIN_LINES + [line.split()[0] for line in SET36.read_text().splitlines()
-                         if line and not line[0].isspace() and not line.startswith("#")] if SET36.exists() else PIN_LINES
+    pinned = [line.split()[0] for line in SET36.read_text().splitlines()
+              if line and not line[0].isspace() and not line.startswith("#")] if SET36.exists() else []
+    lines = PIN_LINES + pinned
     taken = [line for line in lines if inputs.plain_requirement(line) is not None]
     for line in taken:
         name, specifier = inputs.plain_requirement(line) or ("", None)

@@ -23,7 +23,7 @@ from .wheelmaker import make_wheel
 
 def _as(run: Runner, user: str, *cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), capture_output=True, text=True, env=run.env(user), cwd="/", timeout=60,
-                          **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+                          **run.popen_kwargs(user, 0o022))
 
 
 HOLD = """

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from wheelstore.base.errors import TreeDamaged
 from wheelstore.store import verify
 from wheelstore.store.publish import realize_wheel
 from wheelstore.store.store import Store
@@ -93,7 +94,7 @@ def test_owner_edit_is_caught_never_linked_and_repaired(run: Runner, users: User
     # one pipe for both streams, as in a CI log: the report first, then the fix
     both = subprocess.run([str(run.tool), "--store", str(group_store), "verify"], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, env=run.env(users.bob),
-                          **run.popen_kwargs(users.bob, 0o022))  # type: ignore[call-overload]
+                          **run.popen_kwargs(users.bob, 0o022))
     lines = both.stdout.splitlines()
     assert lines[-1].startswith("fix: ") and lines[0].startswith("damaged: demo 1.0"), lines
 
@@ -473,6 +474,6 @@ def test_a_failing_child_vouches_for_nothing(run: Runner, users: Users, workdir:
     with Store.open(group_store) as store:
         found = [t for p in trees if (t := store.lookup(p.name)) is not None]
         notes: list[str] = []
-        with pytest.raises(verify.TreeDamaged, match="many00 1.0"):
+        with pytest.raises(TreeDamaged, match="many00 1.0"):
             verify.intact_trees(store, found, [None] * len(found), notes)
         assert verify.intact_trees(store, found[1:], [None] * (len(found) - 1), notes) == found[1:]

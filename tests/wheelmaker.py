@@ -8,6 +8,7 @@ import io
 import stat
 import tarfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -23,7 +24,7 @@ def make_wheel(
     *,
     tag: str = "py3-none-any",
     executable: tuple[str, ...] = (),
-    record_overrides: dict[str, tuple[str, str] | None] | None = None,
+    record_overrides: Mapping[str, tuple[str, str] | None] | None = None,
     extra: list[tuple[zipfile.ZipInfo, bytes]] | None = None,
 ) -> Path:
     """Write ``{name}-{version}-{tag}.whl`` with a correct RECORD, unless told to break it.
