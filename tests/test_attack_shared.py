@@ -30,7 +30,7 @@ sys.stdin.read()  # until the test closes our stdin (or kills us)
 """
 
 
-def _hold(run: Runner, user: str, path: Path, kind: str = "file") -> subprocess.Popen[str]:
+def _hold(run: Runner, user: str | None, path: Path, kind: str = "file") -> subprocess.Popen[str]:
     proc = subprocess.Popen([SYSTEM_PYTHON, "-c", HOLD, str(path), kind], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=run.env(user), cwd="/",
                             **run.popen_kwargs(user, 0o007))
@@ -158,7 +158,7 @@ def test_a_member_cannot_take_installs_out_of_gcs_lock_by_chmodding_gc_lock(
     assert run(users.alice, "venv", str(venv)).returncode == 0
     # root's gc holds the store lock exclusive: gc.lock (which root can open whatever its mode) and, where gc locks
     # it too, the locks/ directory
-    gc = [_hold(run, None, lock), _hold(run, None, lock.parent, "dir")]  # type: ignore[arg-type]
+    gc = [_hold(run, None, lock), _hold(run, None, lock.parent, "dir")]
     try:
         done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(whl),
                    env={"WHEELSTORE_LOCK_TIMEOUT": "3"})

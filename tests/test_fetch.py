@@ -204,7 +204,8 @@ def test_concurrent_fetchers_split_the_set_instead_of_queueing(
     assert [r["filename"].split("-")[0] for r in json.loads(result.stdout)] == ["held", "free0", "free1", "free2"]
     for wheel in wheels:
         assert len(index.downloads(wheel.name)) == 1, index.downloads(wheel.name)
-    publishers = {name: store.lookup(sha).manifest.publisher_uid for name, sha in shas.items()}  # type: ignore[union-attr]
+    trees = {name: store.lookup(sha) for name, sha in shas.items()}
+    publishers = {name: tree.manifest.publisher_uid if tree else None for name, tree in trees.items()}
     assert publishers == {"held": users.uid(users.alice), **{f"free{i}": users.uid(users.bob) for i in range(3)}}
 
 

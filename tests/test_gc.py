@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +132,10 @@ def _has_open(pid: int, path: Path) -> bool:
         return False
 
 
-def _wait_for(predicate: object, what: str, timeout: float = 60) -> None:
+def _wait_for(predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")

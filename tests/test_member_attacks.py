@@ -220,7 +220,7 @@ def test_a_lock_file_that_cannot_be_linked_into_place_is_gone_ahead_without(
     def no_links(src: str, dst: str, **kwargs: object) -> None:
         if dst.endswith(".lock"):
             raise PermissionError(1, "Operation not permitted")
-        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]  # os.link's own keywords, passed through
 
     store = Store.open(group_store)
     monkeypatch.setattr(os, "link", no_links)
