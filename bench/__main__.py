@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from . import drop_image, fresh_image
 
@@ -30,8 +31,8 @@ PYTHON = "/usr/bin/python3"
 TOOL = Path("/var/tmp/wheelstore-bench/tool")
 
 
-def sh(*cmd: str | Path, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in cmd], check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+def sh(*cmd: str | Path, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in cmd], check=True, text=True, capture_output=True, **kw)
 
 
 def tool_venv() -> Path:
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
     if args.smoke:
         args.requirements, args.runs, args.p4_runs = HERE / "smoke.txt", 1, 1
         args.imports = "import certifi, idna, six"
-    work = args.work.absolute()
+    work: Path = args.work.absolute()
     work.mkdir(parents=True, exist_ok=True)
     fs = sh("findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", str(work)).stdout.strip()
     uv, wheels, store = setup(work, args.requirements)
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace) -> None:
         return lambda v: [*ws, "install", "-q", "--venv", str(v), *options, "-r", str(args.requirements), "-f",
                           str(wheels)]
 
-    commands = {
+    commands: dict[str, Callable[[Path], list[str]]] = {
         "wheelstore auto": ws_install(),
         "wheelstore fold": ws_install("--link-mode", "fold"),
         "wheelstore hardlink": ws_install("--link-mode", "hardlink"),
@@ -183,12 +184,12 @@ def run(args: argparse.Namespace) -> None:
     for _ in range(args.p4_runs):
         for name in p4:
             venv = fresh_venv(name.split()[0])
-            command = commands["wheelstore auto" if name.startswith("wheelstore") else "uv default"](venv)
+            argv = commands["wheelstore auto" if name.startswith("wheelstore") else "uv default"](venv)
             if name == "uv --compile-bytecode":
-                command = [*command[:3], "--compile-bytecode", *command[3:]]
+                argv = [*argv[:3], "--compile-bytecode", *argv[3:]]
             subprocess.run(["sync"], check=True)
             start = time.perf_counter()
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
             p4_install[name].append(time.perf_counter() - start)
             start = time.perf_counter()
             subprocess.run([str(venv / "bin" / "python"), "-c", imports], check=True, env=env)

@@ -23,10 +23,10 @@ import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from tests.pyindex import PyIndex
 
@@ -67,7 +67,7 @@ def one_round(tool: str, bindir: Path, index: PyIndex, requirements: Path, work:
     req.chmod(0o644)
     users = [USERS[i % 2] for i in range(4)]
     venvs = [work / f"venv{i}" for i in range(4)]
-    for user, venv in zip(users, venvs):
+    for user, venv in zip(users, venvs, strict=True):
         subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True, user=user, group=user)
     isolated = {"PIP_CONFIG_FILE": os.devnull, "UV_NO_CONFIG": "1"}
     if tool.startswith("wheelstore"):
@@ -89,7 +89,7 @@ def one_round(tool: str, bindir: Path, index: PyIndex, requirements: Path, work:
     subprocess.run(["sync"], check=True)
     before_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    procs = [as_user(u, umask, cmd, isolated) for u, (cmd, umask) in zip(users, commands)]
+    procs = [as_user(u, umask, cmd, isolated) for u, (cmd, umask) in zip(users, commands, strict=True)]
     errors = [p.stderr.read().decode() if p.stderr else "" for p in procs]
     codes = [p.wait() for p in procs]
     wall = time.perf_counter() - start
@@ -129,7 +129,7 @@ def main() -> None:
     finally:
         shutil.rmtree(SCRATCH, ignore_errors=True)
     uv_version = sh(bindir / "uv", "--version").stdout.strip()
-    rows = []
+    rows: list[dict[str, Any]] = []
     uv_wall = statistics.median(w for w, _, _ in results["uv"])
     for tool, values in results.items():
         walls, fetches, cpus = [w for w, _, _ in values], [f for _, f, _ in values], [c for _, _, c in values]
@@ -157,4 +157,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -92,7 +92,7 @@ def run_recipe(name: str, venvs: int, umask: int, prepare: Callable[[], None], i
                 modes.append(sorted({d["link_mode"] for d in json.loads(out)["installed"]}))
             steps.append(usage())
         per: list[dict[str, int | str]] = [{"user": u, "bytes": s[0] - p[0], "inodes": s[1] - p[1]}
-                                           for u, p, s in zip(ORDER, steps, steps[1:])]
+                                           for u, p, s in zip(ORDER[:venvs], steps[:-1], steps[1:], strict=True)]
         return Footprint(name, steps[-1][0] - start[0], steps[-1][1] - start[1], per, modes)
     finally:
         drop_image(IMAGE, MNT)

@@ -151,7 +151,8 @@ def run_size(all_wheels: list[Path], base: Path, ws: str, uv: Path, runs: int,
         for name, command in installs.items():
             say(f"N={n}: {name} ({r + 1}/{runs})")
             label = name.split(", ")[1]
-            # a new directory per run: deleting the last venv just before would slow the next install (bench/__main__.py)
+            # a new directory per run: deleting the last venv just before would slow the next install
+            # (bench/__main__.py)
             venv = fresh_venv(venvs / f"{label.replace(' ', '-')}-{r}", label.split()[0], uv)
             took, out = timed(command(venv))
             times[name].append(took)

@@ -127,11 +127,13 @@ def main() -> None:
             "cold_cache": "cold" in series}
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"p6-{stamp.strftime('%Y%m%dT%H%M%S')}"
-    (args.out / f"{name}.json").write_text(json.dumps({"meta": meta, "p6_verify_throughput": [asdict(r) for r in rows]}, indent=2) + "\n")
+    report = {"meta": meta, "p6_verify_throughput": [asdict(r) for r in rows]}
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     cold_note = "" if "cold" in series else "; page cache could not be dropped here, warm figures only"
     lines = [f"P6: verify --full throughput on the warm bench store ({len(files):,} files, {total / 1e6:,.0f} MB; "
              f"{meta['cores']} cores, {meta['filesystem']}, {args.runs} alternating runs, {meta['date']}{cold_note})",
-             "", "| page cache | command | median | spread | MB/s (spread) | vs sha256sum |", "|---|---|---|---|---|---|"]
+             "", "| page cache | command | median | spread | MB/s (spread) | vs sha256sum |",
+             "|---|---|---|---|---|---|"]
     lines += [f"| {r.cache} | {r.command} | {r.median_s:.2f} s | {r.min_s:.2f}-{r.max_s:.2f} s | "
               f"{r.mb_per_s:,.0f} ({r.mb_per_s_min:,.0f}-{r.mb_per_s_max:,.0f}) | {r.throughput_vs_sha256sum:.2f}x |"
               for r in rows]

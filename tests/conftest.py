@@ -19,8 +19,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
+
+from wheelstore.fetch.sources import Sources
+
+from .wheelmaker import make_sdist
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = "wstest"
@@ -28,6 +33,9 @@ OTHER_GROUP = "wsother"
 MEMBERS = ("wsalice", "wsbob")
 OUTSIDER = "wscarol"
 SYSTEM_PYTHON = "/usr/bin/python3"
+#: the benchmark set: 36 real wheels, pinned with hashes, kept next to this checkout (absent elsewhere)
+SET36 = ROOT.parent / "shared" / "bench" / "set36.txt"
+SET36_CACHE = Path("/var/tmp/wheelstore-cache/set36")
 
 
 def _sh(*cmd: str) -> None:
@@ -118,8 +126,8 @@ def pip_wheel(base_dir: Path) -> Path:
     """A current pip, downloaded once: Debian's bundled pip 23.0.1 refuses to uninstall symlinks that point outside
     the venv (it resolves them first), which current pip does correctly."""
     wheels = base_dir / "pip-wheel"
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels),
-                    "pip>=25"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "-d", str(wheels), "pip>=25"], check=True)
     (wheel,) = wheels.glob("pip-*.whl")
     wheels.chmod(0o755)
     wheel.chmod(0o644)
@@ -180,6 +188,15 @@ def filesystems() -> Iterator[Filesystems]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+class AsUser(TypedDict, total=False):
+    """The keyword arguments of ``subprocess.run`` and ``Popen`` that run a command as a user, with a umask."""
+
+    user: str
+    group: str
+    extra_groups: list[str]
+    umask: int
+
+
 class Runner:
     """Runs the installed CLI as a given user, with an explicit umask and a clean environment."""
 
@@ -199,7 +216,7 @@ class Runner:
         env.update(extra or {})
         return env
 
-    def popen_kwargs(self, user: str | None, umask: int) -> dict[str, object]:
+    def popen_kwargs(self, user: str | None, umask: int) -> AsUser:
         if user is None:
             return {"umask": umask}
         groups = [] if user == self.users.carol else [self.users.group]
@@ -220,7 +237,7 @@ class Runner:
             env=self.env(user, env),
             cwd="/",
             timeout=timeout,
-            **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
+            **self.popen_kwargs(user, umask),
         )
 
     def popen(
@@ -233,7 +250,7 @@ class Runner:
             text=True,
             env=self.env(user, env),
             cwd="/",
-            **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
+            **self.popen_kwargs(user, umask),
         )
         _SPAWNED.append(proc)
         return proc
@@ -247,7 +264,7 @@ class Runner:
             env=self.env(user),
             cwd="/",
             timeout=60,
-            **self.popen_kwargs(user, umask),  # type: ignore[arg-type]
+            **self.popen_kwargs(user, umask),
         )
 
 
@@ -279,9 +296,13 @@ def group_store(workdir: Path, run: Runner, users: Users) -> Path:
     return path
 
 
-def snapshot(path: Path) -> dict[str, tuple[object, ...]]:
+#: an entry's type, mode, owner, group and content hash (None but for regular files)
+Entry = tuple[int, int, int, int, str | None]
+
+
+def snapshot(path: Path) -> dict[str, Entry]:
     """Every entry under ``path`` with its type, mode, owner, group and content hash: to prove nothing changed."""
-    result: dict[str, tuple[object, ...]] = {}
+    result: dict[str, Entry] = {}
     for p in [path, *sorted(path.rglob("*"))]:
         st = p.lstat()
         digest = hashlib.sha256(p.read_bytes()).hexdigest() if stat.S_ISREG(st.st_mode) else None
@@ -289,7 +310,7 @@ def snapshot(path: Path) -> dict[str, tuple[object, ...]]:
     return result
 
 
-def published(store: Path) -> dict[str, tuple[object, ...]]:
+def published(store: Path) -> dict[str, Entry]:
     """A store's published content and policy (:func:`snapshot`), without the bookkeeping every install and gc may
     change: gc roots and lock files."""
     return {k: v for k, v in snapshot(store).items() if k.split("/")[0] not in ("roots", "locks")}
@@ -309,3 +330,50 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def dev_python() -> str:
     """The interpreter running the tests, which has wheelstore importable (for in-process API checks)."""
     return sys.executable
+
+
+@pytest.fixture
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private XDG cache per test, never root's own: the digests collect keeps, link probe results and the marks
+    of in-process checks neither leak between tests nor into root's real cache."""
+    home = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
+    return home
+
+
+def flit_core_wheel() -> Path:
+    """A flit_core wheel on this machine, the build backend of sdists built offline (skips the test if none)."""
+    for d in (Path("/opt/pypi/files"), Path("/opt/wheels")):
+        found = sorted(d.glob("flit_core-*-py3-none-any.whl")) if d.is_dir() else []
+        if found:
+            return found[-1]
+    pytest.skip("no flit_core wheel on this machine to build sdists offline")
+
+
+@pytest.fixture
+def kit(workdir: Path) -> tuple[Path, Path, Sources]:
+    """An sdist, the directory its builds mark, and sources that offer only a local flit_core (all offline)."""
+    links = workdir / "links"
+    links.mkdir(mode=0o755)
+    shutil.copy(flit_core_wheel(), links)
+    for p in links.iterdir():
+        p.chmod(0o644)
+    markers = workdir / "markers"
+    markers.mkdir()
+    markers.chmod(0o1777)
+    sdist = make_sdist(workdir, markers)
+    return sdist, markers, Sources(index_urls=(), no_index=True, find_links=(str(links),), offline=True)
+
+
+@pytest.fixture(scope="session")
+def set36_wheels() -> Path:
+    """The benchmark wheels, downloaded once per machine (hash-checked by pip) and kept."""
+    if not SET36.exists():
+        pytest.skip(f"{SET36} is not here")
+    if len(list(SET36_CACHE.glob("*.whl"))) < 36:
+        SET36_CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "--require-hashes", "-r", str(SET36), "-d", str(SET36_CACHE)], check=True)
+    for p in (SET36_CACHE.parent, SET36_CACHE, *SET36_CACHE.iterdir()):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return SET36_CACHE

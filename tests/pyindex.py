@@ -105,7 +105,8 @@ class PyIndex:
 
     def add(self, path: Path, **options: object) -> Served:
         """Offer ``path``; ``options`` are :class:`Served` fields (``yanked``, ``requires_python``, faults)."""
-        served = Served(path, hashlib.sha256(path.read_bytes()).hexdigest(), **options)  # type: ignore[arg-type]
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        served = Served(path, digest, **options)  # type: ignore[arg-type]  # the options are Served's own fields
         with self._lock:
             self.files[path.name] = served
         return served
@@ -236,7 +237,7 @@ class _Server(ThreadingHTTPServer):
         import sys
 
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)  # type: ignore[arg-type]
+            super().handle_error(request, client_address)  # type: ignore[arg-type]  # what the base class passed
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -50,7 +50,8 @@ def test_a_data_file_cannot_replace_the_venvs_own_files(
     whl = make_wheel(workdir, "dd", files={"dd/__init__.py": b"",
                                            f"dd-1.0.data/data/{target}": b"#!/bin/sh\necho bob was here\n"},
                      executable=(f"dd-1.0.data/data/{target}",))
-    realized = run(users.bob, "--store", str(group_store), "realize", str(whl.chmod(0o644) or whl))
+    whl.chmod(0o644)
+    realized = run(users.bob, "--store", str(group_store), "realize", str(whl))
     venv = _venv(workdir / "venv", users.alice)
     before = snapshot(venv)
     if realized.returncode != 0:  # refused when published: fine, as for .data/scripts
@@ -206,7 +207,7 @@ def test_roots_install_never_reads_a_script_through_a_link(
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     _plant(run, users.bob, group_store / "trees" / key / "sfs-1.0.data/scripts/sfs-tool",
-           "os.symlink(%r, sys.argv[1])" % str(secret))
+           f"os.symlink({str(secret)!r}, sys.argv[1])")
     for marker in hooks.iterdir():
         marker.unlink()
     out, err = proc.communicate(timeout=60)
@@ -278,7 +279,7 @@ def test_roots_compiler_never_reads_a_module_through_a_link(
     private.mkdir(mode=0o700)
     secret = private / "settings.py"
     secret.write_text("PASSWORD = 'hunter2-of-root'\n")
-    _plant(run, users.bob, group_store / "trees" / key / "cmp/settings.py", "os.symlink(%r, sys.argv[1])" % str(secret))
+    _plant(run, users.bob, group_store / "trees" / key / "cmp/settings.py", f"os.symlink({str(secret)!r}, sys.argv[1])")
     venv = _venv(workdir / "venv-root", None)
     run(None, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", "copy", *map(str, wheels),
         timeout=60)
@@ -389,7 +390,7 @@ def test_a_pyc_unit_cannot_install_a_data_file_over_the_venvs_python(
     planted = subprocess.run([str(run.tool.parent / "python"), "-c", PLANT_UNIT_WITH_DATA, str(group_store),
                               _key(whl), "dsu-1.0.data/data/bin/python3"], capture_output=True, text=True,
                              env=run.env(users.bob), cwd="/", timeout=120,
-                             **run.popen_kwargs(users.bob, 0o022))  # type: ignore[call-overload]
+                             **run.popen_kwargs(users.bob, 0o022))
     assert planted.returncode == 0, planted.stderr
     venv = _venv(workdir / "venv", users.alice)
     before = snapshot(venv)
@@ -403,9 +404,9 @@ def test_a_pyc_unit_cannot_install_a_data_file_over_the_venvs_python(
 def test_a_deeply_nested_wheel_is_refused_or_installed_without_a_traceback(
     run: Runner, users: Users, workdir: Path, group_store: Path
 ) -> None:
-    """A hostile wheel whose one module sits 1,400 directories deep (a 2.8 KB name, within the 3,000 bytes wheelstore allows):
-    realize, install, verify and uninstall each recurse once per directory level. Each must refuse it with one line
-    or do its job: never a RecursionError's traceback (the same tree is everyone's to verify and gc)."""
+    """A hostile wheel whose one module sits 1,400 directories deep (a 2.8 KB name, within the 3,000 bytes wheelstore
+    allows): realize, install, verify and uninstall each recurse once per directory level. Each must refuse it with one
+    line or do its job: never a RecursionError's traceback (the same tree is everyone's to verify and gc)."""
     deep = "/".join(["a"] * 1400) + "/m.py"
     whl = make_wheel(workdir, "deep", files={"deep/__init__.py": b"", deep: b"X = 1\n"})
     whl.chmod(0o644)

@@ -18,7 +18,7 @@ def _key(whl: Path) -> str:
 
 def _as(run: Runner, user: str, *cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), capture_output=True, text=True, env=run.env(user), cwd="/", timeout=60,
-                          **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+                          **run.popen_kwargs(user, 0o022))
 
 
 HOLD = """
@@ -30,10 +30,10 @@ sys.stdin.read()  # until the test closes our stdin (or kills us)
 """
 
 
-def _hold(run: Runner, user: str, path: Path, kind: str = "file") -> subprocess.Popen[str]:
+def _hold(run: Runner, user: str | None, path: Path, kind: str = "file") -> subprocess.Popen[str]:
     proc = subprocess.Popen([SYSTEM_PYTHON, "-c", HOLD, str(path), kind], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=run.env(user), cwd="/",
-                            **run.popen_kwargs(user, 0o007))  # type: ignore[call-overload]
+                            **run.popen_kwargs(user, 0o007))
     assert proc.stdout is not None and proc.stdout.readline() == "held\n"
     return proc
 
@@ -158,7 +158,7 @@ def test_a_member_cannot_take_installs_out_of_gcs_lock_by_chmodding_gc_lock(
     assert run(users.alice, "venv", str(venv)).returncode == 0
     # root's gc holds the store lock exclusive: gc.lock (which root can open whatever its mode) and, where gc locks
     # it too, the locks/ directory
-    gc = [_hold(run, None, lock), _hold(run, None, lock.parent, "dir")]  # type: ignore[arg-type]
+    gc = [_hold(run, None, lock), _hold(run, None, lock.parent, "dir")]
     try:
         done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), str(whl),
                    env={"WHEELSTORE_LOCK_TIMEOUT": "3"})
@@ -200,7 +200,7 @@ def test_a_planted_unit_name_costs_the_bytecode_not_the_install(
     assert f"{planted.name} is {users.bob}'s" in done.stderr, done.stderr
     for v, user in ((venv, users.alice), (root_venv, None)):
         ran = subprocess.run([str(v / "bin" / "python"), "-c", "import unitsquat.mod as m; print(m.VALUE)"],
-                             capture_output=True, text=True, **run.popen_kwargs(user, 0o022))  # type: ignore
+                             capture_output=True, text=True, **run.popen_kwargs(user, 0o022))
         assert ran.stdout == "2\n", ran.stderr
 
 

@@ -43,7 +43,8 @@ def _record_size_mismatch(d: Path) -> tuple[Path, list[str]]:
 
 
 def _record_missing_entry(d: Path) -> tuple[Path, list[str]]:
-    return make_wheel(d, "rme", files={"rme/__init__.py": b"", "rme/x.py": b"x"}, record_overrides={"rme/x.py": None}), []
+    files = {"rme/__init__.py": b"", "rme/x.py": b"x"}
+    return make_wheel(d, "rme", files=files, record_overrides={"rme/x.py": None}), []
 
 
 def _record_extra_entry(d: Path) -> tuple[Path, list[str]]:
@@ -167,7 +168,9 @@ def test_group_mode_without_group(run: Runner, users: Users, workdir: Path) -> N
     assert not target.exists()
 
 
-def test_init_refuses_existing_store_and_nonempty_dir(run: Runner, users: Users, workdir: Path, group_store: Path) -> None:
+def test_init_refuses_existing_store_and_nonempty_dir(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
     before = snapshot(group_store)
     line = one_line_error(run(users.alice, "init", str(group_store), "--group", users.group))
     assert "already a store" in line
@@ -187,7 +190,8 @@ def test_one_bad_wheel_in_a_batch(run: Runner, users: Users, workdir: Path, grou
     bad = make_wheel(workdir, "batchbad", extra=[(member("../x.py", stat.S_IFREG | 0o644), b"")])
     for w in (*good, bad):
         os.chmod(w, 0o644)
-    result = run(users.alice, "--store", str(group_store), "realize", "--json", str(good[0]), str(bad), *map(str, good[1:]))
+    result = run(users.alice, "--store", str(group_store), "realize", "--json", str(good[0]), str(bad),
+                 *map(str, good[1:]))
     line = one_line_error(result)
     assert "'../x.py' escapes the tree" in line
     import json

@@ -6,34 +6,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import SYSTEM_PYTHON, Runner, Users
-
-SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
-CACHE = Path("/var/tmp/wheelstore-cache/set36")
+from .conftest import SET36, SYSTEM_PYTHON, Runner, Users
 
 pytestmark = pytest.mark.network
-
-
-@pytest.fixture(scope="session")
-def set36_wheels() -> Path:
-    """The benchmark wheels, downloaded once per machine (hash-checked by pip) and kept."""
-    if not SET36.exists():
-        pytest.skip(f"{SET36} is not here")
-    if len(list(CACHE.glob("*.whl"))) < 36:
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "--require-hashes", "-r", str(SET36), "-d", str(CACHE)], check=True)
-    for p in (CACHE.parent, CACHE, *CACHE.iterdir()):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return CACHE
-
 
 IMPORTS = "import numpy, pandas, scipy.stats, sklearn, matplotlib.pyplot, flask; print('ok')"
 
@@ -125,7 +106,7 @@ def test_four_concurrent_cold_installs_fetch_each_wheel_once(
         isolated = {"PIP_CONFIG_FILE": os.devnull}  # this machine's mirror must not serve them instead
         procs = [run.popen(user, "--store", str(group_store), "install", "-q", "--venv", str(venv), "-r", str(req),
                            "--index-url", index.simple_url, env=isolated, umask=umask)
-                 for (user, venv), umask in zip(venvs, (0o022, 0o077, 0o002, 0o022))]
+                 for (user, venv), umask in zip(venvs, (0o022, 0o077, 0o002, 0o022), strict=True)]
         results = [(p.wait(timeout=900), p.stderr.read() if p.stderr else "") for p in procs]
         assert all(rc == 0 for rc, _ in results), results
         fetched = [hit.path for hit in index.downloads()]

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import shutil
 import stat
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -21,62 +18,7 @@ from wheelstore.fetch.sources import Sources
 from wheelstore.store.store import Store
 
 from .conftest import SYSTEM_PYTHON, Runner, Users
-
-BACKEND = '''import os
-from flit_core import buildapi as _flit
-from flit_core.buildapi import *  # noqa: F401,F403
-
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    {fail}
-    marker = os.path.join({markers!r}, "%d-%s" % (os.getpid(), os.urandom(4).hex()))
-    open(marker, "w").close()
-    return _flit.build_wheel(wheel_directory, config_settings, metadata_directory)
-'''
-
-
-def make_sdist(directory: Path, markers: Path, name: str = "tinypkg", *, fail: bool = False) -> Path:
-    """A pure-Python sdist whose in-tree backend (a wrapper of flit_core) leaves a marker file per build."""
-    files = {
-        "pyproject.toml": (f'[build-system]\nrequires = ["flit_core>=3.2"]\nbuild-backend = "countingbackend"\n'
-                           f'backend-path = ["."]\n\n[project]\nname = "{name}"\nversion = "0.1"\n'
-                           f'description = "a tiny sdist for tests"\n'),
-        "countingbackend.py": BACKEND.format(markers=str(markers),
-                                             fail='raise RuntimeError("this backend always fails")' if fail else ""),
-        f"{name}/__init__.py": "VALUE = 42\n",
-        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
-    }
-    path = directory / f"{name}-0.1.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for rel, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"{name}-0.1/{rel}")
-            info.size, info.mode, info.mtime = len(data), 0o644, 1577836800
-            tar.addfile(info, io.BytesIO(data))
-    path.chmod(0o644)
-    return path
-
-
-def _flit_core_wheel() -> Path:
-    for d in (Path("/opt/pypi/files"), Path("/opt/wheels")):
-        found = sorted(d.glob("flit_core-*-py3-none-any.whl")) if d.is_dir() else []
-        if found:
-            return found[-1]
-    pytest.skip("no flit_core wheel on this machine to build sdists offline")
-
-
-@pytest.fixture
-def kit(workdir: Path) -> tuple[Path, Path, Sources]:
-    """An sdist, the directory its builds mark, and sources that offer only a local flit_core (all offline)."""
-    links = workdir / "links"
-    links.mkdir(mode=0o755)
-    shutil.copy(_flit_core_wheel(), links)
-    for p in links.iterdir():
-        p.chmod(0o644)
-    markers = workdir / "markers"
-    markers.mkdir()
-    markers.chmod(0o1777)
-    sdist = make_sdist(workdir, markers)
-    return sdist, markers, Sources(index_urls=(), no_index=True, find_links=(str(links),), offline=True)
+from .wheelmaker import make_sdist
 
 
 def _sha(path: Path) -> str:
@@ -166,7 +108,7 @@ def test_two_users_at_once_build_once(
     args = [python, "-c", _BUILD, str(group_store), str(sdist), _sha(sdist), interpreter.executable,
             sources.find_links[0]]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
-                              env=run.env(user), **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+                              env=run.env(user), **run.popen_kwargs(user, 0o022))
              for user in (users.alice, users.bob)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

@@ -28,7 +28,7 @@ def _hook(markers: Path, step: str) -> dict[str, str]:
     return {"WHEELSTORE_TEST_HOOK": step, "WHEELSTORE_TEST_HOOK_DIR": str(markers)}
 
 
-def _wait_for(path: Path, pattern: str, proc: "object", timeout: float = 60) -> Path:
+def _wait_for(path: Path, pattern: str, proc: object, timeout: float = 60) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = sorted(path.glob(pattern))
@@ -154,7 +154,7 @@ def test_kill_9_leaves_nothing_a_reader_uses(
     assert again.returncode == 0 and json.loads(again.stdout)[0]["unpacked"] is False
 
 
-def _both_use_one_tree(publisher: "subprocess.Popen[str]", second: "subprocess.Popen[str]") -> str:
+def _both_use_one_tree(publisher: subprocess.Popen[str], second: subprocess.Popen[str]) -> str:
     """Both realizes succeed and report the same tree; the publisher's output."""
     out, err = publisher.communicate(timeout=120)
     assert publisher.returncode == 0, err
@@ -303,7 +303,7 @@ def test_realizing_processes_split_the_wheels(
             "print(json.dumps([d.unpacked for d in done]))")
     sharer = subprocess.Popen([str(tool.parent / "python"), "-c", code, str(group_store), str(held), *map(str, free)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=run.env(users.bob),
-                              cwd="/", **run.popen_kwargs(users.bob, 0o022))  # type: ignore[call-overload]
+                              cwd="/", **run.popen_kwargs(users.bob, 0o022))
     store = Store.open(group_store)
     deadline = time.monotonic() + 60
     while len(list(store.trees())) < 3:
@@ -322,8 +322,8 @@ def test_realizing_processes_split_the_wheels(
 
 @pytest.mark.parametrize("modules", [3, 300])
 def test_pycs_compiled_in_one_process_or_a_pool(workdir: Path, group_store: Path, modules: int) -> None:
-    """A small tree is one compiler job, a large one is split over several (PER_WORKER modules each): every module gets a
-    valid pyc for the target interpreter either way, listed in the manifest."""
+    """A small tree is one compiler job, a large one is split over several (PER_WORKER modules each): every module gets
+    a valid pyc for the target interpreter either way, listed in the manifest."""
     from wheelstore.base.interpreter import Interpreter
     from wheelstore.store.bytecode import PER_WORKER, InTree
     from wheelstore.store.publish import realize

@@ -67,7 +67,8 @@ def test_member_passes_and_non_member_fails_naming_the_group(run: Runner, users:
     assert checks["locks"]["status"] == "ok"
     umask = str(checks["umask"]["detail"])  # informational only: every writer sets explicit modes
     assert checks["umask"]["status"] == "ok" and umask.startswith("0077") and "does not matter" in umask
-    assert os.listdir(group_store / "staging") == [] and os.listdir(group_store / "locks") == ["gc.lock"]  # no scratch left
+    # no scratch left
+    assert os.listdir(group_store / "staging") == [] and os.listdir(group_store / "locks") == ["gc.lock"]
 
     done, checks, report = _doctor(run, users.carol, group_store)
     assert done.returncode != 0 and report["ok"] is False

@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,7 +33,6 @@ from wheelstore.store.store import Store
 from . import conftest
 from .conftest import Runner, Users, one_line_error, snapshot
 from .pyindex import PyIndex
-from .test_build import kit  # noqa: F401 - fixture: an sdist, and offline sources that can build it
 from .wheelmaker import big_files, make_wheel
 
 
@@ -53,8 +51,9 @@ def _wheel(workdir: Path, name: str, version: str = "1.0", size: int = 20) -> Pa
 def _fetch(run: Runner, tool: Path, user: str, store: Path, index: PyIndex, *requirements: str,
            umask: int = 0o022, retries: int = 5, jobs: int = 4,
            env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """``python -m wheelstore.fetch.download`` from the installed tool, as ``user``: index pages, choice, downloads, realize."""
-    kwargs: dict[str, Any] = run.popen_kwargs(user, umask)  # user, group, extra_groups, umask
+    """``python -m wheelstore.fetch.download`` from the installed tool, as ``user``: index pages, choice, downloads,
+    realize."""
+    kwargs = run.popen_kwargs(user, umask)  # user, group, extra_groups, umask
     proc = subprocess.Popen(
         [str(tool.parent / "python"), "-m", "wheelstore.fetch.download", "--store", str(store), "--index-url",
          index.simple_url, "--quiet", "--retries", str(retries), "--jobs", str(jobs), *requirements],
@@ -163,7 +162,7 @@ def test_concurrent_cold_fetches_download_each_wheel_once(
     store = Store.open(group_store)
     trees = {t.manifest.wheel: t for t in store.trees()}
     assert set(trees) == {w.name for w in wheels.values()}
-    for ask, result in zip(asks, results):
+    for ask, result in zip(asks, results, strict=True):
         reports = json.loads(result.stdout)
         assert [r["filename"].split("-")[0] for r in reports] == ask
         for r in reports:
@@ -205,7 +204,8 @@ def test_concurrent_fetchers_split_the_set_instead_of_queueing(
     assert [r["filename"].split("-")[0] for r in json.loads(result.stdout)] == ["held", "free0", "free1", "free2"]
     for wheel in wheels:
         assert len(index.downloads(wheel.name)) == 1, index.downloads(wheel.name)
-    publishers = {name: store.lookup(sha).manifest.publisher_uid for name, sha in shas.items()}  # type: ignore[union-attr]
+    trees = {name: store.lookup(sha) for name, sha in shas.items()}
+    publishers = {name: tree.manifest.publisher_uid if tree else None for name, tree in trees.items()}
     assert publishers == {"held": users.uid(users.alice), **{f"free{i}": users.uid(users.bob) for i in range(3)}}
 
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, snapshot
+from .conftest import SYSTEM_PYTHON, Runner, Users, flit_core_wheel, one_line_error, snapshot
 from .pyindex import PyIndex
-from .test_build import _flit_core_wheel, make_sdist
-from .wheelmaker import make_wheel
+from .wheelmaker import make_sdist, make_wheel
 
 #: no pip or uv configuration of this machine (its mirror, its find-links): only what a test names
 ISOLATED = {"PIP_CONFIG_FILE": os.devnull, "UV_NO_CONFIG": "1"}
@@ -126,10 +125,10 @@ def test_sdist_only_package_is_built_once_and_shared(
     files = workdir / "files"
     files.mkdir()
     index.add(make_sdist(files, markers))
-    index.add(_flit_core_wheel())  # the build backend, from the same index
+    index.add(flit_core_wheel())  # the build backend, from the same index
     venvs = [_venv(run, users.alice, workdir / "a1"), _venv(run, users.alice, workdir / "a2"),
              _venv(run, users.bob, workdir / "b1")]
-    for user, venv in zip((users.alice, users.alice, users.bob), venvs):
+    for user, venv in zip((users.alice, users.alice, users.bob), venvs, strict=True):
         done = run(user, "--store", str(group_store), "install", "--venv", str(venv), "--index-url",
                    index.simple_url, "tinypkg", env=ISOLATED, timeout=300)
         assert done.returncode == 0, done.stderr

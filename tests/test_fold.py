@@ -20,8 +20,8 @@ from wheelstore.venv.fold import view
 from wheelstore.venv.link import LinkMode
 from wheelstore.venv.linkmode import Probe, choose
 
-from .conftest import SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error
-from .test_benchset import IMPORTS, SET36, set36_wheels  # noqa: F401 (a fixture)
+from .conftest import SET36, SYSTEM_PYTHON, Runner, Users, make_venv, one_line_error
+from .test_benchset import IMPORTS
 from .wheelmaker import make_wheel
 
 #: PYTHONDONTWRITEBYTECODE is set in these machines' shells; the pyc checks need writing on
@@ -407,7 +407,8 @@ def test_manifest_keeps_rpaths_and_refuses_malformed_ones() -> None:
     from wheelstore.store.manifest import FileEntry, Manifest
 
     m = Manifest("a" * 64, "w-1-py3-none-any.whl", "w", "1", "w-1.dist-info", True, 0, "root", 0, "now",
-                 files={"w/lib.so": FileEntry(1, "0" * 64, 0o444, 1, 2)}, dirs=["w"], rpaths={"w/lib.so": ["$ORIGIN/../x"]})
+                 files={"w/lib.so": FileEntry(1, "0" * 64, 0o444, 1, 2)}, dirs=["w"],
+                 rpaths={"w/lib.so": ["$ORIGIN/../x"]})
     again = Manifest.from_json(m.to_json())
     assert again == m and again.rpaths == {"w/lib.so": ["$ORIGIN/../x"]}
     old = json.loads(m.to_json())

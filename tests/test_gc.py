@@ -10,7 +10,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from wheelstore.store.store import cache_id
 
@@ -49,10 +51,10 @@ def _install(run: Runner, user: str, store: Path, venv: Path, *wheels: Path) -> 
     assert done.returncode == 0, done.stderr
 
 
-def _gc(run: Runner, user: str | None, store: Path, *extra: str) -> dict[str, object]:
+def _gc(run: Runner, user: str | None, store: Path, *extra: str) -> dict[str, Any]:
     done = run(user, "--store", str(store), "gc", "--grace", "0", "--json", *extra)
     assert done.returncode == 0, done.stderr
-    report: dict[str, object] = json.loads(done.stdout)
+    report: dict[str, Any] = json.loads(done.stdout)  # the JSON report, as the CLI prints it
     return report
 
 
@@ -64,7 +66,7 @@ def _keys(units: object) -> set[str]:
 def _imports(run: Runner, user: str, venv: Path, *modules: str) -> None:
     code = "; ".join(f"import {m}; assert {m}.NAME == {m!r}" for m in modules)
     done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True,
-                          **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+                          **run.popen_kwargs(user, 0o022))
     assert done.returncode == 0, done.stderr
 
 
@@ -130,10 +132,10 @@ def _has_open(pid: int, path: Path) -> bool:
         return False
 
 
-def _wait_for(predicate: object, what: str, timeout: float = 60) -> None:
+def _wait_for(predicate: Callable[[], object], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
@@ -196,7 +198,7 @@ def test_gc_racing_four_installs_in_a_loop(run: Runner, users: Users, workdir: P
     left = {u for u in _units(group_store) if not u.startswith(".")}  # hidden: unpublished by alice
     assert left and left <= {k for n in names for k in (_key(w[n]), f"{_key(w[n])}-{PYC_TAG}")}
     final = _gc(run, None, group_store)  # nothing is live any more: everything goes, and nothing is left over
-    assert {u["key"] for u in final["removed"] if u["kind"] != "staging"} == left  # type: ignore[union-attr]
+    assert {u["key"] for u in final["removed"] if u["kind"] != "staging"} == left
     assert _units(group_store) == set() and os.listdir(group_store / "manifests") == []
     assert os.listdir(group_store / "staging") == []
 
@@ -211,7 +213,7 @@ def test_sticky_bit_decides_who_removes(run: Runner, users: Users, workdir: Path
 
     as_bob = _gc(run, users.bob, group_store)
     assert _keys(as_bob["removed"]) == {kb}
-    refused = {u["key"]: u for u in as_bob["not_removable"]}  # type: ignore[union-attr]
+    refused = {u["key"]: u for u in as_bob["not_removable"]}
     assert set(refused) == {ka, kc}
     assert refused[ka]["owner"] == users.alice and users.alice in refused[ka]["who_can"]
     assert {ka, kc} <= _units(group_store)
@@ -304,7 +306,7 @@ def test_a_venv_gc_cannot_read_is_believed_not_swept(
 
     as_bob = _gc(run, users.bob, group_store)
     assert as_bob["removed"] == [] and key in _units(group_store)
-    assert any("could not read 1 venvs" in p for p in as_bob["problems"])  # type: ignore[union-attr]
+    assert any("could not read 1 venvs" in p for p in as_bob["problems"])
     as_root = _gc(run, None, group_store)
     assert as_root["removed"] == [] and as_root["problems"] == []
     _imports(run, users.alice, venv, "priv")
@@ -325,7 +327,7 @@ def test_an_unreadable_root_stops_the_sweep(run: Runner, users: Users, workdir: 
     assert run.python(users.alice, "import os, sys; os.chmod(sys.argv[1], 0o700)", str(hidden)).returncode == 0
     report = _gc(run, users.bob, group_store)
     assert report["removed"] == [] and {_key(w["hid"]), _key(w["spare"])} <= _units(group_store)
-    assert any(f"roots/{hidden.name}" in p for p in report["problems"])  # type: ignore[union-attr]
+    assert any(f"roots/{hidden.name}" in p for p in report["problems"])
 
 
 def test_gc_prunes_the_running_users_cache_of_removed_trees(

@@ -81,12 +81,13 @@ def test_writer_stops_at_the_promised_size(workdir: Path) -> None:
     whl = make_wheel(workdir, "grow", files={"grow/__init__.py": b"", "grow/big.bin": data})
     with WheelArchive(whl) as archive:
         (member,) = [m for m in archive.members if m.name == "grow/big.bin"]
+        written: list[int] = []
         for lie in (10, CHUNK + 1):
-            written: list[int] = []
+            written.clear()
             with pytest.raises(RecordMismatch, match="larger than the"):
                 archive.extract(member._replace(size=lie), lambda chunk: written.append(len(chunk)))
             assert sum(written) <= lie
-        written = []
+        written.clear()
         archive.extract(member, lambda chunk: written.append(len(chunk)))
         assert sum(written) == len(data)
 
@@ -287,12 +288,12 @@ def test_listing_a_venv_never_opens_a_linked_metadata_blocking(workdir: Path) ->
     every install makes, names it from its directory instead of waiting for a writer (so it can be uninstalled)."""
     import threading
 
-    from wheelstore.base.distinfo import describe
+    from wheelstore.base.distinfo import Distribution, describe
 
     dist_info = workdir / "fifo-1.0.dist-info"
     dist_info.mkdir()
     os.mkfifo(dist_info / "METADATA")
-    found: list[object] = []
+    found: list[Distribution | None] = []
     reader = threading.Thread(target=lambda: found.append(describe(dist_info)), daemon=True)
     reader.start()
     reader.join(timeout=60)

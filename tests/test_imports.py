@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import SET36
+
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
 
 
 def _fresh(code: str) -> object:
@@ -28,9 +29,10 @@ def _fresh(code: str) -> object:
 
 #: never needed to install from a warm store: the realize stage and wheel reader, packaging's requirement parser,
 #: and the modules of other verbs
-NOT_AT_START = ["wheelstore.store.publish", "zipfile", "packaging.requirements", "packaging.markers", "wheelstore.store.stats",
-                "wheelstore.cli.doctor", "wheelstore.fetch.download", "wheelstore.fetch.http", "wheelstore.fetch.index", "wheelstore.resolve.resolver",
-                "wheelstore.fetch.build", "ctypes", "shlex", "urllib.request"]
+NOT_AT_START = ["wheelstore.store.publish", "zipfile", "packaging.requirements", "packaging.markers",
+                "wheelstore.store.stats", "wheelstore.cli.doctor", "wheelstore.fetch.download", "wheelstore.fetch.http",
+                "wheelstore.fetch.index", "wheelstore.resolve.resolver", "wheelstore.fetch.build", "ctypes", "shlex",
+                "urllib.request"]
 
 
 def test_the_cli_starts_without_what_a_warm_install_never_needs() -> None:
@@ -129,7 +131,8 @@ def test_a_warm_install_imports_none_of_the_heavy_modules(tmp_path: Path) -> Non
     env = {**os.environ, "PYTHONPATH": SRC, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     store = tmp_path / "store"
     subprocess.run([sys.executable, "-m", "wheelstore", "init", str(store)], check=True, env=env)
-    code = ("import json, sys\nbefore = set(sys.modules)\nfrom wheelstore.cli.main import main\n"  # not what site imported
+    # not what site imported
+    code = ("import json, sys\nbefore = set(sys.modules)\nfrom wheelstore.cli.main import main\n"
             "code = main(sys.argv[1:])\nprint(json.dumps([code, sorted(set(sys.modules) - before)]))")
     loaded = []
     for n in (1, 2):
@@ -160,9 +163,10 @@ def test_only_the_verb_run_gets_its_arguments(capsys: pytest.CaptureFixture[str]
                            (["--sto", "s", "install"], verbs), (["-qv", "install"], verbs), (["--", "install"], verbs),
                            (["-", "install"], verbs), (["--he", "install"], verbs)):
         parser = cli.build_parser(argv)
-        sub = next(a for a in parser._actions if a.dest == "verb")
-        assert sorted(sub.choices) == sorted(expected), argv
-        assert all(p._actions for p in sub.choices.values()), argv
+        choices = next(a for a in parser._actions if a.dest == "verb").choices
+        assert isinstance(choices, dict), argv  # the subparsers' verb -> parser
+        assert sorted(choices) == sorted(expected), argv
+        assert all(p._actions for p in choices.values()), argv
     for verb in verbs:
         with pytest.raises(SystemExit) as done:
             cli.main([verb, "--help"])

@@ -19,10 +19,9 @@ from wheelstore.resolve import requirements as syntax
 from wheelstore.resolve.candidates import gather_candidates
 from wheelstore.resolve.requirements import parse_requirements_file
 
-from .conftest import SYSTEM_PYTHON
+from .conftest import SET36, SYSTEM_PYTHON
 from .wheelmaker import make_wheel
 
-SET36 = Path(__file__).resolve().parents[2] / "shared" / "bench" / "set36.txt"
 WINDOWS = "cp39-cp39-win_amd64"
 
 
@@ -31,12 +30,7 @@ def py() -> Interpreter:
     return Interpreter.inspect(sys.executable)
 
 
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The digests gather_candidates keeps go to a private cache per test, never to root's own."""
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("cache_home")  # the digests gather_candidates keeps: in a private cache per test
 
 
 def sha(path: Path) -> str:
@@ -170,9 +164,14 @@ def test_a_wheel_read_before_is_not_read_again(tmp_path: Path, py: Interpreter,
     hashed = write(tmp_path / "hashed.txt", f"memo==1.0 --hash=sha256:{sha(wheel)}\n")
     (first,) = gather_candidates([], [plain], [tmp_path / "links"], py)
     assert first.sha256 == sha(wheel)
-    real = candidates.file_sha256
+    real = digests.file_sha256
     read: list[Path] = []
-    monkeypatch.setattr(candidates, "file_sha256", lambda path, origin: read.append(path) or real(path, origin))
+
+    def counted(path: Path, origin: str) -> tuple[str, tuple[int, ...]]:
+        read.append(path)
+        return real(path, origin)
+
+    monkeypatch.setattr(candidates, "file_sha256", counted)
     def holds(hashes: set[str]) -> set[str]:  # a store with every tree
         return hashes
 
@@ -466,8 +465,9 @@ def _pin_or_error(text: str, py: Interpreter) -> object:
 def test_plain_pins_read_as_packaging_reads_them(py: Interpreter, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every line the shortcut takes gives what packaging's Requirement gives (name, specifier, no URL, marker or
     extras), and parse_requirement's pin (or error) is the same with the shortcut and without it."""
-    lines = PIN_LINES + [line.split()[0] for line in SET36.read_text().splitlines()
-                         if line and not line[0].isspace() and not line.startswith("#")] if SET36.exists() else PIN_LINES
+    pinned = [line.split()[0] for line in SET36.read_text().splitlines()
+              if line and not line[0].isspace() and not line.startswith("#")] if SET36.exists() else []
+    lines = PIN_LINES + pinned
     taken = [line for line in lines if syntax.plain_requirement(line) is not None]
     for line in taken:
         name, specifier = syntax.plain_requirement(line) or ("", None)

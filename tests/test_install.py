@@ -80,7 +80,8 @@ def test_install_semantics_and_pip_compatibility(run: Runner, users: Users, work
     assert not tool.is_symlink() and tool.read_bytes().startswith(f"#!{venv}/bin/python\n".encode())
     assert subprocess.run([str(tool)], capture_output=True, text=True).stdout == "tool a\n"
     # console_scripts launcher
-    assert subprocess.run([str(venv / "bin" / "nsa-hello")], capture_output=True, text=True).stdout == "hello from nsa\n"
+    hello = subprocess.run([str(venv / "bin" / "nsa-hello")], capture_output=True, text=True)
+    assert hello.stdout == "hello from nsa\n"
     # headers and data
     assert (venv / "include/site/python3.11/nsa/nsa.h").read_bytes() == b"#define NSA 1\n"
     assert (venv / "share/nsa/readme.txt").read_bytes() == b"data file\n"
@@ -554,6 +555,7 @@ def test_name_and_version_are_found_past_a_long_metadata_head(tmp_path: Path) ->
                    b"X-Pad: " + b"x" * (_METADATA_HEAD - 20) + b"\n"):
         dist_info = tmp_path / f"d{len(filler)}" / "demo-1.2.3.dist-info"
         dist_info.mkdir(parents=True)
-        (dist_info / "METADATA").write_bytes(b"Metadata-Version: 2.1\n" + filler + b"Name: Demo\nVersion: 1.2.3\n\nbody\n")
+        (dist_info / "METADATA").write_bytes(b"Metadata-Version: 2.1\n" + filler
+                                             + b"Name: Demo\nVersion: 1.2.3\n\nbody\n")
         found = describe(dist_info)
         assert found is not None and (found.display_name, found.version) == ("Demo", "1.2.3")

@@ -19,11 +19,11 @@ def asked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """A private cache for this test, and the interpreters actually asked (each one a subprocess)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     calls: list[str] = []
-    real = Interpreter._ask.__func__  # type: ignore[attr-defined]
+    real = Interpreter._ask.__func__  # type: ignore[attr-defined]  # the classmethod's function, called with cls
 
     def counting(cls: type[Interpreter], python: str | os.PathLike[str]) -> Interpreter:
         calls.append(os.fspath(python))
-        return real(cls, python)  # type: ignore[no-any-return]
+        return real(cls, python)  # type: ignore[no-any-return]  # real is untyped (from __func__)
 
     monkeypatch.setattr(Interpreter, "_ask", classmethod(counting))
     return calls

@@ -142,7 +142,8 @@ def too_long(root: Path) -> list[str]:
 
 
 def errors_elsewhere(root: Path) -> list[str]:
-    """User-facing error classes (subclasses of the package's ``WheelstoreError``) defined outside ``base/errors.py``."""
+    """User-facing error classes (subclasses of the package's ``WheelstoreError``) defined outside
+    ``base/errors.py``."""
     mods = modules(root)
     errors_module = f"{root.name}.base.errors"
     trees = {m: ast.parse(p.read_text()) for m, p in mods.items()}
@@ -154,9 +155,9 @@ def errors_elsewhere(root: Path) -> list[str]:
     for module, tree in trees.items():
         if module == errors_module:
             continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef) and any(_base_name(b) in known for b in node.bases):
-                bad.append(f"{module}.{node.name}")
+        for found in ast.walk(tree):
+            if isinstance(found, ast.ClassDef) and any(_base_name(b) in known for b in found.bases):
+                bad.append(f"{module}.{found.name}")
     return bad
 
 

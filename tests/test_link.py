@@ -37,12 +37,7 @@ def ext4(filesystems: Filesystems) -> Path:
     return filesystems.base
 
 
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private XDG cache per test, so probe results never leak between tests or into root's real cache."""
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("cache_home")  # link probe results in a private cache per test
 
 
 def fresh(root: Path) -> Path:

@@ -38,7 +38,7 @@ def _venv(run: Runner, user: str | None, path: Path) -> Path:
 def _imports(run: Runner, user: str | None, venv: Path, name: str) -> None:
     code = f"import {name}; assert {name}.NAME == {name!r}"
     done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True,
-                          **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+                          **run.popen_kwargs(user, 0o022))
     assert done.returncode == 0, done.stderr
 
 
@@ -110,12 +110,12 @@ def _hold(run: Runner, user: str, lock: Path) -> subprocess.Popen[str]:
     """``user`` holds an exclusive flock on ``lock`` (creating it if need be) until the test lets go."""
     proc = subprocess.Popen([SYSTEM_PYTHON, "-c", HOLD, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True, env=run.env(user), cwd="/",
-                            **run.popen_kwargs(user, 0o007))  # type: ignore[call-overload]
+                            **run.popen_kwargs(user, 0o007))
     assert proc.stdout is not None and proc.stdout.readline() == "held\n"
     return proc
 
 
-def _stderr_lines(proc: subprocess.Popen[str]) -> "queue.Queue[str | None]":
+def _stderr_lines(proc: subprocess.Popen[str]) -> queue.Queue[str | None]:
     """The lines of ``proc``'s stderr as they come (None at its end), read by a thread."""
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -129,10 +129,10 @@ def _stderr_lines(proc: subprocess.Popen[str]) -> "queue.Queue[str | None]":
     return lines
 
 
-def _first(lines: "queue.Queue[str | None]", needle: str, within: float) -> str:
+def _first(lines: queue.Queue[str | None], needle: str, within: float) -> str:
     """The first line containing ``needle``, which must come within ``within`` seconds (a generous bound)."""
     deadline = time.monotonic() + within
-    seen = []
+    seen: list[str] = []
     while True:
         line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
         assert line is not None, f"no {needle!r} before stderr closed: {seen}"
@@ -188,7 +188,8 @@ def test_a_key_lock_my_own_process_holds_is_waited_for_past_the_short_bound(
     run: Runner, users: Users, workdir: Path, group_store: Path
 ) -> None:
     """alice's own process holds the lock of a key (another of her CI jobs fetching it): the kernel says so, no member
-    can stall her that way, so she waits for it past the 10 s meant for others' locks instead of doing the work again."""
+    can stall her that way, so she waits for it past the 10 s meant for others' locks instead of doing the work
+    again."""
     whl = _wheel(workdir, "ownkey")
     holder = _hold(run, users.alice, group_store / "locks" / f"{_key(whl)}.lock")
     try:
@@ -219,7 +220,7 @@ def test_a_lock_file_that_cannot_be_linked_into_place_is_gone_ahead_without(
     def no_links(src: str, dst: str, **kwargs: object) -> None:
         if dst.endswith(".lock"):
             raise PermissionError(1, "Operation not permitted")
-        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]  # os.link's own keywords, passed through
 
     store = Store.open(group_store)
     monkeypatch.setattr(os, "link", no_links)

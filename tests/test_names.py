@@ -198,6 +198,8 @@ def test_a_better_file_wins_over_a_held_tree_it_suits_less(tmp_path: Path, py: I
 def test_which_hashes_the_store_holds_by_listing_or_by_stat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``Store.holds`` lists manifests/ for many keys in a small store, and stats each key otherwise: the same
     answer both ways, a planted directory in a manifest's place included (has() says no to it)."""
+    import os
+
     from wheelstore.store import store as storemod
 
     store = Store.init(tmp_path / "store")
@@ -207,8 +209,13 @@ def test_which_hashes_the_store_holds_by_listing_or_by_stat(tmp_path: Path, monk
     (tmp_path / "store" / "manifests" / f"{planted}.json").mkdir()
     asked = keys | {planted} | {f"{n:064x}" for n in range(100)}
     listed: list[int] = []
-    real_listdir = storemod.os.listdir
-    monkeypatch.setattr(storemod.os, "listdir", lambda fd: listed.append(1) or real_listdir(fd))
+    real_listdir = os.listdir
+
+    def counted(fd: int) -> list[str]:
+        listed.append(1)
+        return real_listdir(fd)
+
+    monkeypatch.setattr(os, "listdir", counted)  # the os module store.py uses
     assert store.holds(asked) == keys and listed == [1]
     monkeypatch.setattr(storemod, "_LIST_BYTES_PER_KEY", 0)
     assert store.holds(asked) == keys and listed == [1]
@@ -245,10 +252,12 @@ def test_without_glibc_the_tags_are_asked_of_packaging_each_time(py: Interpreter
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """musl has CS_GNU_LIBC_VERSION but fails it (OSError): no key names its C library, so nothing is kept, and the
     tags are packaging's."""
+    import os
+
     def fails(name: str) -> str:
         raise OSError(22, "Invalid argument")
 
-    monkeypatch.setattr(interpreter.os, "confstr", fails)
+    monkeypatch.setattr(os, "confstr", fails)  # the os module interpreter.py uses
     key = (py.implementation, (py.version[0], py.version[1]), py.abiflags)
     assert interpreter._supported.__wrapped__(*key) == names.ranks(str(t) for t in py.tags)
     assert usercache.read_json("tags.json") is None

@@ -55,7 +55,7 @@ except StoreError as e:  # the commit's own read-back refuses it, once the fix i
 
 def _plant(run: Runner, user: str, *commands: str) -> None:
     done = subprocess.run(["sh", "-c", " && ".join(commands)], capture_output=True, text=True, env=run.env(user),
-                          cwd="/", timeout=60, **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+                          cwd="/", timeout=60, **run.popen_kwargs(user, 0o022))
     assert done.returncode == 0, done.stderr
 
 

@@ -22,12 +22,9 @@ from .wheelmaker import make_wheel
 
 
 @pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _private_cache(cache_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A private cache per test, never root's own, and nothing remembered in this process from another test."""
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
     monkeypatch.setattr(prepared, "_MEMO", {})
-    return home
 
 
 def _trees(tmp_path: Path) -> tuple[Store, list[Tree]]:
@@ -131,7 +128,8 @@ def test_record_rows_quote_only_what_csv_quotes() -> None:
     datas = [b"a", b"b", b"c"]
     rels = ["pkg/plain.py", "pkg/a,b.txt", 'pkg/say "hi".txt']
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows((r, record_hash(d), len(d)) for r, d in zip(rels, datas))
+    rows = ((r, record_hash(d), len(d)) for r, d in zip(rels, datas, strict=True))
+    csv.writer(out, lineterminator="\n").writerows(rows)
     hexes = [hashlib.sha256(d).hexdigest() for d in datas]
     assert prepared.record_rows(rels, hexes, [len(d) for d in datas]) == out.getvalue()
     assert prepared.record_rows(rels[:1], hexes[:1], [1]) == f"pkg/plain.py,{record_hash(b'a')},1\n"
@@ -157,7 +155,7 @@ def test_a_manifest_read_before_is_parsed_only_when_its_files_are_asked_for(tmp_
         copy.write_bytes(manifest.read_bytes())
         copy.rename(manifest)  # the same bytes in another file: not the one looked up
         with pytest.raises(StoreError, match="changed while in use"):
-            late.manifest.files
+            _ = late.manifest.files  # reading the property is what must fail
 
 
 def test_a_config_parsed_before_comes_from_the_cache_until_the_file_changes(tmp_path: Path) -> None:

@@ -148,7 +148,7 @@ def test_this_machines_pip_config_is_found() -> None:
         assert url in urls
 
 
-# -- resolution ----------------------------------------------------------------------------------------------------------
+# -- resolution --------------------------------------------------------------------------------------------------------
 
 
 def record_hash(data: bytes) -> str:
@@ -213,6 +213,8 @@ def _selected(path: Path, interpreter: Interpreter) -> dict[str, tuple[str, str]
     env = {**default_environment(), "python_version": interpreter.python_version,
            "python_full_version": ".".join(map(str, interpreter.version))}
     chosen = {}
+    # env is a plain dict where packaging wants its Environment TypedDict; the lock files here hold wheels and
+    # sdists only, which have a url and hashes (the other artifact kinds of the union do not)
     for package, artifact in pylock.select(environment=env, tags=interpreter.tags):  # type: ignore[arg-type]
         url = artifact.url or ""  # type: ignore[union-attr]
         chosen[str(package.name)] = (url.rsplit("/", 1)[-1], artifact.hashes["sha256"])  # type: ignore[union-attr]

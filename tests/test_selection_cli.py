@@ -19,7 +19,8 @@ from .wheelmaker import make_wheel
 def _info(run: Runner, user: str, *args: str, env: dict[str, str] | None = None) -> dict[str, object]:
     result = run(user, *args, "info", "--json", env=env)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    info: dict[str, object] = json.loads(result.stdout)
+    return info
 
 
 @pytest.fixture

@@ -106,7 +106,7 @@ def test_private_store_is_private(run: Runner, users: Users, workdir: Path) -> N
     whl = make_wheel(workdir, "eps")
     os.chmod(whl, 0o644)
     assert run(users.alice, "--store", str(store), "realize", str(whl), umask=0o000).returncode == 0
-    for rel, (kind, mode, _uid, _gid, _d) in snapshot(store).items():
+    for rel, (_kind, mode, _uid, _gid, _d) in snapshot(store).items():
         assert stat.S_IMODE(mode) & 0o077 == 0, f"{rel} is {oct(mode)}"
     line = one_line_error(run(users.bob, "--store", str(store), "info"))
     assert f"private to {users.alice}" in line
@@ -120,7 +120,8 @@ def test_all_store_is_readable_by_everyone_writable_by_group(run: Runner, users:
     published = run(users.bob, "--store", str(store), "realize", "--json", str(whl), umask=0o077)
     assert published.returncode == 0, published.stderr
     tree = Path(json.loads(published.stdout)[0]["tree"])
-    read = run.python(users.carol, "import sys; print(open(sys.argv[1]).read(), end='')", str(tree / "zeta/__init__.py"))
+    read = run.python(users.carol, "import sys; print(open(sys.argv[1]).read(), end='')",
+                      str(tree / "zeta/__init__.py"))
     assert read.stdout == "VALUE = 1\n", read.stderr
     other = make_wheel(workdir, "eta")
     os.chmod(other, 0o644)

@@ -23,7 +23,7 @@ from .wheelmaker import make_wheel
 
 def _as(run: Runner, user: str, *cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(cmd), capture_output=True, text=True, env=run.env(user), cwd="/", timeout=60,
-                          **run.popen_kwargs(user, 0o022))  # type: ignore[call-overload]
+                          **run.popen_kwargs(user, 0o022))
 
 
 HOLD = """
@@ -46,8 +46,9 @@ def _hold_as_root(path: Path) -> subprocess.Popen[str]:
 def _gc_lock_check(run: Runner, user: str, store: Path) -> dict[str, object]:
     done = run(user, "doctor", "--store", str(store), "--json")
     assert "Traceback" not in done.stderr, done.stderr
-    (check,) = [c for c in json.loads(done.stdout)["checks"] if c["name"] == "gc-lock"]
-    return check  # type: ignore[no-any-return]
+    checks: list[dict[str, object]] = [c for c in json.loads(done.stdout)["checks"] if c["name"] == "gc-lock"]
+    (check,) = checks
+    return check
 
 
 def _all_store(run: Runner, users: Users, workdir: Path) -> Path:
@@ -212,7 +213,7 @@ def test_a_flooded_roots_costs_no_user_lookup_per_entry(
     def counting(name: str, real: object) -> object:
         def call(arg: object) -> object:
             calls[name] += 1
-            return real(arg)  # type: ignore[operator]
+            return real(arg)  # type: ignore[operator]  # real is pwd.getpwnam or pwd.getpwuid
         return call
 
     monkeypatch.setattr(pwd, "getpwnam", counting("getpwnam", pwd.getpwnam))

@@ -74,7 +74,7 @@ def _key(whl: Path) -> str:
 
 def _wheelstore_python(run: Runner, user: str, code: str, *args: str) -> str:
     """Run ``code`` as ``user`` with the interpreter wheelstore is installed in (an attacker may run any code)."""
-    done = subprocess.run(  # type: ignore[call-overload]
+    done = subprocess.run(
         [str(run.tool.parent / "python"), "-c", code, *args], capture_output=True, text=True, env=run.env(user),
         cwd="/", timeout=120, **run.popen_kwargs(user, 0o022))
     assert done.returncode == 0, done.stderr
@@ -101,7 +101,7 @@ def _install(run: Runner, user: str, store: Path, venv: Path, whl: Path, name: s
     done = run(user, "--store", str(store), "install", "--venv", str(venv), "--link-mode", "symlink", "--no-index",
                "-f", str(whl.parent), name)
     assert done.returncode == 0, done.stderr
-    imported = subprocess.run(  # type: ignore[call-overload]
+    imported = subprocess.run(
         [str(venv / "bin" / "python"), "-c", f"import {name}"], capture_output=True, text=True, env=run.env(user),
         cwd="/", timeout=60, **run.popen_kwargs(user, 0o022))
     assert imported.returncode == 0, imported.stderr

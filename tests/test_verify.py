@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from wheelstore.base.errors import TreeDamaged
 from wheelstore.store import verify
 from wheelstore.store.publish import realize_wheel
 from wheelstore.store.store import Store
@@ -25,12 +26,7 @@ FILES = {"demo/__init__.py": ORIGINAL, "demo/sub/mod.py": b"X = 2\n", "demo/data
 TARGET = "demo/__init__.py"
 
 
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """In-process checks keep their marks in a private cache per test, never in root's own."""
-    home = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("cache_home")  # the marks of in-process checks: in a private cache per test
 
 
 def _wheel(directory: Path) -> Path:
@@ -99,7 +95,7 @@ def test_owner_edit_is_caught_never_linked_and_repaired(run: Runner, users: User
     # one pipe for both streams, as in a CI log: the report first, then the fix
     both = subprocess.run([str(run.tool), "--store", str(group_store), "verify"], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, env=run.env(users.bob),
-                          **run.popen_kwargs(users.bob, 0o022))  # type: ignore[call-overload]
+                          **run.popen_kwargs(users.bob, 0o022))
     lines = both.stdout.splitlines()
     assert lines[-1].startswith("fix: ") and lines[0].startswith("damaged: demo 1.0"), lines
 
@@ -479,6 +475,6 @@ def test_a_failing_child_vouches_for_nothing(run: Runner, users: Users, workdir:
     with Store.open(group_store) as store:
         found = [t for p in trees if (t := store.lookup(p.name)) is not None]
         notes: list[str] = []
-        with pytest.raises(checks.TreeDamaged, match="many00 1.0"):
+        with pytest.raises(TreeDamaged, match="many00 1.0"):
             checks.intact_trees(store, found, [None] * len(found), notes)
         assert checks.intact_trees(store, found[1:], [None] * (len(found) - 1), notes) == found[1:]

@@ -1,11 +1,14 @@
-"""Build small, real wheels for tests, including deliberately broken ones."""
+"""Build small, real wheels (and sdists) for tests, including deliberately broken ones."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import stat
+import tarfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -21,7 +24,7 @@ def make_wheel(
     *,
     tag: str = "py3-none-any",
     executable: tuple[str, ...] = (),
-    record_overrides: dict[str, tuple[str, str] | None] | None = None,
+    record_overrides: Mapping[str, tuple[str, str] | None] | None = None,
     extra: list[tuple[zipfile.ZipInfo, bytes]] | None = None,
 ) -> Path:
     """Write ``{name}-{version}-{tag}.whl`` with a correct RECORD, unless told to break it.
@@ -73,3 +76,37 @@ def member(name: str, mode: int) -> zipfile.ZipInfo:
 def big_files(count: int, size: int, prefix: str = "big") -> dict[str, bytes]:
     """Many distinct files, so unpacking takes long enough to be caught mid-way."""
     return {f"{prefix}/sub{i % 10}/mod{i}.py": (f"# {i}\n".encode() * (size // 5 + 1))[:size] for i in range(count)}
+
+
+BACKEND = '''import os
+from flit_core import buildapi as _flit
+from flit_core.buildapi import *  # noqa: F401,F403
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    {fail}
+    marker = os.path.join({markers!r}, "%d-%s" % (os.getpid(), os.urandom(4).hex()))
+    open(marker, "w").close()
+    return _flit.build_wheel(wheel_directory, config_settings, metadata_directory)
+'''
+
+
+def make_sdist(directory: Path, markers: Path, name: str = "tinypkg", *, fail: bool = False) -> Path:
+    """A pure-Python sdist whose in-tree backend (a wrapper of flit_core) leaves a marker file per build."""
+    files = {
+        "pyproject.toml": (f'[build-system]\nrequires = ["flit_core>=3.2"]\nbuild-backend = "countingbackend"\n'
+                           f'backend-path = ["."]\n\n[project]\nname = "{name}"\nversion = "0.1"\n'
+                           f'description = "a tiny sdist for tests"\n'),
+        "countingbackend.py": BACKEND.format(markers=str(markers),
+                                             fail='raise RuntimeError("this backend always fails")' if fail else ""),
+        f"{name}/__init__.py": "VALUE = 42\n",
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+    }
+    path = directory / f"{name}-0.1.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}-0.1/{rel}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 1577836800
+            tar.addfile(info, io.BytesIO(data))
+    path.chmod(0o644)
+    return path

@@ -217,12 +217,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def _size(n: int) -> str:
     if abs(n) < 1024:
         return f"{n} B"
-    value, unit = float(n), "B"
+    value, shown = float(n), "B"
     for unit in ("KiB", "MiB", "GiB"):
-        value /= 1024
+        value, shown = value / 1024, unit
         if abs(value) < 1024:
             break
-    return f"{value:.1f} {unit}"
+    return f"{value:.1f} {shown}"
 
 
 def cmd_gc(args: argparse.Namespace) -> int:

@@ -170,9 +170,9 @@ def fetch_trees(
     (with ``compiler``, their pycs compiled into the trees, as :func:`wheelstore.store.publish.realize` does).
 
     Downloads run ``jobs`` at a time, the largest first. Processes fetching the same wheels split them: a wheel another
-    process is fetching is waited for only once nothing else is left (:func:`wheelstore.store.keylock.share_work`). The
-    first failure stops the downloads not yet started and is raised; trees already published stay (they are complete and
-    content-addressed).
+    process is fetching is waited for only once nothing else is left (:func:`wheelstore.store.keylock.share_work`).
+    The first failure stops the downloads not yet started and is raised; trees already published stay (they are
+    complete and content-addressed).
     """
     report = progress or Progress()
     for file in files:
@@ -196,7 +196,7 @@ def fetch_trees(
         order = sorted(todo, key=lambda k: -(todo[k].size or 0))
         got = share_work([todo[k] for k in order],
                          lambda file, wait: _fetch_one(store, file, http, report, compiler, wait=wait), jobs=jobs)
-        trees.update(zip(order, got))
+        trees.update(zip(order, got, strict=True))
     return [trees[_key(file)] for file in files]
 
 
@@ -247,7 +247,7 @@ def obtain(
     try:
         wheels = [f for f in files if f.is_wheel]
         trees = dict(zip((_key(f) for f in wheels), fetch_trees(store, wheels, client, jobs=jobs, progress=progress,
-                                                                       compiler=compiler)))
+                                                                       compiler=compiler), strict=True))
         for sdist in (f for f in files if not f.is_wheel):
             if _key(sdist) in trees:
                 continue
@@ -431,7 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     finally:
         http.close()
-    print(json.dumps([{"filename": f.filename, "key": t.key, "tree": str(t.path)} for f, t in zip(files, trees)]))
+    print(json.dumps([{"filename": f.filename, "key": t.key, "tree": str(t.path)}
+                      for f, t in zip(files, trees, strict=True)]))
     return 0
 
 

@@ -118,7 +118,7 @@ def gather_candidates(
               else links.find(name, version, required=not elsewhere)
               for name, _group, version, chosen in plans]
     digests = _digests(plans, wheels, links.supported, held, holds)
-    return [_candidate(*plan, wheel, sha256) for plan, wheel, sha256 in zip(plans, wheels, digests)]
+    return [_candidate(*plan, wheel, sha256) for plan, wheel, sha256 in zip(plans, wheels, digests, strict=True)]
 
 
 def _entries(
@@ -169,7 +169,7 @@ def _digests(
 
     digests: list[str | None] = []
     remembered: dict[int, str | None] = {}
-    for i, (wheel, hashes) in enumerate(zip(wheels, accepted)):
+    for i, (wheel, hashes) in enumerate(zip(wheels, accepted, strict=True)):
         best = _best_held(hashes, found, supported)
         known = best[0] if best is not None else None
         if best is not None and wheel is not None and (local := names.rank(supported, names.wheel_tags(
@@ -197,7 +197,7 @@ def _digests(
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1, len(unknown)), thread_name_prefix="hash") as pool:
-            for i, (digest, stamp) in zip(unknown, pool.map(read, unknown)):
+            for i, (digest, stamp) in zip(unknown, pool.map(read, unknown), strict=True):
                 digests[i] = digest
                 kept.add(cast(Path, wheels[i]), stamp, digest)
     kept.save()

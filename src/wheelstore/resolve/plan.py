@@ -148,7 +148,7 @@ def _from_indexes(
 
         with ThreadPoolExecutor(max(1, min(INDEX_THREADS, len(lacking) - 1)), thread_name_prefix="index") as pool:
             listed += pool.map(pages, lacking[1:])
-        for cand, offered in zip(lacking, listed):
+        for cand, offered in zip(lacking, listed, strict=True):
             files = [f for f in offered if not cand.hashes or f.sha256 in cand.hashes]
             pin = SpecifierSet(f"=={cand.version}")
             chosen = (choose_wheel(files, cand.name, pin, interpreter)

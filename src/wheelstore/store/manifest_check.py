@@ -77,7 +77,7 @@ def check_entries(values: Collection[list[Any]]) -> None:
     int64 arrays a check keeps them in, and a string. By columns: a pass in C per field."""
     if not values:
         return
-    sizes, hexes, modes, mtimes, ctimes = zip(*values)
+    sizes, hexes, modes, mtimes, ctimes = zip(*values, strict=True)
     try:
         size_array, mode_array = array("q", sizes), array("q", modes)
         array("q", mtimes), array("q", ctimes)

@@ -19,6 +19,7 @@ afresh.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -107,7 +108,7 @@ def realize_many(
     order = sorted(range(len(wheels)), key=lambda i: -_size(wheels[i][0]))
     workers = max(1, min(jobs or os.cpu_count() or 1, 8, len(wheels)))
     done: list[Realized | WheelstoreError] = share_work([wheels[i] for i in order], one, jobs=workers)
-    by_index = dict(zip(order, done))
+    by_index = dict(zip(order, done, strict=True))
     return [by_index[i] for i in range(len(wheels))]
 
 
@@ -193,7 +194,7 @@ def _unpack(
                 f"{archive.filename}: member {member.name!r} collides with another member on this filesystem"
             ) from None
         try:
-            sha256 = archive.extract(member, lambda chunk: _write_all(fd, chunk))
+            sha256 = archive.extract(member, functools.partial(_write_all, fd))
             st = policy.apply(fd, Role.PUBLISHED_EXEC if member.executable else Role.PUBLISHED_FILE)
         finally:
             os.close(fd)

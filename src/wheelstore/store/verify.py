@@ -159,8 +159,9 @@ class Mark:
 
     def unpacked(self) -> list[tuple[int, int]] | None:
         if self.links is None and self.packed is not None:
-            inos, nlinks = (array(t, base64.b64decode(b)) for t, b in zip("QI", self.packed))
-            self.links = list(zip(inos, nlinks)) if len(inos) == len(nlinks) else None
+            # as before: the two packed arrays of a marks file, whatever else a damaged one holds
+            inos, nlinks = (array(t, base64.b64decode(b)) for t, b in zip("QI", self.packed, strict=False))
+            self.links = list(zip(inos, nlinks, strict=True)) if len(inos) == len(nlinks) else None
             self.packed = None
         return self.links
 
@@ -349,7 +350,7 @@ class _Walk:
         if self._links is None:
             links = self.mark.unpacked()
             ok = links is not None and len(links) == len(self.m.files)
-            self._links = dict(zip(self.m.files, links)) if links is not None and ok else {}
+            self._links = dict(zip(self.m.files, links, strict=True)) if links is not None and ok else {}
         return self._links
 
     def _check_dir(self, rel: str, st: os.stat_result) -> bool:
