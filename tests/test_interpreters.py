@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,13 +48,22 @@ def test_a_second_venv_of_the_same_python_is_not_asked_and_gets_its_own_paths(as
     assert str(tmp_path / "one") not in cache.read_text()  # a template, not one venv's answer
 
 
+def _another_python() -> str | None:
+    """A Python binary other than the system's: the test runner's, else one on PATH or from pyenv, if any."""
+    found = [sys.executable, shutil.which("python3"), *sorted(glob.glob("/root/.pyenv/versions/*/bin/python3")),
+             *sorted(glob.glob("/usr/local/bin/python3.*"))]
+    system = os.path.realpath(SYSTEM_PYTHON)
+    return next((p for p in found if p and os.path.realpath(p) != system), None)
+
+
 def test_another_configuration_or_interpreter_is_asked_again(asked: list[str], tmp_path: Path) -> None:
-    if os.path.realpath(sys.executable) == os.path.realpath(SYSTEM_PYTHON):
-        pytest.skip("the test runner uses the system Python")
+    another = _another_python()
+    if another is None:
+        pytest.skip("no Python here but the system's")
     Interpreter.inspect(_venv(tmp_path / "plain"))
     system_site = _venv(tmp_path / "system-site", SYSTEM_PYTHON, "--system-site-packages")
     assert Interpreter.inspect(system_site) == Interpreter._ask(system_site)
-    other = _venv(tmp_path / "other-python", sys.executable)  # the test runner's Python, another binary
+    other = _venv(tmp_path / "other-python", another)  # another binary
     assert Interpreter.inspect(other).executable == str(other)
     assert len(asked) == 4  # plain, system-site (twice: inspect, then the comparison), other-python
     assert asked[:2] == [str(tmp_path / "plain" / "bin" / "python"), str(system_site)]
