@@ -42,7 +42,6 @@ from ..base.errors import BytecodeError, WheelstoreError
 from ..base.fsio import open_dir
 from ..base.interpreter import Interpreter
 from ..base.logs import log
-from .commit import commit, manifest_stamp, stage_and_rename
 from .manifest import FileEntry, Manifest
 from .policy import Role, user_name
 from .store import Store, Tree
@@ -390,6 +389,7 @@ def _modules(tree: Tree) -> list[str]:
 
 
 def _publish(store: Store, tree: Tree, interpreter: Interpreter, key: str) -> Tree:
+    from .commit import commit, manifest_stamp, stage_and_rename  # here: a warm install never compiles
 
     def build(root_fd: int, path: Path) -> tuple[dict[str, FileEntry], list[str]]:
         _run_compiler(interpreter, os.fspath(tree.path), os.fspath(path), _modules(tree), tree.manifest.wheel)

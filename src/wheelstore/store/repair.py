@@ -20,7 +20,6 @@ from pathlib import Path
 from ..base import fsio
 from ..base.errors import RepairError, WheelstoreError
 from ..base.interpreter import Interpreter
-from .commit import make_movable
 from .manifest import Manifest
 from .orphans import find_orphans
 from .policy import user_name
@@ -158,6 +157,7 @@ def quarantine(store: Store, key: str) -> tuple[str, ...]:
             fsio.fsync_dir(manifests)
             moved.append(f"staging/{aside}.json")
         if fsio.exists(key, dir_fd=trees):
+            from .commit import make_movable  # here: only a repair needs the publish steps
 
             make_movable(key, trees)
             os.rename(key, aside, src_dir_fd=trees, dst_dir_fd=staging)
