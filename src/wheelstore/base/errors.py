@@ -16,6 +16,9 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
+# -- the base ----------------------------------------------------------------------------------------------------------
+
+
 class WheelstoreError(Exception):
     """Base class: a problem with the user's input or environment, explained in one line."""
 
@@ -33,6 +36,13 @@ class WheelstoreError(Exception):
         if self.hint:
             text += f" (fix: {' '.join(self.hint.split())})"
         return printable(text)
+
+
+class VenvError(WheelstoreError):
+    """The target environment is missing, not a venv, or its interpreter does not run."""
+
+
+# -- the store: its layout and policy, wheels, trees, gc ---------------------------------------------------------------
 
 
 class StoreError(WheelstoreError):
@@ -67,16 +77,12 @@ class RecordMismatch(WheelError):
     """A wheel's RECORD does not describe its members exactly."""
 
 
+class EntryPointError(WheelError):
+    """A distribution's entry point cannot be given a launcher safely; nothing is installed."""
+
+
 class NotAFile(WheelstoreError):
     """A store file to be copied is a FIFO, device or socket (planted in a tree by its owner): never read."""
-
-
-class VenvError(WheelstoreError):
-    """The target environment is missing, not a venv, or its interpreter does not run."""
-
-
-class GcError(WheelstoreError):
-    """gc cannot run safely (no lock on this filesystem) or was given a bad argument."""
 
 
 class BytecodeError(WheelstoreError):
@@ -95,8 +101,11 @@ class RootNotRegistered(WheelstoreError):
     """The venv was filled, but its gc root could not be written: gc may remove the trees it uses."""
 
 
-class EntryPointError(WheelError):
-    """A distribution's entry point cannot be given a launcher safely; nothing is installed."""
+class GcError(WheelstoreError):
+    """gc cannot run safely (no lock on this filesystem) or was given a bad argument."""
+
+
+# -- fetching ----------------------------------------------------------------------------------------------------------
 
 
 class FetchError(WheelstoreError):
@@ -115,6 +124,9 @@ class BuildError(WheelstoreError):
     """An sdist could not be built into a wheel for the target interpreter."""
 
 
+# -- resolving ---------------------------------------------------------------------------------------------------------
+
+
 class ResolutionError(WheelstoreError):
     """uv could not turn the requirements into a lock: no solution, an unknown package, the network."""
 
@@ -131,6 +143,9 @@ class Missing(WheelstoreError):
     """Distributions that no allowed source has: not in the store when offline, or on no index."""
 
 
+# -- venvs -------------------------------------------------------------------------------------------------------------
+
+
 class InstallError(WheelstoreError):
     """A distribution cannot be installed into or removed from the venv."""
 
@@ -141,6 +156,9 @@ class OutsideVenv(WheelstoreError):
 
 class LinkModeError(WheelstoreError):
     """A requested link mode cannot work here, or would be unsafe; the message says why."""
+
+
+# -- the command line --------------------------------------------------------------------------------------------------
 
 
 class SharingBroken(WheelstoreError):
