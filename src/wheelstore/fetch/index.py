@@ -256,6 +256,51 @@ def _build(file: RemoteFile) -> BuildTag:
     return parse_wheel_filename(file.filename)[2]
 
 
+#: versions an error lists before it says how many more there are
+SHOWN_VERSIONS = 5
+
+
+def why_missing(
+    files: Iterable[RemoteFile], name: str, version: Version, interpreter: Interpreter, hashes: frozenset[str],
+    where: str,
+) -> str:
+    """Why ``files`` (everything the locations ``where`` offer) hold no file for the pin ``name==version``: the
+    name is unknown, the version is not there (and which are), a hash decided it (only then are hashes named), or
+    only files for other interpreters exist (and which tags they have). One clause, for a one-line error."""
+    canonical = canonicalize_name(name)
+    mine = [(f, parsed[1]) for f in files if (parsed := distribution(f.filename)) and parsed[0] == canonical]
+    if not mine:
+        return f"no distribution named {name} on {where}"
+    same = [f for f, v in mine if v == version]
+    if not same:
+        return f"no version of {name} matches =={version} (available on {where}: {_versions({v for _, v in mine})})"
+    pin = f"{name}=={version}"
+    if hashes and not (same := [f for f in same if f.sha256 in hashes]):
+        listed = [f for f, v in mine if v == version and f.sha256]
+        if not listed:
+            return (f"no file of {pin} on {where} lists a sha256 to check against the required hash "
+                    f"({', '.join(f.filename for f, v in mine if v == version)})")
+        offered = "; ".join(f"{f.filename} has sha256 {f.sha256}" for f in listed[:2])
+        return f"no file of {pin} on {where} has the required hash: {offered}"
+    python = ".".join(map(str, interpreter.version))
+    runnable = [f for f in same if _python_ok(f, python)]
+    if not runnable:
+        needs = ", ".join(sorted({f"requires-python {f.requires_python}" for f in same}))
+        return f"no file of {pin} on {where} is for Python {python}: {needs}"
+    best = interpreter.tags[0]
+    found = sorted({"-".join(f.filename.removesuffix(".whl").split("-")[-3:]) for f in runnable if f.is_wheel})
+    shown = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+    return (f"no file of {pin} on {where} suits this interpreter ({best.interpreter}, {best.platform}): "
+            f"found only {shown} and no sdist")
+
+
+def _versions(versions: set[Version]) -> str:
+    """The newest few, newest first, and how many older ones there are."""
+    ordered = sorted(versions, reverse=True)
+    text = ", ".join(map(str, ordered[:SHOWN_VERSIONS]))
+    return text + (f" and {len(ordered) - SHOWN_VERSIONS} older" if len(ordered) > SHOWN_VERSIONS else "")
+
+
 # -- the client -----------------------------------------------------------------------------------------------------
 
 

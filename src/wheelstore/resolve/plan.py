@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..base import names
 from ..base.errors import Missing, NeedsResolution, StoreError
@@ -21,6 +22,10 @@ from ..store.store import Store, Tree
 from .candidates import Candidate, gather_candidates
 from .pylock import is_pylock
 from .requirements import parse_requirements_file
+
+if TYPE_CHECKING:
+    from ..fetch.http import Http
+    from ..fetch.index import RemoteFile
 
 #: index pages read at once (an index that serves one page per distribution; the pool of
 #: :class:`~wheelstore.fetch.http.Http` holds 10)
@@ -44,7 +49,7 @@ def plan(
                                        held=_wheel_of(store), holds=store.holds)
     except NeedsResolution:
         candidates = _resolve(store, items, requirement_files, find_links, interpreter, sources, quiet=quiet)
-    return locate(store, candidates, interpreter, sources)
+    return locate(store, candidates, interpreter, sources, local=find_links)
 
 
 def _resolve(
@@ -92,9 +97,11 @@ def _named(requirements: Sequence[str], requirement_files: Sequence[Path], inter
 
 
 def locate(
-    store: Store, candidates: Sequence[Candidate], interpreter: Interpreter, sources: Sources
+    store: Store, candidates: Sequence[Candidate], interpreter: Interpreter, sources: Sources,
+    *, local: Sequence[Path] = (),
 ) -> list[Candidate]:
-    """Give every candidate without a local file its store tree (by any of its hashes) or its file on an index."""
+    """Give every candidate without a local file its store tree (by any of its hashes) or its file on an index;
+    ``local`` are the find-links directories already searched, named (with what they hold) when a file is missing."""
     located: list[Candidate] = []
     lacking: list[Candidate] = []
     for cand in candidates:
@@ -119,23 +126,31 @@ def locate(
         raise Missing(f"not in the store, and --offline forbids downloading: {absent}",
                       hint="run once without --offline, or give their wheels with --find-links")
     if not sources.index_urls and not any(_is_remote(u) for u in sources.find_links):
-        raise Missing(f"no wheel in the find-links directories and no index to ask (--no-index): {absent}",
-                      hint="give their wheels with --find-links DIR, or drop --no-index")
-    return _from_indexes(located, lacking, interpreter, sources)
+        from ..fetch.http import Http
+        from ..fetch.index import IndexClient
+
+        http = Http(offline=True)
+        try:  # what the configured local find-links hold too (the command line's were searched for the pin)
+            client = IndexClient(sources, http)
+            raise _missing([(c, client.files(c.name)) for c in lacking], local, interpreter, sources, http)
+        finally:
+            http.close()
+    return _from_indexes(located, lacking, interpreter, sources, local)
 
 
 def _from_indexes(
-    located: list[Candidate], lacking: list[Candidate], interpreter: Interpreter, sources: Sources
+    located: list[Candidate], lacking: list[Candidate], interpreter: Interpreter, sources: Sources,
+    local: Sequence[Path],
 ) -> list[Candidate]:
     """``located``, with a file on the indexes for each of ``lacking``, sorted by name; one with none is an error."""
     from packaging.specifiers import SpecifierSet
 
     from ..fetch.http import Http
-    from ..fetch.index import IndexClient, RemoteFile, choose_sdist, choose_wheel
+    from ..fetch.index import IndexClient, choose_sdist, choose_wheel
 
     http = Http(offline=sources.offline)
     client = IndexClient(sources, http)
-    missing = []
+    missing: list[tuple[Candidate, list[RemoteFile]]] = []
 
     def pages(cand: Candidate) -> list[RemoteFile]:
         return client.files(cand.name)
@@ -154,16 +169,34 @@ def _from_indexes(
             chosen = (choose_wheel(files, cand.name, pin, interpreter)
                       or choose_sdist(files, cand.name, pin, interpreter))
             if chosen is None:
-                missing.append(cand)
+                missing.append((cand, offered))
             else:
                 located.append(cand._replace(remote=chosen))
+        if missing:
+            raise _missing(missing, local, interpreter, sources, http)
     finally:
         http.close()
-    if missing:
-        which = ", ".join(f"{c.name}=={c.version}" for c in missing)
-        raise Missing(f"no file for this interpreter with the required hash on {', '.join(sources.index_urls)}: "
-                      f"{which}")
     return sorted(located, key=lambda c: c.name)
+
+
+def _missing(
+    lacking: Sequence[tuple[Candidate, list[RemoteFile]]], local: Sequence[Path], interpreter: Interpreter,
+    sources: Sources, http: Http,
+) -> Missing:
+    """One line for the pins no location has a file for (each with what the indexes ``offered`` for it): what was
+    asked, every location asked (indexes, find-links, the local directories), and what exists there."""
+    from ..fetch.index import IndexClient, why_missing
+
+    present = [d for d in dict.fromkeys(local) if d.is_dir()]
+    here = IndexClient(Sources(index_urls=(), no_index=True, find_links=tuple(map(str, present))), http)
+    indexes = () if sources.no_index else sources.index_urls
+    places = [*indexes, *sources.find_links, *(str(d) if d in present else f"{d} (missing)" for d in local)]
+    where = ", ".join(dict.fromkeys(places)) or "no index and no --find-links"
+    reasons = [why_missing([*offered, *here.files(c.name)], c.name, c.version, interpreter, c.hashes, where)
+               for c, offered in lacking]
+    hashed = any(c.hashes for c, _ in lacking)  # a hash may have decided it: then another file is no fix
+    hint = None if sources.index_urls or hashed else "give the wheel with --find-links DIR, or drop --no-index"
+    return Missing("; ".join(reasons), hint=hint)
 
 
 def _wheel_of(store: Store) -> Callable[[set[str]], dict[str, str]]:
