@@ -212,8 +212,12 @@ def test_no_matching_wheel_says_what_is_there(tmp_path: Path, py: Interpreter) -
         f"no wheel for winonly==1.0 matches this interpreter ({best.interpreter}, {best.platform}) in: "
         f"{tmp_path}, {tmp_path / 'nope'} (missing); found only {WINDOWS}"
     )
-    with pytest.raises(InputError, match=r"no wheel for winonly==2\.0 .*; versions there: 1\.0, 0\.9$"):
+    with pytest.raises(InputError) as e:
         gather_candidates(["winonly==2.0"], [], [tmp_path], py)
+    assert str(e.value) == f"no version of winonly matches ==2.0 (available in {tmp_path}: 1.0, 0.9)"
+    with pytest.raises(InputError) as e:
+        gather_candidates(["winnoly==1.0"], [], [tmp_path], py)
+    assert str(e.value) == f"no distribution named winnoly in {tmp_path}"
     with pytest.raises(InputError, match=r"in: no --find-links directory \(fix: pass --find-links DIR"):
         gather_candidates(["winonly==1.0"], [], [], py)
 

@@ -55,12 +55,16 @@ class FindLinks:
         if best is not None or not required:
             return best
         where = ", ".join(f"{d} (missing)" if d in self.missing else str(d) for d in self.directories)
-        message = f"no wheel for {name}=={version} matches this interpreter ({describe(self.interpreter)}) in: "
-        message += where or "no --find-links directory"
-        if same:
-            message += "; found only " + ", ".join(sorted({tag_text(path.name) for path, _ in same}))
-        elif others := sorted({v for v, *_ in self.wheels.get(name, [])}, reverse=True):
-            message += "; versions there: " + ", ".join(map(str, others[:5]))
+        others = sorted({v for v, *_ in self.wheels.get(name, [])}, reverse=True)
+        if same or not where:
+            message = f"no wheel for {name}=={version} matches this interpreter ({describe(self.interpreter)}) in: "
+            message += where or "no --find-links directory"
+            message += "; found only " + ", ".join(sorted({tag_text(path.name) for path, _ in same})) if same else ""
+        elif others:  # the version is not there: say which are, newest first (as the index's error does)
+            shown = ", ".join(map(str, others[:5])) + (f" and {len(others) - 5} older" if len(others) > 5 else "")
+            message = f"no version of {name} matches =={version} (available in {where}: {shown})"
+        else:
+            message = f"no distribution named {name} in {where}"
         raise InputError(message, hint=None if where else "pass --find-links DIR with its wheel")
 
     def newest(self, name: NormalizedName, specifier: SpecifierSet) -> Version | None:
