@@ -25,6 +25,7 @@ from ..store.store import Store
 from ..venv.create import create as create_venv
 from ..venv.environment import Environment, InstallReport, Options
 from ..venv.link import LinkMode
+from ..venv.locate import LOOKUP, find_venv
 
 
 def _out(args: argparse.Namespace, text: str) -> None:
@@ -95,8 +96,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _environment(args: argparse.Namespace) -> Environment:
-    return Environment(args.venv)
+def _venv(args: argparse.Namespace) -> Path:
+    """``--venv``, else the venv uv would use (:func:`~wheelstore.venv.locate.find_venv`), said on stderr as uv does."""
+    if args.venv:
+        return Path(args.venv)
+    venv, why = find_venv()
+    if not args.quiet:
+        _err(f"using the venv at {venv} ({why})")
+    return venv
 
 
 def _link_mode(args: argparse.Namespace) -> LinkMode | None:
@@ -117,8 +124,9 @@ def _print_report(args: argparse.Namespace, report: InstallReport, started: floa
 
 
 def cmd_venv(args: argparse.Namespace) -> int:
-    interpreter = create_venv(Path(args.path).absolute(), args.python)
-    _out(args, f"created venv at {Path(args.path).absolute()} (Python {'.'.join(map(str, interpreter.version))})")
+    path = Path(args.path or ".venv").absolute()
+    interpreter = create_venv(path, args.python)
+    _out(args, f"created venv at {path} (Python {'.'.join(map(str, interpreter.version))})")
     return 0
 
 
@@ -141,7 +149,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if not args.items and not args.requirements:
         raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
-    env = _environment(args)
+    env = Environment(_venv(args))
     sources = _sources(args)
     with Store.select(args.store) as store:
         candidates = plan(store, env.interpreter, args.items, [Path(r) for r in args.requirements],
@@ -158,7 +166,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     from ..resolve.resolver import lock
 
     started = time.perf_counter()
-    python = find_python(Path(args.venv)) if args.venv else Path(args.python)
+    python = Path(args.python) if args.python else find_python(_venv(args))
     interpreter = Interpreter.inspect(python)
     sources = Sources.from_environment(index_url=args.index_url, extra_index_urls=tuple(args.extra_index_url),
                                        find_links=tuple(args.find_links), no_index=args.no_index, offline=args.offline)
@@ -171,13 +179,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    report = _environment(args).uninstall(args.names)
+    report = Environment(_venv(args)).uninstall(args.names)
     _print_report(args, report, started)
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    dists = sorted(_environment(args).distributions().values(), key=lambda d: d.name)
+    dists = sorted(Environment(_venv(args)).distributions().values(), key=lambda d: d.name)
     if args.json:
         _json([d.to_json() for d in dists])
         return 0
@@ -189,7 +197,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    env = _environment(args)
+    env = Environment(_venv(args))
     with Store.select(args.store) as store:
         dist, count = env.edit(store, args.name, undo=args.undo)
     if args.undo:
@@ -404,7 +412,7 @@ def _info_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _venv_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", metavar="VENV")
+    p.add_argument("path", nargs="?", metavar="VENV", help="where to create it (default: .venv, as uv venv)")
     p.add_argument("--python", help="the interpreter to base it on (default: python3 on PATH)")
     p.set_defaults(func=cmd_venv)
 
@@ -412,7 +420,7 @@ def _venv_arguments(p: argparse.ArgumentParser) -> None:
 def _install_arguments(p: argparse.ArgumentParser) -> None:
     """``install`` and ``sync`` take the same arguments."""
     p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheel files, name==version pins, pylock.toml")
-    p.add_argument("--venv", required=True, help="the target venv")
+    p.add_argument("--venv", help=f"the venv ({LOOKUP})")
     p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
     _add_source_options(p)
     p.add_argument("--link-mode", choices=["auto", *(m.value for m in LinkMode)], default="auto")
@@ -425,8 +433,8 @@ def _install_arguments(p: argparse.ArgumentParser) -> None:
 def _lock_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("items", nargs="*", metavar="REQ", help="requirements, like 'requests' or 'pandas<3'")
     p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--venv", help="resolve for this venv's interpreter")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--venv", help=f"resolve for this venv's interpreter ({LOOKUP})")
     target.add_argument("--python", help="resolve for this interpreter")
     p.add_argument("-o", "--output", default="pylock.toml", metavar="FILE",
                    help="where to write (default: pylock.toml)")
@@ -436,26 +444,26 @@ def _lock_arguments(p: argparse.ArgumentParser) -> None:
 
 def _uninstall_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="+", metavar="NAME")
-    p.add_argument("--venv", required=True)
+    p.add_argument("--venv", help=f"the venv ({LOOKUP})")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_uninstall)
 
 
 def _list_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--venv", required=True)
+    p.add_argument("--venv", help=f"the venv ({LOOKUP})")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_list)
 
 
 def _edit_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--venv", required=True)
+    p.add_argument("--venv", help=f"the venv ({LOOKUP})")
     p.add_argument("--undo", action="store_true", help="link the distribution from the store again")
     p.set_defaults(func=cmd_edit)
 
 
 def _doctor_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--venv", help="also check this venv: its interpreter, and linking into it")
+    p.add_argument("--venv", help="also check this venv: its interpreter, and linking into it (default: none)")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_doctor)
 
