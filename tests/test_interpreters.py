@@ -75,3 +75,22 @@ def test_a_foreign_or_writable_cache_file_is_ignored(asked: list[str], tmp_path:
     cache.chmod(0o666)
     Interpreter.inspect(_venv(tmp_path / "two"))
     assert len(asked) == 2
+
+
+@pytest.mark.parametrize("script", ["#!/bin/sh\nexit 0\n", "#!/bin/sh\necho '{\"executable\": 1}'\n"])
+def test_a_venv_python_that_gives_no_answer_is_one_line_error(script: str, tmp_path: Path) -> None:
+    """A venv whose bin/python runs but is not a Python that answers the probe (printing nothing, or JSON without
+    the fields): the command says so in one line, never a traceback."""
+    from .conftest import one_line_error
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (venv / "bin" / "python").write_text(script)
+    (venv / "bin" / "python").chmod(0o755)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-m", "wheelstore", "list", "--venv", str(venv)], capture_output=True,
+                          text=True, env=env)
+    line = one_line_error(done)
+    assert f"{venv}/bin/python is not a Python interpreter wheelstore can use" in line and "wheelstore venv" in line

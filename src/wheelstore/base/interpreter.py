@@ -82,18 +82,26 @@ class Interpreter(NamedTuple):
             raise VenvError(f"{python}: permission denied") from None
         except subprocess.CalledProcessError as e:
             raise VenvError(f"{python} does not run: {e.stderr.strip().splitlines()[-1:]}") from None
-        data = json.loads(out)
-        return cls(
-            executable=data["executable"],
-            prefix=data["prefix"],
-            base_prefix=data["base_prefix"],
-            implementation=data["implementation"],
-            version=tuple(data["version"]),
-            cache_tag=data["cache_tag"],
-            soabi=data["soabi"],
-            abiflags=data["abiflags"],
-            paths=data["paths"],
-        )
+        except subprocess.TimeoutExpired:
+            raise VenvError(f"{python} did not answer within 60 s") from None
+        except OSError as e:
+            raise VenvError(f"{python} cannot be run: {e.strerror}") from None
+        try:
+            data = json.loads(out)
+            return cls(
+                executable=data["executable"],
+                prefix=data["prefix"],
+                base_prefix=data["base_prefix"],
+                implementation=data["implementation"],
+                version=tuple(data["version"]),
+                cache_tag=data["cache_tag"],
+                soabi=data["soabi"],
+                abiflags=data["abiflags"],
+                paths=data["paths"],
+            )
+        except (ValueError, TypeError, KeyError):  # a binary that runs but is not a Python (or not one we can ask)
+            raise VenvError(f"{python} is not a Python interpreter wheelstore can use: it did not say what it is",
+                            hint="recreate the venv with: wheelstore venv PATH") from None
 
     @property
     def is_venv(self) -> bool:
