@@ -119,9 +119,8 @@ def store_links(interpreter: Interpreter) -> dict[Path, TreeId]:
 def missing_files(dist: Distribution) -> list[str]:
     """The RECORD rows inside the venv whose file is gone. A row below a folded directory's row is judged by that
     row alone (the store's files behind it are the store's business, :command:`wheelstore verify`'s)."""
-    try:
-        text = (dist.dist_info / "RECORD").read_text(encoding="utf-8")
-    except OSError:
+    text = _read_regular(dist.dist_info / "RECORD")
+    if text is None:
         return []
     root = dist.dist_info.parent
     venv = next((p for p in root.parents if (p / "pyvenv.cfg").is_file()), root.parent)
@@ -139,6 +138,19 @@ def missing_files(dist: Distribution) -> list[str]:
         elif os.path.islink(path) and os.path.isdir(path):
             folded.append(path + "/")
     return gone
+
+
+def _read_regular(path: Path) -> str | None:
+    """A regular file's text, never blocking on a FIFO planted in its place (doctor reads other users' venvs)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with open(fd, "rb") as f:
+        try:
+            return f.read().decode("utf-8", "replace") if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except OSError:
+            return None
 
 
 def survey(interpreter: Interpreter, dists: Mapping[NormalizedName, Distribution],
@@ -164,7 +176,8 @@ def survey(interpreter: Interpreter, dists: Mapping[NormalizedName, Distribution
         claimed = {t for d in dists.values() if (t := tree_of(d)) is not None}
         stray = tuple(sorted(p for p, t in links.items() if t not in claimed))
         if stray:
-            what = f"lead{'s' if len(stray) == 1 else ''} into the store, but no installed distribution claims it"
+            one = len(stray) == 1
+            what = f"lead{'s' if one else ''} into the store, but no installed distribution claims {'it' if one else 'them'}"
             found.append(Damaged(None, what, None, stray))
     return found
 

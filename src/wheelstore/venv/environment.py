@@ -274,8 +274,9 @@ class Environment:
     def uninstall(self, names: Sequence[str]) -> InstallReport:
         """Remove distributions, then refresh the gc roots of the stores they came from."""
         dists = self.distributions()
-        stores = {str(o["store"]) for n in names if (d := dists.get(canonical(n))) is not None
-                  and (o := origin(d)) is not None and o.get("store")}
+        # a distribution another tool half removed may have lost its origin file: its links still name the store
+        stores = {t[0] for n in names if (d := dists.get(canonical(n))) is not None
+                  and (t := damage.tree_of(d)) is not None}
         report = self._uninstall(names)
         for path in sorted(stores):
             try:
