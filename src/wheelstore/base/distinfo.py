@@ -135,7 +135,9 @@ def record_text(dist: Distribution, consequence: str = "") -> str:
     try:
         return (dist.dist_info / "RECORD").read_text(encoding="utf-8")
     except OSError:
-        raise InstallError(f"{dist.display_name} {dist.version} has no RECORD{consequence}") from None
+        raise InstallError(f"{dist.display_name} {dist.version} has no RECORD{consequence}",
+                           hint="another tool removed it part way: wheelstore install or sync reinstalls it, "
+                                "wheelstore uninstall removes what is left") from None
 
 
 #: files pip writes itself into a dist-info directory, never taken from the wheel

@@ -150,6 +150,10 @@ class InstallError(WheelstoreError):
     """A distribution cannot be installed into or removed from the venv."""
 
 
+class DamagedDistribution(InstallError):
+    """Another tool left a distribution half removed, and what is left cannot be told apart safely."""
+
+
 class OutsideVenv(WheelstoreError):
     """An install was about to create something outside the venv's directories, or through a symlink."""
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..base import fsio
+from ..base.distinfo import installed
 from ..base.errors import (
     StoreAccessDenied,
     StoreError,
@@ -32,6 +33,7 @@ from ..store.parents import unsafe_parents
 from ..store.policy import Policy, Role, current_user, group_name, in_group, user_name
 from ..store.store import AREAS, CONFIG, Store, staging_name
 from ..store.storelock import judge_gc_lock
+from ..venv import damage
 from ..venv.link import LinkMode
 from ..venv.linkmode import choose, fs_type, probe_now
 from .doctor_report import Check, DoctorReport, Status
@@ -101,6 +103,7 @@ class _Doctor:
             ("parents", self.check_parents),
             ("venv", self.check_venv),
             ("venv-writable", self.check_venv_writable),
+            ("venv-damage", self.check_venv_damage),
             ("umask", self.check_umask),
             ("filesystems", self.check_filesystems),
             ("network-fs", self.check_network),
@@ -289,6 +292,17 @@ class _Doctor:
                          "nothing can be installed into this venv by you", None)
         self.venv_writable = True
         return Check("venv-writable", "ok", "you may install into it")
+
+    def check_venv_damage(self) -> Check | None:
+        """Distributions another tool left half removed: install says nothing of them unless asked for them."""
+        if self.interpreter is None or self.venv is None:
+            return None
+        found = damage.survey(self.interpreter, installed(self.interpreter))
+        if not found:
+            return Check("venv-damage", "ok", "no distribution is half removed, and every link into a store is "
+                         "claimed by one")
+        return Check("venv-damage", "warn", "; ".join(d.describe() for d in found),
+                     "; ".join(d.fix(self.venv) for d in found))
 
     # -- the machine ---------------------------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import install as inst
 from . import checks
+from . import damage
 from ..store.bytecode import InTree
 from ..base.distinfo import Distribution, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
@@ -121,7 +122,8 @@ class Environment:
         link_mode, compile_bytecode = options.link_mode, options.compile_bytecode
         report = InstallReport()
         present = self.distributions()
-        todo = [c for c in candidates if not _same(present.get(c.name), c)]
+        broken = self._damage(present, candidates, options.exact, report)
+        todo = [c for c in candidates if c.name in broken or not _same(present.get(c.name), c)]
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c not in todo]
 
         trees = self._realize(store, todo, options.sources,
@@ -153,13 +155,44 @@ class Environment:
                       self.interpreter.cache_tag)
         report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
         if options.exact:  # removals last: a failed install above must not have cost the venv its other packages
-            wanted = {c.name for c in candidates}
-            for name, dist in sorted(present.items()):
-                if name not in wanted and name not in SEED_PACKAGES:
-                    uninstall(dist, self.interpreter)
-                    report.removed.append((dist.display_name, dist.version))
+            self._remove_unwanted(present, {c.name for c in candidates}, report)
         inst.bump_mtime(self.interpreter)
         return report
+
+    def _damage(self, present: dict[NormalizedName, Distribution], candidates: Sequence[Candidate], exact: bool,
+                report: InstallReport) -> set[NormalizedName]:
+        """The requested distributions another tool left half removed (reinstalled, as they are not "already there"),
+        each said; the others' damage is said with its fix (sync removes what it does not keep)."""
+        wanted = [c.name for c in candidates]
+        found = damage.survey(self.interpreter, present, wanted, strays=False)
+        for d in found:
+            report.notes.append(f"{d.describe()}: reinstalled it")
+        if not exact:  # links nobody claims are doctor's and sync's to find: that costs reading every origin file
+            others = [n for n in present if n not in set(wanted) and not damage.has_record(present[n])]
+            for d in damage.survey(self.interpreter, present, others, strays=False):
+                report.notes.append(f"{d.describe()} (fix: {d.fix(self.path, wanted=False)})")
+        return {d.dist.name for d in found if d.dist is not None}
+
+    def _remove_unwanted(self, present: dict[NormalizedName, Distribution], wanted: set[NormalizedName],
+                         report: InstallReport) -> None:
+        """sync's removals: every distribution not wanted (whole or half removed by another tool, then what can be
+        told as its own), and links into the store nobody claims."""
+        for name, dist in sorted(present.items()):
+            if name in wanted or name in SEED_PACKAGES:
+                continue
+            if damage.has_record(dist):
+                uninstall(dist, self.interpreter)
+            else:
+                found = damage.Damaged(dist, "", damage.tree_of(dist))
+                damage.remove(found, self.interpreter, self.path, forget_unknown=True)
+                if found.tree is None:
+                    log.warning("removed %s %s's dist-info; it had no RECORD, so files it installed may remain",
+                                dist.display_name, dist.version)
+            report.removed.append((dist.display_name, dist.version))
+        left = self.distributions()  # again: what was replaced has moved, and its origin file with it
+        for stray in damage.survey(self.interpreter, left, ()):
+            log.warning("removing %s", stray.describe())
+            damage.remove(stray, self.interpreter, self.path)
 
     def _link_checked(
         self,
@@ -178,7 +211,10 @@ class Environment:
         try:
             for cand in todo:  # an upgrade or downgrade replaces the old version's files, kept aside until it is in
                 old = present.get(cand.name)
-                if old is not None:
+                if old is not None and not damage.has_record(old):  # only its remains can go: nothing to keep
+                    damage.remove(damage.Damaged(old, "", damage.tree_of(old)), self.interpreter, self.path,
+                                  forget_unknown=True)
+                elif old is not None:
                     stashes[cand.name] = Stash(self.interpreter.prefix)
                     uninstall(old, self.interpreter, stashes[cand.name])
                     report.removed.append((old.display_name, old.version))
@@ -238,8 +274,9 @@ class Environment:
     def uninstall(self, names: Sequence[str]) -> InstallReport:
         """Remove distributions, then refresh the gc roots of the stores they came from."""
         dists = self.distributions()
-        stores = {str(o["store"]) for n in names if (d := dists.get(canonical(n))) is not None
-                  and (o := origin(d)) is not None and o.get("store")}
+        # a distribution another tool half removed may have lost its origin file: its links still name the store
+        stores = {t[0] for n in names if (d := dists.get(canonical(n))) is not None
+                  and (t := damage.tree_of(d)) is not None}
         report = self._uninstall(names)
         for path in sorted(stores):
             try:
@@ -257,7 +294,12 @@ class Environment:
             raise WheelstoreError(f"not installed in {self.path}: {', '.join(missing)}")
         for n in dict.fromkeys(canonical(n) for n in names):
             dist = present[n]
-            uninstall(dist, self.interpreter)
+            if damage.has_record(dist):
+                uninstall(dist, self.interpreter)
+            else:  # half removed by another tool: what can be told as its own, or a refusal with the fix
+                found = damage.Damaged(dist, "has no RECORD (another tool removed it part way)", damage.tree_of(dist))
+                damage.remove(found, self.interpreter, self.path)
+                log.warning("%s: removed what wheelstore linked of it", found.describe())
             report.removed.append((dist.display_name, dist.version))
         inst.bump_mtime(self.interpreter)
         return report
