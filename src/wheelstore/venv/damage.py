@@ -23,7 +23,6 @@ import csv
 import io
 import os
 import re
-import shlex
 import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -62,6 +61,8 @@ class Damaged(NamedTuple):
 
     def fix(self, venv: Path, *, wanted: bool = True) -> str:
         """The command that repairs it: reinstall it when it is ``wanted`` (sync does the same), else remove it."""
+        import shlex  # here: only a damaged venv needs it, and the CLI starts without it
+
         at = shlex.quote(str(venv))
         if self.dist is None:
             return f"rm {' '.join(shlex.quote(str(p)) for p in self.links)}"
@@ -194,6 +195,8 @@ def remove(damaged: Damaged, interpreter: Interpreter, venv: Path, *, forget_unk
         return count
     dist = damaged.dist
     if not has_record(dist) and damaged.tree is None and not forget_unknown:
+        import shlex  # here: only this refusal quotes
+
         raise DamagedDistribution(
             f"{dist.display_name} {dist.version} in {venv} has no RECORD and was not linked by wheelstore, so which "
             "files are its own is unknown",
