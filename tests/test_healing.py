@@ -183,3 +183,26 @@ def test_files_gone_from_a_recorded_distribution_are_reported_and_reinstalled(
     again = _ok(_ws(run, store, "install", "--venv", str(venv), str(wheels["plain"])))
     assert "1 installed" in again.stdout and "has lost 5 of the files" in again.stderr
     assert _imports(venv, "plain.sub.mod") and _doctor(run, store, venv)["status"] == "ok"
+
+
+def test_rows_below_a_folded_directory_are_judged_by_it_but_a_climbing_row_on_its_own(tmp_path: Path) -> None:
+    """missing_files skips the rows below a folded directory's row without looking at them, but a row that only
+    seems to be below it (``pkg/../gone.py``) is looked at, and a quoted RECORD is read the same way."""
+    from wheelstore.base.distinfo import Distribution
+    from wheelstore.base.names import canonical
+    from wheelstore.venv.damage import missing_files
+
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    (tmp_path / "tree" / "pkg").mkdir(parents=True)
+    site.mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (site / "pkg").symlink_to(tmp_path / "tree" / "pkg")  # folded: its files are the store's business
+    info = site / "pkg-1.0.dist-info"
+    info.mkdir()
+    (site / "here.py").write_text("")
+    dist = Distribution(canonical("pkg"), "pkg", "1.0", info, "wheelstore")
+    for quote in ("", '"'):
+        (info / "RECORD").write_text(f"pkg,,\n{quote}pkg/never-there.py{quote},,\n{quote}pkg/../gone.py{quote},,\n"
+                                     "here.py,,\npkg-1.0.dist-info/RECORD,,\n")
+        assert missing_files(dist) == ["pkg/../gone.py"], quote

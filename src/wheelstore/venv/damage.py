@@ -126,18 +126,21 @@ def missing_files(dist: Distribution) -> list[str]:
     root = dist.dist_info.parent
     venv = next((p for p in root.parents if (p / "pyvenv.cfg").is_file()), root.parent)
     inside = os.fspath(venv).rstrip("/") + "/"
+    base = os.fspath(root)
     gone: list[str] = []
-    folded: list[str] = []
-    for row in csv.reader(io.StringIO(text)):
-        if not row or not row[0]:
+    folded: tuple[str, ...] = ()
+    below: tuple[str, ...] = ()  # the folded rows as RECORD spells them: most rows follow one, and need no more
+    for row in csv.reader(io.StringIO(text)):  # strings, not Paths: this runs for every row on every install
+        if not row or not row[0] or (row[0].startswith(below) and ".." not in row[0]):
             continue
-        path = os.path.normpath(root / row[0])
-        if not path.startswith(inside) or any(path.startswith(f) for f in folded):
+        path = os.path.normpath(os.path.join(base, row[0]))
+        if not path.startswith(inside) or path.startswith(folded):
             continue
         if not os.path.lexists(path):
             gone.append(row[0])
         elif os.path.islink(path) and os.path.isdir(path):
-            folded.append(path + "/")
+            folded += (path + "/",)
+            below += (row[0].rstrip("/") + "/",)
     return gone
 
 
