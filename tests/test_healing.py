@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,16 @@ def test_rows_below_a_folded_directory_are_judged_by_it_but_a_climbing_row_on_it
         (info / "RECORD").write_text(f"pkg,,\n{quote}pkg/never-there.py{quote},,\n{quote}pkg/../gone.py{quote},,\n"
                                      "here.py,,\npkg-1.0.dist-info/RECORD,,\n")
         assert missing_files(dist) == ["pkg/../gone.py"], quote
+
+
+def test_an_origin_file_that_is_a_fifo_is_no_origin_and_never_blocks(tmp_path: Path) -> None:
+    """doctor reads other users' venvs: their dist-info's origin file may be a FIFO, which must never hang it."""
+    info = tmp_path / "pkg-1.0.dist-info"
+    info.mkdir()
+    os.mkfifo(info / "WHEELSTORE")
+    code = ("import sys; from pathlib import Path; from wheelstore.base.distinfo import Distribution, origin; "
+            "print(origin(Distribution('pkg', 'pkg', '1.0', Path(sys.argv[1]), '')))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-c", code, str(info)], capture_output=True,
+                          text=True, env=env, timeout=20)
+    assert done.returncode == 0 and done.stdout.strip() == "None", done.stderr

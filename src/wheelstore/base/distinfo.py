@@ -123,11 +123,26 @@ def name_and_version(metadata: str) -> tuple[str | None, str | None]:
 
 def origin(dist: Distribution) -> dict[str, str] | None:
     """Where a distribution installed by wheelstore came from, or None for anyone else's install."""
+    text = read_regular(dist.dist_info / ORIGIN_FILE)
     try:
-        data = json.loads((dist.dist_info / ORIGIN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(text) if text is not None else None
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_regular(path: Path) -> str | None:
+    """A regular file's text, never blocking on a FIFO planted in its place (doctor reads other users' venvs, and a
+    linked dist-info's files lead into a tree)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with open(fd, "rb") as f:
+        try:
+            return f.read().decode("utf-8", "replace") if stat.S_ISREG(os.fstat(fd).st_mode) else None
+        except OSError:
+            return None
 
 
 def record_text(dist: Distribution, consequence: str = "") -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from ..base import fsio
-from ..base.distinfo import Distribution, origin
+from ..base.distinfo import Distribution, origin, read_regular
 from ..base.errors import DamagedDistribution
 from ..base.interpreter import Interpreter
 
@@ -120,7 +120,7 @@ def store_links(interpreter: Interpreter) -> dict[Path, TreeId]:
 def missing_files(dist: Distribution) -> list[str]:
     """The RECORD rows inside the venv whose file is gone. A row below a folded directory's row is judged by that
     row alone (the store's files behind it are the store's business, :command:`wheelstore verify`'s)."""
-    text = _read_regular(dist.dist_info / "RECORD")
+    text = read_regular(dist.dist_info / "RECORD")
     if text is None:
         return []
     root = dist.dist_info.parent
@@ -142,19 +142,6 @@ def missing_files(dist: Distribution) -> list[str]:
             folded += (path + "/",)
             below += (row[0].rstrip("/") + "/",)
     return gone
-
-
-def _read_regular(path: Path) -> str | None:
-    """A regular file's text, never blocking on a FIFO planted in its place (doctor reads other users' venvs)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    with open(fd, "rb") as f:
-        try:
-            return f.read().decode("utf-8", "replace") if stat.S_ISREG(os.fstat(fd).st_mode) else None
-        except OSError:
-            return None
 
 
 def survey(interpreter: Interpreter, dists: Mapping[NormalizedName, Distribution],
