@@ -1,29 +1,32 @@
 """Resolve, end to end: from what the user typed to one located file (or store tree) per distribution.
 
-Local inputs are read first, and a candidate chosen for each distribution (:mod:`candidates`). An unpinned
-requirement hands the whole request to uv (:func:`resolver.lock`), and the PEP 751 lock it writes is read like any
-other lock file (:mod:`pylock`). A pinned distribution with no local file is then looked up in the store by its
-hashes, so a warm store needs no network at all, and only what is still missing is looked up on the indexes
-(:mod:`wheelstore.fetch.index`). ``--offline`` stops before the network and names every distribution it lacks.
+The inputs are read once (:func:`~wheelstore.resolve.candidates.read_inputs`). A pinned set is located first: each
+distribution's store tree (by any of its hashes, so a warm store needs no network at all), local file, or file on
+the indexes (:mod:`wheelstore.fetch.index`). Its dependencies are then checked from the trees' metadata
+(:mod:`closure`), against what the venv keeps: a set they complete installs as it is. Otherwise, and for unpinned
+requirements, the request goes to uv (:func:`resolver.lock`), with the venv's versions as preferences (upgrade only
+if needed, as ``uv pip install``), and the PEP 751 lock it writes is located the same way (:mod:`pylock`). ``sync``
+takes its inputs as the whole set: a missing dependency is an error before anything is linked. ``--offline`` stops
+before the network and names every distribution it lacks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..base import names
-from ..base.errors import Missing, NeedsResolution, StoreError
+from ..base.distinfo import Distribution
+from ..base.errors import Missing, StoreError
 from ..base.interpreter import Interpreter
-from ..base.names import canonical
 from ..fetch.sources import Sources
 from ..store.store import Store, Tree
-from .candidates import Candidate, gather_candidates
-from .pylock import is_pylock
-from .requirements import parse_requirements_file
+from .candidates import Candidate, Inputs, choose, read_inputs
 
 if TYPE_CHECKING:
+    from packaging.utils import NormalizedName
+
     from ..fetch.http import Http
     from ..fetch.index import RemoteFile
 
@@ -32,89 +35,175 @@ if TYPE_CHECKING:
 INDEX_THREADS = 8
 
 
+class Request(NamedTuple):
+    """What to install, as ``uv pip install`` (or, ``exact``, ``uv pip sync``) takes it."""
+
+    #: requirements, wheel paths and pylock files, as typed
+    items: Sequence[str] = ()
+    requirement_files: Sequence[Path] = ()
+    #: local find-links directories (remote ones are in the :class:`Sources`)
+    find_links: Sequence[Path] = ()
+    #: sync: the inputs are the whole set; nothing is added, and a missing dependency is an error
+    exact: bool = False
+    #: ignore the venv's versions (``-U``), or those of these distributions (``--upgrade-package``)
+    upgrade: bool = False
+    upgrade_packages: frozenset[NormalizedName] = frozenset()
+    #: install exactly what is named, without dependencies
+    no_deps: bool = False
+    #: link again what the venv already holds at the right version: all (``--reinstall``), or these
+    reinstall: bool = False
+    reinstall_packages: frozenset[NormalizedName] = frozenset()
+
+    def reinstalls(self, name: NormalizedName) -> bool:
+        return self.reinstall or name in self.reinstall_packages
+
+
+class Plan(NamedTuple):
+    """One candidate per distribution, each located; and whether their dependencies are still to be checked, once
+    every tree is realized (a set taken as complete whose files are not all here yet)."""
+
+    candidates: list[Candidate]
+    check_after: bool = False
+
+
 def plan(
     store: Store,
     interpreter: Interpreter,
-    items: Sequence[str],
-    requirement_files: Sequence[Path],
-    find_links: Sequence[Path],
+    request: Request,
     sources: Sources,
+    installed: Mapping[NormalizedName, Distribution] | None = None,
     *,
     quiet: bool = False,
-) -> list[Candidate]:
-    """One candidate per distribution, each with a local wheel, a store tree (``sha256`` set), or a remote file;
-    ``quiet`` silences uv's progress lines."""
-    try:
-        candidates = gather_candidates(items, requirement_files, find_links, interpreter, elsewhere=True,
-                                       held=_wheel_of(store), holds=store.holds)
-    except NeedsResolution:
-        candidates = _resolve(store, items, requirement_files, find_links, interpreter, sources, quiet=quiet)
-    return locate(store, candidates, interpreter, sources, local=find_links)
+) -> Plan:
+    """The candidates for ``request`` into a venv that holds ``installed``; ``quiet`` silences uv's progress."""
+    inputs = read_inputs(request.items, request.requirement_files, request.find_links, interpreter)
+    view = _StoreView(store, interpreter)
+    if not inputs.unpinned:
+        candidates = locate(view, choose(inputs, elsewhere=True, held=view.wheels, holds=store.holds), sources,
+                            local=request.find_links)
+        if request.no_deps:
+            return Plan(candidates)
+        complete = request.exact or inputs.complete
+        from .dependencies import unmet_of  # here: only pinned sets check their dependencies
+
+        unmet = unmet_of(candidates, {} if complete else _kept(installed or {}, request), interpreter)
+        if unmet is not None and not unmet:
+            return Plan(candidates)
+        if complete:
+            if unmet is None:
+                return Plan(candidates, check_after=True)
+            from .closure import unmet_error
+
+            raise unmet_error(unmet, exact=request.exact)
+    resolved = _resolve(view, inputs, request, sources, installed or {}, quiet=quiet)
+    return Plan(locate(view, resolved, sources, local=request.find_links), check_after=request.exact)
+
+
+def _kept(installed: Mapping[NormalizedName, Distribution], request: Request) -> dict[NormalizedName, str]:
+    """The versions the venv holds that an install keeps when they satisfy the request (all, unless upgrading)."""
+    if request.upgrade:
+        return {}
+    return {n: d.version for n, d in installed.items() if n not in request.upgrade_packages}
 
 
 def _resolve(
-    store: Store,
-    items: Sequence[str],
-    requirement_files: Sequence[Path],
-    find_links: Sequence[Path],
-    interpreter: Interpreter,
+    view: _StoreView,
+    inputs: Inputs,
+    request: Request,
     sources: Sources,
+    installed: Mapping[NormalizedName, Distribution],
     *,
     quiet: bool,
 ) -> list[Candidate]:
     """Everything asked for, resolved by uv into a lock for this interpreter, as candidates; what the user named is
-    ``requested`` (PEP 376), what uv added is not."""
+    ``requested`` (PEP 376), what uv added is not. The venv's versions are uv's preferences, so that an install
+    keeps what satisfies the request; sync resolves without dependencies (its input is the whole set)."""
+    from .candidates import add_lock
     from .resolver import lock
 
-    locks = [i for i in items if is_pylock(i)]
-    requirements = [i for i in items if i not in locks]
-    linked = sources._replace(find_links=(*sources.find_links, *map(str, find_links)))
+    linked = sources._replace(find_links=(*sources.find_links, *map(str, request.find_links)))
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
-        resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
-        candidates = gather_candidates([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True,
-                                       held=_wheel_of(store), holds=store.holds)
-    named = _named(requirements, requirement_files, interpreter)
+        resolved = lock(inputs.requirements, inputs.requirement_files, view.interpreter, linked,
+                        Path(tmp) / "pylock.toml", quiet=quiet, preferences=_kept(installed, request),
+                        upgrade=request.upgrade, upgrade_packages=request.upgrade_packages,
+                        no_deps=request.no_deps or request.exact, checked=False)
+        candidates = choose(add_lock(inputs, resolved, view.interpreter), elsewhere=True, held=view.wheels,
+                            holds=view.store.holds)
+    named = inputs.named
     return [c._replace(requested=True) if c.name in named else c for c in candidates]
 
 
-def _named(requirements: Sequence[str], requirement_files: Sequence[Path], interpreter: Interpreter) -> set[str]:
-    from packaging.requirements import (  # here: pinned inputs never need it
-        InvalidRequirement,
-        Requirement,
-    )
+class _StoreView:
+    """The store's trees as this plan finds them, each looked up once: by the hashes a pin gives while choosing,
+    then again when locating, and by the install."""
 
-    named: set[str] = set()
-    for text in requirements:
-        try:
-            named.add(canonical(Requirement(text).name))
-        except InvalidRequirement:  # a wheel path: its name is its file name's first part
-            named.add(canonical(Path(text).name.split("-")[0]))
-    for path in requirement_files:
-        named.update(pin.name for pin in parse_requirements_file(path, interpreter).pins)
-    return named
+    def __init__(self, store: Store, interpreter: Interpreter) -> None:
+        self.store = store
+        self.interpreter = interpreter
+        self._found: dict[str, Tree | StoreError | None] = {}
+
+    def tree(self, sha256: str, *, built: bool = True) -> Tree | None:
+        """The tree for a file of this hash (the wheel's own, or, ``built``, the one built from this sdist for this
+        interpreter); raises the :class:`StoreError` of one the store holds but may not use."""
+        if sha256 not in self._found:
+            try:
+                self._found[sha256] = self.store.lookup(sha256, remember=True) or (
+                    self._built(sha256) if built else None)
+            except StoreError as e:
+                self._found[sha256] = e
+        found = self._found[sha256]
+        if isinstance(found, StoreError):
+            raise found
+        return found
+
+    def _built(self, sha256: str) -> Tree | None:
+        from ..fetch.build import lookup_built
+
+        return lookup_built(self.store, sha256, self.interpreter)
+
+    def wheels(self, hashes: set[str]) -> dict[str, str]:
+        """The wheel file names of the trees the store holds for some of ``hashes`` (see
+        :func:`~wheelstore.resolve.candidates.choose`)."""
+        trees, _refused = self.trees(self.store.holds(hashes))
+        return {t.key: t.manifest.wheel for t in trees}
+
+    def trees(self, hashes: Iterable[str]) -> tuple[list[Tree], list[StoreError]]:
+        """The store's trees for these hashes, and the errors of those it holds but may not use (untrustworthy): one
+        bad tree, say another platform's, must not stop an install that has a good one."""
+        trees, refused = [], []
+        for sha256 in sorted(hashes):
+            try:
+                tree = self.tree(sha256)
+            except StoreError as e:
+                refused.append(e)
+                continue
+            if tree is not None:
+                trees.append(tree)
+        return trees, refused
 
 
 def locate(
-    store: Store, candidates: Sequence[Candidate], interpreter: Interpreter, sources: Sources,
-    *, local: Sequence[Path] = (),
+    view: _StoreView, candidates: Sequence[Candidate], sources: Sources, *, local: Sequence[Path] = (),
 ) -> list[Candidate]:
     """Give every candidate without a local file its store tree (by any of its hashes) or its file on an index;
-    ``local`` are the find-links directories already searched, named (with what they hold) when a file is missing."""
+    ``local`` are the find-links directories already searched, named (with what they hold) when a file is missing.
+    A local file whose tree the store holds gets that tree too."""
+    interpreter = view.interpreter
     located: list[Candidate] = []
     lacking: list[Candidate] = []
     for cand in candidates:
         if cand.wheel is not None:
-            located.append(cand)
+            located.append(cand._replace(tree=view.tree(cand.sha256, built=False)) if cand.sha256 else cand)
             continue
         known = cand.hashes or (frozenset({cand.remote.sha256}) if cand.remote and cand.remote.sha256 else frozenset())
-        held, refused = _trees(store, known, interpreter)
+        held, refused = view.trees(known)
         tree = next(names.select(interpreter.supported, ((t, names.wheel_tags(t.manifest.wheel)) for t in held)), None)
         if tree is None and refused:
             raise refused[0]  # what the store holds for it is untrustworthy: say so, rather than "missing"
         if tree is not None:
-            located.append(cand._replace(sha256=tree.key))
+            located.append(cand._replace(sha256=tree.key, tree=tree))
         elif cand.remote is not None and not (sources.offline and _is_remote(cand.remote.url)):
             located.append(cand)
         else:
@@ -197,40 +286,6 @@ def _missing(
     hashed = any(c.hashes for c, _ in lacking)  # a hash may have decided it: then another file is no fix
     hint = None if sources.index_urls or hashed else "give the wheel with --find-links DIR, or drop --no-index"
     return Missing("; ".join(reasons), hint=hint)
-
-
-def _wheel_of(store: Store) -> Callable[[set[str]], dict[str, str]]:
-    """The wheel file names of the store's trees for those of some hashes it holds (see :func:`gather_candidates`)."""
-
-    def wheels(hashes: set[str]) -> dict[str, str]:
-        trees, _refused = _trees(store, store.holds(hashes), None)
-        return {t.key: t.manifest.wheel for t in trees}
-
-    return wheels
-
-
-def _trees(store: Store, hashes: Iterable[str], interpreter: Interpreter | None) -> tuple[list[Tree], list[StoreError]]:
-    """The store's trees for these hashes (with ``interpreter``, also the trees built from sdists of these hashes for
-    it), and the errors of those it holds but may not use (untrustworthy): one bad tree, say another platform's, must
-    not stop an install that has a good one."""
-    trees, refused = [], []
-    for sha256 in sorted(hashes):
-        try:
-            tree = _held(store, sha256, interpreter) if interpreter is not None else store.lookup(sha256, remember=True)
-        except StoreError as e:
-            refused.append(e)
-            continue
-        if tree is not None:
-            trees.append(tree)
-    return trees, refused
-
-
-def _held(store: Store, sha256: str, interpreter: Interpreter) -> Tree | None:
-    """The store's tree for a file of this hash: the wheel's own, or the one built from this sdist for this
-    interpreter."""
-    from ..fetch.build import lookup_built
-
-    return store.lookup(sha256) or lookup_built(store, sha256, interpreter)
 
 
 def _is_remote(url: str) -> bool:

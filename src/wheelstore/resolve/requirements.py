@@ -49,6 +49,8 @@ class Pin(NamedTuple):
     wheel: Path | None = None
     #: a lock entry's file that must be downloaded (a wheel, or an sdist to build)
     remote: RemoteFile | None = None
+    #: the extras asked of it (``name[extra]``): their requirements count among its dependencies
+    extras: frozenset[str] = frozenset()
 
 
 class Requirements:
@@ -158,12 +160,16 @@ def parse_requirement(
             pin = _wheel_pin(file_url_path(url.path), origin, hashes)
             if pin.name != canonical(req.name):
                 raise InputError(f"{origin}: {req.url} is not a wheel of {req.name}")
-            return pin
+            return pin._replace(extras=_extras(req.extras))
         raise InputError(
             f"{origin}: {req.name} @ {req.url} needs downloading, which is not supported yet",
             hint=f"download the wheel and give its path, or put it in a --find-links directory and pin {req.name}",
         )
-    return _pin(req.name, req.specifier, origin, hashes)
+    return _pin(req.name, req.specifier, origin, hashes)._replace(extras=_extras(req.extras))
+
+
+def _extras(extras: set[str]) -> frozenset[str]:
+    return frozenset(canonical(e) for e in extras)
 
 
 def _pin(name: str, specifier: SpecifierSet, origin: str, hashes: frozenset[str]) -> Pin:

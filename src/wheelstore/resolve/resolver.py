@@ -18,7 +18,7 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from packaging.pylock import (
@@ -30,6 +30,7 @@ from packaging.pylock import (
     PylockValidationError,
 )
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName
 
 from ..base import fsio
 from ..base.errors import ResolutionError
@@ -48,23 +49,22 @@ def lock(
     out: Path,
     *,
     quiet: bool = False,
+    preferences: Mapping[NormalizedName, str] | None = None,
+    upgrade: bool = False,
+    upgrade_packages: Collection[str] = (),
+    no_deps: bool = False,
+    checked: bool = True,
 ) -> Path:
     """Resolve ``requirements`` (strings) and ``requirement_files`` for ``interpreter``; write a pylock to ``out``.
 
-    ``out`` is replaced in one rename, only when uv succeeded and every file in the lock carries a sha256: a failure
-    leaves it as it was. An existing ``out`` seeds the resolution (uv prefers the versions it pins).
+    ``out`` is replaced in one rename, only when uv succeeded and (``checked``) every file in the lock carries a
+    sha256: a failure leaves it as it was. The versions uv should keep when they satisfy the request (a venv's, for
+    an install) are ``preferences``; without them, an existing ``out`` seeds the resolution (uv prefers the versions
+    it pins). ``upgrade`` and ``upgrade_packages`` drop preferences as uv's options do; ``no_deps`` resolves only
+    what is named. An install reads the lock itself (:mod:`wheelstore.resolve.pylock`), so it passes
+    ``checked=False``: the lock is parsed once.
     """
-    if not requirements and not requirement_files:
-        raise ResolutionError("nothing to resolve", hint="give requirements, or -r FILE")
-    for text in requirements:
-        try:
-            Requirement(text)
-        except InvalidRequirement as e:
-            raise ResolutionError(f"{text!r} is not a valid requirement: {e}",
-                                  hint="write it like 'name', 'name>=1.2' or 'name[extra]==1.2'") from None
-    for path in requirement_files:
-        if not path.is_file():
-            raise ResolutionError(f"requirements file {path} does not exist")
+    _check_inputs(requirements, requirement_files)
     out = out.absolute()
     try:
         work = Path(tempfile.mkdtemp(prefix=".wheelstore-lock-", dir=out.parent))
@@ -78,23 +78,55 @@ def lock(
             (work / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
             inputs.insert(0, str(work / "requirements.in"))
         staged = work / "pylock.toml"
-        if out.is_file() and _is_pylock(out):
+        if preferences:
+            staged.write_text(_seed(preferences))
+        elif out.is_file() and _is_pylock(out):
             shutil.copyfile(out, staged)
         file_args = (a for p in requirement_files for a in ("-r", str(p)))
         shown = shlex.join(["wheelstore", "lock", *requirements, *file_args])
         cmd = [*uv_command(["pip", "compile"], interpreter, sources), "--format", "pylock.toml", "--generate-hashes",
-               "--custom-compile-command", shown, "-o", str(staged), *inputs]
+               "--custom-compile-command", shown, "-o", str(staged), *inputs,
+               *(["--upgrade"] if upgrade else []), *(a for p in sorted(upgrade_packages) for a in ("-P", p)),
+               *(["--no-deps"] if no_deps else [])]
         log.debug("resolving with: %s", " ".join(cmd))
         status, lines = run_uv(cmd, sources, quiet=quiet)
         if status != 0:
             raise uv_failure(lines, f"cannot resolve {', '.join([*requirements, *map(str, requirement_files)])}",
                              sources)
-        check_hashes(staged)
+        if checked:
+            check_hashes(staged)
         staged.chmod(0o666 & ~fsio.umask())
         os.replace(staged, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _check_inputs(requirements: Sequence[str], requirement_files: Sequence[Path]) -> None:
+    """Refuse, in uv's stead and in one line, what uv would fail on with a page of output."""
+    if not requirements and not requirement_files:
+        raise ResolutionError("nothing to resolve", hint="give requirements, or -r FILE")
+    for text in requirements:
+        try:
+            Requirement(text)
+        except InvalidRequirement as e:
+            if text.endswith(".whl") and Path(text).is_file():
+                continue  # a wheel file: uv takes its path
+            raise ResolutionError(f"{text!r} is not a valid requirement: {e}",
+                                  hint="write it like 'name', 'name>=1.2' or 'name[extra]==1.2'") from None
+    for path in requirement_files:
+        if not path.is_file():
+            raise ResolutionError(f"requirements file {path} does not exist")
+
+
+def _seed(preferences: Mapping[NormalizedName, str]) -> str:
+    """A lock of names and versions only: uv takes an existing output file's versions as preferences (uv 0.13.9
+    keeps them when they satisfy the request), which is how ``uv pip install`` treats a venv's."""
+    import json  # here: a TOML basic string is a JSON string for these characters
+
+    entries = "".join(f"\n[[packages]]\nname = {json.dumps(n)}\nversion = {json.dumps(v)}\n"
+                      for n, v in sorted(preferences.items()))
+    return f'lock-version = "1.0"\ncreated-by = "wheelstore"\n{entries}'
 
 
 def _is_pylock(path: Path) -> bool:
