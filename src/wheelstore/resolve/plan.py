@@ -22,6 +22,7 @@ from ..store.store import Store, Tree
 from .candidates import Candidate, gather_candidates
 from .pylock import is_pylock
 from .requirements import parse_requirements_file
+from .storeindex import is_stub, offline_sources, scan, trees_named
 
 if TYPE_CHECKING:
     from ..fetch.http import Http
@@ -72,9 +73,13 @@ def _resolve(
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
+        if sources.offline:  # the store is the index (storeindex): what uv picks must be installable offline
+            linked = offline_sources(store, interpreter, linked, Path(tmp) / "index")
         resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
         candidates = gather_candidates([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True,
                                        held=_wheel_of(store), holds=store.holds)
+        candidates = [c._replace(wheel=None, sha256=None) if c.wheel and is_stub(c.wheel, Path(tmp) / "index")
+                      else c for c in candidates]
     named = _named(requirements, requirement_files, interpreter)
     return [c._replace(requested=True) if c.name in named else c for c in candidates]
 
@@ -104,12 +109,16 @@ def locate(
     ``local`` are the find-links directories already searched, named (with what they hold) when a file is missing."""
     located: list[Candidate] = []
     lacking: list[Candidate] = []
+    scanned: dict[str, list[Tree]] | None = None
     for cand in candidates:
         if cand.wheel is not None:
             located.append(cand)
             continue
         known = cand.hashes or (frozenset({cand.remote.sha256}) if cand.remote and cand.remote.sha256 else frozenset())
         held, refused = _trees(store, known, interpreter)
+        if not known and cand.remote is None:  # a pin without hashes: the store's trees of that name and version
+            scanned = scanned if scanned is not None else scan(store, interpreter)
+            held = trees_named(store, cand.name, str(cand.version), interpreter, scanned)
         tree = next(names.select(interpreter.supported, ((t, names.wheel_tags(t.manifest.wheel)) for t in held)), None)
         if tree is None and refused:
             raise refused[0]  # what the store holds for it is untrustworthy: say so, rather than "missing"
