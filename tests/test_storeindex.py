@@ -79,6 +79,26 @@ def test_a_manifest_naming_another_distribution_is_not_mapped(store: Store, py: 
     assert not (index / "victim").exists() and not (index / "evil").exists()
 
 
+def test_a_tree_whose_metadata_was_changed_is_left_out_of_the_index(store: Store, py: Interpreter,
+                                                                    tmp_path: Path) -> None:
+    """The index's METADATA is the tree's file only while it has the bytes its manifest records: one rewritten to
+    name another distribution, or to drop a dependency, is not shown to uv."""
+    wheels = tmp_path / "w"
+    wheels.mkdir()
+    kept = realize(store, make_wheel(wheels, "kept", "1.0")).tree
+    changed = realize(store, make_wheel(wheels, "changed", "1.0")).tree
+    metadata = changed.path / changed.manifest.dist_info / "METADATA"
+    os.chmod(metadata.parent, 0o755)
+    os.chmod(metadata, 0o644)
+    metadata.write_text("Metadata-Version: 2.1\nName: kept\nVersion: 1.0\n")
+    index = tmp_path / "index"
+    index.mkdir()
+    store_index(store, py, index)
+    assert sorted(p.name for p in index.iterdir() if p.is_dir()) == ["kept"]
+    assert (index / "kept" / "kept-1.0-py3-none-any.whl.metadata").read_bytes() == (
+        kept.path / kept.manifest.dist_info / "METADATA").read_bytes()
+
+
 def test_uv_resolves_from_the_store_index_with_an_empty_cache(store: Store, py: Interpreter, tmp_path: Path) -> None:
     """uv 0.13.9, offline, with a fresh cache, resolves against the index alone and locks the tree keys."""
     wheels = tmp_path / "w"

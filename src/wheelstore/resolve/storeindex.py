@@ -4,16 +4,19 @@ Trees are keyed by their wheel's sha256; nothing in the store maps a name to the
 once (through :meth:`Store.lookup`, which checks each as any install does, and which the user's cache makes a
 ``stat`` and a small read per tree after the first time) and keeps only trees whose manifest agrees with its own wheel
 file name: a member's planted manifest that calls its tree ``requests`` while its wheel is another's is left out,
-not mapped. Scanning the 36 trees of the benchmark set costs about 2 ms warm; an index kept at publish time would
-have to be checked the same way, so it is not worth its upkeep at this size.
+not mapped. Scanning the 36 trees of the benchmark set costs about 2 ms warm (29 ms cold), 886 trees about 40-60 ms
+warm (1 s cold); an index kept at publish time would have to be checked the same way, so it is not worth its upkeep
+at this size.
 
-uv 0.13.9 resolving against a ``file://`` simple index opens the wheel file itself (``failed to open file
-.../x.whl``, even with ``data-core-metadata`` and the ``.metadata`` file present), so :func:`store_index` writes,
-next to each ``.metadata`` file, a stub wheel holding only the tree's dist-info ``METADATA`` and ``WHEEL``. uv reads
-the stub and records the index's ``#sha256=``, the tree key, in the lock without hashing the stub (it downloads
-nothing for a lock), so the plan finds the tree by hash. The stubs are never installed: :func:`is_stub` tells the
-plan to drop them. The index lives in a directory the caller owns (a private temporary one per resolution), so uv's
-cache never holds a stub that a later store's contents contradict.
+uv 0.13.9 resolving against a ``file://`` simple index reads METADATA from the wheel file itself, never from the
+PEP 658 ``.metadata`` file (without the wheel: ``failed to open file .../x.whl``; with a wheel whose METADATA
+differs from the ``.metadata`` file, the wheel's wins). So :func:`store_index` writes, beside each ``.metadata``
+file (kept for other clients), a stub wheel holding only the tree's dist-info ``METADATA``, ``WHEEL`` and an empty
+``RECORD``. uv reads the stub and records the index's ``#sha256=``, the tree key, in the lock without hashing the
+stub (a lock downloads nothing), so the plan finds the tree by hash. The stubs are never installed: :func:`is_stub`
+tells the plan to drop them. The index lives in a directory the caller owns (a private temporary one per
+resolution), so uv's cache never holds a stub that a later store's contents contradict. Writing it costs about
+12 ms for 36 trees and 350 ms for 886 (1 s the first time, when every manifest's file list is parsed).
 """
 
 from __future__ import annotations
