@@ -125,12 +125,22 @@ def _resolve(
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
+        index = Path(tmp) / "index"
+        if sources.offline:  # the store is the index (storeindex): what uv picks must be installable offline
+            from .storeindex import offline_sources
+
+            linked = offline_sources(view.store, view.interpreter, linked, index, view.scan())
         resolved = lock(inputs.requirements, inputs.requirement_files, view.interpreter, linked,
                         Path(tmp) / "pylock.toml", quiet=quiet, preferences=_kept(installed, request),
                         upgrade=request.upgrade, upgrade_packages=request.upgrade_packages,
                         no_deps=request.no_deps or request.exact, checked=False)
         candidates = choose(add_lock(inputs, resolved, view.interpreter), elsewhere=True, held=view.wheels,
                             holds=view.store.holds)
+        if sources.offline:  # a stub of the store's index stands for its tree, found by the hash the lock gives
+            from .storeindex import is_stub
+
+            candidates = [c._replace(wheel=None, sha256=None) if c.wheel and is_stub(c.wheel, index) else c
+                          for c in candidates]
     named = inputs.named
     return [c._replace(requested=True) if c.name in named else c for c in candidates]
 
@@ -143,6 +153,22 @@ class _StoreView:
         self.store = store
         self.interpreter = interpreter
         self._found: dict[str, Tree | StoreError | None] = {}
+        self._scanned: dict[str, list[Tree]] | None = None
+
+    def scan(self) -> dict[str, list[Tree]]:
+        """Every tree the interpreter can use, by name (:func:`storeindex.scan`), made once, with the lookups
+        shared."""
+        if self._scanned is None:
+            from .storeindex import scan
+
+            self._scanned = scan(self.store, self.interpreter, lambda key: self.tree(key, built=False))
+        return self._scanned
+
+    def named(self, name: str, version: str) -> list[Tree]:
+        """The store's trees of this name and version, best tags first: for a pin without hashes."""
+        from .storeindex import trees_named
+
+        return trees_named(self.store, name, version, self.interpreter, self.scan())
 
     def tree(self, sha256: str, *, built: bool = True) -> Tree | None:
         """The tree for a file of this hash (the wheel's own, or, ``built``, the one built from this sdist for this
@@ -199,6 +225,8 @@ def locate(
             continue
         known = cand.hashes or (frozenset({cand.remote.sha256}) if cand.remote and cand.remote.sha256 else frozenset())
         held, refused = view.trees(known)
+        if not known and cand.remote is None:  # a pin without hashes: the store's trees of that name and version
+            held = view.named(cand.name, str(cand.version))
         tree = next(names.select(interpreter.supported, ((t, names.wheel_tags(t.manifest.wheel)) for t in held)), None)
         if tree is None and refused:
             raise refused[0]  # what the store holds for it is untrustworthy: say so, rather than "missing"
