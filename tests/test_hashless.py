@@ -20,6 +20,7 @@ from wheelstore.fetch.index import RemoteFile, why_missing
 from wheelstore.fetch.pinned import choose_pinned
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, published, snapshot
+from .pyindex import PyIndex
 from .test_missing import ISOLATED
 from .wheelmaker import make_wheel
 
@@ -46,9 +47,9 @@ def served(workdir: Path) -> Iterator[tuple[Path, str]]:
         thread.join()
 
 
-def _wheel(directory: Path, name: str = "plainpkg", version: str = "1.0") -> tuple[Path, str]:
+def _wheel(directory: Path, value: str = "served plainly") -> tuple[Path, str]:
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    path = make_wheel(directory, name, version, files={f"{name}/__init__.py": b"VALUE = 'served plainly'\n"})
+    path = make_wheel(directory, "plainpkg", "1.0", files={"plainpkg/__init__.py": f"VALUE = {value!r}\n".encode()})
     path.chmod(0o644)
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -130,6 +131,25 @@ def test_a_wrong_hash_fails_in_one_line_and_leaves_everything_as_it_was(
     assert snapshot(venv) == venv_before
     assert published(group_store) == store_before
     assert not [p for p in snapshot(group_store) if p.startswith("staging/")]
+
+
+def test_a_file_another_location_lists_with_the_required_hash_is_taken_without_downloading_the_unlisted_one(
+    run: Runner, users: Users, workdir: Path, group_store: Path, served: tuple[Path, str]
+) -> None:
+    """The same file name on an index without hashes (asked first) and on a find-links page listing its sha256: the
+    listed one is used, so other bytes behind the unlisted link cannot fail the install."""
+    root, url = served
+    _wheel(root / "simple" / "plainpkg", value="other bytes")
+    right, sha = _wheel(workdir / "right")
+    req = _requirements(workdir, f"plainpkg==1.0 --hash=sha256:{sha}")
+    venv = _venv(run, users, workdir)
+    with PyIndex() as index:
+        index.add(right)
+        done = _install(run, users, group_store, venv, "-r", str(req), "--index-url", url + "simple",
+                        "--find-links", index.flat_url)
+        assert done.returncode == 0, done.stderr
+        assert len(index.downloads(right.name)) == 1
+    assert _imports(run, users, venv) == "served plainly"
 
 
 def _remote(filename: str, sha256: str | None = None) -> RemoteFile:
