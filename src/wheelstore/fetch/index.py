@@ -326,8 +326,9 @@ class IndexClient:
             for location in self.sources.find_links:
                 found += [f for f in self._flat_files(location) if _name_of(f) == canonical]
             unique: dict[str, RemoteFile] = {}
-            for f in found:  # the first location wins, unless only a later one lists the file's sha256
-                if f.filename not in unique or (f.sha256 and not unique[f.filename].sha256):
+            for f in found:  # the first location wins, unless it is remote and only a later one lists a sha256
+                kept = unique.get(f.filename)
+                if kept is None or (f.sha256 and not kept.sha256 and not kept.url.startswith("file:")):
                     unique[f.filename] = f
             self._projects[canonical] = list(unique.values())
         return list(self._projects[canonical])
