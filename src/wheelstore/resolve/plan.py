@@ -242,14 +242,12 @@ def locate(
     if sources.offline:
         raise Missing(f"not in the store, and --offline forbids downloading: {absent}",
                       hint="run once without --offline, or give their wheels with --find-links")
-    if not sources.index_urls and not any(_is_remote(u) for u in sources.find_links):
+    if not sources.index_urls and not sources.find_links:  # (configured find-links, even local ones, are read below)
         from ..fetch.http import Http
-        from ..fetch.index import IndexClient
 
         http = Http(offline=True)
-        try:  # what the configured local find-links hold too (the command line's were searched for the pin)
-            client = IndexClient(sources, http)
-            raise _missing([(c, client.files(c.name)) for c in lacking], local, interpreter, sources, http)
+        try:  # only the command line's directories are left, and they were searched for the pin: say what they hold
+            raise _missing([(c, []) for c in lacking], local, interpreter, sources, http)
         finally:
             http.close()
     return _from_indexes(located, lacking, interpreter, sources, local)
@@ -260,10 +258,9 @@ def _from_indexes(
     local: Sequence[Path],
 ) -> list[Candidate]:
     """``located``, with a file on the indexes for each of ``lacking``, sorted by name; one with none is an error."""
-    from packaging.specifiers import SpecifierSet
-
     from ..fetch.http import Http
-    from ..fetch.index import IndexClient, choose_sdist, choose_wheel
+    from ..fetch.index import IndexClient
+    from ..fetch.pinned import choose_pinned
 
     http = Http(offline=sources.offline)
     client = IndexClient(sources, http)
@@ -281,10 +278,7 @@ def _from_indexes(
         with ThreadPoolExecutor(max(1, min(INDEX_THREADS, len(lacking) - 1)), thread_name_prefix="index") as pool:
             listed += pool.map(pages, lacking[1:])
         for cand, offered in zip(lacking, listed, strict=True):
-            files = [f for f in offered if not cand.hashes or f.sha256 in cand.hashes]
-            pin = SpecifierSet(f"=={cand.version}")
-            chosen = (choose_wheel(files, cand.name, pin, interpreter)
-                      or choose_sdist(files, cand.name, pin, interpreter))
+            chosen = choose_pinned(offered, cand.name, cand.version, cand.hashes, interpreter)
             if chosen is None:
                 missing.append((cand, offered))
             else:
