@@ -215,7 +215,9 @@ def add_lock(inputs: Inputs, lock: Path, interpreter: Interpreter) -> Inputs:
     """The pins of a lock uv wrote for ``inputs``, in place of what it resolved, with the lock files the user gave
     (already read): the files each names are found in the same find-links directories."""
     pins = pins_from_pylock(lock, lazy_environment(interpreter), interpreter, inputs.links)
-    entries = [*(e for e in inputs.entries if e.locked), *(_Entry(pin, locked=True) for pin in pins)]
+    # the wheel files the user named stay direct installs (PEP 610), as they were given
+    given = (e for e in inputs.entries if e.locked or e.direct)
+    entries = [*given, *(_Entry(pin, locked=True) for pin in pins)]
     return inputs._replace(entries=entries)
 
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, links: FindLinks) -> list[Pin]:
     """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located."""
     from packaging.pylock import (
+        PackageArchive,
         PackageSdist,
         PackageWheel,
         Pylock,
@@ -55,6 +56,10 @@ def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interprete
         raise InputError(f"{path}: {e}") from None
     pins = []
     for package, source in selected:
+        if isinstance(source, PackageArchive) and (source.path or source.url or "").endswith(".whl"):
+            # a wheel file given by path: uv locks it as an archive
+            source = PackageWheel(name=_url_filename(source.path or source.url), path=source.path, url=source.url,
+                                  hashes=source.hashes, size=source.size)
         if not isinstance(source, (PackageWheel, PackageSdist)):
             raise InputError(f"{path}: {package.name} is locked as a directory, VCS or archive entry; only wheels "
                              "and sdists are supported", hint="lock it with wheels or sdists")
