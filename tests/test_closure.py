@@ -3,6 +3,7 @@ real store, their METADATA read as the store's other readers read it, and one ca
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -94,6 +95,11 @@ def test_a_cycle_through_extras_ends_and_reports_what_it_needs(tmp_path: Path) -
     looped = _trees(tmp_path, ("f", "1.0", ('g; extra == "x"', 'h; extra == "y"', "a")),
                     ("g", "1.0", ("f[x,y]",)))
     assert _said(looped) == ["f 1.0 requires a, which is not in the set", "f 1.0 requires h, which is not in the set"]
+    itself = _trees(tmp_path, ("s", "1.0", ('s[x,y]; extra == "all"', 'sx; extra == "x"', 'sy>=2; extra == "y"')),
+                    ("sy", "1.0", ()))
+    assert _said(itself) == []
+    assert _said(itself, {"s": {"all"}}) == ["s 1.0 requires sx, which is not in the set",
+                                             "s 1.0 requires sy>=2, but sy 1.0 is in the set"]
 
 
 def test_names_are_compared_normalized(tmp_path: Path) -> None:
@@ -122,12 +128,23 @@ def test_an_invalid_requires_dist_is_one_line_naming_the_distribution(tmp_path: 
 def test_a_set_found_closed_is_remembered_and_one_that_is_not_is_checked_again(tmp_path: Path,
                                                                              cache_home: Path) -> None:
     trees = _trees(tmp_path, ("lib", "1.0", ('socks; extra == "proxy"',)))
-    assert unmet_in_trees(trees, ENV) == []
+    target = Interpreter.inspect(Path(SYSTEM_PYTHON))
+    assert unmet_in_trees(trees, target) == []
     assert len(list((cache_home / "wheelstore" / "closed").iterdir())) == 1
-    assert unmet_in_trees(trees, ENV) == []
+    assert unmet_in_trees(trees, target) == []
     for _ in range(2):  # other extras are another set, and its answer is not remembered
-        assert [u.required for u in unmet_in_trees(trees, ENV, {"LIB": ["proxy"]})] == ["socks"]
+        assert [u.required for u in unmet_in_trees(trees, target, {"LIB": ["proxy"]})] == ["socks"]
     assert len(list((cache_home / "wheelstore" / "closed").iterdir())) == 1
+    again = subprocess.run([sys.executable, "-c", (
+        "import json, sys\n"
+        "from wheelstore.base.interpreter import Interpreter\n"
+        "from wheelstore.resolve.closure import unmet_in_trees\n"
+        "from wheelstore.store.store import Store\n"
+        "store = Store.open(sys.argv[1])\n"
+        "found = unmet_in_trees([store.lookup(sys.argv[2])], Interpreter.inspect(sys.argv[3]))\n"
+        "print(json.dumps([found, sorted(m for m in sys.modules if m.startswith('packaging.'))]))"),
+        str(tmp_path / "store"), trees[0].key, SYSTEM_PYTHON], capture_output=True, text=True, check=True)
+    assert json.loads(again.stdout) == [[], ["packaging.version"]]  # a fresh process, neither parser nor markers
 
 
 @pytest.mark.parametrize("planted", ["symlink", "fifo", "garbage"])
@@ -182,16 +199,17 @@ def test_the_benchmark_set_is_closed_and_checked_in_a_few_milliseconds(tmp_path:
     made = realize_wheels(store, [(w, None) for w in sorted(set36_wheels.glob("*.whl"))])
     trees = [store.lookup(r.tree.key) for r in made if not isinstance(r, Exception)]
     assert len(trees) == 36 and all(t is not None for t in trees)
-    target = marker_environment(Interpreter.inspect(Path(SYSTEM_PYTHON)))
+    interpreter = Interpreter.inspect(Path(SYSTEM_PYTHON))
+    target = marker_environment(interpreter)
     unmet([Requires(canonical("warm"), Version("1"), ("idna; extra == 'x'",))], target)  # (imports packaging's)
     start = time.perf_counter()
     dists = [of_tree(t) for t in trees if t is not None]
     read = time.perf_counter()
     assert unmet(dists, target) == []
     checked = time.perf_counter()
-    assert unmet_in_trees([t for t in trees if t is not None], target) == []
+    assert unmet_in_trees([t for t in trees if t is not None], interpreter) == []
     first = time.perf_counter()
-    assert unmet_in_trees([t for t in trees if t is not None], target) == []
+    assert unmet_in_trees([t for t in trees if t is not None], interpreter) == []
     again = time.perf_counter()
     print(f"\n36 trees, {sum(len(d.requires) for d in dists)} Requires-Dist: read {1000 * (read - start):.2f} ms, "
           f"checked {1000 * (checked - read):.2f} ms; unmet_in_trees first {1000 * (first - checked):.2f} ms, "

@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import stat
+import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -26,8 +27,10 @@ from packaging.version import InvalidVersion, Version
 from ..base import fsio, usercache
 from ..base.distinfo import Distribution
 from ..base.errors import BadMetadata, Unsatisfied, printable
+from ..base.interpreter import Interpreter
 from ..base.names import canonical
 from ..store.store import Tree
+from .requirements import MarkerEnvironment, lazy_environment, marker_errors
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
@@ -268,8 +271,6 @@ def _requirement(text: str, dist: Requires) -> Requirement:
 
 
 def _holds(req: Requirement, dist: Requires, env: Mapping[str, str], extra: str) -> bool:
-    from .requirements import marker_errors
-
     assert req.marker is not None
     try:
         return req.marker.evaluate({**env, "extra": extra})
@@ -288,16 +289,19 @@ def unsatisfied(found: Sequence[Unmet], what: str = "the input", where: str = "i
 # -- sets of trees, remembered -----------------------------------------------------------------------------------------
 
 
-def unmet_in_trees(trees: Sequence[Tree], marker_env: Mapping[str, str],
-                   extras: Mapping[str, Collection[str]] | None = None) -> list[Unmet]:
-    """:func:`unmet` for a set of store trees with the ``extras`` asked of them (by name, normalized or not). A set
-    found closed is remembered in the user's cache (by its trees' keys, the extras and the marker values), and is
-    then taken as closed without reading a METADATA or parsing a requirement."""
+def unmet_in_trees(trees: Sequence[Tree], interpreter: Interpreter, extras: Mapping[str, Collection[str]] | None = None,
+                   env: MarkerEnvironment | None = None) -> list[Unmet]:
+    """:func:`unmet` for a set of store trees installed for ``interpreter``, with the ``extras`` asked of them (by
+    name, normalized or not); ``env``, its marker values if the caller has them. A set found closed is remembered in
+    the user's cache, by its trees' keys, the extras and what the marker values come from (the target's version
+    and implementation, this machine's uname), and is then taken as closed without computing the marker values,
+    reading a METADATA or parsing a requirement (packaging's parser and markers are not even imported)."""
     asked: dict[str, frozenset[str]] = {canonical(n): frozenset(map(canonical, es)) for n, es in (extras or {}).items()}
-    entry = _cache_name(trees, marker_env, asked)
+    entry = _cache_name(trees, interpreter, asked)
     if usercache.read_bytes(entry) is not None:
         return []
-    found = unmet([of_tree(t, asked.get(canonical(t.manifest.name), ())) for t in trees], marker_env)
+    values = (env or lazy_environment(interpreter))()
+    found = unmet([of_tree(t, asked.get(canonical(t.manifest.name), ())) for t in trees], values)
     if not found:
         usercache.write_bytes(entry, b"{}")
     return found
@@ -307,9 +311,11 @@ def unmet_in_trees(trees: Sequence[Tree], marker_env: Mapping[str, str],
 _RULES = 1
 
 
-def _cache_name(trees: Sequence[Tree], marker_env: Mapping[str, str], asked: Mapping[str, frozenset[str]]) -> str:
+def _cache_name(trees: Sequence[Tree], interpreter: Interpreter, asked: Mapping[str, frozenset[str]]) -> str:
     import hashlib  # here: as in usercache, not at start
 
     keyed = sorted((t.key, sorted(asked.get(canonical(t.manifest.name), ()))) for t in trees)
-    text = json.dumps([_RULES, keyed, sorted(marker_env.items())], separators=(",", ":"))
+    target = [interpreter.implementation, interpreter.version, list(os.uname()), sys.platform, os.name,
+              list(sys.implementation.version)]  # (the last: marker_environment's implementation_version off CPython)
+    text = json.dumps([_RULES, keyed, target], separators=(",", ":"))
     return f"{_CACHE_AREA}/{hashlib.sha256(text.encode()).hexdigest()[:40]}"
