@@ -293,11 +293,10 @@ def unmet_in_trees(trees: Sequence[Tree], interpreter: Interpreter, extras: Mapp
                    env: MarkerEnvironment | None = None) -> list[Unmet]:
     """:func:`unmet` for a set of store trees installed for ``interpreter``, with the ``extras`` asked of them (by
     name, normalized or not); ``env``, its marker values if the caller has them. A set found closed is remembered in
-    the user's cache, by its trees' keys, the extras and what the marker values come from (the target's version
-    and implementation, this machine's uname), and is then taken as closed without computing the marker values,
+    the user's cache (:func:`cache_entry`), and is then taken as closed without computing the marker values,
     reading a METADATA or parsing a requirement (packaging's parser and markers are not even imported)."""
     asked: dict[str, frozenset[str]] = {canonical(n): frozenset(map(canonical, es)) for n, es in (extras or {}).items()}
-    entry = _cache_name(trees, interpreter, asked)
+    entry = cache_entry([(t.key, asked.get(canonical(t.manifest.name), frozenset())) for t in trees], {}, interpreter)
     if usercache.read_bytes(entry) is not None:
         return []
     values = (env or lazy_environment(interpreter))()
@@ -311,11 +310,16 @@ def unmet_in_trees(trees: Sequence[Tree], interpreter: Interpreter, extras: Mapp
 _RULES = 1
 
 
-def _cache_name(trees: Sequence[Tree], interpreter: Interpreter, asked: Mapping[str, frozenset[str]]) -> str:
+def cache_entry(
+    keys: Sequence[tuple[str, Collection[str]]], kept: Mapping[NormalizedName, str], interpreter: Interpreter
+) -> str:
+    """The user's cache entry that says a set is closed: by its members' hashes (a tree's key is its wheel's sha256)
+    with the extras asked of each, the versions a venv keeps beside them, and what the marker values come from (the
+    target's version and implementation, this machine's uname)."""
     import hashlib  # here: as in usercache, not at start
 
-    keyed = sorted((t.key, sorted(asked.get(canonical(t.manifest.name), ()))) for t in trees)
+    keyed = sorted((key, sorted(map(canonical, extras))) for key, extras in keys)
     target = [interpreter.implementation, interpreter.version, list(os.uname()), sys.platform, os.name,
               list(sys.implementation.version)]  # (the last: marker_environment's implementation_version off CPython)
-    text = json.dumps([_RULES, keyed, target], separators=(",", ":"))
+    text = json.dumps([_RULES, keyed, sorted(kept.items()), target], separators=(",", ":"))
     return f"{_CACHE_AREA}/{hashlib.sha256(text.encode()).hexdigest()[:40]}"

@@ -3,20 +3,20 @@
 A pinned install asks it to decide whether the set needs a resolver: when the pins (and the versions the venv keeps)
 satisfy every dependency, as a hashed requirements file or a lock always should, nothing is resolved and nothing is
 fetched from the network. ``sync`` asks it to refuse an incomplete set before anything is linked, as ``pip check``
-would complain after. A set found complete is remembered in the user's cache by its trees' keys (their metadata
-never changes under a key) and the target: the warm install of the same set reads no metadata again.
+would complain after. A set found complete is remembered in the user's cache (:func:`closure.cache_entry`: by its
+members' hashes, whose metadata never changes, and the target): the warm install of the same set reads no metadata
+and imports no parser again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ..base import usercache
 from ..base.distinfo import Distribution
-from ..base.interpreter import Interpreter, interpreter_key
+from ..base.errors import WheelstoreError
+from ..base.interpreter import Interpreter
 from ..store.store import Tree
 from .candidates import Candidate
 
@@ -50,8 +50,6 @@ def unmet_after(
     found = {c.name: c.tree for c in candidates if c.tree is not None}
     unmet = _unmet(candidates, {**found, **trees}, {}, present, interpreter)
     if unmet:
-        from .closure import unmet_error
-
         raise unmet_error(unmet, exact=exact)
 
 
@@ -62,52 +60,51 @@ def _unmet(
     present: Mapping[NormalizedName, Distribution],
     interpreter: Interpreter,
 ) -> list[Unmet]:
-    memo = _memo_name(candidates, trees, kept, interpreter)
-    if memo is not None and usercache.read_bytes(memo) == b"complete":
+    from . import closure
+
+    keys = [(k, c.extras) for c in candidates if (k := _key(c, trees)) is not None]
+    entry = closure.cache_entry(keys, kept, interpreter) if len(keys) == len(candidates) else None
+    if entry is not None and usercache.read_bytes(entry) is not None:
         return []
     from packaging.version import InvalidVersion, Version
 
-    from .closure import Requires, requires_of_installed, requires_of_tree, requires_of_wheel, unmet
     from .requirements import marker_environment
 
     members = []
     for c in candidates:
         tree = trees.get(c.name)
         if tree is not None:
-            requires = requires_of_tree(tree)
+            requires = closure.requires_of_tree(tree)
         elif c.wheel is not None:
-            requires = requires_of_wheel(c.wheel)
+            requires = closure.requires_of_wheel(c.wheel)
         else:  # at the right version in the venv already (not realized again)
-            requires = requires_of_installed(present[c.name])
-        members.append(Requires(c.name, c.version, requires, c.extras))
+            requires = closure.requires_of_installed(present[c.name])
+        members.append(closure.Requires(c.name, c.version, tuple(requires), c.extras))
     named = {c.name for c in candidates}
     for name, version in kept.items():
         if name not in named:
             try:
-                members.append(Requires(name, Version(version), [], frozenset()))
+                members.append(closure.Requires(name, Version(version), ()))
             except InvalidVersion:
                 continue  # satisfies nothing, as pip sees it
-    found = unmet(members, marker_environment(interpreter))
-    if not found and memo is not None:
-        usercache.write_bytes(memo, b"complete")
+    found = closure.unmet(members, marker_environment(interpreter))
+    if not found and entry is not None:
+        usercache.write_bytes(entry, b"{}")
     return found
 
 
-def _memo_name(
-    candidates: Sequence[Candidate],
-    trees: Mapping[NormalizedName, Tree],
-    kept: Mapping[NormalizedName, str],
-    interpreter: Interpreter,
-) -> str | None:
-    """The cache entry that says this set is complete: by the members' hashes (a tree's key is its wheel's sha256,
-    so a local wheel read before realizing has its tree's key), the extras asked, the kept versions and the target;
-    None when a member's hash is not known."""
-    keys = []
-    for c in candidates:
-        tree = trees.get(c.name)
-        key = tree.key if tree is not None else c.sha256 if c.wheel is not None else None
-        if key is None:
-            return None
-        keys.append((key, sorted(c.extras)))
-    what = json.dumps([sorted(keys), sorted(kept.items()), interpreter_key(interpreter)])
-    return f"closure/{hashlib.sha256(what.encode()).hexdigest()[:32]}"
+def _key(cand: Candidate, trees: Mapping[NormalizedName, Tree]) -> str | None:
+    """A member's hash, by which its metadata is known: its tree's key, or its local wheel's sha256 (the key its
+    tree will have); None when neither is known."""
+    tree = trees.get(cand.name)
+    return tree.key if tree is not None else cand.sha256 if cand.wheel is not None else None
+
+
+def unmet_error(unmet: Sequence[Unmet], *, exact: bool) -> WheelstoreError:
+    """The one line for a set taken as complete that is not: sync's input, or a hashed requirements file."""
+    from .closure import unsatisfied
+
+    if exact:
+        return unsatisfied(unmet)
+    return unsatisfied(unmet, what="the hashed requirements", hint="add them, with their hashes, to the requirements "
+                       "file (uv pip compile --generate-hashes writes a complete one)")

@@ -92,7 +92,7 @@ def plan(
         if complete:
             if unmet is None:
                 return Plan(candidates, check_after=True)
-            from .closure import unmet_error
+            from .dependencies import unmet_error
 
             raise unmet_error(unmet, exact=request.exact)
     resolved = _resolve(view, inputs, request, sources, installed or {}, quiet=quiet)
