@@ -71,6 +71,8 @@ class _Entry(NamedTuple):
 Held = Callable[[set[str]], dict[str, str]]
 #: which of some hashes the store holds a tree for
 Holds = Callable[[set[str]], set[str]]
+#: a local project's pin as a wheel pin (built), or None when it is set aside (editable): see resolve.projects
+Projects = Callable[[Pin], "Pin | None"]
 
 
 class _Plan(NamedTuple):
@@ -91,6 +93,7 @@ def gather_candidates(
     elsewhere: bool = False,
     held: Held | None = None,
     holds: Holds | None = None,
+    projects: Projects | None = None,
 ) -> list[Candidate]:
     """Wheel files for everything asked for, one per distribution, sorted by name, every given hash checked.
 
@@ -103,9 +106,10 @@ def gather_candidates(
     the find-links file suits the interpreter better and its hash is allowed. A store shared by machines of several
     platforms holds trees for wheels this interpreter cannot use; those are passed over. ``holds(hashes)`` says which
     of them the store has a tree for: a local file's digest kept from an earlier read is used only then (to find the
-    tree); without one the file is read, so that realize checks it against what it holds now.
+    tree); without one the file is read, so that realize checks it against what it holds now. ``projects`` builds
+    local project directories into wheel pins (without it they are refused).
     """
-    entries, links, require_hashes = _entries(args, requirement_files, find_links, interpreter)
+    entries, links, require_hashes = _entries(args, requirement_files, find_links, interpreter, projects)
     groups: dict[NormalizedName, list[_Entry]] = {}
     for entry in entries:
         groups.setdefault(entry.pin.name, []).append(entry)
@@ -122,7 +126,8 @@ def gather_candidates(
 
 
 def _entries(
-    args: Sequence[str], requirement_files: Sequence[Path], find_links: Sequence[Path], interpreter: Interpreter
+    args: Sequence[str], requirement_files: Sequence[Path], find_links: Sequence[Path], interpreter: Interpreter,
+    projects: Projects | None = None,
 ) -> tuple[list[_Entry], FindLinks, bool]:
     """Every pin the inputs give; the find-links directories, with those the requirements files and wheel paths
     name; and whether every pin needs a hash."""
@@ -137,19 +142,29 @@ def _entries(
         elif arg.endswith((".txt", ".in", ".toml")):  # also valid project names, which would "need resolution"
             hint = f"-r {arg}" if not arg.endswith(".toml") else "name it pylock.toml or pylock.NAME.toml"
             raise InputError(f"{arg} is neither a wheel, a pylock file nor a requirement", hint=hint)
-        elif (pin := parse_requirement(arg, "command line", env)) is not None:
+        elif (pin := _local(parse_requirement(arg, "command line", env), projects)) is not None:
             entries.append(_Entry(pin))
     for path in requirement_files:
         into = read_requirements(path, env)
-        entries += [_Entry(pin) for pin in into.pins]
+        entries += [_Entry(p) for pin in into.pins if (p := _local(pin, projects)) is not None]
         directories += into.find_links
         # as pip does: one --hash in a requirements file turns on hash-checking for every requirement
         require_hashes |= into.require_hashes or any(pin.hashes for pin in into.pins)
     directories += [e.pin.wheel.parent for e in entries if e.pin.wheel is not None]
     links = FindLinks(directories, interpreter)
     for lock in locks:
-        entries += [_Entry(pin, locked=True) for pin in pins_from_pylock(lock, env, interpreter, links)]
+        entries += [_Entry(p, locked=True) for pin in pins_from_pylock(lock, env, interpreter, links)
+                    if (p := _local(pin, projects)) is not None]
     return entries, links, require_hashes
+
+
+def _local(pin: Pin | None, projects: Projects | None) -> Pin | None:
+    """A local project's pin through ``projects`` (built, or set aside); any other pin as it is."""
+    if pin is None or pin.project is None:
+        return pin
+    if projects is None:
+        raise InputError(f"{pin.origin}: {pin.text} is a local project, which this command does not build")
+    return projects(pin)
 
 
 def _digests(
@@ -269,6 +284,8 @@ def _candidate(
     direct_url: dict[str, object] | None = None
     if direct and wheel is not None:
         direct_url = {"url": wheel.as_uri(), "archive_info": {"hashes": {"sha256": digest}, "hash": f"sha256={digest}"}}
+    if chosen is not None and chosen.pin.project is not None and wheel is not None:  # built from a directory
+        direct_url = {"url": chosen.pin.project.as_uri(), "dir_info": {}}
     return Candidate(
         name=name,
         version=version,

@@ -20,7 +20,7 @@ from ..base.errors import InputError, WheelError
 from ..base.interpreter import Interpreter
 from ..store.wheel import normalize_sha256
 from .findlinks import FindLinks
-from .requirements import MarkerEnvironment, Pin, file_url_path, marker_errors
+from .requirements import MarkerEnvironment, Pin, file_url_path, marker_errors, project_pin
 
 if TYPE_CHECKING:
     from packaging.markers import Environment
@@ -55,6 +55,9 @@ def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interprete
         raise InputError(f"{path}: {e}") from None
     pins = []
     for package, source in selected:
+        if (project := _local_project(path, package.name, source)) is not None:
+            pins.append(project)
+            continue
         if not isinstance(source, (PackageWheel, PackageSdist)):
             raise InputError(f"{path}: {package.name} is locked as a directory, VCS or archive entry; only wheels "
                              "and sdists are supported", hint="lock it with wheels or sdists")
@@ -80,6 +83,19 @@ def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interprete
             pin = pin._replace(remote=RemoteFile(filename=filename, url=url, hashes={"sha256": digest}))
         pins.append(pin)
     return pins
+
+
+def _local_project(lock: Path, name: str, source: object) -> Pin | None:
+    """A ``directory`` entry (uv writes one for ``DIR`` and ``-e DIR``) or a local ``archive`` one (an sdist path)
+    as a project pin; paths are relative to the lock (PEP 751)."""
+    from packaging.pylock import PackageArchive, PackageDirectory
+
+    if isinstance(source, PackageDirectory) and not source.subdirectory:
+        return project_pin(lock.parent / source.path, str(lock), editable=bool(source.editable), name=name)
+    if isinstance(source, PackageArchive) and source.path and not source.subdirectory:
+        digest = source.hashes.get("sha256")
+        return project_pin(lock.parent / source.path, str(lock), frozenset({digest.lower()}) if digest else frozenset())
+    return None
 
 
 def is_pylock(arg: str) -> bool:
