@@ -19,6 +19,7 @@ from ..base.errors import WheelstoreError, printable
 from ..base.interpreter import Interpreter
 from ..fetch.sources import Sources
 from ..resolve.plan import plan
+from ..resolve.projects import LocalProjects
 from ..store.config import select_store
 from ..store.policy import SHARED_MODES
 from ..store.store import Store
@@ -147,16 +148,17 @@ def _local_links(args: argparse.Namespace) -> list[Path]:
 
 def cmd_install(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    if not args.items and not args.requirements:
+    if not args.items and not args.requirements and not args.editables:
         raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
     env = Environment(_venv(args))
-    sources = _sources(args)
-    with Store.select(args.store) as store:
+    sources = _sources(args)  # builds (local projects, sdists) take their build deps from the -f directories too:
+    builds = sources._replace(find_links=tuple(dict.fromkeys((*sources.find_links, *args.find_links))))
+    with Store.select(args.store) as store, LocalProjects(env.interpreter, builds, args.editables) as projects:
         candidates = plan(store, env.interpreter, args.items, [Path(r) for r in args.requirements],
-                          _local_links(args), sources, quiet=args.quiet)
+                          _local_links(args), sources, quiet=args.quiet, projects=projects)
         report = env.install(store, candidates, Options(link_mode=_link_mode(args), exact=args.verb == "sync",
-                                                        compile_bytecode=not args.no_compile, sources=sources,
-                                                        quiet=args.quiet))
+                                                        compile_bytecode=not args.no_compile, sources=builds,
+                                                        quiet=args.quiet, editables=projects.editables))
     _print_report(args, report, started)
     return 0
 
@@ -419,7 +421,8 @@ def _venv_arguments(p: argparse.ArgumentParser) -> None:
 
 def _install_arguments(p: argparse.ArgumentParser) -> None:
     """``install`` and ``sync`` take the same arguments."""
-    p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheel files, name==version pins, pylock.toml")
+    p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheels, pins, pylock.toml, project DIRs, sdists")
+    p.add_argument("-e", "--editable", dest="editables", action="append", default=[], metavar="DIR")
     p.add_argument("--venv", help=f"the venv ({LOOKUP})")
     p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
     _add_source_options(p)

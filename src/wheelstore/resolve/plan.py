@@ -21,11 +21,12 @@ from ..fetch.sources import Sources
 from ..store.store import Store, Tree
 from .candidates import Candidate, gather_candidates
 from .pylock import is_pylock
-from .requirements import parse_requirements_file
+from .requirements import lazy_environment, parse_requirements_file
 
 if TYPE_CHECKING:
     from ..fetch.http import Http
     from ..fetch.index import RemoteFile
+    from .projects import LocalProjects
 
 #: index pages read at once (an index that serves one page per distribution; the pool of
 #: :class:`~wheelstore.fetch.http.Http` holds 10)
@@ -41,14 +42,17 @@ def plan(
     sources: Sources,
     *,
     quiet: bool = False,
+    projects: LocalProjects | None = None,
 ) -> list[Candidate]:
     """One candidate per distribution, each with a local wheel, a store tree (``sha256`` set), or a remote file;
-    ``quiet`` silences uv's progress lines."""
+    ``quiet`` silences uv's progress lines; ``projects`` builds local project directories (and keeps editables)."""
+    take = projects.take if projects is not None else None
     try:
         candidates = gather_candidates(items, requirement_files, find_links, interpreter, elsewhere=True,
-                                       held=_wheel_of(store), holds=store.holds)
+                                       held=_wheel_of(store), holds=store.holds, projects=take)
     except NeedsResolution:
-        candidates = _resolve(store, items, requirement_files, find_links, interpreter, sources, quiet=quiet)
+        candidates = _resolve(store, items, requirement_files, find_links, interpreter, sources, quiet=quiet,
+                              projects=projects)
     return locate(store, candidates, interpreter, sources, local=find_links)
 
 
@@ -61,6 +65,7 @@ def _resolve(
     sources: Sources,
     *,
     quiet: bool,
+    projects: LocalProjects | None = None,
 ) -> list[Candidate]:
     """Everything asked for, resolved by uv into a lock for this interpreter, as candidates; what the user named is
     ``requested`` (PEP 376), what uv added is not."""
@@ -68,13 +73,17 @@ def _resolve(
 
     locks = [i for i in items if is_pylock(i)]
     requirements = [i for i in items if i not in locks]
+    if projects is not None:  # a local project as an absolute file: URL, which uv locks as a directory or archive
+        env = lazy_environment(interpreter)
+        requirements = [projects.for_uv(r, env) for r in requirements]
     linked = sources._replace(find_links=(*sources.find_links, *map(str, find_links)))
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="wheelstore-lock-") as tmp:
         resolved = lock(requirements, requirement_files, interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet)
         candidates = gather_candidates([*locks, str(resolved)], [], find_links, interpreter, elsewhere=True,
-                                       held=_wheel_of(store), holds=store.holds)
+                                       held=_wheel_of(store), holds=store.holds,
+                                       projects=projects.take if projects is not None else None)
     named = _named(requirements, requirement_files, interpreter)
     return [c._replace(requested=True) if c.name in named else c for c in candidates]
 

@@ -72,12 +72,13 @@ def lock(
         raise ResolutionError(f"cannot write {out}: {out.parent} does not exist") from None
     except PermissionError:
         raise ResolutionError(f"cannot write {out}: permission denied on {out.parent}") from None
+    # next to ``out``: uv writes local paths (a project directory, an sdist) relative to the lock's directory
+    staged = out.parent / f"pylock.{work.name.strip('.')}.toml"
     try:
         inputs = [str(p.absolute()) for p in requirement_files]
         if requirements:
             (work / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
             inputs.insert(0, str(work / "requirements.in"))
-        staged = work / "pylock.toml"
         if out.is_file() and _is_pylock(out):
             shutil.copyfile(out, staged)
         file_args = (a for p in requirement_files for a in ("-r", str(p)))
@@ -94,6 +95,7 @@ def lock(
         os.replace(staged, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        staged.unlink(missing_ok=True)
     return out
 
 
@@ -121,8 +123,8 @@ def check_hashes(path: Path) -> Pylock:
     """Refuse a lock with any file lacking a sha256: wheelstore verifies every byte it installs.
 
     uv writes one for every wheel and sdist it locks, from the index or by hashing the file itself (checked for
-    ``file://`` and HTTP indexes with and without hashes, and for find-links); local directories and VCS
-    requirements have none and are refused here.
+    ``file://`` and HTTP indexes with and without hashes, and for find-links). A local project directory has none
+    and needs none (it is built from the user's own files); VCS requirements have none and are refused here.
     """
     pylock = read_pylock(path)
     for package in pylock.packages:
@@ -130,6 +132,8 @@ def check_hashes(path: Path) -> Pylock:
             *(package.wheels or ()), *([package.sdist] if package.sdist else []),
             *([package.archive] if package.archive else []),
         ]
+        if not files and package.directory is not None:  # the user's own project: built from it, as they asked
+            continue
         if not files:
             raise ResolutionError(
                 f"{package.name} is locked as a local directory or VCS checkout, which has no sha256",

@@ -28,6 +28,7 @@ from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
 from .linkmode import choose, probe
 from .edit import make_private, relink
+from .editable import install_editables
 from .unfold import plan_folds
 from .uninstall import Stash, uninstall
 from ..base.logs import log
@@ -39,6 +40,8 @@ from ..store.storelock import install_lock
 
 if TYPE_CHECKING:
     from packaging.utils import NormalizedName
+
+    from ..resolve.requirements import Pin
 
 
 #: what ``sync`` leaves alone although it was not asked for: the venv's own installers
@@ -75,6 +78,8 @@ class Options(NamedTuple):
     sources: Sources | None = None
     #: no download progress
     quiet: bool = False
+    #: ``-e DIR`` projects, installed by uv once the store's part is linked (:mod:`.editable`); sync keeps them
+    editables: Sequence[Pin] = ()
 
 
 class Environment:
@@ -103,7 +108,11 @@ class Environment:
                 self._register(store, failed=True)
                 raise
             self._register(store)
-            return report
+        done = install_editables(self.interpreter, options.editables, options.sources)
+        report.installed += done.installed
+        report.removed += done.removed
+        report.unchanged += done.unchanged
+        return report
 
     def _register(self, store: Store, *, failed: bool = False) -> None:
         """Refresh this venv's gc root in ``store``. A root that cannot be written leaves the venv unprotected from
@@ -155,7 +164,7 @@ class Environment:
                       self.interpreter.cache_tag)
         report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
         if options.exact:  # removals last: a failed install above must not have cost the venv its other packages
-            self._remove_unwanted(present, {c.name for c in candidates}, report)
+            self._remove_unwanted(present, {c.name for c in candidates} | {p.name for p in options.editables}, report)
         inst.bump_mtime(self.interpreter)
         return report
 
@@ -424,6 +433,8 @@ def _same(dist: Distribution | None, cand: Candidate) -> bool:
     """Whether the venv already holds exactly this version (installed by anyone)."""
     if dist is None:
         return False
+    if cand.direct_url is not None and "dir_info" in cand.direct_url:  # a project built now: same if the same wheel
+        return (origin(dist) or {}).get("key") == cand.sha256
     try:
         return Version(dist.version) == cand.version
     except InvalidVersion:
