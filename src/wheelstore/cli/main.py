@@ -125,13 +125,13 @@ def cmd_venv(args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    if not args.items and not args.requirements:
+    if not args.items and not args.requirements and not args.editables:
         raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
     env = Environment(_venv(args))
     sync = args.verb == "sync"
     request = Request(
         items=args.items, requirement_files=[Path(r) for r in args.requirements], find_links=local_links(args),
-        exact=sync, upgrade=not sync and args.upgrade, no_deps=not sync and args.no_deps,
+        exact=sync, upgrade=not sync and args.upgrade, no_deps=not sync and args.no_deps, editables=args.editables,
         upgrade_packages=frozenset() if sync else frozenset(map(canonical, args.upgrade_package)),
         reinstall=args.reinstall, reinstall_packages=frozenset(map(canonical, args.reinstall_package)),
     )
@@ -280,7 +280,8 @@ def _venv_arguments(p: argparse.ArgumentParser) -> None:
 
 def _install_arguments(p: argparse.ArgumentParser) -> None:
     """``install`` and ``sync`` take the same arguments, but for what only a resolving install does."""
-    p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheel files, name==version pins, pylock.toml")
+    p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheels, pins, pylock.toml, project DIRs, sdists")
+    p.add_argument("-e", "--editable", dest="editables", action="append", default=[], metavar="DIR")
     p.add_argument("--venv", help=f"the venv ({LOOKUP})")
     p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
     add_source_options(p)

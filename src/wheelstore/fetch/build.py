@@ -129,6 +129,11 @@ def _log_path(sdist: Path, ikey: str) -> Path:
     return logs / f"{sdist.name}-{ikey}-{stamp}-{os.getpid()}.log"
 
 
+def build_wheel(source: Path, out: Path, interpreter: Interpreter, sources: Sources, *, quiet: bool = True) -> Path:
+    """One wheel of ``source`` (an sdist, or a project directory) for ``interpreter``, built by uv into ``out``."""
+    return _build(source, out, interpreter, sources, interpreter_key(interpreter), quiet=quiet)
+
+
 def _build(sdist: Path, out: Path, interpreter: Interpreter, sources: Sources, ikey: str, *, quiet: bool) -> Path:
     log = _log_path(sdist, ikey)
     cmd = [*uv_command(["build", "--wheel"], interpreter, sources), "--out-dir", str(out), str(sdist)]

@@ -77,6 +77,8 @@ class _Entry(NamedTuple):
 Held = Callable[[set[str]], dict[str, str]]
 #: which of some hashes the store holds a tree for
 Holds = Callable[[set[str]], set[str]]
+#: a local project's pin as a wheel pin (built), or None when it is set aside (editable): see resolve.projects
+Projects = Callable[[Pin], "Pin | None"]
 
 
 class _Plan(NamedTuple):
@@ -128,9 +130,10 @@ def gather_candidates(
     elsewhere: bool = False,
     held: Held | None = None,
     holds: Holds | None = None,
+    projects: Projects | None = None,
 ) -> list[Candidate]:
     """:func:`read_inputs`, then :func:`choose`, for inputs that must all be pinned (unpinned ones are an error)."""
-    inputs = read_inputs(args, requirement_files, find_links, interpreter)
+    inputs = read_inputs(args, requirement_files, find_links, interpreter, projects)
     if inputs.unpinned:
         raise _unpinned(inputs)
     return choose(inputs, elsewhere=elsewhere, held=held, holds=holds)
@@ -178,10 +181,12 @@ def choose(inputs: Inputs, *, elsewhere: bool = False, held: Held | None = None,
 
 
 def read_inputs(
-    args: Sequence[str], requirement_files: Sequence[Path], find_links: Sequence[Path], interpreter: Interpreter
+    args: Sequence[str], requirement_files: Sequence[Path], find_links: Sequence[Path], interpreter: Interpreter,
+    projects: Projects | None = None,
 ) -> Inputs:
     """Every pin the inputs give; the find-links directories, with those the requirements files and wheel paths
-    name; and whether every pin needs a hash. Each file is read once, here."""
+    name; and whether every pin needs a hash. Each file is read once, here. ``projects`` builds local project
+    directories into wheel pins, or sets editable ones aside (without it they are refused)."""
     env = lazy_environment(interpreter)
     entries: list[_Entry] = []
     directories = list(find_links)
@@ -196,29 +201,40 @@ def read_inputs(
             hint = f"-r {arg}" if not arg.endswith(".toml") else "name it pylock.toml or pylock.NAME.toml"
             raise InputError(f"{arg} is neither a wheel, a pylock file nor a requirement", hint=hint)
         requirements.append(arg)
-        if (pin := parse_requirement(arg, "command line", env)) is not None:
+        if (pin := _local(parse_requirement(arg, "command line", env), projects)) is not None:
             entries.append(_Entry(pin))
     for path in requirement_files:
         into = read_requirements(path, env)
-        entries += [_Entry(pin) for pin in into.pins]
+        entries += [_Entry(p) for pin in into.pins if (p := _local(pin, projects)) is not None]
         directories += into.find_links
         # as pip does: one --hash in a requirements file turns on hash-checking for every requirement
         require_hashes |= into.require_hashes or any(pin.hashes for pin in into.pins)
     directories += [e.pin.wheel.parent for e in entries if e.pin.wheel is not None]
     links = FindLinks(directories, interpreter)
     for lock in locks:
-        entries += [_Entry(pin, locked=True) for pin in pins_from_pylock(lock, env, interpreter, links)]
+        entries += [_Entry(p, locked=True) for pin in pins_from_pylock(lock, env, interpreter, links)
+                    if (p := _local(pin, projects)) is not None]
     return Inputs(entries, links, require_hashes, requirements, list(requirement_files), locks)
 
 
-def add_lock(inputs: Inputs, lock: Path, interpreter: Interpreter) -> Inputs:
+def add_lock(inputs: Inputs, lock: Path, interpreter: Interpreter, projects: Projects | None = None) -> Inputs:
     """The pins of a lock uv wrote for ``inputs``, in place of what it resolved, with the lock files the user gave
-    (already read): the files each names are found in the same find-links directories."""
+    (already read): the files each names are found in the same find-links directories, its local projects are built
+    (or set aside, editable) by ``projects``."""
     pins = pins_from_pylock(lock, lazy_environment(interpreter), interpreter, inputs.links)
     # the wheel files the user named stay direct installs (PEP 610), as they were given
     given = (e for e in inputs.entries if e.locked or e.direct)
-    entries = [*given, *(_Entry(pin, locked=True) for pin in pins)]
+    entries = [*given, *(_Entry(p, locked=True) for pin in pins if (p := _local(pin, projects)) is not None)]
     return inputs._replace(entries=entries)
+
+
+def _local(pin: Pin | None, projects: Projects | None) -> Pin | None:
+    """A local project's pin through ``projects`` (built, or set aside); any other pin as it is."""
+    if pin is None or pin.project is None:
+        return pin
+    if projects is None:
+        raise InputError(f"{pin.origin}: {pin.text} is a local project, which this command does not build")
+    return projects(pin)
 
 
 def _digests(
@@ -330,6 +346,8 @@ def _candidate(
     direct_url: dict[str, object] | None = None
     if direct and wheel is not None:
         direct_url = {"url": wheel.as_uri(), "archive_info": {"hashes": {"sha256": digest}, "hash": f"sha256={digest}"}}
+    if chosen is not None and chosen.pin.project is not None and wheel is not None:  # built from a directory
+        direct_url = {"url": chosen.pin.project.as_uri(), "dir_info": {}}
     return Candidate(
         name=name,
         version=version,

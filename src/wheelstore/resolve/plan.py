@@ -12,6 +12,7 @@ before the network and names every distribution it lacks.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -23,12 +24,14 @@ from ..base.interpreter import Interpreter
 from ..fetch.sources import Sources
 from ..store.store import Store, Tree
 from .candidates import Candidate, Inputs, choose, read_inputs
+from .requirements import lazy_environment
 
 if TYPE_CHECKING:
     from packaging.utils import NormalizedName
 
     from ..fetch.http import Http
     from ..fetch.index import RemoteFile
+    from .projects import LocalProjects
 
 #: index pages read at once (an index that serves one page per distribution; the pool of
 #: :class:`~wheelstore.fetch.http.Http` holds 10)
@@ -50,6 +53,8 @@ class Request(NamedTuple):
     upgrade_packages: frozenset[NormalizedName] = frozenset()
     #: install exactly what is named, without dependencies
     no_deps: bool = False
+    #: local project directories to install editable (``-e DIR``)
+    editables: Sequence[str] = ()
     #: link again what the venv already holds at the right version: all (``--reinstall``), or these
     reinstall: bool = False
     reinstall_packages: frozenset[NormalizedName] = frozenset()
@@ -74,11 +79,16 @@ def plan(
     installed: Mapping[NormalizedName, Distribution] | None = None,
     *,
     quiet: bool = False,
+    projects: LocalProjects | None = None,
 ) -> Plan:
-    """The candidates for ``request`` into a venv that holds ``installed``; ``quiet`` silences uv's progress."""
-    inputs = read_inputs(request.items, request.requirement_files, request.find_links, interpreter)
+    """The candidates for ``request`` into a venv that holds ``installed``; ``quiet`` silences uv's progress;
+    ``projects`` builds local project directories (and keeps editables aside, for the venv to install)."""
+    inputs = read_inputs(request.items, request.requirement_files, request.find_links, interpreter,
+                         projects.take if projects is not None else None)
     view = _StoreView(store, interpreter)
-    if not inputs.unpinned:
+    # an editable project's dependencies are known only to its build backend: uv asks it
+    editables = projects is not None and bool(projects.editables) and not request.exact
+    if not inputs.unpinned and not (editables and not request.no_deps):
         candidates = locate(view, choose(inputs, elsewhere=True, held=view.wheels, holds=store.holds), sources,
                             local=request.find_links)
         if request.no_deps:
@@ -95,7 +105,7 @@ def plan(
             from .dependencies import unmet_error
 
             raise unmet_error(unmet, exact=request.exact)
-    resolved = _resolve(view, inputs, request, sources, installed or {}, quiet=quiet)
+    resolved = _resolve(view, inputs, request, sources, installed or {}, quiet=quiet, projects=projects)
     return Plan(locate(view, resolved, sources, local=request.find_links), check_after=request.exact)
 
 
@@ -114,6 +124,7 @@ def _resolve(
     installed: Mapping[NormalizedName, Distribution],
     *,
     quiet: bool,
+    projects: LocalProjects | None = None,
 ) -> list[Candidate]:
     """Everything asked for, resolved by uv into a lock for this interpreter, as candidates; what the user named is
     ``requested`` (PEP 376), what uv added is not. The venv's versions are uv's preferences, so that an install
@@ -130,11 +141,13 @@ def _resolve(
             from .storeindex import offline_sources
 
             linked = offline_sources(view.store, view.interpreter, linked, index, view.scan())
-        resolved = lock(inputs.requirements, inputs.requirement_files, view.interpreter, linked,
+        resolved = lock(_for_uv(inputs, request, view.interpreter, projects), inputs.requirement_files,
+                        view.interpreter, linked,
                         Path(tmp) / "pylock.toml", quiet=quiet, preferences=_kept(installed, request),
                         upgrade=request.upgrade, upgrade_packages=request.upgrade_packages,
                         no_deps=request.no_deps or request.exact, checked=False)
-        candidates = choose(add_lock(inputs, resolved, view.interpreter), elsewhere=True, held=view.wheels,
+        take = projects.take if projects is not None else None
+        candidates = choose(add_lock(inputs, resolved, view.interpreter, take), elsewhere=True, held=view.wheels,
                             holds=view.store.holds)
         if sources.offline:  # a stub of the store's index stands for its tree, found by the hash the lock gives
             from .storeindex import is_stub
@@ -143,6 +156,16 @@ def _resolve(
                           for c in candidates]
     named = inputs.named
     return [c._replace(requested=True) if c.name in named else c for c in candidates]
+
+
+def _for_uv(inputs: Inputs, request: Request, interpreter: Interpreter, projects: LocalProjects | None) -> list[str]:
+    """The command line's requirements as uv must get them: local projects and sdists as absolute ``file:`` URLs,
+    and the ``-e`` projects as ``-e DIR`` lines (uv asks their backends for their dependencies)."""
+    if projects is None:
+        return inputs.requirements
+    env = lazy_environment(interpreter)
+    return [*(projects.for_uv(r, env) for r in inputs.requirements),
+            *(f"-e {os.path.abspath(e)}" for e in request.editables)]
 
 
 class _StoreView:

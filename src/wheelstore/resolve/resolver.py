@@ -7,9 +7,8 @@ ignored nor counted twice. TLS: ``--system-certs`` (the system store), ``SSL_CER
 through, and pip's ``cert`` as ``SSL_CERT_FILE`` when that is unset. uv's cache is its default one for the calling
 user: nothing is written where other users could interfere.
 
-:func:`read_pylock` and :func:`check_hashes` here only validate the lock uv writes (and an existing output file uv
-may start from) before it is kept; the install then reads that lock into pins like any lock the user gives
-(:mod:`wheelstore.resolve.pylock`).
+:func:`check_hashes` here validates the lock uv writes for ``wheelstore lock`` before it is kept; an install reads
+the lock into pins like any lock the user gives, with the same reader (:mod:`wheelstore.resolve.pylock`).
 """
 
 from __future__ import annotations
@@ -21,24 +20,17 @@ import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from packaging.pylock import (
-    PackageArchive,
-    PackageSdist,
-    PackageWheel,
-    Pylock,
-    PylockUnsupportedVersionError,
-    PylockValidationError,
-)
+from packaging.pylock import PackageArchive, PackageSdist, PackageWheel, Pylock
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName
 
 from ..base import fsio
-from ..base.errors import ResolutionError
+from ..base.errors import InputError, ResolutionError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
-from ..base.toml import tomllib
 from ..fetch.sources import Sources
 from ..fetch.uv import run_uv, uv_command, uv_failure
+from .pylock import read_pylock
 
 
 def lock(
@@ -72,22 +64,20 @@ def lock(
         raise ResolutionError(f"cannot write {out}: {out.parent} does not exist") from None
     except PermissionError:
         raise ResolutionError(f"cannot write {out}: permission denied on {out.parent}") from None
+    # next to ``out``: uv writes local paths (a project directory, an sdist) relative to the lock's directory
+    staged = out.parent / f"pylock.{work.name.strip('.')}.toml"
     try:
-        inputs = [str(p.absolute()) for p in requirement_files]
-        if requirements:
-            (work / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
-            inputs.insert(0, str(work / "requirements.in"))
-        staged = work / "pylock.toml"
+        inputs = _inputs(work, requirements, requirement_files)
         if preferences:
             staged.write_text(_seed(preferences))
         elif out.is_file() and _is_pylock(out):
             shutil.copyfile(out, staged)
         file_args = (a for p in requirement_files for a in ("-r", str(p)))
         shown = shlex.join(["wheelstore", "lock", *requirements, *file_args])
+        options = [*(["--upgrade"] if upgrade else []), *(a for p in sorted(upgrade_packages) for a in ("-P", p)),
+                   *(["--no-deps"] if no_deps else [])]
         cmd = [*uv_command(["pip", "compile"], interpreter, sources), "--format", "pylock.toml", "--generate-hashes",
-               "--custom-compile-command", shown, "-o", str(staged), *inputs,
-               *(["--upgrade"] if upgrade else []), *(a for p in sorted(upgrade_packages) for a in ("-P", p)),
-               *(["--no-deps"] if no_deps else [])]
+               "--custom-compile-command", shown, "-o", str(staged), *inputs, *options]
         log.debug("resolving with: %s", " ".join(cmd))
         status, lines = run_uv(cmd, sources, quiet=quiet)
         if status != 0:
@@ -99,7 +89,17 @@ def lock(
         os.replace(staged, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        staged.unlink(missing_ok=True)
     return out
+
+
+def _inputs(work: Path, requirements: Sequence[str], requirement_files: Sequence[Path]) -> list[str]:
+    """The files uv reads: the command line's requirements written into ``work``, then the requirements files."""
+    inputs = [str(p.absolute()) for p in requirement_files]
+    if requirements:
+        (work / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
+        inputs.insert(0, str(work / "requirements.in"))
+    return inputs
 
 
 def _check_inputs(requirements: Sequence[str], requirement_files: Sequence[Path]) -> None:
@@ -133,35 +133,29 @@ def _is_pylock(path: Path) -> bool:
     """Whether an existing output file is a lock uv can start from (anything else is simply replaced)."""
     try:
         read_pylock(path)
-    except (ResolutionError, OSError):
+    except InputError:
         return False
     return True
-
-
-def read_pylock(path: Path) -> Pylock:
-    """Parse and validate a pylock file; any problem is a one-line error."""
-    try:
-        with open(path, "rb") as f:
-            return Pylock.from_dict(tomllib.load(f))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ResolutionError(f"{path} is not valid TOML: {e}") from None
-    except (PylockValidationError, PylockUnsupportedVersionError) as e:
-        raise ResolutionError(f"{path} is not a valid PEP 751 lock: {e}") from None
 
 
 def check_hashes(path: Path) -> Pylock:
     """Refuse a lock with any file lacking a sha256: wheelstore verifies every byte it installs.
 
     uv writes one for every wheel and sdist it locks, from the index or by hashing the file itself (checked for
-    ``file://`` and HTTP indexes with and without hashes, and for find-links); local directories and VCS
-    requirements have none and are refused here.
+    ``file://`` and HTTP indexes with and without hashes, and for find-links). A local project directory has none
+    and needs none (it is built from the user's own files); VCS requirements have none and are refused here.
     """
-    pylock = read_pylock(path)
+    try:
+        pylock = read_pylock(path)
+    except InputError as e:
+        raise ResolutionError(e.message, hint=e.hint) from None
     for package in pylock.packages:
         files: list[PackageWheel | PackageSdist | PackageArchive] = [
             *(package.wheels or ()), *([package.sdist] if package.sdist else []),
             *([package.archive] if package.archive else []),
         ]
+        if not files and package.directory is not None:  # the user's own project: built from it, as they asked
+            continue
         if not files:
             raise ResolutionError(
                 f"{package.name} is locked as a local directory or VCS checkout, which has no sha256",

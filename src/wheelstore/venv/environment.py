@@ -25,6 +25,7 @@ from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
 from ..resolve.plan import Plan, Request, plan
+from ..resolve.projects import LocalProjects
 from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
 from .linkmode import choose, probe
@@ -40,6 +41,8 @@ from ..store.storelock import install_lock
 
 if TYPE_CHECKING:
     from packaging.utils import NormalizedName
+
+    from ..resolve.requirements import Pin
 
 
 #: what ``sync`` leaves alone although it was not asked for: the venv's own installers
@@ -93,21 +96,34 @@ class Environment:
         The gc lock is held shared from finding the trees until the venv's gc root lists them, so a concurrent
         ``wheelstore gc`` cannot sweep them in between.
         """
+        sources = options.sources or Sources.from_environment()
+        # builds (local projects, sdists) take their build dependencies from the -f directories too
+        builds = sources._replace(find_links=tuple(dict.fromkeys((*sources.find_links, *map(str, request.find_links)))))
+        options = options._replace(sources=builds)
         with install_lock(store):
             try:
-                present = self.distributions()
-                sources = options.sources or Sources.from_environment()
-                planned = plan(store, self.interpreter, request, sources, present, quiet=options.quiet)
-                work = _Work(request, planned, present)
-                try:
-                    report = self._install(store, work, options, check_while_linking=True)
-                except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
-                    report = self._install(store, work, options, check_while_linking=False)
+                with LocalProjects(self.interpreter, builds, request.editables, quiet=True) as projects:
+                    present = self.distributions()
+                    planned = plan(store, self.interpreter, request, sources, present, quiet=options.quiet,
+                                   projects=projects)
+                    work = _Work(request, planned, present, tuple(projects.editables))
+                    try:
+                        report = self._install(store, work, options, check_while_linking=True)
+                    except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
+                        report = self._install(store, work, options, check_while_linking=False)
             except BaseException:
                 self._register(store, failed=True)
                 raise
             self._register(store)
+        if not work.editables:
             return report
+        from .editable import install_editables  # here: it runs uv
+
+        done = install_editables(self.interpreter, work.editables, builds)
+        report.installed += done.installed
+        report.removed += done.removed
+        report.unchanged += done.unchanged
+        return report
 
     def _register(self, store: Store, *, failed: bool = False) -> None:
         """Refresh this venv's gc root in ``store``. A root that cannot be written leaves the venv unprotected from
@@ -167,7 +183,8 @@ class Environment:
                       self.interpreter.cache_tag)
         report.installed = [(s.tree.manifest.name, s.tree.manifest.version, s.link_mode.value) for s in steps]
         if work.request.exact:  # removals last: a failed install above must not have cost the venv its other packages
-            self._remove_unwanted(present, {c.name for c in work.plan.candidates}, report)
+            keep = {c.name for c in work.plan.candidates} | {p.name for p in work.editables}
+            self._remove_unwanted(present, keep, report)
         inst.bump_mtime(self.interpreter)
         return report
 
@@ -457,6 +474,8 @@ class _Work(NamedTuple):
     request: Request
     plan: Plan
     present: dict[NormalizedName, Distribution]
+    #: the ``-e`` projects, installed by uv once the store's part is linked (:mod:`.editable`); sync keeps them
+    editables: tuple[Pin, ...] = ()
 
     def check_dependencies(self, steps: Sequence[_Step], interpreter: Interpreter) -> None:
         """A set taken as complete must hold every dependency of its members: said before anything is linked."""
@@ -474,6 +493,8 @@ def _same(dist: Distribution | None, cand: Candidate) -> bool:
     """Whether the venv already holds exactly this version (installed by anyone)."""
     if dist is None:
         return False
+    if cand.direct_url is not None and "dir_info" in cand.direct_url:  # a project built now: same if the same wheel
+        return (origin(dist) or {}).get("key") == cand.sha256
     try:
         return Version(dist.version) == cand.version
     except InvalidVersion:
