@@ -40,7 +40,7 @@ def read_pylock(path: Path) -> Pylock:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path} is not valid TOML ({e})") from None
     except (PylockValidationError, PylockUnsupportedVersionError) as e:
-        raise InputError(f"{path} is not a valid PEP 751 lock ({e})") from None
+        raise InputError(f"{path} is not a valid pylock file ({e})") from None
 
 
 def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, links: FindLinks) -> list[Pin]:

@@ -107,6 +107,8 @@ def _check_inputs(requirements: Sequence[str], requirement_files: Sequence[Path]
     if not requirements and not requirement_files:
         raise ResolutionError("nothing to resolve", hint="give requirements, or -r FILE")
     for text in requirements:
+        if text.startswith("-e "):  # an editable project, as the plan gives it to uv
+            continue
         try:
             Requirement(text)
         except InvalidRequirement as e:
