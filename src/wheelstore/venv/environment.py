@@ -10,7 +10,7 @@ half-installed; a tree the check finds damaged while it is being linked takes th
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -20,7 +20,7 @@ from . import install as inst
 from . import checks
 from . import damage
 from ..store.bytecode import InTree
-from ..base.distinfo import Distribution, installed, origin
+from ..base.distinfo import Distribution, describe, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
@@ -108,13 +108,13 @@ class Environment:
                                    projects=projects)
                     work = _Work(request, planned, present, tuple(projects.editables))
                     try:
-                        report = self._install(store, work, options, check_while_linking=True)
+                        report, after = self._install(store, work, options, check_while_linking=True)
                     except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
-                        report = self._install(store, work, options, check_while_linking=False)
+                        report, after = self._install(store, work, options, check_while_linking=False)
             except BaseException:
                 self._register(store, failed=True)
                 raise
-            self._register(store)
+            self._register(store, after)
         if not work.editables:
             return report
         from .editable import install_editables  # here: it runs uv
@@ -125,12 +125,14 @@ class Environment:
         report.unchanged += done.unchanged
         return report
 
-    def _register(self, store: Store, *, failed: bool = False) -> None:
-        """Refresh this venv's gc root in ``store``. A root that cannot be written leaves the venv unprotected from
-        gc: :class:`RootNotRegistered`, an error, unless the command ``failed`` already (its own error comes first,
-        and this one is a warning)."""
+    def _register(self, store: Store, after: Mapping[NormalizedName, Distribution] | None = None, *,
+                  failed: bool = False) -> None:
+        """Refresh this venv's gc root in ``store`` from its distributions (``after``, what an install knows it
+        left; else read again). A root that cannot be written leaves the venv unprotected from gc:
+        :class:`RootNotRegistered`, an error, unless the command ``failed`` already (its own error comes first, and
+        this one is a warning)."""
         try:
-            register(store, self.path, self.interpreter)
+            register(store, self.path, self.interpreter, after)
         except (RootNotRegistered, OSError) as e:
             if not failed:
                 raise
@@ -153,7 +155,9 @@ class Environment:
             step.mode = modes[step.key]
         return steps
 
-    def _install(self, store: Store, work: _Work, options: Options, *, check_while_linking: bool) -> InstallReport:
+    def _install(self, store: Store, work: _Work, options: Options, *, check_while_linking: bool
+                 ) -> tuple[InstallReport, dict[NormalizedName, Distribution]]:
+        """Link what the plan chose; the report, and the venv's distributions after it (read once, before)."""
         report = InstallReport()
         steps = self._steps(store, work, options, report)
         present = work.present
@@ -182,11 +186,13 @@ class Environment:
         checks.linked(store, [u for s in steps if s.mode is LinkMode.HARDLINK for u in (s.tree, s.pycs) if u],
                       self.interpreter.cache_tag)
         report.installed = [(s.tree.manifest.name, s.tree.manifest.version, s.link_mode.value) for s in steps]
+        after = {n: d for n, d in present.items() if n not in stashes and n not in {s.cand.name for s in steps}}
+        after.update((d.name, d) for s in steps if s.dist_info and (d := describe(s.dist_info)) is not None)
         if work.request.exact:  # removals last: a failed install above must not have cost the venv its other packages
             keep = {c.name for c in work.plan.candidates} | {p.name for p in work.editables}
-            self._remove_unwanted(present, keep, report)
+            self._remove_unwanted(after, keep, report)
         inst.bump_mtime(self.interpreter)
-        return report
+        return report, after
 
     def _damage(self, present: dict[NormalizedName, Distribution], candidates: Sequence[Candidate], exact: bool,
                 report: InstallReport) -> set[NormalizedName]:
@@ -205,7 +211,8 @@ class Environment:
     def _remove_unwanted(self, present: dict[NormalizedName, Distribution], wanted: set[NormalizedName],
                          report: InstallReport) -> None:
         """sync's removals: every distribution not wanted (whole or half removed by another tool, then what can be
-        told as its own), and links into the store nobody claims."""
+        told as its own), and links into the store nobody claims. ``present`` (the venv's distributions) loses
+        those removed."""
         for name, dist in sorted(present.items()):
             if name in wanted or name in SEED_PACKAGES:
                 continue
@@ -218,8 +225,8 @@ class Environment:
                     log.warning("removed %s %s's dist-info; it had no RECORD, so files it installed may remain",
                                 dist.display_name, dist.version)
             report.removed.append((dist.display_name, dist.version))
-        left = self.distributions()  # again: what was replaced has moved, and its origin file with it
-        for stray in damage.survey(self.interpreter, left, ()):
+            del present[name]
+        for stray in damage.survey(self.interpreter, present, ()):
             log.warning("removing %s", stray.describe())
             damage.remove(stray, self.interpreter, self.path)
 
@@ -271,7 +278,7 @@ class Environment:
         folds = plan_folds([s.tree for s in steps if s.mode is LinkMode.FOLD], self.interpreter)
 
         def one(step: _Step) -> None:
-            inst.install_tree(
+            step.dist_info = inst.install_tree(
                 step.tree,
                 self.interpreter,
                 step.link_mode,
@@ -397,7 +404,7 @@ class Environment:
             from ..store.publish import realize_many
 
             outcomes = realize_many(store, [(Path(s.cand.wheel), s.cand.sha256) for s in local if s.cand.wheel],
-                                    compiler=compiler)
+                                    compiler=compiler, absent=True)  # the plan looked each hash given up
             errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
             if errors:
                 raise errors[0]
@@ -446,6 +453,8 @@ class _Step:
         self._tree = cand.tree
         self.mode: LinkMode | None = None
         self.pycs: Tree | None = None
+        #: the dist-info it made in the venv, once linked
+        self.dist_info: Path | None = None
 
     @property
     def tree(self) -> Tree:
