@@ -74,18 +74,30 @@ def test_each_tree_is_looked_up_once_and_site_packages_read_once(
 
     def install(venv: Path, *args: str) -> None:
         counted.reset()
-        assert main(["-q", "--store", str(store), "install", "--venv", str(venv), "--offline", *args]) == 0
+        assert main(["-q", "--store", str(store), "install", "--venv", str(venv), *args]) == 0
 
-    install(venvs[0][0], "-r", str(requirements), "-f", str(wheels))  # cold: every wheel published now
+    from wheelstore.fetch import http
+    from wheelstore.resolve import resolver
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a hashed, complete set needs no resolver and no network")
+
+    with monkeypatch.context() as m:  # not offline: a complete hashed set simply has no use for either
+        m.setattr(resolver, "lock", forbidden)
+        m.setattr(http.Http, "__init__", forbidden)
+        install(venvs[0][0], "-r", str(requirements), "-f", str(wheels))  # cold: every wheel published now
     assert counted.scans == 1
     # the plan's look (none there), the look again under the key lock (another process may have published it
     # meanwhile), and the check of the manifest that stands once committed (another publisher's may): no more
     assert {k: counted.lookups[k] for k in keys} == dict.fromkeys(keys, 3), counted.lookups
-    install(venvs[1][0], "-r", str(requirements), "-f", str(wheels))  # warm: the trees are found, not published
+    with monkeypatch.context() as m:
+        m.setattr(resolver, "lock", forbidden)
+        m.setattr(http.Http, "__init__", forbidden)
+        install(venvs[1][0], "-r", str(requirements), "-f", str(wheels))  # warm: the trees are found, not published
     assert counted.scans == 1
     assert {k: counted.lookups[k] for k in keys} == dict.fromkeys(keys, 1), counted.lookups
     assert max(counted.lookups.values()) == 1, counted.lookups  # the pyc units too
-    install(venvs[2][0], "top==1.0", "-f", str(wheels))  # a pin whose dependencies come from the store
+    install(venvs[2][0], "--offline", "top==1.0")  # a pin whose dependencies the store's metadata names
     assert counted.scans == 1
     assert max(counted.lookups.values()) == 1, counted.lookups
     assert sorted(d.name for d in Path(venvs[2][1]).glob("*.dist-info")) == [

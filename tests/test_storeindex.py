@@ -178,7 +178,8 @@ def test_offline_after_one_online_install(run: Runner, users: Users, workdir: Pa
     done = run(users.alice, "--store", str(group_store), "install", "--venv", str(pinned), "--offline", "app==2.0",
                env=_uv_env(cache))
     assert done.returncode == 0, done.stderr
-    assert _import(users.alice, pinned, "import app; print(app.VALUE)") == "app"
+    # the pin's dependency too: its metadata, in the store, says it needs lib, which the store also holds
+    assert _import(users.alice, pinned, "import app, lib; print(app.VALUE, lib.VALUE)") == "app lib"
     unpinned = _venv(run, users.alice, workdir / "unpinned")
     done = run(users.alice, "--store", str(group_store), "install", "--venv", str(unpinned), "--offline", "app",
                env=_uv_env(cache))
