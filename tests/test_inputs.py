@@ -95,7 +95,7 @@ def test_markers_use_the_target_interpreter(tmp_path: Path, py: Interpreter) -> 
     ("line", "message"),
     [
         ("--frobnicate\n", r"r\.txt:2: unknown option --frobnicate"),
-        ("-e ./src\n", r"r\.txt:2: editable installs are not supported yet"),
+        ("-e ./no-such-dir\n", r"r\.txt:2: no-such-dir: no such directory"),
         ("-c constraints.txt\n", r"r\.txt:2: constraint files are not supported yet"),
         ("x==1 --install-option=y\n", r"r\.txt:2: option --install-option is not supported after a requirement"),
         ("x==1 --hash=sha256:abc\n", r"r\.txt:2: --hash=sha256:abc is not a sha256 hex digest"),
@@ -368,7 +368,10 @@ def test_pylock_sdists_and_bad_files(tmp_path: Path, py: Interpreter) -> None:
     assert src.remote.url == (tmp_path / "src-1.0.tar.gz").as_uri() and src.remote.sha256 == "5" * 64
     lock.write_text('lock-version = "1.0"\ncreated-by = "hand"\n[[packages]]\nname = "d"\nversion = "1.0"\n'
                     'directory = { path = "d" }\n')
-    with pytest.raises(InputError, match=r"d is locked as a directory, VCS or archive entry"):
+    with pytest.raises(InputError, match=r"pylock\.toml: .*/d: no such directory"):  # a local project's entry
+        gather_candidates([str(lock)], [], [], py)
+    write(tmp_path / "d" / "pyproject.toml", '[project]\nname = "d"\n')
+    with pytest.raises(InputError, match=r"d @ file:.* is a local project, which this command does not build"):
         gather_candidates([str(lock)], [], [], py)
     lock.write_text('lock-version = "1.0"\n[[packages]]\nname = "x"\n')
     with pytest.raises(InputError, match=r"pylock\.toml is not a valid pylock file"):

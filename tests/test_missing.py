@@ -3,7 +3,6 @@ line naming what was asked, every location asked and what exists there; hashes o
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,7 +134,3 @@ def test_long_version_lists_are_cut_to_the_newest_and_python_limits_are_said() -
     said = why_missing(future, "new", Version("1.0"), interpreter, frozenset(), "D")
     python = ".".join(map(str, interpreter.version))
     assert said == f"no file of new==1.0 on D is for Python {python}: requires-python >=4", said
-    # a listing without hashes cannot decide a hashed pin: that is said, not "no file"
-    plain = [_remote("plain-1.0-py3-none-any.whl")]
-    said = why_missing(plain, "plain", Version("1.0"), interpreter, frozenset({hashlib.sha256(b"").hexdigest()}), "D")
-    assert said.startswith("no file of plain==1.0 on D lists a sha256"), said

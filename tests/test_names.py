@@ -21,7 +21,8 @@ from wheelstore.base import interpreter, names, usercache
 from wheelstore.base.errors import Missing, StoreError
 from wheelstore.base.interpreter import Interpreter
 from wheelstore.fetch.sources import Sources
-from wheelstore.resolve.plan import plan
+from wheelstore.resolve.candidates import Candidate
+from wheelstore.resolve.plan import Request, plan
 from wheelstore.store.publish import realize_wheel
 from wheelstore.store.store import Store
 
@@ -164,6 +165,11 @@ def _shared(tmp_path: Path, py: Interpreter, other: str, *, pin_mine: bool = Tru
     return mine, theirs, requirements, Store.init(tmp_path / "store")
 
 
+def _plan(store: Store, py: Interpreter, requirements: Path, links: Path, sources: Sources) -> list[Candidate]:
+    request = Request(requirement_files=[requirements], find_links=[links], no_deps=True)
+    return plan(store, py, request, sources).candidates
+
+
 def test_a_tree_for_another_platform_is_passed_over(tmp_path: Path, py: Interpreter) -> None:
     """A store shared by x86_64 and arm64 machines holds trees of both wheels of one pinned version: an install
     takes the one its interpreter can use, from the store or from find-links, and never the other."""
@@ -171,14 +177,14 @@ def test_a_tree_for_another_platform_is_passed_over(tmp_path: Path, py: Interpre
     links, empty, offline = tmp_path / "links", tmp_path / "empty", OFFLINE
     realize_wheel(store, theirs)  # only the other platform's tree: not used, and not taken for a match
     with pytest.raises(Missing, match="dual==1.0"):
-        plan(store, py, [], [requirements], [empty], offline)
+        _plan(store, py, requirements, empty, offline)
     (links / mine.name).write_bytes(mine.read_bytes())
-    (chosen,) = plan(store, py, [], [requirements], [links], offline)
+    (chosen,) = _plan(store, py, requirements, links, offline)
     assert (chosen.wheel, chosen.sha256) == (links / mine.name, _sha(mine))
 
     realize_wheel(store, mine)  # both trees: this platform's, with or without its file
     for where in (links, empty):
-        (chosen,) = plan(store, py, [], [requirements], [where], offline)
+        (chosen,) = _plan(store, py, requirements, where, offline)
         assert chosen.sha256 == _sha(mine), where
 
 
@@ -188,10 +194,10 @@ def test_a_better_file_wins_over_a_held_tree_it_suits_less(tmp_path: Path, py: I
     mine, pure, requirements, store = _shared(tmp_path, py, "py3-none-any")
     built, offline = tmp_path / "built", OFFLINE
     realize_wheel(store, pure)
-    (chosen,) = plan(store, py, [], [requirements], [built], offline)
+    (chosen,) = _plan(store, py, requirements, built, offline)
     assert (chosen.wheel, chosen.sha256) == (built / mine.name, _sha(mine))
     (built / mine.name).unlink()  # without the file, the pure tree serves
-    (chosen,) = plan(store, py, [], [requirements], [built], offline)
+    (chosen,) = _plan(store, py, requirements, built, offline)
     assert chosen.sha256 == _sha(pure)
 
 
@@ -229,7 +235,7 @@ def test_a_better_file_the_hashes_do_not_allow_leaves_the_held_tree_in_use(tmp_p
     links = tmp_path / "links"
     (links / mine.name).write_bytes(mine.read_bytes())
     realize_wheel(store, pure)
-    (chosen,) = plan(store, py, [], [requirements], [links], OFFLINE)
+    (chosen,) = _plan(store, py, requirements, links, OFFLINE)
     assert (chosen.wheel, chosen.sha256) == (None, _sha(pure))
 
 
@@ -241,10 +247,10 @@ def test_an_untrustworthy_tree_for_another_platform_does_not_stop_the_install(tm
     realize_wheel(store, theirs)
     (tmp_path / "store" / "manifests" / f"{_sha(theirs)}.json").chmod(0o666)
     with pytest.raises(StoreError, match="not trustworthy"):
-        plan(store, py, [], [requirements], [empty], offline)
+        _plan(store, py, requirements, empty, offline)
     realize_wheel(store, mine)
     for where in (built, empty):
-        (chosen,) = plan(store, py, [], [requirements], [where], offline)
+        (chosen,) = _plan(store, py, requirements, where, offline)
         assert chosen.sha256 == _sha(mine), where
 
 

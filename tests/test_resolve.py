@@ -17,7 +17,8 @@ from packaging.pylock import Pylock
 from wheelstore.base.errors import ResolutionError, SourcesError
 from wheelstore.base.interpreter import Interpreter
 from wheelstore.fetch.sources import PYPI, Sources
-from wheelstore.resolve.resolver import lock, read_pylock
+from wheelstore.resolve.pylock import read_pylock
+from wheelstore.resolve.resolver import lock
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error
 

@@ -26,17 +26,19 @@ def make_wheel(
     executable: tuple[str, ...] = (),
     record_overrides: Mapping[str, tuple[str, str] | None] | None = None,
     extra: list[tuple[zipfile.ZipInfo, bytes]] | None = None,
+    requires: tuple[str, ...] = (),
 ) -> Path:
     """Write ``{name}-{version}-{tag}.whl`` with a correct RECORD, unless told to break it.
 
     ``record_overrides`` maps a path to ``(hash, size)`` to write instead, or to None to leave the path out of RECORD.
-    ``extra`` members are added to the archive but not to RECORD.
+    ``extra`` members are added to the archive but not to RECORD. ``requires`` are its METADATA's Requires-Dist.
     """
     if files is None:
         files = {f"{name}/__init__.py": b"VALUE = 1\n"}
     dist_info = f"{name}-{version}.dist-info"
     contents = dict(files)
-    contents[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    contents[f"{dist_info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                         + "".join(f"Requires-Dist: {r}\n" for r in requires)).encode()
     contents[f"{dist_info}/WHEEL"] = (
         f"Wheel-Version: 1.0\nGenerator: wheelmaker\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
     )

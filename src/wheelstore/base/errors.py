@@ -101,6 +101,11 @@ class RootNotRegistered(WheelstoreError):
     """The venv was filled, but its gc root could not be written: gc may remove the trees it uses."""
 
 
+class BadMetadata(StoreError):
+    """A distribution's METADATA cannot be read, or is not one (a tree's, a wheel's or an installed one's): what it
+    requires cannot be checked."""
+
+
 class GcError(WheelstoreError):
     """gc cannot run safely (no lock on this filesystem) or was given a bad argument."""
 
@@ -137,6 +142,10 @@ class InputError(WheelstoreError):
 
 class NeedsResolution(WheelstoreError):
     """A requirement not pinned to one version: choosing the version is a resolver's job, and there is none yet."""
+
+
+class Unsatisfied(WheelstoreError):
+    """Distributions of a set require others that the set does not hold, or holds at a version they exclude."""
 
 
 class Missing(WheelstoreError):

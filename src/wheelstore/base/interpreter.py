@@ -271,3 +271,15 @@ def find_python(venv: Path) -> Path:
     raise VenvError(f"{venv} has no bin/python")
 
 
+def interpreter_key(interpreter: Interpreter) -> str:
+    """What a built wheel depends on: implementation, bytecode/ABI, and the platform (arch and libc version).
+
+    The same for every process on a host, whatever Python runs wheelstore (``packaging.tags.platform_tags()`` is not:
+    it depends on the running interpreter), and different on a host with another glibc sharing the store.
+    """
+    try:
+        libc = (os.confstr("CS_GNU_LIBC_VERSION") or "libc").replace(" ", "")
+    except (ValueError, OSError):
+        libc = "libc"
+    return (f"{interpreter.implementation}-{interpreter.cache_tag or interpreter.python_version}-"
+            f"{interpreter.soabi or 'none'}{interpreter.abiflags}-{os.uname().machine}-{libc}")

@@ -469,7 +469,7 @@ class _Doctor:
         at = _existing(self.root)
         sv = os.statvfs(at)
         free, total = sv.f_bavail * sv.f_frsize, sv.f_blocks * sv.f_frsize
-        text = f"{_size(free)} free of {_size(total)}"
+        text = f"{size_text(free)} free of {size_text(total)}"
         text += f", {sv.f_favail:,} of {sv.f_files:,} inodes free" if sv.f_files else ", no fixed inode limit"
         text += f" on the store's filesystem ({fs_type(str(at))})"
         if free < NO_SPACE or (sv.f_files and sv.f_favail < NO_INODES):
@@ -519,7 +519,7 @@ def _dev(dev: int) -> str:
     return f"{os.major(dev)}:{os.minor(dev)}"
 
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack, closing
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from .. import __version__
 from ..base import logs
 from ..base.errors import WheelstoreError, printable
 from ..base.interpreter import Interpreter
+from ..base.names import canonical
 from ..fetch.sources import Sources
-from ..resolve.plan import plan
+from ..resolve.plan import Request
 from ..store.config import select_store
 from ..store.policy import SHARED_MODES
 from ..store.store import Store
@@ -26,15 +25,9 @@ from ..venv.create import create as create_venv
 from ..venv.environment import Environment, InstallReport, Options
 from ..venv.link import LinkMode
 from ..venv.locate import LOOKUP, find_venv
-
-
-def _out(args: argparse.Namespace, text: str) -> None:
-    if not args.quiet:
-        print(text)
-
-
-def _json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
+from .maintenance import gc_arguments, stats_arguments, verify_arguments
+from .options import add_source_options, local_links, sources_from
+from .output import err, out, print_json
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -42,7 +35,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     store = Store.init(target, shared=args.shared, group=args.group)
     with store:
         group = f", group {store.policy.group}" if store.policy.group else ""
-        _out(args, f"created {store.policy.shared} store at {store.root}{group}")
+        out(args, f"created {store.policy.shared} store at {store.root}{group}")
     return 0
 
 
@@ -73,11 +66,11 @@ def cmd_realize(args: argparse.Namespace) -> int:
             )
             if not args.json:
                 verb = "published" if outcome.unpacked else "already in store:"
-                _out(args, f"{verb} {m.name} {m.version} ({len(m.files)} files) -> {outcome.tree.path}")
+                out(args, f"{verb} {m.name} {m.version} ({len(m.files)} files) -> {outcome.tree.path}")
     if args.json:
-        _json(results)
+        print_json(results)
     for failure in failures[:-1]:
-        _err(f"error: {failure.oneline()}")
+        err(f"error: {failure.oneline()}")
     if failures:
         raise failures[-1]
     return 0
@@ -89,10 +82,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         info = store.describe()
     info["selected_by"] = selection.source
     if args.json:
-        _json(info)
+        print_json(info)
     else:
         for k in ("store", "selected_by", "shared", "group", "owner", "trees"):
-            _out(args, f"{k:12} {info[k] if info[k] is not None else '-'}")
+            out(args, f"{k:12} {info[k] if info[k] is not None else '-'}")
     return 0
 
 
@@ -102,7 +95,7 @@ def _venv(args: argparse.Namespace) -> Path:
         return Path(args.venv)
     venv, why = find_venv()
     if not args.quiet:
-        _err(f"using the venv at {venv} ({why})")
+        err(f"using the venv at {venv} ({why})")
     return venv
 
 
@@ -112,51 +105,39 @@ def _link_mode(args: argparse.Namespace) -> LinkMode | None:
 
 def _print_report(args: argparse.Namespace, report: InstallReport, started: float) -> None:
     if args.json:
-        _json(report.to_json())
+        print_json(report.to_json())
         return
     for name, version in report.removed:
-        _out(args, f" - {name}=={version}")
+        out(args, f" - {name}=={version}")
     for name, version, mode in report.installed:
-        _out(args, f" + {name}=={version} ({mode})")
+        out(args, f" + {name}=={version} ({mode})")
     elapsed = (time.perf_counter() - started) * 1000
-    _out(args, f"{len(report.installed)} installed, {len(report.removed)} removed, "
+    out(args, f"{len(report.installed)} installed, {len(report.removed)} removed, "
                f"{len(report.unchanged)} already there, in {elapsed:.0f} ms")
 
 
 def cmd_venv(args: argparse.Namespace) -> int:
     path = Path(args.path or ".venv").absolute()
     interpreter = create_venv(path, args.python)
-    _out(args, f"created venv at {path} (Python {'.'.join(map(str, interpreter.version))})")
+    out(args, f"created venv at {path} (Python {'.'.join(map(str, interpreter.version))})")
     return 0
-
-
-def _sources(args: argparse.Namespace) -> Sources:
-    """The CLI's index options over the pip and uv configuration the user already has."""
-    return Sources.from_environment(
-        index_url=args.index_url,
-        extra_index_urls=tuple(args.extra_index_url),
-        find_links=tuple(f for f in args.find_links if "://" in f),
-        no_index=args.no_index,
-        offline=args.offline,
-    )
-
-
-def _local_links(args: argparse.Namespace) -> list[Path]:
-    return [Path(f) for f in args.find_links if "://" not in f]
 
 
 def cmd_install(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    if not args.items and not args.requirements:
+    if not args.items and not args.requirements and not args.editables:
         raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
     env = Environment(_venv(args))
-    sources = _sources(args)
+    sync = args.verb == "sync"
+    request = Request(
+        items=args.items, requirement_files=[Path(r) for r in args.requirements], find_links=local_links(args),
+        exact=sync, upgrade=not sync and args.upgrade, no_deps=not sync and args.no_deps, editables=args.editables,
+        upgrade_packages=frozenset() if sync else frozenset(map(canonical, args.upgrade_package)),
+        reinstall=args.reinstall, reinstall_packages=frozenset(map(canonical, args.reinstall_package)),
+    )
     with Store.select(args.store) as store:
-        candidates = plan(store, env.interpreter, args.items, [Path(r) for r in args.requirements],
-                          _local_links(args), sources, quiet=args.quiet)
-        report = env.install(store, candidates, Options(link_mode=_link_mode(args), exact=args.verb == "sync",
-                                                        compile_bytecode=not args.no_compile, sources=sources,
-                                                        quiet=args.quiet))
+        report = env.install(store, request, Options(link_mode=_link_mode(args), compile_bytecode=not args.no_compile,
+                                                     sources=sources_from(args), quiet=args.quiet))
     _print_report(args, report, started)
     return 0
 
@@ -170,10 +151,10 @@ def cmd_lock(args: argparse.Namespace) -> int:
     interpreter = Interpreter.inspect(python)
     sources = Sources.from_environment(index_url=args.index_url, extra_index_urls=tuple(args.extra_index_url),
                                        find_links=tuple(args.find_links), no_index=args.no_index, offline=args.offline)
-    out = lock(args.items, [Path(r) for r in args.requirements], interpreter, sources, Path(args.output),
-               quiet=args.quiet)
+    written = lock(args.items, [Path(r) for r in args.requirements], interpreter, sources, Path(args.output),
+                   quiet=args.quiet)
     took = (time.perf_counter() - started) * 1000
-    _out(args, f"wrote {out} for Python {interpreter.python_version} in {took:.0f} ms")
+    out(args, f"wrote {written} for Python {interpreter.python_version} in {took:.0f} ms")
     return 0
 
 
@@ -187,12 +168,12 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     dists = sorted(Environment(_venv(args)).distributions().values(), key=lambda d: d.name)
     if args.json:
-        _json([d.to_json() for d in dists])
+        print_json([d.to_json() for d in dists])
         return 0
     width = max((len(d.display_name) for d in dists), default=7)
-    _out(args, f"{'Package':{width}}  Version")
+    out(args, f"{'Package':{width}}  Version")
     for d in dists:
-        _out(args, f"{d.display_name:{width}}  {d.version}")
+        out(args, f"{d.display_name:{width}}  {d.version}")
     return 0
 
 
@@ -201,9 +182,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
     with Store.select(args.store) as store:
         dist, count = env.edit(store, args.name, undo=args.undo)
     if args.undo:
-        _out(args, f"{dist.display_name}: {count} files linked from the store again; local edits discarded")
+        out(args, f"{dist.display_name}: {count} files linked from the store again; local edits discarded")
     else:
-        _out(args, f"{dist.display_name}: {count} files are now private, writable copies in {env.path}")
+        out(args, f"{dist.display_name}: {count} files are now private, writable copies in {env.path}")
     return 0
 
 
@@ -212,134 +193,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     report = doctor.run(args.store, args.venv)
     if args.json:
-        _json(report.to_json())
+        print_json(report.to_json())
     else:
         for line in report.lines():
-            _out(args, line)
+            out(args, line)
     problem = report.error()
     if problem is not None:  # sharing cannot work for this user: exit non-zero, the first problem on stderr
         raise problem
     return 0
-
-
-def _size(n: int) -> str:
-    if abs(n) < 1024:
-        return f"{n} B"
-    value, shown = float(n), "B"
-    for unit in ("KiB", "MiB", "GiB"):
-        value, shown = value / 1024, unit
-        if abs(value) < 1024:
-            break
-    return f"{value:.1f} {shown}"
-
-
-def cmd_gc(args: argparse.Namespace) -> int:
-    from ..store import gc
-
-    grace = gc.DEFAULT_GRACE if args.grace is None else gc.parse_duration(args.grace)
-    with Store.select(args.store) as store:
-        report = gc.collect_garbage(store, grace=grace, dry_run=args.dry_run)
-    if args.json:
-        _json(report.to_json())
-        return 0
-    verb = "would remove" if args.dry_run else "removed"
-    for u in report.removed:
-        what = f"{u.name} {u.version}".strip() or u.kind
-        _out(args, f" - {u.path} ({what}, {_size(u.bytes)})")
-    for u in report.unpublished:
-        _out(args, f"unpublished {u.path} ({u.name} {u.version}); its files belong to {u.owner}: "
-                   f"they are freed by {u.owner}'s 'wheelstore gc' or root's")
-    for u in report.not_removable:
-        what = f"{u.name} {u.version}".strip() or u.kind
-        _out(args, f"not removable: {u.path} ({what}) belongs to {u.owner}; only {gc.who_can(u.owner)} can remove it")
-    for problem in report.problems:
-        _out(args, f"skipped: {problem}")
-    _out(args, f"{verb} {len(report.removed)} entries ({_size(report.freed_bytes)}); kept {report.live} in use by "
-               f"{report.roots_live} venvs and {report.young} younger than the grace period")
-    if report.cache_entries_removed:
-        _out(args, f"also removed {report.cache_entries_removed} entries for trees no longer in the store from your "
-                   "cache")
-    return 0
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    from ..store import stats
-
-    with Store.select(args.store) as store:
-        result = stats.measure(store)
-    data = result.to_json()
-    if args.json:
-        _json(data)
-        return 0
-    _out(args, f"store {data['store']}: {_size(result.store_usage.bytes)}, {result.store_usage.inodes} inodes")
-    for v in result.venvs:
-        _out(args, f"venv {v.venv} ({v.user}): links {len(v.units)} units, {_size(v.logical.bytes)} as copies; "
-                   f"its own files {_size(v.physical.bytes)}, {v.physical.inodes} inodes")
-    users: Any = data["users"]
-    for u in users:
-        _out(args, f"user {u['user']}: {u['venvs']} venvs, {_size(u['logical_bytes'])} as copies, "
-                   f"{_size(u['physical_bytes'])} own files")
-    logical, physical = result.logical, result.physical
-    saved = f"{100 * (1 - physical.bytes / logical.bytes):.0f}%" if logical.bytes else "-"
-    _out(args, f"logical {_size(logical.bytes)} ({logical.inodes} inodes), physical {_size(physical.bytes)} "
-               f"({physical.inodes} inodes): saves {_size(logical.bytes - physical.bytes)} ({saved})")
-    for note in result.notes:
-        _out(args, f"note: {note}")
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from ..store import repair, verify
-
-    sources = _sources(args)
-    local = repair.local_wheels(_local_links(args))
-    with Store.select(args.store) as store, ExitStack() as cleanup:
-
-        def find(filename: str | None, sha256: str) -> Path | None:
-            """A wheel to repair from: in the -f directories, else downloaded from the indexes (checked by hash)."""
-            found = local(filename, sha256)
-            if found is not None or filename is None or sources.offline:
-                return found
-            from ..fetch.download import find_wheel, remove_download
-            from ..fetch.http import Http
-
-            http = cleanup.enter_context(closing(Http()))
-            path = find_wheel(store, filename, sha256, sources, http)
-            if path is not None:
-                cleanup.callback(remove_download, store, path)
-            return path
-
-        report = repair.verify_and_repair(store, full=args.full, finder=find) if args.repair \
-            else verify.verify_store(store, full=args.full)
-    if args.json:
-        _json(report.to_json())
-        return 0 if report.ok else 1
-    last = None
-    for d in report.damaged:
-        if d.key != last:
-            unit = " (bytecode)" if d.unit == "bytecode" else ""
-            print(printable(f"damaged: {d.name} {d.version}{unit}, tree {d.key}"))
-            last = d.key
-        print(f"  {d.describe()}")
-    for r in report.repaired:
-        source = f"from {r.wheel}" if r.wheel else "(compiled again on the next install)"
-        _out(args, printable(f"repaired: {r.name} {r.version}{' bytecode' if r.unit == 'bytecode' else ''} {source}; "
-                             f"the damaged copy is in {', '.join(r.quarantined) or 'nowhere (it was gone)'}"))
-    for name, version, key, why in report.unrepaired:
-        print(printable(f"not repaired: {name} {version} ({key}): {why}"))
-    for o in report.orphans:  # not damage (nobody uses them): said, but verify's status is the trees'
-        print(f"no manifest: {o.describe()}")
-    how = "re-hashed every file" if report.full else f"{report.rehashed} re-hashed, {report.relinked} only relinked"
-    state = "all intact" if not report.damaged else (
-        f"{len(report.still_damaged)} still damaged" if report.still_damaged else "all repaired")
-    if report.orphans:
-        state += f"; {len(report.orphans)} {'entry' if len(report.orphans) == 1 else 'entries'} of trees/ without a " \
-                 "manifest (above)"
-    _out(args, f"checked {report.trees} trees, {report.files} files ({how}): {state}")
-    if report.still_damaged and not args.repair:
-        _err(f"fix: wheelstore --store {store.root} verify --repair "
-             "(their wheels come from the indexes, or from -f DIR)")
-    return 0 if report.ok else 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -418,16 +279,30 @@ def _venv_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _install_arguments(p: argparse.ArgumentParser) -> None:
-    """``install`` and ``sync`` take the same arguments."""
-    p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheel files, name==version pins, pylock.toml")
+    """``install`` and ``sync`` take the same arguments, but for what only a resolving install does."""
+    p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheels, pins, pylock.toml, project DIRs, sdists")
+    p.add_argument("-e", "--editable", dest="editables", action="append", default=[], metavar="DIR")
     p.add_argument("--venv", help=f"the venv ({LOOKUP})")
     p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
-    _add_source_options(p)
+    add_source_options(p)
     p.add_argument("--link-mode", choices=["auto", *(m.value for m in LinkMode)], default="auto")
     p.add_argument("--no-compile", action="store_true",
                    help="do not compile bytecode into the store (Python then compiles into the venv on import)")
+    p.add_argument("--reinstall", action="store_true", help="link every distribution again, even what is there")
+    p.add_argument("--reinstall-package", action="append", default=[], metavar="NAME",
+                   help="link this distribution again, even if it is there")
     p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_install)
+    p.set_defaults(func=cmd_install, upgrade=False, no_deps=False, upgrade_package=[])
+
+
+def _resolving_arguments(p: argparse.ArgumentParser) -> None:
+    """``install``'s own: how it treats what the venv holds, and dependencies."""
+    _install_arguments(p)
+    p.add_argument("-U", "--upgrade", action="store_true",
+                   help="take the newest allowed versions, not those the venv holds")
+    p.add_argument("-P", "--upgrade-package", action="append", default=[], metavar="NAME",
+                   help="take the newest allowed version of this distribution")
+    p.add_argument("--no-deps", action="store_true", help="install exactly what is named, without its dependencies")
 
 
 def _lock_arguments(p: argparse.ArgumentParser) -> None:
@@ -438,7 +313,7 @@ def _lock_arguments(p: argparse.ArgumentParser) -> None:
     target.add_argument("--python", help="resolve for this interpreter")
     p.add_argument("-o", "--output", default="pylock.toml", metavar="FILE",
                    help="where to write (default: pylock.toml)")
-    _add_source_options(p)
+    add_source_options(p)
     p.set_defaults(func=cmd_lock)
 
 
@@ -468,59 +343,23 @@ def _doctor_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_doctor)
 
 
-def _gc_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grace", metavar="DURATION", help="keep unused trees younger than this (default 1d; 0, 90s, 12h)")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_gc)
-
-
-def _stats_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_stats)
-
-
-def _verify_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--full", action="store_true", help="re-hash every file, not only those whose ctime moved")
-    p.add_argument("--repair", action="store_true", help="publish damaged trees again from their wheels")
-    _add_source_options(p)  # where --repair finds wheels: -f directories first, then the indexes
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_verify)
-
-
 #: every verb: its name, its line in the help, and what adds its arguments
 _VERBS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
     ("init", "create a store and record its sharing policy", _init_arguments),
     ("realize", "unpack local wheels into the store, without installing", _realize_arguments),
     ("info", "show which store is selected, why, and its policy", _info_arguments),
     ("venv", "create a virtual environment (without pip, like uv venv)", _venv_arguments),
-    ("install", "install distributions into a venv from the store", _install_arguments),
-    ("sync", "make a venv hold exactly the given distributions", _install_arguments),
+    ("install", "install distributions and their dependencies into a venv from the store", _resolving_arguments),
+    ("sync", "make a venv hold exactly the given, complete set of distributions", _install_arguments),
     ("lock", "resolve requirements into a pylock.toml, installing nothing", _lock_arguments),
     ("uninstall", "remove distributions from a venv", _uninstall_arguments),
     ("list", "list the distributions in a venv", _list_arguments),
     ("edit", "give a venv private, writable copies of one distribution", _edit_arguments),
     ("doctor", "check whether sharing works for you here, and how to fix it", _doctor_arguments),
-    ("gc", "remove trees no venv uses, and stale staging", _gc_arguments),
-    ("stats", "report logical and physical space, per user and venv", _stats_arguments),
-    ("verify", "check the store's trees against their manifests, and repair", _verify_arguments),
+    ("gc", "remove trees no venv uses, and stale staging", gc_arguments),
+    ("stats", "report logical and physical space, per user and venv", stats_arguments),
+    ("verify", "check the store's trees against their manifests, and repair", verify_arguments),
 ]
-
-
-def _add_source_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--find-links", action="append", default=[], metavar="DIR_OR_URL",
-                   help="a directory of wheels (or a URL of a page linking them) to choose from")
-    p.add_argument("-i", "--index-url", metavar="URL", help="the package index (default: from pip/uv config, or PyPI)")
-    p.add_argument("--extra-index-url", action="append", default=[], metavar="URL", help="another index to use")
-    p.add_argument("--no-index", action="store_true", help="use no index, only --find-links and the store")
-    p.add_argument("--offline", action="store_true", help="use only the store and local files; never the network")
-
-
-def _err(line: str) -> None:
-    """A line on stderr, after what is already on stdout: when both go to one pipe (a CI log), a report's last
-    line and the error or fix after it must come out in that order."""
-    sys.stdout.flush()
-    print(printable(line), file=sys.stderr)
 
 
 def _log_to_stderr(*, quiet: bool, verbose: bool = False) -> None:
@@ -562,14 +401,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except WheelstoreError as e:
-        _err(f"error: {e.oneline()}")
+        err(f"error: {e.oneline()}")
         return e.exit_code
     except OSError as e:  # the environment, not a bug: a full disk, a read-only or vanished filesystem, ...
         where = f": {e.filename}" if e.filename else ""
-        _err(f"error: {e.strerror or e}{where}")
+        err(f"error: {e.strerror or e}{where}")
         return 1
     except KeyboardInterrupt:
-        _err("error: interrupted")
+        err("error: interrupted")
         return 130
 
 

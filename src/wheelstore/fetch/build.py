@@ -28,7 +28,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from ..base.errors import BuildError, HashMismatch, StoreError
 from ..base.fsio import CHUNK
-from ..base.interpreter import Interpreter
+from ..base.interpreter import Interpreter, interpreter_key
 from ..store.commit import link_record
 from ..store.policy import current_user, user_name
 from ..store.publish import realize
@@ -59,20 +59,6 @@ class BuildRecord:
 
     def to_json(self) -> bytes:
         return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode()
-
-
-def interpreter_key(interpreter: Interpreter) -> str:
-    """What a built wheel depends on: implementation, bytecode/ABI, and the platform (arch and libc version).
-
-    The same for every process on a host, whatever Python runs wheelstore (``packaging.tags.platform_tags()`` is not:
-    it depends on the running interpreter), and different on a host with another glibc sharing the store.
-    """
-    try:
-        libc = (os.confstr("CS_GNU_LIBC_VERSION") or "libc").replace(" ", "")
-    except (ValueError, OSError):
-        libc = "libc"
-    return (f"{interpreter.implementation}-{interpreter.cache_tag or interpreter.python_version}-"
-            f"{interpreter.soabi or 'none'}{interpreter.abiflags}-{os.uname().machine}-{libc}")
 
 
 def record_name(sdist_sha256: str, interpreter: Interpreter) -> str:
@@ -141,6 +127,11 @@ def _log_path(sdist: Path, ikey: str) -> Path:
     logs.mkdir(mode=0o700, parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return logs / f"{sdist.name}-{ikey}-{stamp}-{os.getpid()}.log"
+
+
+def build_wheel(source: Path, out: Path, interpreter: Interpreter, sources: Sources, *, quiet: bool = True) -> Path:
+    """One wheel of ``source`` (an sdist, or a project directory) for ``interpreter``, built by uv into ``out``."""
+    return _build(source, out, interpreter, sources, interpreter_key(interpreter), quiet=quiet)
 
 
 def _build(sdist: Path, out: Path, interpreter: Interpreter, sources: Sources, ikey: str, *, quiet: bool) -> Path:

@@ -12,6 +12,10 @@ For each wheel, with its sha256 known from the index or the lock:
 4. :func:`~wheelstore.store.publish.realize` publishes it (hashing it once more as it unpacks); the staging directory is
    removed.
 
+A file whose link lists no sha256 but whose requirement gives hashes (``RemoteFile.accepted``, see
+:mod:`wheelstore.fetch.pinned`) takes no fetch lock, since its key is known only once its bytes are: it is downloaded
+the same way, checked against those hashes in step 3, and realized under the hash it has.
+
 The file keeps its own name inside the staging directory because :mod:`wheelstore.store.wheel` reads name, version and
 tags from it. ``file://`` wheels are realized from where they are, without a copy.
 """
@@ -217,6 +221,8 @@ def _fetch_one(
     tree = store.lookup(sha) if sha else None
     if tree is not None:
         return tree
+    if sha is None and file.accepted:
+        return _fetch_unlisted(store, file, http, report, compiler)
     if sha is None or file.url.startswith("file:"):  # on this machine: realize hashes it as it reads, no copy
         done = (realize if wait else try_realize)(store, file_path(file.url), sha, compiler=compiler)
         return done.tree if done is not None else None
@@ -228,13 +234,35 @@ def _fetch_one(
         tree = store.lookup(sha)  # published by another process while we waited
         if tree is not None:
             return tree
-        path = _download(store, file, http, report)
+        path, _sha = _download(store, file, http, report)
         try:
             return realize(store, path, sha, compiler=compiler).tree
         finally:
             remove_download(store, path)
     finally:
         lock.release()
+
+
+def _fetch_unlisted(
+    store: Store, file: RemoteFile, http: Http, report: Progress, compiler: Compiler | None
+) -> Tree:
+    """The tree of a file whose link lists no sha256 (``file.accepted`` holds the required ones): its sha256 is known
+    only from its bytes, so it is downloaded (hashed, if local) and checked before anything is published, and published
+    under that hash (:func:`realize` hashes it again as it reads, so a file changed meanwhile is refused)."""
+    if file.url.startswith("file:"):
+        path = file_path(file.url)
+        try:
+            sha = fsio.sha256_file(path)
+        except OSError as e:
+            raise FetchError(f"cannot read {path} ({file.url}): {e.strerror}") from None
+        _check(file, sha)
+        return realize(store, path, sha, compiler=compiler).tree
+    store.require_publish_access()
+    path, sha = _download(store, file, http, report)
+    try:
+        return realize(store, path, sha, compiler=compiler).tree
+    finally:
+        remove_download(store, path)
 
 
 def obtain(
@@ -284,7 +312,7 @@ def download(store: Store, file: RemoteFile, http: Http, progress: Progress | No
     """
     _sha256(file)
     store.require_publish_access()
-    return _download(store, file, http, progress or Progress())
+    return _download(store, file, http, progress or Progress())[0]
 
 
 def remove_download(store: Store, path: Path) -> None:
@@ -303,10 +331,11 @@ def _key(file: RemoteFile) -> str:
 
 
 def _sha256(file: RemoteFile) -> str | None:
-    """The file's sha256, checked to be one (it names store entries); required unless the file is local."""
+    """The file's sha256, checked to be one (it names store entries); required unless the file is local or its
+    bytes are checked against the requirement's hashes (``accepted``) once downloaded."""
     sha = file.sha256
     if sha is None:
-        if file.url.startswith("file:"):
+        if file.url.startswith("file:") or file.accepted:
             return None  # hashed as it is read, like any local wheel
         raise FetchError(f"{file.filename} ({file.url}) has no sha256 hash, and wheelstore checks every download",
                          hint="use an index that lists sha256 hashes, or pin it with --hash=sha256:... or a lock")
@@ -315,8 +344,9 @@ def _sha256(file: RemoteFile) -> str | None:
     return sha
 
 
-def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) -> Path:
-    """Stream ``file`` into a new private staging directory; its path, or an error with nothing left behind."""
+def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) -> tuple[Path, str]:
+    """Stream ``file`` into a new private staging directory; its path and sha256 (checked), or an error with nothing
+    left behind."""
     if distribution(file.filename) is None:
         raise FetchError(f"{file.filename!r} ({file.url}) is not a wheel or sdist file name")
     log.debug("downloading %s", file.url)
@@ -331,7 +361,7 @@ def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) ->
         try:
             fd = store.policy.create(file.filename, dir_fd=dir_fd)
             with os.fdopen(fd, "wb") as out:
-                _stream(out, file, http, progress)
+                sha = _stream(out, file, http, progress)
         except OSError as e:
             raise FetchError(f"cannot download {file.filename}: writing into {store.root}/staging failed: "
                              f"{e.strerror}") from None
@@ -340,11 +370,11 @@ def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) ->
         raise
     finally:
         os.close(dir_fd)
-    return store.root / "staging" / name / file.filename
+    return store.root / "staging" / name / file.filename, sha
 
 
-def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> None:
-    """Write the body into ``out``, retrying a cut-off body from the start, then check length and hash."""
+def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> str:
+    """Write the body into ``out``, retrying a cut-off body from the start, then check length and hash; the sha256."""
     for attempt in range(1, ATTEMPTS + 1):
         out.seek(0)
         out.truncate()
@@ -375,14 +405,32 @@ def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> 
     out.flush()
     if file.size is not None and written != file.size:
         raise FetchError(f"{file.filename} from {file.url} is {written} bytes; the index announced {file.size}")
+    _check(file, digest.hexdigest())
+    progress.finished(file, written)
+    return digest.hexdigest()
+
+
+#: required hashes a mismatch names before it says how many more there are
+SHOWN_HASHES = 3
+
+
+def _check(file: RemoteFile, actual: str) -> None:
+    """Refuse bytes whose sha256 is not the one the link lists or, for a link that lists none, not one of the
+    requirement's (``file.accepted``)."""
     expected = file.sha256
-    if expected is not None and digest.hexdigest() != expected:
+    if expected is not None and actual != expected:
         raise HashMismatch(
-            f"{file.filename} from {file.url} has sha256 {digest.hexdigest()}, not the expected {expected}; "
-            "nothing was published",
+            f"{file.filename} from {file.url} has sha256 {actual}, not the expected {expected}; nothing was published",
             hint="the index, a mirror or a proxy served other bytes than it lists: retry, or report it to the index",
         )
-    progress.finished(file, written)
+    if expected is None and file.accepted and actual not in file.accepted:
+        required = sorted(file.accepted)
+        shown = " or ".join(required[:SHOWN_HASHES])
+        shown += f" (or {len(required) - SHOWN_HASHES} more)" if len(required) > SHOWN_HASHES else ""
+        raise HashMismatch(
+            f"{file.filename} from {file.url} has sha256 {actual}, not the required {shown}; nothing was published",
+            hint="its link lists no hash, so it was checked once downloaded: fix the --hash, or the file served there",
+        )
 
 
 # -- a small entry point, for tests and debugging -------------------------------------------------------------------

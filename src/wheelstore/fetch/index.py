@@ -50,6 +50,8 @@ class RemoteFile:
     requires_python: str | None = None
     yanked: str | None = None  #: the reason; "" when yanked without one; None when not yanked
     size: int | None = None
+    #: for a link that lists no sha256: the hashes the requirement accepts, checked once the file is downloaded
+    accepted: frozenset[str] = field(default=frozenset(), hash=False)
 
     @property
     def sha256(self) -> str | None:
@@ -275,12 +277,9 @@ def why_missing(
     if not same:
         return f"no version of {name} matches =={version} (available on {where}: {_versions({v for _, v in mine})})"
     pin = f"{name}=={version}"
-    if hashes and not (same := [f for f in same if f.sha256 in hashes]):
-        listed = [f for f, v in mine if v == version and f.sha256]
-        if not listed:
-            return (f"no file of {pin} on {where} lists a sha256 to check against the required hash "
-                    f"({', '.join(f.filename for f, v in mine if v == version)})")
-        offered = "; ".join(f"{f.filename} has sha256 {f.sha256}" for f in listed[:2])
+    if hashes and not (same := [f for f in same if f.sha256 is None or f.sha256 in hashes]):
+        # a link without a sha256 is no reason: it is downloaded and checked (see wheelstore.fetch.pinned)
+        offered = "; ".join([f"{f.filename} has sha256 {f.sha256}" for f, v in mine if v == version][:2])
         return f"no file of {pin} on {where} has the required hash: {offered}"
     python = ".".join(map(str, interpreter.version))
     runnable = [f for f in same if _python_ok(f, python)]
@@ -327,8 +326,10 @@ class IndexClient:
             for location in self.sources.find_links:
                 found += [f for f in self._flat_files(location) if _name_of(f) == canonical]
             unique: dict[str, RemoteFile] = {}
-            for f in found:  # the first location wins
-                unique.setdefault(f.filename, f)
+            for f in found:  # the first location wins, unless it is remote and only a later one lists a sha256
+                kept = unique.get(f.filename)
+                if kept is None or (f.sha256 and not kept.sha256 and not kept.url.startswith("file:")):
+                    unique[f.filename] = f
             self._projects[canonical] = list(unique.values())
         return list(self._projects[canonical])
 

@@ -1,10 +1,11 @@
 """Candidates: one wheel (a local file, a store tree or a remote file) per distribution, chosen from the pins.
 
-A pinned set is taken as complete, as ``pip install --no-deps -r`` would take it, and each pin gets the file its
-inputs give or the wheel in the find-links directories whose tags the target interpreter prefers most. Unpinned
-requirements raise :class:`NeedsResolution`: :mod:`wheelstore.resolve.plan` then has uv resolve them
-(:mod:`wheelstore.resolve.resolver`) and chooses again from the lock uv writes. Every hash the inputs give is checked
-here, so later stages can trust ``Candidate.sha256`` and look the tree up in the store without opening the wheel.
+The inputs are read once (:func:`read_inputs`). When every requirement is pinned, each pin gets the file its inputs
+give or the wheel in the find-links directories whose tags the target interpreter prefers most (:func:`choose`);
+whether the pinned set is complete is :mod:`wheelstore.resolve.plan`'s question. Unpinned requirements are listed
+(:attr:`Inputs.unpinned`): the plan then has uv resolve them (:mod:`wheelstore.resolve.resolver`) and chooses again
+from the lock uv writes. Every hash the inputs give is checked here, so later stages can trust ``Candidate.sha256``
+and look the tree up in the store without opening the wheel.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from packaging.utils import NormalizedName
 
     from ..fetch.index import RemoteFile
+    from ..store.store import Tree
 
 
 class Candidate(NamedTuple):
@@ -49,6 +51,10 @@ class Candidate(NamedTuple):
     direct_url: dict[str, object] | None = None
     #: where to download it from, when it is not local (a lock entry, or an index's choice)
     remote: RemoteFile | None = None
+    #: the store's tree for ``sha256``, once found: carried to the install, which then looks nothing up again
+    tree: Tree | None = None
+    #: the extras asked of it: their requirements count among its dependencies
+    extras: frozenset[str] = frozenset()
 
     @property
     def where(self) -> str:
@@ -71,6 +77,8 @@ class _Entry(NamedTuple):
 Held = Callable[[set[str]], dict[str, str]]
 #: which of some hashes the store holds a tree for
 Holds = Callable[[set[str]], set[str]]
+#: a local project's pin as a wheel pin (built), or None when it is set aside (editable): see resolve.projects
+Projects = Callable[[Pin], "Pin | None"]
 
 
 class _Plan(NamedTuple):
@@ -82,6 +90,37 @@ class _Plan(NamedTuple):
     chosen: _Entry | None
 
 
+class Inputs(NamedTuple):
+    """What the user gave, read once: every requirement and lock entry, the find-links, and what uv needs."""
+
+    entries: list[_Entry]
+    links: FindLinks
+    #: every pin needs a hash (pip's rule: one --hash in a requirements file turns it on for all)
+    require_hashes: bool
+    #: the command line's requirements and wheel paths, as typed (what uv resolves, with ``requirement_files``)
+    requirements: list[str]
+    requirement_files: list[Path]
+    #: the pylock files given: complete sets, taken as they are
+    locks: list[Path]
+
+    @property
+    def unpinned(self) -> list[Pin]:
+        """The requirements that do not name one version, where no other input does: a resolver's job."""
+        pinned = {e.pin.name for e in self.entries if e.pin.version is not None}
+        return [e.pin for e in self.entries if e.pin.name not in pinned]
+
+    @property
+    def named(self) -> set[NormalizedName]:
+        """The distributions the user asked for (REQUESTED), rather than a lock's entries."""
+        return {e.pin.name for e in self.entries if not e.locked}
+
+    @property
+    def complete(self) -> bool:
+        """Whether the inputs say they are a complete set: hashed requirements (pip refuses a dependency without a
+        hash there) or locks alone."""
+        return self.require_hashes or (bool(self.locks) and all(e.locked for e in self.entries))
+
+
 def gather_candidates(
     args: Sequence[str],
     requirement_files: Sequence[Path],
@@ -91,13 +130,32 @@ def gather_candidates(
     elsewhere: bool = False,
     held: Held | None = None,
     holds: Holds | None = None,
+    projects: Projects | None = None,
 ) -> list[Candidate]:
-    """Wheel files for everything asked for, one per distribution, sorted by name, every given hash checked.
+    """:func:`read_inputs`, then :func:`choose`, for inputs that must all be pinned (unpinned ones are an error)."""
+    inputs = read_inputs(args, requirement_files, find_links, interpreter, projects)
+    if inputs.unpinned:
+        raise _unpinned(inputs)
+    return choose(inputs, elsewhere=elsewhere, held=held, holds=holds)
 
-    ``args`` are wheel paths, pylock files and requirements (``name==1.2``); a pinned set is taken as complete (no
-    dependencies are added). A pin with no wheel in the find-links directories is an error, unless ``elsewhere``
+
+def _unpinned(inputs: Inputs) -> NeedsResolution:
+    pin = inputs.unpinned[0]
+    newest = inputs.links.newest(pin.name, cast("SpecifierSet", pin.specifier))  # no version: a specifier
+    where = "" if pin.origin == "command line" else f"{pin.origin}: "
+    return NeedsResolution(
+        f"{where}{pin.text} needs resolution",
+        hint=f"pin it ({pin.name}=={newest or 'VERSION'}), give a wheel file or a pylock.toml, or let uv resolve it",
+    )
+
+
+def choose(inputs: Inputs, *, elsewhere: bool = False, held: Held | None = None,
+           holds: Holds | None = None) -> list[Candidate]:
+    """Wheel files for every pinned input, one per distribution, sorted by name, every given hash checked.
+
+    A pin with no wheel in the find-links directories is an error, unless ``elsewhere``
     says the store or an index may provide it: then its candidate has no file (``wheel`` and ``remote`` None).
-    Unpinned requirements raise :class:`NeedsResolution`. ``held(hashes)`` maps those of ``hashes`` the store holds
+    ``held(hashes)`` maps those of ``hashes`` the store holds
     a tree for to the tree's wheel file name: a pin with a hash whose tree the interpreter can use is not read at all
     (the tree is used, not the file; were the tree gone by then, realizing the file checks the hash anyway), unless
     the find-links file suits the interpreter better and its hash is allowed. A store shared by machines of several
@@ -105,13 +163,14 @@ def gather_candidates(
     of them the store has a tree for: a local file's digest kept from an earlier read is used only then (to find the
     tree); without one the file is read, so that realize checks it against what it holds now.
     """
-    entries, links, require_hashes = _entries(args, requirement_files, find_links, interpreter)
+    entries, links = inputs.entries, inputs.links
     groups: dict[NormalizedName, list[_Entry]] = {}
     for entry in entries:
         groups.setdefault(entry.pin.name, []).append(entry)
     plans = [_Plan(name, group, *_agreed_version(name, group, links)) for name, group in sorted(groups.items())]
     hashed = {e.pin.name for e in entries if e.pin.hashes}
-    if require_hashes and (bare := next((e.pin for e in entries if e.pin.name not in hashed and not e.direct), None)):
+    if inputs.require_hashes and (
+            bare := next((e.pin for e in entries if e.pin.name not in hashed and not e.direct), None)):
         raise InputError(f"{bare.origin}: {bare.text} has no --hash, and --require-hashes is on",
                          hint="add its --hash=sha256:... or drop --require-hashes")
     wheels = [chosen.pin.wheel if chosen and (chosen.pin.wheel or chosen.pin.remote)
@@ -121,35 +180,61 @@ def gather_candidates(
     return [_candidate(*plan, wheel, sha256) for plan, wheel, sha256 in zip(plans, wheels, digests, strict=True)]
 
 
-def _entries(
-    args: Sequence[str], requirement_files: Sequence[Path], find_links: Sequence[Path], interpreter: Interpreter
-) -> tuple[list[_Entry], FindLinks, bool]:
+def read_inputs(
+    args: Sequence[str], requirement_files: Sequence[Path], find_links: Sequence[Path], interpreter: Interpreter,
+    projects: Projects | None = None,
+) -> Inputs:
     """Every pin the inputs give; the find-links directories, with those the requirements files and wheel paths
-    name; and whether every pin needs a hash."""
+    name; and whether every pin needs a hash. Each file is read once, here. ``projects`` builds local project
+    directories into wheel pins, or sets editable ones aside (without it they are refused)."""
     env = lazy_environment(interpreter)
     entries: list[_Entry] = []
     directories = list(find_links)
     locks: list[Path] = []
+    requirements: list[str] = []
     require_hashes = False
     for arg in args:
         if is_pylock(arg):
             locks.append(Path(arg))
-        elif arg.endswith((".txt", ".in", ".toml")):  # also valid project names, which would "need resolution"
+            continue
+        if arg.endswith((".txt", ".in", ".toml")):  # also valid project names, which would "need resolution"
             hint = f"-r {arg}" if not arg.endswith(".toml") else "name it pylock.toml or pylock.NAME.toml"
             raise InputError(f"{arg} is neither a wheel, a pylock file nor a requirement", hint=hint)
-        elif (pin := parse_requirement(arg, "command line", env)) is not None:
+        requirements.append(arg)
+        if (pin := _local(parse_requirement(arg, "command line", env), projects)) is not None:
             entries.append(_Entry(pin))
     for path in requirement_files:
         into = read_requirements(path, env)
-        entries += [_Entry(pin) for pin in into.pins]
+        entries += [_Entry(p) for pin in into.pins if (p := _local(pin, projects)) is not None]
         directories += into.find_links
         # as pip does: one --hash in a requirements file turns on hash-checking for every requirement
         require_hashes |= into.require_hashes or any(pin.hashes for pin in into.pins)
     directories += [e.pin.wheel.parent for e in entries if e.pin.wheel is not None]
     links = FindLinks(directories, interpreter)
     for lock in locks:
-        entries += [_Entry(pin, locked=True) for pin in pins_from_pylock(lock, env, interpreter, links)]
-    return entries, links, require_hashes
+        entries += [_Entry(p, locked=True) for pin in pins_from_pylock(lock, env, interpreter, links)
+                    if (p := _local(pin, projects)) is not None]
+    return Inputs(entries, links, require_hashes, requirements, list(requirement_files), locks)
+
+
+def add_lock(inputs: Inputs, lock: Path, interpreter: Interpreter, projects: Projects | None = None) -> Inputs:
+    """The pins of a lock uv wrote for ``inputs``, in place of what it resolved, with the lock files the user gave
+    (already read): the files each names are found in the same find-links directories, its local projects are built
+    (or set aside, editable) by ``projects``."""
+    pins = pins_from_pylock(lock, lazy_environment(interpreter), interpreter, inputs.links)
+    # the wheel files the user named stay direct installs (PEP 610), as they were given
+    given = (e for e in inputs.entries if e.locked or e.direct)
+    entries = [*given, *(_Entry(p, locked=True) for pin in pins if (p := _local(pin, projects)) is not None)]
+    return inputs._replace(entries=entries)
+
+
+def _local(pin: Pin | None, projects: Projects | None) -> Pin | None:
+    """A local project's pin through ``projects`` (built, or set aside); any other pin as it is."""
+    if pin is None or pin.project is None:
+        return pin
+    if projects is None:
+        raise InputError(f"{pin.origin}: {pin.text} is a local project, which this command does not build")
+    return projects(pin)
 
 
 def _digests(
@@ -218,15 +303,7 @@ def _best_held(hashes: frozenset[str], held: dict[str, str], supported: dict[str
 def _agreed_version(name: NormalizedName, group: list[_Entry], links: FindLinks) -> tuple[Version, _Entry | None]:
     """The one version the entries agree on and the file given for it, if any; raises before any file is read."""
     pinned = [e for e in group if e.pin.version is not None]
-    if not pinned:
-        pin = group[0].pin
-        newest = links.newest(name, cast("SpecifierSet", pin.specifier))  # no version: a specifier
-        where = "" if pin.origin == "command line" else f"{pin.origin}: "
-        raise NeedsResolution(
-            f"{where}{pin.text} needs resolution",
-            hint=f"pin it ({name}=={newest or 'VERSION'}), give a wheel file or a pylock.toml, or let uv resolve it",
-        )
-    base = pinned[0].pin
+    base = pinned[0].pin  # choose() is given pinned inputs only
     version = cast(Version, base.version)
     for entry in group:
         pin = entry.pin
@@ -269,6 +346,8 @@ def _candidate(
     direct_url: dict[str, object] | None = None
     if direct and wheel is not None:
         direct_url = {"url": wheel.as_uri(), "archive_info": {"hashes": {"sha256": digest}, "hash": f"sha256={digest}"}}
+    if chosen is not None and chosen.pin.project is not None and wheel is not None:  # built from a directory
+        direct_url = {"url": chosen.pin.project.as_uri(), "dir_info": {}}
     return Candidate(
         name=name,
         version=version,
@@ -278,4 +357,5 @@ def _candidate(
         requested=any(not e.locked for e in group),
         direct_url=direct_url,
         remote=chosen.pin.remote if chosen is not None and wheel is None else None,
+        extras=frozenset().union(*(e.pin.extras for e in group)),
     )

@@ -33,7 +33,7 @@ class Digests:
     mtime). On local filesystems a write moves the file's ctime, which only root can set back, so a changed file is
     read again. Where ctime does not follow writes (FAT, sshfs) a wheel rewritten under the same name with the same
     size and mtime would still find its old tree: pin hashes there. A kept digest only ever finds a tree the store
-    has (see :func:`~wheelstore.resolve.candidates.gather_candidates`); it is never what a file is checked against."""
+    has (see :func:`~wheelstore.resolve.candidates.choose`); it is never what a file is checked against."""
 
     FORMAT = 1
     #: entries kept per directory; the oldest go first

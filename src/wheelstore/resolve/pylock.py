@@ -2,15 +2,13 @@
 
 packaging selects the entries for the target (the spec's installer steps); each gets its local file (a path, a
 ``file://`` URL or a find-links file) or the remote file to download. This reads the lock files the user gives and
-the one uv writes when an install needs resolution. The other pylock reader,
-:func:`wheelstore.resolve.resolver.read_pylock` with ``check_hashes``, only validates the lock uv writes before it is
-kept.
+the one uv writes when an install needs resolution; :func:`read_pylock` is the one reader of both, also for the
+checks ``wheelstore lock`` makes of what it writes.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
@@ -20,41 +18,48 @@ from ..base.errors import InputError, WheelError
 from ..base.interpreter import Interpreter
 from ..store.wheel import normalize_sha256
 from .findlinks import FindLinks
-from .requirements import MarkerEnvironment, Pin, file_url_path, marker_errors
+from .requirements import MarkerEnvironment, Pin, file_url_path, marker_errors, project_pin
 
 if TYPE_CHECKING:
     from packaging.markers import Environment
-    from packaging.pylock import PackageSdist, PackageWheel
+    from packaging.pylock import PackageSdist, PackageWheel, Pylock
+
+
+def read_pylock(path: Path) -> Pylock:
+    """The one reader of PEP 751 locks, the user's and the ones uv writes: parsed and validated by packaging, any
+    problem a one-line error."""
+    from packaging.pylock import Pylock, PylockUnsupportedVersionError, PylockValidationError
+
+    from ..base.toml import tomllib  # here: only lock inputs need it
+
+    try:
+        with open(path, "rb") as f:
+            return Pylock.from_dict(tomllib.load(f))
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not valid TOML ({e})") from None
+    except (PylockValidationError, PylockUnsupportedVersionError) as e:
+        raise InputError(f"{path} is not a valid pylock file ({e})") from None
 
 
 def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, links: FindLinks) -> list[Pin]:
     """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located."""
-    from packaging.pylock import (
-        PackageSdist,
-        PackageWheel,
-        Pylock,
-        PylockSelectError,
-        PylockValidationError,
-    )
+    from packaging.pylock import PackageArchive, PackageSdist, PackageWheel, PylockSelectError
 
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
     try:
-        with open(path, "rb") as f:
-            lock = Pylock.from_dict(tomllib.load(f))
-        selected = list(lock.select(environment=cast("Environment", env()), tags=interpreter.tags))
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path} is not valid TOML ({e})") from None
-    except PylockValidationError as e:
-        raise InputError(f"{path} is not a valid pylock file ({e})") from None
+        selected = list(read_pylock(path).select(environment=cast("Environment", env()), tags=interpreter.tags))
     except (PylockSelectError, *marker_errors()) as e:
         raise InputError(f"{path}: {e}") from None
     pins = []
     for package, source in selected:
+        if isinstance(source, PackageArchive) and (source.path or source.url or "").endswith(".whl"):
+            # a wheel file given by path: uv locks it as an archive
+            source = PackageWheel(name=_url_filename(source.path or source.url), path=source.path, url=source.url,
+                                  hashes=source.hashes, size=source.size)
+        elif (project := _local_project(path, package.name, source)) is not None:
+            pins.append(project)
+            continue
         if not isinstance(source, (PackageWheel, PackageSdist)):
             raise InputError(f"{path}: {package.name} is locked as a directory, VCS or archive entry; only wheels "
                              "and sdists are supported", hint="lock it with wheels or sdists")
@@ -80,6 +85,19 @@ def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interprete
             pin = pin._replace(remote=RemoteFile(filename=filename, url=url, hashes={"sha256": digest}))
         pins.append(pin)
     return pins
+
+
+def _local_project(lock: Path, name: str, source: object) -> Pin | None:
+    """A ``directory`` entry (uv writes one for ``DIR`` and ``-e DIR``) or a local ``archive`` one (an sdist path)
+    as a project pin; paths are relative to the lock (PEP 751)."""
+    from packaging.pylock import PackageArchive, PackageDirectory
+
+    if isinstance(source, PackageDirectory) and not source.subdirectory:
+        return project_pin(lock.parent / source.path, str(lock), editable=bool(source.editable), name=name)
+    if isinstance(source, PackageArchive) and source.path and not source.subdirectory:
+        digest = source.hashes.get("sha256")
+        return project_pin(lock.parent / source.path, str(lock), frozenset({digest.lower()}) if digest else frozenset())
+    return None
 
 
 def is_pylock(arg: str) -> bool:

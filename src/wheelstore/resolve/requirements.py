@@ -49,6 +49,13 @@ class Pin(NamedTuple):
     wheel: Path | None = None
     #: a lock entry's file that must be downloaded (a wheel, or an sdist to build)
     remote: RemoteFile | None = None
+    #: the extras asked of it (``name[extra]``): their requirements count among its dependencies
+    extras: frozenset[str] = frozenset()
+    #: a local project directory to build (``DIR``, ``-e DIR``, ``name @ file:///DIR``): built into a wheel pin
+    #: before candidates are gathered, or installed editable into the venv
+    project: Path | None = None
+    #: ``-e DIR``: installed by its build backend as the user's own, writable, never from the store
+    editable: bool = False
 
 
 class Requirements:
@@ -141,12 +148,14 @@ def parse_requirement(
         req = Requirement(text)
     except InvalidRequirement as e:
         if text.endswith(".whl"):
-            return _wheel_pin(Path(text), _path_origin(text, origin), hashes)
-        if text.endswith((".tar.gz", ".zip", ".tar.bz2")) or os.sep in text:
-            raise InputError(f"{origin}: {text}: only wheel files (.whl) can be installed from a path") from None
+            return wheel_pin(Path(text), _path_origin(text, origin), hashes)
+        if text.endswith(SDIST_SUFFIXES) or os.sep in text or text.startswith("."):
+            return project_pin(Path(text), _path_origin(text, origin), hashes)
         raise InputError(f"{origin}: {text!r} is not a requirement ({e})") from None
     if req.url is None and text.endswith(".whl"):  # a bare file name is also a valid project name
-        return _wheel_pin(Path(text), _path_origin(text, origin), hashes)
+        return wheel_pin(Path(text), _path_origin(text, origin), hashes)
+    if req.url is None and text.endswith(SDIST_SUFFIXES):  # "x-1.0.tar.gz" parses as a name too
+        return project_pin(Path(text), _path_origin(text, origin), hashes)
     try:
         if req.marker is not None and not req.marker.evaluate(env()):
             return None
@@ -155,15 +164,24 @@ def parse_requirement(
     if req.url is not None:
         url = urlparse(req.url)
         if url.scheme == "file" and url.path.endswith(".whl"):
-            pin = _wheel_pin(file_url_path(url.path), origin, hashes)
+            pin = wheel_pin(file_url_path(url.path), origin, hashes)
             if pin.name != canonical(req.name):
                 raise InputError(f"{origin}: {req.url} is not a wheel of {req.name}")
-            return pin
+            return pin._replace(extras=_extras(req.extras))
+        if url.scheme == "file":
+            pin = project_pin(file_url_path(url.path), origin, hashes, name=req.name)
+            if pin.name != canonical(req.name):
+                raise InputError(f"{origin}: {req.url} is {pin.name}, not {req.name}")
+            return pin._replace(extras=_extras(req.extras))
         raise InputError(
             f"{origin}: {req.name} @ {req.url} needs downloading, which is not supported yet",
             hint=f"download the wheel and give its path, or put it in a --find-links directory and pin {req.name}",
         )
-    return _pin(req.name, req.specifier, origin, hashes)
+    return _pin(req.name, req.specifier, origin, hashes)._replace(extras=_extras(req.extras))
+
+
+def _extras(extras: set[str]) -> frozenset[str]:
+    return frozenset(canonical(e) for e in extras)
 
 
 def _pin(name: str, specifier: SpecifierSet, origin: str, hashes: frozenset[str]) -> Pin:
@@ -193,12 +211,65 @@ def _path_origin(text: str, origin: str) -> str:
     return text if origin == "command line" else origin
 
 
-def _wheel_pin(path: Path, origin: str, hashes: frozenset[str]) -> Pin:
+def wheel_pin(path: Path, origin: str, hashes: frozenset[str] = frozenset()) -> Pin:
+    """A wheel file as a pin: its name and version from its file name."""
     try:
         name, version, _build, _tags = names.parse_wheel_name(path.name)
     except ValueError as e:
         raise InputError(f"{path}: not a wheel file name ({e})") from None
     return Pin(name, version, None, f"{name}=={version}", origin, hashes, Path(os.path.abspath(path)))
+
+
+#: what a local sdist's file name ends with
+SDIST_SUFFIXES = (".tar.gz", ".zip")
+
+
+def project_pin(path: Path, origin: str, hashes: frozenset[str] = frozenset(), *, editable: bool = False,
+                name: str | None = None) -> Pin:
+    """A local project directory (with pyproject.toml or setup.py) or sdist as a pin: a directory's has ``project``
+    set (its name from pyproject.toml's static ``[project] name``, else ``name``, else the directory's), an sdist's
+    is a ``file:`` remote file, which the install builds once per store like an index's sdist."""
+    full = Path(os.path.abspath(path))
+    where = str(path) if origin == str(path) else f"{origin}: {path}"
+    accepted = "give a project directory (with pyproject.toml or setup.py), a wheel (.whl) or an sdist (.tar.gz, .zip)"
+    if full.is_dir():
+        if not (full / "pyproject.toml").is_file() and not (full / "setup.py").is_file():
+            raise InputError(f"{where} is a directory without pyproject.toml or setup.py, not a Python project",
+                             hint=accepted)
+        found = _project_name(full) or name or full.name
+        return Pin(canonical(found), None, None, f"{found} @ {full.as_uri()}", origin, hashes, project=full,
+                   editable=editable)
+    if editable or not full.name.endswith(SDIST_SUFFIXES):
+        what = "no such directory" if not full.exists() else "not a project directory"
+        raise InputError(f"{where}: {what}", hint="-e takes a project directory" if editable else accepted)
+    if not full.is_file():
+        raise InputError(f"{where}: no such file", hint=accepted)
+    from packaging.utils import InvalidSdistFilename, parse_sdist_filename
+
+    from ..fetch.index import RemoteFile
+
+    try:
+        sdist_name, version = parse_sdist_filename(full.name)
+    except InvalidSdistFilename as e:
+        raise InputError(f"{where}: not an sdist file name ({e})") from None
+    given = {"sha256": next(iter(hashes))} if len(hashes) == 1 else {}
+    remote = RemoteFile(full.name, full.as_uri(), given)
+    return Pin(sdist_name, version, None, f"{sdist_name}=={version}", origin, hashes, remote=remote)
+
+
+def _project_name(directory: Path) -> str | None:
+    """The static ``[project] name`` of a directory's pyproject.toml, if it has one."""
+    from ..base.toml import tomllib
+
+    try:
+        data = tomllib.loads((directory / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    project = data.get("project")
+    if not isinstance(project, dict) or "name" in project.get("dynamic", ()):
+        return None
+    found = project.get("name")
+    return found if isinstance(found, str) and found else None
 
 
 def parse_requirements_file(path: Path, interpreter: Interpreter) -> Requirements:
@@ -326,7 +397,15 @@ def _read_options(
         elif action == "constraint":
             raise InputError(f"{where}: constraint files are not supported yet")
         elif action == "editable":
-            raise InputError(f"{where}: editable installs are not supported yet", hint="build a wheel and give it")
+            into.pins.append(editable_pin(value, where))
+
+
+def editable_pin(text: str, origin: str) -> Pin:
+    """``-e DIR`` (or ``-e file:///DIR``, ``-e name @ file:///DIR``): a project pin to install editable; a relative
+    DIR is relative to the current directory, as pip takes it (a wheel path in a requirements file is too)."""
+    name, _, url = text.rpartition(" @ ") if " @ " in text else ("", "", text)
+    path = file_url_path(urlparse(url).path) if url.startswith("file:") else Path(url)
+    return project_pin(path, origin, editable=True, name=name.strip() or None)
 
 
 def _hash_options(words: list[str], where: str) -> frozenset[str]:

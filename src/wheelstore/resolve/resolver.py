@@ -7,9 +7,8 @@ ignored nor counted twice. TLS: ``--system-certs`` (the system store), ``SSL_CER
 through, and pip's ``cert`` as ``SSL_CERT_FILE`` when that is unset. uv's cache is its default one for the calling
 user: nothing is written where other users could interfere.
 
-:func:`read_pylock` and :func:`check_hashes` here only validate the lock uv writes (and an existing output file uv
-may start from) before it is kept; the install then reads that lock into pins like any lock the user gives
-(:mod:`wheelstore.resolve.pylock`).
+:func:`check_hashes` here validates the lock uv writes for ``wheelstore lock`` before it is kept; an install reads
+the lock into pins like any lock the user gives, with the same reader (:mod:`wheelstore.resolve.pylock`).
 """
 
 from __future__ import annotations
@@ -18,26 +17,20 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from packaging.pylock import (
-    PackageArchive,
-    PackageSdist,
-    PackageWheel,
-    Pylock,
-    PylockUnsupportedVersionError,
-    PylockValidationError,
-)
+from packaging.pylock import PackageArchive, PackageSdist, PackageWheel, Pylock
 from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName
 
 from ..base import fsio
-from ..base.errors import ResolutionError
+from ..base.errors import InputError, ResolutionError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
-from ..base.toml import tomllib
 from ..fetch.sources import Sources
 from ..fetch.uv import run_uv, uv_command, uv_failure
+from .pylock import read_pylock
 
 
 def lock(
@@ -48,23 +41,22 @@ def lock(
     out: Path,
     *,
     quiet: bool = False,
+    preferences: Mapping[NormalizedName, str] | None = None,
+    upgrade: bool = False,
+    upgrade_packages: Collection[str] = (),
+    no_deps: bool = False,
+    checked: bool = True,
 ) -> Path:
     """Resolve ``requirements`` (strings) and ``requirement_files`` for ``interpreter``; write a pylock to ``out``.
 
-    ``out`` is replaced in one rename, only when uv succeeded and every file in the lock carries a sha256: a failure
-    leaves it as it was. An existing ``out`` seeds the resolution (uv prefers the versions it pins).
+    ``out`` is replaced in one rename, only when uv succeeded and (``checked``) every file in the lock carries a
+    sha256: a failure leaves it as it was. The versions uv should keep when they satisfy the request (a venv's, for
+    an install) are ``preferences``; without them, an existing ``out`` seeds the resolution (uv prefers the versions
+    it pins). ``upgrade`` and ``upgrade_packages`` drop preferences as uv's options do; ``no_deps`` resolves only
+    what is named. An install reads the lock itself (:mod:`wheelstore.resolve.pylock`), so it passes
+    ``checked=False``: the lock is parsed once.
     """
-    if not requirements and not requirement_files:
-        raise ResolutionError("nothing to resolve", hint="give requirements, or -r FILE")
-    for text in requirements:
-        try:
-            Requirement(text)
-        except InvalidRequirement as e:
-            raise ResolutionError(f"{text!r} is not a valid requirement: {e}",
-                                  hint="write it like 'name', 'name>=1.2' or 'name[extra]==1.2'") from None
-    for path in requirement_files:
-        if not path.is_file():
-            raise ResolutionError(f"requirements file {path} does not exist")
+    _check_inputs(requirements, requirement_files)
     out = out.absolute()
     try:
         work = Path(tempfile.mkdtemp(prefix=".wheelstore-lock-", dir=out.parent))
@@ -72,64 +64,100 @@ def lock(
         raise ResolutionError(f"cannot write {out}: {out.parent} does not exist") from None
     except PermissionError:
         raise ResolutionError(f"cannot write {out}: permission denied on {out.parent}") from None
+    # next to ``out``: uv writes local paths (a project directory, an sdist) relative to the lock's directory
+    staged = out.parent / f"pylock.{work.name.strip('.')}.toml"
     try:
-        inputs = [str(p.absolute()) for p in requirement_files]
-        if requirements:
-            (work / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
-            inputs.insert(0, str(work / "requirements.in"))
-        staged = work / "pylock.toml"
-        if out.is_file() and _is_pylock(out):
+        inputs = _inputs(work, requirements, requirement_files)
+        if preferences:
+            staged.write_text(_seed(preferences))
+        elif out.is_file() and _is_pylock(out):
             shutil.copyfile(out, staged)
         file_args = (a for p in requirement_files for a in ("-r", str(p)))
         shown = shlex.join(["wheelstore", "lock", *requirements, *file_args])
+        options = [*(["--upgrade"] if upgrade else []), *(a for p in sorted(upgrade_packages) for a in ("-P", p)),
+                   *(["--no-deps"] if no_deps else [])]
         cmd = [*uv_command(["pip", "compile"], interpreter, sources), "--format", "pylock.toml", "--generate-hashes",
-               "--custom-compile-command", shown, "-o", str(staged), *inputs]
+               "--custom-compile-command", shown, "-o", str(staged), *inputs, *options]
         log.debug("resolving with: %s", " ".join(cmd))
         status, lines = run_uv(cmd, sources, quiet=quiet)
         if status != 0:
             raise uv_failure(lines, f"cannot resolve {', '.join([*requirements, *map(str, requirement_files)])}",
                              sources)
-        check_hashes(staged)
+        if checked:
+            check_hashes(staged)
         staged.chmod(0o666 & ~fsio.umask())
         os.replace(staged, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        staged.unlink(missing_ok=True)
     return out
+
+
+def _inputs(work: Path, requirements: Sequence[str], requirement_files: Sequence[Path]) -> list[str]:
+    """The files uv reads: the command line's requirements written into ``work``, then the requirements files."""
+    inputs = [str(p.absolute()) for p in requirement_files]
+    if requirements:
+        (work / "requirements.in").write_text("".join(f"{r}\n" for r in requirements))
+        inputs.insert(0, str(work / "requirements.in"))
+    return inputs
+
+
+def _check_inputs(requirements: Sequence[str], requirement_files: Sequence[Path]) -> None:
+    """Refuse, in uv's stead and in one line, what uv would fail on with a page of output."""
+    if not requirements and not requirement_files:
+        raise ResolutionError("nothing to resolve", hint="give requirements, or -r FILE")
+    for text in requirements:
+        if text.startswith("-e "):  # an editable project, as the plan gives it to uv
+            continue
+        try:
+            Requirement(text)
+        except InvalidRequirement as e:
+            if text.endswith(".whl") and Path(text).is_file():
+                continue  # a wheel file: uv takes its path
+            raise ResolutionError(f"{text!r} is not a valid requirement: {e}",
+                                  hint="write it like 'name', 'name>=1.2' or 'name[extra]==1.2'") from None
+    for path in requirement_files:
+        if not path.is_file():
+            raise ResolutionError(f"requirements file {path} does not exist")
+
+
+def _seed(preferences: Mapping[NormalizedName, str]) -> str:
+    """A lock of names and versions only: uv takes an existing output file's versions as preferences (uv 0.13.9
+    keeps them when they satisfy the request), which is how ``uv pip install`` treats a venv's."""
+    import json  # here: a TOML basic string is a JSON string for these characters
+
+    entries = "".join(f"\n[[packages]]\nname = {json.dumps(n)}\nversion = {json.dumps(v)}\n"
+                      for n, v in sorted(preferences.items()))
+    return f'lock-version = "1.0"\ncreated-by = "wheelstore"\n{entries}'
 
 
 def _is_pylock(path: Path) -> bool:
     """Whether an existing output file is a lock uv can start from (anything else is simply replaced)."""
     try:
         read_pylock(path)
-    except (ResolutionError, OSError):
+    except InputError:
         return False
     return True
-
-
-def read_pylock(path: Path) -> Pylock:
-    """Parse and validate a pylock file; any problem is a one-line error."""
-    try:
-        with open(path, "rb") as f:
-            return Pylock.from_dict(tomllib.load(f))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ResolutionError(f"{path} is not valid TOML: {e}") from None
-    except (PylockValidationError, PylockUnsupportedVersionError) as e:
-        raise ResolutionError(f"{path} is not a valid PEP 751 lock: {e}") from None
 
 
 def check_hashes(path: Path) -> Pylock:
     """Refuse a lock with any file lacking a sha256: wheelstore verifies every byte it installs.
 
     uv writes one for every wheel and sdist it locks, from the index or by hashing the file itself (checked for
-    ``file://`` and HTTP indexes with and without hashes, and for find-links); local directories and VCS
-    requirements have none and are refused here.
+    ``file://`` and HTTP indexes with and without hashes, and for find-links). A local project directory has none
+    and needs none (it is built from the user's own files); VCS requirements have none and are refused here.
     """
-    pylock = read_pylock(path)
+    try:
+        pylock = read_pylock(path)
+    except InputError as e:
+        raise ResolutionError(e.message, hint=e.hint) from None
     for package in pylock.packages:
         files: list[PackageWheel | PackageSdist | PackageArchive] = [
             *(package.wheels or ()), *([package.sdist] if package.sdist else []),
             *([package.archive] if package.archive else []),
         ]
+        if not files and package.directory is not None:  # the user's own project: built from it, as they asked
+            continue
         if not files:
             raise ResolutionError(
                 f"{package.name} is locked as a local directory or VCS checkout, which has no sha256",

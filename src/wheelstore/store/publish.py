@@ -71,11 +71,12 @@ def try_realize(
 
 
 def _realize(
-    store: Store, wheel: Path, sha256: str | None, compiler: Compiler | None, *, wait: bool
+    store: Store, wheel: Path, sha256: str | None, compiler: Compiler | None, *, wait: bool, absent: bool = False
 ) -> Realized | None:
     with WheelArchive(wheel, sha256, spool_dir=store.root / "staging") as archive:
         key = archive.sha256
-        tree = store.lookup(key)
+        # ``absent``: the caller has just looked ``sha256`` up and found no tree; it is looked up again under the lock
+        tree = None if absent and sha256 is not None else store.lookup(key)
         if tree is not None:
             return Realized(tree, unpacked=False)
         store.require_publish_access()
@@ -93,15 +94,17 @@ def _realize(
 
 
 def realize_many(
-    store: Store, wheels: list[tuple[Path, str | None]], *, jobs: int | None = None, compiler: Compiler | None = None
+    store: Store, wheels: list[tuple[Path, str | None]], *, jobs: int | None = None, compiler: Compiler | None = None,
+    absent: bool = False,
 ) -> list[Realized | WheelstoreError]:
     """Realize each wheel, several at a time, the largest first (its unpack and compile take longest); a bad wheel
     yields its error and does not stop the others. Processes realizing the same wheels split them
-    (:func:`wheelstore.store.keylock.share_work`)."""
+    (:func:`wheelstore.store.keylock.share_work`). ``absent``: the caller has just found no tree for the hashes
+    given (an install's plan), so the first look before the key lock is skipped."""
 
     def one(item: tuple[Path, str | None], wait: bool) -> Realized | WheelstoreError | None:
         try:
-            return _realize(store, *item, compiler, wait=wait)
+            return _realize(store, *item, compiler, wait=wait, absent=absent)
         except WheelstoreError as e:
             return e
 

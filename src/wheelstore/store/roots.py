@@ -24,10 +24,10 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
-from ..base.distinfo import ORIGIN_FILE, installed, origin
+from ..base.distinfo import ORIGIN_FILE, Distribution, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.fsio import hidden_name, open_dir
 from ..base.interpreter import Interpreter
@@ -35,6 +35,9 @@ from ..base.logs import log
 from .bytecode import distrust
 from .policy import Role, user_name
 from .store import Store
+
+if TYPE_CHECKING:
+    from packaging.utils import NormalizedName
 
 FORMAT = 1
 #: a root or origin file larger than this was not written by wheelstore
@@ -83,9 +86,10 @@ def root_name(venv: str | os.PathLike[str]) -> str:
 # -- writing -----------------------------------------------------------------------------------------------------------
 
 
-def register(store: Store, venv: str | os.PathLike[str], interpreter: Interpreter) -> Root | None:
-    """Write or refresh the root of ``venv`` in ``store`` from what the venv holds now; remove it when the venv no
-    longer links anything from the store.
+def register(store: Store, venv: str | os.PathLike[str], interpreter: Interpreter,
+             dists: Mapping[NormalizedName, Distribution] | None = None) -> Root | None:
+    """Write or refresh the root of ``venv`` in ``store`` from what the venv holds now (``dists``, when the caller
+    has just read or made them); remove it when the venv no longer links anything from the store.
 
     Returns None when nothing is rooted. Raises :class:`RootNotRegistered` when a publisher's root cannot be written
     (``roots/`` made unwritable, a full disk): the venv is filled, but gc does not know it uses its trees, which its
@@ -97,7 +101,7 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
         # a root directory of root's there would be unreadable to the store's owner, whose gc would then never
         # remove anything; root links their trees only by copy or reflink, which gc cannot take away
         try:
-            linked = next(_venv_dists(store, real, interpreter), None) is not None
+            linked = next(_venv_dists(store, real, interpreter, dists), None) is not None
         except OSError:
             linked = True
         if linked:
@@ -106,11 +110,11 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
                         "from removing anything", real, store.root, owner, owner)
         return None
     try:
-        dists = tuple(_venv_dists(store, real, interpreter))
+        rooted = tuple(_venv_dists(store, real, interpreter, dists))
     except OSError as e:  # reading the venv, not writing roots/
         raise _unprotected(store, real, f"the venv cannot be read: {e.strerror or e}") from None
     try:
-        return _write_root(store, real, dists)
+        return _write_root(store, real, rooted)
     except PermissionError:
         if store.policy.trusted_writer(os.geteuid(), store.owner_uid):
             raise _unprotected(store, real, "you may not write there") from None
@@ -163,12 +167,13 @@ def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | 
         os.close(user_fd)
 
 
-def _venv_dists(store: Store, real: str, interpreter: Interpreter) -> Iterator[RootDist]:
-    """The venv's distributions whose origin file names this store."""
+def _venv_dists(store: Store, real: str, interpreter: Interpreter,
+                dists: Mapping[NormalizedName, Distribution] | None = None) -> Iterator[RootDist]:
+    """The venv's distributions (``dists``, else read now) whose origin file names this store."""
     same = SameStore(store)
     prefix = real + os.sep
     sites: dict[str, str] = {}  # each site directory's real path, resolved once rather than per dist-info
-    for dist in installed(interpreter).values():
+    for dist in (dists if dists is not None else installed(interpreter)).values():
         found = origin(dist)
         if found is None or not same(found.get("store")):
             continue

@@ -10,7 +10,7 @@ half-installed; a tree the check finds damaged while it is being linked takes th
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -20,10 +20,12 @@ from . import install as inst
 from . import checks
 from . import damage
 from ..store.bytecode import InTree
-from ..base.distinfo import Distribution, installed, origin
+from ..base.distinfo import Distribution, describe, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
+from ..resolve.plan import Plan, Request, plan
+from ..resolve.projects import LocalProjects
 from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
 from .linkmode import choose, probe
@@ -39,6 +41,8 @@ from ..store.storelock import install_lock
 
 if TYPE_CHECKING:
     from packaging.utils import NormalizedName
+
+    from ..resolve.requirements import Pin
 
 
 #: what ``sync`` leaves alone although it was not asked for: the venv's own installers
@@ -66,11 +70,9 @@ class InstallReport:
 
 
 class Options(NamedTuple):
-    """How to install: the link mode (None: auto), sync semantics, bytecode, where downloads come from, output."""
+    """How to install: the link mode (None: auto), bytecode, where downloads come from, output."""
 
     link_mode: LinkMode | None = None
-    #: sync: the venv ends up holding exactly the candidates (and the seed packages)
-    exact: bool = False
     compile_bytecode: bool = True
     sources: Sources | None = None
     #: no download progress
@@ -87,63 +89,93 @@ class Environment:
     def distributions(self) -> dict[NormalizedName, Distribution]:
         return installed(self.interpreter)
 
-    def install(self, store: Store, candidates: Sequence[Candidate], options: Options = Options()) -> InstallReport:
-        """Install ``candidates`` (with ``options.exact``, as sync: remove every other distribution but the seeds).
+    def install(self, store: Store, request: Request, options: Options = Options()) -> InstallReport:
+        """Install what ``request`` asks (with ``request.exact``, as sync: remove every other distribution but the
+        seeds). The venv's distributions are read once, for the plan and the install.
 
         The gc lock is held shared from finding the trees until the venv's gc root lists them, so a concurrent
         ``wheelstore gc`` cannot sweep them in between.
         """
+        sources = options.sources or Sources.from_environment()
+        # builds (local projects, sdists) take their build dependencies from the -f directories too
+        builds = sources._replace(find_links=tuple(dict.fromkeys((*sources.find_links, *map(str, request.find_links)))))
+        options = options._replace(sources=builds)
         with install_lock(store):
             try:
-                try:
-                    report = self._install(store, candidates, options, check_while_linking=True)
-                except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
-                    report = self._install(store, candidates, options, check_while_linking=False)
+                with LocalProjects(self.interpreter, builds, request.editables, quiet=True) as projects:
+                    present = self.distributions()
+                    planned = plan(store, self.interpreter, request, sources, present, quiet=options.quiet,
+                                   projects=projects)
+                    work = _Work(request, planned, present, tuple(projects.editables))
+                    try:
+                        report, after = self._install(store, work, options, check_while_linking=True)
+                    except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
+                        report, after = self._install(store, work, options, check_while_linking=False)
             except BaseException:
                 self._register(store, failed=True)
                 raise
-            self._register(store)
+            self._register(store, after)
+        if not work.editables:
             return report
+        from .editable import install_editables  # here: it runs uv
 
-    def _register(self, store: Store, *, failed: bool = False) -> None:
-        """Refresh this venv's gc root in ``store``. A root that cannot be written leaves the venv unprotected from
-        gc: :class:`RootNotRegistered`, an error, unless the command ``failed`` already (its own error comes first,
-        and this one is a warning)."""
+        done = install_editables(self.interpreter, work.editables, builds)
+        report.installed += done.installed
+        report.removed += done.removed
+        report.unchanged += done.unchanged
+        return report
+
+    def _register(self, store: Store, after: Mapping[NormalizedName, Distribution] | None = None, *,
+                  failed: bool = False) -> None:
+        """Refresh this venv's gc root in ``store`` from its distributions (``after``, what an install knows it
+        left; else read again). A root that cannot be written leaves the venv unprotected from gc:
+        :class:`RootNotRegistered`, an error, unless the command ``failed`` already (its own error comes first, and
+        this one is a warning)."""
         try:
-            register(store, self.path, self.interpreter)
+            register(store, self.path, self.interpreter, after)
         except (RootNotRegistered, OSError) as e:
             if not failed:
                 raise
             log.warning("%s", e.oneline() if isinstance(e, RootNotRegistered) else e)
 
-    def _install(
-        self, store: Store, candidates: Sequence[Candidate], options: Options, *, check_while_linking: bool
-    ) -> InstallReport:
-        link_mode, compile_bytecode = options.link_mode, options.compile_bytecode
-        report = InstallReport()
-        present = self.distributions()
-        broken = self._damage(present, candidates, options.exact, report)
-        todo = [c for c in candidates if c.name in broken or not _same(present.get(c.name), c)]
-        report.unchanged = [(c.name, str(c.version)) for c in candidates if c not in todo]
+    def _steps(self, store: Store, work: _Work, options: Options, report: InstallReport) -> list[_Step]:
+        """What must be linked, each with its tree and link mode, decided before the venv changes."""
+        candidates, present = work.plan.candidates, work.present
+        broken = self._damage(present, candidates, work.request.exact, report)
+        steps = [_Step(c) for c in candidates
+                 if c.name in broken or work.request.reinstalls(c.name) or not _same(present.get(c.name), c)]
+        todo = {s.cand.name for s in steps}
+        report.unchanged = [(c.name, str(c.version)) for c in candidates if c.name not in todo]
+        self._realize(store, steps, options.sources, quiet=options.quiet,
+                      compile_into=options.link_mode in (None, LinkMode.FOLD) and options.compile_bytecode)
+        if work.plan.check_after:  # a set taken as complete, now that every tree is here
+            work.check_dependencies(steps, self.interpreter)
+        modes = self._choose_modes(store, [s.tree for s in steps], options.link_mode, report)
+        for step in steps:
+            step.mode = modes[step.key]
+        return steps
 
-        trees = self._realize(store, todo, options.sources,
-                              compile_into=link_mode in (None, LinkMode.FOLD) and compile_bytecode, quiet=options.quiet)
-        modes = self._choose_modes(store, trees, link_mode, report)
-        hardlinked = frozenset(k for k, m in modes.items() if m is LinkMode.HARDLINK)
+    def _install(self, store: Store, work: _Work, options: Options, *, check_while_linking: bool
+                 ) -> tuple[InstallReport, dict[NormalizedName, Distribution]]:
+        """Link what the plan chose; the report, and the venv's distributions after it (read once, before)."""
+        report = InstallReport()
+        steps = self._steps(store, work, options, report)
+        present = work.present
+        hardlinked = frozenset(s.key for s in steps if s.mode is LinkMode.HARDLINK)
         # hard links need their check first (link counts, see checks.linked); the rest may be checked meanwhile
-        here = checks.HERE_WHEN_FOLDED if all(m is LinkMode.FOLD for m in modes.values()) else 0.0
-        later = checks.CheckWhileLinking.start(store, [t for t in trees if t.key not in hardlinked], here) \
+        here = checks.HERE_WHEN_FOLDED if all(s.mode is LinkMode.FOLD for s in steps) else 0.0
+        later = checks.CheckWhileLinking.start(store, [s.tree for s in steps if s.key not in hardlinked], here) \
             if check_while_linking else None
         try:
-            now = [t for t in trees if t.key in hardlinked] if later is not None else trees
-            wheels = {t.key: c.wheel for c, t in zip(todo, trees)}
+            now = [s for s in steps if s.key in hardlinked] if later is not None else steps
             # before the venv changes; a repaired tree comes back under the same key, owned by its repairer
-            checked = dict(zip((t.key for t in now),
-                               checks.intact_trees(store, now, [wheels[t.key] for t in now], report.notes, hardlinked)))
-            trees = [checked.get(t.key, t) for t in trees]
-            pycs = self._bytecode(store, trees) if compile_bytecode else {}
+            for step, tree in zip(now, checks.intact_trees(store, [s.tree for s in now], [s.cand.wheel for s in now],
+                                                           report.notes, hardlinked)):
+                step.tree = tree
+            if options.compile_bytecode:
+                self._bytecode(store, steps)
             checkpoint("linking")  # tests pause here: the trees are found, not yet linked
-            stashes = self._link_checked(store, todo, trees, modes, pycs, present, report, later)
+            stashes = self._link_checked(store, steps, present, report, later)
         finally:
             if later is not None:
                 later.close()
@@ -151,13 +183,16 @@ class Environment:
             log.warning("%s", note)
         for stash in stashes.values():
             stash.discard()
-        checks.linked(store, [u for t in trees if modes[t.key] is LinkMode.HARDLINK for u in (t, pycs.get(t.key)) if u],
+        checks.linked(store, [u for s in steps if s.mode is LinkMode.HARDLINK for u in (s.tree, s.pycs) if u],
                       self.interpreter.cache_tag)
-        report.installed = [(t.manifest.name, t.manifest.version, modes[t.key].value) for t in trees]
-        if options.exact:  # removals last: a failed install above must not have cost the venv its other packages
-            self._remove_unwanted(present, {c.name for c in candidates}, report)
+        report.installed = [(s.tree.manifest.name, s.tree.manifest.version, s.link_mode.value) for s in steps]
+        after = {n: d for n, d in present.items() if n not in stashes and n not in {s.cand.name for s in steps}}
+        after.update((d.name, d) for s in steps if s.dist_info and (d := describe(s.dist_info)) is not None)
+        if work.request.exact:  # removals last: a failed install above must not have cost the venv its other packages
+            keep = {c.name for c in work.plan.candidates} | {p.name for p in work.editables}
+            self._remove_unwanted(after, keep, report)
         inst.bump_mtime(self.interpreter)
-        return report
+        return report, after
 
     def _damage(self, present: dict[NormalizedName, Distribution], candidates: Sequence[Candidate], exact: bool,
                 report: InstallReport) -> set[NormalizedName]:
@@ -176,7 +211,8 @@ class Environment:
     def _remove_unwanted(self, present: dict[NormalizedName, Distribution], wanted: set[NormalizedName],
                          report: InstallReport) -> None:
         """sync's removals: every distribution not wanted (whole or half removed by another tool, then what can be
-        told as its own), and links into the store nobody claims."""
+        told as its own), and links into the store nobody claims. ``present`` (the venv's distributions) loses
+        those removed."""
         for name, dist in sorted(present.items()):
             if name in wanted or name in SEED_PACKAGES:
                 continue
@@ -189,18 +225,15 @@ class Environment:
                     log.warning("removed %s %s's dist-info; it had no RECORD, so files it installed may remain",
                                 dist.display_name, dist.version)
             report.removed.append((dist.display_name, dist.version))
-        left = self.distributions()  # again: what was replaced has moved, and its origin file with it
-        for stray in damage.survey(self.interpreter, left, ()):
+            del present[name]
+        for stray in damage.survey(self.interpreter, present, ()):
             log.warning("removing %s", stray.describe())
             damage.remove(stray, self.interpreter, self.path)
 
     def _link_checked(
         self,
         store: Store,
-        todo: Sequence[Candidate],
-        trees: Sequence[Tree],
-        modes: dict[str, LinkMode],
-        pycs: dict[str, Tree],
+        steps: Sequence[_Step],
         present: dict[NormalizedName, Distribution],
         report: InstallReport,
         later: checks.CheckWhileLinking | None,
@@ -208,68 +241,66 @@ class Environment:
         """Link the trees, replacing older versions (kept aside until the caller discards them), and take everything
         back if anything fails, or if the check running meanwhile finds a tree damaged."""
         stashes: dict[NormalizedName, Stash] = {}
+        cleared: set[NormalizedName] = set()  # names whose old version is gone or set aside: what is there now is ours
         try:
-            for cand in todo:  # an upgrade or downgrade replaces the old version's files, kept aside until it is in
-                old = present.get(cand.name)
+            for step in steps:  # an upgrade or downgrade replaces the old version's files, kept aside until it is in
+                name = step.cand.name
+                old = present.get(name)
+                cleared.add(name)
                 if old is not None and not damage.has_record(old):  # only its remains can go: nothing to keep
                     damage.remove(damage.Damaged(old, "", damage.tree_of(old)), self.interpreter, self.path,
                                   forget_unknown=True)
                 elif old is not None:
-                    stashes[cand.name] = Stash(self.interpreter.prefix)
-                    uninstall(old, self.interpreter, stashes[cand.name])
+                    stashes[name] = Stash(self.interpreter.prefix)
+                    uninstall(old, self.interpreter, stashes[name])
                     report.removed.append((old.display_name, old.version))
-            self._link_all(store, todo, trees, modes, pycs)
+            self._link_all(store, steps)
             if later is not None and not later.intact():
                 raise _DamagedMeanwhile()
         except BaseException:
-            self._put_back(todo, stashes)
+            self._put_back(steps, stashes, cleared)
             raise
         return stashes
 
-    def _put_back(self, todo: Sequence[Candidate], stashes: dict[NormalizedName, Stash]) -> None:
-        """After a failed install: remove what it installed, and restore the old versions it replaced."""
+    def _put_back(self, steps: Sequence[_Step], stashes: dict[NormalizedName, Stash], cleared: set[NormalizedName]
+                  ) -> None:
+        """After a failed install: remove what it installed (a distribution of the new version where the old one
+        was ``cleared`` or absent), and restore the old versions it replaced."""
         now = self.distributions()
-        for cand in todo:
-            if cand.name in now and _same(now[cand.name], cand):
-                uninstall(now[cand.name], self.interpreter)
+        for step in steps:
+            name = step.cand.name
+            if name in cleared and name in now and _same(now[name], step.cand):
+                uninstall(now[name], self.interpreter)
         for stash in stashes.values():
             stash.restore()
 
-    def _link_all(
-        self,
-        store: Store,
-        todo: Sequence[Candidate],
-        trees: Sequence[Tree],
-        modes: dict[str, LinkMode],
-        pycs: dict[str, Tree],
-    ) -> None:
-        folds = plan_folds([t for t in trees if modes[t.key] is LinkMode.FOLD], self.interpreter)
+    def _link_all(self, store: Store, steps: Sequence[_Step]) -> None:
+        folds = plan_folds([s.tree for s in steps if s.mode is LinkMode.FOLD], self.interpreter)
 
-        def one(pair: tuple[Candidate, Tree]) -> None:
-            cand, tree = pair
-            inst.install_tree(
-                tree,
+        def one(step: _Step) -> None:
+            step.dist_info = inst.install_tree(
+                step.tree,
                 self.interpreter,
-                modes[tree.key],
-                requested=cand.requested,
-                direct_url=cand.direct_url,
+                step.link_mode,
+                requested=step.cand.requested,
+                direct_url=step.cand.direct_url,
                 store_root=str(store.root),
-                pycs=pycs.get(tree.key),
-                fold=folds.get(tree.key),
+                pycs=step.pycs,
+                fold=folds.get(step.key),
             )
 
         # Trees are independent, and link()/mkdir() release the GIL: a few threads overlap the syscalls of per-file
         # linking. Folded trees make few: there, threads would only fight over the GIL (and with the check running
         # meanwhile for the other core).
-        per_file = sum(1 for t in trees if modes[t.key] is not LinkMode.FOLD)
+        per_file = sum(1 for s in steps if s.mode is not LinkMode.FOLD)
         if per_file == 0:
-            for pair in zip(todo, trees):
-                one(pair)
+            for step in steps:
+                one(step)
             return
         from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
 
         with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, per_file)), thread_name_prefix="install") as pool:
-            list(pool.map(one, zip(todo, trees)))
+            list(pool.map(one, steps))
 
     def uninstall(self, names: Sequence[str]) -> InstallReport:
         """Remove distributions, then refresh the gc roots of the stores they came from."""
@@ -347,53 +378,50 @@ class Environment:
         inst.bump_mtime(self.interpreter)
         return dist, len(changed)
 
-    def _bytecode(self, store: Store, trees: Sequence[Tree]) -> dict[str, Tree]:
+    def _bytecode(self, store: Store, steps: Sequence[_Step]) -> None:
         """Each tree's pyc unit for this interpreter, compiled once per store. Trees go one at a time: the compiler
         already fans each tree's modules out over every core."""
-        units = {}
-        for tree in trees:
-            unit = checks.intact_pycs(store, tree, self.interpreter)
-            if unit is not None:
-                units[tree.key] = unit
-        return units
+        for step in steps:
+            step.pycs = checks.intact_pycs(store, step.tree, self.interpreter)
 
     def _realize(
         self,
         store: Store,
-        todo: Sequence[Candidate],
+        steps: Sequence[_Step],
         sources: Sources | None = None,
         *,
         compile_into: bool = False,
         quiet: bool = False,
-    ) -> list[Tree]:
-        """Trees for the candidates: looked up by hash when one is known (no file opened, no network), else realized
-        from local wheels, or downloaded (once per store) and built from sdists where needed. With ``compile_into``
-        (auto, fold), wheels published now get this interpreter's pycs inside the tree (see
+    ) -> None:
+        """Give every step its tree: the one the plan found (no file opened, no network), else realized from a local
+        wheel, or downloaded (once per store) and built from an sdist where needed. With ``compile_into`` (auto,
+        fold), wheels published now get this interpreter's pycs inside the tree (see
         :mod:`wheelstore.store.bytecode`)."""
-        trees = {c.name: t for c in todo if c.sha256 and (t := store.lookup(c.sha256, remember=True)) is not None}
-        local = [c for c in todo if c.name not in trees and c.wheel is not None]
-        remote = [c for c in todo if c.name not in trees and c.wheel is None]
+        local = [s for s in steps if s.cand.tree is None and s.cand.wheel is not None]
+        remote = [s for s in steps if s.cand.tree is None and s.cand.wheel is None]
         compiler = InTree(store, self.interpreter) if compile_into and self.interpreter.cache_tag else None
         if local:
             from ..store.publish import realize_many
 
-            outcomes = realize_many(store, [(Path(c.wheel), c.sha256) for c in local if c.wheel is not None],
-                                    compiler=compiler)
+            outcomes = realize_many(store, [(Path(s.cand.wheel), s.cand.sha256) for s in local if s.cand.wheel],
+                                    compiler=compiler, absent=True)  # the plan looked each hash given up
             errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
             if errors:
                 raise errors[0]
-            trees.update((c.name, o.tree) for c, o in zip(local, outcomes) if not isinstance(o, WheelstoreError))
+            for step, outcome in zip(local, outcomes, strict=True):
+                if not isinstance(outcome, WheelstoreError):
+                    step.tree = outcome.tree
         if remote:
             from ..fetch.download import obtain, progress_for
 
-            files = [c.remote for c in remote]
+            files = [s.cand.remote for s in remote]
             if None in files or sources is None:
-                raise WheelstoreError(f"no file for {', '.join(c.where for c in remote if c.remote is None)}")
+                raise WheelstoreError(f"no file for {', '.join(s.cand.where for s in remote if s.cand.remote is None)}")
             with progress_for(quiet=quiet) as progress:
                 got = obtain(store, [f for f in files if f is not None], self.interpreter, sources, progress=progress,
                              compiler=compiler)
-            trees.update(zip((c.name for c in remote), got))
-        return [trees[c.name] for c in todo]
+            for step, tree in zip(remote, got, strict=True):
+                step.tree = tree
 
     def _choose_modes(
         self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: InstallReport
@@ -416,6 +444,56 @@ class Environment:
         return modes
 
 
+class _Step:
+    """One distribution to link, as the install learns it: the plan's candidate, then its tree (found by the plan or
+    realized now), its link mode and its pyc unit. One record, carried through every stage."""
+
+    def __init__(self, cand: Candidate) -> None:
+        self.cand = cand
+        self._tree = cand.tree
+        self.mode: LinkMode | None = None
+        self.pycs: Tree | None = None
+        #: the dist-info it made in the venv, once linked
+        self.dist_info: Path | None = None
+
+    @property
+    def tree(self) -> Tree:
+        if self._tree is None:
+            raise AssertionError(f"{self.cand.name} has no tree yet")  # a stage ran before realize
+        return self._tree
+
+    @tree.setter
+    def tree(self, tree: Tree) -> None:
+        self._tree = tree
+
+    @property
+    def key(self) -> str:
+        return self.tree.key
+
+    @property
+    def link_mode(self) -> LinkMode:
+        if self.mode is None:
+            raise AssertionError(f"{self.cand.name} has no link mode yet")
+        return self.mode
+
+
+class _Work(NamedTuple):
+    """An install's input: the request, its plan, and the venv's distributions as read once before it."""
+
+    request: Request
+    plan: Plan
+    present: dict[NormalizedName, Distribution]
+    #: the ``-e`` projects, installed by uv once the store's part is linked (:mod:`.editable`); sync keeps them
+    editables: tuple[Pin, ...] = ()
+
+    def check_dependencies(self, steps: Sequence[_Step], interpreter: Interpreter) -> None:
+        """A set taken as complete must hold every dependency of its members: said before anything is linked."""
+        from ..resolve.dependencies import unmet_after
+
+        trees = {s.cand.name: s.tree for s in steps}
+        unmet_after(self.plan.candidates, trees, self.present, interpreter, exact=self.request.exact)
+
+
 class _DamagedMeanwhile(Exception):
     """The check that ran while the trees were linked found one damaged; what was linked has been taken back."""
 
@@ -424,6 +502,8 @@ def _same(dist: Distribution | None, cand: Candidate) -> bool:
     """Whether the venv already holds exactly this version (installed by anyone)."""
     if dist is None:
         return False
+    if cand.direct_url is not None and "dir_info" in cand.direct_url:  # a project built now: same if the same wheel
+        return (origin(dist) or {}).get("key") == cand.sha256
     try:
         return Version(dist.version) == cand.version
     except InvalidVersion:

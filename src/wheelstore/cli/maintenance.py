@@ -1,0 +1,142 @@
+"""The store's maintenance verbs: gc, stats and verify."""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import ExitStack, closing
+from pathlib import Path
+from typing import Any
+
+from ..base.errors import printable
+from ..store.store import Store
+from .options import add_source_options, local_links, sources_from
+from .output import err, out, print_json, size_text
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from ..store import gc
+
+    grace = gc.DEFAULT_GRACE if args.grace is None else gc.parse_duration(args.grace)
+    with Store.select(args.store) as store:
+        report = gc.collect_garbage(store, grace=grace, dry_run=args.dry_run)
+    if args.json:
+        print_json(report.to_json())
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for u in report.removed:
+        what = f"{u.name} {u.version}".strip() or u.kind
+        out(args, f" - {u.path} ({what}, {size_text(u.bytes)})")
+    for u in report.unpublished:
+        out(args, f"unpublished {u.path} ({u.name} {u.version}); its files belong to {u.owner}: "
+                   f"they are freed by {u.owner}'s 'wheelstore gc' or root's")
+    for u in report.not_removable:
+        what = f"{u.name} {u.version}".strip() or u.kind
+        out(args, f"not removable: {u.path} ({what}) belongs to {u.owner}; only {gc.who_can(u.owner)} can remove it")
+    for problem in report.problems:
+        out(args, f"skipped: {problem}")
+    out(args, f"{verb} {len(report.removed)} entries ({size_text(report.freed_bytes)}); kept {report.live} in use by "
+               f"{report.roots_live} venvs and {report.young} younger than the grace period")
+    if report.cache_entries_removed:
+        out(args, f"also removed {report.cache_entries_removed} entries for trees no longer in the store from your "
+                   "cache")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from ..store import stats
+
+    with Store.select(args.store) as store:
+        result = stats.measure(store)
+    data = result.to_json()
+    if args.json:
+        print_json(data)
+        return 0
+    out(args, f"store {data['store']}: {size_text(result.store_usage.bytes)}, {result.store_usage.inodes} inodes")
+    for v in result.venvs:
+        out(args, f"venv {v.venv} ({v.user}): links {len(v.units)} units, {size_text(v.logical.bytes)} as copies; "
+                   f"its own files {size_text(v.physical.bytes)}, {v.physical.inodes} inodes")
+    users: Any = data["users"]
+    for u in users:
+        out(args, f"user {u['user']}: {u['venvs']} venvs, {size_text(u['logical_bytes'])} as copies, "
+                   f"{size_text(u['physical_bytes'])} own files")
+    logical, physical = result.logical, result.physical
+    saved = f"{100 * (1 - physical.bytes / logical.bytes):.0f}%" if logical.bytes else "-"
+    out(args, f"logical {size_text(logical.bytes)} ({logical.inodes} inodes), physical {size_text(physical.bytes)} "
+               f"({physical.inodes} inodes): saves {size_text(logical.bytes - physical.bytes)} ({saved})")
+    for note in result.notes:
+        out(args, f"note: {note}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..store import repair, verify
+
+    sources = sources_from(args)
+    local = repair.local_wheels(local_links(args))
+    with Store.select(args.store) as store, ExitStack() as cleanup:
+
+        def find(filename: str | None, sha256: str) -> Path | None:
+            """A wheel to repair from: in the -f directories, else downloaded from the indexes (checked by hash)."""
+            found = local(filename, sha256)
+            if found is not None or filename is None or sources.offline:
+                return found
+            from ..fetch.download import find_wheel, remove_download
+            from ..fetch.http import Http
+
+            http = cleanup.enter_context(closing(Http()))
+            path = find_wheel(store, filename, sha256, sources, http)
+            if path is not None:
+                cleanup.callback(remove_download, store, path)
+            return path
+
+        report = repair.verify_and_repair(store, full=args.full, finder=find) if args.repair \
+            else verify.verify_store(store, full=args.full)
+    if args.json:
+        print_json(report.to_json())
+        return 0 if report.ok else 1
+    last = None
+    for d in report.damaged:
+        if d.key != last:
+            unit = " (bytecode)" if d.unit == "bytecode" else ""
+            print(printable(f"damaged: {d.name} {d.version}{unit}, tree {d.key}"))
+            last = d.key
+        print(f"  {d.describe()}")
+    for r in report.repaired:
+        source = f"from {r.wheel}" if r.wheel else "(compiled again on the next install)"
+        out(args, printable(f"repaired: {r.name} {r.version}{' bytecode' if r.unit == 'bytecode' else ''} {source}; "
+                             f"the damaged copy is in {', '.join(r.quarantined) or 'nowhere (it was gone)'}"))
+    for name, version, key, why in report.unrepaired:
+        print(printable(f"not repaired: {name} {version} ({key}): {why}"))
+    for o in report.orphans:  # not damage (nobody uses them): said, but verify's status is the trees'
+        print(f"no manifest: {o.describe()}")
+    how = "re-hashed every file" if report.full else f"{report.rehashed} re-hashed, {report.relinked} only relinked"
+    state = "all intact" if not report.damaged else (
+        f"{len(report.still_damaged)} still damaged" if report.still_damaged else "all repaired")
+    if report.orphans:
+        state += f"; {len(report.orphans)} {'entry' if len(report.orphans) == 1 else 'entries'} of trees/ without a " \
+                 "manifest (above)"
+    out(args, f"checked {report.trees} trees, {report.files} files ({how}): {state}")
+    if report.still_damaged and not args.repair:
+        err(f"fix: wheelstore --store {store.root} verify --repair "
+             "(their wheels come from the indexes, or from -f DIR)")
+    return 0 if report.ok else 1
+
+
+def gc_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--grace", metavar="DURATION", help="keep unused trees younger than this (default 1d; 0, 90s, 12h)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_gc)
+
+
+def stats_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_stats)
+
+
+def verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--full", action="store_true", help="re-hash every file, not only those whose ctime moved")
+    p.add_argument("--repair", action="store_true", help="publish damaged trees again from their wheels")
+    add_source_options(p)  # where --repair finds wheels: -f directories first, then the indexes
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_verify)

@@ -1,0 +1,37 @@
+"""What the command line prints: report lines, JSON, and lines on stderr after stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..base.errors import printable
+
+
+def out(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def size_text(n: int) -> str:
+    if abs(n) < 1024:
+        return f"{n} B"
+    value, shown = float(n), "B"
+    for unit in ("KiB", "MiB", "GiB"):
+        value, shown = value / 1024, unit
+        if abs(value) < 1024:
+            break
+    return f"{value:.1f} {shown}"
+
+
+def err(line: str) -> None:
+    """A line on stderr, after what is already on stdout: when both go to one pipe (a CI log), a report's last
+    line and the error or fix after it must come out in that order."""
+    sys.stdout.flush()
+    print(printable(line), file=sys.stderr)

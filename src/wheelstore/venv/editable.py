@@ -1,0 +1,64 @@
+"""Editable installs (``-e DIR``): the user's own project, installed by its build backend (PEP 660) through uv, as
+``uv pip install -e`` does. Its files are the user's, writable, in the venv (a ``.pth`` file or an import hook, as the
+backend gives); nothing of it is in the store. uv writes its RECORD, so ``uninstall`` and ``sync`` treat it as any
+distribution installed by another tool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ..base.distinfo import installed, origin
+from ..base.errors import BuildError
+from ..fetch.sources import Sources
+from ..fetch.uv import run_uv, uv_command, uv_failure
+from ..resolve.requirements import Pin
+from ..base.interpreter import Interpreter
+from .uninstall import uninstall
+
+
+class Done(NamedTuple):
+    """What an editable install did, as uv says it: (name, version, "editable") installed, (name, version) removed and
+    unchanged."""
+
+    installed: list[tuple[str, str, str]]
+    removed: list[tuple[str, str]]
+    unchanged: list[tuple[str, str]]
+
+
+def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: Sources | None) -> Done:
+    """Install each project of ``pins`` editable into the venv of ``interpreter`` (without its dependencies).
+
+    A version of it that wheelstore linked from the store is removed first, by wheelstore: uv would remove it by its
+    RECORD, through links that lead into the store.
+    """
+    report = Done([], [], [])
+    if not pins:
+        return report
+    sources = sources or Sources()
+    present = installed(interpreter)
+    for pin in pins:
+        old = present.get(pin.name)
+        if old is not None and origin(old) is not None:
+            uninstall(old, interpreter)
+            report.removed.append((old.display_name, old.version))
+    projects = [str(p.project) for p in pins if p.project is not None]
+    cmd = [*uv_command(["pip", "install", "--no-deps"], interpreter, sources),
+           *(arg for project in projects for arg in ("-e", project))]
+    status, lines = run_uv(cmd, sources, quiet=True)  # what it did is reported as wheelstore reports an install
+    if status != 0:
+        raise uv_failure(lines, f"installing {', '.join(projects)} editable failed", sources, cls=BuildError)
+    changed = False
+    for line in lines:  # uv's own account: " + name==version (from file:///DIR)", " - ...", " ~ ..." (reinstalled)
+        sign, _, what = line.strip().partition(" ")
+        name, _, version = what.split(" ")[0].partition("==")
+        if sign in ("+", "-", "~") and version:
+            changed = True
+            if sign == "-":
+                report.removed.append((name, version))
+            else:
+                report.installed.append((name, version, "editable"))
+    if not changed:
+        report.unchanged.extend((p.name, "editable") for p in pins)
+    return report
