@@ -1,0 +1,103 @@
+"""Attacks on issue 16's work, as another member of a group store and as a user whose venv another tool made: the
+store as an index (by name, and for uv offline), the closure check reading another member's METADATA, the versions
+a venv gives uv as preferences."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import Runner, Users, one_line_error
+from .test_attack_install import _plant, _realize
+from .test_fetching import ISOLATED, _import, _venv
+from .wheelmaker import make_wheel
+
+
+def _site(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
+# -- the closure check, reading another member's METADATA through the CLI ---------------------------------------------
+
+
+@pytest.mark.parametrize("metadata", ["unparseable", "not-utf8-requires", "huge-header"])
+def test_bobs_odd_metadata_is_one_line_for_alices_install(
+    run: Runner, users: Users, workdir: Path, group_store: Path, metadata: str
+) -> None:
+    """bob's tree (published, or its METADATA replaced by him afterwards) has a Requires-Dist that is not a
+    requirement, a Requires-Dist that is not UTF-8, or a header block of 20 MiB with no end. Alice's pinned offline
+    install of it checks its dependencies from that METADATA: one line naming it, no traceback, no hang, nothing
+    linked."""
+    whl = make_wheel(workdir, "odd", "1.0", files={"odd/__init__.py": b""}, requires=("lib",))
+    key = _realize(run, users.bob, group_store, whl)
+    target = group_store / "trees" / key / "odd-1.0.dist-info/METADATA"
+    head = "Metadata-Version: 2.1\\nName: odd\\nVersion: 1.0\\n"
+    code = {
+        "unparseable": f"open(sys.argv[1], 'w').write('{head}Requires-Dist: lib (>=1.0\\n')",
+        "not-utf8-requires": f"open(sys.argv[1], 'wb').write(b'{head}Requires-Dist: l\\xffb\\n')",
+        "huge-header": f"f = open(sys.argv[1], 'w'); f.write('{head}'); f.write('X: ' + 'y' * (20 << 20))",
+    }[metadata]
+    _plant(run, users.bob, target, code)
+    venv = _venv(run, users.alice, workdir / "venv")
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--offline", "odd==1.0",
+               env=ISOLATED, timeout=60)
+    line = one_line_error(done)
+    assert "odd" in line, line
+    assert not list(_site(venv).glob("odd*")), "nothing of bob's tree is linked"
+
+
+# -- the store index: what bob plants under a name -------------------------------------------------------------------
+
+
+def test_a_tree_whose_wheel_name_carries_an_encoded_path_is_not_offered(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob rewrites his own manifest so that its wheel file name's platform tag is ``x%2F%2E%2E%2F...`` (no ``/``,
+    no ``..``, a valid wheel name to packaging), which a file: URL decodes to a path outside alice's private index.
+    Alice's ``--offline evil`` must not read it: uv (0.13.9) refuses such a tag, so evil is simply not found."""
+    whl = make_wheel(workdir, "evil", "1.0", files={"evil/__init__.py": b""})
+    key = _realize(run, users.bob, group_store, whl)
+    manifest = group_store / "manifests" / f"{key}.json"
+    code = ("import json; p = sys.argv[1]; d = json.load(open(p)); "
+            "d['wheel'] = 'evil-1.0-py3-none-any.x%2F%2E%2E%2F%2E%2E%2Foutside.whl'; "
+            "os.chmod(p, 0o644); os.unlink(p); open(p, 'w').write(json.dumps(d)); os.chmod(p, 0o444)")
+    done = run.python(users.bob, f"import os, sys; {code}", str(manifest))
+    assert done.returncode == 0, done.stderr
+    outside = workdir / "outside.whl"
+    outside.write_bytes(b"not a wheel")
+    venv = _venv(run, users.alice, workdir / "venv")
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--offline", "evil",
+               env={**ISOLATED, "UV_CACHE_DIR": str(workdir / "uvcache")})
+    assert "evil" in one_line_error(done)
+    assert not list(_site(venv).glob("evil*"))
+
+
+# -- the venv's versions as uv's preferences -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.0-SNAPSHOT-r1", "1.0\x7f", '1.0"\nmalicious = "x'])
+def test_a_venv_distribution_with_a_version_uv_cannot_read_does_not_break_resolving(
+    run: Runner, users: Users, workdir: Path, group_store: Path, version: str
+) -> None:
+    """Another tool left a distribution in alice's venv whose METADATA Version is not PEP 440 (a legacy version,
+    a DEL, a quote and a newline). An unpinned install resolves with the venv's versions as preferences: such a
+    version must neither reach uv's TOML (which rejects the whole file: 'TOML parse error at line 6') nor inject
+    into it; the install works and the odd distribution is left alone."""
+    wheels = workdir / "wheels"
+    wheels.mkdir(mode=0o755)
+    make_wheel(wheels, "app", "1.0", files={"app/__init__.py": b"VALUE = 'app'\n"}).chmod(0o644)
+    venv = _venv(run, users.alice, workdir / "venv")
+    code = ("import os, sys; d = os.path.join(sys.argv[1], 'odd-1.0.dist-info'); os.mkdir(d); "
+            "open(os.path.join(d, 'METADATA'), 'w').write('Metadata-Version: 2.1\\nName: odd\\nVersion: ' "
+            "+ sys.argv[2] + '\\n'); open(os.path.join(d, 'RECORD'), 'w').write('odd-1.0.dist-info/METADATA,,\\n'); "
+            "open(os.path.join(d, 'INSTALLER'), 'w').write('pip\\n')")
+    made = run.python(users.alice, code, str(_site(venv)), version)
+    assert made.returncode == 0, made.stderr
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--no-index", "-f",
+               str(wheels), "app", env={**ISOLATED, "UV_CACHE_DIR": str(workdir / "uvcache")})
+    assert done.returncode == 0, done.stderr
+    assert _import(users.alice, venv, "import app; print(app.VALUE)") == "app"
+    assert (_site(venv) / "odd-1.0.dist-info" / "METADATA").is_file()
+    assert not any(p.name.startswith("malicious") for p in os.scandir(_site(venv)))
