@@ -4,12 +4,20 @@ a venv gives uv as preferences."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from .conftest import Runner, Users, one_line_error
+from wheelstore.base.interpreter import Interpreter
+from wheelstore.fetch.sources import Sources
+from wheelstore.resolve.plan import Request, plan
+from wheelstore.store.publish import realize
+from wheelstore.store.store import Store
+
+from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error
 from .test_attack_install import _plant, _realize
 from .test_fetching import ISOLATED, _import, _venv
 from .wheelmaker import make_wheel
@@ -101,3 +109,40 @@ def test_a_venv_distribution_with_a_version_uv_cannot_read_does_not_break_resolv
     assert _import(users.alice, venv, "import app; print(app.VALUE)") == "app"
     assert (_site(venv) / "odd-1.0.dist-info" / "METADATA").is_file()
     assert not any(p.name.startswith("malicious") for p in os.scandir(_site(venv)))
+
+
+# -- two trees of one wheel file name in the offline index ----------------------------------------------------------
+
+
+def test_offline_two_builds_of_one_version_lock_the_tree_whose_metadata_uv_read(tmp_path: Path,
+                                                                                cache_home: Path) -> None:
+    """Two trees with one wheel file name (``install ./proj`` publishes a new tree per source change, all
+    ``proj-0.1-py3-none-any.whl``): the first (by key) requires ``lib``, the other nothing. The offline index wrote
+    both links but one stub and one ``.metadata`` file (the last tree's), so uv locked the first tree's key with
+    the second's METADATA: ``--offline proj`` installed a proj that requires lib, without lib."""
+    Store.init(tmp_path / "store")
+    store = Store.open(tmp_path / "store")
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    py = Interpreter.inspect(tmp_path / "venv" / "bin" / "python")
+
+    def build(i: int, requires: tuple[str, ...]) -> Path:
+        d = tmp_path / f"w{i}-{len(requires)}"
+        d.mkdir()
+        return make_wheel(d, "proj", "0.1", files={"proj/__init__.py": f"V = {i}\n".encode()}, requires=requires)
+
+    for i in range(100):  # the tree that requires lib must sort first
+        needs, alone = build(i, ("lib",)), build(i, ())
+        if hashlib.sha256(needs.read_bytes()).hexdigest() < hashlib.sha256(alone.read_bytes()).hexdigest():
+            break
+    first, _second = realize(store, needs).tree, realize(store, alone).tree
+    libs = tmp_path / "lib"
+    libs.mkdir()
+    lib = realize(store, make_wheel(libs, "lib", "1.0")).tree
+    offline = Sources(index_urls=(), no_index=True, offline=True)
+    os.environ["UV_CACHE_DIR"] = str(tmp_path / "uvcache")
+    try:
+        chosen = plan(store, py, Request(items=["proj"]), offline, quiet=True).candidates
+    finally:
+        del os.environ["UV_CACHE_DIR"]
+    keys: dict[str, str | None] = {c.name: c.sha256 for c in chosen}
+    assert keys.get("proj") != first.key or keys.get("lib") == lib.key, keys
