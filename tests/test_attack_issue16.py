@@ -171,3 +171,32 @@ def test_a_failed_editable_build_keeps_the_linked_version(run: Runner, workdir: 
     done = run(None, "--store", str(store), command, "--venv", str(venv), *extra, "-e", str(proj), *_offline(links))
     assert "editable" in one_line_error(done)
     assert _value(venv) == "linked"
+
+
+# -- what a careful uv user expects -----------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="an unpinned request always goes to uv pip compile, which asks the index; "
+                   "uv pip install checks site-packages first ('Checked 1 package') and needs no network")
+def test_an_unpinned_request_the_venv_satisfies_needs_no_index(run: Runner, workdir: Path) -> None:
+    store, venv = workdir / "store", _projects_venv(workdir / "venv")
+    assert run(None, "init", str(store)).returncode == 0
+    app = make_wheel(workdir, "app", "1.0", files={"app/__init__.py": b"VALUE = 'app'\n"})
+    assert run(None, "--store", str(store), "install", "--venv", str(venv), str(app)).returncode == 0
+    done = run(None, "--store", str(store), "install", "--venv", str(venv), "--index-url", "http://127.0.0.1:9/simple",
+               "app", env=ISOLATED)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="offline, uv resolves against the store's index, but its error (and the hint "
+                   "wheelstore adds) speaks of uv's cache, which plays no part")
+def test_offline_a_dependency_the_store_lacks_is_named_as_not_in_the_store(run: Runner, workdir: Path) -> None:
+    store, venv = workdir / "store", _projects_venv(workdir / "venv")
+    assert run(None, "init", str(store)).returncode == 0
+    app = make_wheel(workdir, "app", "1.0", files={"app/__init__.py": b""}, requires=("lib",))
+    done = run(None, "--store", str(store), "install", "--venv", str(venv), "--no-deps", str(app))
+    assert done.returncode == 0, done.stderr
+    done = run(None, "--store", str(store), "install", "--venv", str(venv), "--offline", "app",
+               env={**ISOLATED, "UV_CACHE_DIR": str(workdir / "uvcache")})
+    line = one_line_error(done)
+    assert "lib" in line and "store" in line and "cache" not in line, line
