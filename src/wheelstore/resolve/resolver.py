@@ -129,15 +129,14 @@ def _seed(preferences: Mapping[NormalizedName, str]) -> str | None:
 
     from packaging.version import InvalidVersion, Version
 
-    def valid(version: str) -> bool:
+    def normal(version: str) -> str | None:
         try:
-            Version(version)
+            return str(Version(version))  # (as PEP 440 spells it: no spaces, no "v", nothing uv reads otherwise)
         except InvalidVersion:
-            return False
-        return version.isascii() and version.isprintable()
+            return None
 
     entries = "".join(f"\n[[packages]]\nname = {json.dumps(n)}\nversion = {json.dumps(v)}\n"
-                      for n, v in sorted(preferences.items()) if valid(v))
+                      for n, v in sorted((n, normal(v)) for n, v in preferences.items()) if v is not None)
     if not entries:
         return None  # (uv refuses a lock without packages)
     return f'lock-version = "1.0"\ncreated-by = "wheelstore"\n{entries}'
