@@ -200,3 +200,37 @@ def test_offline_a_dependency_the_store_lacks_is_named_as_not_in_the_store(run: 
                env={**ISOLATED, "UV_CACHE_DIR": str(workdir / "uvcache")})
     line = one_line_error(done)
     assert "lib" in line and "store" in line and "cache" not in line, line
+
+
+def _needs_python(directory: Path, spec: str) -> Path:
+    """A wheel ``newpy 1.0`` whose METADATA says ``Requires-Python: {spec}`` (its RECORD made again)."""
+    import zipfile
+
+    from .wheelmaker import record_hash
+
+    path = make_wheel(directory, "newpy", "1.0", files={"newpy/__init__.py": b""})
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    members["newpy-1.0.dist-info/METADATA"] += f"Requires-Python: {spec}\n".encode()
+    rows = [f"{k},{record_hash(v)},{len(v)}" for k, v in members.items() if not k.endswith("/RECORD")]
+    members["newpy-1.0.dist-info/RECORD"] = ("\n".join([*rows, "newpy-1.0.dist-info/RECORD,,"]) + "\n").encode()
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.xfail(strict=True, reason="METADATA's Requires-Python is never checked (only an index's "
+                   "data-requires-python): a local wheel, a -f directory's or the store's tree by name installs "
+                   "into a Python it refuses; pip and uv refuse it")
+@pytest.mark.parametrize("given", ["wheel", "find-links pin"])
+def test_a_wheel_that_requires_another_python_is_refused(run: Runner, workdir: Path, given: str) -> None:
+    store, venv = workdir / "store", _projects_venv(workdir / "venv")
+    assert run(None, "init", str(store)).returncode == 0
+    wheels = workdir / "wheels"
+    wheels.mkdir()
+    whl = _needs_python(wheels, ">=3.99")
+    args = [str(whl)] if given == "wheel" else ["--no-index", "-f", str(wheels), "newpy==1.0"]
+    done = run(None, "--store", str(store), "install", "--venv", str(venv), *args, env=ISOLATED)
+    assert "3.99" in one_line_error(done)
+    assert not list(_site(venv).glob("newpy*"))
