@@ -234,3 +234,33 @@ def test_a_wheel_that_requires_another_python_is_refused(run: Runner, workdir: P
     done = run(None, "--store", str(store), "install", "--venv", str(venv), *args, env=ISOLATED)
     assert "3.99" in one_line_error(done)
     assert not list(_site(venv).glob("newpy*"))
+
+
+#: setuptools and what it builds with, for a setup.py project (whose name no file states statically)
+SETUPTOOLS = [Path("/opt/pypi/files") / f for f in ("setuptools-84.0.0-py3-none-any.whl",
+                                                    "packaging-26.3-py3-none-any.whl", "wheel-0.48.0-py3-none-any.whl")]
+
+
+@pytest.mark.xfail(strict=True, reason="a -e project's name is guessed from its directory when pyproject.toml states "
+                   "none (setup.py): sync does not recognise the installed editable as kept, removes it and has uv "
+                   "install it again on every sync")
+def test_sync_keeps_an_editable_setup_py_project_named_unlike_its_directory(run: Runner, workdir: Path) -> None:
+    if not all(p.is_file() for p in SETUPTOOLS):
+        pytest.skip("setuptools wheels are not in /opt/pypi/files")
+    links = workdir / "links"
+    links.mkdir()
+    for wheel in SETUPTOOLS:
+        shutil.copy(wheel, links)
+    proj = workdir / "checkout"
+    (proj / "mylib").mkdir(parents=True)
+    (proj / "setup.py").write_text("from setuptools import setup\nsetup(name='mylib', version='0.1', "
+                                   "packages=['mylib'])\n")
+    (proj / "mylib" / "__init__.py").write_text("VALUE = 'editable'\n")
+    store, venv = workdir / "store", _projects_venv(workdir / "venv")
+    assert run(None, "init", str(store)).returncode == 0
+    args = ["--store", str(store), "sync", "--venv", str(venv), "-e", str(proj), "--no-index", "-f", str(links)]
+    first = run(None, *args, env=ISOLATED, timeout=300)
+    assert first.returncode == 0, first.stderr
+    again = run(None, *args, env=ISOLATED, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "- mylib" not in again.stdout, again.stdout
