@@ -68,8 +68,8 @@ def lock(
     staged = out.parent / f"pylock.{work.name.strip('.')}.toml"
     try:
         inputs = _inputs(work, requirements, requirement_files)
-        if preferences:
-            staged.write_text(_seed(preferences))
+        if preferences and (seed := _seed(preferences)) is not None:
+            staged.write_text(seed)
         elif out.is_file() and _is_pylock(out):
             shutil.copyfile(out, staged)
         file_args = (a for p in requirement_files for a in ("-r", str(p)))
@@ -121,13 +121,24 @@ def _check_inputs(requirements: Sequence[str], requirement_files: Sequence[Path]
             raise ResolutionError(f"requirements file {path} does not exist")
 
 
-def _seed(preferences: Mapping[NormalizedName, str]) -> str:
+def _seed(preferences: Mapping[NormalizedName, str]) -> str | None:
     """A lock of names and versions only: uv takes an existing output file's versions as preferences (uv 0.13.9
-    keeps them when they satisfy the request), which is how ``uv pip install`` treats a venv's."""
+    keeps them when they satisfy the request), which is how ``uv pip install`` treats a venv's. A version that is
+    not PEP 440 (left by another tool) is no preference: uv would refuse the whole file ("TOML parse error")."""
     import json  # here: a TOML basic string is a JSON string for these characters
 
+    from packaging.version import InvalidVersion, Version
+
+    def normal(version: str) -> str | None:
+        try:
+            return str(Version(version))  # (as PEP 440 spells it: no spaces, no "v", nothing uv reads otherwise)
+        except InvalidVersion:
+            return None
+
     entries = "".join(f"\n[[packages]]\nname = {json.dumps(n)}\nversion = {json.dumps(v)}\n"
-                      for n, v in sorted(preferences.items()))
+                      for n, v in sorted((n, normal(v)) for n, v in preferences.items()) if v is not None)
+    if not entries:
+        return None  # (uv refuses a lock without packages)
     return f'lock-version = "1.0"\ncreated-by = "wheelstore"\n{entries}'
 
 

@@ -90,14 +90,19 @@ def store_index(store: Store, interpreter: Interpreter, into: Path,
     (the caller's, private) and return its ``file://`` URL, for ``uv pip compile --index-url``. Each tree is listed
     as its wheel file name with ``#sha256=<tree key>`` and PEP 658/714 metadata (its dist-info's ``METADATA``, checked
     against the manifest's sha256 for it); a tree whose METADATA is missing, changed or names another distribution
-    is left out."""
+    is left out, and so is a tree whose wheel file name an earlier one has (two builds of one project version): uv
+    would lock one's key with the other's METADATA."""
     projects = []
     for name, trees in (scanned if scanned is not None else scan(store, interpreter)).items():
         links: list[str] = []
+        written: set[str] = set()
         for tree in trees:
+            if tree.manifest.wheel in written:
+                continue  # one link per file name: its stub and .metadata are the first tree's, whose key uv locks
             metadata = _metadata(tree)
             if metadata is None:
                 continue
+            written.add(tree.manifest.wheel)
             if not links:
                 (into / name).mkdir(mode=0o700)
             links.append(_write_entry(into / name, tree, metadata))
