@@ -3,6 +3,7 @@ server's static root then resolves to where its files are). Real packages, downl
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import subprocess
@@ -14,6 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from wheelstore.store.store import Store
+from wheelstore.venv.fold import ABSENT, folds_to_make, view
 
 from .conftest import SYSTEM_PYTHON, Runner, Users
 from .wheelmaker import make_wheel
@@ -275,3 +279,36 @@ def test_jupyterlab_serves_every_asset(
              if p.is_file() and "/static/" in f"/{p.relative_to(extensions)}"}
     failed = {u: code for u in sorted(urls) if (code := _status(base + u)) != 200}
     assert not failed, (len(failed), len(urls), dict(list(failed.items())[:5]))
+
+
+# -- the rule, directory by directory --------------------------------------------------------------------------------
+
+
+def test_which_directories_fold(run: Runner, users: Users, workdir: Path) -> None:
+    """Namespace packages (nested, declared) and shared data directories stay real; regular packages in them, a
+    namespace-free directory inside a package, ``*.libs`` and an application's data directory fold."""
+    data = "ns-1.0.data/data/"
+    files = {"google/protobuf/__init__.py": b"", "google/protobuf/internal/x.py": b"",
+             "google/cloud/storage/__init__.py": b"",
+             "zope/__init__.py": b"__import__('pkg_resources').declare_namespace(__name__)\n",
+             "zope/interface/__init__.py": b"", "ns-1.0.dist-info/namespace_packages.txt": b"zope\n",
+             "mypkg/__init__.py": b"", "mypkg/templates/t.py": b"", "mypkg.libs/libx.so.1": b"x",
+             f"{data}share/myapp/static/app.js": b"1", f"{data}share/myapp/static/sub/x.css": b"2",
+             f"{data}share/man/man1/ns.1": b"3", f"{data}etc/myapp/conf.d/ns.json": b"{}"}
+    wheel = make_wheel(workdir, "ns", files=files)
+    wheel.chmod(0o644)
+    store = workdir / "store"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    assert run(users.alice, "--store", str(store), "realize", "--no-compile", str(wheel)).returncode == 0
+    tree = Store.open(store).lookup(hashlib.sha256(wheel.read_bytes()).hexdigest())
+    assert tree is not None
+    site, prefix = "/v/lib/python3.11/site-packages", "/v"
+    v = view(tree, {"": site, data: prefix}, "ns-1.0.data", None)
+    folded = set(folds_to_make([v], lambda _path: ABSENT)[tree.key])
+    assert folded == {f"{site}/{d}" for d in ("google/protobuf", "zope/interface", "mypkg", "mypkg.libs")} | {
+        f"{prefix}/share/myapp/static"}
+    for real in ("google", "google/cloud", "zope"):
+        assert f"{site}/{real}" in v.blocked, real
+    for real in ("share", "share/myapp", "share/man/man1", "etc/myapp", "etc/myapp/conf.d"):
+        assert f"{prefix}/{real}" in v.blocked, real
+    assert v.markers == {f"{prefix}/{d}" for d in ("share", "share/myapp", "share/man", "etc", "etc/myapp")}
