@@ -110,11 +110,10 @@ def test_pip_and_uv_add_to_a_namespace_package_wheelstore_filled(
     assert "googleapis" in listed.stdout.replace("_", "-") and "protobuf" in listed.stdout, listed.stderr
 
 
-def test_debian_pip_adds_to_the_namespace_and_removes_protobuf_alone(
+def test_debian_pip_adds_to_the_namespace(
     run: Runner, users: Users, workdir: Path, protobuf_wheels: Path
 ) -> None:
-    """Debian's pip 23.0.1 (ensurepip) installs into ``google/`` too; current pip's uninstall of protobuf then takes
-    its fold and files and leaves googleapis-common-protos whole."""
+    """Debian's pip 23.0.1 (what ``python3 -m venv`` puts in a venv here) installs into ``google/`` too."""
     store = workdir / "store"
     assert run(users.alice, "init", str(store)).returncode == 0
     venv = workdir / "venv"
