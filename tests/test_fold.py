@@ -37,6 +37,9 @@ def _wheels(d: Path) -> dict[str, Path]:
         }),
         "nsa": make_wheel(d, "nsa", files={"nsdemo/a/__init__.py": b"WHO = 'a'\n", "nsdemo/a/deep/m.py": b"M = 1\n"}),
         "nsb": make_wheel(d, "nsb", files={"nsdemo/b/__init__.py": b"WHO = 'b'\n"}),
+        # a regular package another distribution (nsb) later adds a subpackage to
+        "nsr": make_wheel(d, "nsr", files={"nsdemo/__init__.py": b"", "nsdemo/a/__init__.py": b"WHO = 'a'\n",
+                                           "nsdemo/a/deep/m.py": b"M = 1\n"}),
     }
     for w in made.values():
         w.chmod(0o644)
@@ -152,21 +155,21 @@ def test_second_wheel_later_unfolds_the_first_and_pip_keeps_it(run: Runner, user
     store, wheels = workdir / "store", _wheels(workdir)
     assert run(users.alice, "init", str(store)).returncode == 0
     venv = make_venv(workdir / "venv", pip_wheel, users.alice)
-    _install(run, users.alice, store, venv, str(wheels["nsa"]))
+    _install(run, users.alice, store, venv, str(wheels["nsr"]))
     site = _site(venv)
-    assert (site / "nsdemo").is_symlink()  # alone, the namespace folds whole
+    assert (site / "nsdemo").is_symlink()  # alone, the (regular) package folds whole
     _install(run, users.alice, store, venv, str(wheels["nsb"]))
-    assert not (site / "nsdemo").is_symlink() and not (site / "nsdemo/a").is_symlink()
-    assert (site / "nsdemo/a/deep").is_symlink()  # unfolded only as far as needed
-    rows = [r.split(",")[0] for r in (site / "nsa-1.0.dist-info/RECORD").read_text().splitlines()]
-    assert "nsdemo" not in rows and "nsdemo/a/deep" in rows  # the owner's RECORD follows its links
-    assert rows.index("nsdemo/a/deep") < rows.index("nsdemo/a/deep/m.py")
+    assert not (site / "nsdemo").is_symlink() and (site / "nsdemo/__init__.py").is_symlink()
+    assert (site / "nsdemo/a").is_symlink()  # unfolded only as far as needed (anchored by nsdemo/__init__.py)
+    rows = [r.split(",")[0] for r in (site / "nsr-1.0.dist-info/RECORD").read_text().splitlines()]
+    assert "nsdemo" not in rows and "nsdemo/a" in rows  # the owner's RECORD follows its links
+    assert rows.index("nsdemo/a") < rows.index("nsdemo/a/deep/m.py")
     out = _py(venv, users.alice, "import nsdemo.a.deep.m, nsdemo.b; print('ok')")
     assert out.stdout == "ok\n", out.stderr
-    # current pip removes nsa's links and files, never nsb's, and nothing in the store
+    # current pip removes nsr's links and files, never nsb's, and nothing in the store
     before = _published(store)
     done = subprocess.run(["runuser", "-u", users.alice, "--", str(venv / "bin/python"), "-m", "pip", "uninstall",
-                           "-y", "nsa"], capture_output=True, text=True, cwd="/")
+                           "-y", "nsr"], capture_output=True, text=True, cwd="/")
     assert done.returncode == 0, done.stderr
     assert _published(store) == before
     assert not (site / "nsdemo/a").exists() and (site / "nsdemo/b/__init__.py").exists()
@@ -284,7 +287,7 @@ def test_elf_reaching_into_another_wheel_is_not_folded_along_its_path(run: Runne
 def test_bob_cannot_write_through_folds_and_every_removal_leaves_the_store(
         run: Runner, users: Users, workdir: Path, group_store: Path, pip_wheel: Path) -> None:
     wheels = _wheels(workdir)
-    items = [str(wheels["plain"]), str(wheels["nsa"])]
+    items = [str(wheels["plain"]), str(wheels["nsr"])]
     alice_venv = _venv(run, users.alice, workdir / "alice")
     _install(run, users.alice, group_store, alice_venv, *items)  # alice publishes the trees, pycs inside
     bob_venv = make_venv(workdir / "bob", pip_wheel, users.bob)
@@ -313,7 +316,7 @@ def test_bob_cannot_write_through_folds_and_every_removal_leaves_the_store(
     pip_uninstall("plain")  # current pip removes the link, not the store's files
     assert not os.path.lexists(site / "plain") and not (site / "plain-1.0.dist-info").exists()
     _install(run, users.bob, group_store, bob_venv, str(wheels["plain"]))
-    assert run(users.bob, "uninstall", "--venv", str(bob_venv), "plain", "nsa").returncode == 0
+    assert run(users.bob, "uninstall", "--venv", str(bob_venv), "plain", "nsr").returncode == 0
     assert not os.path.lexists(site / "plain") and not os.path.lexists(site / "nsdemo")
     assert _published(group_store) == store_before and _snap(alice_venv) == alice_before
 
@@ -350,9 +353,9 @@ def test_root_folds_only_from_its_own_private_store(run: Runner, users: Users, w
     # its own private store: root's pip uninstall removes the link and leaves the store as it was
     store = workdir / "rootstore"
     assert run(None, "init", str(store)).returncode == 0
-    _install(run, None, store, venv, str(wheels["plain"]), str(wheels["nsa"]))
+    _install(run, None, store, venv, str(wheels["plain"]), str(wheels["nsr"]))
     before = _published(store)
-    done = subprocess.run([str(venv / "bin/python"), "-m", "pip", "uninstall", "-y", "plain", "nsa"],
+    done = subprocess.run([str(venv / "bin/python"), "-m", "pip", "uninstall", "-y", "plain", "nsr"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert _published(store) == before

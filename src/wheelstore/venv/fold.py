@@ -1,19 +1,39 @@
 """Folding (GNU stow's idea): which directories of a venv can be one symlink into the store instead of a real
 directory of per-file links.
 
-A directory ``D`` of site-packages is folded, that is made a symlink to the store directory that fills it, when all of
-these hold; otherwise it is made real and each of its entries is planned the same way, down to single files:
+A directory ``D`` of site-packages, or of the venv's root filled by the wheel's data scheme (``.data/data/``:
+``share/...``, ``etc/...``), is folded, that is made a symlink to the store directory that fills it, when all of these
+hold; otherwise it is made real and each of its entries is planned the same way, down to single files:
 
-- ``D``'s parent is site-packages, or a directory in which the same tree also has a file of its own. This is for
-  current pip: ``pip uninstall`` renames a whole directory away when every file it finds below it (walking without
+- ``D``'s parent is site-packages, or a directory below which the same tree keeps a file real (an *anchor*). This is
+  for current pip: ``pip uninstall`` renames a whole directory away when every file it finds below it (walking without
   following symlinks, so a folded directory shows no files) is on its list. A folded directory of another
-  distribution beside nothing of that distribution's own would go with it. site-packages is safe: every other
-  distribution has real files in its dist-info there;
+  distribution with nothing of that distribution's own beside or below its parent would go with it. site-packages is
+  safe: every other distribution has real files in its dist-info there. A parent that holds a file of the tree
+  directly is an anchor; a namespace-package directory (below) that holds none is made one by keeping real the chain
+  of directories down to the nearest file, through the child with the fewest files (``google/_upb`` anchors
+  ``google/`` for protobuf, so ``google/protobuf`` folds), a shared data directory by a marker file (below:
+  JupyterLab's ``share/jupyter/lab/static`` folds, so a web server's static root resolves to where its files are);
+- ``D`` is not a namespace-package directory: one whose path below site-packages is made of identifiers, whose parent
+  is site-packages or a namespace-package directory too, that holds no ``__init__.py`` of the tree and has a module
+  (``.py``, an extension ``.so``) somewhere below it; or one the tree declares (setuptools'
+  ``namespace_packages.txt``). Any installer may add to these (``google/``, ``nvidia/``, ``jaraco/``), and pip and uv
+  cannot write into a fold. Regular packages below them may fold; a directory without ``__init__.py`` inside a regular
+  package is that package's own (Python finds it only there), and so are ``numpy.libs/``, ``foo.dist-info/`` and data
+  directories: not identifiers, or no module below;
+- ``D`` is not a data directory several distributions share by convention: the first two levels (``share/``,
+  ``share/jupyter/``, ``etc/jupyter/``), drop-in directories (``*.d``, and what they hold), and on the third level a
+  directory of directories only (``share/jupyter/labextensions/``, ``share/jupyter/kernels/``) or of files only
+  (``share/man/man1/``). Where one of these holds no file of the tree, a folded directory in it is anchored by a
+  marker file the installer writes beside it and lists in the RECORD (:data:`MARKER`): an anchor chain could go
+  through a directory a server needs folded (JupyterLab's ``themes`` beside ``static``). So ``share/myapp/static/``
+  (files and a subdirectory) and ``share/jupyter/lab/static/`` fold. Left out: a directory deeper down that several
+  distributions fill by convention but one fills alone (``share/jupyter/nbconvert/templates/``) folds; a later
+  ``pip install`` of another into it fails, and ``wheelstore install`` unfolds it;
 - exactly one tree of this install contributes to ``D``, from one store directory, and ``D`` does not exist in the
-  venv yet. Where several distributions meet (namespace packages such as ``google/`` or ``nvidia/``, and always
-  site-packages itself, ``bin/``, ``include/``, ``share/``, which are never candidates) the directory is real. A
-  directory that an installed distribution folded earlier is *unfolded* by the caller first (see ``state`` in
-  :func:`folds_to_make`, and :mod:`wheelstore.venv.unfold`), never written through;
+  venv yet. Where several distributions meet (and always site-packages itself and the venv's root, which are never
+  candidates) the directory is real. A directory that an installed distribution folded earlier is *unfolded* by the
+  caller first (see ``state`` in :func:`folds_to_make`, and :mod:`wheelstore.venv.unfold`), never written through;
 - the tree carries the target interpreter's pycs (``Manifest.bytecode``), or ``D`` holds no module: a folded
   directory is read-only, so Python could not cache bytecode in it;
 - ``D`` is not a ``__pycache__`` on its own (Python may write another distribution's pycs there) and not in the
@@ -39,6 +59,12 @@ from ..store.elf import escapes, read_rpaths
 from ..base.fsio import below_any
 from ..store.store import Tree
 
+#: the marker file that anchors a distribution's folded data directories where it has no file of its own (``{}`` is its
+#: dist-info directory's name without ``.dist-info``), and what it says
+MARKER = ".{}.wheelstore-anchor"
+MARKER_TEXT = (b"wheelstore keeps this file beside the directories of this distribution that are links into its store,"
+               b" so that pip's uninstall of another distribution leaves them alone. It goes with this distribution.\n")
+
 # -- one tree in one venv --------------------------------------------------------------------------------------------
 
 
@@ -54,24 +80,30 @@ class TreeView:
         #: venv directories that directly hold one of this tree's files, and the site-packages directories
         #: themselves: the only places a folded directory may go
         self.anchors = anchors
+        #: anchors that hold no file of the tree: a folded directory placed in one needs a marker file beside it
+        #: (:data:`MARKER`), written with the tree's files and listed in its RECORD
+        self.markers: set[str] = set()
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, TreeView) and (self.key, self.dirs, self.blocked, self.anchors) == (
-            other.key, other.dirs, other.blocked, other.anchors)
+        return isinstance(other, TreeView) and (self.key, self.dirs, self.blocked, self.anchors, self.markers) == (
+            other.key, other.dirs, other.blocked, other.anchors, other.markers)
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 
 
 def view(tree: Tree, sites: dict[str, str], data_dir: str, cache_tag: str | None) -> TreeView:
     """Describe ``tree`` for :func:`folds_to_make`. ``sites`` maps the tree-relative prefix of each part that goes into
-    site-packages (``""`` for the tree's root, ``"<name>.data/purelib/"``, ...) to that site directory."""
+    site-packages (``""`` for the tree's root, ``"<name>.data/purelib/"``, ...) to that site directory, and may map
+    ``"<name>.data/data/"`` to the venv's root (the data scheme's)."""
     m = tree.manifest
     tree_path = os.fspath(tree.path)
-    result = TreeView(tree.key, anchors=set(sites.values()))
+    data_part = f"{data_dir}/data/"
+    result = TreeView(tree.key, anchors={v for k, v in sites.items() if k != data_part})
     compiled = cache_tag is None or m.bytecode == cache_tag
     dist_info = m.dist_info + "/"
     data_slash = data_dir + "/"
     tree_dirs: set[str] = set()
+    parts: dict[str, _Part] = {}
     elves: list[str] = []
     last = None  # (prefix, head) of the file before: files come sorted, so most share their directory with it
     for rel, entry in m.files.items():
@@ -87,6 +119,12 @@ def view(tree: Tree, sites: dict[str, str], data_dir: str, cache_tag: str | None
         head, _, name = rel[len(prefix) :].rpartition("/")
         if ".so" in name or entry.mode & stat.S_IXUSR:  # what may_be_elf says, inline: this runs once per file
             elves.append(rel)
+        part = parts.get(prefix) or parts.setdefault(prefix, _Part())
+        part.files[head] = part.files.get(head, 0) + 1
+        if name == "__init__.py":
+            part.inits.add(head)
+        elif name.endswith(".py") or (name.endswith(".so") and name.partition(".")[0].isidentifier()):
+            part.modules.add(head)
         is_module = not compiled and name.endswith(".py")
         if (prefix, head) == last and not is_module:
             continue
@@ -106,12 +144,120 @@ def view(tree: Tree, sites: dict[str, str], data_dir: str, cache_tag: str | None
     for vdir in result.dirs:
         if vdir.endswith("/__pycache__"):
             result.blocked.add(vdir)
+    _keep_shared_real(parts, sites, data_part, _declared_namespaces(tree, dist_info), result)
     for rel in elves:
         # recorded when the tree was published; read now only from trees whose manifest predates that
         entries = m.rpaths.get(rel) if m.rpaths is not None else read_rpaths(f"{tree_path}/{rel}")
         if entries:
             _block_escaping_elf(rel, entries, sites, tree_dirs, result)
     return result
+
+
+def _keep_shared_real(
+    parts: dict[str, _Part], sites: dict[str, str], data_part: str, declared: set[str], result: TreeView
+) -> None:
+    """Block the directories other installers may add to (namespace packages, shared data directories) and anchor
+    those that hold no file of the tree: a namespace package by a chain of real directories, a data directory by a
+    marker file (a chain could take a directory a server needs folded)."""
+    for prefix, part in parts.items():
+        site = sites[prefix]
+        real = part.shared_data() if prefix == data_part else part.namespaces(declared)
+        result.blocked.update(f"{site}/{h}" for h in real)
+        if prefix == data_part:
+            bare = {f"{site}/{h}" for h in real if not part.files.get(h)}
+            result.markers |= bare
+            result.anchors |= bare
+            continue
+        for head, anchor_chain in part.anchored(real):
+            result.anchors.add(f"{site}/{head}")
+            result.blocked.update(f"{site}/{h}" for h in anchor_chain)
+
+
+class _Part:
+    """What :func:`view` gathers about one part of a tree (its site-packages root, or its data scheme), by
+    part-relative directory (``""`` for the part's root)."""
+
+    def __init__(self) -> None:
+        #: directory -> how many files it holds directly
+        self.files: dict[str, int] = {}
+        #: directories that hold an ``__init__.py``, and those that hold a module (``.py``, extension module)
+        self.inits: set[str] = set()
+        self.modules: set[str] = set()
+
+    def heads(self) -> set[str]:
+        """Every directory of the part but its root, whether or not it holds files directly."""
+        found: set[str] = set()
+        for head in self.files:
+            while head and head not in found:
+                found.add(head)
+                head = head.rpartition("/")[0]
+        return found
+
+    def shared_data(self) -> set[str]:
+        """The data directories kept real as every distribution's (see the module docstring)."""
+        heads = self.heads()
+        parents = {h.rpartition("/")[0] for h in heads}
+        found: set[str] = set()
+        for head in sorted(heads):  # parents first
+            parent, _, name = head.rpartition("/")
+            level = head.count("/")
+            if (level < 2 or name.endswith(".d") or parent in found and parent.endswith(".d")
+                    or level == 2 and (not self.files.get(head) or head not in parents)):
+                found.add(head)
+        return found
+
+    def namespaces(self, declared: set[str]) -> set[str]:
+        """The namespace-package directories (see the module docstring), parents first."""
+        below: set[str] = set()
+        for head in self.modules:
+            while head and head not in below:
+                below.add(head)
+                head = head.rpartition("/")[0]
+        found: set[str] = set()
+        for head in sorted(self.heads()):
+            parent, _, name = head.rpartition("/")
+            if parent and parent not in found:
+                continue
+            if head in declared or (name.isidentifier() and head not in self.inits and head in below):
+                found.add(head)
+        return found
+
+    def anchored(self, real: set[str]) -> list[tuple[str, list[str]]]:
+        """For each directory in ``real`` that holds no file of its own: the chain of directories below it to keep
+        real, down to one that holds a file (through the child with the fewest files), which anchors its folds."""
+        heads = self.heads()
+        total: dict[str, int] = {}
+        children: dict[str, list[str]] = {}
+        for head in heads:
+            parent = head.rpartition("/")[0]
+            children.setdefault(parent, []).append(head)
+            d: str | None = head
+            while d:
+                total[d] = total.get(d, 0) + self.files.get(head, 0)
+                d = d.rpartition("/")[0]
+        result = []
+        for head in sorted(real):
+            chain, d = [], head
+            while not self.files.get(d) and children.get(d):
+                d = min(children[d], key=lambda c: (total[c], c))
+                chain.append(d)
+            if self.files.get(d):
+                result.append((head, chain))
+        return result
+
+
+def _declared_namespaces(tree: Tree, dist_info: str) -> set[str]:
+    """The namespace packages the tree declares (setuptools' ``namespace_packages.txt``), as directories."""
+    name = dist_info + "namespace_packages.txt"
+    entry = tree.manifest.files.get(name)
+    if entry is None or entry.size > 65536:
+        return set()
+    try:
+        with open(os.path.join(os.fspath(tree.path), name), "rb") as f:
+            text = f.read(65536).decode("utf-8", "replace")
+    except OSError:
+        return set()
+    return {line.strip().replace(".", "/") for line in text.splitlines() if line.strip()}
 
 
 def _block_escaping_elf(

@@ -101,7 +101,8 @@ def install_tree(
         prep = prepared.of(tree, interpreter)
         unit = prepared.of(pycs, interpreter) if pycs is not None else None
         _refuse_venv_own(m.wheel, [*prep.data, *(unit.data if unit is not None else ())], layout, interpreter)
-        folded = _fold_links(fold, prep.by_dir, root, dirs, created) if fold else set()
+        data_dirs = {os.path.dirname(layout.target(rel)[0]) for rel, _sha, _size in prep.data} if fold else set()
+        folded = _fold_links(fold, prep.by_dir, data_dirs, root, dirs, created) if fold else set()
         _link_dirs(_tree_dirs(tree_path, mode), prep.by_dir, folded, root, mode, dirs, created)
         data_files = [(tree_path, *f) for f in prep.data]
         unit_record = ""
@@ -109,7 +110,8 @@ def install_tree(
             _link_dirs(_tree_dirs(os.fspath(pycs.path), mode), unit.by_dir, set(), root, mode, dirs, created)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
-        record = _place_data(data_files, layout, m.wheel, interpreter, mode, dirs, readers, created)
+        record = _place_data(data_files, layout, m.wheel, interpreter, mode, dirs, readers, created, folded)
+        record += _write_markers(folded, prep.view.markers, layout.data_dir, dirs, created)
         record += _write_launchers(tree, interpreter, prep, dirs, created)
         extra = _installer_files(tree, mode, requested=requested, direct_url=direct_url, store_root=store_root,
                                  pycs=pycs)
@@ -136,14 +138,19 @@ def _place_data(
     dirs: VenvDirs,
     readers: dict[str, TreeDirs],
     created: list[str],
+    folded: set[str],
 ) -> list[_Row]:
     """Put the ``.data`` files (source tree, tree path, sha256, size) where their schemes go: scripts written fresh
-    with the venv's shebang, the rest linked; return their RECORD rows. ``readers`` keeps one TreeDirs per tree,
-    for the caller to close."""
+    with the venv's shebang, the rest linked (but for those in a ``folded`` directory, there already); return their
+    RECORD rows. ``readers`` keeps one TreeDirs per tree, for the caller to close."""
     record: list[_Row] = []
     reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
+    covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
     for source, rel, sha256, size in data_files:  # sorted by tree: one TreeDirs walks each tree's .data once
         dst, scheme = layout.target(rel)
+        if covered is not None and scheme != "scripts" and covered(os.path.dirname(dst)) is not None:
+            record.append((dst, sha256, size))
+            continue
         dir_fd, name = dirs.split(dst)
         if source not in readers:
             readers[source] = TreeDirs(source)  # scripts are read in every mode, to rewrite their shebang
@@ -238,16 +245,33 @@ def _refuse_venv_own(wheel: str, data: list[tuple[str, str, int]], layout: _Layo
 
 
 def _fold_links(
-    fold: dict[str, str], by_dir: dict[str, list[str]], root: str, dirs: VenvDirs, created: list[str]
+    fold: dict[str, str], by_dir: dict[str, list[str]], data_dirs: set[str], root: str, dirs: VenvDirs,
+    created: list[str],
 ) -> set[str]:
-    """Make the folded directories of ``fold`` that hold any of the tree's files (``by_dir``); return them."""
+    """Make the folded directories of ``fold`` that hold any of the tree's files (``by_dir``, and the venv
+    directories of its ``.data`` files, ``data_dirs``); return them."""
     covered = folding.covering(fold)
     tops = {top for parent in by_dir if parent and (top := covered(f"{root}/{parent}")) is not None}
+    tops.update(top for d in data_dirs if (top := covered(d)) is not None)
     for top in sorted(tops):
         dir_fd, name = dirs.split(top)
         os.symlink(fold[top], name, dir_fd=dir_fd)
         created.append(top)
     return tops
+
+
+def _write_markers(folded: set[str], markers: set[str], data_dir: str, dirs: VenvDirs, created: list[str]
+                   ) -> list[_Row]:
+    """The marker files that anchor ``folded`` directories placed where the tree has no file of its own (see
+    :mod:`wheelstore.venv.fold`); return their RECORD rows."""
+    record: list[_Row] = []
+    name = folding.MARKER.format(data_dir.removesuffix(".data"))
+    for parent in sorted({top.rpartition("/")[0] for top in folded} & markers):
+        path = f"{parent}/{name}"
+        write_new(dirs.open(parent), name, folding.MARKER_TEXT, 0o644)
+        created.append(path)
+        record.append((path, record_hash(folding.MARKER_TEXT), len(folding.MARKER_TEXT)))
+    return record
 
 
 def _tree_dirs(source: str, mode: LinkMode) -> TreeDirs:

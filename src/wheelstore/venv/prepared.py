@@ -27,8 +27,9 @@ from ..base.distinfo import INSTALLER_FILES
 from ..base.interpreter import Interpreter
 from ..store.store import Tree, cache_id
 
-#: bumped whenever what is kept changes (2: only from manifests that passed :mod:`~wheelstore.store.manifest_check`)
-FORMAT = 2
+#: bumped whenever what is kept changes (2: only from manifests that passed :mod:`~wheelstore.store.manifest_check`;
+#: 3: the fold view covers the data scheme and keeps namespace packages real)
+FORMAT = 3
 _PREFIX = "\0"
 #: what makes csv quote a RECORD path
 _SPECIAL = re.compile(r'[,"\r\n]')
@@ -94,7 +95,7 @@ def derive(tree: Tree, paths: dict[str, str], cache_tag: str | None) -> Prepared
             last = parent
         names.append(name)
     sites = {"": paths["purelib" if m.root_is_purelib else "platlib"]}
-    for scheme in ("purelib", "platlib"):
+    for scheme in ("purelib", "platlib", "data"):
         sites[f"{data_prefix}{scheme}/"] = paths[scheme]
     return Prepared(by_dir, record_rows(rels, hexes, sizes), data, folding.view(tree, sites, data_dir, cache_tag))
 
@@ -126,11 +127,15 @@ _MEMO: dict[tuple[str, str], tuple[tuple[int, ...], Prepared]] = {}
 
 
 def _layout(interpreter: Interpreter) -> dict[str, str] | None:
-    """purelib and platlib relative to the prefix ("/lib/..."), or None when either lies outside it."""
+    """purelib and platlib relative to the prefix ("/lib/..."), and data (the prefix: ""), or None when any lies
+    elsewhere."""
     prefix = interpreter.prefix.rstrip("/")
     rel = {k: interpreter.paths[k][len(prefix) :] for k in ("purelib", "platlib")
            if interpreter.paths[k].startswith(prefix + "/")}
-    return rel if len(rel) == 2 else None
+    if interpreter.paths["data"].rstrip("/") != prefix:  # the data scheme is the prefix in every venv
+        return None
+    rel["data"] = ""
+    return rel if len(rel) == 3 else None
 
 
 def _name(tree: Tree, cache_tag: str | None, layout: dict[str, str]) -> str:
@@ -145,6 +150,7 @@ def _placed(prepared: Prepared, prefix: str) -> Prepared:
     view = folding.TreeView(v.key, {here + a[1:] for a in v.anchors})
     view.dirs = {here + d[1:]: src for d, src in v.dirs.items()}
     view.blocked = {here + b[1:] for b in v.blocked}
+    view.markers = {here + b[1:] for b in v.markers}
     return prepared._replace(view=view)
 
 
@@ -153,11 +159,11 @@ def _load(name: str, stamp: tuple[int, ...]) -> Prepared | None:
     if data is None:
         return None
     try:
-        fmt, kept, by_dir, record, files, key, dirs, blocked, anchors = marshal.loads(data)
+        fmt, kept, by_dir, record, files, key, dirs, blocked, anchors, markers = marshal.loads(data)
         if fmt != FORMAT or kept != stamp:
             return None
         view = folding.TreeView(key, set(anchors))
-        view.dirs, view.blocked = dirs, set(blocked)
+        view.dirs, view.blocked, view.markers = dirs, set(blocked), set(markers)
         return Prepared(by_dir, record, files, view)
     except (EOFError, ValueError, TypeError):
         return None
@@ -166,4 +172,4 @@ def _load(name: str, stamp: tuple[int, ...]) -> Prepared | None:
 def _save(name: str, stamp: tuple[int, ...], p: Prepared) -> None:
     v = p.view
     usercache.write_bytes(name, marshal.dumps((FORMAT, stamp, p.by_dir, p.record, p.data, v.key, v.dirs,
-                                               sorted(v.blocked), sorted(v.anchors))))
+                                               sorted(v.blocked), sorted(v.anchors), sorted(v.markers))))
