@@ -135,12 +135,20 @@ def test_compileall_on_a_venv_exits_0_and_leaves_the_store(
     run: Runner, users: Users, group_store: Path, workdir: Path, mode: str
 ) -> None:
     """``python -m compileall V`` in every mode: folded directories are skipped (links), linked pycs are up to
-    date, copies are compiled into the venv; the store does not change."""
+    date, copies are compiled into the venv; the store does not change. ``-f`` too, but in symlink mode."""
     wheels = [_cached(n) for n in ("idna", "python_dateutil", "threadpoolctl", "tzdata")]
     venv = _filled(run, users.alice, group_store, workdir / "venv", *wheels, mode=mode)
     before = published(group_store)
     done = _as(run, users.alice, str(venv / "bin/python"), "-m", "compileall", "-q", str(venv), cwd=workdir)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert published(group_store) == before
+    forced = _as(run, users.alice, str(venv / "bin/python"), "-m", "compileall", "-q", "-f", str(venv), cwd=workdir)
+    if mode == "symlink":  # the documented limit: py_compile will not replace a symlinked pyc
+        assert forced.returncode == 1 and "is a symlink" in forced.stdout, forced.stdout + forced.stderr
+    else:  # fold copies the pycs it links one by one (threadpoolctl's, in site-packages/__pycache__)
+        assert forced.returncode == 0, forced.stdout + forced.stderr
+        pyc = next((venv / "lib").glob("python3*/site-packages/__pycache__/threadpoolctl.cpython-3*.pyc"))
+        assert pyc.is_file() and not pyc.is_symlink()
     assert published(group_store) == before
     imported = _as(run, users.alice, str(venv / "bin/python"), "-c",
                    "import idna, dateutil.tz, threadpoolctl, tzdata; print('ok')", cwd=workdir)
