@@ -153,3 +153,41 @@ def test_compileall_on_a_venv_exits_0_and_leaves_the_store(
     imported = _as(run, users.alice, str(venv / "bin/python"), "-c",
                    "import idna, dateutil.tz, threadpoolctl, tzdata; print('ok')", cwd=workdir)
     assert imported.stdout.strip() == "ok", imported.stderr
+
+
+def test_compile_optimized_puts_opt_pycs_in_the_store_for_python_O(
+    run: Runner, users: Users, group_store: Path, workdir: Path
+) -> None:
+    """``install --compile-optimized``: the tree carries opt-1 and opt-2 pycs, listed in its manifest, so ``python -O``
+    and ``-OO`` load them from the folded directory instead of recompiling in memory on every run; nothing is
+    written, neither into the venv nor the store. Without the option there are none, and ``-v`` shows the source
+    compiled."""
+    venv = workdir / "venv"
+    assert run(users.alice, "venv", str(venv), "--python", SYSTEM_PYTHON).returncode == 0
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--no-deps",
+               "--compile-optimized", str(_cached("idna")))
+    assert done.returncode == 0, done.stderr
+    tree = next(p for p in (group_store / "trees").iterdir() if (p / "idna").is_dir())
+    for name in ("core.cpython-311.pyc", "core.cpython-311.opt-1.pyc", "core.cpython-311.opt-2.pyc"):
+        assert (tree / "idna/__pycache__" / name).is_file(), name
+    site = next(venv.glob("lib/python3*/site-packages"))
+    assert (site / "idna").is_symlink()
+    before, venv_before = published(group_store), published(venv)
+    for flag, suffix in (("-O", ".opt-1.pyc"), ("-OO", ".opt-2.pyc")):
+        # -v says where each module's code came from: the pyc when it was valid, else the source, compiled anew
+        done = _as(run, users.alice, str(venv / "bin/python"), flag, "-v", "-c", "import idna.core", cwd=workdir)
+        assert done.returncode == 0, done.stderr
+        pyc = f"idna/__pycache__/core.cpython-311{suffix}"
+        assert f"code object from '{site}/{pyc}'" in done.stderr, done.stderr[-2000:]
+        assert f"code object from {site}/idna/core.py" not in done.stderr  # (quoted when read from a pyc)
+    assert published(group_store) == before and published(venv) == venv_before
+
+    plain = workdir / "plain"
+    assert run(users.alice, "venv", str(plain), "--python", SYSTEM_PYTHON).returncode == 0
+    other = workdir / "other-store"
+    assert run(users.alice, "init", str(other)).returncode == 0
+    done = run(users.alice, "--store", str(other), "install", "--venv", str(plain), "--no-deps", str(_cached("idna")))
+    assert done.returncode == 0, done.stderr
+    done = _as(run, users.alice, str(plain / "bin/python"), "-O", "-v", "-c", "import idna.core", cwd=workdir)
+    plain_site = next(plain.glob("lib/python3*/site-packages"))
+    assert f"code object from {plain_site}/idna/core.py\n" in done.stderr, done.stderr[-2000:]
