@@ -149,6 +149,12 @@ def test_compileall_on_a_venv_exits_0_and_leaves_the_store(
         assert forced.returncode == 0, forced.stdout + forced.stderr
         pyc = next((venv / "lib").glob("python3*/site-packages/__pycache__/threadpoolctl.cpython-3*.pyc"))
         assert pyc.is_file() and not pyc.is_symlink()
+        if mode == "fold":  # and edit --undo links it back the same way
+            for how in ((), ("--undo",)):
+                done = run(users.alice, "--store", str(group_store), "edit", "--venv", str(venv), "threadpoolctl", *how)
+                assert done.returncode == 0, done.stderr
+            assert pyc.is_file() and not pyc.is_symlink()
+            assert (pyc.parent.parent / "threadpoolctl.py").is_symlink()
     assert published(group_store) == before
     imported = _as(run, users.alice, str(venv / "bin/python"), "-c",
                    "import idna, dateutil.tz, threadpoolctl, tzdata; print('ok')", cwd=workdir)
