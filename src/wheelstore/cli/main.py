@@ -137,6 +137,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     )
     with Store.select(args.store) as store:
         report = env.install(store, request, Options(link_mode=_link_mode(args), compile_bytecode=not args.no_compile,
+                                                     compile_optimized=args.compile_optimized,
                                                      sources=sources_from(args), quiet=args.quiet))
     _print_report(args, report, started)
     return 0
@@ -288,6 +289,8 @@ def _install_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link-mode", choices=["auto", *(m.value for m in LinkMode)], default="auto")
     p.add_argument("--no-compile", action="store_true",
                    help="do not compile bytecode into the store (Python then compiles into the venv on import)")
+    p.add_argument("--compile-optimized", action="store_true",
+                   help="trees published now also carry the opt-1 and opt-2 pycs of python -O and -OO")
     p.add_argument("--reinstall", action="store_true", help="link every distribution again, even what is there")
     p.add_argument("--reinstall-package", action="append", default=[], metavar="NAME",
                    help="link this distribution again, even if it is there")

@@ -78,12 +78,14 @@ for line in sys.stdin:
     done = 0
     for rel in job["modules"]:
         head, name = os.path.split(rel)
-        cfile = os.path.join(job["out"], head, "__pycache__", name[:-3] + "." + job["tag"] + ".pyc")
         try:
             data, st = source(job["tree"], rel)
-            code = compile(data, rel, "exec", dont_inherit=True)
-            os.makedirs(os.path.dirname(cfile), exist_ok=True)
-            _write_atomic(cfile, _code_to_timestamp_pyc(code, st.st_mtime, st.st_size), 0o644)
+            for level in job.get("levels", [0]):  # 1 and 2: the opt-1 and opt-2 pycs python -O and -OO look for
+                code = compile(data, rel, "exec", dont_inherit=True, optimize=level)
+                opt = ".opt-%d" % level if level else ""
+                cfile = os.path.join(job["out"], head, "__pycache__", name[:-3] + "." + job["tag"] + opt + ".pyc")
+                os.makedirs(os.path.dirname(cfile), exist_ok=True)
+                _write_atomic(cfile, _code_to_timestamp_pyc(code, st.st_mtime, st.st_size), 0o644)
             done += 1
         except Exception:
             pass  # a module that does not compile (py2 leftovers, templates) is compiled, or not, at import
@@ -92,10 +94,11 @@ for line in sys.stdin:
 PER_WORKER = 64
 
 
-def compiled_pyc(rel: str, tag: str) -> str:
-    """Where the pyc of module ``rel`` goes for cache tag ``tag``."""
+def compiled_pyc(rel: str, tag: str, level: int = 0) -> str:
+    """Where the pyc of module ``rel`` goes for cache tag ``tag`` and optimization ``level`` (0, 1 or 2)."""
     head, _, name = rel.rpartition("/")
-    return f"{head}/__pycache__/{name[:-3]}.{tag}.pyc" if head else f"__pycache__/{name[:-3]}.{tag}.pyc"
+    pyc = f"__pycache__/{name[:-3]}.{tag}{f'.opt-{level}' if level else ''}.pyc"
+    return f"{head}/{pyc}" if head else pyc
 
 
 def _importable(names: list[str]) -> list[str]:
@@ -111,20 +114,23 @@ def _importable(names: list[str]) -> list[str]:
     return sorted(mods)
 
 
-def _run_compiler(interpreter: Interpreter, src: str, out: str, modules: list[str], what: str) -> None:
-    """Compile ``modules`` of the tree at ``src`` into ``out``, split into jobs over this process's compilers."""
+def _run_compiler(
+    interpreter: Interpreter, src: str, out: str, modules: list[str], what: str, levels: tuple[int, ...] = (0,)
+) -> None:
+    """Compile ``modules`` of the tree at ``src`` into ``out`` at each optimization level of ``levels``, split into
+    jobs over this process's compilers."""
     if not modules:
         return
     started = time.monotonic()
     pool = _Compilers.of(interpreter)
     jobs = [modules[i : i + PER_WORKER] for i in range(0, len(modules), PER_WORKER)]
     if len(jobs) == 1:
-        pool.run(src, out, jobs[0], what)
+        pool.run(src, out, jobs[0], what, levels)
     else:
         from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
 
         with ThreadPoolExecutor(min(len(jobs), pool.limit), thread_name_prefix="compile") as threads:
-            list(threads.map(lambda job: pool.run(src, out, job, what), jobs))
+            list(threads.map(lambda job: pool.run(src, out, job, what, levels), jobs))
     log.debug("compiled %d modules of %s in %.1fs", len(modules), what, time.monotonic() - started)
 
 
@@ -153,10 +159,10 @@ class _Compilers:
                     atexit.register(cls.close_all)
             return found
 
-    def run(self, src: str, out: str, modules: list[str], what: str) -> None:
+    def run(self, src: str, out: str, modules: list[str], what: str, levels: tuple[int, ...] = (0,)) -> None:
         compiler = self._take()
         try:
-            compiler.run(src, out, str(self.interpreter.cache_tag), modules)
+            compiler.run(src, out, str(self.interpreter.cache_tag), modules, levels)
         except BytecodeError as e:
             compiler.close()
             with self.ready:
@@ -211,10 +217,11 @@ class _Compiler:
             self.errors.close()
             raise BytecodeError(f"cannot start {executable}: {e.strerror}") from None
 
-    def run(self, tree: str, out: str, tag: str, modules: list[str]) -> None:
+    def run(self, tree: str, out: str, tag: str, modules: list[str], levels: tuple[int, ...] = (0,)) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        job = {"tree": tree, "out": out, "tag": tag, "modules": modules, "levels": list(levels)}
         try:
-            self.proc.stdin.write(json.dumps({"tree": tree, "out": out, "tag": tag, "modules": modules}) + "\n")
+            self.proc.stdin.write(json.dumps(job) + "\n")
             self.proc.stdin.flush()
             answer = self.proc.stdout.readline()
         except OSError:
@@ -243,20 +250,22 @@ class InTree:
     """A ``realize`` compiler (see :data:`wheelstore.store.publish.Compiler`): the target interpreter's pycs, compiled
     into a staged tree before its directories are sealed, then sealed themselves with the store's published modes."""
 
-    def __init__(self, store: Store, interpreter: Interpreter) -> None:
+    def __init__(self, store: Store, interpreter: Interpreter, *, optimized: bool = False) -> None:
         self.store = store
         self.interpreter = interpreter
+        #: with ``optimized`` (``install --compile-optimized``) also the opt-1 and opt-2 pycs of -O and -OO: a
+        #: folded directory is read-only, so Python could not write them there itself
+        self.levels = (0, 1, 2) if optimized else (0,)
 
     def __call__(self, root_fd: int, path: Path, names: list[str]) -> tuple[dict[str, FileEntry], list[str], str]:
         tag = str(self.interpreter.cache_tag)
         present = set(names)
         modules = [m for m in _importable(names) if compiled_pyc(m, tag) not in present]
         if modules:
-            _run_compiler(self.interpreter, os.fspath(path), os.fspath(path), modules, path.name)
+            _run_compiler(self.interpreter, os.fspath(path), os.fspath(path), modules, path.name, self.levels)
         files: dict[str, FileEntry] = {}
         dirs: set[str] = set()
-        for mod in modules:
-            pyc = compiled_pyc(mod, tag)
+        for pyc in [compiled_pyc(mod, tag, level) for mod in modules for level in self.levels]:
             cache_dir = pyc.rpartition("/")[0]
             try:
                 fd = os.open(pyc, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)

@@ -78,7 +78,8 @@ def relink(dist: Distribution, tree: Tree, mode: LinkMode, cache_tag: str | None
             continue  # never installed (pycs of another Python) or removed since; or in someone else's fold
         tmp = path.with_name(f".{path.name}.wheelstore-undo")
         _unlink_quietly(os.fspath(tmp))
-        link_file(os.fspath(src), os.fspath(tmp), mode)
+        pyc = mode is LinkMode.FOLD and path.parent.name == "__pycache__" and path.suffix == ".pyc"
+        link_file(os.fspath(src), os.fspath(tmp), LinkMode.COPY if pyc else mode)  # as install links it (pyc: copy)
         os.replace(tmp, path)
         changed.append(path)
     return changed

@@ -74,6 +74,8 @@ class Options(NamedTuple):
 
     link_mode: LinkMode | None = None
     compile_bytecode: bool = True
+    #: trees published now also get opt-1 and opt-2 pycs (fold, auto: inside the tree)
+    compile_optimized: bool = False
     sources: Sources | None = None
     #: no download progress
     quiet: bool = False
@@ -147,7 +149,8 @@ class Environment:
         todo = {s.cand.name for s in steps}
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c.name not in todo]
         self._realize(store, steps, options.sources, quiet=options.quiet,
-                      compile_into=options.link_mode in (None, LinkMode.FOLD) and options.compile_bytecode)
+                      compile_into=options.link_mode in (None, LinkMode.FOLD) and options.compile_bytecode,
+                      optimized=options.compile_optimized)
         if work.plan.check_after:  # a set taken as complete, now that every tree is here
             work.check_dependencies(steps, self.interpreter)
         modes = self._choose_modes(store, [s.tree for s in steps], options.link_mode, report)
@@ -391,6 +394,7 @@ class Environment:
         sources: Sources | None = None,
         *,
         compile_into: bool = False,
+        optimized: bool = False,
         quiet: bool = False,
     ) -> None:
         """Give every step its tree: the one the plan found (no file opened, no network), else realized from a local
@@ -399,7 +403,8 @@ class Environment:
         :mod:`wheelstore.store.bytecode`)."""
         local = [s for s in steps if s.cand.tree is None and s.cand.wheel is not None]
         remote = [s for s in steps if s.cand.tree is None and s.cand.wheel is None]
-        compiler = InTree(store, self.interpreter) if compile_into and self.interpreter.cache_tag else None
+        compiler = (InTree(store, self.interpreter, optimized=optimized)
+                    if compile_into and self.interpreter.cache_tag else None)
         if local:
             from ..store.publish import realize_many
 

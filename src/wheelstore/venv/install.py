@@ -293,7 +293,8 @@ def _link_dirs(
     directory's fd)."""
     covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
     source = tree_dirs.source
-    with tree_dirs:
+    pyc_reader = TreeDirs(source, reads=mode is LinkMode.FOLD)
+    with tree_dirs, pyc_reader:
         for parent in sorted(by_dir):
             path = f"{root}/{parent}" if parent else root
             if covered is not None and covered(path) is not None:
@@ -301,8 +302,13 @@ def _link_dirs(
             dir_fd = dirs.open(path)
             src_fd = tree_dirs.fd(parent)
             where = f"{source}/{parent}/" if parent else f"{source}/"
+            # fold copies the few pycs outside folded directories: compileall -f refuses a symlinked pyc
+            copy_pycs = pyc_reader.reads and (parent == "__pycache__" or parent.endswith("/__pycache__"))
             for name in by_dir[parent]:
-                _link_replacing(where + name, dir_fd, name, mode, src_fd)
+                if copy_pycs and name.endswith(".pyc"):
+                    _link_replacing(where + name, dir_fd, name, LinkMode.COPY, pyc_reader.fd(parent))
+                else:
+                    _link_replacing(where + name, dir_fd, name, mode, src_fd)
                 created.append(f"{path}/{name}")
 
 
