@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..base import fsio
-from ..base.distinfo import installed
+from ..base.distinfo import installed, origin
 from ..base.errors import (
     StoreAccessDenied,
     StoreError,
@@ -28,6 +28,7 @@ from ..base.errors import (
     WheelstoreError,
 )
 from ..base.interpreter import Interpreter, find_python
+from ..base.names import canonical
 from ..store.config import Selection, select_store
 from ..store.parents import unsafe_parents
 from ..store.policy import Policy, Role, current_user, group_name, in_group, user_name
@@ -36,6 +37,7 @@ from ..store.storelock import judge_gc_lock
 from ..venv import damage
 from ..venv.link import LinkMode
 from ..venv.linkmode import choose, fs_type, probe_now
+from ..venv.oldpip import LINKED_MODES, pip_too_old
 from .doctor_report import Check, DoctorReport, Status
 
 #: below these, the store's filesystem gets a warning; below the hard ones, publishing cannot work (a failure)
@@ -104,6 +106,7 @@ class _Doctor:
             ("venv", self.check_venv),
             ("venv-writable", self.check_venv_writable),
             ("venv-damage", self.check_venv_damage),
+            ("venv-pip", self.check_venv_pip),
             ("umask", self.check_umask),
             ("filesystems", self.check_filesystems),
             ("network-fs", self.check_network),
@@ -303,6 +306,24 @@ class _Doctor:
                          "claimed by one")
         return Check("venv-damage", "warn", "; ".join(d.describe() for d in found),
                      "; ".join(d.fix(self.venv) for d in found))
+
+    def check_venv_pip(self) -> Check | None:
+        """A pip older than 23.1 resolves every path to its real one and silently skips what lies outside the venv:
+        on a venv with links into a store its uninstall removes the metadata and leaves the package importable."""
+        if self.interpreter is None or self.venv is None:
+            return None
+        dists = installed(self.interpreter)
+        pip = dists.get(canonical("pip"))
+        if pip is None:
+            return None
+        linked = sorted(d.display_name for d in dists.values()
+                        if (found := origin(d)) is not None and found.get("link_mode") in LINKED_MODES)
+        if not linked or not pip_too_old(pip.version):
+            return Check("venv-pip", "ok", f"pip {pip.version} can remove what wheelstore linked here")
+        venv = shlex.quote(str(self.venv))
+        return Check("venv-pip", "warn", f"pip {pip.version} is older than 23.1: it cannot remove links into a store "
+                     f"(its uninstall of {', '.join(linked[:3])}{' ...' if len(linked) > 3 else ''} would remove "
+                     "their metadata and leave the package importable)", f"wheelstore install --venv {venv} -U pip")
 
     # -- the machine ---------------------------------------------------------------------------------------------------
 

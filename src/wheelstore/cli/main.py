@@ -120,7 +120,23 @@ def cmd_venv(args: argparse.Namespace) -> int:
     path = Path(args.path or ".venv").absolute()
     interpreter = create_venv(path, args.python)
     out(args, f"created venv at {path} (Python {'.'.join(map(str, interpreter.version))})")
+    if args.seed:
+        _seed(args, path)
     return 0
+
+
+def _seed(args: argparse.Namespace, path: Path) -> None:
+    """``--seed``: a current pip from the store, as ``uv venv --seed`` does. Not ensurepip's: a pip before 23.1 cannot
+    remove links into a store (:mod:`wheelstore.venv.oldpip`)."""
+    started = time.perf_counter()
+    request = Request(items=["pip>=23.1"], find_links=local_links(args))
+    try:
+        with Store.select(args.store) as store:
+            report = Environment(path).install(store, request, Options(sources=sources_from(args), quiet=args.quiet))
+    except WheelstoreError as e:
+        raise WheelstoreError(f"created {path}, but could not seed pip into it: {e.message}",
+                              hint=e.hint or f"wheelstore install --venv {path} pip") from None
+    _print_report(args, report, started)
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -276,7 +292,9 @@ def _info_arguments(p: argparse.ArgumentParser) -> None:
 def _venv_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", metavar="VENV", help="where to create it (default: .venv, as uv venv)")
     p.add_argument("--python", help="the interpreter to base it on (default: python3 on PATH)")
-    p.set_defaults(func=cmd_venv)
+    p.add_argument("--seed", action="store_true", help="add a current pip from the store (as uv venv --seed)")
+    add_source_options(p)
+    p.set_defaults(func=cmd_venv, json=False)
 
 
 def _install_arguments(p: argparse.ArgumentParser) -> None:
