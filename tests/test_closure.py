@@ -147,6 +147,21 @@ def test_a_set_found_closed_is_remembered_and_one_that_is_not_is_checked_again(t
     assert json.loads(again.stdout) == [[], ["packaging.version"]]  # a fresh process, neither parser nor markers
 
 
+def test_a_metadata_rewritten_after_the_set_was_remembered_is_checked_again(tmp_path: Path,
+                                                                          cache_home: Path) -> None:
+    """What is remembered of a closed set holds only for the METADATA files it was read from: the tree's owner who
+    rewrites one (to add or drop a requirement) moves its ctime, and the set is checked again."""
+    (tree,) = _trees(tmp_path, ("app", "1.0", ()))
+    target = Interpreter.inspect(Path(SYSTEM_PYTHON))
+    assert unmet_in_trees([tree], target) == []
+    metadata = tree.path / tree.manifest.dist_info / "METADATA"
+    mode = metadata.stat().st_mode
+    metadata.chmod(0o644)
+    metadata.write_bytes(metadata.read_bytes().replace(b"Name: app", b"Requires-Dist: lib\nName: app"))
+    metadata.chmod(mode)
+    assert [u.required for u in unmet_in_trees([tree], target)] == ["lib"]
+
+
 @pytest.mark.parametrize("planted", ["symlink", "fifo", "garbage"])
 def test_a_metadata_planted_by_the_trees_owner_is_refused_not_followed(
     run: Runner, users: Users, workdir: Path, group_store: Path, planted: str

@@ -296,7 +296,8 @@ def unmet_in_trees(trees: Sequence[Tree], interpreter: Interpreter, extras: Mapp
     the user's cache (:func:`cache_entry`), and is then taken as closed without computing the marker values,
     reading a METADATA or parsing a requirement (packaging's parser and markers are not even imported)."""
     asked: dict[str, frozenset[str]] = {canonical(n): frozenset(map(canonical, es)) for n, es in (extras or {}).items()}
-    entry = cache_entry([(t.key, asked.get(canonical(t.manifest.name), frozenset())) for t in trees], {}, interpreter)
+    entry = cache_entry([(tree_identity(t), asked.get(canonical(t.manifest.name), frozenset())) for t in trees], {},
+                        interpreter)
     if usercache.read_bytes(entry) is not None:
         return []
     values = (env or lazy_environment(interpreter))()
@@ -308,6 +309,17 @@ def unmet_in_trees(trees: Sequence[Tree], interpreter: Interpreter, extras: Mapp
 
 #: changes when what the check counts as met does, so that no answer of another rule is taken
 _RULES = 1
+
+
+def tree_identity(tree: Tree) -> str:
+    """A tree's key with the identity of its METADATA file (inode, size, mtime, ctime), for the cache of closed
+    sets: a member who rewrites their tree's METADATA moves its ctime, so what was remembered of it no longer
+    applies, and stays so after ``verify --repair`` puts the right file back."""
+    try:
+        st = os.lstat(tree.path / tree.manifest.dist_info / "METADATA")
+    except OSError:
+        return f"{tree.key}:-"
+    return f"{tree.key}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def cache_entry(

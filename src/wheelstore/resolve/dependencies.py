@@ -4,7 +4,7 @@ A pinned install asks it to decide whether the set needs a resolver: when the pi
 satisfy every dependency, as a hashed requirements file or a lock always should, nothing is resolved and nothing is
 fetched from the network. ``sync`` asks it to refuse an incomplete set before anything is linked, as ``pip check``
 would complain after. A set found complete is remembered in the user's cache (:func:`closure.cache_entry`: by its
-members' hashes, whose metadata never changes, and the target): the warm install of the same set reads no metadata
+members' hashes and their METADATA files' identity, and the target): the warm install of the same set reads no metadata
 and imports no parser again.
 """
 
@@ -94,10 +94,12 @@ def _unmet(
 
 
 def _key(cand: Candidate, trees: Mapping[NormalizedName, Tree]) -> str | None:
-    """A member's hash, by which its metadata is known: its tree's key, or its local wheel's sha256 (the key its
-    tree will have); None when neither is known."""
+    """What a member's metadata is known by: its tree's key with its METADATA file's identity
+    (:func:`closure.tree_identity`), or its local wheel's sha256 (a file's bytes); None when neither is known."""
+    from .closure import tree_identity
+
     tree = trees.get(cand.name)
-    return tree.key if tree is not None else cand.sha256 if cand.wheel is not None else None
+    return tree_identity(tree) if tree is not None else cand.sha256 if cand.wheel is not None else None
 
 
 def unmet_error(unmet: Sequence[Unmet], *, exact: bool) -> WheelstoreError:
