@@ -154,8 +154,6 @@ def test_offline_two_builds_of_one_version_lock_the_tree_whose_metadata_uv_read(
 # -- editables: a failed build changes nothing ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="venv/editable.py removes the store-linked version before uv builds the "
-                   "editable; a failed build leaves the venv without it (pip and uv change nothing on failure)")
 @pytest.mark.parametrize("command", ["install", "sync"])
 def test_a_failed_editable_build_keeps_the_linked_version(run: Runner, workdir: Path, kit: tuple[Path, Path, Sources],
                                                           command: str) -> None:
@@ -176,8 +174,6 @@ def test_a_failed_editable_build_keeps_the_linked_version(run: Runner, workdir: 
 # -- what a careful uv user expects -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="an unpinned request always goes to uv pip compile, which asks the index; "
-                   "uv pip install checks site-packages first ('Checked 1 package') and needs no network")
 def test_an_unpinned_request_the_venv_satisfies_needs_no_index(run: Runner, workdir: Path) -> None:
     store, venv = workdir / "store", _projects_venv(workdir / "venv")
     assert run(None, "init", str(store)).returncode == 0

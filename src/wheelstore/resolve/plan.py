@@ -105,8 +105,48 @@ def plan(
             from .dependencies import unmet_error
 
             raise unmet_error(unmet, exact=request.exact)
+    elif (kept := _satisfied(inputs, request, installed or {}, interpreter, editables)) is not None:
+        return Plan(kept)  # as uv pip install: "Checked 1 package", no resolver, no index
     resolved = _resolve(view, inputs, request, sources, installed or {}, quiet=quiet, projects=projects)
     return Plan(locate(view, resolved, sources, local=request.find_links), check_after=request.exact)
+
+
+def _satisfied(
+    inputs: Inputs, request: Request, installed: Mapping[NormalizedName, Distribution], interpreter: Interpreter,
+    editables: bool,
+) -> list[Candidate] | None:
+    """For an install of requirements the venv already meets (each named distribution installed, whole, at a version
+    the requirement allows, and their dependencies met by the venv): candidates that keep them as they are. None
+    when anything calls for the resolver (an upgrade, a reinstall, a lock, a file, a project, a missing piece)."""
+    if request.exact or request.upgrade or request.upgrade_packages or request.reinstall or editables \
+            or inputs.locks or any(e.pin.wheel or e.pin.remote or e.pin.project for e in inputs.entries):
+        return None
+    from packaging.version import InvalidVersion, Version
+
+    from .closure import Requires, requires_of_installed, unmet
+    from .requirements import marker_environment
+
+    named: dict[NormalizedName, Candidate] = {}
+    for entry in inputs.entries:
+        pin, dist = entry.pin, installed.get(entry.pin.name)
+        if dist is None or pin.name in request.reinstall_packages or not (dist.dist_info / "RECORD").is_file():
+            return None
+        try:
+            version = Version(dist.version)
+        except InvalidVersion:
+            return None
+        if pin.version is not None and pin.version != version or pin.specifier is not None and \
+                not pin.specifier.contains(version, prereleases=True):
+            return None
+        extras = named[pin.name].extras | pin.extras if pin.name in named else pin.extras
+        named[pin.name] = Candidate(pin.name, version, None, None, extras=extras)
+    members = [Requires(n, c.version, tuple(requires_of_installed(installed[n])), c.extras) for n, c in named.items()]
+    for name, dist in installed.items():
+        try:
+            members += [] if name in named else [Requires(name, Version(dist.version), ())]
+        except InvalidVersion:
+            continue
+    return list(named.values()) if not unmet(members, marker_environment(interpreter)) else None
 
 
 def _kept(installed: Mapping[NormalizedName, Distribution], request: Request) -> dict[NormalizedName, str]:

@@ -15,7 +15,7 @@ from ..fetch.sources import Sources
 from ..fetch.uv import run_uv, uv_command, uv_failure
 from ..resolve.requirements import Pin
 from ..base.interpreter import Interpreter
-from .uninstall import uninstall
+from .uninstall import Stash, uninstall
 
 
 class Done(NamedTuple):
@@ -30,24 +30,31 @@ class Done(NamedTuple):
 def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: Sources | None) -> Done:
     """Install each project of ``pins`` editable into the venv of ``interpreter`` (without its dependencies).
 
-    A version of it that wheelstore linked from the store is removed first, by wheelstore: uv would remove it by its
-    RECORD, through links that lead into the store.
+    A version of it that wheelstore linked from the store is moved aside first, by wheelstore (uv would remove it by
+    its RECORD, through links that lead into the store), and put back if uv fails: a failed build changes nothing,
+    as with pip and uv.
     """
     report = Done([], [], [])
     if not pins:
         return report
     sources = sources or Sources()
     present = installed(interpreter)
+    stash = Stash(interpreter.prefix)
     for pin in pins:
         old = present.get(pin.name)
         if old is not None and origin(old) is not None:
-            uninstall(old, interpreter)
+            uninstall(old, interpreter, stash)
             report.removed.append((old.display_name, old.version))
     projects = [str(p.project) for p in pins if p.project is not None]
     cmd = [*uv_command(["pip", "install", "--no-deps"], interpreter, sources),
            *(arg for project in projects for arg in ("-e", project))]
-    status, lines = run_uv(cmd, sources, quiet=True)  # what it did is reported as wheelstore reports an install
+    try:
+        status, lines = run_uv(cmd, sources, quiet=True)  # what it did is reported as wheelstore reports an install
+    except BaseException:
+        stash.restore()
+        raise
     if status != 0:
+        stash.restore()
         raise uv_failure(lines, f"installing {', '.join(projects)} editable failed", sources, cls=BuildError)
     changed = False
     for line in lines:  # uv's own account: " + name==version (from file:///DIR)", " - ...", " ~ ..." (reinstalled)
@@ -59,6 +66,7 @@ def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: So
                 report.removed.append((name, version))
             else:
                 report.installed.append((name, version, "editable"))
+    stash.discard()
     if not changed:
         report.unchanged.extend((p.name, "editable") for p in pins)
     return report
