@@ -184,8 +184,6 @@ def test_an_unpinned_request_the_venv_satisfies_needs_no_index(run: Runner, work
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="offline, uv resolves against the store's index, but its error (and the hint "
-                   "wheelstore adds) speaks of uv's cache, which plays no part")
 def test_offline_a_dependency_the_store_lacks_is_named_as_not_in_the_store(run: Runner, workdir: Path) -> None:
     store, venv = workdir / "store", _projects_venv(workdir / "venv")
     assert run(None, "init", str(store)).returncode == 0
@@ -216,9 +214,6 @@ def _needs_python(directory: Path, spec: str) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="METADATA's Requires-Python is never checked (only an index's "
-                   "data-requires-python): a local wheel, a -f directory's or the store's tree by name installs "
-                   "into a Python it refuses; pip and uv refuse it")
 @pytest.mark.parametrize("given", ["wheel", "find-links pin"])
 def test_a_wheel_that_requires_another_python_is_refused(run: Runner, workdir: Path, given: str) -> None:
     store, venv = workdir / "store", _projects_venv(workdir / "venv")

@@ -64,6 +64,8 @@ class Unmet(NamedTuple):
 
     def describe(self, where: str = "installed") -> str:
         """pip check's words: ``where`` is ``installed`` for a venv, ``in the set`` for an input."""
+        if self.requirement.startswith("Python"):  # the target interpreter (Requires-Python)
+            return f"{self.name} {self.version} requires {self.requirement}, but the target is Python {self.found}"
         if self.found is None:
             return f"{self.name} {self.version} requires {self.required}, which is not {where}"
         return f"{self.name} {self.version} requires {self.requirement}, but {self.required} {self.found} is {where}"
@@ -82,6 +84,7 @@ def requires_dist(metadata: bytes, what: str) -> list[str]:
                           hint="run wheelstore verify; a wheel with such metadata cannot be installed") from None
     found: list[str] = []
     named = folding = False
+    python = ""
     for line in text.split("\n"):  # (a License field may fold a whole licence into the header: only ours are kept)
         if line[:1] in (" ", "\t"):
             if folding:
@@ -93,10 +96,16 @@ def requires_dist(metadata: bytes, what: str) -> list[str]:
         if folding:
             found.append(value.strip())
         named = named or (bool(sep) and field == "name")
+        python = value.strip() if sep and field == "requires-python" else python
     if not named:
         raise BadMetadata(f"{what} has no Name field, so it is not a METADATA file",
                           hint="run wheelstore verify; a wheel with such metadata cannot be installed")
-    return [r for r in found if r]
+    return [r for r in found if r] + ([f"{PYTHON}{python}"] if python else [])
+
+
+#: how :func:`requires_dist` gives a METADATA's ``Requires-Python`` among its requirements: the target interpreter
+#: is then one more thing the set must satisfy (pip and uv refuse such a wheel too)
+PYTHON = "\0Requires-Python "
 
 
 def _read_head(fd: int) -> bytes:
@@ -230,7 +239,7 @@ def unmet(dists: Sequence[Requires], marker_env: Mapping[str, str]) -> list[Unme
         new = ({""} | asked[name]) - followed[name]
         followed[name] |= new
         for text in dist.requires:
-            if text in applies[name]:
+            if text in applies[name] or text.startswith(PYTHON):
                 continue
             req = _requirement(text, dist)
             if req.marker is not None and not any(_holds(req, dist, marker_env, e) for e in sorted(new)):
@@ -240,7 +249,8 @@ def unmet(dists: Sequence[Requires], marker_env: Mapping[str, str]) -> list[Unme
             if target in by_name and (more := {canonical(e) for e in req.extras} - asked[target]):
                 asked[target] |= more
                 queue.append(target)
-    found = []
+    found = [_python_unmet(d, text.removeprefix(PYTHON), marker_env) for d in by_name.values() for text in d.requires
+             if text.startswith(PYTHON)]
     for name, reqs in applies.items():
         dist = by_name[name]
         for req in reqs.values():
@@ -249,7 +259,22 @@ def unmet(dists: Sequence[Requires], marker_env: Mapping[str, str]) -> list[Unme
             if there is None or not req.specifier.contains(there.version, prereleases=True):
                 shown = f"{target}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}"
                 found.append(Unmet(name, dist.version, shown, target, None if there is None else there.version))
-    return sorted(set(found), key=lambda u: (u.name, u.required, u.requirement))
+    return sorted({u for u in found if u is not None}, key=lambda u: (u.name, u.required, u.requirement))
+
+
+def _python_unmet(dist: Requires, spec: str, marker_env: Mapping[str, str]) -> Unmet | None:
+    """The target Python against a distribution's ``Requires-Python``."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        allowed = SpecifierSet(spec)
+    except InvalidSpecifier:
+        raise BadMetadata(f"{dist.name} {dist.version} declares Requires-Python {printable(spec)!r}, which is not a "
+                          "version specifier", hint="fix or rebuild the wheel") from None
+    python = Version(marker_env["python_full_version"])
+    if allowed.contains(python, prereleases=True):
+        return None
+    return Unmet(dist.name, dist.version, f"Python{allowed}", canonical("python"), python)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -308,7 +333,7 @@ def unmet_in_trees(trees: Sequence[Tree], interpreter: Interpreter, extras: Mapp
 
 
 #: changes when what the check counts as met does, so that no answer of another rule is taken
-_RULES = 1
+_RULES = 2
 
 
 def tree_identity(tree: Tree) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from ..base import names
 from ..base.distinfo import Distribution
-from ..base.errors import Missing, StoreError
+from ..base.errors import Missing, ResolutionError, StoreError
 from ..base.interpreter import Interpreter
 from ..fetch.sources import Sources
 from ..store.store import Store, Tree
@@ -181,11 +181,18 @@ def _resolve(
             from .storeindex import offline_sources
 
             linked = offline_sources(view.store, view.interpreter, linked, index, view.scan())
-        resolved = lock(_for_uv(inputs, request, view.interpreter, projects), inputs.requirement_files,
-                        view.interpreter, linked,
-                        Path(tmp) / "pylock.toml", quiet=quiet, preferences=_kept(installed, request),
-                        upgrade=request.upgrade, upgrade_packages=request.upgrade_packages,
-                        no_deps=request.no_deps or request.exact, checked=False)
+        try:
+            resolved = lock(_for_uv(inputs, request, view.interpreter, projects), inputs.requirement_files,
+                            view.interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet,
+                            preferences=_kept(installed, request), upgrade=request.upgrade,
+                            upgrade_packages=request.upgrade_packages, no_deps=request.no_deps or request.exact,
+                            checked=False)
+        except ResolutionError as e:
+            if not sources.offline:
+                raise
+            # uv resolved against the store's index alone: what it says of "the cache" is about the store
+            raise Missing(e.message.replace("was not found in the cache", "is not in the store"),
+                          hint="run once without --offline, or give its wheels with --find-links DIR") from None
         take = projects.take if projects is not None else None
         candidates = choose(add_lock(inputs, resolved, view.interpreter, take), elsewhere=True, held=view.wheels,
                             holds=view.store.holds)
