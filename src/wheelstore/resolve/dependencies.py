@@ -102,6 +102,20 @@ def _key(cand: Candidate, trees: Mapping[NormalizedName, Tree]) -> str | None:
     return tree_identity(tree) if tree is not None else cand.sha256 if cand.wheel is not None else None
 
 
+def remember_closed(
+    candidates: Sequence[Candidate], trees: Mapping[NormalizedName, Tree], kept: Mapping[NormalizedName, str],
+    interpreter: Interpreter,
+) -> None:
+    """Remember a set found closed (by :func:`unmet_of`, from local wheels) under the trees now realized for it: what
+    the next install of the same set, finding those trees, looks up."""
+    from . import closure
+
+    found = {c.name: c.tree for c in candidates if c.tree is not None}
+    keys = [(k, c.extras) for c in candidates if (k := _key(c, {**found, **trees})) is not None]
+    if len(keys) == len(candidates):
+        usercache.write_bytes(closure.cache_entry(keys, kept, interpreter), b"{}")
+
+
 def unmet_error(unmet: Sequence[Unmet], *, exact: bool) -> WheelstoreError:
     """The one line for a set taken as complete that is not: sync's input, or a hashed requirements file."""
     from .closure import unsatisfied

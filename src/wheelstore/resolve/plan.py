@@ -69,6 +69,10 @@ class Plan(NamedTuple):
 
     candidates: list[Candidate]
     check_after: bool = False
+    #: a set found closed from files not yet in the store: the kept versions it was checked with, so that the
+    #: install remembers it by the trees it realizes (:func:`dependencies.remember_closed`), as the next install
+    #: will look it up
+    closed: dict[NormalizedName, str] | None = None
 
 
 def plan(
@@ -96,17 +100,18 @@ def plan(
         complete = request.exact or inputs.complete
         from .dependencies import unmet_of  # here: only pinned sets check their dependencies
 
-        unmet = unmet_of(candidates, {} if complete else _kept(installed or {}, request), interpreter)
-        if unmet is not None and not unmet:
-            return Plan(candidates)
+        kept = {} if complete else _kept(installed or {}, request)
+        unmet = unmet_of(candidates, kept, interpreter)
+        if unmet is not None and not unmet:  # found closed: remembered again by the trees the install realizes
+            return Plan(candidates, closed=kept if any(c.tree is None for c in candidates) else None)
         if complete:
             if unmet is None:
                 return Plan(candidates, check_after=True)
             from .dependencies import unmet_error
 
             raise unmet_error(unmet, exact=request.exact)
-    elif (kept := _satisfied(inputs, request, installed or {}, interpreter, editables)) is not None:
-        return Plan(kept)  # as uv pip install: "Checked 1 package", no resolver, no index
+    elif (satisfied := _satisfied(inputs, request, installed or {}, interpreter, editables)) is not None:
+        return Plan(satisfied)  # as uv pip install: "Checked 1 package", no resolver, no index
     resolved = _resolve(view, inputs, request, sources, installed or {}, quiet=quiet, projects=projects)
     return Plan(locate(view, resolved, sources, local=request.find_links), check_after=request.exact)
 

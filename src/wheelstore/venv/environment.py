@@ -153,6 +153,7 @@ class Environment:
                       optimized=options.compile_optimized)
         if work.plan.check_after:  # a set taken as complete, now that every tree is here
             work.check_dependencies(steps, self.interpreter)
+
         modes = self._choose_modes(store, [s.tree for s in steps], options.link_mode, report)
         for step in steps:
             step.mode = modes[step.key]
@@ -191,6 +192,11 @@ class Environment:
         report.installed = [(s.tree.manifest.name, s.tree.manifest.version, s.link_mode.value) for s in steps]
         after = {n: d for n, d in present.items() if n not in stashes and n not in {s.cand.name for s in steps}}
         after.update((d.name, d) for s in steps if s.dist_info and (d := describe(s.dist_info)) is not None)
+        if work.plan.closed is not None:  # once the trees are as they stay (sealed): see remember_closed
+            from ..resolve.dependencies import remember_closed
+
+            remember_closed(work.plan.candidates, {s.cand.name: s.tree for s in steps}, work.plan.closed,
+                            self.interpreter)
         if work.request.exact:  # removals last: a failed install above must not have cost the venv its other packages
             keep = {c.name for c in work.plan.candidates} | {p.name for p in work.editables}
             self._remove_unwanted(after, keep, report)
