@@ -232,9 +232,6 @@ SETUPTOOLS = [Path("/opt/pypi/files") / f for f in ("setuptools-84.0.0-py3-none-
                                                     "packaging-26.3-py3-none-any.whl", "wheel-0.48.0-py3-none-any.whl")]
 
 
-@pytest.mark.xfail(strict=True, reason="a -e project's name is guessed from its directory when pyproject.toml states "
-                   "none (setup.py): sync does not recognise the installed editable as kept, removes it and has uv "
-                   "install it again on every sync")
 def test_sync_keeps_an_editable_setup_py_project_named_unlike_its_directory(run: Runner, workdir: Path) -> None:
     if not all(p.is_file() for p in SETUPTOOLS):
         pytest.skip("setuptools wheels are not in /opt/pypi/files")

@@ -20,7 +20,7 @@ from . import install as inst
 from . import checks
 from . import damage
 from ..store.bytecode import InTree
-from ..base.distinfo import Distribution, describe, installed, origin
+from ..base.distinfo import Distribution, describe, installed, origin, read_regular
 from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
@@ -198,7 +198,8 @@ class Environment:
             remember_closed(work.plan.candidates, {s.cand.name: s.tree for s in steps}, work.plan.closed,
                             self.interpreter)
         if work.request.exact:  # removals last: a failed install above must not have cost the venv its other packages
-            keep = {c.name for c in work.plan.candidates} | {p.name for p in work.editables}
+            keep = {c.name for c in work.plan.candidates} | {p.name for p in work.editables} | {
+                n for n, d in after.items() if _editable_of(d) in {p.project for p in work.editables}}
             self._remove_unwanted(after, keep, report)
         inst.bump_mtime(self.interpreter)
         return report, after
@@ -507,6 +508,26 @@ class _Work(NamedTuple):
 
 class _DamagedMeanwhile(Exception):
     """The check that ran while the trees were linked found one damaged; what was linked has been taken back."""
+
+
+def _editable_of(dist: Distribution) -> Path | None:
+    """The project directory an editable install names in its ``direct_url.json`` (PEP 610), if it is one: sync
+    keeps it by that, since a project's name is not always known before its backend is asked (setup.py)."""
+    import json
+    from urllib.parse import urlparse
+
+    from ..resolve.requirements import file_url_path
+
+    text = read_regular(dist.dist_info / "direct_url.json")
+    try:
+        data = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("dir_info"), dict) or \
+            not data["dir_info"].get("editable") or not isinstance(data.get("url"), str):
+        return None
+    url = urlparse(data["url"])
+    return file_url_path(url.path) if url.scheme == "file" else None
 
 
 def _same(dist: Distribution | None, cand: Candidate) -> bool:
