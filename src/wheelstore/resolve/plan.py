@@ -228,6 +228,7 @@ class _StoreView:
         self.store = store
         self.interpreter = interpreter
         self._found: dict[str, Tree | StoreError | None] = {}
+        self._built_tried: set[str] = set()
         self._scanned: dict[str, list[Tree]] | None = None
 
     def scan(self) -> dict[str, list[Tree]]:
@@ -250,8 +251,13 @@ class _StoreView:
         interpreter); raises the :class:`StoreError` of one the store holds but may not use."""
         if sha256 not in self._found:
             try:
-                self._found[sha256] = self.store.lookup(sha256, remember=True) or (
-                    self._built(sha256) if built else None)
+                self._found[sha256] = self.store.lookup(sha256, remember=True)
+            except StoreError as e:
+                self._found[sha256] = e
+        if self._found[sha256] is None and built and sha256 not in self._built_tried:  # once, whoever asked first
+            self._built_tried.add(sha256)
+            try:
+                self._found[sha256] = self._built(sha256)
             except StoreError as e:
                 self._found[sha256] = e
         found = self._found[sha256]

@@ -39,10 +39,11 @@ def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: So
         return report
     sources = sources or Sources()
     present = installed(interpreter)
-    stash = Stash(interpreter.prefix)
+    stash: Stash | None = None  # made only when something is moved aside
     for pin in pins:
         old = present.get(pin.name)
         if old is not None and origin(old) is not None:
+            stash = stash or Stash(interpreter.prefix)
             uninstall(old, interpreter, stash)
             report.removed.append((old.display_name, old.version))
     projects = [str(p.project) for p in pins if p.project is not None]
@@ -51,10 +52,12 @@ def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: So
     try:
         status, lines = run_uv(cmd, sources, quiet=True)  # what it did is reported as wheelstore reports an install
     except BaseException:
-        stash.restore()
+        if stash is not None:
+            stash.restore()
         raise
     if status != 0:
-        stash.restore()
+        if stash is not None:
+            stash.restore()
         raise uv_failure(lines, f"installing {', '.join(projects)} editable failed", sources, cls=BuildError)
     changed = False
     for line in lines:  # uv's own account: " + name==version (from file:///DIR)", " - ...", " ~ ..." (reinstalled)
@@ -66,7 +69,8 @@ def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: So
                 report.removed.append((name, version))
             else:
                 report.installed.append((name, version, "editable"))
-    stash.discard()
+    if stash is not None:
+        stash.discard()
     if not changed:
         report.unchanged.extend((p.name, "editable") for p in pins)
     return report
