@@ -6,7 +6,10 @@ loop-mounted ext4 image per recipe, so the df delta (blocks and inodes used, aft
   uv copy has none, so it shows what those pycs weigh;
 - the uv copy-mode recipe: one cache shared by the group (setgid, umask 002), four venvs copied from it;
 - uv hardlink with that shared cache under umask 002: small, but any member can then change everyone's files;
-- wheelstore ``auto`` and ``--link-mode fold`` with a group store (each user's own umask 022).
+- wheelstore ``auto`` and ``--link-mode fold`` with a group store (each user's own umask 022);
+- wheelstore ``auto`` into venvs made by Debian's ``python3 -m venv``, which hold its pip 23.0.1: beside that pip
+  wheelstore links nothing into the store (it could not remove the links), so a group store's trees are copied. The
+  venvs' own pip is counted too, as it is part of such a venv.
 
 Each figure is a ratio of one copy. The cost of each venv is the delta it added, so the second user's first venv
 (the third install) is what sharing across users costs. Runs as root (it makes the users and mounts the image).
@@ -77,8 +80,9 @@ class Footprint:
 
 
 def run_recipe(name: str, venvs: int, umask: int, prepare: Callable[[], None], install: Recipe, bindir: Path,
-               size: str) -> Footprint:
-    """Fresh image, ``prepare`` (cache or store), then the venvs in ORDER, measured after each one."""
+               size: str, *, with_pip: bool = False) -> Footprint:
+    """Fresh image, ``prepare`` (cache or store), then the venvs in ORDER (``with_pip``: Debian's pip in each, as
+    ``python3 -m venv`` makes them), measured after each one."""
     fresh_image(IMAGE, MNT, size)
     try:
         start = usage()
@@ -86,7 +90,7 @@ def run_recipe(name: str, venvs: int, umask: int, prepare: Callable[[], None], i
         steps, modes = [usage()], []
         for i, user in enumerate(ORDER[:venvs]):
             venv = MNT / f"venv{i}-{user}"
-            as_user(user, umask, [PYTHON, "-m", "venv", "--without-pip", str(venv)], bindir)
+            as_user(user, umask, [PYTHON, "-m", "venv", *(() if with_pip else ("--without-pip",)), str(venv)], bindir)
             out = as_user(user, umask, install(user, venv), bindir)
             if out.lstrip().startswith("{"):
                 modes.append(sorted({d["link_mode"] for d in json.loads(out)["installed"]}))
@@ -155,6 +159,8 @@ def main() -> None:
     ]
     rows = [run_recipe(name, n, umask, prepare, install, bindir, args.size)
             for name, n, umask, prepare, install in recipes]
+    rows.append(run_recipe("wheelstore auto, group store, venvs with Debian's pip 23.0.1", 4, 0o022, group_store,
+                           ws_install("auto"), bindir, args.size, with_pip=True))
     shutil.rmtree(outside, ignore_errors=True)
     for row in rows:
         row.against(rows[0])

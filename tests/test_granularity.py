@@ -113,12 +113,15 @@ def test_pip_and_uv_add_to_a_namespace_package_wheelstore_filled(
 def test_debian_pip_adds_to_the_namespace(
     run: Runner, users: Users, workdir: Path, protobuf_wheels: Path
 ) -> None:
-    """Debian's pip 23.0.1 (what ``python3 -m venv`` puts in a venv here) installs into ``google/`` too."""
+    """Debian's pip 23.0.1 (what ``python3 -m venv`` puts in a venv here) installs into ``google/`` too; ``auto``
+    links per file beside it (hard links: alice's own trees in her private store), as that pip removes no links."""
     store = workdir / "store"
     assert run(users.alice, "init", str(store)).returncode == 0
     venv = workdir / "venv"
     assert _as(users.alice, SYSTEM_PYTHON, "-m", "venv", str(venv)).returncode == 0
-    _install(run, users.alice, store, venv, protobuf_wheels, "protobuf")
+    done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--no-index", "--find-links",
+               str(protobuf_wheels), "protobuf", timeout=300)
+    assert done.returncode == 0 and "(hardlink)" in done.stdout, done
     done = _as(users.alice, str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-index", "--find-links",
                str(protobuf_wheels), "googleapis-common-protos")
     assert done.returncode == 0, done.stderr

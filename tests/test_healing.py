@@ -1,6 +1,8 @@
 """Distributions another tool left half removed: install, sync, uninstall and doctor say so, with the fix, and
 install and sync repair them. The damage is made by Debian's own pip 23.0.1 where it can be (its uninstall of a
-folded package deletes RECORD and keeps what resolves into the store), else by deleting what it would."""
+folded package deletes RECORD and keeps what resolves into the store), else by deleting what it would. wheelstore
+links nothing into the store beside that pip, so it comes into each venv after wheelstore's install, by ``ensurepip``,
+as a user may add it."""
 
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ from .wheelmaker import make_wheel
 
 @pytest.fixture
 def setup(run: Runner, workdir: Path) -> tuple[Path, Path, dict[str, Path]]:
-    """A private store of root's, a venv of ``python3 -m venv`` (with Debian's pip 23.0.1), and two wheels."""
+    """A private store of root's, a venv of ``python3 -m venv --without-pip`` (Debian's pip 23.0.1 comes with the
+    first pip command), and two wheels."""
     store, venv = workdir / "store", workdir / "venv"
     assert run(None, "init", str(store)).returncode == 0
-    subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True)
     wheels = {
         "plain": make_wheel(workdir, "plain", files={"plain/__init__.py": b"V = 1\n", "plain/sub/mod.py": b"X = 2\n"}),
         "other": make_wheel(workdir, "other", files={"other/__init__.py": b"O = 1\n"}),
@@ -46,7 +49,10 @@ def _ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[s
 
 
 def _pip(venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's pip 23.0.1 in the venv: added by ``ensurepip`` the first time, after what wheelstore linked."""
     env = {k: v for k, v in os.environ.items() if k != "PIP_REQUIRE_VIRTUALENV"}
+    if not (venv / "bin/pip").exists():
+        subprocess.run([str(venv / "bin/python"), "-m", "ensurepip"], capture_output=True, env=env, check=True)
     return subprocess.run([str(venv / "bin/python"), "-m", "pip", *args], capture_output=True, text=True, env=env,
                           check=True)
 
@@ -76,9 +82,9 @@ def test_pip_23_uninstall_of_a_folded_package_is_reported_everywhere_and_sync_re
         run: Runner, setup: tuple[Path, Path, dict[str, Path]]) -> None:
     store, venv, wheels = setup
     site = _site(venv)
-    assert "pip 23.0.1" in _pip(venv, "--version").stdout
     _ok(_ws(run, store, "install", "--venv", str(venv), str(wheels["plain"])))
     assert (site / "plain").is_symlink()  # folded: ext4 has no reflink, auto folds root's own private trees
+    assert "pip 23.0.1" in _pip(venv, "--version").stdout
 
     _pip(venv, "uninstall", "-y", "plain")
     # what pip 23.0.1 leaves: the folded link and the dist-info's links into the store, without RECORD

@@ -295,6 +295,23 @@ def test_explicit_hardlink_is_refused_where_unsafe(users: Users) -> None:
     assert "\n" not in str(caught.value)
 
 
+def test_beside_an_old_pip_nothing_links_into_the_store(users: Users) -> None:
+    """A pip before 23.1 (Debian's) cannot remove links into a store: auto links per file, links are refused."""
+    mode, note = choose(None, NO_REFLINK, tree_owner_uid=ROOT, shared=False, old_pip="23.0.1")
+    assert mode is LinkMode.HARDLINK and note is not None
+    assert note.startswith("the venv's pip 23.0.1 cannot remove links into a store") and "using hardlink" in note
+    assert choose(None, NO_REFLINK, tree_owner_uid=ROOT, shared=True, old_pip="23.0.1")[0] is LinkMode.COPY
+    assert choose(None, ALL, tree_owner_uid=ROOT, shared=True, old_pip="23.0.1") == (LinkMode.REFLINK, None)
+    for requested in (LinkMode.FOLD, LinkMode.SYMLINK):
+        with pytest.raises(LinkModeError) as caught:
+            choose(requested, NO_REFLINK, tree_owner_uid=ROOT, shared=False, old_pip="22.0.4")
+        assert str(caught.value).startswith(f"{requested.value} cannot be used: the venv's pip 22.0.4 cannot")
+        assert "(fix: upgrade the venv's pip (install -U pip), or use --link-mode copy or hardlink)" in \
+            str(caught.value)
+    assert choose(LinkMode.COPY, NO_REFLINK, tree_owner_uid=ROOT, shared=False, old_pip="23.0.1") == (
+        LinkMode.COPY, None)
+
+
 def test_choose_with_a_real_probe(ext4: Path) -> None:
     found = probe(str(store_file(ext4)), str(fresh(ext4)))
     assert choose(None, found, tree_owner_uid=ROOT, shared=False) == (

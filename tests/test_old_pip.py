@@ -1,9 +1,10 @@
 """Old and current pip on venvs wheelstore filled (issue 17, points 2 and 3), as a real user with a group store.
 
 pip 23.0.1 is what Debian 12's ``python3 -m venv`` gives. It resolves each RECORD path to its real path and skips
-what then lies outside the venv, so it cannot remove a link into the store: in ``fold`` and ``symlink`` modes its
-uninstall removes the fresh files only and reports success. Those cases are strict xfails (a known limit that
-``doctor --venv`` warns about and ``wheelstore venv --seed`` avoids); the tests below them show the warning and the fix.
+what then lies outside the venv, so it cannot remove a link into the store. wheelstore therefore never leaves links
+beside it: ``auto`` links per file (copy here: the store is shared, so no hard links), an explicit ``fold`` or
+``symlink`` is refused, installing that pip beside links is refused, and an install relinks per file the linked
+distributions it touches. Current pip removes every mode.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import SYSTEM_PYTHON, Runner, Users, published, snapshot
+from .conftest import SYSTEM_PYTHON, Runner, Users, one_line_error, published, snapshot
 from .wheelmaker import make_wheel
 
 PIP_CACHE = Path("/var/tmp/wheelstore-cache/pip")
 MODES = ("fold", "symlink", "copy")
-OLD_PIP_LIMIT = pytest.mark.xfail(strict=True, reason="pip < 23.1 will not remove links into a store: known limit, "
-                                  "doctor's venv-pip check warns, venv --seed and install -U pip fix it")
+#: Debian 12's own pip wheel, what ensurepip installs
+OLD_PIP_WHEELS = Path("/usr/share/python-wheels")
 FOLD_ROWS = pytest.mark.xfail(strict=True, reason="a folded directory's RECORD row is what lets current pip remove "
                               "it; readers of files() see a directory: known limit")
 
@@ -77,11 +78,15 @@ def _venv(run: Runner, users: Users, where: Path, pip: str, current_pip: Path) -
     return venv
 
 
-def _install(run: Runner, users: Users, store: Path, venv: Path, mode: str, wheels: Path) -> None:
-    done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), "--link-mode", mode, "--no-index",
-               "-f", str(wheels), "wsdemo==1.0")
+def _install(run: Runner, users: Users, store: Path, venv: Path, mode: str, wheels: Path,
+             pin: str = "wsdemo==1.0") -> subprocess.CompletedProcess[str]:
+    """Install ``pin``; ``auto`` beside pip 23.0.1 must come out per file (copy: a group store allows no hard links)."""
+    chosen = () if mode == "auto" else ("--link-mode", mode)
+    done = run(users.alice, "--store", str(store), "install", "--venv", str(venv), *chosen, "--no-index",
+               "-f", str(wheels), pin)
     assert done.returncode == 0, done.stderr
-    assert f"({mode})" in done.stdout, done.stdout
+    assert f"({'copy' if mode == 'auto' else mode})" in done.stdout, done.stdout
+    return done
 
 
 def _pip(run: Runner, users: Users, venv: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -92,17 +97,12 @@ def _left(venv: Path) -> list[str]:
     return sorted(str(p.relative_to(venv)) for p in venv.rglob("*") if "wsdemo" in p.name)
 
 
-def _cases(limited: tuple[str, ...]) -> list[object]:
-    """Every pip and mode; pip 23.0.1 in the ``limited`` modes is a known limit."""
-    cases: list[object] = []
-    for pip in ("old", "current"):
-        for mode in MODES:
-            marks = [OLD_PIP_LIMIT] if pip == "old" and mode in limited else []
-            cases.append(pytest.param(pip, mode, marks=marks, id=f"{pip}-pip-{mode}"))
-    return cases
+#: current pip in every mode; pip 23.0.1 in what wheelstore lets it have (auto, and copy asked for)
+CASES = [pytest.param("current", m, id=f"current-pip-{m}") for m in MODES] + [
+    pytest.param("old", m, id=f"old-pip-{m}") for m in ("auto", "copy")]
 
 
-@pytest.mark.parametrize(("pip", "mode"), _cases(("fold", "symlink")))
+@pytest.mark.parametrize(("pip", "mode"), CASES)
 def test_pip_uninstall_removes_everything(run: Runner, users: Users, group_store: Path, workdir: Path,
                                           wheels: Path, current_pip: Path, pip: str, mode: str) -> None:
     venv = _venv(run, users, workdir, pip, current_pip)
@@ -116,9 +116,7 @@ def test_pip_uninstall_removes_everything(run: Runner, users: Users, group_store
     assert published(group_store) == store_before
 
 
-# pip 23.0.1 in fold mode fails (Permission denied writing through the folded link) and rolls back: nothing changed.
-# In symlink mode it reports success and leaves both dist-infos.
-@pytest.mark.parametrize(("pip", "mode"), _cases(("symlink",)))
+@pytest.mark.parametrize(("pip", "mode"), CASES)
 def test_pip_upgrade_works_or_changes_nothing(run: Runner, users: Users, group_store: Path, workdir: Path,
                                               wheels: Path, current_pip: Path, pip: str, mode: str) -> None:
     venv = _venv(run, users, workdir, pip, current_pip)
@@ -180,11 +178,68 @@ def _doctor_pip(run: Runner, users: Users, store: Path, venv: Path) -> dict[str,
     return checks["venv-pip"]
 
 
+def _folded_then_old_pip(run: Runner, users: Users, store: Path, workdir: Path, wheels: Path) -> Path:
+    """A venv wheelstore made without pip, wsdemo folded into it, then pip 23.0.1 added by ensurepip (as a user may)."""
+    venv = workdir / "later-pip"
+    done = run(users.alice, "venv", str(venv))
+    assert done.returncode == 0, done.stderr
+    _install(run, users, store, venv, "fold", wheels)
+    done = _as(run, users.alice, str(venv / "bin" / "python"), "-m", "ensurepip")
+    assert done.returncode == 0, done.stderr
+    assert _pip(run, users, venv, "--version").stdout.startswith("pip 23.0.1 "), "ensurepip gave another pip"
+    return venv
+
+
+@pytest.mark.parametrize("mode", ["fold", "symlink"])
+def test_links_asked_for_beside_old_pip_are_refused(run: Runner, users: Users, group_store: Path, workdir: Path,
+                                                    wheels: Path, current_pip: Path, mode: str) -> None:
+    venv = _venv(run, users, workdir, "old", current_pip)
+    store_before, venv_before = published(group_store), snapshot(venv)
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), "--link-mode", mode,
+               "--no-index", "-f", str(wheels), "wsdemo==1.0")
+    assert done.returncode != 0
+    assert one_line_error(done).startswith(f"error: {mode} cannot be used: the venv's pip 23.0.1 cannot remove "
+                                           "links into a store"), done.stderr
+    assert "upgrade the venv's pip" in done.stderr and "--link-mode copy" in done.stderr, done.stderr
+    assert snapshot(venv) == venv_before and published(group_store) == store_before
+
+
+def test_old_pip_is_not_installed_beside_links(run: Runner, users: Users, group_store: Path, workdir: Path,
+                                               wheels: Path) -> None:
+    venv = workdir / "no-pip"
+    assert run(users.alice, "venv", str(venv)).returncode == 0
+    _install(run, users, group_store, venv, "fold", wheels)
+    before = snapshot(venv)
+    old = ("--no-index", "-f", str(OLD_PIP_WHEELS), "pip==23.0.1")
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), *old)
+    assert done.returncode != 0
+    assert one_line_error(done).startswith("error: pip 23.0.1 cannot remove the links into a store that wsdemo have"), \
+        done.stderr
+    assert snapshot(venv) == before
+    # the fix it names: relink per file first, then that pip may come in, and its uninstall removes everything
+    first = done.stderr.split("or first: wheelstore ")[1].rstrip(")\n").split()
+    assert first == ["install", "--venv", str(venv), "--reinstall", "--link-mode", "copy", "wsdemo"], done.stderr
+    relinked = run(users.alice, "--store", str(group_store), *first, "--no-index", "-f", str(wheels))
+    assert relinked.returncode == 0 and "+ wsdemo==1.0 (copy)" in relinked.stdout, relinked
+    done = run(users.alice, "--store", str(group_store), "install", "--venv", str(venv), *old)
+    assert done.returncode == 0, done.stderr
+    assert _pip(run, users, venv, "uninstall", "-y", "wsdemo").returncode == 0
+    assert _left(venv) == []
+
+
+def test_install_relinks_per_file_what_it_touches_beside_old_pip(run: Runner, users: Users, group_store: Path,
+                                                                 workdir: Path, wheels: Path) -> None:
+    venv = _folded_then_old_pip(run, users, group_store, workdir, wheels)
+    done = _install(run, users, group_store, venv, "auto", wheels)  # already there, but folded: relinked
+    assert "+ wsdemo==1.0 (copy)" in done.stdout and "pip 23.0.1 cannot remove links" in done.stderr, done
+    removed = _pip(run, users, venv, "uninstall", "-y", "wsdemo")
+    assert removed.returncode == 0, removed.stderr
+    assert _left(venv) == []
+
+
 def test_doctor_warns_about_old_pip_and_its_fix_works(run: Runner, users: Users, group_store: Path, workdir: Path,
                                                       wheels: Path, current_pip: Path) -> None:
-    venv = _venv(run, users, workdir, "old", current_pip)
-    assert _doctor_pip(run, users, group_store, venv)["status"] == "ok"  # nothing linked yet
-    _install(run, users, group_store, venv, "fold", wheels)
+    venv = _folded_then_old_pip(run, users, group_store, workdir, wheels)
     check = _doctor_pip(run, users, group_store, venv)
     assert check["status"] == "warn" and "23.0.1" in check["detail"] and "wsdemo" in check["detail"], check
     assert check["fix"] == f"wheelstore install --venv {venv} -U pip"

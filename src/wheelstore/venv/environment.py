@@ -19,16 +19,17 @@ from packaging.version import InvalidVersion, Version
 from . import install as inst
 from . import checks
 from . import damage
+from . import oldpip
 from ..store.bytecode import InTree
 from ..base.distinfo import Distribution, describe, installed, origin, read_regular
-from ..base.errors import RootNotRegistered, WheelstoreError
+from ..base.errors import LinkModeError, RootNotRegistered, WheelstoreError
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
 from ..resolve.plan import Plan, Request, plan
 from ..resolve.projects import LocalProjects
 from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
-from .linkmode import choose, probe
+from .linkmode import choose, probe, refuse_beside_old_pip
 from .edit import make_private, relink
 from .unfold import plan_folds
 from .uninstall import Stash, uninstall
@@ -144,9 +145,15 @@ class Environment:
         """What must be linked, each with its tree and link mode, decided before the venv changes."""
         candidates, present = work.plan.candidates, work.present
         broken = self._damage(present, candidates, work.request.exact, report)
-        steps = [_Step(c) for c in candidates
-                 if c.name in broken or work.request.reinstalls(c.name) or not _same(present.get(c.name), c)]
+        planned = {c.name: str(c.version) for c in candidates if not _same(present.get(c.name), c)}
+        old_pip = oldpip.too_old_after(present, planned)
+        relink = oldpip.linked(present) if old_pip is not None else set()
+        steps = [_Step(c) for c in candidates if c.name in broken or c.name in relink
+                 or work.request.reinstalls(c.name) or not _same(present.get(c.name), c)]
         todo = {s.cand.name for s in steps}
+        if old_pip is not None:
+            refuse_beside_old_pip(options.link_mode, old_pip)
+            self._old_pip_left(old_pip, relink - todo, work, report)
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c.name not in todo]
         self._realize(store, steps, options.sources, quiet=options.quiet,
                       compile_into=options.link_mode in (None, LinkMode.FOLD) and options.compile_bytecode,
@@ -154,7 +161,7 @@ class Environment:
         if work.plan.check_after:  # a set taken as complete, now that every tree is here
             work.check_dependencies(steps, self.interpreter)
 
-        modes = self._choose_modes(store, [s.tree for s in steps], options.link_mode, report)
+        modes = self._choose_modes(store, [s.tree for s in steps], options.link_mode, report, old_pip)
         for step in steps:
             step.mode = modes[step.key]
         return steps
@@ -203,6 +210,22 @@ class Environment:
             self._remove_unwanted(after, keep, report)
         inst.bump_mtime(self.interpreter)
         return report, after
+
+    def _old_pip_left(self, old_pip: str, linked: set[NormalizedName], work: _Work, report: InstallReport) -> None:
+        """Links this install leaves beside a pip that cannot remove them (:mod:`.oldpip`): an install that brings
+        that pip in is refused before anything changes; one that finds it there says so, with the fix."""
+        if work.request.exact:
+            linked &= {c.name for c in work.plan.candidates} | SEED_PACKAGES
+        if not linked:
+            return
+        names = ", ".join(sorted(linked))
+        if oldpip.PIP in {c.name for c in work.plan.candidates if not _same(work.present.get(c.name), c)}:
+            raise LinkModeError(f"pip {old_pip} cannot remove the links into a store that {names} have in "
+                                f"{self.path} (pip before 23.1 skips them)",
+                                hint=f"install pip>=23.1, or first: wheelstore install --venv {self.path} "
+                                     f"--reinstall --link-mode copy {names.replace(',', '')}")
+        report.notes.append(f"pip {old_pip} in {self.path} cannot remove the links into a store that {names} have: "
+                            f"upgrade it (wheelstore install --venv {self.path} -U pip)")
 
     def _damage(self, present: dict[NormalizedName, Distribution], candidates: Sequence[Candidate], exact: bool,
                 report: InstallReport) -> set[NormalizedName]:
@@ -436,9 +459,10 @@ class Environment:
                 step.tree = tree
 
     def _choose_modes(
-        self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: InstallReport
+        self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: InstallReport,
+        old_pip: str | None = None,
     ) -> dict[str, LinkMode]:
-        """The mode for every tree, decided before anything in the venv changes."""
+        """The mode for every tree, decided before anything in the venv changes (per file beside an ``old_pip``)."""
         modes: dict[str, LinkMode] = {}
         if not trees:
             return modes
@@ -449,7 +473,8 @@ class Environment:
         found = probe(os.fspath(sample.path / sample.manifest.first), site)
         shared = store.policy.shared != "private"
         for tree in trees:
-            mode, note = choose(requested, found, tree_owner_uid=tree.manifest.owner_uid, shared=shared)
+            mode, note = choose(requested, found, tree_owner_uid=tree.manifest.owner_uid, shared=shared,
+                                old_pip=old_pip)
             modes[tree.key] = mode
             if note and note not in report.notes:
                 report.notes.append(note)

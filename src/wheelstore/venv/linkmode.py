@@ -199,7 +199,7 @@ def _cache_store(key: str, found: Probe) -> None:
 
 
 def choose(
-    requested: LinkMode | None, probe: Probe, *, tree_owner_uid: int, shared: bool
+    requested: LinkMode | None, probe: Probe, *, tree_owner_uid: int, shared: bool, old_pip: str | None = None
 ) -> tuple[LinkMode, str | None]:
     """Pick the link mode for a tree; return it and a one-line note for the user when ``auto`` had to fall back (or
     when an explicit mode is honoured although it is unsafe for root).
@@ -220,43 +220,57 @@ def choose(
     it is as safe where both are usable and links a few hundred entries where hardlink links every file. An explicit
     mode that is not usable raises LinkModeError saying why, with the usable alternatives as the fix. The result
     depends only on the arguments and the euid.
+
+    ``old_pip`` is the version of a pip the venv will hold that cannot remove links into a store
+    (:mod:`.oldpip`): then neither symlink nor fold is usable, so that pip's uninstall removes all it claims.
     """
+    refuse_beside_old_pip(requested, old_pip)
     refusal = _hardlink_refusal(tree_owner_uid, shared)
     symlinks = LinkMode.SYMLINK.value not in probe.reasons
-    for_root = _root_refusal(tree_owner_uid, shared)
+    for_root, for_pip = _root_refusal(tree_owner_uid, shared), _old_pip_refusal(old_pip)
+    against_links = for_root or for_pip
     usable = {
         LinkMode.REFLINK: probe.reflink,
         LinkMode.HARDLINK: refusal is None and probe.hardlink,
-        LinkMode.SYMLINK: symlinks and for_root is None,
+        LinkMode.SYMLINK: symlinks and against_links is None,
         LinkMode.COPY: True,
     }
-    if requested is not None:
-        if requested is LinkMode.FOLD:
-            if symlinks and for_root is None:
-                return requested, None
-            usable[LinkMode.FOLD] = False
-        elif requested is LinkMode.SYMLINK and symlinks and for_root is not None:
-            return requested, (f"--link-mode symlink as root: {for_root}; "
-                               "root's own venvs are safe with --link-mode copy or reflink")
-        elif usable[requested]:
-            return requested, None
-        reason = refusal if requested is LinkMode.HARDLINK and refusal else None
-        if requested is LinkMode.FOLD and for_root is not None:
-            reason = reason or f"{for_root} (a folded directory would take new files too)"
-        reason = reason or probe.reasons.get(LinkMode.SYMLINK.value if requested is LinkMode.FOLD else "", None)
-        reason = reason or probe.reasons.get(requested.value, "it did not work when tried here")
-        alternatives = [m.value for m, ok in usable.items() if ok and m is not requested][:2]
-        raise LinkModeError(f"{requested.value} cannot be used: {reason}",
-                            hint=f"use --link-mode {' or '.join(alternatives)}")
+    if requested is not None:  # an old pip's refusal came first: what is left to refuse is root's
+        return _explicit(requested, probe, usable, for_root, refusal)
     mode = next(m for m, ok in usable.items() if ok)
-    if mode is not LinkMode.REFLINK and symlinks and for_root is None:
+    if mode is not LinkMode.REFLINK and symlinks and against_links is None:
         mode = LinkMode.FOLD  # whole directories at a time: far fewer inodes and syscalls
     if mode is LinkMode.REFLINK:
         return mode, None
     why = probe.reasons.get(LinkMode.REFLINK.value, "it did not work when tried here")
+    if for_pip is not None and for_root is None:
+        return mode, f"{for_pip}; using {mode.value} (once that pip is upgraded, later installs can fold)"
     if for_root is not None and mode is LinkMode.COPY:
         return mode, f"reflink unavailable: {why}; using copy, because {for_root}"
     return mode, f"reflink unavailable: {why}; using {mode.value}"
+
+
+def _explicit(requested: LinkMode, probe: Probe, usable: dict[LinkMode, bool], for_root: str | None,
+              refusal: str | None) -> tuple[LinkMode, str | None]:
+    """:func:`choose` for a mode the user named: it, or LinkModeError saying why not, with the usable ones."""
+    symlinks = LinkMode.SYMLINK.value not in probe.reasons
+    if requested is LinkMode.FOLD:
+        if symlinks and for_root is None:
+            return requested, None
+        usable[LinkMode.FOLD] = False
+    elif requested is LinkMode.SYMLINK and symlinks and for_root is not None:
+        return requested, (f"--link-mode symlink as root: {for_root}; "
+                           "root's own venvs are safe with --link-mode copy or reflink")
+    elif usable[requested]:
+        return requested, None
+    reason = refusal if requested is LinkMode.HARDLINK and refusal else None
+    if requested is LinkMode.FOLD and for_root is not None:
+        reason = reason or f"{for_root} (a folded directory would take new files too)"
+    reason = reason or probe.reasons.get(LinkMode.SYMLINK.value if requested is LinkMode.FOLD else "", None)
+    reason = reason or probe.reasons.get(requested.value, "it did not work when tried here")
+    alternatives = [m.value for m, ok in usable.items() if ok and m is not requested][:2]
+    raise LinkModeError(f"{requested.value} cannot be used: {reason}",
+                        hint=f"use --link-mode {' or '.join(alternatives)}")
 
 
 def _root_refusal(tree_owner_uid: int, shared: bool) -> str | None:
@@ -270,6 +284,22 @@ def _root_refusal(tree_owner_uid: int, shared: bool) -> str | None:
         return None
     return ("root ignores the store's read-only modes, so root's writes through a link would change the store "
             "and every venv linking it")
+
+
+def refuse_beside_old_pip(requested: LinkMode | None, old_pip: str | None) -> None:
+    """Refuse an explicit link mode that ``old_pip`` could not remove; callable before anything is fetched."""
+    reason = _old_pip_refusal(old_pip)
+    if reason is not None and requested in (LinkMode.FOLD, LinkMode.SYMLINK):
+        raise LinkModeError(f"{requested.value} cannot be used: {reason}",
+                            hint="upgrade the venv's pip (install -U pip), or use --link-mode copy or hardlink")
+
+
+def _old_pip_refusal(old_pip: str | None) -> str | None:
+    """Why a link into a store would be half removed by the venv's pip, or None."""
+    if old_pip is None:
+        return None
+    return (f"the venv's pip {old_pip} cannot remove links into a store (pip before 23.1 skips them and says "
+            "it uninstalled the package)")
 
 
 def _hardlink_refusal(tree_owner_uid: int, shared: bool) -> str | None:
