@@ -5,10 +5,19 @@ from __future__ import annotations
 
 import fcntl
 import os
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from wheelstore.store.store import Store
 
 from .cluster import Mounts, SshfsPair
 from .conftest import Runner, Users
+from .wheelmaker import big_files, make_wheel
+
+ROUNDS = 3
 
 
 def _locks_cross(one: Path, two: Path) -> bool:
@@ -51,3 +60,83 @@ def test_sshfs_is_two_clients_of_one_directory_with_locks_that_do_not_cross(sshf
     done = run.python(users.alice, "import sys; open(sys.argv[1], 'w').write('hi')", str(mine_one / "f"))
     assert done.returncode == 0, done.stderr
     assert (mine_two / "f").stat().st_uid == users.uid(users.alice)
+
+
+# -- acceptance 1: two users on two mounts install concurrently -------------------------------------------------------
+
+
+def _wheels(directory: Path) -> dict[str, Path]:
+    """A handful of small wheels, some of several files in subpackages; each module says its name."""
+    directory.mkdir(mode=0o755)
+    sizes = {"cla": 0, "clb": 3, "clc": 12, "cld": 40, "cle": 1}
+    wheels = {}
+    for name, count in sizes.items():
+        files = {f"{name}/__init__.py": f"NAME = {name!r}\n".encode(), **big_files(count, 300, prefix=name)}
+        wheels[name] = make_wheel(directory, name, files=files)
+        wheels[name].chmod(0o644)
+    return wheels
+
+
+def _venv(run: Runner, user: str, path: Path) -> Path:
+    done = run(user, "venv", str(path))
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def _imports(run: Runner, user: str, venv: Path, names: list[str]) -> None:
+    code = "; ".join(f"import {m}; assert {m}.NAME == {m!r}" for m in names)
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd="/",
+                          **run.popen_kwargs(user, 0o022))
+    assert done.returncode == 0, done.stderr
+
+
+@dataclass
+class TwoNodes:
+    """What acceptance 1 left: the store through each mount, its wheels, every venv by user, and what each install
+    said (with -v: ``published <wheel>`` for every wheel it unpacked)."""
+
+    store: tuple[Path, Path]
+    wheels: dict[str, Path]
+    venvs: list[tuple[str, Path]]
+    logs: list[str]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(gluster: Mounts, run: Runner, users: Users) -> TwoNodes:
+    """alice through mount one and bob through mount two install the same wheels at once, two venvs each, in three
+    rounds (the first publishes, the others reuse), into venvs on the volume."""
+    one, two = gluster.fresh()
+    wheels = _wheels(one / "wheels")
+    done = run(users.alice, "init", str(one / "store"), "--group", users.group)
+    assert done.returncode == 0, done.stderr
+    nodes = {users.alice: one, users.bob: two}
+    venvs, logs = [], []
+    for r in range(ROUNDS):
+        batch = [(user, _venv(run, user, mnt / f"venv-{user}-{r}-{i}")) for user, mnt in nodes.items() for i in (0, 1)]
+        procs = [run.popen(user, "-v", "--store", str(nodes[user] / "store"), "install", "--venv", str(venv),
+                           *(str(nodes[user] / "wheels" / w.name) for w in wheels.values()))
+                 for user, venv in batch]
+        outputs = [p.communicate(timeout=300) for p in procs]
+        assert [p.returncode for p in procs] == [0] * len(procs), [err for _out, err in outputs]
+        venvs += batch
+        logs += [err for _out, err in outputs]
+    return TwoNodes((one / "store", two / "store"), wheels, venvs, logs)
+
+
+def test_two_users_on_two_mounts_unpack_each_wheel_once(two_nodes: TwoNodes, run: Runner) -> None:
+    published = [line for log in two_nodes.logs for line in log.splitlines() if line.startswith("debug: published ")]
+    assert sorted(line.split()[2] for line in published) == sorted(w.name for w in two_nodes.wheels.values())
+    assert not [line for log in two_nodes.logs for line in log.splitlines() if "another publisher" in line]
+    for path in two_nodes.store:  # the same through either node
+        trees = list(Store.open(path).trees())
+        assert sorted(t.manifest.wheel for t in trees) == sorted(w.name for w in two_nodes.wheels.values())
+        assert os.listdir(path / "staging") == []
+    for user, venv in two_nodes.venvs:
+        _imports(run, user, venv, sorted(two_nodes.wheels))
+
+
+def test_two_users_on_two_mounts_leave_no_lock_files(two_nodes: TwoNodes) -> None:
+    """Each key lock's holder removes its file when done (and a waiter on the other mount, whose lock then fails
+    with ESTALE or ENOENT there, starts over on a new file)."""
+    for path in two_nodes.store:
+        assert os.listdir(path / "locks") == ["gc.lock"]  # the store-wide lock, there by design
