@@ -56,7 +56,6 @@ GONE = "gone"  #: the venv is gone (or is not the one the root was written for)
 BELIEVED = "believed"  #: not visible from here: held as written
 UNREADABLE = "unreadable"  #: this process may not read it: held as written
 EXPIRED = "expired"  #: not visible from here, and confirmed by no node for too long
-FOREIGN = "foreign"  #: written for another store (its id differs)
 
 
 class Held(NamedTuple):
@@ -91,8 +90,6 @@ def judge(root: Root, here: Vantage) -> Held:
     Every step goes by directory fd without following a symlink, so a root cannot make gc read elsewhere.
     """
     claimed = frozenset(k for d in root.dists for k in d.keys())
-    if root.store_id is not None and here.match.id is not None and root.store_id != here.match.id:
-        return Held(frozenset(), FOREIGN)
     if not os.path.isabs(root.venv):
         return Held(frozenset(), GONE)
     if root.node == here.node and root.anchor:

@@ -191,7 +191,6 @@ def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | 
             "uid": os.geteuid(),
             "user": user_name(os.geteuid()),
             "updated_at": stamp,
-            "store_id": store.id,
             "node": place.node,
             "host": node.host_name(),
             "fs": place.fs,
@@ -202,6 +201,8 @@ def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | 
                 for d in dists
             ],
         }
+        if store.id is not None:
+            doc["store_id"] = store.id
         write_atomically(store, user_fd, name, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
         _drop_older_name(real, name, place.node, user_fd)
         return Root(f"{user}/{name}", real, os.geteuid(), stamp, dists, now, store.id, place.node, node.host_name(),
