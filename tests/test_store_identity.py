@@ -341,6 +341,28 @@ def test_a_venv_at_one_local_path_on_two_nodes_has_two_roots(
     assert not older.exists()
 
 
+def test_a_root_whose_device_numbers_changed_is_still_checked_by_its_node(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """After a reboot a filesystem may have another device number (btrfs numbers its mounts as they come): the venv's
+    directories no longer match the root's anchor by device, but the venv directory is the same inode, so its own
+    node still checks it (and a gc confirms it) rather than believe it until it expires; once it is gone, it is
+    believed, as anything this node cannot tell apart from a hidden venv."""
+    w = _wheels(workdir / "wheels", ["rb1"])
+    venv = _venv(run, users.alice, workdir / "venv")
+    _install(run, users.alice, group_store, venv, w["rb1"])
+    root = _root_of(group_store, venv)
+    anchor = json.loads(root.read_text())["anchor"]
+    _edit_root(root, anchor=[[dev + 1, ino] for dev, ino in anchor], updated_at=_days_ago(40))
+    report = _gc(run, None, group_store)
+    assert report["removed"] == [] and report["nodes"][0]["roots"][0]["state"] == "checked"
+    assert report["nodes"][0]["roots"][0]["age_seconds"] < 60  # confirmed by this gc
+    shutil.rmtree(venv)
+    _edit_root(root, updated_at=_days_ago(40))
+    kept = _gc(run, None, group_store)
+    assert kept["removed"] == [] and kept["nodes"][0]["roots"][0]["state"] == "believed"
+
+
 def test_a_root_whose_where_fields_are_forged_is_read_as_an_older_root(
     run: Runner, users: Users, workdir: Path, group_store: Path
 ) -> None:

@@ -4,7 +4,8 @@ A root is its writer's claim (:mod:`~wheelstore.store.roots`). gc checks it agai
 
 - on the node that wrote it, when the directories above the venv are still the ones the root recorded
   (:func:`~wheelstore.base.node.anchor`): each listed dist-info's origin file must still name this store (by its id)
-  and that tree. A venv that is gone from there holds nothing.
+  and that tree. A venv that is gone from there holds nothing. (Where only device numbers changed, as btrfs's may
+  from one mount to the next, the venv directory is recognised by its inode, and checked while it is there.)
 - a venv on a shared filesystem, from another node or through another view of this one: checked the same way when
   its path leads, here, to a venv on a shared filesystem whose origin files name this store.
 - anything else (a venv on another node's local disk; one hidden here by a tmpfs, an unmounted filesystem or another
@@ -98,6 +99,8 @@ def judge(root: Root, here: Vantage) -> Held:
                 return _check(root, here.match, claimed)
         except PermissionError:  # a directory above the venv this process may not search
             return Held(claimed, UNREADABLE)
+        if root.fs == "local":  # the very venv directory, under another device number (btrfs numbers at mount)?
+            return _check_if_seen(root, here, claimed, inode=root.anchor[0][1])
     if root.fs == "local" and root.node is not None:  # on another node's disk, or hidden from this process
         return _believe(root, here, claimed)
     return _check_if_seen(root, here, claimed)
@@ -142,9 +145,11 @@ def _check(root: Root, match: StoreMatch, claimed: frozenset[str]) -> Held:
     return Held(frozenset(live), UNREADABLE if unreadable else CHECKED)
 
 
-def _check_if_seen(root: Root, here: Vantage, claimed: frozenset[str]) -> Held:
+def _check_if_seen(root: Root, here: Vantage, claimed: frozenset[str], inode: int | None = None) -> Held:
     """A root whose venv may be seen from here on a shared filesystem (or written before roots said where): checked
-    if its path leads here to a venv whose origin files name this store, else believed."""
+    if its path leads here to a venv whose origin files name this store, else believed. With ``inode``, only the
+    venv directory with that inode number counts: a root of this node whose directories' device numbers changed
+    (a reboot), not another venv at its path (a service's PrivateTmp)."""
     venv = root.venv
     if root.fs == "shared" and not node.is_shared(here.mounts.fs_type(venv)):
         return _believe(root, here, claimed)  # the path leads, here, to another (local) filesystem
@@ -155,6 +160,9 @@ def _check_if_seen(root: Root, here: Vantage, claimed: frozenset[str]) -> Held:
     except PermissionError:
         return Held(claimed, UNREADABLE)
     except OSError:
+        return _believe(root, here, claimed)
+    if inode is not None and os.fstat(venv_fd).st_ino != inode:
+        os.close(venv_fd)
         return _believe(root, here, claimed)
     seen: list[str] = []
     try:
@@ -295,7 +303,11 @@ class Marks:
         return out
 
     def _age(self, judged: tuple[Root, Held]) -> float:
-        return max(0.0, self.here.now - self.here.last_confirmed(judged[0]))
+        """Since a node last confirmed the root: this gc, if it checked it and found it alive."""
+        root, held = judged
+        if held.state == CHECKED and held.keys:
+            return 0.0
+        return max(0.0, self.here.now - self.here.last_confirmed(root))
 
     def _entry(self, root: Root, held: Held) -> dict[str, object]:
         return {"venv": root.venv, "user": root.user, "fs": root.fs, "fs_type": root.fs_type, "state": held.state,
