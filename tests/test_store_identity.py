@@ -104,8 +104,13 @@ def test_init_records_an_id_that_origin_files_and_roots_name(
     other = workdir / "other"
     assert run(users.alice, "init", str(other), "--group", users.group).returncode == 0
     assert _store_id(other) != ident
-    info = run(users.bob, "--store", str(group_store), "gc", "--dry-run", "--json")
-    assert json.loads(info.stdout)["store_id"] == ident
+    dry = run(users.bob, "--store", str(group_store), "gc", "--dry-run", "--json")
+    assert json.loads(dry.stdout)["store_id"] == ident
+    info = run(users.carol, "--store", str(other), "info", "--json")  # not a member: cannot read alice's store
+    assert info.returncode != 0
+    for user in (users.bob, None):
+        info = run(user, "--store", str(group_store), "info", "--json")
+        assert json.loads(info.stdout)["id"] == ident, info.stderr
 
 
 def test_an_older_store_gets_its_id_from_its_owner_never_from_a_member(

@@ -482,6 +482,7 @@ class Store:
         """The store's identity and policy, for ``wheelstore info``."""
         return {
             "store": str(self.root),
+            "id": self.id,
             "shared": self.policy.shared,
             "group": self.policy.group,
             "owner": user_name(self.owner_uid),
