@@ -124,3 +124,16 @@ def anchor(real: str) -> list[tuple[int, int]]:
             break
         path = os.path.dirname(path) or "/"
     return found
+
+
+def anchor_from(value: object) -> tuple[tuple[int, int], ...]:
+    """An :func:`anchor` as a root's JSON holds it, checked (its writer's word): empty if it is not one."""
+    if not isinstance(value, list) or len(value) > ANCHOR_DEPTH:
+        return ()
+    found = []
+    for pair in value:
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 64 for n in pair)):
+            return ()
+        found.append((pair[0], pair[1]))
+    return tuple(found)

@@ -552,23 +552,11 @@ def _where(doc: dict[str, object]) -> tuple[str | None, str | None, str, str | N
     fs = doc.get("fs")
     kind = doc.get("fs_type")
     return (store_id, node_id, _short(host), fs if fs in ("shared", "local") else None, _short(kind),
-            _anchor(doc.get("anchor")))
+            node.anchor_from(doc.get("anchor")))
 
 
 def _short(value: object) -> str:
     return value if isinstance(value, str) and len(value) <= 255 and value.isprintable() else ""
-
-
-def _anchor(value: object) -> tuple[tuple[int, int], ...]:
-    if not isinstance(value, list) or len(value) > node.ANCHOR_DEPTH:
-        return ()
-    found = []
-    for pair in value:
-        if not (isinstance(pair, list) and len(pair) == 2
-                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 64 for n in pair)):
-            return ()
-        found.append((pair[0], pair[1]))
-    return tuple(found)
 
 
 def read_roots(store: Store, unreadable: list[str] | None = None) -> list[Root]:
