@@ -101,3 +101,28 @@ def test_stats_counts_a_hard_link_into_the_store_once_through_either_mount(
     assert stats["venv"] == str(venv) and stats["logical_bytes"] > 400_000
     assert stats["physical_bytes"] < stats["logical_bytes"] // 4, stats  # its own files only: RECORD, launchers
     _imports(run, users.alice, venv, "hl1", "hl2")
+
+
+def test_venvs_of_an_older_store_named_by_path_are_kept_through_the_other_mount(
+    gluster: Mounts, run: Runner, users: Users, workdir: Path
+) -> None:
+    """A store made before ids, used through mount two: bob's origin files name it by path only. Root's gc through
+    mount one gives the store its id, and finds bob's venv through that path's store id, though the path's device
+    is another than the store's here: it removes nothing the venv uses."""
+    from .test_store_identity import _strip_id
+
+    one, two = gluster.fresh()
+    done = run(users.alice, "init", str(two / "store"), "--group", users.group)
+    assert done.returncode == 0, done.stderr
+    _strip_id(two / "store")
+    w = _wheels(workdir / "wheels", ["og1", "ogunused"])
+    venv = _venv(run, users.bob, workdir / "venv-bob")
+    done = run(users.bob, "--store", str(two / "store"), "install", "--venv", str(venv), str(w["og1"]))
+    assert done.returncode == 0, done.stderr
+    assert run(users.bob, "--store", str(two / "store"), "realize", str(w["ogunused"])).returncode == 0
+    _seen(one / "store" / "config.toml")
+    report = json.loads(run(None, "--store", str(one / "store"), "gc", "--grace", "0", "--json").stdout)
+    assert report["store_id"] is not None and (two / "store" / "store-id").read_text().strip() == report["store_id"]
+    assert _keys(report["removed"]) == {_key(w["ogunused"])}, report
+    assert report["roots"] == {"live": 1, "stale": []}
+    _imports(run, users.bob, venv, "og1")

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TypeGuard
 
 from ..base import fsio
+from ..base.errors import StoreError
 from ..base.logs import log
+from .config import parse_toml
 from .policy import Policy, Role
 
 #: the file that records the id of a store made before ``config.toml`` did
@@ -120,7 +122,7 @@ def _record(root: Path, root_fd: int, owner_uid: int, policy: Policy) -> str | N
 class StoreMatch:
     """Whether a venv's origin file (``WHEELSTORE``, written into each dist-info it installed) names this store: by
     id when both have one; else, for an origin file written before its store had an id (or a store whose id cannot
-    be read), by the store's path, compared by inode so that any spelling of it works on this mount."""
+    be read), by the store's path: the same directory (any spelling of it), or one holding a store of this id."""
 
     def __init__(self, store_id: str | None, root: str | os.PathLike[str]) -> None:
         self.id = store_id
@@ -135,6 +137,8 @@ class StoreMatch:
         return self.by_path(found.get("store"))
 
     def by_path(self, path: object) -> bool:
+        """Whether ``path`` leads to this store: the same directory, or (through another mount, where it has another
+        device number) a store with this store's id."""
         if not isinstance(path, str):
             return False
         if path == self._root:
@@ -145,7 +149,29 @@ class StoreMatch:
                     st = os.stat(self._root)
                     self._ident = (st.st_dev, st.st_ino)
                 st = os.stat(path)
-                self._seen[path] = (st.st_dev, st.st_ino) == self._ident
+                self._seen[path] = (st.st_dev, st.st_ino) == self._ident or (
+                    self.id is not None and os.path.isabs(path) and id_at(path) == self.id)
             except OSError:
                 self._seen[path] = False
         return self._seen[path]
+
+
+def id_at(path: str) -> str | None:
+    """The id of the store at ``path`` (read, never made: by the rules :class:`Store` reads its own), or None."""
+    try:
+        root_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        owner = os.fstat(root_fd).st_uid
+        cfd = os.open("config.toml", _OPEN_FLAGS, dir_fd=root_fd)
+        with os.fdopen(cfd, "rb") as f:
+            st = os.fstat(cfd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
+                return None
+            found = from_config(parse_toml(f, Path(path) / "config.toml"), st, owner)
+        return found if found is not None else _read(Path(path), root_fd, owner)
+    except (OSError, StoreError):
+        return None
+    finally:
+        os.close(root_fd)
