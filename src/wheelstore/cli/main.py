@@ -84,7 +84,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print_json(info)
     else:
-        for k in ("store", "selected_by", "shared", "group", "owner", "trees"):
+        for k in ("store", "selected_by", "shared", "group", "owner", "trees", "id"):
             out(args, f"{k:12} {info[k] if info[k] is not None else '-'}")
     return 0
 

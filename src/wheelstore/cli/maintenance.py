@@ -17,11 +17,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from ..store import gc
 
     grace = gc.DEFAULT_GRACE if args.grace is None else gc.parse_duration(args.grace)
+    expiry = None if args.root_expiry is None else gc.parse_duration(args.root_expiry)
     with Store.select(args.store) as store:
-        report = gc.collect_garbage(store, grace=grace, dry_run=args.dry_run)
+        report = gc.collect_garbage(store, grace=grace, dry_run=args.dry_run, root_expiry=expiry)
     if args.json:
         print_json(report.to_json())
         return 0
+    if args.dry_run:
+        _print_roots(args, report.nodes, report.root_expiry_seconds)
     verb = "would remove" if args.dry_run else "removed"
     for u in report.removed:
         what = f"{u.name} {u.version}".strip() or u.kind
@@ -40,6 +43,26 @@ def cmd_gc(args: argparse.Namespace) -> int:
         out(args, f"also removed {report.cache_entries_removed} entries for trees no longer in the store from your "
                    "cache")
     return 0
+
+
+def _print_roots(args: argparse.Namespace, nodes: list[dict[str, Any]], expiry: float) -> None:
+    """gc --dry-run: every root, by the node that wrote it, with its age (since a node last confirmed it)."""
+    for n in nodes:
+        hosts = f"host {', '.join(n['hosts'])}, " if n["hosts"] else ""
+        which = "this node" if n["this_node"] else "another node" if n["node"] else "unknown nodes (older roots)"
+        out(args, printable(f"roots written on {which} ({hosts}node id {n['node'] or '-'}):"))
+        for r in n["roots"]:
+            where = f"{r['fs']} {r['fs_type']}" if r["fs"] else "filesystem not recorded"
+            left = f", expires in {_age_text(expiry - r['age_seconds'])}" if r["state"] == "believed" else ""
+            out(args, printable(f"  {r['venv']} ({r['user']}, {where}): {r['state']}, {r['units']} units, "
+                                f"confirmed {_age_text(r['age_seconds'])} ago{left}"))
+
+
+def _age_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -124,7 +147,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def gc_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", metavar="DURATION", help="keep unused trees younger than this (default 1d; 0, 90s, 12h)")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    p.add_argument("--root-expiry", metavar="DURATION",
+                   help="believe a root this gc cannot check (a venv on another node) for this long after a node last "
+                        "confirmed it (default: the store's [gc] root_expiry, else 30d)")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be removed, and list the roots")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_gc)
 

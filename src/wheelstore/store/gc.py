@@ -30,7 +30,7 @@ from ..base import fsio
 from ..base.errors import GcError, StoreError
 from ..base.fsio import open_dir
 from ..base.hooks import checkpoint
-from . import roots as rootmod
+from . import rootcheck
 from .gclock import LOCK_NAME
 from .keylock import LockUnavailable
 from .orphans import UNIT_NAME
@@ -96,8 +96,12 @@ class GcReport:
     store: str
     dry_run: bool
     grace_seconds: float
+    root_expiry_seconds: float = rootcheck.DEFAULT_EXPIRY
+    store_id: str | None = None
     roots_live: int = 0
-    roots_stale: list[str] = field(default_factory=list)  #: roots holding nothing (venv gone or moved)
+    roots_stale: list[str] = field(default_factory=list)  #: roots holding nothing (venv gone or moved, expired)
+    #: every root, by the node that wrote it (:meth:`rootcheck.Marks.by_node`)
+    nodes: list[dict[str, object]] = field(default_factory=list)
     live: int = 0  #: units some live root holds
     young: int = 0  #: unreferenced, but within the grace period
     removed: list[Unit] = field(default_factory=list)  #: (or, with --dry-run, would be removed)
@@ -116,7 +120,10 @@ class GcReport:
             "store": self.store,
             "dry_run": self.dry_run,
             "grace_seconds": self.grace_seconds,
+            "root_expiry_seconds": self.root_expiry_seconds,
+            "store_id": self.store_id,
             "roots": {"live": self.roots_live, "stale": self.roots_stale},
+            "nodes": self.nodes,
             "live": self.live,
             "young": self.young,
             "removed": [u.to_json() for u in self.removed],
@@ -132,54 +139,6 @@ def who_can(owner: str) -> str:
     return f"{owner} (its owner) or root" if owner and owner != "root" else "root"
 
 
-# -- mark --------------------------------------------------------------------------------------------------------------
-
-
-class _Marks:
-    """The live set, built from the roots, and what each root file looked like when it was read."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.same = rootmod.SameStore(store)
-        self.live: set[str] = set()
-        self.seen: dict[str, rootmod.RootFile] = {}
-        self.stale: dict[str, rootmod.Root] = {}
-        self.unreadable: list[str] = []  #: roots this process may not read: nothing may be swept
-        self.unverified: set[str] = set()  #: venvs it may not read: their roots are believed
-
-    def update(self) -> None:
-        """Read every root that is new or changed since the last call. Roots that vanished keep what they held:
-        this only errs towards keeping."""
-        self.unreadable = []
-        for path, rf in rootmod.list_roots(self.store, self.unreadable).items():
-            if self.seen.get(path) == rf:
-                continue
-            self.seen[path] = rf
-            try:
-                root = rootmod.read_root(self.store, path)
-            except PermissionError:
-                self.unreadable.append(f"roots/{path}")
-                continue
-            if root is None:
-                self.stale.pop(path, None)
-                continue
-            held = rootmod.confirm(self.store, root, self.same)
-            self.live |= held.keys
-            if not held.verified:
-                self.unverified.add(root.venv)
-            if held.keys:
-                self.stale.pop(path, None)
-            else:
-                self.stale[path] = root
-
-    def blocker(self) -> str | None:
-        """Why no tree may be swept now, if there is a reason."""
-        if self.unreadable:
-            return (f"cannot read {', '.join(sorted(self.unreadable))}; no tree was removed (run gc as root, or as "
-                    "the owner of those roots)")
-        return None
-
-
 # -- sweep -------------------------------------------------------------------------------------------------------------
 
 
@@ -191,12 +150,17 @@ class _Candidate:
     owner_uid: int
 
 
-def collect_garbage(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False) -> GcReport:
-    """Mark from the live roots and sweep what nothing holds; with ``dry_run`` only say what would go."""
+def collect_garbage(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool = False,
+                    root_expiry: float | None = None) -> GcReport:
+    """Mark from the live roots and sweep what nothing holds; with ``dry_run`` only say what would go.
+
+    ``root_expiry`` (else the store's ``[gc] root_expiry``, else 30 days): how long a root this gc cannot check
+    (:mod:`~wheelstore.store.rootcheck`) is believed after any node last confirmed it."""
     from .stats import usage
 
-    report = GcReport(str(store.root), dry_run, grace)
-    marks = _Marks(store)
+    expiry = configured_expiry(store) if root_expiry is None else root_expiry
+    report = GcReport(str(store.root), dry_run, grace, expiry, store.id)
+    marks = rootcheck.Marks(store, expiry)
     marks.update()  # the slow pass (reading venvs) runs unlocked
     doomed: list[tuple[str, _Candidate]] = []
     if marks.blocker() is not None:
@@ -214,32 +178,66 @@ def collect_garbage(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool
             {"remove": report.removed, "unpublish": report.unpublished, "keep": report.not_removable}[verdict].append(
                 unit)
     else:
-        checkpoint("gc-locking")
-        lock = _lock_or_fail(store)
-        try:
-            marks.update()  # roots written meanwhile by installs that have now finished
-            for cand in [] if marks.blocker() else _candidates(store, marks.live, grace, report):
-                hidden = _unpublish(store, cand, report)
-                if hidden is not None:
-                    doomed.append((hidden, cand))
-            _sweep_roots(store, marks)  # locked: an install may be rewriting one of them
-        finally:
-            lock.release()
-        checkpoint("gc-unlocked")
+        doomed = _unpublish_locked(store, marks, grace, report)
         for hidden, cand in doomed:
             _delete(store, hidden, cand, report)
+    _summarize(store, marks, report)
+    _sweep_staging(store, report, dry_run=dry_run)
+    if not dry_run:
+        rootcheck.record_confirmations(store, marks.confirmed())
+        report.cache_entries_removed = _prune_user_cache(store)
+    return report
+
+
+def _unpublish_locked(store: Store, marks: rootcheck.Marks, grace: float,
+                      report: GcReport) -> list[tuple[str, _Candidate]]:
+    """Under the exclusive lock: read the roots written meanwhile, unpublish what nothing holds, and remove the
+    stale roots; return the hidden names of the trees whose files are to be deleted once the lock is released."""
+    doomed = []
+    checkpoint("gc-locking")
+    lock = _lock_or_fail(store)
+    try:
+        marks.update()  # roots written meanwhile by installs that have now finished
+        for cand in [] if marks.blocker() else _candidates(store, marks.live, grace, report):
+            hidden = _unpublish(store, cand, report)
+            if hidden is not None:
+                doomed.append((hidden, cand))
+        _sweep_roots(store, marks)  # locked: an install may be rewriting one of them
+    finally:
+        lock.release()
+    checkpoint("gc-unlocked")
+    return doomed
+
+
+def _summarize(store: Store, marks: rootcheck.Marks, report: GcReport) -> None:
+    """What the report says of the roots, and the problems the mark met."""
     blocked = marks.blocker()
     if blocked is not None:
         report.problems.append(blocked)
-    if marks.unverified:
-        report.problems.append(f"could not read {len(marks.unverified)} venvs (permission denied); their roots were "
+    unreadable = marks.in_state(rootcheck.UNREADABLE)
+    if unreadable:
+        report.problems.append(f"could not read {len(unreadable)} venvs (permission denied); their roots were "
                                "believed as written: run gc as root to check them")
-    report.roots_live = len(marks.seen) - len(marks.stale)
-    report.roots_stale = sorted(str(r.venv) for r in marks.stale.values())
-    _sweep_staging(store, report, dry_run=dry_run)
-    if not dry_run:
-        report.cache_entries_removed = _prune_user_cache(store)
-    return report
+    if store.id is None:
+        report.problems.append(f"{store.root} has no store id yet (its owner's or root's next command records one): "
+                               "venvs are matched by the store's path, which another mount of it does not share")
+    stale = marks.stale()
+    report.roots_live = len(marks.judged) - len(stale)
+    report.roots_stale = sorted(str(r.venv) for r in stale.values())
+    report.nodes = marks.by_node()
+
+
+def configured_expiry(store: Store) -> float:
+    """``root_expiry`` in the ``[gc]`` table of the store's config (its owner's, the same for every node's gc),
+    else 30 days."""
+    table = store.config().get("gc")
+    value = table.get("root_expiry") if isinstance(table, dict) else None
+    if value is None:
+        return rootcheck.DEFAULT_EXPIRY
+    if isinstance(value, str):
+        return parse_duration(value)
+    raise GcError(f"root_expiry in {store.root}/config.toml is {value!r}, not a duration",
+                  hint='write it like root_expiry = "30d" in the [gc] table')
 
 
 def _prune_user_cache(store: Store) -> int:
@@ -439,11 +437,11 @@ def _is_dir(name: str, dir_fd: int) -> bool:
     return st is not None and stat.S_ISDIR(st.st_mode)
 
 
-def _sweep_roots(store: Store, marks: _Marks) -> None:
+def _sweep_roots(store: Store, marks: rootcheck.Marks) -> None:
     """Delete the stale roots this process may (its own, or any as root); they hold nothing either way."""
     roots_fd = store.area_fd("roots")
     euid = os.geteuid()
-    for path, root in list(marks.stale.items()):
+    for path, root in marks.stale().items():
         if euid not in (0, root.owner_uid):
             continue
         user, _, name = path.partition("/")

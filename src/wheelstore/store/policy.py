@@ -178,7 +178,8 @@ class Policy:
 
     # -- the recorded form -----------------------------------------------------------------------------------------
 
-    def to_toml(self) -> str:
+    def to_toml(self, store_id: str | None = None) -> str:
+        """The recorded form, with the store's id (:mod:`~wheelstore.store.identity`) when given."""
         lines = [
             "# wheelstore store policy. Every client applies these modes, whatever its umask or config.",
             "# Change it only with wheelstore; the modes of existing content depend on it.",
@@ -186,6 +187,8 @@ class Policy:
             "format = 1",
             f'shared = "{self.shared}"',
         ]
+        if store_id is not None:
+            lines.append(f'id = "{store_id}"')
         if self.gid is not None:
             lines += [f'group = "{self.group}"', f"gid = {self.gid}"]
         lines += [

@@ -1,8 +1,12 @@
 """gc roots: which venvs use which trees, kept in the store per user, the way Nix keeps ``gcroots/auto``.
 
-Every install, sync, uninstall and edit rewrites the venv's root ``roots/<uid>-<random>/<hash of the venv's real
-path>.json`` (a directory the user owns, readable by the store's readers so anyone's gc can mark from it). A root
-records the venv path and, per distribution, its dist-info path, tree key and pyc unit.
+Every install, sync, uninstall and edit rewrites the venv's root ``roots/<uid>-<random>/<name>.json`` (a directory the
+user owns, readable by the store's readers so anyone's gc can mark from it). A root records the venv path and, per
+distribution, its dist-info path, tree key and pyc unit; and where the venv lives: the store's id, the node that
+wrote the root (:func:`~wheelstore.base.node.node_id`), whether the venv's filesystem is shared between nodes or
+node-local, and the identity of the venv's directory and those above it (:func:`~wheelstore.base.node.anchor`).
+A root's name is a hash of the venv's real path, and, on a node-local filesystem, of the node too: two nodes' venvs
+at one local path are two venvs.
 
 ``roots/`` is shared, so its names are not to be trusted: a member could create ``roots/<victim>`` (the layout before
 the random part, still read) before the victim's first install. A user's directory is therefore found by listing
@@ -10,9 +14,9 @@ the random part, still read) before the victim's first install. A user's directo
 random part nobody can guess when there is none; and gc reads a root only where the directory's name, the directory's
 owner and the file's owner agree (:func:`claimed_uid`). An entry that does not is ignored, never written through.
 
-A root is a claim, not proof: gc re-reads each listed dist-info's ``WHEELSTORE`` origin file (:func:`confirm`) and
-keeps a tree only while the venv at that path still says it came from this store's tree. So a deleted or moved venv,
-or one that uninstalled a distribution (even with pip), stops holding its trees without anyone cleaning up the root.
+A root is a claim, not proof: gc checks it against the venv where it can (:mod:`~wheelstore.store.rootcheck`). Each
+gc also leaves, in its user's directory, ``<node>.confirmed``: the roots it found alive, so that other nodes' gcs,
+which cannot see a venv on this node's local disk, know it was alive then.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..base.distinfo import ORIGIN_FILE, Distribution, installed, origin
+from ..base import node
+from ..base.distinfo import Distribution, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.fsio import hidden_name, open_dir
 from ..base.hooks import checkpoint
 from ..base.interpreter import Interpreter
 from ..base.logs import log
 from .bytecode import distrust
+from .identity import StoreMatch, is_id
 from .policy import Role, user_name
 from .store import Store
 
@@ -43,7 +49,6 @@ if TYPE_CHECKING:
 FORMAT = 1
 #: a root or origin file larger than this was not written by wheelstore
 MAX_SIZE = 16 << 20
-_ORIGIN_MAX = 64 << 10
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: a user's directory in ``roots/``: their uid and a random part, so that nobody can create it before them
 _USER_DIR = re.compile(r"^([0-9]{1,10})-[0-9a-f]{16}$")
@@ -73,15 +78,44 @@ class Root(NamedTuple):
     owner_uid: int  #: who wrote it (the file's owner, not what the file says)
     updated_at: str
     dists: tuple[RootDist, ...]
+    #: when it was written (seconds since the epoch): ``updated_at``, else the file's mtime; never in the future
+    updated: float = 0.0
+    store_id: str | None = None  #: the store it was written for; None in a root written before ids
+    node: str | None = None  #: the node that wrote it; None in a root written before nodes were recorded
+    host: str = ""  #: that node's host name, for people
+    fs: str | None = None  #: ``shared`` or ``local``: the venv's filesystem, as its node saw it
+    fs_type: str = ""
+    #: (device, inode) of the venv and each directory above it, when the root was written
+    anchor: tuple[tuple[int, int], ...] = ()
 
     @property
     def user(self) -> str:
         return user_name(self.owner_uid)
 
 
-def root_name(venv: str | os.PathLike[str]) -> str:
-    """The file name of a venv's root: a hash of its real path, so one venv has one root per user."""
-    return hashlib.sha256(os.fsencode(os.path.realpath(venv))).hexdigest()[:32] + ".json"
+def root_name(venv: str | os.PathLike[str], node_id: str | None = None) -> str:
+    """The file name of a venv's root: a hash of its real path (and, for a venv on a node-local filesystem, of the
+    node: the same path on two nodes is two venvs), so one venv has one root per user."""
+    real = os.fsencode(os.path.realpath(venv))
+    what = real if node_id is None else os.fsencode(node_id) + b"\0" + real
+    return hashlib.sha256(what).hexdigest()[:32] + ".json"
+
+
+class Place(NamedTuple):
+    """Where a venv lives, as this node sees it now: what its root records besides the trees."""
+
+    node: str
+    fs: str  #: shared or local
+    fs_type: str
+    anchor: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, real: str) -> Place:
+        kind = node.fs_type(real)
+        return cls(node.node_id(), "shared" if node.is_shared(kind) else "local", kind, node.anchor(real))
+
+    def root_name(self, real: str) -> str:
+        return root_name(real, None if self.fs == "shared" else self.node)
 
 
 # -- writing -----------------------------------------------------------------------------------------------------------
@@ -144,46 +178,80 @@ def _unprotected(store: Store, real: str, reason: str) -> RootNotRegistered:
 
 def _write_root(store: Store, real: str, dists: tuple[RootDist, ...]) -> Root | None:
     """Write (or, with no ``dists``, remove) the root of the venv at ``real`` in the user's directory."""
-    name = root_name(real)
+    place = Place.of(real)
+    name = place.root_name(real)
     if not dists:  # nothing to protect: remove the root, if I have a directory (none is made for that)
         found = _find_user_dir(store.area_fd("roots"))
         if found is not None:
             try:
-                os.unlink(name, dir_fd=found[0])
-            except FileNotFoundError:
-                pass
+                _unlink(name, found[0])
+                _drop_older_name(real, name, place.node, found[0])
             finally:
                 os.close(found[0])
         return None
-    user_fd, user = _user_dir(store)
+    user_fd, user = user_dir(store)
     try:
-        now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())  # ISO 8601, UTC (datetime: 1 ms of imports)
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now))  # ISO 8601, UTC (datetime: 1 ms)
         doc = {
             "format": FORMAT,
             "venv": real,
             "uid": os.geteuid(),
             "user": user_name(os.geteuid()),
-            "updated_at": now,
+            "updated_at": stamp,
+            "node": place.node,
+            "host": node.host_name(),
+            "fs": place.fs,
+            "fs_type": place.fs_type,
+            "anchor": place.anchor,
             "dists": [
                 {"name": d.name, "version": d.version, "dist_info": d.dist_info, "key": d.key, "pyc": d.pyc}
                 for d in dists
             ],
         }
-        _write_atomically(store, user_fd, name, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
-        return Root(f"{user}/{name}", real, os.geteuid(), now, dists)
+        if store.id is not None:
+            doc["store_id"] = store.id
+        write_atomically(store, user_fd, name, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
+        _drop_older_name(real, name, place.node, user_fd)
+        return Root(f"{user}/{name}", real, os.geteuid(), stamp, dists, now, store.id, place.node, node.host_name(),
+                    place.fs, place.fs_type, tuple(place.anchor))
     finally:
         os.close(user_fd)
+
+
+def _drop_older_name(real: str, name: str, node_id: str, user_fd: int) -> None:
+    """Remove this venv's root under the name of a root written before names held the node (a hash of the path
+    alone), unless another node wrote it (for a venv of its own, at the same path on a filesystem it shares): one
+    venv, one root, or the older one would hold the venv's old trees after it is gone. One failed open when there is
+    none."""
+    older = root_name(real)
+    if older == name:
+        return
+    try:
+        data, _st = read_small(older, user_fd, MAX_SIZE)
+        doc = json.loads(data)
+    except (OSError, ValueError):
+        return
+    if isinstance(doc, dict) and doc.get("node") in (None, node_id):
+        _unlink(older, user_fd)
+
+
+def _unlink(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def _venv_dists(store: Store, real: str, interpreter: Interpreter,
                 dists: Mapping[NormalizedName, Distribution] | None = None) -> Iterator[RootDist]:
     """The venv's distributions (``dists``, else read now) whose origin file names this store."""
-    same = SameStore(store)
+    same = StoreMatch(store.id, store.root)
     prefix = real + os.sep
     sites: dict[str, str] = {}  # each site directory's real path, resolved once rather than per dist-info
     for dist in (dists if dists is not None else installed(interpreter)).values():
         found = origin(dist)
-        if found is None or not same(found.get("store")):
+        if found is None or not same(found):
             continue
         key = found.get("key")
         if not isinstance(key, str) or not _is_key(key):
@@ -217,7 +285,7 @@ def _used_unit(store: Store, key: str, pyc: str) -> bool:
     return unit is not None and distrust(store, unit, tree) is None
 
 
-def _user_dir(store: Store) -> tuple[int, str]:
+def user_dir(store: Store) -> tuple[int, str]:
     """An fd for my directory in ``roots/``, writable only by me, made if I have none, and its name.
 
     Found, not named: the first of ``roots/<my name>`` (the old layout) and ``roots/<my uid>-<random>`` that is a
@@ -344,7 +412,7 @@ def _open_owned_dir(name: str, roots_fd: int, uid: int) -> int | None:
     return fd
 
 
-def _write_atomically(store: Store, dir_fd: int, name: str, data: bytes) -> None:
+def write_atomically(store: Store, dir_fd: int, name: str, data: bytes) -> None:
     """Readers see the old root or the new one, never half of one: a private temp file renamed over it. Not fsynced
     (that was 3 ms of every install): a root is meant to be as durable as the venv it describes, whose files are not
     synced either, by wheelstore, pip or uv."""
@@ -378,6 +446,23 @@ def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, R
     Directories this process may not read are added to ``unreadable``: gc must not sweep what they might hold.
     """
     found: dict[str, RootFile] = {}
+    for user, uid, ufd in user_dirs(store, unreadable):
+        for name in listed(user, ufd, unreadable):
+            if name.startswith(".") or not name.endswith(".json"):
+                continue
+            try:
+                st = os.stat(name, dir_fd=ufd, follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and st.st_uid == uid:
+                path = f"{user}/{name}"
+                found[path] = RootFile(path, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return found
+
+
+def user_dirs(store: Store, unreadable: list[str] | None) -> Iterator[tuple[str, int, int]]:
+    """Each user's directory in ``roots/`` (:func:`claimed_uid`): its name, its uid and an fd, closed after the
+    caller's turn. Those this process may not read are added to ``unreadable``."""
     roots_fd = store.area_fd("roots")
     for user in _names(roots_fd):
         uid = _claim(user, roots_fd)
@@ -392,24 +477,20 @@ def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, R
         if ufd is None:  # squatted, or not a directory: nothing its namesake wrote
             continue
         try:
-            for name in sorted(os.listdir(ufd)):
-                if name.startswith(".") or not name.endswith(".json"):
-                    continue
-                try:
-                    st = os.stat(name, dir_fd=ufd, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode) and st.st_uid == uid:
-                    path = f"{user}/{name}"
-                    found[path] = RootFile(path, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-        except PermissionError:
-            if unreadable is not None:
-                unreadable.append(f"roots/{user}")
-        except OSError:
-            continue
+            yield user, uid, ufd
         finally:
             os.close(ufd)
-    return found
+
+
+def listed(user: str, ufd: int, unreadable: list[str] | None) -> list[str]:
+    try:
+        return sorted(os.listdir(ufd))
+    except PermissionError:
+        if unreadable is not None:
+            unreadable.append(f"roots/{user}")
+    except OSError:
+        pass
+    return []
 
 
 def read_root(store: Store, path: str) -> Root | None:
@@ -424,14 +505,14 @@ def read_root(store: Store, path: str) -> Root | None:
     if ufd is None:
         return None
     try:
-        data, owner = _read_small(name, ufd, MAX_SIZE)
+        data, st = read_small(name, ufd, MAX_SIZE)
     except PermissionError:
         raise
     except OSError:
         return None
     finally:
         os.close(ufd)
-    if owner != uid:
+    if st.st_uid != uid:
         return None
     try:
         doc = json.loads(data)
@@ -444,7 +525,38 @@ def read_root(store: Store, path: str) -> Root | None:
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    return Root(path, doc["venv"], owner, str(doc.get("updated_at", "")), dists)
+    stamp = str(doc.get("updated_at", ""))
+    return Root(path, doc["venv"], st.st_uid, stamp, dists, _when(stamp, st.st_mtime), *_where(doc))
+
+
+def _when(stamp: str, mtime: float) -> float:
+    """When a root was written: what it says, else its file's mtime; never later than now (a root claiming the
+    future would never expire)."""
+    import calendar
+
+    try:
+        when = float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S+00:00")))
+    except (ValueError, OverflowError):
+        when = mtime
+    return min(when, time.time())
+
+
+def _where(doc: dict[str, object]) -> tuple[str | None, str | None, str, str | None, str, tuple[tuple[int, int], ...]]:
+    """A root's store id, node, host, filesystem kind and type, and anchor, each checked (they are its writer's
+    word): a field of the wrong shape reads as absent, as in a root written before it was recorded."""
+    named = doc.get("store_id")
+    store_id = named if is_id(named) else None
+    where = doc.get("node")
+    node_id = where if isinstance(where, str) and node.NODE_ID.fullmatch(where) else None
+    host = doc.get("host")
+    fs = doc.get("fs")
+    kind = doc.get("fs_type")
+    return (store_id, node_id, _short(host), fs if fs in ("shared", "local") else None, _short(kind),
+            node.anchor_from(doc.get("anchor")))
+
+
+def _short(value: object) -> str:
+    return value if isinstance(value, str) and len(value) <= 255 and value.isprintable() else ""
 
 
 def read_roots(store: Store, unreadable: list[str] | None = None) -> list[Root]:
@@ -462,115 +574,14 @@ def read_roots(store: Store, unreadable: list[str] | None = None) -> list[Root]:
     return found
 
 
-def _read_small(name: str, dir_fd: int, limit: int) -> tuple[bytes, int]:
-    """A regular file's bytes (at most ``limit``) and owner, never through a symlink, never blocking on a FIFO."""
+def read_small(name: str, dir_fd: int, limit: int) -> tuple[bytes, os.stat_result]:
+    """A regular file's bytes (at most ``limit``) and stat, never through a symlink, never blocking on a FIFO."""
     fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
             raise OSError(0, "not a regular file of sensible size")
-        return f.read(limit + 1), st.st_uid
-
-
-# -- confirming --------------------------------------------------------------------------------------------------------
-
-
-class SameStore:
-    """Whether an origin file's store path names this store (compared by inode, so any spelling of the path works)."""
-
-    def __init__(self, store: Store) -> None:
-        self._root = str(store.root)
-        st = os.stat(store.root)
-        self._ident = (st.st_dev, st.st_ino)
-        self._seen: dict[str, bool] = {}
-
-    def __call__(self, path: object) -> bool:
-        if not isinstance(path, str):
-            return False
-        if path == self._root:
-            return True
-        if path not in self._seen:
-            try:
-                st = os.stat(path)
-                self._seen[path] = (st.st_dev, st.st_ino) == self._ident
-            except OSError:
-                self._seen[path] = False
-        return self._seen[path]
-
-
-class Held(NamedTuple):
-    """What a root holds after :func:`confirm`."""
-
-    keys: frozenset[str]
-    #: False when this process may not read (part of) the venv: the root's claim was then believed, not checked
-    verified: bool
-
-
-def confirm(store: Store, root: Root, same: SameStore | None = None) -> Held:
-    """The keys ``root`` really holds: those of its distributions whose dist-info, at the recorded place in the venv
-    at the recorded real path, still has an origin file naming this store and that tree.
-
-    Every step goes by directory fd without following a symlink, so a root cannot make gc read elsewhere. What this
-    process may not read (another user's private home) cannot be checked, and is believed: a gc run by one member
-    must not break another's venv, and a root only ever claims its own list.
-    """
-    same = same or SameStore(store)
-    venv = root.venv
-    claimed = frozenset(k for d in root.dists for k in d.keys())
-    if not os.path.isabs(venv) or os.path.realpath(venv) != venv:
-        return Held(frozenset(), True)  # moved, or replaced by a symlink: not the venv the root was written for
-    try:
-        venv_fd = os.open(venv, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except PermissionError:
-        return Held(claimed, False)
-    except OSError:
-        return Held(frozenset(), True)
-    live: set[str] = set()
-    verified = True
-    try:
-        try:
-            st = os.stat("pyvenv.cfg", dir_fd=venv_fd, follow_symlinks=False)
-        except PermissionError:
-            return Held(claimed, False)
-        except OSError:
-            return Held(frozenset(), True)
-        if not stat.S_ISREG(st.st_mode):
-            return Held(frozenset(), True)
-        for dist in root.dists:
-            try:
-                found = _origin_at(venv_fd, dist.dist_info)
-            except PermissionError:
-                live.update(dist.keys())
-                verified = False
-                continue
-            if found is not None and found.get("key") == dist.key and same(found.get("store")):
-                live.update(dist.keys())
-    finally:
-        os.close(venv_fd)
-    return Held(frozenset(live), verified)
-
-
-def _origin_at(venv_fd: int, rel: str) -> dict[str, object] | None:
-    parts = rel.split("/")
-    if not parts or any(p in ("", ".", "..") for p in parts):
-        return None
-    fd = venv_fd
-    try:
-        for part in parts:
-            nxt = open_dir(part, dir_fd=fd)
-            if fd != venv_fd:
-                os.close(fd)
-            fd = nxt
-        data, _owner = _read_small(ORIGIN_FILE, fd, _ORIGIN_MAX)
-        doc = json.loads(data)
-    except PermissionError:
-        raise
-    except (OSError, ValueError):
-        return None
-    finally:
-        if fd != venv_fd:
-            os.close(fd)
-    return doc if isinstance(doc, dict) else None
+        return f.read(limit + 1), st
 
 
 def _is_key(key: str) -> bool:

@@ -6,7 +6,7 @@ a fast one takes no block, a long one a whole block). The store is walked first,
 venv nothing, while a symlink, a reflink or a copy costs what its own inode allocates. Reflinked files are counted
 whole, as ``du`` counts them, although they share blocks with the store (``df`` shows less).
 
-Logical is, per live venv (a root :func:`~wheelstore.store.roots.confirm` confirms), the allocated size of every
+Logical is, per live venv (a root :mod:`~wheelstore.store.rootcheck` checks), the allocated size of every
 store unit it links, trees and their pyc units alike (a venv without the store would hold those pycs too, once
 imported), as if each were a private copy.
 """
@@ -18,7 +18,7 @@ import stat
 from dataclasses import dataclass, field
 
 from ..base.fsio import open_dir
-from . import roots as rootmod
+from . import rootcheck
 from .policy import user_name
 from .store import Store
 
@@ -38,14 +38,41 @@ class Usage:
         return self
 
 
-def usage(
-    name: str, *, dir_fd: int | None = None, seen: set[tuple[int, int]] | None = None, skip_root: bool = False
-) -> Usage:
+class Seen:
+    """The inodes a measurement counted already, so each counts once however many hard links lead to it.
+
+    Through two mounts of one network filesystem (GlusterFS gives each FUSE mount its own device number) one inode
+    shows under two devices with one inode number: so a hard-linked file under another device than the store's, with
+    the inode number, size, mtime and ctime of a hard-linked store file counted already, is taken for that file.
+    """
+
+    def __init__(self) -> None:
+        self._ids: set[tuple[int, int]] = set()
+        self.store_walk = False  #: set while the store is walked
+        #: the store's hard-linked files by inode number: (device, size, mtime, ctime)
+        self._linked: dict[int, tuple[int, int, int, int]] = {}
+
+    def first(self, st: os.stat_result) -> bool:
+        """Whether ``st`` is an inode not counted before (it is counted from now on)."""
+        ident = (st.st_dev, st.st_ino)
+        if ident in self._ids:
+            return False
+        self._ids.add(ident)
+        if st.st_nlink < 2 or not stat.S_ISREG(st.st_mode):
+            return True
+        if self.store_walk:
+            self._linked[st.st_ino] = (st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            return True
+        known = self._linked.get(st.st_ino)
+        return known is None or known[0] == st.st_dev or known[1:] != (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def usage(name: str, *, dir_fd: int | None = None, seen: Seen | None = None, skip_root: bool = False) -> Usage:
     """``du -s`` of ``name``: blocks and inodes of it and everything below, skipping inodes already in ``seen``.
 
     With ``skip_root`` the top directory itself is not counted (a unit's root becomes the venv's site-packages).
     """
-    seen = set() if seen is None else seen
+    seen = Seen() if seen is None else seen
     total = Usage()
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -66,16 +93,13 @@ def usage(
     return total
 
 
-def _count(st: os.stat_result, seen: set[tuple[int, int]], total: Usage) -> None:
-    ident = (st.st_dev, st.st_ino)
-    if ident in seen:
-        return
-    seen.add(ident)
-    total.bytes += st.st_blocks * 512
-    total.inodes += 1
+def _count(st: os.stat_result, seen: Seen, total: Usage) -> None:
+    if seen.first(st):
+        total.bytes += st.st_blocks * 512
+        total.inodes += 1
 
 
-def _walk(fd: int, seen: set[tuple[int, int]], total: Usage) -> None:
+def _walk(fd: int, seen: Seen, total: Usage) -> None:
     try:
         names = os.listdir(fd)
     except OSError:
@@ -181,22 +205,18 @@ class Stats:
 
 
 def measure(store: Store) -> Stats:
-    """Measure the store and every venv a live root names."""
-    same = rootmod.SameStore(store)
+    """Measure the store and every venv a live root names that can be checked from here (venvs on other nodes'
+    local disks are counted by a stats run there)."""
+    marks = rootcheck.Marks(store)
+    marks.update()
     held: dict[str, set[str]] = {}
-    stale = 0
-    unreadable: list[str] = []
-    unverified = 0
-    for root in rootmod.read_roots(store, unreadable):
-        found = rootmod.confirm(store, root, same)
-        if not found.verified:
-            unverified += 1
-        elif found.keys:
+    for root, found in marks.judged.values():
+        if found.state == rootcheck.CHECKED and found.keys:
             held.setdefault(root.venv, set()).update(found.keys)
-        else:
-            stale += 1
-    seen: set[tuple[int, int]] = set()
+    seen = Seen()
+    seen.store_walk = True
     store_usage = usage(os.fspath(store.root), seen=seen)
+    seen.store_walk = False
     trees_fd = store.area_fd("trees")
     unit_usage: dict[str, Usage] = {}
     venvs = []
@@ -214,12 +234,21 @@ def measure(store: Store) -> Stats:
                 stats.pyc_logical_bytes += unit_usage[key].bytes
         stats.physical = usage(venv, seen=seen)
         venvs.append(stats)
-    result = Stats(os.fspath(store.root), store_usage, venvs, stale)
-    if unreadable or unverified:
-        result.notes.append(f"{len(unreadable)} roots and {unverified} venvs could not be read and are not counted; "
-                            "run as root for all of them")
-    entries = store_usage.unreadable + sum(v.physical.unreadable for v in venvs)
+    result = Stats(os.fspath(store.root), store_usage, venvs, len(marks.stale()))
+    _notes(result, marks)
+    return result
+
+
+def _notes(result: Stats, marks: rootcheck.Marks) -> None:
+    unreadable = len(marks.unreadable) + len(marks.in_state(rootcheck.UNREADABLE))
+    if unreadable:
+        result.notes.append(f"{unreadable} roots or venvs could not be read and are not counted; run as root for all "
+                            "of them")
+    elsewhere = len(marks.in_state(rootcheck.BELIEVED))
+    if elsewhere:
+        result.notes.append(f"{elsewhere} venvs cannot be seen from here (on another node's local disk, or hidden "
+                            "from this process) and are not counted; run stats on their nodes")
+    entries = result.store_usage.unreadable + sum(v.physical.unreadable for v in result.venvs)
     if entries:
         result.notes.append(f"{entries} entries could not be read and are not counted; run as root for exact "
                             "numbers")
-    return result

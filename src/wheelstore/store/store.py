@@ -34,7 +34,7 @@ from ..base import fsio
 from ..base.errors import StoreAccessDenied, StoreError, StoreNotFound
 from ..base.fsio import open_dir
 from ..base.logs import log
-from . import gclock
+from . import gclock, identity
 from .config import parse_toml, select_store
 from .keylock import NOTICE_AFTER, STORE_TIMEOUT, KeyLock, configured_timeout, holder
 from .manifest import Manifest
@@ -116,11 +116,12 @@ def _pid_alive(pid: int) -> bool:
 class Store:
     """An opened store. Create one with :meth:`init`, open one with :meth:`open` or :meth:`select`."""
 
-    def __init__(self, root: Path, policy: Policy, root_fd: int) -> None:
+    def __init__(self, root: Path, policy: Policy, root_fd: int, ident: str | None = None) -> None:
         self.root = root
         self.policy = policy
         self._root_fd = root_fd
         self.owner_uid = os.fstat(root_fd).st_uid
+        self._id, self._id_known = ident, ident is not None
         self._area_fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self._trees = root / "trees"
@@ -141,14 +142,14 @@ class Store:
         except PermissionError:
             raise _access_denied(root) from None
         try:
-            data = cls._read_config(root, fd)
-            return cls(root, Policy.from_mapping(data), fd)
+            data, st = cls._read_config(root, fd)
+            return cls(root, Policy.from_mapping(data), fd, identity.from_config(data, st, os.fstat(fd).st_uid))
         except BaseException:
             os.close(fd)
             raise
 
     @staticmethod
-    def _read_config(root: Path, root_fd: int) -> dict[str, object]:
+    def _read_config(root: Path, root_fd: int) -> tuple[dict[str, object], os.stat_result]:
         try:
             cfd = os.open(CONFIG, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=root_fd)
         except FileNotFoundError:
@@ -159,13 +160,23 @@ class Store:
         except OSError as e:
             raise StoreError(f"{root / CONFIG} cannot be read: {e.strerror}") from None
         with os.fdopen(cfd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(cfd).st_mode):
+            st = os.fstat(cfd)
+            if not stat.S_ISREG(st.st_mode):
                 raise StoreError(f"{root / CONFIG} is not a regular file")
-            return parse_toml(f, root / CONFIG)
+            return parse_toml(f, root / CONFIG), st
 
     def config(self) -> dict[str, object]:
         """The store's ``config.toml`` as it is now (its owner may have added settings since it was opened)."""
-        return self._read_config(self.root, self._root_fd)
+        return self._read_config(self.root, self._root_fd)[0]
+
+    @property
+    def id(self) -> str | None:
+        """The store's id (:mod:`~wheelstore.store.identity`), what gc roots, venvs' origin files and stats name it
+        by, through any mount on any node; None for a store made before ids until its owner or root gives it one."""
+        if not self._id_known:
+            self._id = identity.recorded(self.root, self._root_fd, self.owner_uid, self.policy)
+            self._id_known = True  # looked for once per process: None stays None until the next command
+        return self._id
 
     @classmethod
     def select(cls, cli_store: str | os.PathLike[str] | None = None) -> Store:
@@ -253,7 +264,7 @@ class Store:
             if area == "locks":
                 gclock.make(fd, policy)  # the store lock's file, the owner's (a member's could be made unusable)
             os.close(fd)
-        policy.write_new(tmp, policy.to_toml().encode(), Role.CONFIG, dir_fd=root_fd)
+        policy.write_new(tmp, policy.to_toml(identity.new_id()).encode(), Role.CONFIG, dir_fd=root_fd)
         try:
             os.link(tmp, CONFIG, src_dir_fd=root_fd, dst_dir_fd=root_fd, follow_symlinks=False)
         except FileExistsError:
@@ -471,6 +482,7 @@ class Store:
         """The store's identity and policy, for ``wheelstore info``."""
         return {
             "store": str(self.root),
+            "id": self.id,
             "shared": self.policy.shared,
             "group": self.policy.group,
             "owner": user_name(self.owner_uid),

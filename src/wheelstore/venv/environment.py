@@ -35,6 +35,7 @@ from .unfold import plan_folds
 from .uninstall import Stash, uninstall
 from ..base.logs import log
 from ..base.names import canonical
+from ..store.identity import StoreMatch
 from ..store.roots import register
 from ..fetch.sources import Sources
 from ..store.store import Store, Tree
@@ -320,6 +321,7 @@ class Environment:
                 store_root=str(store.root),
                 pycs=step.pycs,
                 fold=folds.get(step.key),
+                store_id=store.id,
             )
 
         # Trees are independent, and link()/mkdir() release the GIL: a few threads overlap the syscalls of per-file
@@ -388,7 +390,7 @@ class Environment:
         if found is None:
             raise WheelstoreError(f"{dist.display_name} in {self.path} was not installed by wheelstore, so its "
                                   "files are already this venv's own")
-        if found.get("store") != str(store.root):
+        if not StoreMatch(store.id, store.root)(found):
             raise WheelstoreError(f"{dist.display_name} in {self.path} came from the store at {found.get('store')}, "
                                   f"not {store.root}", hint=f"pass --store {found.get('store')}")
         tree = store.lookup(str(found.get("key")))

@@ -82,6 +82,7 @@ def install_tree(
     store_root: str | None = None,
     pycs: Tree | None = None,
     fold: dict[str, str] | None = None,
+    store_id: str | None = None,
 ) -> Path:
     """Install one tree into the venv of ``interpreter``; return the new dist-info directory.
 
@@ -113,7 +114,7 @@ def install_tree(
         record = _place_data(data_files, layout, m.wheel, interpreter, mode, dirs, readers, created, folded)
         record += _write_markers(folded, prep.view.markers, layout.data_dir, dirs, created)
         record += _write_launchers(tree, interpreter, prep, dirs, created)
-        extra = _installer_files(tree, mode, requested=requested, direct_url=direct_url, store_root=store_root,
+        extra = _installer_files(tree, mode, requested=requested, direct_url=direct_url, store=(store_root, store_id),
                                  pycs=pycs)
         _write_dist_info(dist_info, extra, folded, prep.record + unit_record, record, root, dirs, created)
     except BaseException:
@@ -188,17 +189,21 @@ def _installer_files(
     *,
     requested: bool,
     direct_url: dict[str, object] | None,
-    store_root: str | None,
+    store: tuple[str | None, str | None],
     pycs: Tree | None,
 ) -> dict[str, bytes]:
-    """The files the installer writes into the dist-info besides RECORD: name -> content."""
+    """The files the installer writes into the dist-info besides RECORD: name -> content. The origin file names the
+    store by its id (the same through every mount, :mod:`~wheelstore.store.identity`) and, for people and for
+    stores without one, its path."""
     extra = {"INSTALLER": f"{INSTALLER_NAME}\n".encode()}
     if requested:
         extra["REQUESTED"] = b""
     if direct_url is not None:
         extra["direct_url.json"] = json.dumps(direct_url, sort_keys=True).encode()
-    origin = {"store": store_root, "key": tree.key, "link_mode": mode.value,
+    origin = {"store": store[0], "key": tree.key, "link_mode": mode.value,
               "pyc": pycs.key if pycs is not None else None}  # what gc roots then hold, without a look-up
+    if store[1] is not None:
+        origin["store_id"] = store[1]
     extra[ORIGIN_FILE] = json.dumps(origin, sort_keys=True).encode()
     return extra
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 from typing import NamedTuple
 
 from ..base import usercache
 from ..base.errors import LinkModeError
+from ..base.node import fs_type as fs_type  # also asked for here, by doctor
 from ..store.policy import user_name
 from .link import REFLINK_UNSUPPORTED, LinkMode, link_file
 
@@ -114,34 +114,6 @@ def _protected_hardlinks() -> bool:
             return f.read().strip() == "1"
     except OSError:
         return False
-
-
-def fs_type(path: str) -> str:
-    """The type of the filesystem holding ``path`` ("ext4", "xfs", "btrfs", ...), or "unknown".
-
-    Read from /proc/self/mountinfo, taking the longest mount point that contains the resolved path (the last one
-    listed when mounts are stacked), so it names what this process sees, bind mounts and namespaces included.
-    """
-    target = os.path.realpath(path)
-    best, best_len = "unknown", -1
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return best
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if not sep or len(fields) < 5 or not tail:
-            continue
-        mount = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
-        inside = mount == "/" or target == mount or target.startswith(mount + "/")
-        if inside and len(mount) >= best_len:
-            best, best_len = tail[0], len(mount)
-    return best
-
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 # -- the cache -----------------------------------------------------------------------------------------------------
