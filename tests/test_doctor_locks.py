@@ -89,6 +89,8 @@ def test_ext4_locks_exclude_every_process_and_doctor_says_so(run: Runner, users:
     assert run(users.alice, "init", str(store), "--group", users.group).returncode == 0
     scratch = workdir / "measure.lock"
     assert _exclusive_across(run, (users.alice, scratch), (users.bob, scratch))
+    (workdir / "measure-dir").mkdir(mode=0o755)
+    assert _exclusive_across(run, (users.alice, workdir / "measure-dir"), (users.bob, workdir / "measure-dir"), "dir")
     assert not _exclusive_across(run, (users.alice, scratch), (users.bob, scratch), "fcntl")  # they never meet here
     locks = _locks(run, users.bob, store)
     detail = str(locks["detail"])
@@ -129,6 +131,7 @@ def test_sshfs_flock_stays_on_one_mount_and_doctor_warns(sshfs_pair: SshfsPair, 
     (one / "measure-dir").mkdir(mode=0o755)
     assert not _exclusive_across(run, (users.alice, one / "measure-dir"), (users.alice, two / "measure-dir"), "dir")
     assert _exclusive_across(run, (users.alice, one / "measure.lock"), (users.alice, one / "measure.lock"))
+    assert not _exclusive_across(run, (users.alice, one / "measure.lock"), (users.alice, one / "measure.lock"), "fcntl")
     locks = _locks(run, users.alice, two / "store")
     detail = str(locks["detail"])
     assert locks["status"] == "warn", detail

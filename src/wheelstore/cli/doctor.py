@@ -3,8 +3,9 @@
 Every check asks the module that decides the matter in real use (store selection and opening, the policy's modes and
 membership rule, the link probe and :func:`~wheelstore.venv.linkmode.choose`), so doctor cannot drift from what
 install does.
-It never changes the store: the only entries it makes are private, uniquely named scratch files in ``staging/`` and
-``locks/`` (named like every staging entry, so a killed doctor leaves something recognisably stale), removed at once.
+It never changes the store: the only entries it makes are private, uniquely named scratch entries (a file and a
+directory in ``staging/``, a file in ``locks/``), named like every staging entry so that a killed doctor leaves
+something recognisably stale, and removed at once.
 """
 
 from __future__ import annotations

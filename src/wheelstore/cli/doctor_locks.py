@@ -106,9 +106,11 @@ def _nfs(mount: Mount) -> Locking:
     name = f"NFS with local_lock={local}"
     if local in ("flock", "all"):
         return Locking(name, False, "flock is kept by this client alone", NFS_FIX)
-    return Locking(name, True, "flock goes to the server as a lock of the whole file, so it crosses clients "
-                   "(NFSv3 through the lock manager, NFSv4 in the protocol), and an exclusive flock needs the file "
-                   "open for writing")
+    return Locking(name, True, "flock of a file goes to the server as a lock of the whole file, so it crosses "
+                   "clients (NFSv3 through the lock manager, NFSv4 in the protocol) and needs the file open for "
+                   "writing to be exclusive; a directory's flock stays on this client (the NFS client sends none to "
+                   "the server), so the lock on locks/ itself guards this node only and gc.lock alone keeps gc and "
+                   "installs apart between nodes")
 
 
 def _lustre(mount: Mount) -> Locking:
@@ -157,23 +159,25 @@ def _kept_out(fd: int, op: int, what: str) -> None:
 
 def _exclusive(opener: Opener, kind: str) -> None:
     """One holder keeps a second one out, and lets go when it closes its file."""
-    first, second = opener(), opener()
+    fds: list[int] = []
     try:
-        _granted(first, fcntl.LOCK_EX, f"an exclusive flock of a {kind}")
-        _kept_out(second, fcntl.LOCK_EX, f"a second exclusive flock of a {kind} while one is held")
-        os.close(first)
-        first = -1
-        _granted(second, fcntl.LOCK_EX, f"a {kind}'s exclusive flock once its holder closed it")
+        for _ in range(2):
+            fds.append(opener())
+        _granted(fds[0], fcntl.LOCK_EX, f"an exclusive flock of a {kind}")
+        _kept_out(fds[1], fcntl.LOCK_EX, f"a second exclusive flock of a {kind} while one is held")
+        os.close(fds.pop(0))
+        _granted(fds[0], fcntl.LOCK_EX, f"a {kind}'s exclusive flock once its holder closed it")
     finally:
-        for fd in (first, second):
-            if fd >= 0:
-                os.close(fd)
+        for fd in fds:
+            os.close(fd)
 
 
 def _shared(opener: Opener) -> None:
     """Shared holders admit each other (installs) and keep an exclusive one out (gc)."""
-    fds = [opener() for _ in range(3)]
+    fds: list[int] = []
     try:
+        for _ in range(3):
+            fds.append(opener())
         _granted(fds[0], fcntl.LOCK_SH, "a shared flock")
         _granted(fds[1], fcntl.LOCK_SH, "a second shared flock while one is held")
         _kept_out(fds[2], fcntl.LOCK_EX, "an exclusive flock while shared ones are held")
