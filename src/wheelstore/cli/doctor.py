@@ -3,14 +3,13 @@
 Every check asks the module that decides the matter in real use (store selection and opening, the policy's modes and
 membership rule, the link probe and :func:`~wheelstore.venv.linkmode.choose`), so doctor cannot drift from what
 install does.
-It never changes the store: the only entries it makes are private, uniquely named scratch files in ``staging/`` and
-``locks/`` (named like every staging entry, so a killed doctor leaves something recognisably stale), removed at once.
+It never changes the store: the only entries it makes are private, uniquely named scratch entries (a file and a
+directory in ``staging/``, a file in ``locks/``), named like every staging entry so that a killed doctor leaves
+something recognisably stale, and removed at once.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import secrets
 import shlex
@@ -38,6 +37,7 @@ from ..venv import damage
 from ..venv.link import LinkMode
 from ..venv.linkmode import choose, fs_type, probe_now
 from ..venv.oldpip import LINKED_MODES, pip_too_old
+from . import doctor_locks
 from .doctor_report import Check, DoctorReport, Status
 
 #: below these, the store's filesystem gets a warning; below the hard ones, publishing cannot work (a failure)
@@ -49,20 +49,20 @@ NO_INODES = 1_000
 #: bytes in the scratch file the link probe clones: several blocks, as a real tree file has
 _PROBE_BYTES = 64 << 10
 
-#: network and cluster filesystems by their mountinfo type, with what each means for a shared store
+#: network and cluster filesystems by their mountinfo type, with what each means for a shared store beyond locks
+#: (the locks check says what each does with flock between nodes)
 NETWORK_FS = {
-    "nfs": ("NFS", "flock works only through the lock manager (never with local_lock=flock or nolock), and other "
-                   "clients may see new trees a few seconds late (attribute caching)"),
-    "nfs4": ("NFS", "flock works only through the NFSv4 server (never with local_lock=flock), and other clients may "
-                    "see new trees a few seconds late (attribute caching)"),
-    "lustre": ("Lustre", "flock fails unless the client mounts with -o flock (localflock locks one node only)"),
-    "gpfs": ("GPFS", "locks work across nodes; there is no reflink, so venvs get symlinks or copies"),
+    "nfs": ("NFS", "other clients may see new trees a few seconds late (attribute caching)"),
+    "nfs4": ("NFS", "other clients may see new trees a few seconds late (attribute caching)"),
+    "lustre": ("Lustre", "there is no reflink, so venvs get symlinks or copies"),
+    "gpfs": ("GPFS", "there is no reflink, so venvs get symlinks or copies"),
     "cifs": ("SMB", "POSIX modes, setgid and sticky bits are emulated or ignored, so the policy cannot be enforced"),
     "smb3": ("SMB", "POSIX modes, setgid and sticky bits are emulated or ignored, so the policy cannot be enforced"),
-    "ceph": ("CephFS", "locks work across clients through the MDS; no reflink"),
-    "beegfs": ("BeeGFS", "flock is per node unless the client enables global locks (tuneUseGlobalFileLocks)"),
-    "fuse.sshfs": ("sshfs", "there are no locks and no setgid/sticky semantics across clients"),
-    "fuse.glusterfs": ("GlusterFS", "locks and renames go through the network; no reflink"),
+    "ceph": ("CephFS", "there is no reflink, so venvs get symlinks or copies"),
+    "beegfs": ("BeeGFS", "there is no reflink, so venvs get symlinks or copies"),
+    "fuse.sshfs": ("sshfs", "files belong to the user who logged in to the server, whatever their policy, and other "
+                            "clients may see changes late (attribute caching)"),
+    "fuse.glusterfs": ("GlusterFS", "every stat and rename goes through the network; there is no reflink"),
 }
 
 
@@ -444,47 +444,9 @@ class _Doctor:
                      f"reflink unavailable {into}: {why}; auto will pick {mode.value} ({how})")
 
     def check_locks(self) -> Check | None:
-        """flock, as :mod:`~wheelstore.store.keylock` uses it, and fcntl locks, on a scratch file in ``locks/``; a
-        second open must be refused while the first holds it, or the lock is not a lock."""
-        if self.store is None:
-            return None
-        locks = self.store.area_fd("locks")
-        name = staging_name("doctor", secrets.token_hex(32), ".lock")
-        try:
-            fd = self.store.policy.create(name, dir_fd=locks)
-        except PermissionError:
-            return Check("locks", "warn", "not checked: you may not create lock files in the store's locks/")
-        try:
-            problems = []
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                problems.append(f"flock fails ({_errname(e)}: {e.strerror})")
-            else:
-                other = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=locks)
-                try:
-                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    problems.append("flock does not exclude a second holder")
-                except BlockingIOError:
-                    pass
-                except OSError as e:
-                    problems.append(f"flock fails for a second holder ({_errname(e)}: {e.strerror})")
-                finally:
-                    os.close(other)
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.lockf(fd, fcntl.LOCK_UN)
-            except OSError as e:
-                problems.append(f"fcntl locks fail ({_errname(e)}: {e.strerror})")
-        finally:
-            os.close(fd)
-            os.unlink(name, dir_fd=locks)
-        if not problems:
-            return Check("locks", "ok", "flock and fcntl locks work in the store's locks/")
-        kind = fs_type(str(self.store.root / "locks"))
-        return Check("locks", "warn", f"{'; '.join(problems)} on {kind}: wheelstore goes ahead without its per-key "
-                     "locks, so concurrent installs may unpack one wheel more than once (the result stays correct, "
-                     "the rename decides); on NFS run the lock manager (rpc.statd), on Lustre mount with -o flock")
+        """The store's filesystem and what its locking does between nodes, and flock tried as wheelstore uses it
+        (:mod:`.doctor_locks`)."""
+        return None if self.store is None else doctor_locks.check(self.store)
 
     def check_space(self) -> Check:
         at = _existing(self.root)
@@ -547,6 +509,3 @@ def size_text(n: float) -> str:
         n /= 1024
     raise AssertionError
 
-
-def _errname(e: OSError) -> str:
-    return errno.errorcode.get(e.errno or 0, str(e.errno))

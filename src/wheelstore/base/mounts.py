@@ -1,0 +1,72 @@
+"""Which mount holds a path, with its filesystem type, source and options, read from ``/proc/self/mountinfo``.
+
+What a filesystem does with locks across machines depends on how it was mounted (NFS's ``local_lock=``, Lustre's
+``flock``/``localflock``), and only the mount table says that; ``/proc/self/mountinfo`` is this process's view, bind
+mounts and mount namespaces included.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+MOUNTINFO = "/proc/self/mountinfo"
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of mountinfo: where it is mounted, its type (``nfs4``, ``fuse.sshfs``, ...), what it mounts, and
+    its per-mount options followed by its superblock's (where ``local_lock=`` or Lustre's ``flock`` appear)."""
+
+    point: str
+    fstype: str
+    source: str
+    options: tuple[str, ...]
+
+    def option(self, name: str) -> str | None:
+        """The value of ``name=value``, ``""`` for a bare ``name``, None if the mount does not list it (the last
+        listing wins, as the superblock's options follow the mount's)."""
+        found = None
+        for item in self.options:
+            key, sep, value = item.partition("=")
+            if key == name:
+                found = value if sep else ""
+        return found
+
+
+def _unescape(field: str) -> str:
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse(text: str) -> list[Mount]:
+    """Every well-formed line of a mountinfo text, in order; malformed lines are skipped."""
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if not sep or len(fields) < 6 or len(tail) < 2:
+            continue
+        options = tuple(fields[5].split(",")) + (tuple(tail[2].split(",")) if len(tail) > 2 else ())
+        mounts.append(Mount(_unescape(fields[4]), tail[0], _unescape(tail[1]), options))
+    return mounts
+
+
+def mount_of(path: str | os.PathLike[str], mountinfo: str | None = None) -> Mount | None:
+    """The mount holding ``path``: the longest mount point containing its real path (the last listed when mounts
+    are stacked); None if the table cannot be read. ``mountinfo`` gives the table's text instead of this process's."""
+    target = os.path.realpath(path)
+    if mountinfo is None:
+        try:
+            with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
+                mountinfo = f.read()
+        except OSError:
+            return None
+    best: Mount | None = None
+    for mount in parse(mountinfo):
+        point = mount.point
+        inside = point == "/" or target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best.point)):
+            best = mount
+    return best
