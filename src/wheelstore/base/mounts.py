@@ -63,8 +63,23 @@ def mount_of(path: str | os.PathLike[str], mountinfo: str | None = None) -> Moun
                 mountinfo = f.read()
         except OSError:
             return None
+    return holding(parse(mountinfo), target)
+
+
+def read_table() -> list[Mount]:
+    """This process's mount table; empty when it cannot be read."""
+    try:
+        with open(MOUNTINFO, encoding="utf-8", errors="surrogateescape") as f:
+            return parse(f.read())
+    except OSError:
+        return []
+
+
+def holding(table: list[Mount], target: str) -> Mount | None:
+    """The mount of ``table`` holding the resolved path ``target``: the longest mount point containing it, the last
+    listed when mounts are stacked."""
     best: Mount | None = None
-    for mount in parse(mountinfo):
+    for mount in table:
         point = mount.point
         inside = point == "/" or target == point or target.startswith(point.rstrip("/") + "/")
         if inside and (best is None or len(point) >= len(best.point)):

@@ -11,6 +11,8 @@ import functools
 import os
 import re
 
+from .mounts import Mount, holding, read_table
+
 #: overrides the node id (/etc/machine-id). Meant for tests and for containers that share one machine id while
 #: being separate nodes; documented in the README's section on gc
 ENV_NODE = "WHEELSTORE_NODE_ID"
@@ -62,40 +64,22 @@ def fs_type(path: str) -> str:
 
 
 class Mounts:
-    """This process's mount table, read once from /proc/self/mountinfo: for asking about many paths."""
+    """This process's mount table, read once from /proc/self/mountinfo (:mod:`.mounts`): for asking about many
+    paths."""
 
-    def __init__(self, table: list[tuple[str, str]]) -> None:
-        self._table = table  #: (mount point, filesystem type), in the order listed
+    def __init__(self, table: list[Mount]) -> None:
+        self._table = table
 
     @classmethod
     def read(cls) -> Mounts:
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return cls([])
-        table = []
-        for line in lines:
-            left, sep, right = line.partition(" - ")
-            fields, tail = left.split(), right.split()
-            if sep and len(fields) >= 5 and tail:
-                table.append((_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4]), tail[0]))
-        return cls(table)
+        return cls(read_table())
 
     def fs_type(self, path: str) -> str:
-        """The type of the filesystem holding ``path``: the longest mount point that contains the resolved path (the
-        last one listed when mounts are stacked), so it names what this process sees, bind mounts and namespaces
-        included."""
-        target = os.path.realpath(path)
-        best, best_len = "unknown", -1
-        for mount, kind in self._table:
-            inside = mount == "/" or target == mount or target.startswith(mount + "/")
-            if inside and len(mount) >= best_len:
-                best, best_len = kind, len(mount)
-        return best
+        """The type of the filesystem holding ``path``, as this process sees it (bind mounts and namespaces
+        included), or "unknown"."""
+        found = holding(self._table, os.path.realpath(path))
+        return found.fstype if found is not None else "unknown"
 
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 def is_shared(kind: str) -> bool:
