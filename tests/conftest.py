@@ -25,6 +25,7 @@ import pytest
 
 from wheelstore.fetch.sources import Sources
 
+from .cluster import gluster, sshfs_pair  # noqa: F401  (fixtures: GlusterFS and sshfs mounts, for every module)
 from .wheelmaker import make_sdist
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ for those only when nothing else is left to do.
 
 A lock file lives in the store's sticky ``locks/`` area and appears there with its final mode (it is built under a
 private name and linked into place). A key lock's holder removes it when done if it owns it, so lock files do not pile
-up; a waiter that then wins a lock on the removed inode notices (the path no longer names its inode) and starts over.
+up; a waiter that then wins a lock on the removed inode notices (the path no longer names its inode) and starts over,
+as does one whose lock fails because the file was removed through another client (ESTALE or ENOENT, on GlusterFS).
 The store lock's ``gc.lock`` is never removed, nor replaced (:class:`~wheelstore.store.storelock.StoreLock`).
 
 "If it owns it" is the sticky bit's word: the holder unlinks the file, still holding it, wherever ``locks/`` lets it
@@ -28,6 +29,7 @@ which the rename keeps correct, as when a lock cannot be had at all.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -98,6 +100,31 @@ class LockUnavailable(Exception):
     timed_out = False
 
 
+#: what opening or locking a lock file fails with on GlusterFS once its holder removed it through another client
+_REMOVED = (errno.ESTALE, errno.ENOENT)
+
+
+def _stale_retry(e: OSError, deadline: float) -> None:
+    """After :data:`_REMOVED` from opening or locking a lock file: it was removed by its holder through another client
+    of a network filesystem (GlusterFS), where the lock fails instead of being won on the removed inode, and the name
+    may name that inode for a moment still. Return to start over (as when the path no longer names the locked inode);
+    re-raise anything else, and LockUnavailable once ``deadline`` has passed."""
+    if e.errno not in _REMOVED:
+        raise e
+    if time.monotonic() >= deadline:
+        raise LockUnavailable(f"its file keeps being removed through another client ({e.strerror})") from None
+    time.sleep(0.01)
+
+
+def _close_lock_fd(fd: int) -> None:
+    """Close a lock fd, whose file may have been removed through another client: the close then fails (ESTALE or
+    ENOENT on GlusterFS), though the fd is closed all the same, and a lock file holds nothing to lose."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
 class KeyLock:
     """An exclusive ``flock`` on ``locks/<name>``, taken on entry and released on exit."""
 
@@ -159,24 +186,32 @@ class KeyLock:
 
     def _acquire_by(self, deadline: float, blocking: bool) -> int | None:
         while True:
-            fd = self._open()
+            try:
+                fd = self._open()
+            except OSError as e:  # ESTALE only: others are LockUnavailable
+                _stale_retry(e, deadline)
+                continue
             try:
                 if not self._wait(fd, deadline, blocking):
-                    os.close(fd)
+                    _close_lock_fd(fd)
                     return None
                 held = os.fstat(fd)
                 try:
                     now = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
                 except FileNotFoundError:
                     now = None
+            except OSError as e:
+                _close_lock_fd(fd)
+                _stale_retry(e, deadline)
+                continue
             except BaseException:
-                os.close(fd)
+                _close_lock_fd(fd)
                 raise
             if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
                 if self._writable:
                     _write_record(fd)
                 return fd
-            os.close(fd)  # the holder before us removed this lock file: take the current one
+            _close_lock_fd(fd)  # the holder before us removed this lock file: take the current one
 
     def _wait(self, fd: int, deadline: float, blocking: bool = True, name: str | None = None) -> bool:
         """Lock ``fd``: True once it is locked; False at once, without ``blocking``, if another process holds it.
@@ -194,6 +229,8 @@ class KeyLock:
                 if not blocking:
                     return False
             except OSError as e:  # e.g. ENOLCK on a network filesystem without lock support
+                if e.errno in _REMOVED and name is None:
+                    raise  # the file was removed through another client: the caller opens it anew
                 raise LockUnavailable(f"flock failed: {e.strerror}") from None
             now = time.monotonic()
             if now >= deadline and now < own_until and _held_by_me(fd):
@@ -244,6 +281,8 @@ class KeyLock:
                 self._create()  # by us or, if it lost the race, by someone else: open it again either way
                 continue
             except OSError as e:  # ELOOP (a symlink), EISDIR, EACCES, ...
+                if e.errno == errno.ESTALE:
+                    raise  # removed through another client: the caller tries again
                 raise LockUnavailable(f"cannot open it ({e.strerror})") from None
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 os.close(fd)
@@ -293,7 +332,7 @@ class KeyLock:
         except OSError:  # gone already, or another member's file in the sticky locks/
             pass
         finally:
-            os.close(fd)  # releases the flock
+            _close_lock_fd(fd)  # releases the flock
 
     def __enter__(self) -> KeyLock:
         self.acquire()

@@ -35,6 +35,7 @@ class Role(enum.Enum):
     PUBLISHED_DIR = "published-dir"  #: a directory of a published tree: read-only for everyone
     PUBLISHED_FILE = "published-file"  #: a file of a published tree or a manifest: read-only for everyone
     PUBLISHED_EXEC = "published-exec"  #: an executable file of a published tree
+    ROOTS_DIR = "roots-dir"  #: a user's directory in roots/: readable as published content, writable by its owner
 
 
 class Policy:
@@ -113,6 +114,8 @@ class Policy:
             return 0o444 & read
         if role is Role.PUBLISHED_EXEC:
             return 0o555 & read
+        if role is Role.ROOTS_DIR:
+            return (0o555 & read) | stat.S_IWUSR
         raise AssertionError(role)
 
     # -- applying it -----------------------------------------------------------------------------------------------

@@ -168,6 +168,7 @@ def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = No
     except FileExistsError:
         # Another publisher won without our lock (locks can fail on network filesystems): use theirs. We did
         # unpack, though, and say so: that is the work the lock exists to save.
+        log.debug("unpacked %s, but another publisher renamed its tree into place first", archive.filename)
         return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=True)
     checkpoint("renamed")
     manifest = _manifest(archive, files, owner_uid=os.geteuid(), compiled=compiled)

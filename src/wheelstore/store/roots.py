@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from ..base.distinfo import ORIGIN_FILE, Distribution, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
 from ..base.fsio import hidden_name, open_dir
+from ..base.hooks import checkpoint
 from ..base.interpreter import Interpreter
 from ..base.logs import log
 from .bytecode import distrust
@@ -93,8 +94,8 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
 
     Returns None when nothing is rooted. Raises :class:`RootNotRegistered` when a publisher's root cannot be written
     (``roots/`` made unwritable, a full disk): the venv is filled, but gc does not know it uses its trees, which its
-    user must hear as an error. A reader of the store (who may not publish) never may write ``roots/``: that is a
-    warning, or every install of theirs would fail.
+    user must hear as an error (after one more try, if it was refused). A reader of the store (who may not publish)
+    never may write ``roots/``: that is a warning, or every install of theirs would fail.
     """
     real = os.path.realpath(venv)
     if store.policy.shared == "private" and os.geteuid() != store.owner_uid:  # root, in someone's private store
@@ -113,17 +114,24 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
         rooted = tuple(_venv_dists(store, real, interpreter, dists))
     except OSError as e:  # reading the venv, not writing roots/
         raise _unprotected(store, real, f"the venv cannot be read: {e.strerror or e}") from None
-    try:
-        return _write_root(store, real, rooted)
-    except PermissionError:
-        if store.policy.trusted_writer(os.geteuid(), store.owner_uid):
-            raise _unprotected(store, real, "you may not write there") from None
-        # a reader never may: that is the store's design, not a failure, so every install of theirs must not fail
-        log.warning("%s is not protected from gc: readers of %s cannot register venvs in roots/ (ask %s, its owner, "
-                    "before their gc, or use a store you can write)", real, store.root, user_name(store.owner_uid))
-        return None
-    except OSError as e:
-        raise _unprotected(store, real, e.strerror or str(e)) from None
+    for last in (False, True):
+        try:
+            return _write_root(store, real, rooted)
+        except PermissionError:
+            if not store.policy.trusted_writer(os.geteuid(), store.owner_uid):
+                # a reader never may: that is the store's design, not a failure, so every install of theirs must not
+                # fail
+                log.warning("%s is not protected from gc: readers of %s cannot register venvs in roots/ (ask %s, its "
+                            "owner, before their gc, or use a store you can write)", real, store.root,
+                            user_name(store.owner_uid))
+                return None
+            if last:
+                raise _unprotected(store, real, "you may not write there") from None
+            # once more: a wheelstore from before issue 18 (on another node, say) may be making my directory right
+            # now, read-only for an instant; finding it again sets its mode right
+        except OSError as e:
+            raise _unprotected(store, real, e.strerror or str(e)) from None
+    raise AssertionError("not reached")
 
 
 def _unprotected(store: Store, real: str, reason: str) -> RootNotRegistered:
@@ -220,20 +228,38 @@ def _user_dir(store: Store) -> tuple[int, str]:
     roots_fd = store.area_fd("roots")
     found = _find_user_dir(roots_fd)
     if found is None:
-        name = f"{os.geteuid()}-{os.urandom(8).hex()}"
-        os.close(store.policy.mkdir(name, Role.PUBLISHED_DIR, dir_fd=roots_fd))
+        name = _make_user_dir(store, roots_fd)
         found = _find_user_dir(roots_fd)
         if found is None:  # it was ours a moment ago, in a sticky directory
             raise FileNotFoundError(0, f"roots/{name} vanished")
     fd, name = found
     try:
-        want = store.policy.mode(Role.PUBLISHED_DIR) | stat.S_IWUSR
-        if stat.S_IMODE(os.fstat(fd).st_mode) != want:
+        want = store.policy.mode(Role.ROOTS_DIR)
+        if stat.S_IMODE(os.fstat(fd).st_mode) != want:  # made read-only, then chmod-ed (before issue 18)
             os.fchmod(fd, want)
     except BaseException:
         os.close(fd)
         raise
     return fd, name
+
+
+def _make_user_dir(store: Store, roots_fd: int) -> str:
+    """Make ``roots/<my uid>-<random>`` as it stays: built under a hidden name with its final mode, then renamed into
+    view. Made in place and chmod-ed after, another of my installs could find it read-only in between and not write
+    its root (issue 18: on GlusterFS, six first installs at once lost a registration in some of ten rounds)."""
+    name = f"{os.geteuid()}-{os.urandom(8).hex()}"
+    tmp = hidden_name(name)
+    os.close(store.policy.mkdir(tmp, Role.ROOTS_DIR, dir_fd=roots_fd))
+    try:
+        checkpoint("roots-dir-made")
+        os.rename(tmp, name, src_dir_fd=roots_fd, dst_dir_fd=roots_fd)  # a new random name: nothing to replace
+    except BaseException:
+        try:
+            os.rmdir(tmp, dir_fd=roots_fd)
+        except OSError:
+            pass
+        raise
+    return name
 
 
 def _find_user_dir(roots_fd: int) -> tuple[int, str] | None:
