@@ -18,6 +18,7 @@ from wheelstore.store import staging
 from wheelstore.store.lease import PREFIX, read_record
 from wheelstore.store.store import Store
 
+from .cluster import Mounts, SshfsPair
 from .conftest import _SPAWNED, Runner, Users
 from .test_concurrency import _hook, _wait_for
 from .test_member_attacks import _hold
@@ -357,3 +358,60 @@ def test_a_record_is_read_as_hostile_input(tmp_path: Path) -> None:
             assert read_record(fd).fields == fields
         finally:
             os.close(fd)
+
+
+# -- on cluster filesystems (tests/cluster.py): each mount stands for a node -----------------------------------------
+
+
+def _held_then_dead(
+    run: Runner, user: str, mounts: tuple[Path, Path], workdir: Path, *, locks_cross: bool, server: Path
+) -> None:
+    """``user`` publishes through mount two and stops mid-publish; ``user``'s gc through mount one, with no grace,
+    keeps that work (by the held flock where locks cross the mounts, by the heartbeat where they do not). Killed, the
+    work is kept while the last heartbeat is younger than MIN_STALE (a free flock seen from another node proves
+    nothing), and goes with its lease and key lock once the heartbeat is older than the grace. What is left is looked
+    at in ``server``, the store as the server has it (a client's listing may be cached)."""
+    one, two = mounts
+    whl = _wheel(workdir, "clustered")
+    markers = workdir / "markers"
+    publisher = run.popen(user, "--store", str(two / "store"), "realize", "--no-compile", str(whl),
+                          env=_hook(markers, "unpacked=pause"))
+    _wait_for(markers, "unpacked.*", publisher)
+    live = _gc(run, user, one / "store", "0")
+    (kept,) = live["staging_kept"]
+    assert kept["path"].startswith("trees/.tree-") and kept["lease"] == ("held" if locks_cross else "free"), kept
+    assert (one / "store" / kept["path"]).is_dir()
+    assert not [p for p in live["locks_removed"] if PREFIX in p], live  # its lease stays
+    if locks_cross:  # and so does its key lock; on sshfs every lock of another node looks free, and with no grace
+        assert live["locks_removed"] == []  # goes (as do libfuse's .fuse_hidden names of files unlinked while open)
+
+    publisher.kill()
+    publisher.communicate()
+    dead = _gc(run, user, one / "store", "0")  # no grace, but made on another node: MIN_STALE still applies
+    assert [(k["path"], k["lease"]) for k in dead["staging_kept"]] == [(kept["path"], "free")]
+    assert (one / "store" / kept["path"]).is_dir()
+    for name in os.listdir(one / "store" / "locks"):
+        if name != "gc.lock":
+            _age(one / "store" / "locks" / name, 7200)
+    gone = _gc(run, user, one / "store", "1h")
+    assert _removed_paths(gone) == {kept["path"]}
+    assert _leftovers(server) == {"staging": [], "hidden trees": [], "locks": ["gc.lock"]}
+
+
+def test_on_glusterfs_a_lease_held_through_the_other_mount_is_never_removed(
+    gluster: Mounts, run: Runner, users: Users, workdir: Path
+) -> None:
+    one, two = gluster.fresh()
+    done = run(users.alice, "init", str(one / "store"), "--group", users.group)
+    assert done.returncode == 0, done.stderr
+    _held_then_dead(run, users.alice, (one, two), workdir, locks_cross=True, server=one / "store")
+
+
+def test_on_sshfs_where_locks_do_not_cross_the_heartbeat_keeps_a_live_publishers_work(
+    sshfs_pair: SshfsPair, run: Runner, users: Users, workdir: Path
+) -> None:
+    one, two = sshfs_pair.as_user(users.alice).fresh()
+    done = run(users.alice, "init", str(one / "store"))
+    assert done.returncode == 0, done.stderr
+    _held_then_dead(run, users.alice, (one, two), workdir, locks_cross=False,
+                    server=sshfs_pair.base / "export" / one.name / "store")
