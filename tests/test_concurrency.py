@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from wheelstore.store import staging
 from wheelstore.store.keylock import share_work
 from wheelstore.store.store import Store
 
@@ -107,7 +108,7 @@ def test_kill_9_leaves_nothing_a_reader_uses(
 
     # While the publisher is stopped at this step, readers see no tree.
     store = Store.open(group_store)
-    staged = [e for e in store.staging_entries() if e.kind == "tree"]
+    staged = [e for e in staging.entries(store) if e.kind == "tree"]
     assert list(store.trees()) == []
     assert os.listdir(group_store / "manifests") == []
     published = [n for n in os.listdir(group_store / "trees") if not n.startswith(".")]
@@ -139,12 +140,12 @@ def test_kill_9_leaves_nothing_a_reader_uses(
         assert report["unpacked"] is False
         assert committed.manifest.owner_uid == users.uid(users.alice)
         assert committed.manifest.publisher_uid == users.uid(users.bob)
-        assert [e for e in store.staging_entries() if e.kind == "tree"] == []
+        assert [e for e in staging.entries(store) if e.kind == "tree"] == []
     else:
         assert report["unpacked"] is True
         assert committed.manifest.owner_uid == users.uid(users.bob)
-        # alice's half-built staging directory is recognisably stale: its process is gone
-        stale = [e for e in store.staging_entries() if e.kind == "tree"]
+        # alice's half-built staging directory is recognisably stale: its lease, made here, is free
+        stale = [e for e in staging.entries(store) if e.kind == "tree"]
         assert [e.name for e in stale] == [staged[0].name]
         assert stale[0].stale and stale[0].owner_uid == users.uid(users.alice)
         assert stale[0].key == report["key"]
@@ -183,7 +184,7 @@ def test_a_waiter_that_gives_up_on_the_lock_lets_a_publish_being_committed_finis
     out = _both_use_one_tree(publisher, second)
     committed = Store.open(group_store).lookup(json.loads(out)[0]["key"])
     assert committed is not None and committed.manifest.owner_uid == users.uid(users.bob)
-    assert [e for e in Store.open(group_store).staging_entries() if e.kind == "orphan"] == []
+    assert [e for e in staging.entries(Store.open(group_store)) if e.kind == "orphan"] == []
     assert run(users.alice, "--store", str(group_store), "verify").returncode == 0
 
 
@@ -236,7 +237,7 @@ def test_orphan_that_does_not_match_is_replaced(run: Runner, users: Users, workd
     assert fixed.returncode == 0, fixed.stderr
     tree = Path(json.loads(fixed.stdout)[0]["tree"])
     assert (tree / "tampered/__init__.py").read_bytes() == b"GOOD = True\n"
-    aside = [e for e in Store.open(group_store).staging_entries() if e.kind == "orphan"]
+    aside = [e for e in staging.entries(Store.open(group_store)) if e.kind == "orphan"]
     assert len(aside) == 1 and aside[0].stale
 
 

@@ -28,6 +28,7 @@ from wheelstore.fetch.download import (
 from wheelstore.fetch.http import Http
 from wheelstore.fetch.index import RemoteFile
 from wheelstore.fetch.sources import Sources
+from wheelstore.store import staging
 from wheelstore.store.store import Store
 
 from . import conftest
@@ -305,8 +306,9 @@ def test_killed_downloader_leaves_only_stale_staging(
     result = _done(_fetch(run, tool, users.bob, group_store, index, "killed", umask=0o077))
     assert result.returncode == 0, result.stderr
     with Store.open(group_store) as store:
-        (entry,) = store.staging_entries()
-        assert (entry.kind, entry.stale, entry.pid) == ("download", True, victim.pid)
+        (entry,) = staging.entries(store)
+        assert (entry.kind, entry.stale, entry.state) == ("download", True, "free")
+        assert f"pid {victim.pid} on {os.uname().nodename}" in entry.why
         assert entry.key == hashlib.sha256(wheel.read_bytes()).hexdigest()
         assert [t.manifest.wheel for t in store.trees()] == [wheel.name]
 

@@ -31,7 +31,7 @@ from ..base.names import canonical
 from ..store.config import Selection, select_store
 from ..store.parents import unsafe_parents
 from ..store.policy import Policy, Role, current_user, group_name, in_group, user_name
-from ..store.store import AREAS, CONFIG, Store, staging_name
+from ..store.store import AREAS, CONFIG, Store
 from ..store.storelock import judge_gc_lock
 from ..venv import damage
 from ..venv.link import LinkMode
@@ -388,7 +388,7 @@ class _Doctor:
         if self.venv is not None and not self.venv_writable:
             return Check("reflink", "warn", "not probed: the venv is not usable by you (see above)")
         staging = store.area_fd("staging")
-        name = staging_name("doctor", secrets.token_hex(32))
+        name = store.staging_name("doctor", secrets.token_hex(32))
         try:
             fd = store.policy.create(name, dir_fd=staging)
         except PermissionError:

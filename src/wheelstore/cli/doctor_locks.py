@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..base.mounts import Mount, mount_of
 from ..store.policy import Role
-from ..store.store import Store, staging_name
+from ..store.store import Store
 from .doctor_report import Check
 
 #: filesystems of one machine: every process that uses the store locks through the same kernel
@@ -214,8 +214,8 @@ def probe(store: Store) -> list[str] | None:
     like every staging entry and removed at once): what broke and what that breaks, or None when this user may not
     create them."""
     locks, staging = store.area_fd("locks"), store.area_fd("staging")
-    name = staging_name("doctor", secrets.token_hex(32), ".lock")
-    dirname = staging_name("doctor", secrets.token_hex(32))
+    name = store.staging_name("doctor", secrets.token_hex(32), ".lock")
+    dirname = store.staging_name("doctor", secrets.token_hex(32))
     try:
         os.close(store.policy.create(name, dir_fd=locks))
     except PermissionError:

@@ -39,6 +39,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
         out(args, f"skipped: {problem}")
     out(args, f"{verb} {len(report.removed)} entries ({size_text(report.freed_bytes)}); kept {report.live} in use by "
                f"{report.roots_live} venvs and {report.young} younger than the grace period")
+    if report.staging_kept:
+        out(args, f"kept {len(report.staging_kept)} staging entries of work in progress (their leases are held or "
+                   "beat lately)")
+    if report.locks_removed:
+        out(args, f"{verb} {len(report.locks_removed)} lock files and leases nobody held")
     if report.cache_entries_removed:
         out(args, f"also removed {report.cache_entries_removed} entries for trees no longer in the store from your "
                    "cache")

@@ -6,9 +6,9 @@ For each wheel, with its sha256 known from the index or the lock:
 2. take the artifact's fetch lock (``locks/fetch-<sha>.lock``; not the realize lock, which ``realize`` takes itself)
    and look again, since another process may have published it while we waited. A wheel whose lock another process
    holds is put aside while there are others to fetch, so concurrent installs of one set split it between them;
-3. stream the body into a new file in a private directory in ``staging/`` (``download-<sha>-<host>-<pid>-<rand>/``,
-   recognisably stale if we die), hashing as it is written. A short body, a wrong length or a wrong hash raises, the
-   staging directory is removed, and nothing is published;
+3. stream the body into a new file in a private directory in ``staging/`` (``download-<sha>-<lease>-<rand>/``, left
+   to gc if we die: nobody holds the lease), hashing as it is written. A short body, a wrong length or a wrong hash
+   raises, the staging directory is removed, and nothing is published;
 4. :func:`~wheelstore.store.publish.realize` publishes it (hashing it once more as it unpacks); the staging directory is
    removed.
 
@@ -38,7 +38,7 @@ from ..base.logs import log
 from ..store.keylock import KeyLock, share_work
 from ..store.policy import Role
 from ..store.publish import Compiler, realize, try_realize
-from ..store.store import Store, Tree, staging_name
+from ..store.store import Store, Tree
 from .http import Http, file_path
 from .index import IndexClient, RemoteFile, distribution
 from .sources import Sources
@@ -351,7 +351,7 @@ def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) ->
         raise FetchError(f"{file.filename!r} ({file.url}) is not a wheel or sdist file name")
     log.debug("downloading %s", file.url)
     staging_fd = store.area_fd("staging")
-    name = staging_name("download", file.sha256 or hashlib.sha256(file.url.encode()).hexdigest())
+    name = store.staging_name("download", file.sha256 or hashlib.sha256(file.url.encode()).hexdigest())
     try:
         dir_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=staging_fd)
     except OSError as e:

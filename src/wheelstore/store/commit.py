@@ -21,7 +21,7 @@ from ..base.hooks import checkpoint
 from .elf import tree_rpaths
 from .manifest import Manifest
 from .policy import Role, current_user
-from .store import Store, Tree, staging_name
+from .store import Store, Tree
 
 T = TypeVar("T")
 
@@ -36,10 +36,11 @@ def stage_and_rename(
     staged elsewhere could only be sealed after it was already in place. The rename never replaces anything: if
     ``trees/<key>`` appeared meanwhile, the staged copy is removed and FileExistsError raised. On any failure
     nothing is left behind. The staging name carries ``tree_key`` (default ``key``), the wheel's sha256, so that
-    :meth:`Store.staging_entries` can tell what it was for.
+    :mod:`~wheelstore.store.staging` can tell what it was for, and this process's lease, so that gc can tell it is
+    still at work.
     """
     trees_fd = store.area_fd("trees")
-    name = "." + staging_name(kind, tree_key or key)
+    name = "." + store.staging_name(kind, tree_key or key)
     root_fd = store.policy.mkdir(name, Role.STAGING_DIR, dir_fd=trees_fd)
     try:
         try:
@@ -64,7 +65,7 @@ def link_record(store: Store, kind: str, key: str, suffix: str, name: str, data:
     replaces. False when one was there first (the caller decides whether theirs stands)."""
     staging_fd = store.area_fd("staging")
     manifests_fd = store.area_fd("manifests")
-    tmp = staging_name(kind, key, suffix)
+    tmp = store.staging_name(kind, key, suffix)
     try:
         store.policy.write_new(tmp, data, Role.PUBLISHED_FILE, dir_fd=staging_fd)
         try:

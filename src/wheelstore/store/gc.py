@@ -8,10 +8,11 @@ and symlinks) once unchanged for a day or the grace period, and stale staging.
 The race with installs is closed by one store-wide lock file, ``locks/gc.lock``: an install holds it *shared* from
 looking up or realizing its trees until its root is written; gc holds it *exclusive* only while it re-reads the roots
 that changed since its unlocked first pass and unpublishes its victims: each manifest is unlinked (readers stop
-trusting the tree) and the tree renamed to a hidden ``trees/.gc-<key>-<host>-<pid>-<rand>`` (so a new install of the
+trusting the tree) and the tree renamed to a hidden ``trees/.gc-<key>-<lease>-<rand>`` (so a new install of the
 same wheel publishes afresh instead of meeting a half-deleted tree). The slow part, deleting the files, runs after the
 lock is released, so installs wait only for the short middle. A gc killed at any point leaves hidden ``.gc-`` entries
-that :meth:`Store.staging_entries` reports as stale, and the next gc removes them.
+named after its lease, which the next gc removes once that lease is dead (:mod:`~wheelstore.store.leftovers`, which
+also sweeps other unfinished work, and lock files nobody holds).
 
 The sticky bit decides who may remove what: the owner of a tree removes it; the store's owner may unpublish anyone's
 (its files stay until their owner's gc or root removes them); others get a report naming who can.
@@ -35,7 +36,7 @@ from .gclock import LOCK_NAME
 from .keylock import LockUnavailable
 from .orphans import UNIT_NAME
 from .policy import user_name
-from .store import STALE_AFTER, Store, staging_name
+from .store import STALE_AFTER, Store
 from .storelock import StoreLock
 
 #: unreferenced trees younger than this are kept: a venv may be about to be rebuilt from them
@@ -110,6 +111,10 @@ class GcReport:
     problems: list[str] = field(default_factory=list)
     #: entries of the running user's cache for trees the store no longer has, removed
     cache_entries_removed: int = 0
+    #: staging entries kept as work in progress (:meth:`~wheelstore.store.staging.StagingEntry.to_json`)
+    staging_kept: list[dict[str, object]] = field(default_factory=list)
+    #: lock files and leases nobody held, removed (or, with --dry-run, would be)
+    locks_removed: list[str] = field(default_factory=list)
 
     @property
     def freed_bytes(self) -> int:
@@ -132,6 +137,8 @@ class GcReport:
             "not_removable": [dict(u.to_json(), who_can=who_can(u.owner)) for u in self.not_removable],
             "problems": self.problems,
             "cache_entries_removed": self.cache_entries_removed,
+            "staging_kept": self.staging_kept,
+            "locks_removed": self.locks_removed,
         }
 
 
@@ -365,7 +372,7 @@ def _unpublish(store: Store, cand: _Candidate, report: GcReport) -> str | None:
             fsio.fsync_dir(trees_fd)
             report.removed.append(cand.unit)
             return None
-        hidden = "." + staging_name("gc", key[:64])
+        hidden = "." + store.staging_name("gc", key[:64])
         fsio.rename_noreplace(key, hidden, dir_fd=trees_fd)
     except PermissionError:
         report.not_removable.append(cand.unit)
@@ -398,43 +405,18 @@ def _delete(store: Store, hidden: str, cand: _Candidate, report: GcReport) -> No
 
 
 def _sweep_staging(store: Store, report: GcReport, *, dry_run: bool) -> None:
-    """Leftovers of dead publishers, downloads and gcs: stale as :meth:`Store.staging_entries` decides."""
-    from .stats import Usage, usage
+    """Leftovers of dead publishers, downloads and gcs, judged by their leases, and lock files nobody holds
+    (:mod:`~wheelstore.store.leftovers`)."""
+    from .leftovers import sweep
 
-    euid = os.geteuid()
-    for entry in store.staging_entries():
-        if not entry.stale:
-            continue
-        area, _, name = entry.name.partition("/")
-        dir_fd = store.area_fd(area)
-        try:
-            used = usage(name, dir_fd=dir_fd)
-        except OSError:
-            used = Usage()
-        unit = Unit(entry.key, "staging", owner=user_name(entry.owner_uid), bytes=used.bytes, inodes=used.inodes,
-                    path=entry.name)
-        if euid not in (0, entry.owner_uid):
-            report.not_removable.append(unit)
-            continue
-        if dry_run:
-            report.removed.append(unit)
-            continue
-        try:
-            if _is_dir(name, dir_fd):
-                fsio.remove_tree(name, dir_fd=dir_fd)
-            else:
-                os.unlink(name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            report.problems.append(f"cannot remove {entry.name}: {e.strerror}")
-            continue
-        report.removed.append(unit)
-
-
-def _is_dir(name: str, dir_fd: int) -> bool:
-    st = _lstat(name, dir_fd)
-    return st is not None and stat.S_ISDIR(st.st_mode)
+    swept = sweep(store, report.grace_seconds, dry_run=dry_run)
+    for done, into in ((swept.removed, report.removed), (swept.not_removable, report.not_removable)):
+        for entry, used in done:
+            into.append(Unit(entry.key, "staging", owner=user_name(entry.owner_uid), bytes=used.bytes,
+                             inodes=used.inodes, path=entry.name))
+    report.staging_kept = [e.to_json() for e in swept.kept]
+    report.problems += swept.problems
+    report.locks_removed = swept.locks
 
 
 def _sweep_roots(store: Store, marks: rootcheck.Marks) -> None:

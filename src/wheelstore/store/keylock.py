@@ -17,6 +17,14 @@ private name and linked into place). A key lock's holder removes it when done if
 up; a waiter that then wins a lock on the removed inode notices (the path no longer names its inode) and starts over,
 as does one whose lock fails because the file was removed through another client (ESTALE or ENOENT, on GlusterFS).
 The store lock's ``gc.lock`` is never removed, nor replaced (:class:`~wheelstore.store.storelock.StoreLock`).
+
+"If it owns it" is the sticky bit's word: the holder unlinks the file, still holding it, wherever ``locks/`` lets it
+(its own file, or any as the store's owner or root). A file another member held last stays until gc removes it, once
+nobody holds it and it is older than the grace period (:mod:`~wheelstore.store.leftovers`, by the same protocol). The
+check after locking compares what one process sees through one mount (its fd, and the path under the same directory
+fd), never inode numbers across mounts, which differ between FUSE mounts of one volume; through a network
+filesystem's attribute cache it may be fooled for that cache's lifetime, and two holders then do the work twice,
+which the rename keeps correct, as when a lock cannot be had at all.
 """
 
 from __future__ import annotations
@@ -311,15 +319,18 @@ class KeyLock:
                 pass
 
     def release(self) -> None:
+        """Remove the lock file while still holding it, if the sticky bit lets this process (otherwise gc does, once
+        it is old), then let go. Only the file locked is removed, never one that replaced it."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
-            if os.fstat(fd).st_uid == os.geteuid():
-                try:
-                    os.unlink(self._name, dir_fd=self._dir_fd)
-                except OSError:
-                    pass
+            held = os.fstat(fd)
+            now = os.stat(self._name, dir_fd=self._dir_fd, follow_symlinks=False)
+            if (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
+                os.unlink(self._name, dir_fd=self._dir_fd)
+        except OSError:  # gone already, or another member's file in the sticky locks/
+            pass
         finally:
             _close_lock_fd(fd)  # releases the flock
 

@@ -30,6 +30,7 @@ class Role(enum.Enum):
     CONFIG = "config"  #: the recorded policy: readable by the store's users, writable by nobody
     AREA = "area"  #: trees/, manifests/, staging/, locks/, roots/: shared writable, setgid + sticky
     LOCK = "lock"  #: a lock file: members must be able to open it
+    LEASE = "lease"  #: a lease (:mod:`.lease`): only its holder may open it, so that nobody else can hold it
     STAGING_DIR = "staging-dir"  #: a directory being built: private to its builder until published
     PUBLISHED_DIR = "published-dir"  #: a directory of a published tree: read-only for everyone
     PUBLISHED_FILE = "published-file"  #: a file of a published tree or a manifest: read-only for everyone
@@ -105,6 +106,8 @@ class Policy:
             return 0o666 & write
         if role is Role.STAGING_DIR:
             return 0o700
+        if role is Role.LEASE:
+            return 0o600
         if role is Role.PUBLISHED_DIR:
             return 0o555 & read
         if role is Role.PUBLISHED_FILE:

@@ -4,17 +4,17 @@ The protocol:
 
 1. validate the wheel completely except for member hashes (:mod:`wheelstore.store.wheel`), before touching the store;
 2. take the key's lock; if a manifest appeared meanwhile, use it;
-3. unpack into a private hidden directory beside the target (``trees/.tree-<key>-<host>-<pid>-<rand>``), checking
+3. unpack into a private hidden directory beside the target (``trees/.tree-<key>-<lease>-<rand>``), checking
    every member against RECORD as it streams;
 4. seal every mode, the root's included, ``syncfs``, and rename it to ``trees/<key>`` without ever replacing an
    existing entry. Staging beside the target matters: moving a directory to another parent needs write access to it,
    so a tree staged elsewhere could only be sealed after it was already in place;
 5. write the manifest, last, with ``link()`` so an existing one is never replaced.
 
-A crash before step 5 leaves at most a hidden staging directory (recognisably stale) or a sealed tree without a
-manifest (an orphan). Readers use neither. The next realize of the same key adopts an orphan that is exactly the
-wheel's files and belongs to this user, the store's owner or root (:func:`adopters`), or moves it aside and publishes
-afresh.
+A crash before step 5 leaves at most a hidden staging directory (whose lease nobody holds any more) or a sealed tree
+without a manifest (an orphan). Readers use neither. The next realize of the same key adopts an orphan that is exactly
+the wheel's files and belongs to this user, the store's owner or root (:func:`adopters`), or moves it aside and
+publishes afresh.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .commit import commit, make_movable, manifest_stamp, stage_and_rename
 from .keylock import share_work
 from .manifest import FileEntry, Manifest
 from .policy import Role, user_name
-from .store import Store, Tree, staging_name
+from .store import Store, Tree
 from .wheel import Limit, Member, WheelArchive
 
 T = TypeVar("T")
@@ -266,7 +266,7 @@ def _adopt_orphan(store: Store, archive: WheelArchive, *, racing: bool = False) 
         return committed
     if racing:
         raise StoreError(f"tree {key} ({archive.filename}) changed while it was being published; try again")
-    aside = staging_name("orphan", key)
+    aside = store.staging_name("orphan", key)
     try:
         make_movable(key, trees_fd)
         os.rename(key, aside, src_dir_fd=trees_fd, dst_dir_fd=store.area_fd("staging"))

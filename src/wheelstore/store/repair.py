@@ -23,7 +23,7 @@ from ..base.interpreter import Interpreter
 from .manifest import Manifest
 from .orphans import find_orphans
 from .policy import user_name
-from .store import Store, staging_name
+from .store import Store
 from .verify import (
     Repaired,
     VerifyMarks,
@@ -34,7 +34,7 @@ from .verify import (
     unit_of,
 )
 
-#: the staging kind of quarantined trees and manifests (``staging/quarantine-<key>-<host>-<pid>-<rand>[.json]``)
+#: the staging kind of quarantined trees and manifests (``staging/quarantine-<key>-<lease>-<rand>[.json]``)
 QUARANTINE = "quarantine"
 #: finds the wheel a tree was unpacked from: (wheel file name if known, sha256) -> a local file with that sha256
 WheelFinder = Callable[[str | None, str], Path | None]
@@ -149,7 +149,7 @@ def quarantine(store: Store, key: str) -> tuple[str, ...]:
     A crash between the two leaves a tree without a manifest, which readers ignore and the next realize replaces.
     """
     staging, manifests, trees = store.area_fd("staging"), store.area_fd("manifests"), store.area_fd("trees")
-    aside = staging_name(QUARANTINE, key[:64])
+    aside = store.staging_name(QUARANTINE, key[:64])
     moved = []
     with store.key_lock(key):
         if fsio.exists(f"{key}.json", dir_fd=manifests):

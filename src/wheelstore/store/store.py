@@ -5,8 +5,8 @@ Layout::
     STORE/config.toml        the policy (modes, group, trust), written last by ``init``
     STORE/trees/<key>/        a published tree, read-only for everyone
     STORE/manifests/<key>.json  its commit marker; a tree without one is never used
-    STORE/staging/            trees and manifests being built, named so that stale ones are recognisable
-    STORE/locks/              per-key lock files
+    STORE/staging/            downloads and records being made, trees moved aside; named after their maker's lease
+    STORE/locks/              per-key lock files, and the leases of processes making staging entries (:mod:`.lease`)
     STORE/roots/              gc roots (used by later stages)
 
 Every area is shared-writable with setgid and sticky bits in group stores, so members can add entries, and only an
@@ -53,7 +53,8 @@ AREAS = ("trees", "manifests", "staging", "locks", "roots")
 #: a tree key: a wheel's sha256, or a pyc unit's ``<sha256>-<cache tag>``
 _KEY = re.compile(r"[0-9a-f]{64}(-[a-z0-9_.-]+)?")
 CONFIG = "config.toml"
-#: staging entries older than this whose builder cannot be checked (another host) count as stale
+#: how long an entry without its maker's word is kept: a tree without manifest, a staging entry named by a version
+#: before leases (:mod:`~wheelstore.store.staging`)
 STALE_AFTER = 24 * 3600
 #: a manifest larger than this is not one we wrote (numpy's is well under 1 MiB)
 MAX_MANIFEST = 64 << 20
@@ -73,46 +74,6 @@ class Tree(NamedTuple):
     stamp: tuple[int, int, int, int, int] | None = None
 
 
-class StagingEntry(NamedTuple):
-    """An entry of ``staging/`` and whether the process that made it is gone."""
-
-    name: str  #: path relative to the store root
-    kind: str
-    key: str
-    host: str
-    pid: int
-    owner_uid: int
-    age_seconds: float
-    stale: bool
-
-
-def staging_name(kind: str, key: str, suffix: str = "") -> str:
-    """A staging entry name that says what it is for and which process made it."""
-    return f"{kind}-{key}-{os.uname().nodename}-{os.getpid()}-{os.urandom(4).hex()}{suffix}"
-
-
-def _parse_staging_name(name: str) -> tuple[str, str, str, int] | None:
-    kind, _, rest = name.partition("-")
-    key, _, rest = rest.partition("-")
-    if len(key) != 64 or not rest:
-        return None
-    rest = rest.removesuffix(".json")
-    parts = rest.rsplit("-", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return None
-    return kind, key, parts[0], int(parts[1])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, but another user's
-        return True
-    return True
-
-
 class Store:
     """An opened store. Create one with :meth:`init`, open one with :meth:`open` or :meth:`select`."""
 
@@ -125,6 +86,7 @@ class Store:
         self._area_fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self._trees = root / "trees"
+        self._lease: str | None = None
 
     # -- opening ---------------------------------------------------------------------------------------------------
 
@@ -293,6 +255,11 @@ class Store:
             return fd
 
     def close(self) -> None:
+        if self._lease is not None:
+            from . import lease  # only a process that made staging entries has one
+
+            lease.release(self._lease)  # the work is done: unlinked by its holder
+            self._lease = None
         for fd in self._area_fds.values():
             os.close(fd)
         self._area_fds.clear()
@@ -324,6 +291,23 @@ class Store:
                     f"you may read but not publish into the store at {self.root}",
                     hint="ask its owner to add the wheel, or use a store you can write",
                 )
+
+    def lease_id(self, *, take: bool = True) -> str | None:
+        """The id of this process's lease on the store (:mod:`.lease`), taken on first use and held until
+        :meth:`close` or the process's exit; without ``take``, None if it has none."""
+        if self._lease is None and take:
+            locks_fd = self.area_fd("locks")
+            with self._lock:
+                if self._lease is None:
+                    from . import lease  # a warm install makes no staging entry, and needs none
+
+                    self._lease = lease.take(locks_fd, self.policy)
+        return self._lease
+
+    def staging_name(self, kind: str, key: str, suffix: str = "") -> str:
+        """A staging entry's name: what it is for (``kind`` and the wheel's ``key``) and the lease of the process making
+        it, which gc asks whether the work still runs (:mod:`.staging`)."""
+        return f"{kind}-{key}-{self.lease_id()}-{os.urandom(4).hex()}{suffix}"
 
     def key_lock(self, key: str) -> KeyLock:
         return KeyLock(self.area_fd("locks"), f"{key}.lock", self.policy)
@@ -444,37 +428,6 @@ class Store:
                     continue
                 if tree is not None:
                     yield tree
-
-    def staging_entries(self) -> list[StagingEntry]:
-        """Unfinished work: trees being built (hidden in ``trees/``) and leftovers in ``staging/``.
-
-        An entry is stale when the process that made it is gone (or, made on another host, when it is old).
-        """
-        entries = []
-        now = time.time()
-        host = os.uname().nodename
-        for area, hidden in (("trees", True), ("staging", False)):
-            fd = self.area_fd(area)
-            for name in sorted(os.listdir(fd)):
-                if hidden != name.startswith("."):
-                    continue
-                parsed = _parse_staging_name(name.removeprefix("."))
-                if parsed is None:
-                    continue
-                kind, key, made_on, pid = parsed
-                try:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                age = now - st.st_mtime
-                if kind == "orphan":
-                    stale = True
-                elif made_on == host:
-                    stale = not _pid_alive(pid)
-                else:
-                    stale = age > STALE_AFTER
-                entries.append(StagingEntry(f"{area}/{name}", kind, key, made_on, pid, st.st_uid, age, stale))
-        return entries
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
