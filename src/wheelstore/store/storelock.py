@@ -123,12 +123,14 @@ def install_lock(store: Store) -> Iterator[None]:
     longer than :data:`STORE_TIMEOUT`: gc holds it only briefly, so that is not gc), the install goes ahead with a
     warning, as with every lock in wheelstore.
     """
-    lock = StoreLock(store, exclusive=False)
-    lock.acquire()
+    locks = [StoreLock(s, exclusive=False) for s in (store.upstream, store) if s is not None]  # the site store's too
+    for lock in locks:
+        lock.acquire()
     try:
         yield
     finally:
-        lock.release()
+        for lock in locks:
+            lock.release()
 
 
 def judge_gc_lock(store: Store) -> tuple[Literal["ok", "warn", "fail"], str, str | None]:
