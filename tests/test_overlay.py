@@ -52,7 +52,9 @@ def test_site_store_with_two_users_overlays(run: Runner, users: Users, workdir: 
 
     va = _venv(run, users.alice, workdir / users.alice / "venv")
     vb = _venv(run, users.bob, workdir / users.bob / "venv")
-    _install(run, users.alice, alice, va, w["sa"], w["sb"], w["ad"])
+    done = run(users.alice, "--store", str(alice), "install", "--link-mode", "symlink", "--venv", str(va),
+               *map(str, (w["sa"], w["sb"], w["ad"])))
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr  # the site's lock taken, the root kept
     _install(run, users.bob, bob, vb, w["sb"], w["sc"], w["be"])
     assert _trees(alice) == {_key(w["ad"])} and _trees(bob) == {_key(w["be"])}  # only what the site lacks
     assert published(site) == before  # byte for byte: nothing published there, no root, no lock file
