@@ -28,6 +28,7 @@ from ..base.errors import (
 )
 from ..base.interpreter import Interpreter, find_python
 from ..base.names import canonical
+from ..store import upstream
 from ..store.config import Selection, select_store
 from ..store.parents import unsafe_parents
 from ..store.policy import Policy, Role, current_user, group_name, in_group, user_name
@@ -99,6 +100,7 @@ class _Doctor:
     def run(self) -> None:
         checks: list[tuple[str, Callable[[], Check | None]]] = [
             ("store", self.check_store),
+            ("upstream", self.check_upstream),
             ("membership", self.check_membership),
             ("access", self.check_access),
             ("modes", self.check_modes),
@@ -151,6 +153,20 @@ class _Doctor:
         group = f" for group {p.group}" if p.group else ""
         return Check("store", "ok", f"{self.root} ({why}): a {p.shared} store{group}, owned by "
                      f"{user_name(self.store.owner_uid)}")
+
+    def check_upstream(self) -> Check | None:
+        """An overlay: its site store (opened and its id matched with the overlay's, or the store check failed), and
+        whether the site's gc reads this overlay's roots."""
+        if self.store is None or self.store.upstream is None:
+            return None
+        site = self.store.upstream
+        chain = (f"{self.root} -> {site.root} (site store {site.id}, {user_name(site.owner_uid)}'s): installs link "
+                 f"its trees first and publish only into {self.root}")
+        if upstream.known_to(site, self.root):
+            return Check("upstream", "ok", f"{chain}; the site's gc keeps what this overlay's venvs link")
+        return Check("upstream", "warn", f"{chain}; but the site's gc does not read this overlay's roots, so it may "
+                     "remove site trees this overlay's venvs link", f"ask {user_name(site.owner_uid)} to add "
+                     f"{shlex.quote(str(self.root))} to overlays in the [gc] table of {site.root}/config.toml")
 
     def _ownership(self) -> tuple[int, int | None, str | None, str] | None:
         """The store's (owner, gid, group, shared), from its policy or, when it cannot be opened, its directory."""

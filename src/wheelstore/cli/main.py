@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import os
 import sys
 import time
@@ -32,10 +33,12 @@ from .output import err, out, print_json
 
 def cmd_init(args: argparse.Namespace) -> int:
     target = args.path or select_store(args.store).path
-    store = Store.init(target, shared=args.shared, group=args.group)
-    with store:
+    with contextlib.ExitStack() as closing:
+        site = closing.enter_context(Store.open(args.upstream)) if args.upstream else None
+        store = closing.enter_context(Store.init(target, shared=args.shared, group=args.group, site=site))
         group = f", group {store.policy.group}" if store.policy.group else ""
-        out(args, f"created {store.policy.shared} store at {store.root}{group}")
+        over = f", an overlay of the site store {site.root}" if site is not None else ""
+        out(args, f"created {store.policy.shared} store at {store.root}{group}{over}")
     return 0
 
 
@@ -86,6 +89,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         for k in ("store", "selected_by", "shared", "group", "owner", "trees", "id"):
             out(args, f"{k:12} {info[k] if info[k] is not None else '-'}")
+        if isinstance(site := info.get("upstream"), dict):  # an overlay: the chain lookups follow
+            out(args, f"{'upstream':12} {site['store']} (id {site['id']}): looked in first; publishes go to the store")
     return 0
 
 
@@ -271,6 +276,8 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", metavar="STORE", help="where to create it (default: the selected store)")
     p.add_argument("--group", help="share with this group; you must be a member")
     p.add_argument("--shared", choices=SHARED_MODES, help="who may read: private, group (default with --group), all")
+    p.add_argument("--upstream", metavar="SITE_STORE", help="make an overlay of this read-only site store: installs "
+                   "link its trees and publish only what it lacks into the new store")
     p.set_defaults(func=cmd_init)
 
 

@@ -53,7 +53,8 @@ def scan(store: Store, interpreter: Interpreter,
     supported = interpreter.supported
     built = _built_here(store, interpreter)
     found: dict[str, list[tuple[int, str, Tree]]] = {}
-    for key in sorted(store.keys()):
+    keys = store.keys() if store.upstream is None else store.keys() | store.upstream.keys()  # an overlay's site's too
+    for key in sorted(keys):
         if len(key) != 64:
             continue  # a pyc unit or a build record
         try:

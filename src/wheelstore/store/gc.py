@@ -20,6 +20,7 @@ The sticky bit decides who may remove what: the owner of a tree removes it; the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -31,7 +32,7 @@ from ..base import fsio
 from ..base.errors import GcError, StoreError
 from ..base.fsio import open_dir
 from ..base.hooks import checkpoint
-from . import rootcheck
+from . import rootcheck, upstream
 from .gclock import LOCK_NAME
 from .keylock import LockUnavailable
 from .orphans import UNIT_NAME
@@ -99,6 +100,8 @@ class GcReport:
     grace_seconds: float
     root_expiry_seconds: float = rootcheck.DEFAULT_EXPIRY
     store_id: str | None = None
+    #: a site store's overlays whose roots were read (:mod:`~wheelstore.store.upstream`)
+    overlays: list[dict[str, object]] = field(default_factory=list)
     roots_live: int = 0
     roots_stale: list[str] = field(default_factory=list)  #: roots holding nothing (venv gone or moved, expired)
     #: every root, by the node that wrote it (:meth:`rootcheck.Marks.by_node`)
@@ -127,6 +130,7 @@ class GcReport:
             "grace_seconds": self.grace_seconds,
             "root_expiry_seconds": self.root_expiry_seconds,
             "store_id": self.store_id,
+            "overlays": self.overlays,
             "roots": {"live": self.roots_live, "stale": self.roots_stale},
             "nodes": self.nodes,
             "live": self.live,
@@ -163,11 +167,19 @@ def collect_garbage(store: Store, *, grace: float = DEFAULT_GRACE, dry_run: bool
 
     ``root_expiry`` (else the store's ``[gc] root_expiry``, else 30 days): how long a root this gc cannot check
     (:mod:`~wheelstore.store.rootcheck`) is believed after any node last confirmed it."""
-    from .stats import usage
-
     expiry = configured_expiry(store) if root_expiry is None else root_expiry
     report = GcReport(str(store.root), dry_run, grace, expiry, store.id)
-    marks = rootcheck.Marks(store, expiry)
+    overlays = upstream.registered_overlays(store, report.problems)
+    report.overlays = [{"store": str(o.root), "id": o.id, "owner": user_name(o.owner_uid)} for o in overlays]
+    with contextlib.ExitStack() as closing:
+        for overlay in overlays:
+            closing.enter_context(overlay)
+        return _collect(store, report, rootcheck.Marks(store, expiry, overlays), grace, dry_run)
+
+
+def _collect(store: Store, report: GcReport, marks: rootcheck.Marks, grace: float, dry_run: bool) -> GcReport:
+    from .stats import usage
+
     marks.update()  # the slow pass (reading venvs) runs unlocked
     doomed: list[tuple[str, _Candidate]] = []
     if marks.blocker() is not None:
@@ -256,7 +268,7 @@ def _prune_user_cache(store: Store) -> int:
     from .verify import VerifyMarks
 
     try:
-        present = store.keys()
+        present = store.keys() | (set() if store.upstream is None else store.upstream.keys())  # checks of both
     except OSError:  # the sweep is done; a cache left as it was only costs space
         return 0
     marks = VerifyMarks.of(store)

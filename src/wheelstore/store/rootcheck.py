@@ -244,8 +244,10 @@ def _origin_at(venv_fd: int, rel: str) -> dict[str, object] | None:
 class Marks:
     """The live set, built from the roots as judged from here, and what each root file looked like when read."""
 
-    def __init__(self, store: Store, expiry: float = DEFAULT_EXPIRY) -> None:
+    def __init__(self, store: Store, expiry: float = DEFAULT_EXPIRY, overlays: Iterable[Store] = ()) -> None:
         self.store = store
+        #: a site store's overlays (:mod:`~wheelstore.store.upstream`): their roots only read, what they hold kept
+        self.overlays = [Marks(o, expiry) for o in overlays]
         self.here = Vantage.of(store, expiry)
         self.live: set[str] = set()
         self.seen: dict[str, RootFile] = {}
@@ -271,6 +273,10 @@ class Marks:
             held = judge(root, self.here)
             self.live |= held.keys
             self.judged[path] = (root, held)
+        for sub in self.overlays:
+            sub.update()
+            self.live |= sub.live
+            self.unreadable += [f"{sub.store.root}/{path}" for path in sub.unreadable]
 
     def stale(self) -> dict[str, Root]:
         """The roots that hold nothing: their venvs are gone, or they expired."""

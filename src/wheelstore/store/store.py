@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import functools
-import hashlib
-import marshal
 import os
 import re
 import stat
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
@@ -34,10 +31,12 @@ from ..base import fsio
 from ..base.errors import StoreAccessDenied, StoreError, StoreNotFound
 from ..base.fsio import open_dir
 from ..base.logs import log
-from . import gclock, identity
+from . import gclock, identity, sitelink
 from .config import parse_toml, select_store
 from .keylock import NOTICE_AFTER, STORE_TIMEOUT, KeyLock, configured_timeout, holder
 from .manifest import Manifest
+from .manifestcache import cache_id as cache_id
+from .manifestcache import known_manifest, remember_manifest
 from .policy import (
     Policy,
     Role,
@@ -87,6 +86,7 @@ class Store:
         self._lock = threading.Lock()
         self._trees = root / "trees"
         self._lease: str | None = None
+        self.upstream: Store | None = None  #: the site store an overlay reads first (:mod:`.upstream`)
 
     # -- opening ---------------------------------------------------------------------------------------------------
 
@@ -105,10 +105,16 @@ class Store:
             raise _access_denied(root) from None
         try:
             data, st = cls._read_config(root, fd)
-            return cls(root, Policy.from_mapping(data), fd, identity.from_config(data, st, os.fstat(fd).st_uid))
+            store = cls(root, Policy.from_mapping(data), fd, identity.from_config(data, st, os.fstat(fd).st_uid))
         except BaseException:
             os.close(fd)
             raise
+        try:
+            store.upstream = sitelink.open_site(cls.open, root, data)
+        except BaseException:
+            store.close()
+            raise
+        return store
 
     @staticmethod
     def _read_config(root: Path, root_fd: int) -> tuple[dict[str, object], os.stat_result]:
@@ -156,6 +162,7 @@ class Store:
         shared: SharedMode | None = None,
         group: str | None = None,
         exist_ok: bool = False,
+        site: Store | None = None,
     ) -> Store:
         """Create a store at ``path`` with the given policy, or finish one a crash interrupted.
 
@@ -163,6 +170,7 @@ class Store:
         first and ``config.toml`` last, so an interrupted init leaves no directory that opens as a store. Concurrent
         inits of one path are serialised by a lock on the directory; with ``exist_ok`` the losers open the winner's.
         No store is made where anyone but root and the caller could move it away (:mod:`wheelstore.store.parents`).
+        With ``site``, the store is an overlay of that site store (:mod:`~wheelstore.store.upstream`).
         """
         from .parents import require_reached_safely, require_safe_parents
 
@@ -196,13 +204,13 @@ class Store:
             require_reached_safely(root, root_fd, os.geteuid())  # a parent made by another since the check above
             _lock_for_init(root, root_fd)
             if not (exist_ok and fsio.exists(CONFIG, dir_fd=root_fd)):
-                cls._init_in(root, root_fd, policy)
+                cls._init_in(root, root_fd, policy, "" if site is None else sitelink.to_toml(site))
         finally:
             os.close(root_fd)
         return cls.open(root)
 
     @staticmethod
-    def _init_in(root: Path, root_fd: int, policy: Policy) -> None:
+    def _init_in(root: Path, root_fd: int, policy: Policy, extra: str = "") -> None:
         st = os.fstat(root_fd)
         existing = set(os.listdir(root_fd))
         if CONFIG in existing:
@@ -226,7 +234,7 @@ class Store:
             if area == "locks":
                 gclock.make(fd, policy)  # the store lock's file, the owner's (a member's could be made unusable)
             os.close(fd)
-        policy.write_new(tmp, policy.to_toml(identity.new_id()).encode(), Role.CONFIG, dir_fd=root_fd)
+        policy.write_new(tmp, (policy.to_toml(identity.new_id()) + extra).encode(), Role.CONFIG, dir_fd=root_fd)
         try:
             os.link(tmp, CONFIG, src_dir_fd=root_fd, dst_dir_fd=root_fd, follow_symlinks=False)
         except FileExistsError:
@@ -266,6 +274,8 @@ class Store:
         if self._root_fd >= 0:
             os.close(self._root_fd)
             self._root_fd = -1
+        if self.upstream is not None:
+            self.upstream.close()
 
     def __enter__(self) -> Store:
         return self
@@ -317,6 +327,9 @@ class Store:
     def has(self, key: str) -> bool:
         """Whether a manifest commits a tree for ``key``: one stat, for deciding what to read; :meth:`lookup` is the
         check that makes a tree usable."""
+        return (self.upstream is not None and self.upstream.has(key)) or self._has_own(key)
+
+    def _has_own(self, key: str) -> bool:
         if not _KEY.fullmatch(key):
             return False
         try:
@@ -334,11 +347,13 @@ class Store:
         """Those of ``keys`` that :meth:`has`. One listing of ``manifests/`` when it holds about as many entries as
         there are keys (judged by the directory's size), else a stat per key: a hashed requirements file names the
         wheels of every platform, 1,020 hashes for the benchmark's 36 pins."""
+        theirs = set() if self.upstream is None else self.upstream.holds(keys)
+        keys = set(keys) - theirs
         fd = self.area_fd("manifests")
         if len(keys) < 64 or os.fstat(fd).st_size > len(keys) * _LIST_BYTES_PER_KEY:
-            return {k for k in keys if self.has(k)}
+            return theirs | {k for k in keys if self._has_own(k)}
         listed = self.keys()
-        return {k for k in keys if k in listed and self.has(k)}
+        return theirs | {k for k in keys if k in listed and self._has_own(k)}
 
     def lookup(self, key: str, *, remember: bool = False) -> Tree | None:
         """The committed tree for ``key``, or None. A tree without a manifest is never returned.
@@ -353,6 +368,8 @@ class Store:
         """
         if not _KEY.fullmatch(key):  # a key from a venv's WHEELSTORE file or a lockfile: never a path to follow
             return None
+        if self.upstream is not None and self.upstream.has(key):  # an overlay: the site store's first
+            return self.upstream.lookup(key, remember=remember)
         path = f"manifests/{key}.json"
         try:
             fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
@@ -371,7 +388,7 @@ class Store:
         try:
             if st.st_mode & 0o222 or not self.policy.trusted_writer(st.st_uid, self.owner_uid):
                 raise self._untrusted(path, "writable, or not written by a trusted publisher", st.st_uid)
-            manifest = _known_manifest(self.root, key, stamp, lambda: self._reread(key, stamp))
+            manifest = known_manifest(self.root, key, stamp, lambda: self._reread(key, stamp))
             data = fsio.read_all(fd, st.st_size, MAX_MANIFEST + 1) if manifest is None else b""
         finally:
             os.close(fd)
@@ -383,7 +400,7 @@ class Store:
             if manifest.key != key:
                 raise self._untrusted(path, f"it names another tree ({manifest.key})", st.st_uid)
             if remember:
-                _remember_manifest(self.root, key, stamp, manifest)
+                remember_manifest(self.root, key, stamp, manifest)
         try:
             tree_st = os.stat(key, dir_fd=self.area_fd("trees"), follow_symlinks=False)
         except FileNotFoundError:
@@ -398,6 +415,10 @@ class Store:
         if (why := provenance_problem(manifest, st.st_uid, tree_st.st_uid, self.owner_uid)) is not None:
             raise self._untrusted(path, f"{manifest.wheel}: {why}", st.st_uid)
         return Tree(key, self._trees / key, manifest, stamp)
+
+    def home(self, tree: Tree) -> Store:
+        """The store ``tree`` (from :meth:`lookup`) lives in: this one, or an overlay's site store."""
+        return self.upstream if self.upstream is not None and tree.path.parent == self.upstream._trees else self
 
     def _reread(self, key: str, stamp: tuple[int, ...]) -> bytes:
         """The manifest of ``key`` again, for a deferred file list: exactly the file looked up, or an error."""
@@ -436,6 +457,7 @@ class Store:
         return {
             "store": str(self.root),
             "id": self.id,
+            "upstream": None if self.upstream is None else {"store": str(self.upstream.root), "id": self.upstream.id},
             "shared": self.policy.shared,
             "group": self.policy.group,
             "owner": user_name(self.owner_uid),
@@ -473,45 +495,6 @@ def _make_parents(path: Path, *, private: bool) -> None:
         raise StoreError(f"cannot create {p}: permission denied on {p.parent}") from None
     for p in made:
         os.chmod(p, 0o700 if private else 0o755)
-
-
-# -- manifests read before -------------------------------------------------------------------------------------------
-
-#: bumped whenever what is kept changes (2: only manifests that passed :mod:`manifest_check`)
-_KNOWN_FORMAT = 2
-
-
-def _known_name(root: Path, key: str) -> str:
-    return f"manifests/{cache_id(root)}/{key}"
-
-
-@functools.lru_cache(maxsize=8)
-def cache_id(root: Path) -> str:
-    """What names a store in the user's cache: a hash of its path."""
-    return hashlib.sha256(os.fsencode(root)).hexdigest()[:16]
-
-
-def _known_manifest(root: Path, key: str, stamp: tuple[int, ...], read: Callable[[], bytes]) -> Manifest | None:
-    """The manifest in the file with this ``stamp`` as parsed before, its file list left for later (``read``)."""
-    from ..base import usercache
-
-    kept = usercache.read_bytes(_known_name(root, key))
-    if kept is None:
-        return None
-    try:
-        fmt, kept_stamp, small, count, first = marshal.loads(kept)
-    except (EOFError, ValueError, TypeError):
-        return None
-    if fmt != _KNOWN_FORMAT or kept_stamp != stamp or small[0] != key or len(small) != len(Manifest.SMALL):
-        return None
-    return Manifest.deferred(small, count, first, read)
-
-
-def _remember_manifest(root: Path, key: str, stamp: tuple[int, ...], manifest: Manifest) -> None:
-    from ..base import usercache
-
-    usercache.write_bytes(_known_name(root, key), marshal.dumps((_KNOWN_FORMAT, stamp, manifest.small(),
-                                                                 manifest.count, manifest.first)))
 
 
 def _lock_for_init(root: Path, root_fd: int) -> None:

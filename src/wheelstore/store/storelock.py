@@ -123,12 +123,16 @@ def install_lock(store: Store) -> Iterator[None]:
     longer than :data:`STORE_TIMEOUT`: gc holds it only briefly, so that is not gc), the install goes ahead with a
     warning, as with every lock in wheelstore.
     """
-    lock = StoreLock(store, exclusive=False)
-    lock.acquire()
+    site = store.upstream  # an overlay's site store: its lock too, where this user may take it (readers may not)
+    locks = [StoreLock(s, exclusive=False) for s in (site, store)
+             if s is not None and (s is store or s.policy.trusted_writer(os.geteuid(), s.owner_uid))]
+    for lock in locks:
+        lock.acquire()
     try:
         yield
     finally:
-        lock.release()
+        for lock in locks:
+            lock.release()
 
 
 def judge_gc_lock(store: Store) -> tuple[Literal["ok", "warn", "fail"], str, str | None]:

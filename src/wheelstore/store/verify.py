@@ -254,6 +254,7 @@ def unit_of(key: str) -> str:
 
 def check_tree(store: Store, tree: Tree, *, full: bool = False, checkpoints: VerifyMarks | None = None) -> list[Damage]:
     """Every way ``tree`` differs from its manifest; empty when it is intact. ``full`` re-hashes every file."""
+    store = store.home(tree)  # an overlay's site store's tree: checked in the site store, by its policy
     marks = checkpoints or VerifyMarks.of(store)
     damage = _Walk(store, tree, full, marks).run().damage
     if checkpoints is None:

@@ -170,6 +170,7 @@ def _intact(store: Store, tree: Tree, checkpoints: VerifyMarks) -> bool:
 def _repair_for_install(
     store: Store, tree: Tree, wheel: Path | None, damage: list[Damage], checkpoints: VerifyMarks
 ) -> Tree:
+    store = store.home(tree)  # an overlay's site store's tree is repaired there, by who may
     m = tree.manifest
     more = f", and {len(damage) - 1} more" if len(damage) > 1 else ""
     what = f"the store's copy of {m.name} {m.version} is damaged ({damage[0].describe()}{more}); it was not linked"
