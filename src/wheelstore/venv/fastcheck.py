@@ -3,7 +3,7 @@ trees this user's own earlier walk on this node found intact.
 
 Over FUSE or NFS a stat is a round trip (about 256 us on GlusterFS): walking every file of the benchmark set's 36
 trees made a warm install 20 times slower than from a local disk. So where the store is on a network filesystem
-(:data:`NETWORK_FS`, by the type /proc/self/mountinfo gives the device of ``trees/``), each walk that finds a tree
+(:data:`~wheelstore.base.fsio.NETWORK_FS`, by the type /proc/self/mountinfo gives the device of ``trees/``), each walk that finds a tree
 intact leaves a record in this user's cache (one file per store and node, 0600, read only when the user's own: it
 is this user's word, not another member's): the manifest file's identity (inode, size, mtime, ctime) and the tree
 directory's (inode, mode, owner, group, mtime, ctime), both taken before the walk. A later install on this node that
@@ -37,12 +37,10 @@ import weakref
 from collections.abc import Collection, Sequence
 
 from ..base import usercache
+from ..base.fsio import network_fs
 from ..store.store import Store, Tree, cache_id
 from ..store.verify import Damage, VerifyMarks, check_tree
 
-#: mountinfo types of network and cluster filesystems, where a stat is a round trip to a server
-NETWORK_FS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "ceph", "fuse.ceph-fuse", "beegfs",
-                        "fuse.sshfs", "fuse.glusterfs"})
 _FORMAT = 1
 #: records kept per store and node, the most recently walked: gc removes trees but not their records
 _MAX_RECORDS = 20_000
@@ -61,7 +59,7 @@ class Records:
         self.store = store
         self.name = f"fastcheck/{cache_id(store.root)}-{os.uname().nodename}.json"
         #: the network filesystem the store's trees are on, or None (a local disk: no records, every tree walked)
-        self.fs = network_fs(store)
+        self.fs = network_fs(store.area_fd("trees"))
         self.records = self._load() if self.fs else {}
         self._changed: set[str] = set()
         #: keys of the trees (and pyc units) this process took on their records, and of those it had walked
@@ -178,23 +176,3 @@ def _identity(store: Store, key: str) -> tuple[int, ...] | None:
     except OSError:
         return None
     return st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns
-
-
-def network_fs(store: Store) -> str | None:
-    """The mountinfo type of the filesystem that holds the store's trees when it is a network one, else None.
-
-    Found by the device number of ``trees/`` (what this process sees, bind mounts and namespaces included) rather
-    than by its path; a device mountinfo does not list (a btrfs subvolume) counts as local."""
-    try:
-        dev = os.fstat(store.area_fd("trees")).st_dev
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    wanted = f"{os.major(dev)}:{os.minor(dev)}"
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if sep and len(fields) > 2 and tail and fields[2] == wanted:
-            return tail[0] if tail[0] in NETWORK_FS else None
-    return None
