@@ -224,7 +224,7 @@ def main() -> None:
     else:
         scratch.mkdir(parents=True)
     try:
-        fs = sh("findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", str(scratch)).stdout.strip()
+        fs = " ".join(sh("findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", str(scratch)).stdout.split())
         with gluster_volume(scratch / "gluster") as mnt:
             found = measure(args, scratch, mnt, uv, wheels, ws)
     finally:
