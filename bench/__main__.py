@@ -35,10 +35,9 @@ def sh(*cmd: str | Path, **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in cmd], check=True, text=True, capture_output=True, **kw)
 
 
-def tool_venv() -> Path:
+def tool_venv(venv: Path = TOOL) -> Path:
     """wheelstore (and so uv) installed as users get it: pip install into a venv of its own (pycs compiled, no
     unrelated .pth files at startup), under /var/tmp so every user can run it (/root is private). Its bin directory."""
-    venv = TOOL
     if not (venv / "bin" / "wheelstore").exists():
         sh(PYTHON, "-m", "venv", venv)
     sh(venv / "bin" / "pip", "install", "-q", "--no-warn-script-location", "--force-reinstall", "--no-deps",
@@ -51,8 +50,8 @@ def tool_venv() -> Path:
     return venv / "bin"
 
 
-def setup(work: Path, requirements: Path) -> tuple[Path, Path, Path]:
-    """uv in its own venv, the wheels, a warm wheelstore store and a warm uv cache."""
+def uv_and_wheels(work: Path, requirements: Path) -> tuple[Path, Path]:
+    """uv in its own venv, and the wheels (downloaded once, their hashes checked)."""
     tools = work / "tools"
     if not (tools / "bin" / "uv").exists():
         sh(sys.executable, "-m", "venv", tools)
@@ -61,6 +60,13 @@ def setup(work: Path, requirements: Path) -> tuple[Path, Path, Path]:
     if not list(wheels.glob("*.whl")):
         sh(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--require-hashes",
            "-r", requirements, "-d", wheels)
+    return tools / "bin" / "uv", wheels
+
+
+def setup(work: Path, requirements: Path) -> tuple[Path, Path, Path]:
+    """uv in its own venv, the wheels, a warm wheelstore store and a warm uv cache."""
+    uv, wheels = uv_and_wheels(work, requirements)
+    tools = uv.parent.parent
     store = work / "store"
     if not (store / "config.toml").exists():
         sh(sys.executable, "-m", "wheelstore", "init", store)

@@ -193,3 +193,35 @@ def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+#: mountinfo types of network and cluster filesystems, where each metadata operation is a round trip to a server
+NETWORK_FS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "ceph", "fuse.ceph-fuse", "beegfs",
+                        "fuse.sshfs", "fuse.glusterfs"})
+
+
+def network_fs(fd: int) -> str | None:
+    """The mountinfo type of the filesystem holding the open file ``fd`` when it is a network one, else None.
+
+    Found by the file's device number among /proc/self/mountinfo's (what this process sees, bind mounts and
+    namespaces included), not by its path; a device mountinfo does not list (a btrfs subvolume's) counts as local."""
+    try:
+        return _network_fs_of(os.fstat(fd).st_dev)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def _network_fs_of(dev: int) -> str | None:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if sep and len(fields) > 2 and tail and fields[2] == wanted:
+            return tail[0] if tail[0] in NETWORK_FS else None
+    return None

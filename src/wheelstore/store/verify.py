@@ -316,6 +316,10 @@ class _Walk:
         self.result = Checked()
         self.gid = store.policy.gid
         self.dir_mode = store.policy.mode(Role.PUBLISHED_DIR)
+        #: on a network filesystem every directory is listed, unchanged ones too: the listing (READDIRPLUS) brings
+        #: its entries' attributes into the client's cache, so the stats after it are answered there, not each by a
+        #: round trip (16,728 files on GlusterFS: 2.5 s instead of 6.7 s)
+        self.list_all = full or fsio.network_fs(store.area_fd("trees")) is not None
 
     def damaged(self, path: str, problem: str, detail: str) -> None:
         m = self.m
@@ -380,11 +384,11 @@ class _Walk:
         comparison, inline.
 
         A directory whose ctime is older than the mark's ``listed`` has had no entry added, removed or renamed since
-        a walk listed it, so only the manifest's names are looked up (three system calls fewer per directory); any
-        other is listed too, for entries the manifest does not have. A name of the manifest's that is not there is
-        missing, and nothing below a missing directory is reported again."""
+        a walk listed it, so on a local disk only the manifest's names are looked up (three system calls fewer per
+        directory); any other is listed too, for entries the manifest does not have. A name of the manifest's that
+        is not there is missing, and nothing below a missing directory is reported again."""
         names, numbers, subdirs = self.table.get(prefix) or ([], array("q"), [])
-        if self.full or dir_st.st_ctime_ns >= self.mark.listed:
+        if self.list_all or dir_st.st_ctime_ns >= self.mark.listed:
             self.result.listed += 1
             self._extras(dir_fd, prefix, {*names, *subdirs})
         observed, result = self.observed, self.result

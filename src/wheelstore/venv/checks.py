@@ -4,7 +4,9 @@ Separate from :mod:`wheelstore.store.verify` (checking a tree, and the whole sto
 :mod:`wheelstore.store.repair` because only installs need it, and it is about their timing: a forked child checks
 some trees while this process links (so the check costs little wall time), a damaged tree is repaired when its wheel
 is at hand or refused before the venv changes, and this user's own hard links are recorded in the marks
-(:class:`VerifyMarks`) so that later checks do not re-hash every linked file.
+(:class:`VerifyMarks`) so that later checks do not re-hash every linked file. On a network filesystem a tree this
+user's earlier walk on this node found intact is taken on that record while its manifest and directory are unchanged
+(:mod:`.fastcheck`, which says what that does and does not catch), instead of walked.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pathlib import Path
 from ..base.distinfo import INSTALLER_FILES
 from ..base.errors import TreeDamaged, WheelstoreError
 from ..base.interpreter import Interpreter
+from ..base.logs import log
 from ..store.bytecode import ensure_pycs
 from ..store.repair import quarantine, repair_tree, sha256_of, who_can_repair
 from ..store.store import Store, Tree
-from ..store.verify import Damage, Mark, VerifyMarks, check_tree, unit_of
+from ..store.verify import Damage, Mark, VerifyMarks, unit_of
+from .fastcheck import Records
 
 
 def intact_trees(
@@ -35,16 +39,18 @@ def intact_trees(
 
     The check is mostly system calls and small-object work that one process cannot overlap, so with more than one
     core a forked child checks half of the trees meanwhile (:func:`_check_elsewhere`). Only the trees it found
-    intact are taken on its word; the rest, and the ``hardlinked`` ones (whose link counts :func:`linked` needs),
-    are checked here.
+    intact are taken on its word; the rest, and the ``hardlinked`` ones (whose link counts :func:`linked` needs, so
+    they are walked even where a record vouches for them), are checked here.
     """
-    checkpoints = VerifyMarks.of(store)  # saved by linked(), after the install
-    elsewhere = [t for t in trees if t.key not in hardlinked]
+    checkpoints = VerifyMarks.of(store)  # saved by linked(), after the install, with the records
+    records = Records.of(store)
+    clean, unvouched = records.split(trees, hardlinked)
+    elsewhere = [t for t in unvouched if t.key not in hardlinked]
     share = _about(elsewhere, 0.5) if _worth_a_child(elsewhere) else []
     clean_there = _check_elsewhere(store, share, checkpoints) if share else None
     shared_keys = {t.key for t in share}
-    mine = [t for t in trees if t.key not in shared_keys]
-    clean = {t.key for t in mine if not check_tree(store, t, checkpoints=checkpoints)}
+    mine = [t for t in unvouched if t.key not in shared_keys]
+    clean |= {t.key for t in mine if not records.walk(t, checkpoints)}
     if clean_there is not None:
         clean |= clean_there()
     result = []
@@ -52,7 +58,7 @@ def intact_trees(
         if tree.key in clean:
             result.append(tree)
             continue
-        damage = check_tree(store, tree, checkpoints=checkpoints)
+        damage = records.walk(tree, checkpoints)
         if not damage:
             result.append(tree)
             continue
@@ -72,11 +78,13 @@ class CheckWhileLinking:
     are checked in this process when asked. Use :meth:`start`, which declines when a child would not pay.
 
     Some trees, the biggest that fit in ``here`` of the files, are left for this process to check once it has
-    linked, so that both cores finish together.
+    linked, so that both cores finish together. Trees their records vouch for (:mod:`.fastcheck`) are left out.
     """
 
     def __init__(self, store: Store, trees: Sequence[Tree], here: float = 0.0) -> None:
         self.store = store
+        self.records = Records.of(store)
+        _vouched, trees = self.records.split(trees)
         self.here = _about(trees, here)
         mine = {t.key for t in self.here}
         self.there = [t for t in trees if t.key not in mine]
@@ -85,15 +93,15 @@ class CheckWhileLinking:
 
     @classmethod
     def start(cls, store: Store, trees: Sequence[Tree], here: float = 0.0) -> CheckWhileLinking | None:
-        """None when a child would not pay (few trees, one core): check them before linking then."""
-        return cls(store, trees, here) if _worth_a_child(trees) else None
+        """None when a child would not pay (few trees to walk, one core): check them before linking then."""
+        _vouched, walk = Records.of(store).split(trees)
+        return cls(store, walk, here) if _worth_a_child(walk) else None
 
     def intact(self) -> bool:
-        if not all(not check_tree(self.store, t, checkpoints=self.checkpoints) for t in self.here):
+        if not all(not self.records.walk(t, self.checkpoints) for t in self.here):
             return False
         clean = self._answer()
-        return all(not check_tree(self.store, t, checkpoints=self.checkpoints) for t in self.there
-                   if t.key not in clean)
+        return all(not self.records.walk(t, self.checkpoints) for t in self.there if t.key not in clean)
 
     def close(self) -> None:
         """Wait for the child if nobody asked for its answer (the install failed first)."""
@@ -132,8 +140,8 @@ def _about(trees: Sequence[Tree], fraction: float) -> list[Tree]:
 
 def _check_elsewhere(store: Store, trees: Sequence[Tree], checkpoints: VerifyMarks) -> Callable[[], set[str]]:
     """Quick-check ``trees`` in a forked child while this process goes on; return a function that waits for it and
-    gives the keys it found intact. The child saves the marks its re-hashing moved. A child that fails in any way
-    vouches for nothing, so those trees are simply checked again here."""
+    gives the keys it found intact. The child saves the marks its re-hashing moved, and its records. A child that
+    fails in any way vouches for nothing, so those trees are simply checked again here."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: walk, report, and leave without running any of the parent's cleanup
@@ -142,6 +150,7 @@ def _check_elsewhere(store: Store, trees: Sequence[Tree], checkpoints: VerifyMar
             os.close(read_fd)
             clean = [t.key for t in trees if _intact(store, t, checkpoints)]
             checkpoints.save()
+            Records.of(store).save()
             view = memoryview("\n".join(clean).encode())
             while view:
                 view = view[os.write(write_fd, view) :]
@@ -164,7 +173,7 @@ def _check_elsewhere(store: Store, trees: Sequence[Tree], checkpoints: VerifyMar
 
 
 def _intact(store: Store, tree: Tree, checkpoints: VerifyMarks) -> bool:
-    return not check_tree(store, tree, checkpoints=checkpoints)
+    return not Records.of(store).walk(tree, checkpoints)
 
 
 def _repair_for_install(
@@ -186,17 +195,22 @@ def _repair_for_install(
     except WheelstoreError as e:
         raise TreeDamaged(f"{what}, and repairing it failed: {e.message}", hint=e.hint) from None
     fresh = store.lookup(tree.key)
-    if fresh is None or check_tree(store, fresh, checkpoints=checkpoints):
+    if fresh is None or Records.of(store).walk(fresh, checkpoints):
         raise TreeDamaged(f"{what}, and it is still damaged after a repair", hint="run: wheelstore verify --full")
     return fresh
 
 
-def intact_pycs(store: Store, tree: Tree, interpreter: Interpreter) -> Tree | None:
-    """The tree's pyc unit for ``interpreter`` (see :func:`ensure_pycs`), quick-checked first. A damaged unit is
-    quarantined and compiled again if this user may; else the venv gets no pycs from the store (never damaged ones)."""
+def intact_pycs(store: Store, tree: Tree, interpreter: Interpreter, *, hardlinked: bool = False) -> Tree | None:
+    """The tree's pyc unit for ``interpreter`` (see :func:`ensure_pycs`), quick-checked first (walked when it is to
+    be ``hardlinked``). A damaged unit is quarantined and compiled again if this user may; else the venv gets no pycs
+    from the store (never damaged ones)."""
     checkpoints = VerifyMarks.of(store)
+    records = Records.of(store)
     unit = ensure_pycs(store, tree, interpreter)
-    if unit is None or not check_tree(store, unit, checkpoints=checkpoints):
+    if unit is None:
+        return None
+    vouched, _walk = records.split([unit], (unit.key,) if hardlinked else ())
+    if vouched or not records.walk(unit, checkpoints):
         return unit
     if who_can_repair(store, unit.key) is not None:
         return None
@@ -207,13 +221,13 @@ def intact_pycs(store: Store, tree: Tree, interpreter: Interpreter) -> Tree | No
         return None
     checkpoints.forget(unit.key)
     unit = ensure_pycs(store, tree, interpreter)
-    return unit if unit is not None and not check_tree(store, unit, checkpoints=checkpoints) else None
+    return unit if unit is not None and not records.walk(unit, checkpoints) else None
 
 
 def linked(store: Store, units: Iterable[Tree], cache_tag: str | None = None) -> None:
     """Note that this process just hard-linked ``units``, which :func:`intact_trees` or :func:`intact_pycs` had
     found intact before the linking began, into a venv whose interpreter has ``cache_tag``, and save this process's
-    checkpoints (call it after every install).
+    checkpoints and records (call it after every install).
 
     Each link moved the ctimes. The new mark (now) takes those changes as this install's own, and records each
     file's link count as one more than the check saw, so that deleting the venv later (which moves the ctimes again,
@@ -231,6 +245,10 @@ def linked(store: Store, units: Iterable[Tree], cache_tag: str | None = None) ->
         checkpoints.set(unit.key, Mark(now, [(seen[r][0], seen[r][1] + (r in plus)) for r in m.files],
                                        listed=checkpoints.get(unit.key).listed))
     checkpoints.save()
+    if (records := Records.opened(store)) is not None:
+        records.save()
+        if (said := records.summary()) is not None:
+            log.debug("%s", said)
 
 
 def _hardlinked(unit: Tree, cache_tag: str | None) -> set[str]:

@@ -417,7 +417,8 @@ class Environment:
         """Each tree's pyc unit for this interpreter, compiled once per store. Trees go one at a time: the compiler
         already fans each tree's modules out over every core."""
         for step in steps:
-            step.pycs = checks.intact_pycs(store, step.tree, self.interpreter)
+            step.pycs = checks.intact_pycs(store, step.tree, self.interpreter,
+                                           hardlinked=step.mode is LinkMode.HARDLINK)
 
     def _realize(
         self,
