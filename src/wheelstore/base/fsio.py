@@ -11,6 +11,8 @@ import stat
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from . import mounts
+
 RENAME_NOREPLACE = 1
 #: bytes read at a time when a file is hashed or copied
 CHUNK = 1 << 20
@@ -195,11 +197,6 @@ def umask() -> int:
     return mask
 
 
-#: mountinfo types of network and cluster filesystems, where each metadata operation is a round trip to a server
-NETWORK_FS = frozenset({"nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "ceph", "fuse.ceph-fuse", "beegfs",
-                        "fuse.sshfs", "fuse.glusterfs"})
-
-
 def network_fs(fd: int) -> str | None:
     """The mountinfo type of the filesystem holding the open file ``fd`` when it is a network one, else None.
 
@@ -213,15 +210,5 @@ def network_fs(fd: int) -> str | None:
 
 @functools.lru_cache(maxsize=16)
 def _network_fs_of(dev: int) -> str | None:
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    wanted = f"{os.major(dev)}:{os.minor(dev)}"
-    for line in lines:
-        left, sep, right = line.partition(" - ")
-        fields, tail = left.split(), right.split()
-        if sep and len(fields) > 2 and tail and fields[2] == wanted:
-            return tail[0] if tail[0] in NETWORK_FS else None
-    return None
+    found = mounts.of_device(mounts.read_table(), dev)
+    return found.fstype if found is not None and found.fstype in mounts.NETWORK_FS else None

@@ -12,6 +12,14 @@ import re
 from dataclasses import dataclass
 
 MOUNTINFO = "/proc/self/mountinfo"
+
+#: mountinfo types of network and cluster filesystems: many nodes may mount them (a venv there may be seen from every
+#: node), and each metadata operation is a round trip to a server. Anything else counts as one node's own disk.
+NETWORK_FS = frozenset({
+    "nfs", "nfs4", "lustre", "gpfs", "ceph", "fuse.ceph", "fuse.ceph-fuse", "cephfs", "glusterfs", "fuse.glusterfs",
+    "fuse.sshfs", "beegfs", "cifs", "smb3", "afs", "panfs", "orangefs", "pvfs2", "ocfs2", "gfs2", "wekafs",
+    "fuse.juicefs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone", "9p", "virtiofs",
+})
 _OCTAL = re.compile(r"\\([0-7]{3})")
 
 
@@ -24,6 +32,7 @@ class Mount:
     fstype: str
     source: str
     options: tuple[str, ...]
+    device: str = ""  #: ``major:minor``, as st_dev gives them
 
     def option(self, name: str) -> str | None:
         """The value of ``name=value``, ``""`` for a bare ``name``, None if the mount does not list it (the last
@@ -49,7 +58,7 @@ def parse(text: str) -> list[Mount]:
         if not sep or len(fields) < 6 or len(tail) < 2:
             continue
         options = tuple(fields[5].split(",")) + (tuple(tail[2].split(",")) if len(tail) > 2 else ())
-        mounts.append(Mount(_unescape(fields[4]), tail[0], _unescape(tail[1]), options))
+        mounts.append(Mount(_unescape(fields[4]), tail[0], _unescape(tail[1]), options, fields[2]))
     return mounts
 
 
@@ -85,3 +94,9 @@ def holding(table: list[Mount], target: str) -> Mount | None:
         if inside and (best is None or len(point) >= len(best.point)):
             best = mount
     return best
+
+
+def of_device(table: list[Mount], dev: int) -> Mount | None:
+    """The first mount of ``table`` whose device is ``dev`` (an st_dev): found by device, not by path."""
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    return next((m for m in table if m.device == wanted), None)

@@ -11,7 +11,7 @@ import functools
 import os
 import re
 
-from .mounts import Mount, holding, read_table
+from .mounts import NETWORK_FS, Mount, holding, read_table
 
 #: overrides the node id (/etc/machine-id). Meant for tests and for containers that share one machine id while
 #: being separate nodes; documented in the README's section on gc
@@ -21,13 +21,6 @@ NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _MACHINE_ID = re.compile(r"[0-9a-f]{32}")
 _MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
 
-#: filesystem types (as /proc/self/mountinfo names them) that many nodes mount: a venv there may be seen from every
-#: node. Anything else counts as node-local, which only ever makes other nodes' gc keep more.
-SHARED_FS = frozenset({
-    "nfs", "nfs4", "lustre", "gpfs", "ceph", "fuse.ceph", "fuse.ceph-fuse", "cephfs", "glusterfs", "fuse.glusterfs",
-    "fuse.sshfs", "beegfs", "cifs", "smb3", "afs", "panfs", "orangefs", "pvfs2", "ocfs2", "gfs2", "wekafs",
-    "fuse.juicefs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone", "9p", "virtiofs",
-})
 
 
 def node_id() -> str:
@@ -84,7 +77,7 @@ class Mounts:
 
 def is_shared(kind: str) -> bool:
     """Whether a filesystem of type ``kind`` (:func:`fs_type`) is one many nodes mount."""
-    return kind in SHARED_FS
+    return kind in NETWORK_FS
 
 
 #: how many directories, from a venv up towards ``/``, a root records the identity of (:func:`anchor`)
