@@ -1,0 +1,65 @@
+"""Attacks on issue 18's merged work (points 1, 2 and 4): the store id, roots that say where they live, the root
+expiry, ``<node>.confirmed`` files, as a hostile member of the store's group (bob) against another member's live
+venv (alice's), and against root's gc.
+
+bob publishes the trees first, so they are his: his own gc may remove them (the sticky bit), and alice's venv links
+them. Whatever bob makes his gc believe, it must not take a tree alice's venv uses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .conftest import Runner, Users
+from .test_gc import _imports, _install, _key, _units, _venv, _wheels
+
+
+def _bobs_trees_in_alices_venv(run: Runner, users: Users, workdir: Path, store: Path,
+                               names: list[str]) -> tuple[dict[str, Path], Path]:
+    """bob publishes ``names``; alice installs them (symlinks into his trees) into her venv."""
+    w = _wheels(workdir / "wheels", names)
+    done = run(users.bob, "--store", str(store), "realize", *map(str, w.values()))
+    assert done.returncode == 0, done.stderr
+    venv = _venv(run, users.alice, workdir / "alice-venv")
+    _install(run, users.alice, store, venv, *w.values())
+    return w, venv
+
+
+def _bobs_fake_origin(run: Runner, users: Users, workdir: Path, store: Path, origin: dict[str, Any]) -> Path:
+    """bob's own venv, one dist installed from the store, whose origin file he then rewrites to ``origin`` (his own
+    file: he may write anything there)."""
+    w = _wheels(workdir / "bob-wheels", ["bobown"])
+    venv = _venv(run, users.bob, workdir / "bob-venv")
+    _install(run, users.bob, store, venv, w["bobown"])
+    (dist_info,) = venv.glob("lib/python3.*/site-packages/bobown-*.dist-info")
+    target = dist_info / "WHEELSTORE"
+    done = run.python(users.bob, "import os, sys; os.unlink(sys.argv[1]); open(sys.argv[1], 'w').write(sys.argv[2])",
+                      str(target), json.dumps(origin))
+    assert done.returncode == 0, done.stderr
+    return venv
+
+
+# -- a member's origin file names a "store" of his own ----------------------------------------------------------------
+
+
+def test_a_members_fake_store_config_cannot_crash_everyones_gc(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob's origin file names no store id, only a path: a directory of his with a ``config.toml`` nested 50,000
+    deep. gc matches an id-less origin by path, reading the store id at that path (identity.id_at): the TOML parser
+    recursed until RecursionError, which nothing caught, so every gc and stats (root's too) failed with a traceback,
+    and no tree was ever removed again."""
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["tb1"])
+    fake = workdir / "bobs-store"
+    done = run.python(users.bob, "import os, sys; os.mkdir(sys.argv[1]); "
+                      "open(sys.argv[1] + '/config.toml', 'w').write('a = ' + '[' * 50000)", str(fake))
+    assert done.returncode == 0, done.stderr
+    _bobs_fake_origin(run, users, workdir, group_store, {"store": str(fake), "key": "0" * 64})
+    for who in (None, users.alice, users.bob):
+        for verb in (["gc", "--grace", "0", "--json"], ["stats", "--json"]):
+            done = run(who, "--store", str(group_store), *verb, timeout=60)
+            assert done.returncode == 0 and "Traceback" not in done.stderr, (who, verb, done.stderr[-2000:])
+    assert _key(w["tb1"]) in _units(group_store)
+    _imports(run, users.alice, venv, "tb1")
