@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .conftest import Runner, Users
-from .test_gc import _imports, _install, _key, _units, _venv, _wheels
+from .test_gc import _gc, _imports, _install, _key, _units, _venv, _wheels
 
 
 def _bobs_trees_in_alices_venv(run: Runner, users: Users, workdir: Path, store: Path,
@@ -63,3 +63,25 @@ def test_a_members_fake_store_config_cannot_crash_everyones_gc(
             assert done.returncode == 0 and "Traceback" not in done.stderr, (who, verb, done.stderr[-2000:])
     assert _key(w["tb1"]) in _units(group_store)
     _imports(run, users.alice, venv, "tb1")
+# -- the store id changes: every venv forgotten -----------------------------------------------------------------------
+
+
+def test_a_config_that_loses_trust_does_not_make_gc_forget_every_venv(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """The store's owner makes ``config.toml`` group-writable for a moment (to add the ``[gc]`` table the README
+    tells her about, say). Its id is then not trusted (right), so her next command minted a new id in ``store-id``:
+    every origin file names the old one, and a mismatched id was decisive, so her gc took every venv for gone and
+    unpublished every tree in use."""
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["cl1"])
+    config = group_store / "config.toml"
+    config.chmod(0o664)
+    with config.open("a") as f:
+        f.write('\n[gc]\nroot_expiry = "60d"\n')
+    report = _gc(run, users.alice, group_store)
+    assert report["removed"] == [] and report["unpublished"] == [], report
+    assert report["roots"]["stale"] == [], report
+    config.chmod(0o444)
+    assert _gc(run, None, group_store)["removed"] == []
+    _imports(run, users.alice, venv, "cl1")
+

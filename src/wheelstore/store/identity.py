@@ -6,8 +6,9 @@ records ``id`` in the ``[store]`` table of ``config.toml``. A store made before 
 it, made once (by ``link()``, never replacing one) by the first command its owner or root runs.
 
 Only the store's owner and root may write the store directory, so nobody else can give a store an id. Which matters:
-gc keeps a tree only while the venvs' origin files name the store's id, so a store whose id could be changed (or
-chosen before its owner's) could be made to forget every venv. So an id is read only from a regular file owned by the
+gc keeps a tree only while the venvs' origin files name the store (by its id, or by a path that leads to it), so a
+store whose id could be changed (or chosen before its owner's) could be made to forget the venvs it sees through
+other mounts. So an id is read only from a regular file owned by the
 store's owner or root that nobody else may write, and only if it has the shape ``init`` gives it. Copying an id into
 another store (it is no secret) only makes that store's gc keep more, and its stats count more venvs.
 """
@@ -121,8 +122,10 @@ def _record(root: Path, root_fd: int, owner_uid: int, policy: Policy) -> str | N
 
 class StoreMatch:
     """Whether a venv's origin file (``WHEELSTORE``, written into each dist-info it installed) names this store: by
-    id when both have one; else, for an origin file written before its store had an id (or a store whose id cannot
-    be read), by the store's path: the same directory (any spelling of it), or one holding a store of this id."""
+    id when both have one; else by the store's path: the same directory (any spelling of it), or one holding a store
+    of this id. The path is asked too when the ids differ: an id that changed (a ``config.toml`` its owner made
+    untrusted, or replaced, then a ``store-id`` made anew) must not make gc take every venv for gone, and a match
+    only makes gc check the venv's origin files against the trees its root claims."""
 
     def __init__(self, store_id: str | None, root: str | os.PathLike[str]) -> None:
         self.id = store_id
@@ -131,9 +134,8 @@ class StoreMatch:
         self._seen: dict[str, bool] = {}
 
     def __call__(self, found: Mapping[str, object]) -> bool:
-        named = found.get("store_id")
-        if self.id is not None and named is not None:
-            return named == self.id
+        if self.id is not None and found.get("store_id") == self.id:
+            return True
         return self.by_path(found.get("store"))
 
     def by_path(self, path: object) -> bool:
