@@ -9,8 +9,11 @@ them. Whatever bob makes his gc believe, it must not take a tree alice's venv us
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from .conftest import Runner, Users
 from .test_gc import _gc, _imports, _install, _key, _units, _venv, _wheels
@@ -85,3 +88,31 @@ def test_a_config_that_loses_trust_does_not_make_gc_forget_every_venv(
     assert _gc(run, None, group_store)["removed"] == []
     _imports(run, users.alice, venv, "cl1")
 
+# -- a member's gc in a user namespace of his own ---------------------------------------------------------------------
+
+
+def _userns_gc(run: Runner, user: str, store: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``user``'s gc in a user namespace that maps only his own uid (anyone may make one where the kernel allows
+    unprivileged user namespaces, as Debian's and Fedora's do): every other user's files look like nobody's."""
+    cmd = ["unshare", "-U", "--map-current-user", str(run.tool), "--store", str(store), "gc", "--grace", "0",
+           "--json", *extra]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=run.env(user), cwd="/", timeout=120,
+                          **run.popen_kwargs(user, 0o022))
+    if "unshare failed" in done.stderr:
+        pytest.skip(f"no unprivileged user namespaces here: {done.stderr.strip()}")
+    return done
+
+
+def test_a_members_gc_in_a_user_namespace_does_not_take_anothers_trees(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """In bob's user namespace alice's ``roots/`` directory is owned by the overflow uid, not the uid it is named
+    for: gc skipped it as squatted, so no root held alice's trees, and bob's gc removed his trees her venv links."""
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["un1"])
+    done = _userns_gc(run, users.bob, group_store)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["removed"] == [], report
+    assert any("not mapped in this user namespace" in p and "no tree was removed" in p for p in report["problems"])
+    assert _key(w["un1"]) in _units(group_store)
+    _imports(run, users.alice, venv, "un1")
