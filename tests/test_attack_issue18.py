@@ -15,17 +15,20 @@ from typing import Any
 
 import pytest
 
+from .cluster import SshfsPair
 from .conftest import Runner, Users
 from .test_gc import _gc, _imports, _install, _key, _units, _venv, _wheels
+from .test_store_identity import _origin, _root_of
 
 
-def _bobs_trees_in_alices_venv(run: Runner, users: Users, workdir: Path, store: Path,
-                               names: list[str]) -> tuple[dict[str, Path], Path]:
-    """bob publishes ``names``; alice installs them (symlinks into his trees) into her venv."""
+def _bobs_trees_in_alices_venv(run: Runner, users: Users, workdir: Path, store: Path, names: list[str],
+                               where: Path | None = None) -> tuple[dict[str, Path], Path]:
+    """bob publishes ``names``; alice installs them (symlinks into his trees) into her venv (in ``where``, a
+    directory she may write, else ``workdir``)."""
     w = _wheels(workdir / "wheels", names)
     done = run(users.bob, "--store", str(store), "realize", *map(str, w.values()))
     assert done.returncode == 0, done.stderr
-    venv = _venv(run, users.alice, workdir / "alice-venv")
+    venv = _venv(run, users.alice, (where or workdir) / "alice-venv")
     _install(run, users.alice, store, venv, *w.values())
     return w, venv
 
@@ -116,3 +119,42 @@ def test_a_members_gc_in_a_user_namespace_does_not_take_anothers_trees(
     assert any("not mapped in this user namespace" in p and "no tree was removed" in p for p in report["problems"])
     assert _key(w["un1"]) in _units(group_store)
     _imports(run, users.alice, venv, "un1")
+
+
+# -- a venv on a shared filesystem, and another one at its path on another node --------------------------------------
+
+
+def test_a_members_venv_at_the_same_shared_path_on_another_node_does_not_unroot_anothers(
+    run: Runner, users: Users, workdir: Path, group_store: Path, sshfs_pair: SshfsPair
+) -> None:
+    """alice's venv is on a shared filesystem at P on node A. Node B mounts another shared filesystem there (another
+    cluster's /scratch, say) where bob, in a sticky directory, made a "venv" at P whose origin file names this store
+    and another tree at alice's dist-info path. gc on node B took bob's venv for alice's (it is on a shared
+    filesystem, and names this store) and so took alice's tree for unused."""
+    shared = workdir / "scratch"  # node A's shared filesystem
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["sp1"], shared)
+    root = _root_of(group_store, venv)
+    doc = json.loads(root.read_text())
+    doc.update(node="node-a", fs="shared", fs_type="nfs4")  # as node A saw it: on NFS
+    root.write_text(json.dumps(doc))
+    rel = doc["dists"][0]["dist_info"]
+    scratch, _two = sshfs_pair.as_user(users.bob).fresh()  # node B's other shared filesystem, bob's files
+    fake = scratch / venv.name
+    made = run.python(users.bob, "import os, sys; os.makedirs(sys.argv[1] + '/' + sys.argv[2]); "
+                      "open(sys.argv[1] + '/pyvenv.cfg', 'w').write('home = /usr/bin\\n'); "
+                      "open(sys.argv[1] + '/' + sys.argv[2] + '/WHEELSTORE', 'w').write(sys.argv[3])",
+                      str(fake), rel, json.dumps({"store": str(group_store), "store_id": _origin(venv, "sp1")[
+                          "store_id"], "key": "0" * 64}))
+    assert made.returncode == 0, made.stderr
+    script = 'mount --bind "$1" "$2" && shift 2 && exec "$@"'
+    cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", str(scratch), str(venv.parent),
+           str(run.tool), "--store", str(group_store), "gc", "--grace", "0", "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=run.env(None, {"WHEELSTORE_NODE_ID": "node-b"}),
+                          cwd="/", timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["removed"] == [] and report["unpublished"] == [], report
+    assert _key(w["sp1"]) in _units(group_store)
+    _imports(run, users.alice, venv, "sp1")

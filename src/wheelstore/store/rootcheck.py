@@ -147,9 +147,11 @@ def _check(root: Root, match: StoreMatch, claimed: frozenset[str]) -> Held:
 
 def _check_if_seen(root: Root, here: Vantage, claimed: frozenset[str], inode: int | None = None) -> Held:
     """A root whose venv may be seen from here on a shared filesystem (or written before roots said where): checked
-    if its path leads here to a venv whose origin files name this store, else believed. With ``inode``, only the
-    venv directory with that inode number counts: a root of this node whose directories' device numbers changed
-    (a reboot), not another venv at its path (a service's PrivateTmp)."""
+    if its path leads here to a venv of the root's writer (or root's) whose origin files name this store, else
+    believed: another user's venv at that path (in a sticky directory of another filesystem mounted there on this
+    node) is not the one recorded. With ``inode``, only the venv directory with that inode number counts: a root of
+    this node whose directories' device numbers changed (a reboot), not another venv at its path (a service's
+    PrivateTmp)."""
     venv = root.venv
     if root.fs == "shared" and not node.is_shared(here.mounts.fs_type(venv)):
         return _believe(root, here, claimed)  # the path leads, here, to another (local) filesystem
@@ -161,8 +163,9 @@ def _check_if_seen(root: Root, here: Vantage, claimed: frozenset[str], inode: in
         return Held(claimed, UNREADABLE)
     except OSError:
         return _believe(root, here, claimed)
-    if inode is not None and os.fstat(venv_fd).st_ino != inode:
-        os.close(venv_fd)
+    st = os.fstat(venv_fd)
+    if (inode is not None and st.st_ino != inode) or st.st_uid not in (root.owner_uid, 0):
+        os.close(venv_fd)  # another venv at its path: here, the path leads to another filesystem or directory
         return _believe(root, here, claimed)
     seen: list[str] = []
     try:
