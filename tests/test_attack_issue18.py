@@ -18,7 +18,7 @@ import pytest
 from .cluster import SshfsPair
 from .conftest import Runner, Users
 from .test_gc import _gc, _imports, _install, _key, _units, _venv, _wheels
-from .test_store_identity import _origin, _root_of
+from .test_store_identity import _days_ago, _edit_root, _origin, _root_of
 
 
 def _bobs_trees_in_alices_venv(run: Runner, users: Users, workdir: Path, store: Path, names: list[str],
@@ -158,3 +158,41 @@ def test_a_members_venv_at_the_same_shared_path_on_another_node_does_not_unroot_
     assert report["removed"] == [] and report["unpublished"] == [], report
     assert _key(w["sp1"]) in _units(group_store)
     _imports(run, users.alice, venv, "sp1")
+
+
+# -- the root expiry: what the README promises a quiet node's venv ---------------------------------------------------
+
+
+def test_a_quiet_nodes_live_venv_loses_its_trees_to_another_nodes_gc_and_an_install_puts_them_back(
+    run: Runner, users: Users, workdir: Path
+) -> None:
+    """alice's private store (on a shared filesystem, say); her venv on node A's local disk, where nothing ran for 40
+    days. Root's gc on node A does not confirm it (root writes nothing in a private store): only hers does. Once no
+    node confirmed it for the expiry, her gc on node B removes the trees the live venv uses, and it fails to import;
+    installing the same wheels again puts them back. The README says all of this."""
+    store = workdir / "private"
+    assert run(users.alice, "init", str(store)).returncode == 0
+    w = _wheels(workdir / "wheels", ["qn1"])
+    venv = _venv(run, users.alice, workdir / "venv")
+    node_a, node_b = {"WHEELSTORE_NODE_ID": "node-a"}, {"WHEELSTORE_NODE_ID": "node-b"}
+    done = run(users.alice, "--store", str(store), "install", "--link-mode", "symlink", "--venv", str(venv),
+               str(w["qn1"]), env=node_a)
+    assert done.returncode == 0, done.stderr
+    _edit_root(_root_of(store, venv), updated_at=_days_ago(40))
+
+    by_root = run(None, "--store", str(store), "gc", "--grace", "0", "--json", env=node_a)
+    assert by_root.returncode == 0 and json.loads(by_root.stdout)["removed"] == [], by_root.stderr
+    assert not list((store / "roots").glob("*/*.confirmed"))  # root's gc on node A confirmed nothing
+    dry = run(users.alice, "--store", str(store), "gc", "--grace", "0", "--dry-run", env=node_b)
+    assert f"{venv} ({users.alice}, local ext4): expired, 0 units, confirmed 40d ago" in dry.stdout, dry.stdout
+    gone = run(users.alice, "--store", str(store), "gc", "--grace", "0", "--json", env=node_b)
+    assert _key(w["qn1"]) in {u["key"] for u in json.loads(gone.stdout)["removed"]}
+    broken = subprocess.run([str(venv / "bin" / "python"), "-c", "from qn1 import NAME"], capture_output=True,
+                            text=True, **run.popen_kwargs(users.alice, 0o022))
+    assert broken.returncode != 0 and "qn1" in broken.stderr
+
+    again = run(users.alice, "--store", str(store), "install", "--link-mode", "symlink", "--venv", str(venv),
+                str(w["qn1"]), env=node_a)
+    assert again.returncode == 0, again.stderr
+    _imports(run, users.alice, venv, "qn1")
+    assert _gc(run, users.alice, store, "--dry-run")["removed"] == []  # her own gc on node A: checked, confirmed
