@@ -196,3 +196,66 @@ def test_a_quiet_nodes_live_venv_loses_its_trees_to_another_nodes_gc_and_an_inst
     assert again.returncode == 0, again.stderr
     _imports(run, users.alice, venv, "qn1")
     assert _gc(run, users.alice, store, "--dry-run")["removed"] == []  # her own gc on node A: checked, confirmed
+
+
+# -- a member keeps everything: what the listing says -----------------------------------------------------------------
+
+
+def _bobs_dir(store: Path, users: Users) -> Path:
+    (found,) = [d for d in (store / "roots").iterdir() if d.stat().st_uid == users.uid(users.bob)]
+    return found
+
+
+def _write_as(run: Runner, user: str, path: Path, doc: dict[str, Any]) -> None:
+    done = run.python(user, "import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(path), json.dumps(doc))
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_members_forged_root_on_a_node_nobody_runs_keeps_trees_and_the_listing_names_him(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """bob writes a root of his for a venv on "node-x", a node that does not exist, claiming alice's tree: every
+    gc believes it (nobody can check a venv on another node's disk) until the expiry, and bob can rewrite it daily.
+    That is as much as a real venv of his could hold; what matters is that it is said: gc --dry-run lists it under
+    node-x, as bob's, with what it holds."""
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["fr1"])
+    _bobs_fake_origin(run, users, workdir, group_store, {"store": str(group_store), "key": "0" * 64})
+    key = _key(w["fr1"])
+    _write_as(run, users.bob, _bobs_dir(group_store, users) / "forged.json", {
+        "format": 1, "venv": "/nowhere/venv", "node": "node-x", "fs": "local", "fs_type": "ext4",
+        "dists": [{"name": "fr1", "version": "1.0", "dist_info": "x.dist-info", "key": key, "pyc": None}]})
+    import shutil
+
+    shutil.rmtree(venv)
+    assert key not in {u["key"] for u in _gc(run, None, group_store)["removed"]}
+    dry = run(None, "--store", str(group_store), "gc", "--grace", "0", "--dry-run")
+    assert "roots written on another node (node id node-x):" in dry.stdout, dry.stdout
+    assert f"  /nowhere/venv ({users.bob}, local ext4): believed, 1 units, confirmed " in dry.stdout, dry.stdout
+    assert _key(w["fr1"]) in _units(group_store)
+
+
+@pytest.mark.xfail(strict=True, reason="review18 finding: the listing does not say which user's <node>.confirmed "
+                                       "keeps a root alive")
+def test_the_listing_names_whose_confirmation_keeps_anothers_root(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """alice's venv on node-y is gone and its root 40 days old: it should expire. bob's ``<node>.confirmed`` names
+    her root, so every gc keeps believing it, for ever if he touches the file. Only keeping more, as the README says;
+    but gc --dry-run shows it as alice's root, confirmed moments ago, without saying that bob confirmed it."""
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["cf2"])
+    _bobs_fake_origin(run, users, workdir, group_store, {"store": str(group_store), "key": "0" * 64})
+    done = run(users.alice, "--store", str(group_store), "install", "--link-mode", "symlink", "--venv", str(venv),
+               str(w["cf2"]), env={"WHEELSTORE_NODE_ID": "node-y"})
+    assert done.returncode == 0, done.stderr
+    roots = [r for r in (group_store / "roots").glob("*/*.json") if json.loads(r.read_text())["venv"] == str(venv)]
+    for r in roots:
+        _edit_root(r, updated_at=_days_ago(40))
+    import shutil
+
+    shutil.rmtree(venv)
+    _write_as(run, users.bob, _bobs_dir(group_store, users) / "node-z.confirmed",
+              {"roots": [str(r.relative_to(group_store / "roots")) for r in roots]})
+    assert _key(w["cf2"]) not in {u["key"] for u in _gc(run, None, group_store)["removed"]}  # kept: only ever more
+    dry = run(None, "--store", str(group_store), "gc", "--grace", "0", "--dry-run")
+    assert f"{venv} ({users.alice}, local ext4): believed" in dry.stdout, dry.stdout
+    assert users.bob in dry.stdout.split(str(venv))[1].splitlines()[0], dry.stdout
