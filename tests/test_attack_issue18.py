@@ -259,3 +259,39 @@ def test_the_listing_names_whose_confirmation_keeps_anothers_root(
     dry = run(None, "--store", str(group_store), "gc", "--grace", "0", "--dry-run")
     assert f"{venv} ({users.alice}, local ext4): believed" in dry.stdout, dry.stdout
     assert users.bob in dry.stdout.split(str(venv))[1].splitlines()[0], dry.stdout
+
+
+# -- what a member may put where root's gc reads ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trap", ["fifo-confirmed", "symlink-confirmed", "dir-confirmed", "fifo-store",
+                                  "fifo-store-config", "symlink-store-config"])
+def test_root_gc_neither_hangs_nor_fails_on_a_members_traps(
+    run: Runner, users: Users, workdir: Path, group_store: Path, trap: str
+) -> None:
+    """What issue 18 made gc read besides roots: ``<node>.confirmed`` files in each member's roots directory, and the
+    store an id-less origin file names by path (its ``config.toml`` and ``store-id``). bob makes each a FIFO, a
+    symlink to a file only root may read, or a directory: root's gc and stats finish, say nothing of it, and keep
+    alice's tree."""
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["tp1"])
+    fake = workdir / "bobs-store"
+    origin = {"store": str(fake), "key": "0" * 64}
+    _bobs_fake_origin(run, users, workdir, group_store, origin)
+    mine = _bobs_dir(group_store, users)
+    code = {
+        "fifo-confirmed": ("os.mkfifo(sys.argv[1] + '/node.confirmed')", mine),
+        "symlink-confirmed": ("os.symlink('/etc/shadow', sys.argv[1] + '/node.confirmed')", mine),
+        "dir-confirmed": ("os.mkdir(sys.argv[1] + '/node.confirmed')", mine),
+        "fifo-store": ("os.mkfifo(sys.argv[1])", fake),
+        "fifo-store-config": ("os.mkdir(sys.argv[1]); os.mkfifo(sys.argv[1] + '/config.toml'); "
+                              "os.mkfifo(sys.argv[1] + '/store-id')", fake),
+        "symlink-store-config": ("os.mkdir(sys.argv[1]); os.symlink('/etc/shadow', sys.argv[1] + '/config.toml'); "
+                                 "os.symlink('/etc/shadow', sys.argv[1] + '/store-id')", fake),
+    }[trap]
+    done = run.python(users.bob, f"import os, sys; {code[0]}", str(code[1]))
+    assert done.returncode == 0, done.stderr
+    for verb in (["gc", "--grace", "0", "--json"], ["stats", "--json"]):
+        done = run(None, "--store", str(group_store), *verb, timeout=60)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert _key(w["tp1"]) in _units(group_store)
+    _imports(run, users.alice, venv, "tp1")
