@@ -265,7 +265,7 @@ def test_the_listing_names_whose_confirmation_keeps_anothers_root(
 
 
 @pytest.mark.parametrize("trap", ["fifo-confirmed", "symlink-confirmed", "dir-confirmed", "fifo-store",
-                                  "fifo-store-config", "symlink-store-config"])
+                                  "fifo-store-config", "symlink-store-config", "garbage-store-id"])
 def test_root_gc_neither_hangs_nor_fails_on_a_members_traps(
     run: Runner, users: Users, workdir: Path, group_store: Path, trap: str
 ) -> None:
@@ -287,6 +287,8 @@ def test_root_gc_neither_hangs_nor_fails_on_a_members_traps(
                               "os.mkfifo(sys.argv[1] + '/store-id')", fake),
         "symlink-store-config": ("os.mkdir(sys.argv[1]); os.symlink('/etc/shadow', sys.argv[1] + '/config.toml'); "
                                  "os.symlink('/etc/shadow', sys.argv[1] + '/store-id')", fake),
+        "garbage-store-id": ("os.mkdir(sys.argv[1]); open(sys.argv[1] + '/config.toml', 'w').write('a = 1'); "
+                             "open(sys.argv[1] + '/store-id', 'w').write('\\x1b[2J' * 10)", fake),
     }[trap]
     done = run.python(users.bob, f"import os, sys; {code[0]}", str(code[1]))
     assert done.returncode == 0, done.stderr

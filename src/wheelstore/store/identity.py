@@ -69,13 +69,16 @@ def recorded(root: Path, root_fd: int, owner_uid: int, policy: Policy) -> str | 
         return None
 
 
-def _read(root: Path, root_fd: int, owner_uid: int) -> str | None:
+def _read(root: Path, root_fd: int, owner_uid: int, warn: bool = True) -> str | None:
+    """The id ``store-id`` records, or None. With ``warn`` (the store's own file) one that is not an id is said;
+    never for a directory an origin file names, which anyone may have made, and where root must not be told to act."""
     try:
         fd = os.open(ID_FILE, _OPEN_FLAGS, dir_fd=root_fd)
     except FileNotFoundError:
         return None
     except OSError as e:
-        log.warning("%s/%s cannot be read (%s); venvs are matched by the store's path", root, ID_FILE, e.strerror)
+        if warn:
+            log.warning("%s/%s cannot be read (%s); venvs are matched by the store's path", root, ID_FILE, e.strerror)
         return None
     try:
         st = os.fstat(fd)
@@ -84,6 +87,8 @@ def _read(root: Path, root_fd: int, owner_uid: int) -> str | None:
         os.close(fd)
     text = data.decode("ascii", "replace").strip()
     if not is_id(text):
+        if not warn:
+            return None
         log.warning("%s/%s is not a store id its owner made; it is ignored (its owner or root should remove it)",
                     root, ID_FILE)
         return None
@@ -172,7 +177,7 @@ def id_at(path: str) -> str | None:
             if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
                 return None
             found = from_config(parse_toml(f, Path(path) / "config.toml"), st, owner)
-        return found if found is not None else _read(Path(path), root_fd, owner)
+        return found if found is not None else _read(Path(path), root_fd, owner, warn=False)
     except (OSError, StoreError):
         return None
     finally:
