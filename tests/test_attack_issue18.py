@@ -9,6 +9,8 @@ them. Whatever bob makes his gc believe, it must not take a tree alice's venv us
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -297,3 +299,28 @@ def test_root_gc_neither_hangs_nor_fails_on_a_members_traps(
         assert done.returncode == 0 and done.stderr == "", done.stderr
     assert _key(w["tp1"]) in _units(group_store)
     _imports(run, users.alice, venv, "tp1")
+
+
+# -- one machine: a deleted venv frees its trees ----------------------------------------------------------------------
+
+
+def test_a_venv_deleted_with_its_directory_frees_its_trees_when_the_directory_is_made_again(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """A CI job's workspace: ``ws/job/venv``; the next run removes ``ws/job`` and makes it again, without a venv
+    this time. On this one machine, nothing is hidden: the venv is gone. But the nearest directory above it is no
+    longer the recorded one, which gc took for another view (a tmpfs, a namespace), so it believed the root for 30
+    days instead."""
+    job = workdir / "ws" / "job"
+    job.mkdir(parents=True)
+    for d in (job.parent, job):
+        os.chown(d, users.uid(users.alice), -1)
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["cj1"], job)
+    before = job.stat().st_ino
+    shutil.rmtree(job)
+    (job.parent / "spare").mkdir()  # takes the inode number ext4 would give the new job directory again
+    job.mkdir()
+    os.chown(job, users.uid(users.alice), -1)
+    assert job.stat().st_ino != before
+    report = _gc(run, None, group_store)
+    assert _key(w["cj1"]) in {u["key"] for u in report["removed"]}, report["nodes"]

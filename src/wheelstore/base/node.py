@@ -100,6 +100,11 @@ class Mounts:
                 table.append((_OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4]), tail[0]))
         return cls(table)
 
+    def is_mount_point(self, path: str) -> bool:
+        """Whether a filesystem is mounted at ``path`` (a resolved path), as this process sees it; True for every
+        path when the mount table cannot be read (nothing then tells a mount from a directory)."""
+        return not self._table or any(mount == path for mount, _kind in self._table)
+
     def fs_type(self, path: str) -> str:
         """The type of the filesystem holding ``path``: the longest mount point that contains the resolved path (the
         last one listed when mounts are stacked), so it names what this process sees, bind mounts and namespaces

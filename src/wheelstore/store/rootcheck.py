@@ -95,7 +95,7 @@ def judge(root: Root, here: Vantage) -> Held:
         return Held(frozenset(), GONE)
     if root.node == here.node and root.anchor:
         try:
-            if _same_view(root.venv, root.anchor):
+            if _same_view(root.venv, root.anchor, here.mounts):
                 return _check(root, here.match, claimed)
         except PermissionError:  # a directory above the venv this process may not search
             return Held(claimed, UNREADABLE)
@@ -106,12 +106,14 @@ def judge(root: Root, here: Vantage) -> Held:
     return _check_if_seen(root, here, claimed)
 
 
-def _same_view(venv: str, anchor: tuple[tuple[int, int], ...]) -> bool:
-    """Whether ``venv``'s path leads, here, where it led when the root was written: the nearest directory at or
-    above it that exists here is the very one recorded (a venv made again at the same path counts, by its parent).
-    PermissionError when one of them may not be looked at."""
+def _same_view(venv: str, anchor: tuple[tuple[int, int], ...], mounts: node.Mounts) -> bool:
+    """Whether ``venv``'s path leads, here, where it led when the root was written: a directory at or above it that
+    exists here is the very one recorded, with no mount point between (where there is none, the directories below it
+    were made again: a venv made again at the same path counts, by its parent; one removed with its directory is
+    gone). A mount point that is not the recorded directory (a tmpfs, a namespace's bind mount, a filesystem whose
+    device number changed) leads elsewhere. PermissionError when one of them may not be looked at."""
     path = venv
-    for level, ident in enumerate(anchor):
+    for ident in anchor:
         try:
             st = os.stat(path, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
@@ -119,7 +121,7 @@ def _same_view(venv: str, anchor: tuple[tuple[int, int], ...]) -> bool:
         else:
             if (st.st_dev, st.st_ino) == ident:
                 return True
-            if level > 0:
+            if mounts.is_mount_point(path):
                 return False
         if path == "/":
             break
