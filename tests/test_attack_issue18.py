@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +325,58 @@ def test_a_venv_deleted_with_its_directory_frees_its_trees_when_the_directory_is
     assert job.stat().st_ino != before
     report = _gc(run, None, group_store)
     assert _key(w["cj1"]) in {u["key"] for u in report["removed"]}, report["nodes"]
+
+
+# -- an older wheelstore on the same store, at the same time ----------------------------------------------------------
+
+#: the last commit of main before issue 18's merged work: a wheelstore that knows no store id, node or anchor
+BEFORE_ISSUE_18 = "4aa7ccc"
+
+
+@pytest.fixture(scope="module")
+def old_tool(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> Path:
+    """``wheelstore`` as it was before issue 18, installed where every test user may run it."""
+    from .conftest import ROOT, SYSTEM_PYTHON
+
+    src = Path(tempfile.mkdtemp(dir=base_dir, prefix="old-src-"))
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", BEFORE_ISSUE_18], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    venv = Path(tempfile.mkdtemp(dir=base_dir, prefix="old-venv-"))
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(src)], check=True,
+                   env={k: v for k, v in os.environ.items() if k != "PIP_REQUIRE_VIRTUALENV"})
+    subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
+    return venv / "bin" / "wheelstore"
+
+
+def test_a_store_made_before_ids_used_by_an_older_wheelstore_at_the_same_time(
+    run: Runner, users: Users, workdir: Path, old_tool: Path
+) -> None:
+    """An older wheelstore makes the store and keeps installing and collecting while the new one is used beside it:
+    its origin files name no id (matched by path), the owner's new command gives the store an id, and neither gc
+    takes a tree any venv uses; the older gc leaves ``store-id`` and ``<node>.confirmed`` alone."""
+    old = Runner(old_tool, users)
+    store = workdir / "store"
+    assert old(users.alice, "init", str(store), "--group", users.group).returncode == 0
+    w = _wheels(workdir / "wheels", ["ol1", "ol2", "ol3"])
+    venvs = {n: _venv(run, users.bob, workdir / f"venv-{n}") for n in w}
+    _install(old, users.bob, store, venvs["ol1"], w["ol1"])
+    assert _gc(run, users.alice, store, "--dry-run")["store_id"] is not None  # the owner's command: an id
+    _install(run, users.bob, store, venvs["ol2"], w["ol2"])
+    _install(old, users.bob, store, venvs["ol3"], w["ol3"])
+    assert "store_id" in _origin(venvs["ol2"], "ol2") and "store_id" not in _origin(venvs["ol3"], "ol3")
+    for gc in (old, run, old):
+        report = _gc(gc, None, store)
+        assert not {_key(p) for p in w.values()} & {u["key"] for u in report["removed"]}, report
+    assert (store / "store-id").exists() and list((store / "roots").glob("*/*.confirmed"))
+    for name, venv in venvs.items():
+        _imports(run, users.bob, venv, name)
+    # a venv the older wheelstore rooted (no node, no anchor), deleted: nothing tells it from a hidden one, so it is
+    # believed until it expires (as the README says), then freed
+    shutil.rmtree(venvs["ol3"])
+    report = _gc(run, None, store)
+    assert _key(w["ol3"]) not in {u["key"] for u in report["removed"]}
+    (older,) = [r for n in report["nodes"] for r in n["roots"] if r["venv"] == str(venvs["ol3"])]
+    assert older["state"] == "believed" and older["fs"] is None
+    _edit_root(_root_of(store, venvs["ol3"]), updated_at=_days_ago(31))
+    assert _key(w["ol3"]) in {u["key"] for u in _gc(run, None, store)["removed"]}
