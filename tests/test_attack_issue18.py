@@ -380,3 +380,35 @@ def test_a_store_made_before_ids_used_by_an_older_wheelstore_at_the_same_time(
     assert older["state"] == "believed" and older["fs"] is None
     _edit_root(_root_of(store, venvs["ol3"]), updated_at=_days_ago(31))
     assert _key(w["ol3"]) in {u["key"] for u in _gc(run, None, store)["removed"]}
+
+
+# -- two nodes with one node id ---------------------------------------------------------------------------------------
+
+
+def test_a_root_of_another_host_with_this_nodes_id_is_not_checked_as_this_nodes(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """Nodes cloned from one image share /etc/machine-id unless it is made anew (systemd's documented pitfall), and
+    their image's directories have the same device and inode numbers: node B's gc took node A's root for its own,
+    found the venv's directory missing under a directory that matched the anchor, and called the venv gone. The
+    root also records its host name: one from another host is believed, as another node's. (Played here by editing
+    the host the root names: the directories match because this is the same machine.)"""
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["cn1"])
+    _edit_root(_root_of(group_store, venv), host="node-a")
+    shutil.rmtree(venv)  # as node B sees it: not on its disk
+    report = _gc(run, None, group_store)
+    assert _key(w["cn1"]) not in {u["key"] for u in report["removed"]}, report["nodes"]
+    assert report["nodes"][0]["roots"][0]["state"] == "believed"
+
+
+def test_a_renamed_host_still_checks_and_confirms_its_own_venvs(
+    run: Runner, users: Users, workdir: Path, group_store: Path
+) -> None:
+    """The other side of the host check: a node whose host name changed still finds its live venvs (by their inode)
+    and confirms them, so they do not expire under its own gc; one deleted since is believed until it expires."""
+    w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["rn1"])
+    _edit_root(_root_of(group_store, venv), host="old-name", updated_at=_days_ago(40))
+    report = _gc(run, None, group_store)
+    assert report["removed"] == [] and report["nodes"][0]["roots"][0]["state"] == "checked", report["nodes"]
+    assert report["nodes"][0]["roots"][0]["age_seconds"] < 60
+    _imports(run, users.alice, venv, "rn1")

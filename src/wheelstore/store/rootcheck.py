@@ -94,8 +94,11 @@ def judge(root: Root, here: Vantage) -> Held:
     if not os.path.isabs(root.venv):
         return Held(frozenset(), GONE)
     if root.node == here.node and root.anchor:
+        # a root of another host under this node's id is not known to be of this disk: nodes cloned with their
+        # machine id (whose image's directories have the same numbers) are not one node; a renamed host still finds
+        # its venvs by their inodes
         try:
-            if _same_view(root.venv, root.anchor, here.mounts):
+            if root.host in ("", node.host_name()) and _same_view(root.venv, root.anchor, here.mounts):
                 return _check(root, here.match, claimed)
         except PermissionError:  # a directory above the venv this process may not search
             return Held(claimed, UNREADABLE)
