@@ -237,14 +237,12 @@ def test_a_members_forged_root_on_a_node_nobody_runs_keeps_trees_and_the_listing
     assert _key(w["fr1"]) in _units(group_store)
 
 
-@pytest.mark.xfail(strict=True, reason="review18 finding: the listing does not say which user's <node>.confirmed "
-                                       "keeps a root alive")
 def test_the_listing_names_whose_confirmation_keeps_anothers_root(
     run: Runner, users: Users, workdir: Path, group_store: Path
 ) -> None:
     """alice's venv on node-y is gone and its root 40 days old: it should expire. bob's ``<node>.confirmed`` names
     her root, so every gc keeps believing it, for ever if he touches the file. Only keeping more, as the README says;
-    but gc --dry-run shows it as alice's root, confirmed moments ago, without saying that bob confirmed it."""
+    but gc --dry-run showed it as alice's root, confirmed moments ago, without saying that bob confirmed it."""
     w, venv = _bobs_trees_in_alices_venv(run, users, workdir, group_store, ["cf2"])
     _bobs_fake_origin(run, users, workdir, group_store, {"store": str(group_store), "key": "0" * 64})
     done = run(users.alice, "--store", str(group_store), "install", "--link-mode", "symlink", "--venv", str(venv),

@@ -31,6 +31,7 @@ from ..base.distinfo import ORIGIN_FILE
 from ..base.fsio import open_dir
 from ..base.logs import log
 from .identity import StoreMatch
+from .policy import user_name
 from .roots import (
     FORMAT,
     MAX_SIZE,
@@ -73,7 +74,8 @@ class Vantage(NamedTuple):
     node: str
     now: float
     expiry: float
-    confirmed: dict[str, float]  #: root path -> when a gc last found it alive
+    #: root path -> when a gc last found it alive, and whose gc (the owner of that ``<node>.confirmed``)
+    confirmed: dict[str, tuple[float, int]]
     mounts: node.Mounts
 
     @classmethod
@@ -82,7 +84,12 @@ class Vantage(NamedTuple):
                    node.Mounts.read())
 
     def last_confirmed(self, root: Root) -> float:
-        return max(root.updated, self.confirmed.get(root.file, 0.0))
+        return max(root.updated, self.confirmed.get(root.file, (0.0, -1))[0])
+
+    def confirmed_by(self, root: Root) -> str | None:
+        """Whose gc last confirmed ``root``, if that is later than its writer wrote it (any member's may)."""
+        when, uid = self.confirmed.get(root.file, (0.0, -1))
+        return user_name(uid) if when > root.updated else None
 
 
 def judge(root: Root, here: Vantage) -> Held:
@@ -318,18 +325,21 @@ class Marks:
         return max(0.0, self.here.now - self.here.last_confirmed(root))
 
     def _entry(self, root: Root, held: Held) -> dict[str, object]:
+        now = held.state == CHECKED and bool(held.keys)  # confirmed by this gc
         return {"venv": root.venv, "user": root.user, "fs": root.fs, "fs_type": root.fs_type, "state": held.state,
-                "units": len(held.keys), "age_seconds": round(self._age((root, held)))}
+                "units": len(held.keys), "age_seconds": round(self._age((root, held))),
+                "confirmed_by": None if now else self.here.confirmed_by(root)}
 
 
 # -- confirmations -----------------------------------------------------------------------------------------------------
 
 
-def read_confirmations(store: Store) -> dict[str, float]:
-    """When a gc last found each root alive, by its path: the newest ``<node>.confirmed`` naming it, in any user's
-    directory, read by the rules roots are read by. Its time is the file's mtime (never in the future). A member's
-    file can only make roots last longer, which their own venvs could do anyway."""
-    found: dict[str, float] = {}
+def read_confirmations(store: Store) -> dict[str, tuple[float, int]]:
+    """When a gc last found each root alive, and whose, by its path: the newest ``<node>.confirmed`` naming it, in
+    any user's directory, read by the rules roots are read by. Its time is the file's mtime (never in the future). A
+    member's file can only make roots last longer, which their own venvs could do anyway; ``gc --dry-run`` names
+    whose it was."""
+    found: dict[str, tuple[float, int]] = {}
     now = time.time()
     for user, uid, ufd in user_dirs(store, None):
         for name in listed(user, ufd, None):
@@ -341,13 +351,13 @@ def read_confirmations(store: Store) -> dict[str, float]:
             except (OSError, ValueError):
                 continue
             paths = doc.get("roots") if isinstance(doc, dict) and st.st_uid == uid else None
-            _newest(found, paths if isinstance(paths, list) else (), min(st.st_mtime, now))
+            _newest(found, paths if isinstance(paths, list) else (), (min(st.st_mtime, now), uid))
     return found
 
 
-def _newest(found: dict[str, float], paths: Iterable[object], when: float) -> None:
+def _newest(found: dict[str, tuple[float, int]], paths: Iterable[object], when: tuple[float, int]) -> None:
     for path in paths:
-        if isinstance(path, str) and found.get(path, 0.0) < when:
+        if isinstance(path, str) and found.get(path, (0.0, -1))[0] < when[0]:
             found[path] = when
 
 
