@@ -46,6 +46,24 @@ def _machine_id() -> str:
     return f"host-{host}"
 
 
+@functools.cache
+def unmapped_uid() -> int | None:
+    """The uid that files of unmapped users show as (the kernel's overflow uid, 65534), when this process runs in a
+    user namespace that does not map every uid (``unshare -U``, a rootless container); None where all are mapped.
+
+    There, every other user's files look like that uid's, so whose an entry of ``roots/`` is cannot be told, and gc
+    must not take it for nobody's (any user may make such a namespace where the kernel allows it)."""
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as f:
+            whole = f.read().split() == ["0", "0", "4294967295"]
+        if whole:
+            return None
+        with open("/proc/sys/kernel/overflowuid", encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):  # no /proc: nothing to go by, as before
+        return None
+
+
 def host_name() -> str:
     """The node's host name, for people reading gc's report (the id is what gc goes by)."""
     return os.uname().nodename
@@ -66,6 +84,11 @@ class Mounts:
     @classmethod
     def read(cls) -> Mounts:
         return cls(read_table())
+
+    def is_mount_point(self, path: str) -> bool:
+        """Whether a filesystem is mounted at ``path`` (a resolved path), as this process sees it; True for every
+        path when the mount table cannot be read (nothing then tells a mount from a directory)."""
+        return not self._table or any(mount == path for mount, _kind in self._table)
 
     def fs_type(self, path: str) -> str:
         """The type of the filesystem holding ``path``, as this process sees it (bind mounts and namespaces

@@ -59,8 +59,9 @@ def _print_roots(args: argparse.Namespace, nodes: list[dict[str, Any]], expiry: 
         for r in n["roots"]:
             where = f"{r['fs']} {r['fs_type']}" if r["fs"] else "filesystem not recorded"
             left = f", expires in {_age_text(expiry - r['age_seconds'])}" if r["state"] == "believed" else ""
+            by = f" by {r['confirmed_by']}'s gc" if r["confirmed_by"] else ""
             out(args, printable(f"  {r['venv']} ({r['user']}, {where}): {r['state']}, {r['units']} units, "
-                                f"confirmed {_age_text(r['age_seconds'])} ago{left}"))
+                                f"confirmed {_age_text(r['age_seconds'])} ago{by}{left}"))
 
 
 def _age_text(seconds: float) -> str:

@@ -65,6 +65,8 @@ def parse_toml(f: BinaryIO, where: Path) -> dict[str, object]:
         data = tomllib.load(f)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise StoreError(f"{where} is not valid TOML: {e}") from None
+    except RecursionError:  # the parser recurses per nesting level: a file nested thousands deep
+        raise StoreError(f"{where} is not valid TOML: nested too deeply") from None
     try:
         usercache.write_bytes(name, marshal.dumps((stamp, data)))
     except ValueError:  # holds a date or time, which marshal cannot keep: parsed each time

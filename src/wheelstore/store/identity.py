@@ -6,8 +6,9 @@ records ``id`` in the ``[store]`` table of ``config.toml``. A store made before 
 it, made once (by ``link()``, never replacing one) by the first command its owner or root runs.
 
 Only the store's owner and root may write the store directory, so nobody else can give a store an id. Which matters:
-gc keeps a tree only while the venvs' origin files name the store's id, so a store whose id could be changed (or
-chosen before its owner's) could be made to forget every venv. So an id is read only from a regular file owned by the
+gc keeps a tree only while the venvs' origin files name the store (by its id, or by a path that leads to it), so a
+store whose id could be changed (or chosen before its owner's) could be made to forget the venvs it sees through
+other mounts. So an id is read only from a regular file owned by the
 store's owner or root that nobody else may write, and only if it has the shape ``init`` gives it. Copying an id into
 another store (it is no secret) only makes that store's gc keep more, and its stats count more venvs.
 """
@@ -68,13 +69,16 @@ def recorded(root: Path, root_fd: int, owner_uid: int, policy: Policy) -> str | 
         return None
 
 
-def _read(root: Path, root_fd: int, owner_uid: int) -> str | None:
+def _read(root: Path, root_fd: int, owner_uid: int, warn: bool = True) -> str | None:
+    """The id ``store-id`` records, or None. With ``warn`` (the store's own file) one that is not an id is said;
+    never for a directory an origin file names, which anyone may have made, and where root must not be told to act."""
     try:
         fd = os.open(ID_FILE, _OPEN_FLAGS, dir_fd=root_fd)
     except FileNotFoundError:
         return None
     except OSError as e:
-        log.warning("%s/%s cannot be read (%s); venvs are matched by the store's path", root, ID_FILE, e.strerror)
+        if warn:
+            log.warning("%s/%s cannot be read (%s); venvs are matched by the store's path", root, ID_FILE, e.strerror)
         return None
     try:
         st = os.fstat(fd)
@@ -83,6 +87,8 @@ def _read(root: Path, root_fd: int, owner_uid: int) -> str | None:
         os.close(fd)
     text = data.decode("ascii", "replace").strip()
     if not is_id(text):
+        if not warn:
+            return None
         log.warning("%s/%s is not a store id its owner made; it is ignored (its owner or root should remove it)",
                     root, ID_FILE)
         return None
@@ -121,8 +127,10 @@ def _record(root: Path, root_fd: int, owner_uid: int, policy: Policy) -> str | N
 
 class StoreMatch:
     """Whether a venv's origin file (``WHEELSTORE``, written into each dist-info it installed) names this store: by
-    id when both have one; else, for an origin file written before its store had an id (or a store whose id cannot
-    be read), by the store's path: the same directory (any spelling of it), or one holding a store of this id."""
+    id when both have one; else by the store's path: the same directory (any spelling of it), or one holding a store
+    of this id. The path is asked too when the ids differ: an id that changed (a ``config.toml`` its owner made
+    untrusted, or replaced, then a ``store-id`` made anew) must not make gc take every venv for gone, and a match
+    only makes gc check the venv's origin files against the trees its root claims."""
 
     def __init__(self, store_id: str | None, root: str | os.PathLike[str]) -> None:
         self.id = store_id
@@ -131,9 +139,8 @@ class StoreMatch:
         self._seen: dict[str, bool] = {}
 
     def __call__(self, found: Mapping[str, object]) -> bool:
-        named = found.get("store_id")
-        if self.id is not None and named is not None:
-            return named == self.id
+        if self.id is not None and found.get("store_id") == self.id:
+            return True
         return self.by_path(found.get("store"))
 
     def by_path(self, path: object) -> bool:
@@ -170,7 +177,7 @@ def id_at(path: str) -> str | None:
             if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
                 return None
             found = from_config(parse_toml(f, Path(path) / "config.toml"), st, owner)
-        return found if found is not None else _read(Path(path), root_fd, owner)
+        return found if found is not None else _read(Path(path), root_fd, owner, warn=False)
     except (OSError, StoreError):
         return None
     finally:

@@ -31,6 +31,7 @@ from ..base.distinfo import ORIGIN_FILE
 from ..base.fsio import open_dir
 from ..base.logs import log
 from .identity import StoreMatch
+from .policy import user_name
 from .roots import (
     FORMAT,
     MAX_SIZE,
@@ -73,7 +74,8 @@ class Vantage(NamedTuple):
     node: str
     now: float
     expiry: float
-    confirmed: dict[str, float]  #: root path -> when a gc last found it alive
+    #: root path -> when a gc last found it alive, and whose gc (the owner of that ``<node>.confirmed``)
+    confirmed: dict[str, tuple[float, int]]
     mounts: node.Mounts
 
     @classmethod
@@ -82,7 +84,12 @@ class Vantage(NamedTuple):
                    node.Mounts.read())
 
     def last_confirmed(self, root: Root) -> float:
-        return max(root.updated, self.confirmed.get(root.file, 0.0))
+        return max(root.updated, self.confirmed.get(root.file, (0.0, -1))[0])
+
+    def confirmed_by(self, root: Root) -> str | None:
+        """Whose gc last confirmed ``root``, if that is later than its writer wrote it (any member's may)."""
+        when, uid = self.confirmed.get(root.file, (0.0, -1))
+        return user_name(uid) if when > root.updated else None
 
 
 def judge(root: Root, here: Vantage) -> Held:
@@ -94,8 +101,11 @@ def judge(root: Root, here: Vantage) -> Held:
     if not os.path.isabs(root.venv):
         return Held(frozenset(), GONE)
     if root.node == here.node and root.anchor:
+        # a root of another host under this node's id is not known to be of this disk: nodes cloned with their
+        # machine id (whose image's directories have the same numbers) are not one node; a renamed host still finds
+        # its venvs by their inodes
         try:
-            if _same_view(root.venv, root.anchor):
+            if root.host in ("", node.host_name()) and _same_view(root.venv, root.anchor, here.mounts):
                 return _check(root, here.match, claimed)
         except PermissionError:  # a directory above the venv this process may not search
             return Held(claimed, UNREADABLE)
@@ -106,12 +116,14 @@ def judge(root: Root, here: Vantage) -> Held:
     return _check_if_seen(root, here, claimed)
 
 
-def _same_view(venv: str, anchor: tuple[tuple[int, int], ...]) -> bool:
-    """Whether ``venv``'s path leads, here, where it led when the root was written: the nearest directory at or
-    above it that exists here is the very one recorded (a venv made again at the same path counts, by its parent).
-    PermissionError when one of them may not be looked at."""
+def _same_view(venv: str, anchor: tuple[tuple[int, int], ...], mounts: node.Mounts) -> bool:
+    """Whether ``venv``'s path leads, here, where it led when the root was written: a directory at or above it that
+    exists here is the very one recorded, with no mount point between (where there is none, the directories below it
+    were made again: a venv made again at the same path counts, by its parent; one removed with its directory is
+    gone). A mount point that is not the recorded directory (a tmpfs, a namespace's bind mount, a filesystem whose
+    device number changed) leads elsewhere. PermissionError when one of them may not be looked at."""
     path = venv
-    for level, ident in enumerate(anchor):
+    for ident in anchor:
         try:
             st = os.stat(path, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
@@ -119,7 +131,7 @@ def _same_view(venv: str, anchor: tuple[tuple[int, int], ...]) -> bool:
         else:
             if (st.st_dev, st.st_ino) == ident:
                 return True
-            if level > 0:
+            if mounts.is_mount_point(path):
                 return False
         if path == "/":
             break
@@ -147,9 +159,11 @@ def _check(root: Root, match: StoreMatch, claimed: frozenset[str]) -> Held:
 
 def _check_if_seen(root: Root, here: Vantage, claimed: frozenset[str], inode: int | None = None) -> Held:
     """A root whose venv may be seen from here on a shared filesystem (or written before roots said where): checked
-    if its path leads here to a venv whose origin files name this store, else believed. With ``inode``, only the
-    venv directory with that inode number counts: a root of this node whose directories' device numbers changed
-    (a reboot), not another venv at its path (a service's PrivateTmp)."""
+    if its path leads here to a venv of the root's writer (or root's) whose origin files name this store, else
+    believed: another user's venv at that path (in a sticky directory of another filesystem mounted there on this
+    node) is not the one recorded. With ``inode``, only the venv directory with that inode number counts: a root of
+    this node whose directories' device numbers changed (a reboot), not another venv at its path (a service's
+    PrivateTmp)."""
     venv = root.venv
     if root.fs == "shared" and not node.is_shared(here.mounts.fs_type(venv)):
         return _believe(root, here, claimed)  # the path leads, here, to another (local) filesystem
@@ -161,8 +175,9 @@ def _check_if_seen(root: Root, here: Vantage, claimed: frozenset[str], inode: in
         return Held(claimed, UNREADABLE)
     except OSError:
         return _believe(root, here, claimed)
-    if inode is not None and os.fstat(venv_fd).st_ino != inode:
-        os.close(venv_fd)
+    st = os.fstat(venv_fd)
+    if (inode is not None and st.st_ino != inode) or st.st_uid not in (root.owner_uid, 0):
+        os.close(venv_fd)  # another venv at its path: here, the path leads to another filesystem or directory
         return _believe(root, here, claimed)
     seen: list[str] = []
     try:
@@ -316,18 +331,21 @@ class Marks:
         return max(0.0, self.here.now - self.here.last_confirmed(root))
 
     def _entry(self, root: Root, held: Held) -> dict[str, object]:
+        now = held.state == CHECKED and bool(held.keys)  # confirmed by this gc
         return {"venv": root.venv, "user": root.user, "fs": root.fs, "fs_type": root.fs_type, "state": held.state,
-                "units": len(held.keys), "age_seconds": round(self._age((root, held)))}
+                "units": len(held.keys), "age_seconds": round(self._age((root, held))),
+                "confirmed_by": None if now else self.here.confirmed_by(root)}
 
 
 # -- confirmations -----------------------------------------------------------------------------------------------------
 
 
-def read_confirmations(store: Store) -> dict[str, float]:
-    """When a gc last found each root alive, by its path: the newest ``<node>.confirmed`` naming it, in any user's
-    directory, read by the rules roots are read by. Its time is the file's mtime (never in the future). A member's
-    file can only make roots last longer, which their own venvs could do anyway."""
-    found: dict[str, float] = {}
+def read_confirmations(store: Store) -> dict[str, tuple[float, int]]:
+    """When a gc last found each root alive, and whose, by its path: the newest ``<node>.confirmed`` naming it, in
+    any user's directory, read by the rules roots are read by. Its time is the file's mtime (never in the future). A
+    member's file can only make roots last longer, which their own venvs could do anyway; ``gc --dry-run`` names
+    whose it was."""
+    found: dict[str, tuple[float, int]] = {}
     now = time.time()
     for user, uid, ufd in user_dirs(store, None):
         for name in listed(user, ufd, None):
@@ -339,13 +357,13 @@ def read_confirmations(store: Store) -> dict[str, float]:
             except (OSError, ValueError):
                 continue
             paths = doc.get("roots") if isinstance(doc, dict) and st.st_uid == uid else None
-            _newest(found, paths if isinstance(paths, list) else (), min(st.st_mtime, now))
+            _newest(found, paths if isinstance(paths, list) else (), (min(st.st_mtime, now), uid))
     return found
 
 
-def _newest(found: dict[str, float], paths: Iterable[object], when: float) -> None:
+def _newest(found: dict[str, tuple[float, int]], paths: Iterable[object], when: tuple[float, int]) -> None:
     for path in paths:
-        if isinstance(path, str) and found.get(path, 0.0) < when:
+        if isinstance(path, str) and found.get(path, (0.0, -1))[0] < when[0]:
             found[path] = when
 
 

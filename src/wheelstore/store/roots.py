@@ -391,6 +391,13 @@ def _claim(name: str, roots_fd: int) -> int | None:
     return claimed_uid(name, st.st_uid) if stat.S_ISDIR(st.st_mode) else None
 
 
+def _owner(name: str, dir_fd: int) -> int | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_uid
+    except OSError:
+        return None
+
+
 def _open_owned_dir(name: str, roots_fd: int, uid: int) -> int | None:
     """An fd for ``roots/<name>`` if it is a directory owned by ``uid`` (checked on the fd, so nothing can be swapped
     in between); None if it is anything else. PermissionError if it is ``uid``'s but may not be read."""
@@ -462,11 +469,15 @@ def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, R
 
 def user_dirs(store: Store, unreadable: list[str] | None) -> Iterator[tuple[str, int, int]]:
     """Each user's directory in ``roots/`` (:func:`claimed_uid`): its name, its uid and an fd, closed after the
-    caller's turn. Those this process may not read are added to ``unreadable``."""
+    caller's turn. Those this process may not read are added to ``unreadable``, as are, in a user namespace, entries
+    whose owner it does not map (:func:`~wheelstore.base.node.unmapped_uid`)."""
     roots_fd = store.area_fd("roots")
+    unmapped = node.unmapped_uid()
     for user in _names(roots_fd):
         uid = _claim(user, roots_fd)
         if uid is None:
+            if unmapped is not None and unreadable is not None and _owner(user, roots_fd) == unmapped:
+                unreadable.append(f"roots/{user} (its owner is not mapped in this user namespace)")
             continue
         try:
             ufd = _open_owned_dir(user, roots_fd, uid)
