@@ -88,7 +88,7 @@ class Mounts:
     def is_mount_point(self, path: str) -> bool:
         """Whether a filesystem is mounted at ``path`` (a resolved path), as this process sees it; True for every
         path when the mount table cannot be read (nothing then tells a mount from a directory)."""
-        return not self._table or any(mount == path for mount, _kind in self._table)
+        return not self._table or any(mount.point == path for mount in self._table)
 
     def fs_type(self, path: str) -> str:
         """The type of the filesystem holding ``path``, as this process sees it (bind mounts and namespaces
