@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import fsio
 from .fsio import open_dir
@@ -81,6 +81,22 @@ def read_bytes(name: str) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def merge_changes(on_disk: dict[K, V], mine: Mapping[K, V], changed: Iterable[K], when: Callable[[V], float]) -> None:
+    """Merge this process's ``changed`` entries of a cache file into what the file holds now (``on_disk``, read
+    again just before writing), as another process may have written it meanwhile: an entry this process dropped
+    goes, and of two entries for one key the later (by ``when``) wins."""
+    for key in changed:
+        own = mine.get(key)
+        if own is None:
+            on_disk.pop(key, None)
+        elif key not in on_disk or when(on_disk[key]) <= when(own):
+            on_disk[key] = own
 
 
 def write_json(name: str, data: Any, *, compact: bool = False) -> bool:

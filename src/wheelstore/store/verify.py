@@ -230,12 +230,7 @@ class VerifyMarks:
         if not self._changed:
             return
         merged = self._load()
-        for key in self._changed:
-            mine = self.marks.get(key)
-            if mine is None:
-                merged.pop(key, None)
-            elif key not in merged or merged[key].at <= mine.at:
-                merged[key] = mine
+        usercache.merge_changes(merged, self.marks, self._changed, lambda mark: mark.at)
         trees: dict[str, object] = {}
         for key, mark in sorted(merged.items()):
             packed = mark.pack()

@@ -136,12 +136,7 @@ class Records:
         if not self._changed:
             return
         merged = self._load()
-        for key in self._changed:
-            mine = self.records.get(key)
-            if mine is None:
-                merged.pop(key, None)
-            elif key not in merged or merged[key][0] <= mine[0]:
-                merged[key] = mine
+        usercache.merge_changes(merged, self.records, self._changed, lambda record: record[0])
         kept = sorted(merged.items(), key=lambda item: item[1][0])[-_MAX_RECORDS:]
         entries = {key: [at, list(manifest), list(root)] for key, (at, manifest, root) in kept}
         if usercache.write_json(self.name, {"format": _FORMAT, "store": str(self.store.root), "trees": entries},
