@@ -154,7 +154,7 @@ class Environment:
         todo = {s.cand.name for s in steps}
         if old_pip is not None:
             refuse_beside_old_pip(options.link_mode, old_pip)
-            self._old_pip_left(old_pip, relink - todo, work, report)
+            self._old_pip_left(old_pip, relink - todo, work, report, brought=oldpip.PIP in planned)
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c.name not in todo]
         self._realize(store, steps, options.sources, quiet=options.quiet,
                       compile_into=options.link_mode in (None, LinkMode.FOLD) and options.compile_bytecode,
@@ -212,7 +212,8 @@ class Environment:
         inst.bump_mtime(self.interpreter)
         return report, after
 
-    def _old_pip_left(self, old_pip: str, linked: set[NormalizedName], work: _Work, report: InstallReport) -> None:
+    def _old_pip_left(self, old_pip: str, linked: set[NormalizedName], work: _Work, report: InstallReport, *,
+                      brought: bool) -> None:
         """Links this install leaves beside a pip that cannot remove them (:mod:`.oldpip`): an install that brings
         that pip in is refused before anything changes; one that finds it there says so, with the fix."""
         if work.request.exact:
@@ -220,11 +221,11 @@ class Environment:
         if not linked:
             return
         names = ", ".join(sorted(linked))
-        if oldpip.PIP in {c.name for c in work.plan.candidates if not _same(work.present.get(c.name), c)}:
+        if brought:  # this install links that pip
             raise LinkModeError(f"pip {old_pip} cannot remove the links into a store that {names} have in "
                                 f"{self.path} (pip before 23.1 skips them)",
                                 hint=f"install pip>=23.1, or first: wheelstore install --venv {self.path} "
-                                     f"--reinstall --link-mode copy {names.replace(',', '')}")
+                                     f"--reinstall --link-mode copy {' '.join(sorted(linked))}")
         report.notes.append(f"pip {old_pip} in {self.path} cannot remove the links into a store that {names} have: "
                             f"upgrade it (wheelstore install --venv {self.path} -U pip)")
 
