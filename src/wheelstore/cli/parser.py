@@ -95,10 +95,11 @@ def build_parser(argv: Sequence[str] | None, commands: Mapping[str, Command]) ->
     formatter for each argument and asks gettext for every label, each time looking for message catalogs on disk)
     was 5 ms of every command. Any other command line gets them all."""
     parser = _Command(prog="wheelstore", description="One shared, safe store of unpacked wheels, and venvs filled "
-                      "from it.", epilog="Use 'wheelstore VERB --help' for a verb's options and examples.")
+                      "from it.")
     _common_options(parser, None)
     parser.add_argument("--version", action="version", version=f"wheelstore {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser,
+                                  help="what to do; 'wheelstore VERB --help' shows its options and examples")
     chosen = _verb_in(sys.argv[1:] if argv is None else argv)
     parser.verb_parsers = {}
     for verb in VERBS:
