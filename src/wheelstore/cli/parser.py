@@ -135,6 +135,7 @@ def _verb_in(argv: Sequence[str]) -> str | None:
 #: --store's help where it is not "the store to use"
 _STORE_HELP = {
     "init": "where to create the store (the same as STORE; give one of them)",
+    "venv": "the store --seed takes pip from (default: the one 'wheelstore info' shows)",
     "lock": "not used: lock installs nothing",
     "uninstall": "not used: the venv's files name the stores they came from",
     "list": "not used: list reads only the venv",
