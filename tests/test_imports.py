@@ -155,8 +155,9 @@ def test_only_the_verb_run_gets_its_arguments(capsys: pytest.CaptureFixture[str]
     """The parser for ``install`` knows install alone; each verb's own --help still lists its options, and the
     top-level help (also when asked before a verb) and a word that is no verb get every verb."""
     from wheelstore.cli import main as cli
+    from wheelstore.cli.parser import VERBS
 
-    verbs = [v for v, _t, _a in cli._VERBS]
+    verbs = [v.name for v in VERBS]
     for argv, expected in ((["--store", "s", "install", "--venv", "v"], ["install"]), (["-q", "gc"], ["gc"]),
                            (["--store", "gc", "list"], ["list"]), (["--help"], verbs), (["--help", "gc"], verbs),
                            (["nonsense"], verbs), ([], verbs), (["--store=s", "-v", "install"], ["install"]),

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .. import __version__
 from ..base import logs
 from ..base.errors import WheelstoreError, printable
 from ..base.interpreter import Interpreter
@@ -20,15 +19,15 @@ from ..base.names import canonical
 from ..fetch.sources import Sources
 from ..resolve.plan import Request
 from ..store.config import select_store
-from ..store.policy import SHARED_MODES
 from ..store.store import Store
 from ..venv.create import create as create_venv
 from ..venv.environment import Environment, InstallReport, Options
 from ..venv.link import LinkMode
-from ..venv.locate import LOOKUP, find_venv
-from .maintenance import gc_arguments, stats_arguments, verify_arguments
-from .options import add_source_options, local_links, sources_from
+from ..venv.locate import find_venv
+from .maintenance import cmd_gc, cmd_stats, cmd_verify
+from .options import local_links, sources_from
 from .output import err, out, print_json
+from .parser import build_parser as _build_parser
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -225,169 +224,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with usage mistakes reported in one line like every other error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+#: every verb's command (:mod:`wheelstore.cli.parser` has their arguments and help)
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": cmd_init, "realize": cmd_realize, "info": cmd_info, "venv": cmd_venv, "install": cmd_install,
+    "sync": cmd_install, "lock": cmd_lock, "uninstall": cmd_uninstall, "list": cmd_list, "edit": cmd_edit,
+    "doctor": cmd_doctor, "gc": cmd_gc, "stats": cmd_stats, "verify": cmd_verify,
+}
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The command line's parser. When ``argv`` plainly names a verb (:func:`_verb_in`), the parser knows that verb
-    alone: adding every verb and its arguments (argparse makes a formatter for each argument and asks gettext for
-    every label, each time looking for message catalogs on disk) was 5 ms of every command. Any other command line
-    gets them all."""
-    common = _Parser(add_help=False)
-    common.add_argument("--store", default=argparse.SUPPRESS, help="the store to use (default: see 'wheelstore info')")
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="print only errors")
-    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="also say what is being done (downloads, the uv command)")
-
-    parser = _Parser(
-        prog="wheelstore",
-        description="One shared, safe store of unpacked wheels, and venvs filled from it.",
-        parents=[common],
-    )
-    parser.add_argument("--version", action="version", version=f"wheelstore {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
-    chosen = _verb_in(sys.argv[1:] if argv is None else argv)
-    for verb, text, arguments in _VERBS:
-        if chosen in (None, verb):
-            arguments(verbs.add_parser(verb, parents=[common], help=text))
-    return parser
-
-
-def _verb_in(argv: Sequence[str]) -> str | None:
-    """The verb ``argv`` names: its first word, after the top level's own options spelt out in full (``--store`` and
-    its value, ``-q``, ``-v``). None for anything else before it (-h, --version, an abbreviation such as ``--sto``,
-    combined flags such as ``-qv``, ``--``), which argparse must see with every verb, or when no verb is named."""
-    words = iter(argv)
-    for word in words:
-        if word == "--store":
-            next(words, None)
-        elif word in ("-q", "--quiet", "-v", "--verbose") or word.startswith("--store="):
-            continue
-        else:
-            return word if word in {v for v, _t, _a in _VERBS} else None
-    return None
-
-
-def _init_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", nargs="?", metavar="STORE", help="where to create it (default: the selected store)")
-    p.add_argument("--group", help="share with this group; you must be a member")
-    p.add_argument("--shared", choices=SHARED_MODES, help="who may read: private, group (default with --group), all")
-    p.add_argument("--upstream", metavar="SITE_STORE", help="make an overlay of this read-only site store: installs "
-                   "link its trees and publish only what it lacks into the new store")
-    p.set_defaults(func=cmd_init)
-
-
-def _realize_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("wheels", nargs="+", metavar="WHEEL")
-    p.add_argument("--sha256", help="the sha256 the wheel must have")
-    p.add_argument("--python", help="compile bytecode into the trees for this interpreter (default: the one running "
-                                    "wheelstore), as installs do")
-    p.add_argument("--no-compile", action="store_true", help="publish the trees without bytecode")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_realize)
-
-
-def _info_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_info)
-
-
-def _venv_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", nargs="?", metavar="VENV", help="where to create it (default: .venv, as uv venv)")
-    p.add_argument("--python", help="the interpreter to base it on (default: python3 on PATH)")
-    p.add_argument("--seed", action="store_true", help="add a current pip from the store (as uv venv --seed)")
-    add_source_options(p)
-    p.set_defaults(func=cmd_venv, json=False)
-
-
-def _install_arguments(p: argparse.ArgumentParser) -> None:
-    """``install`` and ``sync`` take the same arguments, but for what only a resolving install does."""
-    p.add_argument("items", nargs="*", metavar="WHEEL_OR_REQ", help="wheels, pins, pylock.toml, project DIRs, sdists")
-    p.add_argument("-e", "--editable", dest="editables", action="append", default=[], metavar="DIR")
-    p.add_argument("--venv", help=f"the venv ({LOOKUP})")
-    p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
-    add_source_options(p)
-    p.add_argument("--link-mode", choices=["auto", *(m.value for m in LinkMode)], default="auto")
-    p.add_argument("--no-compile", action="store_true",
-                   help="do not compile bytecode into the store (Python then compiles into the venv on import)")
-    p.add_argument("--compile-optimized", action="store_true",
-                   help="trees published now also carry the opt-1 and opt-2 pycs of python -O and -OO")
-    p.add_argument("--reinstall", action="store_true", help="link every distribution again, even what is there")
-    p.add_argument("--reinstall-package", action="append", default=[], metavar="NAME",
-                   help="link this distribution again, even if it is there")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_install, upgrade=False, no_deps=False, upgrade_package=[])
-
-
-def _resolving_arguments(p: argparse.ArgumentParser) -> None:
-    """``install``'s own: how it treats what the venv holds, and dependencies."""
-    _install_arguments(p)
-    p.add_argument("-U", "--upgrade", action="store_true",
-                   help="take the newest allowed versions, not those the venv holds")
-    p.add_argument("-P", "--upgrade-package", action="append", default=[], metavar="NAME",
-                   help="take the newest allowed version of this distribution")
-    p.add_argument("--no-deps", action="store_true", help="install exactly what is named, without its dependencies")
-
-
-def _lock_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("items", nargs="*", metavar="REQ", help="requirements, like 'requests' or 'pandas<3'")
-    p.add_argument("-r", "--requirement", dest="requirements", action="append", default=[], metavar="FILE")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--venv", help=f"resolve for this venv's interpreter ({LOOKUP})")
-    target.add_argument("--python", help="resolve for this interpreter")
-    p.add_argument("-o", "--output", default="pylock.toml", metavar="FILE",
-                   help="where to write (default: pylock.toml)")
-    add_source_options(p)
-    p.set_defaults(func=cmd_lock)
-
-
-def _uninstall_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("names", nargs="+", metavar="NAME")
-    p.add_argument("--venv", help=f"the venv ({LOOKUP})")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_uninstall)
-
-
-def _list_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--venv", help=f"the venv ({LOOKUP})")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_list)
-
-
-def _edit_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", metavar="NAME")
-    p.add_argument("--venv", help=f"the venv ({LOOKUP})")
-    p.add_argument("--undo", action="store_true", help="link the distribution from the store again")
-    p.set_defaults(func=cmd_edit)
-
-
-def _doctor_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--venv", help="also check this venv: its interpreter, and linking into it (default: none)")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_doctor)
-
-
-#: every verb: its name, its line in the help, and what adds its arguments
-_VERBS: list[tuple[str, str, Callable[[argparse.ArgumentParser], None]]] = [
-    ("init", "create a store and record its sharing policy", _init_arguments),
-    ("realize", "unpack local wheels into the store, without installing", _realize_arguments),
-    ("info", "show which store is selected, why, and its policy", _info_arguments),
-    ("venv", "create a virtual environment (without pip, like uv venv)", _venv_arguments),
-    ("install", "install distributions and their dependencies into a venv from the store", _resolving_arguments),
-    ("sync", "make a venv hold exactly the given, complete set of distributions", _install_arguments),
-    ("lock", "resolve requirements into a pylock.toml, installing nothing", _lock_arguments),
-    ("uninstall", "remove distributions from a venv", _uninstall_arguments),
-    ("list", "list the distributions in a venv", _list_arguments),
-    ("edit", "give a venv private, writable copies of one distribution", _edit_arguments),
-    ("doctor", "check whether sharing works for you here, and how to fix it", _doctor_arguments),
-    ("gc", "remove trees no venv uses, and stale staging", gc_arguments),
-    ("stats", "report logical and physical space, per user and venv", stats_arguments),
-    ("verify", "check the store's trees against their manifests, and repair", verify_arguments),
-]
+    """The command line's parser (:func:`wheelstore.cli.parser.build_parser`: for a command line that names a verb,
+    that verb's alone), running this module's commands."""
+    return _build_parser(argv, _COMMANDS)
 
 
 def _log_to_stderr(*, quiet: bool, verbose: bool = False) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..base.errors import printable
 from ..store.store import Store
-from .options import add_source_options, local_links, sources_from
+from .options import local_links, sources_from
 from .output import err, out, print_json, size_text
 
 
@@ -149,26 +149,3 @@ def cmd_verify(args: argparse.Namespace) -> int:
         err(f"fix: wheelstore --store {store.root} verify --repair "
              "(their wheels come from the indexes, or from -f DIR)")
     return 0 if report.ok else 1
-
-
-def gc_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grace", metavar="DURATION", help="keep unused trees younger than this (default 1d; 0, 90s, 12h)")
-    p.add_argument("--root-expiry", metavar="DURATION",
-                   help="believe a root this gc cannot check (a venv on another node) for this long after a node last "
-                        "confirmed it (default: the store's [gc] root_expiry, else 30d)")
-    p.add_argument("--dry-run", action="store_true", help="only say what would be removed, and list the roots")
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_gc)
-
-
-def stats_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_stats)
-
-
-def verify_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--full", action="store_true", help="re-hash every file, not only those whose ctime moved")
-    p.add_argument("--repair", action="store_true", help="publish damaged trees again from their wheels")
-    add_source_options(p)  # where --repair finds wheels: -f directories first, then the indexes
-    p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.set_defaults(func=cmd_verify)
