@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
+from ..base import cancel
 from ..base.fsio import hidden_name
 from ..base.logs import log
 from .policy import Policy, Role, user_name
@@ -252,7 +253,7 @@ class KeyLock:
                 mine = name is None and own_until > deadline and _held_by_me(fd)
                 log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name if name is None else name,
                             holder(fd), self._after_timeout, self._own_timeout if mine else self._timeout)
-            time.sleep(delay)
+            cancel.sleep(delay)
             delay = min(delay * 2, 0.05)
 
     #: what the waiter does once the timeout has passed, for the notice
@@ -460,7 +461,8 @@ def share_work(items: Sequence[T], attempt: Callable[[T, bool], R | None], *, jo
     ``wait=False``, and ``attempt`` returns None when another process holds the item's lock. Such an item is put
     aside and tried again with ``wait=True`` (which must not return None) once nothing untried is left, so a process
     waits only when it has nothing else to do, and the waits end as the holders finish (or die: their flocks go with
-    them). The first exception stops the items not yet started and is raised once the running ones are done.
+    them). The first exception stops the items not yet started and is raised once the running ones are done; a
+    cancel (Ctrl-C) stops them too, and is not waited for (:func:`wheelstore.base.cancel.threads`).
     """
     board = _Board(len(items))
     results: dict[int, R] = {}
@@ -485,9 +487,7 @@ def share_work(items: Sequence[T], attempt: Callable[[T, bool], R | None], *, jo
     if workers == 1:
         worker()
     else:
-        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
-
-        with ThreadPoolExecutor(workers, thread_name_prefix="share") as pool:
+        with cancel.threads(workers, "share") as pool:
             for future in [pool.submit(worker) for _ in range(workers)]:
                 future.result()
     if board.error is not None:
@@ -507,7 +507,7 @@ class _Board:
     def next(self) -> tuple[int, bool] | None:
         """The next item and whether to wait for it; None when all is done or something failed."""
         with self._lock:
-            if self.error is not None:
+            if self.error is not None or cancel.cancelled():
                 return None
             if self._untried:
                 return self._untried.popleft(), False

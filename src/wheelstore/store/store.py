@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
-from ..base import fsio
+from ..base import cancel, fsio
 from ..base.errors import StoreAccessDenied, StoreError, StoreNotFound
 from ..base.fsio import open_dir
 from ..base.logs import log
@@ -266,6 +266,10 @@ class Store:
         if self._lease is not None:
             from . import lease  # only a process that made staging entries has one
 
+            if cancel.cancelled():  # interrupted: what a worker stuck past the cancel left goes with the lease
+                from .staging import remove_mine
+
+                remove_mine(self)
             lease.release(self._lease)  # the work is done: unlinked by its holder
             self._lease = None
         for fd in self._area_fds.values():
