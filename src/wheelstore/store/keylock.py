@@ -375,7 +375,7 @@ def holder(fd: int) -> str:
         st = os.fstat(fd)
     except OSError:
         return "another process"
-    pids = _kernel_holders(st)
+    pids = kernel_holders(st)
     if pids:
         who = ", ".join(f"{_uid_of(pid)} (pid {pid})" for pid in pids[:3]) + (" and others" if len(pids) > 3 else "")
     else:
@@ -386,8 +386,9 @@ def holder(fd: int) -> str:
     return f"{who} since {time.strftime('%H:%M:%S', time.gmtime(st.st_mtime))} UTC ({age}s ago)"
 
 
-def _kernel_holders(st: os.stat_result) -> list[int]:
-    """The pids ``/proc/locks`` lists as holding (not waiting for) a lock on this inode."""
+def kernel_holders(st: os.stat_result) -> list[int]:
+    """The pids ``/proc/locks`` lists as holding (not waiting for) a lock on this inode: any user may read it, for a
+    file only its owner may open (another user's lease)."""
     ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
@@ -435,7 +436,7 @@ def _held_by_me(fd: int) -> bool:
     """Whether the kernel says only processes of this user hold the lock on ``fd``'s file (never the lock file's
     own record, which any member may write)."""
     try:
-        pids = _kernel_holders(os.fstat(fd))
+        pids = kernel_holders(os.fstat(fd))
     except OSError:
         return False
     return bool(pids) and all(_euid_of(pid) == os.geteuid() for pid in pids)
