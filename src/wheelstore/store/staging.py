@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import time
 from dataclasses import dataclass
 
-from ..base import fsio
 from . import lease as leases
 from .lease import MIN_STALE, LeaseState
 from .store import STALE_AFTER, Store
@@ -147,24 +145,3 @@ def span(seconds: float) -> str:
         return f"{s // 3600}h"
     return f"{s // 86400}d"
 
-
-def remove_mine(store: Store) -> None:
-    """Remove this process's own entries (those named after its lease), before an interrupted command lets go of its
-    lease: each worker removes its own as it stops, but one stuck in a system call past the cancel cannot, and the
-    next gc could only take them once the grace period is over."""
-    mine = store.lease_id(take=False)
-    if mine is None:
-        return
-    for area, hidden in (("trees", True), ("staging", False)):
-        fd = store.area_fd(area)
-        for name in os.listdir(fd):
-            parsed = parse(name.removeprefix(".")) if hidden == name.startswith(".") else None
-            if parsed is None or parsed[2] != mine:
-                continue
-            try:
-                if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                    fsio.remove_tree(name, dir_fd=fd)
-                else:
-                    os.unlink(name, dir_fd=fd)
-            except OSError:  # gone meanwhile, or cannot be removed: gc's, then
-                continue
