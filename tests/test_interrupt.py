@@ -184,6 +184,31 @@ def test_ctrl_c_mid_linking_puts_the_old_version_back(
     _verified(run, users.alice, group_store)
 
 
+def test_a_second_ctrl_c_during_the_clean_up_exits_at_once_in_one_line(
+    run: Runner, users: Users, workdir: Path, group_store: Path, index: PyIndex
+) -> None:
+    """Two SIGINTs a few milliseconds apart, the second landing in the clean-up the first started: the process exits
+    with 130 and one line, never a traceback; whatever the clean-up had no time for is stale staging (doctor's)."""
+    files = workdir / "files"
+    files.mkdir()
+    for name in ("twoa", "twob"):
+        index.add(_wheel(files, name, files=big_files(3000, 1500, prefix=name)))
+    venv = _venv(run, users.alice, workdir / "v")
+    proc = _install(run, users.alice, group_store, venv, index, "twoa==1.0", "twob==1.0")
+    _until(lambda: any(any(p.glob("*/sub0/__pycache__")) for p in (group_store / "trees").glob(".tree-*")), proc,
+           "a tree being compiled")
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.003)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    print(f"\ntwo SIGINTs: exited in {time.monotonic() - sent:.3f}s")
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == ["error: interrupted"], err
+
+
 def test_kill_9_mid_download_leaves_staging_doctor_names_with_its_command(
     run: Runner, users: Users, workdir: Path, group_store: Path, index: PyIndex
 ) -> None:

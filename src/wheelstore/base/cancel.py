@@ -29,7 +29,7 @@ from .errors import Cancelled
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["STRAGGLERS", "cancel", "cancelled", "check", "interruptible", "on_cancel", "sleep", "threads"]
+__all__ = ["STRAGGLERS", "cancel", "cancelled", "check", "interruptible", "on_cancel", "said", "sleep", "threads"]
 
 #: seconds an executor left on cancel waits for its running workers to notice before it goes on without them (each
 #: checks often; one blocked in a system call, a read from a stalled server, is left behind and ends with the process)
@@ -38,6 +38,7 @@ STRAGGLERS = 0.3
 _TICK = 0.02
 
 _cancelled = False
+_said = False  #: the command line has printed its line for the interrupt (:func:`said`)
 _hooks: dict[int, Callable[[], None]] = {}
 
 
@@ -88,23 +89,30 @@ def on_cancel(hook: Callable[[], None]) -> Callable[[], None]:
     return forget
 
 
+def said() -> None:
+    """The command line has printed ``error: interrupted``: a second Ctrl-C from now on exits without a second line."""
+    global _said
+    _said = True
+
+
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """For the length of a command: the first SIGINT cancels (:func:`cancel`) and raises KeyboardInterrupt; a second
     one, during the clean-up, exits at once with 130 and the same one line, never a traceback."""
     import signal
 
-    global _cancelled
+    global _cancelled, _said
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if _cancelled:
-            with contextlib.suppress(OSError):
-                os.write(2, b"error: interrupted\n")
+            if not _said:
+                with contextlib.suppress(OSError):
+                    os.write(2, b"error: interrupted\n")
             os._exit(130)
         cancel()
         raise KeyboardInterrupt
 
-    _cancelled = False
+    _cancelled = _said = False
     try:
         before = signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread: Python's own handling stays
@@ -127,11 +135,18 @@ def threads(workers: int, name: str) -> ThreadPoolExecutor:
         def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                      tb: TracebackType | None) -> Any:
             if not _cancelled:
-                return super().__exit__(kind, value, tb)
+                try:
+                    return super().__exit__(kind, value, tb)
+                except KeyboardInterrupt:  # Ctrl-C while waiting for the workers: they are told, not waited for
+                    self._leave()
+                    raise
+            self._leave()
+            return None
+
+        def _leave(self) -> None:
             self.shutdown(wait=False, cancel_futures=True)
             deadline = time.monotonic() + STRAGGLERS
             for thread in list(self._threads):
                 thread.join(max(0.0, deadline - time.monotonic()))
-            return None
 
     return Pool(workers, thread_name_prefix=name)

@@ -447,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _interrupted() -> int:
     """Ctrl-C's line and exit status, as uv's."""
     err("error: interrupted")
+    cancel.said()
     return 130
 
 

@@ -493,6 +493,7 @@ def share_work(items: Sequence[T], attempt: Callable[[T, bool], R | None], *, jo
                 future.result()
     if board.error is not None:
         raise board.error
+    cancel.check()  # the board stopped handing out items
     return [results[i] for i in range(len(items))]
 
 
