@@ -5,7 +5,10 @@ with the command that does.
 Real processes of a test user with a group store, a real local index serving a slow download, real signals. SIGINT
 goes to the wheelstore process alone (``kill -INT pid``), the harder case: a terminal's Ctrl-C also reaches the
 compilers and uv it runs, which then stop by themselves. The exit times are printed (``pytest -s``) and bounded
-generously: the figure for the note is the measured one.
+generously: the figure for the note is the measured one. On the 2-core development machine, SIGINT to exit, before
+(main at b10e091) and after: mid-download 4.98 s -> 0.03 s, mid-unpack 2.39 s -> 0.02 s, mid-compile 0.85 s ->
+0.23 s (up to 1 s with the machine loaded: deleting what was unpacked, some 90 us a file here), mid-linking 2.81 s ->
+0.04 to 0.12 s.
 """
 
 from __future__ import annotations
