@@ -53,6 +53,7 @@ class Served:
     fail: int = 0  #: how many more downloads to answer with ``fail_status``
     fail_status: int = 503
     delay: float = 0.0  #: seconds to wait before sending the body (widens race windows, never asserted on)
+    pace: float = 0.0  #: seconds to wait between the body's 64 KiB chunks: a slow download, to be caught mid-way
 
     @property
     def filename(self) -> str:
@@ -326,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "application/octet-stream", data, send=len(data) // 2)
             self.close_connection = True
         else:
-            self._send(200, "application/octet-stream", data)
+            self._send(200, "application/octet-stream", data, pace=served.pace)
 
     def _redirect(self, location: str) -> None:
         self.send_response(301)
@@ -335,8 +336,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.index._record(Hit("GET", self.path, 301, 0))
         self.end_headers()
 
-    def _send(self, status: int, content_type: str, body: bytes, *, send: int | None = None) -> None:
-        """Answer with ``body`` announced in full; send only its first ``send`` bytes when cutting it off.
+    def _send(self, status: int, content_type: str, body: bytes, *, send: int | None = None, pace: float = 0.0
+              ) -> None:
+        """Answer with ``body`` announced in full; send only its first ``send`` bytes when cutting it off; with
+        ``pace``, a 64 KiB chunk at a time, that many seconds apart.
 
         The request is logged before the last byte goes out, so a client that has its answer finds it in the log.
         """
@@ -347,8 +350,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(chunk[:-1])
-            self.wfile.flush()
+            step = 1 << 16 if pace else max(1, len(chunk))
+            for start in range(0, max(0, len(chunk) - 1), step):
+                self.wfile.write(chunk[start : min(start + step, len(chunk) - 1)])
+                self.wfile.flush()
+                if pace:
+                    time.sleep(pace)
             self.index._record(Hit("GET", self.path, status, len(chunk)))
             recorded = True
             self.wfile.write(chunk[-1:])

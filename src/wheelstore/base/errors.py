@@ -176,3 +176,12 @@ class LinkModeError(WheelstoreError):
 
 class SharingBroken(WheelstoreError):
     """Doctor found a problem that stops sharing from working for this user."""
+
+
+# -- interrupts -------------------------------------------------------------------------------------------------------
+
+
+class Cancelled(KeyboardInterrupt):
+    """The command was interrupted (Ctrl-C): raised in worker threads as they notice (:mod:`wheelstore.base.cancel`),
+    so that every ``except BaseException`` clean-up on the way runs as for the main thread's KeyboardInterrupt, and no
+    ``except Exception`` takes it for a failure of the work."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+from . import cancel
+
 _SPEC = os.environ.get("WHEELSTORE_TEST_HOOK", "")
 _ACTIONS = dict(item.split("=", 1) for item in _SPEC.split(",") if "=" in item)
 
@@ -27,4 +29,4 @@ def checkpoint(point: str) -> None:
         with open(marker, "w"):
             pass
         while action == "pause" or os.path.exists(marker):
-            time.sleep(0.01)
+            cancel.sleep(0.01)  # a worker thread paused here stops on Ctrl-C, as it would at work

@@ -38,7 +38,7 @@ from ..venv import damage
 from ..venv.link import LinkMode
 from ..venv.linkmode import choose, fs_type, probe_now
 from ..venv.oldpip import LINKED_MODES, pip_too_old
-from . import doctor_locks
+from . import doctor_locks, doctor_staging
 from .doctor_report import Check, DoctorReport, Status
 
 #: below these, the store's filesystem gets a warning; below the hard ones, publishing cannot work (a failure)
@@ -116,6 +116,7 @@ class _Doctor:
             ("protected-hardlinks", self.check_protected_hardlinks),
             ("locks", self.check_locks),
             ("gc-lock", lambda: None if self.store is None else Check("gc-lock", *judge_gc_lock(self.store))),
+            ("staging", lambda: None if self.store is None else doctor_staging.check(self.store)),
             ("space", self.check_space),
         ]
         try:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from ..base import logs
+from ..base import cancel, logs
 from ..base.errors import WheelstoreError, printable
 from ..base.interpreter import Interpreter
 from ..base.names import canonical
@@ -275,17 +275,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.quiet = getattr(args, "quiet", False)
     _log_to_stderr(quiet=args.quiet, verbose=getattr(args, "verbose", False))
     try:
-        return int(args.func(args))
+        with cancel.interruptible():
+            return int(args.func(args))
+    except KeyboardInterrupt:  # what was under way has been taken back (:mod:`wheelstore.base.cancel`)
+        return _interrupted()
     except WheelstoreError as e:
+        if cancel.cancelled():  # a failure of work cut short: the interrupt is what happened
+            return _interrupted()
         err(f"error: {e.oneline()}")
         return e.exit_code
     except OSError as e:  # the environment, not a bug: a full disk, a read-only or vanished filesystem, ...
+        if cancel.cancelled():
+            return _interrupted()
         where = f": {e.filename}" if e.filename else ""
         err(f"error: {e.strerror or e}{where}")
         return 1
-    except KeyboardInterrupt:
-        err("error: interrupted")
-        return 130
+
+
+def _interrupted() -> int:
+    """Ctrl-C's line and exit status, as uv's."""
+    err("error: interrupted")
+    cancel.said()
+    return 130
 
 
 def entry() -> NoReturn:
@@ -297,7 +308,8 @@ def entry() -> NoReturn:
     """
     code = main()
     threading = sys.modules.get("threading")  # never imported: no other thread ran
-    if threading is not None and threading.active_count() > 1:
+    # once interrupted, a worker still running is one stuck in a system call (a stalled read): not waited for
+    if threading is not None and threading.active_count() > 1 and not cancel.cancelled():
         sys.exit(code)
     atexit._run_exitfuncs()  # what interpreter shutdown would run: logging's flush, compilers' close
     try:

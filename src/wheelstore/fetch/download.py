@@ -26,12 +26,11 @@ import hashlib
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, TextIO
 
-from ..base import fsio
+from ..base import cancel, fsio
 from ..base.errors import DownloadCutOff, FetchError, HashMismatch, WheelstoreError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
@@ -385,6 +384,7 @@ def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> 
                 total = file.size if file.size is not None else body.length
                 progress.started(file, total)
                 for chunk in body.chunks:
+                    cancel.check()  # Ctrl-C: the caller removes the staging directory
                     written += len(chunk)
                     if file.size is not None and written > file.size:
                         raise FetchError(f"{file.filename} from {file.url} is longer than the {file.size} bytes "
@@ -401,7 +401,7 @@ def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> 
                     f"download of {file.filename} from {file.url} was cut off ({written} bytes received), "
                     f"{ATTEMPTS} times; nothing was published", hint="retry later, or check the network or proxy"
                 ) from None
-            time.sleep(RETRY_DELAY * 2 ** (attempt - 1))
+            cancel.sleep(RETRY_DELAY * 2 ** (attempt - 1))
     out.flush()
     if file.size is not None and written != file.size:
         raise FetchError(f"{file.filename} from {file.url} is {written} bytes; the index announced {file.size}")

@@ -69,12 +69,16 @@ def run_uv(cmd: list[str], sources: Sources, *, quiet: bool, log: Path | None = 
     with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                           env=env, text=True, errors="replace") as proc:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            lines.append(line)
-            failing = failing or line.startswith("error:")
-            if not quiet and not failing:
-                print(line, file=sys.stderr, flush=True)
+        try:
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                lines.append(line)
+                failing = failing or line.startswith("error:")
+                if not quiet and not failing:
+                    print(line, file=sys.stderr, flush=True)
+        except BaseException:  # Ctrl-C: uv is not waited for (Popen's exit would give it a quarter second)
+            proc.kill()
+            raise
     return proc.returncode, lines
 
 

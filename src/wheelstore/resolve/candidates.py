@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 
 from packaging.version import Version
 
-from ..base import names
+from ..base import cancel, names
 from ..base.errors import InputError, NeedsResolution
 from ..base.interpreter import Interpreter
 from .digests import Digests, file_sha256
@@ -279,9 +279,7 @@ def _digests(
         else:
             unknown.append(i)
     if unknown:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1, len(unknown)), thread_name_prefix="hash") as pool:
+        with cancel.threads(min(8, os.cpu_count() or 1, len(unknown)), "hash") as pool:
             for i, (digest, stamp) in zip(unknown, pool.map(read, unknown), strict=True):
                 digests[i] = digest
                 kept.add(cast(Path, wheels[i]), stamp, digest)

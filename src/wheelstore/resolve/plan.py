@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from ..base import names
+from ..base import cancel, names
 from ..base.distinfo import Distribution
 from ..base.errors import Missing, ResolutionError, StoreError
 from ..base.interpreter import Interpreter
@@ -354,9 +354,7 @@ def _from_indexes(
         # one index page per distribution, fetched a few at a time: on a cold store they are the install's first wait.
         # The first alone, so that find-links pages, which every distribution shares, are read once.
         listed = [pages(lacking[0])]
-        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
-
-        with ThreadPoolExecutor(max(1, min(INDEX_THREADS, len(lacking) - 1)), thread_name_prefix="index") as pool:
+        with cancel.threads(max(1, min(INDEX_THREADS, len(lacking) - 1)), "index") as pool:
             listed += pool.map(pages, lacking[1:])
         for cand, offered in zip(lacking, listed, strict=True):
             chosen = choose_pinned(offered, cand.name, cand.version, cand.hashes, interpreter)

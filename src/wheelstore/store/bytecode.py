@@ -38,6 +38,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..base import cancel
 from ..base.errors import BytecodeError, WheelstoreError
 from ..base.fsio import open_dir
 from ..base.interpreter import Interpreter
@@ -127,9 +128,7 @@ def _run_compiler(
     if len(jobs) == 1:
         pool.run(src, out, jobs[0], what, levels)
     else:
-        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
-
-        with ThreadPoolExecutor(min(len(jobs), pool.limit), thread_name_prefix="compile") as threads:
+        with cancel.threads(min(len(jobs), pool.limit), "compile") as threads:
             list(threads.map(lambda job: pool.run(src, out, job, what, levels), jobs))
     log.debug("compiled %d modules of %s in %.1fs", len(modules), what, time.monotonic() - started)
 
@@ -160,15 +159,18 @@ class _Compilers:
             return found
 
     def run(self, src: str, out: str, modules: list[str], what: str, levels: tuple[int, ...] = (0,)) -> None:
+        cancel.check()  # Ctrl-C: the jobs not started are not
         compiler = self._take()
         try:
             compiler.run(src, out, str(self.interpreter.cache_tag), modules, levels)
-        except BytecodeError as e:
+        except BaseException as e:  # it failed, or a Ctrl-C killed it: threads waiting for a compiler look again
             compiler.close()
             with self.ready:
                 self.started -= 1
-                self.ready.notify()
-            raise BytecodeError(f"compiling {what} for {self.interpreter.cache_tag} failed: {e.message}") from None
+                self.ready.notify_all()
+            if isinstance(e, BytecodeError):
+                raise BytecodeError(f"compiling {what} for {self.interpreter.cache_tag} failed: {e.message}") from None
+            raise
         with self.ready:
             self.idle.append(compiler)
             self.ready.notify()
@@ -184,6 +186,7 @@ class _Compilers:
                 if self.started < self.limit:
                     break
                 self.ready.wait()
+                cancel.check()
             self.started += 1
         try:
             return _Compiler(self.interpreter.executable)
@@ -216,6 +219,9 @@ class _Compiler:
         except OSError as e:
             self.errors.close()
             raise BytecodeError(f"cannot start {executable}: {e.strerror}") from None
+        #: Ctrl-C kills it, whatever it is doing: the thread reading its answer then stops (a terminal's Ctrl-C reaches
+        #: it too, but not a ``kill -INT`` of wheelstore alone)
+        self.forget = cancel.on_cancel(self.proc.kill)
 
     def run(self, tree: str, out: str, tag: str, modules: list[str], levels: tuple[int, ...] = (0,)) -> None:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -229,6 +235,7 @@ class _Compiler:
         if not answer.strip().isdigit():
             self.proc.kill()
             self.proc.wait()
+            cancel.check()  # killed by a Ctrl-C: not a failure to compile
             self.errors.seek(0)
             last = (self.errors.read().decode("utf-8", "replace").strip().splitlines() or ["it exited"])[-1]
             raise BytecodeError(last)
@@ -236,6 +243,7 @@ class _Compiler:
     def close(self) -> None:
         import subprocess
 
+        self.forget()
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()

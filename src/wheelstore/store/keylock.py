@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
+from ..base import cancel
 from ..base.fsio import hidden_name
 from ..base.logs import log
 from .policy import Policy, Role, user_name
@@ -252,7 +253,7 @@ class KeyLock:
                 mine = name is None and own_until > deadline and _held_by_me(fd)
                 log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name if name is None else name,
                             holder(fd), self._after_timeout, self._own_timeout if mine else self._timeout)
-            time.sleep(delay)
+            cancel.sleep(delay)
             delay = min(delay * 2, 0.05)
 
     #: what the waiter does once the timeout has passed, for the notice
@@ -374,7 +375,7 @@ def holder(fd: int) -> str:
         st = os.fstat(fd)
     except OSError:
         return "another process"
-    pids = _kernel_holders(st)
+    pids = kernel_holders(st)
     if pids:
         who = ", ".join(f"{_uid_of(pid)} (pid {pid})" for pid in pids[:3]) + (" and others" if len(pids) > 3 else "")
     else:
@@ -385,8 +386,9 @@ def holder(fd: int) -> str:
     return f"{who} since {time.strftime('%H:%M:%S', time.gmtime(st.st_mtime))} UTC ({age}s ago)"
 
 
-def _kernel_holders(st: os.stat_result) -> list[int]:
-    """The pids ``/proc/locks`` lists as holding (not waiting for) a lock on this inode."""
+def kernel_holders(st: os.stat_result) -> list[int]:
+    """The pids ``/proc/locks`` lists as holding (not waiting for) a lock on this inode: any user may read it, for a
+    file only its owner may open (another user's lease)."""
     ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as f:
@@ -434,7 +436,7 @@ def _held_by_me(fd: int) -> bool:
     """Whether the kernel says only processes of this user hold the lock on ``fd``'s file (never the lock file's
     own record, which any member may write)."""
     try:
-        pids = _kernel_holders(os.fstat(fd))
+        pids = kernel_holders(os.fstat(fd))
     except OSError:
         return False
     return bool(pids) and all(_euid_of(pid) == os.geteuid() for pid in pids)
@@ -460,7 +462,8 @@ def share_work(items: Sequence[T], attempt: Callable[[T, bool], R | None], *, jo
     ``wait=False``, and ``attempt`` returns None when another process holds the item's lock. Such an item is put
     aside and tried again with ``wait=True`` (which must not return None) once nothing untried is left, so a process
     waits only when it has nothing else to do, and the waits end as the holders finish (or die: their flocks go with
-    them). The first exception stops the items not yet started and is raised once the running ones are done.
+    them). The first exception stops the items not yet started and is raised once the running ones are done; a
+    cancel (Ctrl-C) stops them too, and is not waited for (:func:`wheelstore.base.cancel.threads`).
     """
     board = _Board(len(items))
     results: dict[int, R] = {}
@@ -485,13 +488,12 @@ def share_work(items: Sequence[T], attempt: Callable[[T, bool], R | None], *, jo
     if workers == 1:
         worker()
     else:
-        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
-
-        with ThreadPoolExecutor(workers, thread_name_prefix="share") as pool:
+        with cancel.threads(workers, "share") as pool:
             for future in [pool.submit(worker) for _ in range(workers)]:
                 future.result()
     if board.error is not None:
         raise board.error
+    cancel.check()  # the board stopped handing out items
     return [results[i] for i in range(len(items))]
 
 
@@ -507,7 +509,7 @@ class _Board:
     def next(self) -> tuple[int, bool] | None:
         """The next item and whether to wait for it; None when all is done or something failed."""
         with self._lock:
-            if self.error is not None:
+            if self.error is not None or cancel.cancelled():
                 return None
             if self._untried:
                 return self._untried.popleft(), False

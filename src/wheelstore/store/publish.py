@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from ..base import fsio
+from ..base import cancel, fsio
 from ..base.errors import StoreError, UnsafeMember, WheelstoreError
 from ..base.fsio import CHUNK, open_dir
 from ..base.hooks import checkpoint
@@ -191,6 +191,7 @@ def _unpack(
     for i, member in enumerate(archive.members):
         if i == half:
             checkpoint("mid-unpack")
+        cancel.check()  # Ctrl-C: stage_and_rename removes the staged tree
         try:
             fd = policy.create(member.name, dir_fd=root_fd)
         except FileExistsError:  # only possible where the filesystem folds case or normalizes names
@@ -308,7 +309,7 @@ def _committed_meanwhile(store: Store, key: str, trees_fd: int) -> Tree | None:
             log.warning("waiting up to %gs for the manifest of trees/%s, which %s renamed into place %ds ago "
                         "(a publish being committed, or one left unfinished)", _COMMIT_WAIT, key,
                         user_name(st.st_uid), int(time.time() - st.st_ctime))
-        time.sleep(0.05)
+        cancel.sleep(0.05)
     return tree
 
 

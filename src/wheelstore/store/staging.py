@@ -144,3 +144,4 @@ def span(seconds: float) -> str:
     if s < 172800:
         return f"{s // 3600}h"
     return f"{s // 86400}d"
+

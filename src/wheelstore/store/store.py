@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple
 
-from ..base import fsio
+from ..base import cancel, fsio
 from ..base.errors import StoreAccessDenied, StoreError, StoreNotFound
 from ..base.fsio import open_dir
 from ..base.logs import log
@@ -266,6 +266,8 @@ class Store:
         if self._lease is not None:
             from . import lease  # only a process that made staging entries has one
 
+            if cancel.cancelled():  # interrupted: what a worker stuck past the cancel left goes with the lease
+                self._remove_own_staging(self._lease)
             lease.release(self._lease)  # the work is done: unlinked by its holder
             self._lease = None
         for fd in self._area_fds.values():
@@ -276,6 +278,23 @@ class Store:
             self._root_fd = -1
         if self.upstream is not None:
             self.upstream.close()
+
+    def _remove_own_staging(self, lease_id: str) -> None:
+        """Remove this process's staging entries (named after its lease, :meth:`staging_name`) before an interrupted
+        command lets go of its lease: each worker removes its own as it stops, but one stuck in a system call past
+        the cancel cannot, and gc could take them only once its grace period is over."""
+        for area in ("trees", "staging"):
+            fd = self.area_fd(area)
+            for name in os.listdir(fd):
+                if f"-{lease_id}-" not in name or (area == "trees") != name.startswith("."):
+                    continue
+                try:
+                    if stat.S_ISDIR(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                        fsio.remove_tree(name, dir_fd=fd)
+                    else:
+                        os.unlink(name, dir_fd=fd)
+                except OSError:  # gone meanwhile, or not removable: gc's, then
+                    continue
 
     def __enter__(self) -> Store:
         return self

@@ -21,6 +21,7 @@ from . import checks
 from . import damage
 from . import oldpip
 from ..store.bytecode import InTree
+from ..base import cancel
 from ..base.distinfo import Distribution, describe, installed, origin, read_regular
 from ..base.errors import LinkModeError, RootNotRegistered, WheelstoreError
 from ..base.hooks import checkpoint
@@ -333,9 +334,7 @@ class Environment:
             for step in steps:
                 one(step)
             return
-        from concurrent.futures import ThreadPoolExecutor  # only some runs need threads
-
-        with ThreadPoolExecutor(max(1, min(INSTALL_THREADS, per_file)), thread_name_prefix="install") as pool:
+        with cancel.threads(max(1, min(INSTALL_THREADS, per_file)), "install") as pool:
             list(pool.map(one, steps))
 
     def uninstall(self, names: Sequence[str]) -> InstallReport:

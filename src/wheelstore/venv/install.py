@@ -29,6 +29,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..base import cancel
 from ..base.distinfo import INSTALLER_NAME, ORIGIN_FILE, record_hash
 from ..base.errors import InstallError, printable
 from ..base.interpreter import Interpreter
@@ -301,6 +302,7 @@ def _link_dirs(
     pyc_reader = TreeDirs(source, reads=mode is LinkMode.FOLD)
     with tree_dirs, pyc_reader:
         for parent in sorted(by_dir):
+            cancel.check()  # Ctrl-C: install_tree removes what it created
             path = f"{root}/{parent}" if parent else root
             if covered is not None and covered(path) is not None:
                 continue
