@@ -29,7 +29,7 @@ from ..resolve.plan import Plan, Request, plan
 from ..resolve.projects import LocalProjects
 from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
-from .linkmode import choose, probe, refuse_beside_old_pip
+from .linkmode import PairNote, choose, first_told, probe, refuse_beside_old_pip
 from .edit import make_private, relink
 from .unfold import plan_folds
 from .uninstall import Stash, uninstall
@@ -61,6 +61,8 @@ class InstallReport:
         self.removed: list[tuple[str, str]] = []
         self.unchanged: list[tuple[str, str]] = []
         self.notes: list[str] = []
+        #: notes about the filesystem pair this user was told by an earlier install (said only with -v)
+        self.told_before: set[str] = set()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -69,6 +71,18 @@ class InstallReport:
             "unchanged": [{"name": n, "version": v} for n, v in self.unchanged],
             "notes": self.notes,
         }
+
+
+    def say_notes(self) -> None:
+        """Each note as a warning, but a fact about the filesystem pair (:class:`PairNote`): a ``note:`` the first
+        time this user meets the pair, later a debug line (-v), since it is no news and doctor calls it fine."""
+        for note in self.notes:
+            if not isinstance(note, PairNote):
+                log.warning("%s", note)
+            elif note in self.told_before:
+                log.debug("%s", note)
+            else:
+                log.info("%s (said once for these filesystems; -v says it every time)", note)
 
 
 class Options(NamedTuple):
@@ -191,8 +205,7 @@ class Environment:
         finally:
             if later is not None:
                 later.close()
-        for note in report.notes:  # said once the install is in, so that a refusal is its only line
-            log.warning("%s", note)
+        report.say_notes()  # once the install is in, so that a refusal is its only line
         for stash in stashes.values():
             stash.discard()
         checks.linked(store, [u for s in steps if s.mode is LinkMode.HARDLINK for u in (s.tree, s.pycs) if u],
@@ -405,8 +418,7 @@ class Environment:
             # the safety rule is applied again: the store's policy or the tree's owner may have changed since
             notes = InstallReport()
             modes = self._choose_modes(store, [tree], recorded, notes)
-            for note in notes.notes:
-                log.warning("%s", note)
+            notes.say_notes()
             changed = relink(dist, tree, modes[tree.key], self.interpreter.cache_tag)
         else:
             changed = make_private(dist, tree)
@@ -481,6 +493,8 @@ class Environment:
             modes[tree.key] = mode
             if note and note not in report.notes:
                 report.notes.append(note)
+                if isinstance(note, PairNote) and not first_told(os.fspath(sample.path / sample.manifest.first), site):
+                    report.told_before.add(note)
         return modes
 
 
