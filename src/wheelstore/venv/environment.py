@@ -31,6 +31,7 @@ from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
 from .linkmode import PairNote, choose, first_told, probe, refuse_beside_old_pip
 from .edit import make_private, relink
+from .refusal import explained
 from .unfold import plan_folds
 from .uninstall import Stash, uninstall
 from ..base.logs import log
@@ -129,8 +130,9 @@ class Environment:
                         report, after = self._install(store, work, options, check_while_linking=True)
                     except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
                         report, after = self._install(store, work, options, check_while_linking=False)
-            except BaseException:
+            except BaseException as e:
                 self._register(store, failed=True)
+                self._explain(e, store)
                 raise
             self._register(store, after)
         if not work.editables:
@@ -142,6 +144,14 @@ class Environment:
         report.removed += done.removed
         report.unchanged += done.unchanged
         return report
+
+    def _explain(self, e: BaseException, store: Store | None) -> None:
+        """Raise ``e`` as the error naming the venv directory that refused, or the full filesystem
+        (:mod:`.refusal`), if it is one of those."""
+        said = explained(e, self.path, self.interpreter.paths["purelib"], store.root if store else None) \
+            if isinstance(e, OSError) else None
+        if said is not None:
+            raise said from None
 
     def _register(self, store: Store, after: Mapping[NormalizedName, Distribution] | None = None, *,
                   failed: bool = False) -> None:
@@ -356,7 +366,11 @@ class Environment:
         # a distribution another tool half removed may have lost its origin file: its links still name the store
         stores = {t[0] for n in names if (d := dists.get(canonical(n))) is not None
                   and (t := damage.tree_of(d)) is not None}
-        report = self._uninstall(names)
+        try:
+            report = self._uninstall(names)
+        except OSError as e:
+            self._explain(e, None)
+            raise
         for path in sorted(stores):
             try:
                 with Store.open(path) as store, install_lock(store):
@@ -388,8 +402,9 @@ class Environment:
         with install_lock(store):
             try:
                 done = self._edit(store, name, undo=undo)
-            except BaseException:
+            except BaseException as e:
                 self._register(store, failed=True)
+                self._explain(e, store)
                 raise
             self._register(store)
             return done
