@@ -69,7 +69,7 @@ def cmd_realize(args: argparse.Namespace) -> int:
             )
             if not args.json:
                 verb = "published" if outcome.unpacked else "already in store:"
-                out(args, f"{verb} {m.name} {m.version} ({len(m.files)} files) -> {outcome.tree.path}")
+                out(args, f"{verb} {m.name} {m.version} ({count(len(m.files), 'file')}) -> {outcome.tree.path}")
     if args.json:
         print_json(results)
     for failure in failures[:-1]:
