@@ -233,7 +233,7 @@ def test_a_members_forged_root_on_a_node_nobody_runs_keeps_trees_and_the_listing
     assert key not in {u["key"] for u in _gc(run, None, group_store)["removed"]}
     dry = run(None, "--store", str(group_store), "gc", "--grace", "0", "--dry-run")
     assert "roots written on another node (node id node-x):" in dry.stdout, dry.stdout
-    assert f"  /nowhere/venv ({users.bob}, local ext4): believed, 1 units, confirmed " in dry.stdout, dry.stdout
+    assert f"  /nowhere/venv ({users.bob}, local ext4): believed, 1 unit, confirmed " in dry.stdout, dry.stdout
     assert _key(w["fr1"]) in _units(group_store)
 
 

@@ -218,7 +218,8 @@ def test_sticky_bit_decides_who_removes(run: Runner, users: Users, workdir: Path
     assert refused[ka]["owner"] == users.alice and users.alice in refused[ka]["who_can"]
     assert {ka, kc} <= _units(group_store)
     text = run(users.bob, "--store", str(group_store), "gc", "--grace", "0")
-    assert text.returncode == 0 and f"belongs to {users.alice}" in text.stdout, text.stdout
+    said = f" of {users.alice}: only {users.alice} (its owner) or root can, with 'wheelstore --store {group_store} gc'"
+    assert text.returncode == 0 and "cannot remove 2 unused entries (" in text.stdout and said in text.stdout, text
 
     # the store owner unpublishes a member's tree; its files wait for their owner
     assert run(users.bob, "--store", str(group_store), "realize", str(w["sb"])).returncode == 0

@@ -152,6 +152,10 @@ class Missing(WheelstoreError):
     """Distributions that no allowed source has: not in the store when offline, or on no index."""
 
 
+class NoSpace(WheelstoreError):
+    """A filesystem the command writes to (the store's, a venv's) is full, or the user's quota there is used up."""
+
+
 # -- venvs -------------------------------------------------------------------------------------------------------------
 
 

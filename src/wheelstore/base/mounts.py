@@ -7,9 +7,12 @@ mounts and mount namespaces included.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from dataclasses import dataclass
+
+from .errors import NoSpace
 
 MOUNTINFO = "/proc/self/mountinfo"
 
@@ -100,3 +103,29 @@ def of_device(table: list[Mount], dev: int) -> Mount | None:
     """The first mount of ``table`` whose device is ``dev`` (an st_dev): found by device, not by path."""
     wanted = f"{os.major(dev)}:{os.minor(dev)}"
     return next((m for m in table if m.device == wanted), None)
+
+
+def no_space(e: OSError, path: str | os.PathLike[str], what: str, doing: str, fix: str) -> NoSpace | None:
+    """``e`` as the one-line error it is when ``path``'s filesystem (``what``: "the store", "the venv") is full or
+    the quota is used up, or None for any other error: a bare "No space left on device" names neither which of the
+    filesystems a command writes to filled up nor what to free."""
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    mount = mount_of(path)
+    try:
+        st = os.statvfs(path)
+        size = f", {_size(st.f_blocks * st.f_frsize)} in all"  # (what is free now: the failed write was undone)
+    except OSError:
+        size = ""
+    where = f"{mount.fstype} at {mount.point}{size}" if mount is not None else f"{os.fspath(path)}{size}"
+    full = "your disk quota is used up on" if e.errno == errno.EDQUOT else "no space left on"
+    return NoSpace(f"{full} {what}'s filesystem ({where}) while {doing}", hint=fix)
+
+
+def _size(n: int) -> str:
+    value, unit = float(n), "B"
+    for bigger in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"

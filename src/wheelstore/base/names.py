@@ -86,3 +86,26 @@ def select(supported: dict[str, int], tagged: Iterable[tuple[T, Iterable[str]]])
     ``create_compatible_tags_selector`` does)."""
     ranked = [(r, i, thing) for i, (thing, tags) in enumerate(tagged) if (r := rank(supported, tags)) is not None]
     return (thing for _r, _i, thing in sorted(ranked, key=lambda e: e[:2]))
+
+
+def requirement_problem(text: str, error: Exception) -> str:
+    """packaging's complaint about requirement ``text``, in one line: its first line, lower-cased as our lines are,
+    and where in ``text`` it stops, in words. packaging draws a caret under the requirement over three lines; an
+    error line squashed that into ``foo>=1,<<2 ~~~~^``, which points at nothing."""
+    lines = str(error).splitlines()
+    what = lines[0].strip() if lines else "not a requirement"
+    what = what[:1].lower() + what[1:]
+    for token, char in _TOKENS.items():
+        what = what.replace(token, repr(char))
+    caret = lines[-1] if len(lines) >= 3 else ""
+    shown = lines[-2] if len(lines) >= 3 else ""
+    at = caret.find("^") - (len(shown) - len(shown.lstrip()))
+    if caret.find("^") < 0 or not 0 <= at <= len(text):
+        return what
+    if at == len(text):
+        return f"{what}, at its end"
+    return f"{what}, at character {at + 1} ({text[at:]!r})"
+
+
+#: packaging's names for the tokens it expects, as the characters a user types
+_TOKENS = {"RIGHT_BRACKET": "]", "LEFT_BRACKET": "[", "RIGHT_PARENTHESIS": ")", "LEFT_PARENTHESIS": "("}

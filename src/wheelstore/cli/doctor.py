@@ -40,6 +40,7 @@ from ..venv.linkmode import choose, fs_type, probe_now
 from ..venv.oldpip import LINKED_MODES, pip_too_old
 from . import doctor_locks, doctor_staging
 from .doctor_report import Check, DoctorReport, Status
+from .output import count
 
 #: below these, the store's filesystem gets a warning; below the hard ones, publishing cannot work (a failure)
 LOW_SPACE = 1 << 30
@@ -216,15 +217,16 @@ class _Doctor:
     def check_access(self) -> Check | None:
         if self.store is None:
             return None
-        trees = self.store.describe()["trees"]
+        described = self.store.describe()["trees"]
+        trees = described if isinstance(described, int) else 0
         try:
             self.store.require_publish_access()
         except StoreAccessDenied as e:
             reader = self.store.policy.shared == "all" and not self.store.policy.trusted_writer(
                 os.geteuid(), self.store.owner_uid)
-            return Check("access", "warn" if reader else "fail", f"{e.message} ({trees} trees readable)"
+            return Check("access", "warn" if reader else "fail", f"{e.message} ({count(trees, 'tree')} readable)"
                          + ("" if reader else "; see the modes check"), None)
-        return Check("access", "ok", f"you may read and publish ({trees} trees)")
+        return Check("access", "ok", f"you may read and publish ({count(trees, 'tree')})")
 
     def check_modes(self) -> Check | None:
         """The recorded policy against the actual root, config and areas: who must run what to restore it."""

@@ -26,7 +26,7 @@ from ..venv.link import LinkMode
 from ..venv.locate import find_venv
 from .maintenance import cmd_gc, cmd_stats, cmd_verify
 from .options import local_links, sources_from
-from .output import err, out, print_json
+from .output import count, elapsed_text, err, out, print_json
 from .parser import build_parser as _build_parser
 
 
@@ -68,7 +68,7 @@ def cmd_realize(args: argparse.Namespace) -> int:
             )
             if not args.json:
                 verb = "published" if outcome.unpacked else "already in store:"
-                out(args, f"{verb} {m.name} {m.version} ({len(m.files)} files) -> {outcome.tree.path}")
+                out(args, f"{verb} {m.name} {m.version} ({count(len(m.files), 'file')}) -> {outcome.tree.path}")
     if args.json:
         print_json(results)
     for failure in failures[:-1]:
@@ -115,9 +115,8 @@ def _print_report(args: argparse.Namespace, report: InstallReport, started: floa
         out(args, f" - {name}=={version}")
     for name, version, mode in report.installed:
         out(args, f" + {name}=={version} ({mode})")
-    elapsed = (time.perf_counter() - started) * 1000
     out(args, f"{len(report.installed)} installed, {len(report.removed)} removed, "
-               f"{len(report.unchanged)} already there, in {elapsed:.0f} ms")
+               f"{len(report.unchanged)} already there, in {elapsed_text(time.perf_counter() - started)}")
 
 
 def cmd_venv(args: argparse.Namespace) -> int:
@@ -174,8 +173,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
                                        find_links=tuple(args.find_links), no_index=args.no_index, offline=args.offline)
     written = lock(args.items, [Path(r) for r in args.requirements], interpreter, sources, Path(args.output),
                    quiet=args.quiet)
-    took = (time.perf_counter() - started) * 1000
-    out(args, f"wrote {written} for Python {interpreter.python_version} in {took:.0f} ms")
+    took = elapsed_text(time.perf_counter() - started)
+    out(args, f"wrote {written} for Python {interpreter.python_version} in {took}")
     return 0
 
 
@@ -201,11 +200,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_edit(args: argparse.Namespace) -> int:
     env = Environment(_venv(args))
     with Store.select(args.store) as store:
-        dist, count = env.edit(store, args.name, undo=args.undo)
+        dist, changed = env.edit(store, args.name, undo=args.undo)
+    files = count(changed, "file")
     if args.undo:
-        out(args, f"{dist.display_name}: {count} files linked from the store again; local edits discarded")
+        out(args, f"{dist.display_name}: {files} linked from the store again in {env.path}; local edits discarded")
     else:
-        out(args, f"{dist.display_name}: {count} files are now private, writable copies in {env.path}")
+        out(args, f"{dist.display_name}: {files} {'is' if changed == 1 else 'are'} now private, writable "
+                   f"{'copy' if changed == 1 else 'copies'} in {env.path}")
     return 0
 
 
@@ -239,10 +240,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _log_to_stderr(*, quiet: bool, verbose: bool = False) -> None:
-    """Warnings from the API (a lock that could not be taken, ...) as ``warning: ...`` lines; with ``verbose`` also
+    """Warnings from the API (a lock that could not be taken, ...) as ``warning: ...`` lines, facts worth saying once
+    (reflink does not work here) as ``note: ...`` lines; with ``verbose`` also
     what is being done, as ``debug: ...`` lines. The handler is made with the first such line
     (:mod:`wheelstore.base.logs`)."""
-    level = logs.ERROR if quiet else logs.DEBUG if verbose else logs.WARNING
+    level = logs.ERROR if quiet else logs.DEBUG if verbose else logs.INFO
     logs.threshold = level
     logs.setup = lambda: _handler(level)
 
@@ -258,7 +260,8 @@ def _handler(level: int) -> None:
     class Printable(logging.Formatter):  # as every error line: names in warnings come from trees and wheels too
         def format(self, record: logging.LogRecord) -> str:
             # lower case as uv's lines, without renaming logging's levels for the whole process (addLevelName)
-            return printable(f"{record.levelname.lower()}: {record.getMessage()}")
+            label = "note" if record.levelno == logging.INFO else record.levelname.lower()  # a fact, said once
+            return printable(f"{label}: {record.getMessage()}")
 
     handler = AfterStdout(sys.stderr)
     handler.setFormatter(Printable())

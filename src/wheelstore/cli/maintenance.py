@@ -10,7 +10,7 @@ from typing import Any
 from ..base.errors import printable
 from ..store.store import Store
 from .options import local_links, sources_from
-from .output import err, out, print_json, size_text
+from .output import count, err, out, print_json, size_text
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -29,25 +29,45 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for u in report.removed:
         what = f"{u.name} {u.version}".strip() or u.kind
         out(args, f" - {u.path} ({what}, {size_text(u.bytes)})")
-    for u in report.unpublished:
-        out(args, f"unpublished {u.path} ({u.name} {u.version}); its files belong to {u.owner}: "
-                   f"they are freed by {u.owner}'s 'wheelstore gc' or root's")
-    for u in report.not_removable:
-        what = f"{u.name} {u.version}".strip() or u.kind
-        out(args, f"not removable: {u.path} ({what}) belongs to {u.owner}; only {gc.who_can(u.owner)} can remove it")
+    _print_left(args, report, store_option=f"--store {report.store} ")
     for problem in report.problems:
         out(args, f"skipped: {problem}")
-    out(args, f"{verb} {len(report.removed)} entries ({size_text(report.freed_bytes)}); kept {report.live} in use by "
-               f"{report.roots_live} venvs and {report.young} younger than the grace period")
+    out(args, f"{verb} {count(len(report.removed), 'entry', 'entries')} ({size_text(report.freed_bytes)}); kept "
+               f"{report.live} in use by {count(report.roots_live, 'venv')} and {report.young} younger than the "
+               "grace period")
     if report.staging_kept:
-        out(args, f"kept {len(report.staging_kept)} staging entries of work in progress (their leases are held or "
-                   "beat lately)")
+        out(args, f"kept {count(len(report.staging_kept), 'staging entry', 'staging entries')} of work in progress "
+                   "(their leases are held or beat lately)")
     if report.locks_removed:
-        out(args, f"{verb} {len(report.locks_removed)} lock files and leases nobody held")
+        out(args, f"{verb} {count(len(report.locks_removed), 'lock file')} and leases nobody held")
     if report.cache_entries_removed:
-        out(args, f"also removed {report.cache_entries_removed} entries for trees no longer in the store from your "
-                   "cache")
+        out(args, f"also removed {count(report.cache_entries_removed, 'entry', 'entries')} for trees no longer in the "
+                   "store from your cache")
     return 0
+
+
+def _print_left(args: argparse.Namespace, report: Any, store_option: str) -> None:
+    """What this gc could not free, one line per owner: how much, and whose gc frees it (each entry with -v;
+    every one in --json). A member's gc meets every other member's unused trees: a line each buried the result."""
+    from ..store.gc import who_can
+
+    unpublished = "would unpublish" if report.dry_run else "unpublished"
+    for units, said in ((report.unpublished, unpublished + " {n} ({size}) of {owner}: their files stay until {who} "
+                                             "runs 'wheelstore {store}gc'"),
+                        (report.not_removable, "cannot remove {n} ({size}) of {owner}: only {who} can, with "
+                                               "'wheelstore {store}gc'")):
+        by_owner: dict[str, list[Any]] = {}
+        for u in units:
+            by_owner.setdefault(u.owner, []).append(u)
+        for owner, mine in sorted(by_owner.items()):
+            trees = count(len(mine), "unused entry", "unused entries")
+            more = "" if getattr(args, "verbose", False) else " (-v lists them)"
+            out(args, said.format(n=trees, size=size_text(sum(u.bytes for u in mine)), owner=owner or "unknown",
+                                  who=who_can(owner), store=store_option) + more)
+            if getattr(args, "verbose", False):
+                for u in mine:
+                    what = f"{u.name} {u.version}".strip() or u.kind
+                    out(args, f"   {u.path} ({what}, {size_text(u.bytes)})")
 
 
 def _print_roots(args: argparse.Namespace, nodes: list[dict[str, Any]], expiry: float) -> None:
@@ -60,7 +80,7 @@ def _print_roots(args: argparse.Namespace, nodes: list[dict[str, Any]], expiry: 
             where = f"{r['fs']} {r['fs_type']}" if r["fs"] else "filesystem not recorded"
             left = f", expires in {_age_text(expiry - r['age_seconds'])}" if r["state"] == "believed" else ""
             by = f" by {r['confirmed_by']}'s gc" if r["confirmed_by"] else ""
-            out(args, printable(f"  {r['venv']} ({r['user']}, {where}): {r['state']}, {r['units']} units, "
+            out(args, printable(f"  {r['venv']} ({r['user']}, {where}): {r['state']}, {count(r['units'], 'unit')}, "
                                 f"confirmed {_age_text(r['age_seconds'])} ago{by}{left}"))
 
 
@@ -80,21 +100,33 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
         return 0
-    out(args, f"store {data['store']}: {size_text(result.store_usage.bytes)}, {result.store_usage.inodes} inodes")
+    used = result.store_usage
+    out(args, f"store {data['store']}: {size_text(used.bytes)}, {count(used.inodes, 'inode')}")
     for v in result.venvs:
-        out(args, f"venv {v.venv} ({v.user}): links {len(v.units)} units, {size_text(v.logical.bytes)} as copies; "
-                   f"its own files {size_text(v.physical.bytes)}, {v.physical.inodes} inodes")
+        out(args, f"venv {v.venv} ({v.user}): links {count(len(v.units), 'unit')}, {size_text(v.logical.bytes)} as "
+                   f"copies; its own files {size_text(v.physical.bytes)}, {count(v.physical.inodes, 'inode')}")
     users: Any = data["users"]
     for u in users:
-        out(args, f"user {u['user']}: {u['venvs']} venvs, {size_text(u['logical_bytes'])} as copies, "
+        out(args, f"user {u['user']}: {count(u['venvs'], 'venv')}, {size_text(u['logical_bytes'])} as copies, "
                    f"{size_text(u['physical_bytes'])} own files")
     logical, physical = result.logical, result.physical
-    saved = f"{100 * (1 - physical.bytes / logical.bytes):.0f}%" if logical.bytes else "-"
-    out(args, f"logical {size_text(logical.bytes)} ({logical.inodes} inodes), physical {size_text(physical.bytes)} "
-               f"({physical.inodes} inodes): saves {size_text(logical.bytes - physical.bytes)} ({saved})")
+    out(args, f"logical {size_text(logical.bytes)} ({count(logical.inodes, 'inode')}), physical "
+               f"{size_text(physical.bytes)} ({count(physical.inodes, 'inode')}): "
+               f"{_saving(logical.bytes, physical.bytes)}")
     for note in result.notes:
         out(args, f"note: {note}")
     return 0
+
+
+def _saving(logical: int, physical: int) -> str:
+    """What sharing saves against copies, or, where the store holds more than the venvs link (few venvs, or trees
+    no venv uses until gc), what it costs: a negative saving reads as a cost."""
+    if not logical:
+        return f"nothing linked; the store and venvs take {size_text(physical)}"
+    ratio = f"{abs(100 * (logical - physical) / logical):.0f}%"
+    if physical > logical:
+        return f"costs {size_text(physical - logical)} more than copies would (+{ratio})"
+    return f"saves {size_text(logical - physical)} against copies ({ratio})"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -144,7 +176,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if report.orphans:
         state += f"; {len(report.orphans)} {'entry' if len(report.orphans) == 1 else 'entries'} of trees/ without a " \
                  "manifest (above)"
-    out(args, f"checked {report.trees} trees, {report.files} files ({how}): {state}")
+    out(args, f"checked {count(report.trees, 'tree')}, {count(report.files, 'file')} ({how}): {state}")
     if report.still_damaged and not args.repair:
         err(f"fix: wheelstore --store {store.root} verify --repair "
              "(their wheels come from the indexes, or from -f DIR)")

@@ -34,6 +34,7 @@ from ..store.policy import current_user, user_name
 from ..store.publish import realize
 from ..store.store import Store, Tree
 from ..store.wheel import normalize_sha256
+from .buildfail import build_failed
 from .sources import Sources
 from .uv import run_uv, uv_command, uv_failure
 
@@ -140,10 +141,10 @@ def _build(sdist: Path, out: Path, interpreter: Interpreter, sources: Sources, i
     status, lines = run_uv(cmd, sources, quiet=quiet, log=log)
     what = f"building {sdist.name} for {interpreter.implementation} {interpreter.python_version} failed"
     if status != 0:
-        error = uv_failure(lines, what, sources, cls=BuildError)
-        tail = _backend_tail(lines)
-        detail = f"{error.message}{f' ({tail})' if tail else ''}; full log: {log}"
-        raise BuildError(detail, hint=error.hint or f"read {log}")
+        if not any(line.startswith("  cause:") for line in lines):  # uv's own failure (the network, a bad index)
+            error = uv_failure(lines, what, sources, cls=BuildError)
+            raise BuildError(f"{error.message}; full log: {log}", hint=error.hint or f"read {log}")
+        raise build_failed(lines, sdist, interpreter, log)
     wheels = sorted(out.glob("*.whl")) if out.is_dir() else []
     if len(wheels) != 1:
         raise BuildError(f"{what}: uv reported success but left {len(wheels)} wheels; full log: {log}")
@@ -155,13 +156,6 @@ def _build(sdist: Path, out: Path, interpreter: Interpreter, sources: Sources, i
         raise BuildError(f"{what}: the backend made {wheels[0].name}, which this interpreter cannot install")
     log.unlink(missing_ok=True)
     return wheels[0]
-
-
-def _backend_tail(lines: list[str]) -> str:
-    """The backend's last stderr line (uv prefixes them with ``[stderr]``): usually the actual error."""
-    backend = [line.strip() for line in lines if line.strip() and not line.startswith(("error:", "  cause:", "hint:"))]
-    backend = [line for line in backend if line != "[stderr]" and not line.startswith("Building")]
-    return backend[-1] if backend else ""
 
 
 # -- the record ------------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from ..base import cancel, fsio
 from ..base.errors import DownloadCutOff, FetchError, HashMismatch, WheelstoreError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
+from ..base.names import requirement_problem
 from ..store.keylock import KeyLock, share_work
 from ..store.policy import Role
 from ..store.publish import Compiler, realize, try_realize
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 req = Requirement(text)
             except InvalidRequirement as e:
-                raise FetchError(f"{text!r} is not a requirement ({e})") from None
+                raise FetchError(f"{text!r} is not a requirement: {requirement_problem(text, e)}") from None
             best = client.best_wheel(req.name, req.specifier, interpreter)
             if best is None:
                 raise FetchError(f"no wheel of {text} for this interpreter in {', '.join(sources.index_urls)}")

@@ -82,9 +82,17 @@ def run_uv(cmd: list[str], sources: Sources, *, quiet: bool, log: Path | None = 
     return proc.returncode, lines
 
 
-def uv_failure(lines: Sequence[str], what: str, sources: Sources, *, cls: type[WheelstoreError] = ResolutionError
-               ) -> WheelstoreError:
-    """uv's error, its first and last cause, in one line, with uv's hint or one of ours."""
+def uv_failure(lines: Sequence[str], what: str, sources: Sources, *, cls: type[WheelstoreError] = ResolutionError,
+               offline_cache: str | None = None) -> WheelstoreError:
+    """uv's error, its first and last cause, in one line, with uv's hint or one of ours. What uv says of "the cache"
+    when offline is said in our terms: which cache (``offline_cache``, else uv's own, named) and which index."""
+    uncached = _uncached(lines)
+    if sources.offline and uncached:
+        index = ", ".join(sources.index_urls) or "no index"
+        where = offline_cache or f"uv's cache of the index ({uv_cache_dir()}; index {index})"
+        return cls(f"{what}: {', '.join(uncached)} {'is' if len(uncached) == 1 else 'are'} not in {where}, and "
+                   "--offline forbids downloading",
+                   hint="run once without --offline, or give the wheels with --find-links DIR")
     head = ""
     causes: list[str] = []
     hints: list[str] = []
@@ -112,3 +120,21 @@ def uv_failure(lines: Sequence[str], what: str, sources: Sources, *, cls: type[W
     else:
         hint = None
     return cls(message, hint=hint)
+
+
+def _uncached(lines: Sequence[str]) -> list[str]:
+    """The packages uv's resolver says it did "not find in the cache" (offline, it reads an index only from there)."""
+    import re
+
+    found = re.findall(r"(\S+) was not found in the cache", " ".join(lines))
+    return list(dict.fromkeys(found))
+
+
+def uv_cache_dir() -> str:
+    """Where uv keeps its cache for this user (``uv cache dir``); only asked to name it in an error."""
+    try:
+        done = subprocess.run([uv_binary(), "cache", "dir", "--no-config"], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.SubprocessError, WheelstoreError):
+        return "its default place"
+    return done.stdout.strip() or "its default place"

@@ -28,7 +28,7 @@ from ..base import fsio, usercache
 from ..base.distinfo import Distribution
 from ..base.errors import BadMetadata, Unsatisfied, printable
 from ..base.interpreter import Interpreter
-from ..base.names import canonical
+from ..base.names import canonical, requirement_problem
 from ..store.store import Tree
 from .requirements import MarkerEnvironment, lazy_environment, marker_errors
 
@@ -291,7 +291,7 @@ def _requirement(text: str, dist: Requires) -> Requirement:
         return _parse(text)
     except InvalidRequirement as e:
         raise BadMetadata(f"{dist.name} {dist.version} declares Requires-Dist {printable(text)!r}, which is not a "
-                          f"requirement ({printable(str(e).splitlines()[0])})",
+                          f"requirement ({printable(requirement_problem(text, e))})",
                           hint="its dependencies cannot be checked; fix or rebuild the wheel") from None
 
 

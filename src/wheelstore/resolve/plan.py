@@ -191,13 +191,13 @@ def _resolve(
                             view.interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet,
                             preferences=_kept(installed, request), upgrade=request.upgrade,
                             upgrade_packages=request.upgrade_packages, no_deps=request.no_deps or request.exact,
-                            checked=False)
+                            checked=False, offline_cache=f"the store ({view.store.root})")
         except ResolutionError as e:
             if not sources.offline:
                 raise
             # uv resolved against the store's index alone: what it says of "the cache" is about the store
-            raise Missing(e.message.replace("was not found in the cache", "is not in the store"),
-                          hint="run once without --offline, or give its wheels with --find-links DIR") from None
+            raise Missing(e.message, hint="run once without --offline, or give its wheels with --find-links DIR"
+                          ) from None
         take = projects.take if projects is not None else None
         candidates = choose(add_lock(inputs, resolved, view.interpreter, take), elsewhere=True, held=view.wheels,
                             holds=view.store.holds)

@@ -20,7 +20,7 @@ from packaging.version import InvalidVersion, Version
 from ..base import names
 from ..base.errors import InputError, WheelError
 from ..base.interpreter import Interpreter
-from ..base.names import canonical
+from ..base.names import canonical, requirement_problem
 from ..store.wheel import normalize_sha256
 
 if TYPE_CHECKING:
@@ -151,7 +151,8 @@ def parse_requirement(
             return wheel_pin(Path(text), _path_origin(text, origin), hashes)
         if text.endswith(SDIST_SUFFIXES) or os.sep in text or text.startswith("."):
             return project_pin(Path(text), _path_origin(text, origin), hashes)
-        raise InputError(f"{origin}: {text!r} is not a requirement ({e})") from None
+        raise InputError(f"{origin}: {text!r} is not a requirement: {requirement_problem(text, e)}",
+                         hint="write it like 'name', 'name>=1.2' or 'name[extra]==1.2'") from None
     if req.url is None and text.endswith(".whl"):  # a bare file name is also a valid project name
         return wheel_pin(Path(text), _path_origin(text, origin), hashes)
     if req.url is None and text.endswith(SDIST_SUFFIXES):  # "x-1.0.tar.gz" parses as a name too

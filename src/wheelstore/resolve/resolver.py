@@ -28,6 +28,7 @@ from ..base import fsio
 from ..base.errors import InputError, ResolutionError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
+from ..base.names import requirement_problem
 from ..fetch.sources import Sources
 from ..fetch.uv import run_uv, uv_command, uv_failure
 from .pylock import read_pylock
@@ -46,6 +47,7 @@ def lock(
     upgrade_packages: Collection[str] = (),
     no_deps: bool = False,
     checked: bool = True,
+    offline_cache: str | None = None,
 ) -> Path:
     """Resolve ``requirements`` (strings) and ``requirement_files`` for ``interpreter``; write a pylock to ``out``.
 
@@ -54,7 +56,8 @@ def lock(
     an install) are ``preferences``; without them, an existing ``out`` seeds the resolution (uv prefers the versions
     it pins). ``upgrade`` and ``upgrade_packages`` drop preferences as uv's options do; ``no_deps`` resolves only
     what is named. An install reads the lock itself (:mod:`wheelstore.resolve.pylock`), so it passes
-    ``checked=False``: the lock is parsed once.
+    ``checked=False``: the lock is parsed once. ``offline_cache`` names what uv's cache stands for offline in an
+    error (an install's plan: the store), else uv's own cache.
     """
     _check_inputs(requirements, requirement_files)
     out = out.absolute()
@@ -82,7 +85,7 @@ def lock(
         status, lines = run_uv(cmd, sources, quiet=quiet)
         if status != 0:
             raise uv_failure(lines, f"cannot resolve {', '.join([*requirements, *map(str, requirement_files)])}",
-                             sources)
+                             sources, offline_cache=offline_cache)
         if checked:
             check_hashes(staged)
         staged.chmod(0o666 & ~fsio.umask())
@@ -114,7 +117,7 @@ def _check_inputs(requirements: Sequence[str], requirement_files: Sequence[Path]
         except InvalidRequirement as e:
             if text.endswith(".whl") and Path(text).is_file():
                 continue  # a wheel file: uv takes its path
-            raise ResolutionError(f"{text!r} is not a valid requirement: {e}",
+            raise ResolutionError(f"{text!r} is not a requirement: {requirement_problem(text, e)}",
                                   hint="write it like 'name', 'name>=1.2' or 'name[extra]==1.2'") from None
     for path in requirement_files:
         if not path.is_file():

@@ -368,7 +368,7 @@ def _unpublish(store: Store, cand: _Candidate, report: GcReport) -> str | None:
     key = cand.unit.key
     manifests_fd, trees_fd = store.area_fd("manifests"), store.area_fd("trees")
     if _may_do(store, cand) == "keep":
-        report.not_removable.append(cand.unit)
+        report.not_removable.append(_measured(store, cand))
         return None
     mst = _lstat(f"{key}.json", manifests_fd)
     tst = _lstat(key, trees_fd)
@@ -387,12 +387,25 @@ def _unpublish(store: Store, cand: _Candidate, report: GcReport) -> str | None:
         hidden = "." + store.staging_name("gc", key[:64])
         fsio.rename_noreplace(key, hidden, dir_fd=trees_fd)
     except PermissionError:
-        report.not_removable.append(cand.unit)
+        report.not_removable.append(_measured(store, cand))
         return None
     except OSError as e:
         report.problems.append(f"cannot remove trees/{key}: {e.strerror}")
         return None
     return hidden
+
+
+def _measured(store: Store, cand: _Candidate) -> Unit:
+    """The unit with its tree's size: what its owner's gc would free, said to whoever could not."""
+    from .stats import usage
+
+    if not cand.has_tree:
+        return cand.unit
+    try:
+        used = usage(cand.unit.key, dir_fd=store.area_fd("trees"))
+    except OSError:
+        return cand.unit
+    return replace(cand.unit, bytes=used.bytes, inodes=used.inodes)
 
 
 def _delete(store: Store, hidden: str, cand: _Candidate, report: GcReport) -> None:

@@ -121,7 +121,7 @@ def _record(root: Path, root_fd: int, owner_uid: int, policy: Policy) -> str | N
         except OSError:
             pass
     fsio.fsync_dir(root_fd)
-    log.info("recorded id %s for the store at %s", ident, root)
+    log.debug("recorded id %s for the store at %s", ident, root)
     return ident
 
 

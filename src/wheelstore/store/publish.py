@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..base import cancel, fsio
-from ..base.errors import StoreError, UnsafeMember, WheelstoreError
+from ..base.errors import NoSpace, StoreError, UnsafeMember, WheelstoreError
 from ..base.fsio import CHUNK, open_dir
 from ..base.hooks import checkpoint
 from ..base.interpreter import Interpreter
@@ -150,6 +150,14 @@ def _size(path: Path) -> int:
         return 0
 
 
+def store_full(store: Store, e: OSError, doing: str) -> NoSpace | None:
+    """``e`` as the store's full filesystem, with the fix, if that is what it is."""
+    from ..base.mounts import no_space
+
+    return no_space(e, store.root, "the store", doing,
+                    fix=f"free space there, or remove the trees no venv uses: wheelstore --store {store.root} gc")
+
+
 def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = None) -> Realized:
     """Unpack, seal, rename and commit ``archive``."""
     from .config import max_unpacked
@@ -170,6 +178,8 @@ def _publish(store: Store, archive: WheelArchive, compiler: Compiler | None = No
         # unpack, though, and say so: that is the work the lock exists to save.
         log.debug("unpacked %s, but another publisher renamed its tree into place first", archive.filename)
         return Realized(store.lookup(key) or _adopt_or_fail(store, archive), unpacked=True)
+    except OSError as e:
+        raise store_full(store, e, f"unpacking {archive.filename}") or e from None
     checkpoint("renamed")
     manifest = _manifest(archive, files, owner_uid=os.geteuid(), compiled=compiled)
     tree = commit(store, manifest)

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
-from ..base.errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError
+from ..base.errors import HashMismatch, RecordMismatch, UnsafeMember, WheelError, WheelstoreError
 from ..base.fsio import CHUNK
 from ..base.hooks import checkpoint
 from . import entrypoints
@@ -206,11 +206,18 @@ class WheelArchive:
                 h.update(chunk)
                 size += len(chunk)
                 if spool is not None:
-                    spool.write(chunk)
+                    try:
+                        spool.write(chunk)
+                    except OSError as e:  # writing the copy (into the store's staging), not reading the wheel
+                        raise _spool_failed(e, spool_dir, self.filename) from None
         except OSError as e:
             if spool is not None:
                 spool.close()
             raise WheelError(f"{self.path}: cannot be read ({e.strerror})") from None
+        except WheelstoreError:
+            if spool is not None:
+                spool.close()
+            raise
         if spool is not None:
             self._file.close()
             self._file = spool
@@ -426,6 +433,18 @@ def _size_text(size: int) -> str:
         if size >= 1 << shift:
             return f"{size / (1 << shift):.4g} {unit}"
     return f"{size} bytes"
+
+
+def _spool_failed(e: OSError, spool_dir: Path | None, filename: str) -> WheelstoreError:
+    """A failed write of the private copy of a wheel others could rewrite: the store's filesystem full, or else
+    said as a write."""
+    from ..base.mounts import no_space
+
+    doing = f"copying {filename} into its staging"
+    store = f"--store {spool_dir.parent} " if spool_dir is not None else ""
+    full = no_space(e, spool_dir or ".", "the store", doing,
+                    fix=f"free space there, or remove the trees no venv uses: wheelstore {store}gc")
+    return full or WheelError(f"{doing} ({spool_dir}) failed: {e.strerror}")
 
 
 def _others_can_write(fd: int) -> bool:

@@ -67,9 +67,10 @@ def relink(dist: Distribution, tree: Tree, mode: LinkMode, cache_tag: str | None
     changed: list[Path] = []
     covered: Callable[[str], str | None] | None = None
     if mode is LinkMode.FOLD:
-        refolded = _refold(dist, tree, cache_tag)
+        refolded, newly = _refold(dist, tree, cache_tag)
         covered = folding.covering(refolded)
-        changed.extend(Path(p) for p in refolded)
+        for directory in newly:  # counted by file, as make_private counts what it copies out of a fold
+            changed.extend(Path(directory, rel) for rel in _files_below(refolded[directory]))
     prefix = os.fspath(dist.dist_info.parent) + os.sep
     for path, src in _tree_files(dist, tree):
         if covered is not None and covered(os.fspath(path.parent)) is not None:
@@ -144,15 +145,24 @@ def _private_dir(src: str, path: str) -> list[Path]:
     return copied
 
 
-def _refold(dist: Distribution, tree: Tree, cache_tag: str | None) -> dict[str, str]:
+def _files_below(directory: str) -> Iterator[str]:
+    """Every file below ``directory`` (a tree's), relative to it."""
+    for head, _dirs, files in os.walk(directory):
+        for name in files:
+            yield os.path.relpath(os.path.join(head, name), directory)
+
+
+def _refold(dist: Distribution, tree: Tree, cache_tag: str | None) -> tuple[dict[str, str], list[str]]:
     """Fold again the directories of the tree's root part that hold only this distribution's files (private
-    copies, and pycs Python wrote): the edits are discarded. Return every folded directory of the tree."""
+    copies, and pycs Python wrote): the edits are discarded. Return every folded directory of the tree, and those
+    folded now."""
     root = os.fspath(dist.dist_info.parent)
     m = tree.manifest
     v = folding.view(tree, {"": root}, m.dist_info.removesuffix(".dist-info") + ".data", cache_tag)
     ours = {os.fspath(p) for p, _src in _tree_files(dist, tree)}
     folded: dict[str, str] = {}
     foreign: dict[str, str] = {}  # links that are not this tree's: nothing below them is touched
+    newly: list[str] = []
     for vdir in sorted(v.dirs):
         if folding.covering(folded)(vdir) is not None or folding.covering(foreign)(vdir) is not None:
             continue
@@ -167,9 +177,10 @@ def _refold(dist: Distribution, tree: Tree, cache_tag: str | None) -> dict[str, 
             os.symlink(target, link)
             fsio.rmtree(swap(vdir, link, "private"))
             folded[vdir] = target
+            newly.append(vdir)
     if folded:
         rewrite_record(dist, add=[os.path.relpath(d, root) for d in sorted(folded)])
-    return folded
+    return folded, newly
 
 
 def _only(directory: str, ours: set[str]) -> bool:

@@ -30,8 +30,9 @@ from ..resolve.plan import Plan, Request, plan
 from ..resolve.projects import LocalProjects
 from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
-from .linkmode import choose, probe, refuse_beside_old_pip
+from .linkmode import PairNote, choose, first_told, probe, refuse_beside_old_pip
 from .edit import make_private, relink
+from .refusal import explained
 from .unfold import plan_folds
 from .uninstall import Stash, uninstall
 from ..base.logs import log
@@ -62,6 +63,8 @@ class InstallReport:
         self.removed: list[tuple[str, str]] = []
         self.unchanged: list[tuple[str, str]] = []
         self.notes: list[str] = []
+        #: notes about the filesystem pair this user was told by an earlier install (said only with -v)
+        self.told_before: set[str] = set()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -70,6 +73,18 @@ class InstallReport:
             "unchanged": [{"name": n, "version": v} for n, v in self.unchanged],
             "notes": self.notes,
         }
+
+
+    def say_notes(self) -> None:
+        """Each note as a warning, but a fact about the filesystem pair (:class:`PairNote`): a ``note:`` the first
+        time this user meets the pair, later a debug line (-v), since it is no news and doctor calls it fine."""
+        for note in self.notes:
+            if not isinstance(note, PairNote):
+                log.warning("%s", note)
+            elif note in self.told_before:
+                log.debug("%s", note)
+            else:
+                log.info("%s (said once for these filesystems; -v says it every time)", note)
 
 
 class Options(NamedTuple):
@@ -116,8 +131,9 @@ class Environment:
                         report, after = self._install(store, work, options, check_while_linking=True)
                     except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
                         report, after = self._install(store, work, options, check_while_linking=False)
-            except BaseException:
+            except BaseException as e:
                 self._register(store, failed=True)
+                self._explain(e, store)
                 raise
             self._register(store, after)
         if not work.editables:
@@ -129,6 +145,14 @@ class Environment:
         report.removed += done.removed
         report.unchanged += done.unchanged
         return report
+
+    def _explain(self, e: BaseException, store: Store | None) -> None:
+        """Raise ``e`` as the error naming the venv directory that refused, or the full filesystem
+        (:mod:`.refusal`), if it is one of those."""
+        said = explained(e, self.path, self.interpreter.paths["purelib"], store.root if store else None) \
+            if isinstance(e, OSError) else None
+        if said is not None:
+            raise said from None
 
     def _register(self, store: Store, after: Mapping[NormalizedName, Distribution] | None = None, *,
                   failed: bool = False) -> None:
@@ -192,8 +216,7 @@ class Environment:
         finally:
             if later is not None:
                 later.close()
-        for note in report.notes:  # said once the install is in, so that a refusal is its only line
-            log.warning("%s", note)
+        report.say_notes()  # once the install is in, so that a refusal is its only line
         for stash in stashes.values():
             stash.discard()
         checks.linked(store, [u for s in steps if s.mode is LinkMode.HARDLINK for u in (s.tree, s.pycs) if u],
@@ -343,7 +366,11 @@ class Environment:
         # a distribution another tool half removed may have lost its origin file: its links still name the store
         stores = {t[0] for n in names if (d := dists.get(canonical(n))) is not None
                   and (t := damage.tree_of(d)) is not None}
-        report = self._uninstall(names)
+        try:
+            report = self._uninstall(names)
+        except OSError as e:
+            self._explain(e, None)
+            raise
         for path in sorted(stores):
             try:
                 with Store.open(path) as store, install_lock(store):
@@ -375,8 +402,9 @@ class Environment:
         with install_lock(store):
             try:
                 done = self._edit(store, name, undo=undo)
-            except BaseException:
+            except BaseException as e:
                 self._register(store, failed=True)
+                self._explain(e, store)
                 raise
             self._register(store)
             return done
@@ -405,8 +433,7 @@ class Environment:
             # the safety rule is applied again: the store's policy or the tree's owner may have changed since
             notes = InstallReport()
             modes = self._choose_modes(store, [tree], recorded, notes)
-            for note in notes.notes:
-                log.warning("%s", note)
+            notes.say_notes()
             changed = relink(dist, tree, modes[tree.key], self.interpreter.cache_tag)
         else:
             changed = make_private(dist, tree)
@@ -481,6 +508,8 @@ class Environment:
             modes[tree.key] = mode
             if note and note not in report.notes:
                 report.notes.append(note)
+                if isinstance(note, PairNote) and not first_told(os.fspath(sample.path / sample.manifest.first), site):
+                    report.told_before.add(note)
         return modes
 
 

@@ -167,6 +167,39 @@ def _cache_store(key: str, found: Probe) -> None:
     usercache.write_json(_CACHE_NAME, {"format": _CACHE_FORMAT, "probes": dict(list(entries.items())[-_CACHE_MAX:])})
 
 
+# -- what the user was told ----------------------------------------------------------------------------------------
+
+_TOLD_NAME = "told.json"
+
+
+class PairNote(str):
+    """A note that states a fact about a filesystem pair (reflink does not work between the store's and the venv's):
+    said once per pair to each user (:func:`first_told`); later installs say it only with -v, as doctor says it
+    every time."""
+
+
+def first_told(tree_file: str, venv_dir: str) -> bool:
+    """Whether this user has not been told the fallback for this pair of filesystems (the store's, the venv's) yet;
+    it is remembered as told from now on. A cache that cannot be read or written only means telling again."""
+    try:
+        pair = f"{_fs_id(tree_file)}:{_fs_id(venv_dir)}"
+    except OSError:
+        return True
+    data = usercache.read_json(_TOLD_NAME)
+    told = data.get("reflink") if isinstance(data, dict) and data.get("format") == _CACHE_FORMAT else None
+    told = dict(told) if isinstance(told, dict) else {}
+    if pair in told:
+        return False
+    told[pair] = True
+    usercache.write_json(_TOLD_NAME, {"format": _CACHE_FORMAT, "reflink": dict(list(told.items())[-_CACHE_MAX:])})
+    return True
+
+
+def _fs_id(path: str) -> str:
+    """A filesystem: its device number and its id (device numbers alone get reused, see :func:`_cache_key`)."""
+    return f"{os.stat(path).st_dev}/{os.statvfs(path).f_fsid}"
+
+
 # -- the rule ------------------------------------------------------------------------------------------------------
 
 
@@ -218,8 +251,8 @@ def choose(
     if for_pip is not None and for_root is None:
         return mode, f"{for_pip}; using {mode.value} (once that pip is upgraded, later installs can fold)"
     if for_root is not None and mode is LinkMode.COPY:
-        return mode, f"reflink unavailable: {why}; using copy, because {for_root}"
-    return mode, f"reflink unavailable: {why}; using {mode.value}"
+        return mode, PairNote(f"reflink unavailable: {why}; using copy, because {for_root}")
+    return mode, PairNote(f"reflink unavailable: {why}; using {mode.value}")
 
 
 def _explicit(requested: LinkMode, probe: Probe, usable: dict[LinkMode, bool], for_root: str | None,
