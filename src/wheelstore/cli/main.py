@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import __version__
-from ..base import logs
+from ..base import logs, progress
 from ..base.errors import WheelstoreError, printable
 from ..base.interpreter import Interpreter
 from ..base.names import canonical
@@ -137,7 +137,7 @@ def _seed(args: argparse.Namespace, path: Path) -> None:
     request = Request(items=["pip>=23.1"], find_links=local_links(args))
     try:
         with Store.select(args.store) as store:
-            report = Environment(path).install(store, request, Options(sources=sources_from(args), quiet=args.quiet))
+            report = Environment(path).install(store, request, Options(sources=sources_from(args)))
     except WheelstoreError as e:
         raise WheelstoreError(f"created {path}, but could not seed pip into it: {e.message}",
                               hint=e.hint or f"wheelstore install --venv {path} pip") from None
@@ -159,7 +159,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     with Store.select(args.store) as store:
         report = env.install(store, request, Options(link_mode=_link_mode(args), compile_bytecode=not args.no_compile,
                                                      compile_optimized=args.compile_optimized,
-                                                     sources=sources_from(args), quiet=args.quiet))
+                                                     sources=sources_from(args)))
     _print_report(args, report, started)
     return 0
 
@@ -173,8 +173,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     interpreter = Interpreter.inspect(python)
     sources = Sources.from_environment(index_url=args.index_url, extra_index_urls=tuple(args.extra_index_url),
                                        find_links=tuple(args.find_links), no_index=args.no_index, offline=args.offline)
-    written = lock(args.items, [Path(r) for r in args.requirements], interpreter, sources, Path(args.output),
-                   quiet=args.quiet)
+    written = lock(args.items, [Path(r) for r in args.requirements], interpreter, sources, Path(args.output))
     took = (time.perf_counter() - started) * 1000
     out(args, f"wrote {written} for Python {interpreter.python_version} in {took:.0f} ms")
     return 0
@@ -404,6 +403,9 @@ def _handler(level: int) -> None:
 
     class AfterStdout(logging.StreamHandler):  # type: ignore[type-arg]
         def emit(self, record: logging.LogRecord) -> None:
+            if (shown := progress.current()).live:  # above the live rows, never through them
+                shown.line(self.format(record))
+                return
             sys.stdout.flush()
             super().emit(record)
 
@@ -426,8 +428,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.store = getattr(args, "store", None)
     args.quiet = getattr(args, "quiet", False)
     _log_to_stderr(quiet=args.quiet, verbose=getattr(args, "verbose", False))
+    from .display import reporter_for
+
     try:
-        return int(args.func(args))
+        with progress.reporting(reporter_for(quiet=args.quiet)):
+            return int(args.func(args))
     except WheelstoreError as e:
         err(f"error: {e.oneline()}")
         return e.exit_code
