@@ -53,6 +53,7 @@ class Served:
     fail: int = 0  #: how many more downloads to answer with ``fail_status``
     fail_status: int = 503
     delay: float = 0.0  #: seconds to wait before sending the body (widens race windows, never asserted on)
+    stall: float = 0.0  #: seconds to wait half-way through the body (a download in progress, for a display)
 
     @property
     def filename(self) -> str:
@@ -326,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "application/octet-stream", data, send=len(data) // 2)
             self.close_connection = True
         else:
-            self._send(200, "application/octet-stream", data)
+            self._send(200, "application/octet-stream", data, stall=served.stall)
 
     def _redirect(self, location: str) -> None:
         self.send_response(301)
@@ -335,7 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.index._record(Hit("GET", self.path, 301, 0))
         self.end_headers()
 
-    def _send(self, status: int, content_type: str, body: bytes, *, send: int | None = None) -> None:
+    def _send(self, status: int, content_type: str, body: bytes, *, send: int | None = None,
+              stall: float = 0.0) -> None:
         """Answer with ``body`` announced in full; send only its first ``send`` bytes when cutting it off.
 
         The request is logged before the last byte goes out, so a client that has its answer finds it in the log.
@@ -347,9 +349,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            if stall:
+                self.wfile.write(chunk[: len(chunk) // 2])
+                self.wfile.flush()
+                time.sleep(stall)
+                chunk = chunk[len(chunk) // 2 :]
             self.wfile.write(chunk[:-1])
             self.wfile.flush()
-            self.index._record(Hit("GET", self.path, status, len(chunk)))
+            self.index._record(Hit("GET", self.path, status, len(body) if send is None else send))
             recorded = True
             self.wfile.write(chunk[-1:])
             self.wfile.flush()

@@ -141,12 +141,14 @@ def render_row(row: Task, width: int, now: float) -> Any:
     spin = _SPINNER[int(now * 10) % len(_SPINNER)]
     right = _right(row, now)
     room = max(0, width - 2 - cell_len(right.plain) - (1 if right.plain else 0))
-    middle = Text(f"{row.kind.value} ", style="bold")
+    middle = Text()
+    middle.append(f"{row.kind.value} ", style="bold")
     middle.append(printable(row.label))
     if row.detail:
         middle.append(f"  {printable(row.detail)}", style="dim")
     middle.truncate(room, overflow="ellipsis", pad=True)
-    text = Text(f"{spin} ", style="cyan")
+    text = Text()
+    text.append(f"{spin} ", style="cyan")
     text.append_text(middle)
     if right.plain:
         text.append(" ")
@@ -166,13 +168,16 @@ def _right(row: Task, now: float) -> Any:
         return Text(_size(completed))
     if row.kind in (Kind.DOWNLOAD, Kind.UNPACK, Kind.COMPILE) and total:
         filled = min(BAR, BAR * completed // total)
-        text = Text("━" * filled, style="magenta")
+        text = Text()
+        text.append("━" * filled, style="magenta")
         text.append("━" * (BAR - filled), style="grey23")
         numbers = f"{_size(completed)}/{_size(total)}" if row.kind is Kind.DOWNLOAD else \
             f"{completed}/{total} {_UNITS[row.kind]}"
         text.append(f" {numbers}")
         return text
-    return Text(_elapsed(now - row.started), style="dim")
+    text = Text()
+    text.append(_elapsed(now - row.started), style="dim")
+    return text
 
 
 def _elapsed(seconds: float) -> str:

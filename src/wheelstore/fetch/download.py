@@ -34,7 +34,7 @@ from ..base import fsio
 from ..base.errors import DownloadCutOff, FetchError, HashMismatch, WheelstoreError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
-from ..base.progress import COMPILED, UNPACKED, Kind, Task, current, phase
+from ..base.progress import COMPILED, UNPACKED, Kind, Task, active, current, phase
 from ..store.keylock import KeyLock, share_work
 from ..store.policy import Role
 from ..store.publish import Compiler, realize, try_realize
@@ -187,6 +187,7 @@ def obtain(
             try:
                 sha = sdist.sha256 or fsio.sha256_file(path)  # a local sdist may come without a hash
                 trees[_key(sdist)] = ensure_built(store, path, sha, interpreter, sources)
+                active(Kind.UNPACK).advance()  # the install's count of trees (the build realized it)
             finally:
                 remove_download(store, path)
         return [trees[_key(f)] for f in files]

@@ -57,10 +57,10 @@ def run_uv(cmd: list[str], sources: Sources, *, task: Task | None = None, relay:
            log: Path | None = None) -> tuple[int, list[str]]:
     """Run uv; return its exit status and stderr lines (with ``log``, its stdout's too).
 
-    Its lines are read as they come: each non-empty one becomes ``task``'s detail (a build's last output line, on
-    its row of the display), and with ``relay`` each is a line of the current reporter (uv's ``Resolved 3 packages
-    in 20ms``), until its first ``error:`` line (the caller reports the failure in one line). With ``log``,
-    stdout and stderr both go to that file as well, kept for a failed build, and nothing is relayed.
+    Its lines are read as they come, until its first ``error:`` line (the caller reports the failure in one line):
+    with ``relay`` each is a line of the current reporter (uv's ``Resolved 3 packages in 20ms``), else each non-empty
+    one becomes ``task``'s detail (a build's last output line, on its row of the display). With ``log``, stdout and
+    stderr both go to that file as well, kept for a failed build, and nothing is relayed.
     """
     shown = current()
     lines: list[str] = []
@@ -79,10 +79,12 @@ def run_uv(cmd: list[str], sources: Sources, *, task: Task | None = None, relay:
             line = raw.decode(errors="replace").rstrip("\r\n")
             lines.append(line)
             failing = failing or line.startswith("error:")
-            if task is not None and line.strip() and not failing:
-                task.update(detail=line.strip())
-            if relay and kept is None and not failing:
+            if failing:
+                continue
+            if relay and kept is None:
                 shown.line(line)
+            elif task is not None and line.strip():
+                task.update(detail=line.strip())
     return proc.returncode, lines
 
 

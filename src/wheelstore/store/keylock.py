@@ -277,7 +277,7 @@ class KeyLock:
         who = holder(fd)
         shown = progress.current()
         task = shown.task(Kind.WAIT, f"for {self.what}")
-        task.update(detail=f"held by {who}")
+        task.update(detail=f"held by {who.rpartition(' (')[0] if who.endswith(' ago)') else who}")  # the row counts
         if not shown.live:
             log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name if name is None else name, who,
                         self._after_timeout, timeout)
