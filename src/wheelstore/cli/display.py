@@ -130,6 +130,8 @@ class _Rows:
         width = options.max_width
         now = time.monotonic()
         for row in self._reporter.snapshot():
+            if row.total == 0 and row.kind in _UNITS:  # a phase with nothing in it yet (no module to compile)
+                continue
             yield render_row(row, width, now)
 
 
