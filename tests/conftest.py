@@ -11,6 +11,7 @@ import grp
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
@@ -317,11 +318,16 @@ def published(store: Path) -> dict[str, Entry]:
     return {k: v for k, v in snapshot(store).items() if k.split("/")[0] not in ("roots", "locks")}
 
 
+#: the plain lines progress leaves in a log as the work goes (a phase done before the error came): not the error's
+PROGRESS = re.compile(r"(Resolved \d+ packages? in |downloaded \S+ \(|built \S+ \S+ in |unpacked \d+ trees? in "
+                      r"|compiled \d+ modules? in )")
+
+
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     """Assert the CLI failed with exactly one line on stderr and no traceback; return that line."""
     assert result.returncode != 0, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not PROGRESS.match(line)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: "), lines[0]
     return lines[0]

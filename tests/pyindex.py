@@ -54,6 +54,7 @@ class Served:
     fail_status: int = 503
     delay: float = 0.0  #: seconds to wait before sending the body (widens race windows, never asserted on)
     pace: float = 0.0  #: seconds to wait between the body's 64 KiB chunks: a slow download, to be caught mid-way
+    stall: float = 0.0  #: seconds to wait half-way through the body (a download in progress, for a display)
 
     @property
     def filename(self) -> str:
@@ -327,7 +328,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, "application/octet-stream", data, send=len(data) // 2)
             self.close_connection = True
         else:
-            self._send(200, "application/octet-stream", data, pace=served.pace)
+            self._send(200, "application/octet-stream", data, pace=served.pace, stall=served.stall)
 
     def _redirect(self, location: str) -> None:
         self.send_response(301)
@@ -336,10 +337,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.index._record(Hit("GET", self.path, 301, 0))
         self.end_headers()
 
-    def _send(self, status: int, content_type: str, body: bytes, *, send: int | None = None, pace: float = 0.0
-              ) -> None:
+    def _send(self, status: int, content_type: str, body: bytes, *, send: int | None = None, pace: float = 0.0,
+              stall: float = 0.0) -> None:
         """Answer with ``body`` announced in full; send only its first ``send`` bytes when cutting it off; with
-        ``pace``, a 64 KiB chunk at a time, that many seconds apart.
+        ``pace``, a 64 KiB chunk at a time, that many seconds apart; with ``stall``, wait that long half-way.
 
         The request is logged before the last byte goes out, so a client that has its answer finds it in the log.
         """
@@ -350,12 +351,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            step = 1 << 16 if pace else max(1, len(chunk))
-            for start in range(0, max(0, len(chunk) - 1), step):
-                self.wfile.write(chunk[start : min(start + step, len(chunk) - 1)])
+            end = max(0, len(chunk) - 1)  # all but the last byte, which goes after the log entry
+            step = 1 << 16 if pace else max(1, end)
+            cuts = sorted({*range(step, end, step), *([len(chunk) // 2] if stall else []), end})
+            start = 0
+            for stop in cuts:
+                self.wfile.write(chunk[start:stop])
                 self.wfile.flush()
-                if pace:
+                if stall and stop == len(chunk) // 2:
+                    time.sleep(stall)
+                elif pace and stop < end:
                     time.sleep(pace)
+                start = stop
             self.index._record(Hit("GET", self.path, status, len(chunk)))
             recorded = True
             self.wfile.write(chunk[-1:])

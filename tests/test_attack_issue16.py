@@ -144,7 +144,7 @@ def test_offline_two_builds_of_one_version_lock_the_tree_whose_metadata_uv_read(
     offline = Sources(index_urls=(), no_index=True, offline=True)
     os.environ["UV_CACHE_DIR"] = str(tmp_path / "uvcache")
     try:
-        chosen = plan(store, py, Request(items=["proj"]), offline, quiet=True).candidates
+        chosen = plan(store, py, Request(items=["proj"]), offline).candidates
     finally:
         del os.environ["UV_CACHE_DIR"]
     keys: dict[str, str | None] = {c.name: c.sha256 for c in chosen}

@@ -247,7 +247,7 @@ def test_reflink_on_real_filesystems_isolates_users(run: Runner, users: Users, f
                    env={"XDG_CACHE_HOME": str(area / f"cache-{user}")})
         assert done.returncode == 0, done.stderr
         assert {i["link_mode"] for i in json.loads(done.stdout)["installed"]} == {"reflink"}
-        assert done.stderr == ""  # no fallback note
+        assert "warning" not in done.stderr, done.stderr  # no fallback note
     before = published(store)
     bob_file = next(venvs[users.bob].glob("lib/python*/site-packages")) / "nsdemo/a/__init__.py"
     alice_file = next(venvs[users.alice].glob("lib/python*/site-packages")) / "nsdemo/a/__init__.py"

@@ -232,7 +232,7 @@ def _expected(wheels: Path, *names: str) -> dict[str, tuple[str, str]]:
 
 def test_lock_with_find_links(wheels: Path, target: Interpreter, workdir: Path) -> None:
     out = lock(["gamma"], [], target, Sources(index_urls=(), no_index=True, find_links=(str(wheels),)),
-               workdir / "pylock.toml", quiet=True)
+               workdir / "pylock.toml")
     assert _selected(out, target) == _expected(wheels, "gamma-1.0", "delta-1.5")
 
 
@@ -241,7 +241,7 @@ def test_lock_with_a_file_index_and_requirement_files(
 ) -> None:
     reqs = workdir / "requirements.txt"
     reqs.write_text("delta<1.5\n")
-    out = lock(["gamma"], [reqs], target, Sources(index_urls=(simple_index,)), workdir / "pylock.toml", quiet=True)
+    out = lock(["gamma"], [reqs], target, Sources(index_urls=(simple_index,)), workdir / "pylock.toml")
     assert _selected(out, target) == _expected(wheels, "gamma-1.0", "delta-1.0")
     assert read_pylock(out).created_by == "uv"
 
@@ -251,12 +251,12 @@ def test_unsatisfiable_is_one_line_and_leaves_the_lock(wheels: Path, target: Int
     out.write_text("# an earlier lock\n")
     sources = Sources(index_urls=(), no_index=True, find_links=(str(wheels),))
     with pytest.raises(ResolutionError) as e:
-        lock(["gamma>2"], [], target, sources, out, quiet=True)
+        lock(["gamma>2"], [], target, sources, out)
     assert "gamma" in str(e.value) and "\n" not in str(e.value) and e.value.hint
     assert out.read_text() == "# an earlier lock\n"
     assert sorted(p.name for p in workdir.iterdir()) == ["pylock.toml", "wheels"]  # no staging left behind
     with pytest.raises(ResolutionError, match="is not a requirement"):
-        lock(["gamma >>> 1"], [], target, sources, out, quiet=True)
+        lock(["gamma >>> 1"], [], target, sources, out)
 
 
 def test_cli_lock(run: Runner, users: Users, wheels: Path, target: Interpreter, workdir: Path) -> None:

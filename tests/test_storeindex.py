@@ -131,9 +131,9 @@ def test_offline_plan_resolves_unpinned_from_the_store(store: Store, py: Interpr
     lib = realize(store, _wheel(wheels, "lib", "1.0")).tree
     shutil.rmtree(wheels)
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uvcache"))
-    chosen = plan(store, py, Request(items=["app"]), OFFLINE, quiet=True).candidates
+    chosen = plan(store, py, Request(items=["app"]), OFFLINE).candidates
     assert [(c.name, c.sha256, c.wheel) for c in chosen] == [("app", app.key, None), ("lib", lib.key, None)]
-    (pinned,) = plan(store, py, Request(items=["lib==1.0"], no_deps=True), OFFLINE, quiet=True).candidates
+    (pinned,) = plan(store, py, Request(items=["lib==1.0"], no_deps=True), OFFLINE).candidates
     assert (pinned.sha256, pinned.wheel) == (lib.key, None)
 
 

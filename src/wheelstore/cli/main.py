@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from ..base import cancel, logs
+from ..base import cancel, logs, progress
 from ..base.errors import WheelstoreError, printable
 from ..base.interpreter import Interpreter
 from ..base.names import canonical
@@ -21,9 +21,10 @@ from ..resolve.plan import Request
 from ..store.config import select_store
 from ..store.store import Store
 from ..venv.create import create as create_venv
-from ..venv.environment import Environment, InstallReport, Options
+from ..venv.environment import Environment, Options
 from ..venv.link import LinkMode
 from ..venv.locate import find_venv
+from ..venv.report import InstallReport
 from .maintenance import cmd_gc, cmd_stats, cmd_verify
 from .options import local_links, sources_from
 from .output import count, elapsed_text, err, out, print_json
@@ -135,7 +136,7 @@ def _seed(args: argparse.Namespace, path: Path) -> None:
     request = Request(items=["pip>=23.1"], find_links=local_links(args))
     try:
         with Store.select(args.store) as store:
-            report = Environment(path).install(store, request, Options(sources=sources_from(args), quiet=args.quiet))
+            report = Environment(path).install(store, request, Options(sources=sources_from(args)))
     except WheelstoreError as e:
         raise WheelstoreError(f"created {path}, but could not seed pip into it: {e.message}",
                               hint=e.hint or f"wheelstore install --venv {path} pip") from None
@@ -157,7 +158,7 @@ def cmd_install(args: argparse.Namespace) -> int:
     with Store.select(args.store) as store:
         report = env.install(store, request, Options(link_mode=_link_mode(args), compile_bytecode=not args.no_compile,
                                                      compile_optimized=args.compile_optimized,
-                                                     sources=sources_from(args), quiet=args.quiet))
+                                                     sources=sources_from(args)))
     _print_report(args, report, started)
     return 0
 
@@ -171,8 +172,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     interpreter = Interpreter.inspect(python)
     sources = Sources.from_environment(index_url=args.index_url, extra_index_urls=tuple(args.extra_index_url),
                                        find_links=tuple(args.find_links), no_index=args.no_index, offline=args.offline)
-    written = lock(args.items, [Path(r) for r in args.requirements], interpreter, sources, Path(args.output),
-                   quiet=args.quiet)
+    written = lock(args.items, [Path(r) for r in args.requirements], interpreter, sources, Path(args.output))
     took = elapsed_text(time.perf_counter() - started)
     out(args, f"wrote {written} for Python {interpreter.python_version} in {took}")
     return 0
@@ -254,6 +254,9 @@ def _handler(level: int) -> None:
 
     class AfterStdout(logging.StreamHandler):  # type: ignore[type-arg]
         def emit(self, record: logging.LogRecord) -> None:
+            if (shown := progress.current()).live:  # above the live rows, never through them
+                shown.line(self.format(record))
+                return
             sys.stdout.flush()
             super().emit(record)
 
@@ -277,8 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.store = getattr(args, "store", None)
     args.quiet = getattr(args, "quiet", False)
     _log_to_stderr(quiet=args.quiet, verbose=getattr(args, "verbose", False))
+    from .display import reporter_for
+
     try:
-        with cancel.interruptible():
+        with cancel.interruptible(), progress.reporting(reporter_for(quiet=args.quiet)):
             return int(args.func(args))
     except KeyboardInterrupt:  # what was under way has been taken back (:mod:`wheelstore.base.cancel`)
         return _interrupted()

@@ -29,12 +29,14 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from ..base.errors import BuildError, HashMismatch, StoreError
 from ..base.fsio import CHUNK
 from ..base.interpreter import Interpreter, interpreter_key
+from ..base.progress import Kind, current
 from ..store.commit import link_record
 from ..store.policy import current_user, user_name
 from ..store.publish import realize
 from ..store.store import Store, Tree
 from ..store.wheel import normalize_sha256
 from .buildfail import build_failed
+from .index import distribution
 from .sources import Sources
 from .uv import run_uv, uv_command, uv_failure
 
@@ -74,7 +76,7 @@ def lookup_built(store: Store, sdist_sha256: str, interpreter: Interpreter) -> T
 
 
 def ensure_built(
-    store: Store, sdist: Path, sdist_sha256: str, interpreter: Interpreter, sources: Sources, *, quiet: bool = True
+    store: Store, sdist: Path, sdist_sha256: str, interpreter: Interpreter, sources: Sources
 ) -> Tree:
     """The tree of ``sdist`` built for ``interpreter``: from the store if built before, else built now, once."""
     sha = normalize_sha256(sdist_sha256)
@@ -84,13 +86,13 @@ def ensure_built(
     if found is not None:
         return found
     store.require_publish_access()
-    with store.key_lock(name.removesuffix(SUFFIX) + "-build"):
+    with store.key_lock(name.removesuffix(SUFFIX) + "-build", f"the build of {sdist.name}"):
         found, stale = _lookup(store, name, sha, ikey)  # built while we waited for the lock
         if found is not None:
             return found
         with tempfile.TemporaryDirectory(prefix="wheelstore-build-") as tmp:
             copy = _private_copy(sdist, sha, Path(tmp))
-            wheel = _build(copy, Path(tmp) / "out", interpreter, sources, ikey, quiet=quiet)
+            wheel = _build(copy, Path(tmp) / "out", interpreter, sources, ikey)
             tree = realize(store, wheel).tree
         record = BuildRecord(
             sdist=sdist.name, sdist_sha256=sha, interpreter=ikey, wheel=wheel.name, tree=tree.key,
@@ -130,15 +132,22 @@ def _log_path(sdist: Path, ikey: str) -> Path:
     return logs / f"{sdist.name}-{ikey}-{stamp}-{os.getpid()}.log"
 
 
-def build_wheel(source: Path, out: Path, interpreter: Interpreter, sources: Sources, *, quiet: bool = True) -> Path:
+def build_wheel(source: Path, out: Path, interpreter: Interpreter, sources: Sources) -> Path:
     """One wheel of ``source`` (an sdist, or a project directory) for ``interpreter``, built by uv into ``out``."""
-    return _build(source, out, interpreter, sources, interpreter_key(interpreter), quiet=quiet)
+    return _build(source, out, interpreter, sources, interpreter_key(interpreter))
 
 
-def _build(sdist: Path, out: Path, interpreter: Interpreter, sources: Sources, ikey: str, *, quiet: bool) -> Path:
+def _build(sdist: Path, out: Path, interpreter: Interpreter, sources: Sources, ikey: str) -> Path:
+    """Build with uv, its output read as it comes: its last line is the detail of the build's row (a build may take
+    minutes), and all of it goes to the log, kept when the build fails."""
     log = _log_path(sdist, ikey)
     cmd = [*uv_command(["build", "--wheel"], interpreter, sources), "--out-dir", str(out), str(sdist)]
-    status, lines = run_uv(cmd, sources, quiet=quiet, log=log)
+    parsed = distribution(sdist.name)
+    what = f"{parsed[0]} {parsed[1]}" if parsed else sdist.name
+    with current().task(Kind.BUILD, what) as task:
+        status, lines = run_uv(cmd, sources, task=task, log=log)
+        if status == 0:
+            task.done(f"built {what} in {time.monotonic() - task.started:.1f}s")
     what = f"building {sdist.name} for {interpreter.implementation} {interpreter.python_version} failed"
     if status != 0:
         if not any(line.startswith("  cause:") for line in lines):  # uv's own failure (the network, a bad index)

@@ -22,19 +22,19 @@ tags from it. ``file://`` wheels are realized from where they are, without a cop
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
-import threading
 from pathlib import Path
-from types import TracebackType
-from typing import Any, BinaryIO, TextIO
+from typing import BinaryIO
 
 from ..base import cancel, fsio
 from ..base.errors import DownloadCutOff, FetchError, HashMismatch, WheelstoreError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
 from ..base.names import requirement_problem
+from ..base.progress import COMPILED, UNPACKED, Kind, Task, active, current, phase
 from ..store.keylock import KeyLock, share_work
 from ..store.policy import Role
 from ..store.publish import Compiler, realize, try_realize
@@ -44,8 +44,7 @@ from .index import IndexClient, RemoteFile, distribution
 from .sources import Sources
 
 __all__ = [
-    "BarProgress", "FetchError", "Http", "LineProgress", "Progress", "download", "fetch_tree", "fetch_trees", "obtain",
-    "progress_for", "remove_download",
+    "FetchError", "Http", "download", "fetch_tree", "fetch_trees", "obtain", "remove_download",
 ]
 
 #: how many times a download cut off mid-body is tried in all (HTTP-level failures are retried by :class:`Http`)
@@ -54,104 +53,6 @@ ATTEMPTS = 3
 RETRY_DELAY = 0.5
 
 
-
-
-# -- progress -------------------------------------------------------------------------------------------------------
-
-
-class Progress:
-    """Reports downloads as they happen; this base class is silent (``--quiet``). Methods may be called from threads."""
-
-    def started(self, file: RemoteFile, total: int | None) -> None:
-        pass
-
-    def advanced(self, file: RemoteFile, nbytes: int) -> None:
-        pass
-
-    def finished(self, file: RemoteFile, nbytes: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class LineProgress(Progress):
-    """One plain line per finished download: for logs and pipes."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def finished(self, file: RemoteFile, nbytes: int) -> None:
-        with self._lock:
-            print(f"downloaded {file.filename} ({_size(nbytes)})", file=self._stream, flush=True)
-
-
-class BarProgress(Progress):
-    """A rich progress bar per download in flight, on a terminal. rich is imported only when one is shown."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-        self._bar: Any = None
-        self._tasks: dict[str, Any] = {}
-
-    def started(self, file: RemoteFile, total: int | None) -> None:
-        with self._lock:
-            if self._bar is None:
-                from rich.console import Console
-                from rich.progress import (
-                    BarColumn,
-                    DownloadColumn,
-                    Progress,
-                    TextColumn,
-                    TransferSpeedColumn,
-                )
-
-                self._bar = Progress(
-                    TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                    console=Console(file=self._stream, highlight=False), transient=True,
-                )
-                self._bar.start()
-            task = self._tasks.get(file.url)
-            if task is None:
-                self._tasks[file.url] = self._bar.add_task(file.filename, total=total)
-            else:  # a new attempt after a cut-off body starts from zero
-                self._bar.reset(task, total=total)
-
-    def advanced(self, file: RemoteFile, nbytes: int) -> None:
-        task = self._tasks.get(file.url)
-        if task is not None:
-            self._bar.advance(task, nbytes)
-
-    def finished(self, file: RemoteFile, nbytes: int) -> None:
-        with self._lock:
-            task = self._tasks.pop(file.url, None)
-            if task is not None:
-                self._bar.remove_task(task)
-                self._bar.console.print(f"downloaded {file.filename} ({_size(nbytes)})")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._bar is not None:
-                self._bar.stop()
-                self._bar = None
-
-
-def progress_for(*, quiet: bool = False, stream: TextIO | None = None) -> Progress:
-    """Silent with ``quiet``; a bar on a terminal; plain lines otherwise. Everything goes to stderr by default."""
-    out = stream if stream is not None else sys.stderr
-    if quiet:
-        return Progress()
-    return BarProgress(out) if out.isatty() else LineProgress(out)
 
 
 def _size(nbytes: int) -> str:
@@ -167,8 +68,7 @@ def _size(nbytes: int) -> str:
 
 
 def fetch_trees(
-    store: Store, files: list[RemoteFile], http: Http, *, jobs: int = 4, progress: Progress | None = None,
-    compiler: Compiler | None = None,
+    store: Store, files: list[RemoteFile], http: Http, *, jobs: int = 4, compiler: Compiler | None = None,
 ) -> list[Tree]:
     """The published tree of every wheel in ``files`` (same order), downloading and realizing the missing ones
     (with ``compiler``, their pycs compiled into the trees, as :func:`wheelstore.store.publish.realize` does).
@@ -176,9 +76,9 @@ def fetch_trees(
     Downloads run ``jobs`` at a time, the largest first. Processes fetching the same wheels split them: a wheel another
     process is fetching is waited for only once nothing else is left (:func:`wheelstore.store.keylock.share_work`).
     The first failure stops the downloads not yet started and is raised; trees already published stay (they are
-    complete and content-addressed).
+    complete and content-addressed). Downloads, trees unpacked and modules compiled are reported to
+    :func:`wheelstore.base.progress.current`.
     """
-    report = progress or Progress()
     for file in files:
         if not file.is_wheel:
             raise FetchError(f"{file.filename} is not a wheel; only wheels become trees",
@@ -198,43 +98,47 @@ def fetch_trees(
     if todo:
         # the largest first: their unpack and compile take longest, so they must not start last
         order = sorted(todo, key=lambda k: -(todo[k].size or 0))
-        got = share_work([todo[k] for k in order],
-                         lambda file, wait: _fetch_one(store, file, http, report, compiler, wait=wait), jobs=jobs)
+        with phase(Kind.UNPACK, "wheels", len(order), UNPACKED) as unpacking, \
+                phase(Kind.COMPILE, "bytecode", 0, COMPILED) if compiler is not None else contextlib.nullcontext():
+
+            def one(file: RemoteFile, wait: bool) -> Tree | None:
+                tree = _fetch_one(store, file, http, compiler, wait=wait)
+                if tree is not None:
+                    unpacking.advance()
+                return tree
+
+            got = share_work([todo[k] for k in order], one, jobs=jobs)
         trees.update(zip(order, got, strict=True))
     return [trees[_key(file)] for file in files]
 
 
-def fetch_tree(
-    store: Store, file: RemoteFile, http: Http, progress: Progress | None = None, compiler: Compiler | None = None
-) -> Tree:
+def fetch_tree(store: Store, file: RemoteFile, http: Http, compiler: Compiler | None = None) -> Tree:
     """The published tree of one wheel: looked up, or downloaded and realized under its fetch lock."""
-    tree = _fetch_one(store, file, http, progress or Progress(), compiler, wait=True)
+    tree = _fetch_one(store, file, http, compiler, wait=True)
     assert tree is not None  # only a call that does not wait gives way
     return tree
 
 
-def _fetch_one(
-    store: Store, file: RemoteFile, http: Http, report: Progress, compiler: Compiler | None, *, wait: bool
-) -> Tree | None:
+def _fetch_one(store: Store, file: RemoteFile, http: Http, compiler: Compiler | None, *, wait: bool) -> Tree | None:
     """:func:`fetch_tree`; without ``wait``, None at once when another process is fetching this wheel."""
     sha = _sha256(file)
     tree = store.lookup(sha) if sha else None
     if tree is not None:
         return tree
     if sha is None and file.accepted:
-        return _fetch_unlisted(store, file, http, report, compiler)
+        return _fetch_unlisted(store, file, http, compiler)
     if sha is None or file.url.startswith("file:"):  # on this machine: realize hashes it as it reads, no copy
         done = (realize if wait else try_realize)(store, file_path(file.url), sha, compiler=compiler)
         return done.tree if done is not None else None
     store.require_publish_access()
-    lock = KeyLock(store.area_fd("locks"), f"fetch-{sha}.lock", store.policy)
+    lock = KeyLock(store.area_fd("locks"), f"fetch-{sha}.lock", store.policy, what=_label(file))
     if not lock.take(wait=wait):
         return None
     try:
         tree = store.lookup(sha)  # published by another process while we waited
         if tree is not None:
             return tree
-        path, _sha = _download(store, file, http, report)
+        path, _sha = _download(store, file, http)
         try:
             return realize(store, path, sha, compiler=compiler).tree
         finally:
@@ -243,9 +147,7 @@ def _fetch_one(
         lock.release()
 
 
-def _fetch_unlisted(
-    store: Store, file: RemoteFile, http: Http, report: Progress, compiler: Compiler | None
-) -> Tree:
+def _fetch_unlisted(store: Store, file: RemoteFile, http: Http, compiler: Compiler | None) -> Tree:
     """The tree of a file whose link lists no sha256 (``file.accepted`` holds the required ones): its sha256 is known
     only from its bytes, so it is downloaded (hashed, if local) and checked before anything is published, and published
     under that hash (:func:`realize` hashes it again as it reads, so a file changed meanwhile is refused)."""
@@ -258,7 +160,7 @@ def _fetch_unlisted(
         _check(file, sha)
         return realize(store, path, sha, compiler=compiler).tree
     store.require_publish_access()
-    path, sha = _download(store, file, http, report)
+    path, sha = _download(store, file, http)
     try:
         return realize(store, path, sha, compiler=compiler).tree
     finally:
@@ -267,24 +169,25 @@ def _fetch_unlisted(
 
 def obtain(
     store: Store, files: list[RemoteFile], interpreter: Interpreter, sources: Sources, *, http: Http | None = None,
-    jobs: int = 4, progress: Progress | None = None, compiler: Compiler | None = None,
+    jobs: int = 4, compiler: Compiler | None = None,
 ) -> list[Tree]:
     """Trees for ``files`` (same order): wheels through :func:`fetch_trees`, sdists downloaded and built once per
     (sdist, interpreter) by :func:`wheelstore.fetch.build.ensure_built`."""
     client = http or Http(offline=sources.offline)
     try:
         wheels = [f for f in files if f.is_wheel]
-        trees = dict(zip((_key(f) for f in wheels), fetch_trees(store, wheels, client, jobs=jobs, progress=progress,
+        trees = dict(zip((_key(f) for f in wheels), fetch_trees(store, wheels, client, jobs=jobs,
                                                                        compiler=compiler), strict=True))
         for sdist in (f for f in files if not f.is_wheel):
             if _key(sdist) in trees:
                 continue
             from .build import ensure_built
 
-            path = download(store, sdist, client, progress)
+            path = download(store, sdist, client)
             try:
                 sha = sdist.sha256 or fsio.sha256_file(path)  # a local sdist may come without a hash
-                trees[_key(sdist)] = ensure_built(store, path, sha, interpreter, sources, quiet=progress is None)
+                trees[_key(sdist)] = ensure_built(store, path, sha, interpreter, sources)
+                active(Kind.UNPACK).advance()  # the install's count of trees (the build realized it)
             finally:
                 remove_download(store, path)
         return [trees[_key(f)] for f in files]
@@ -305,14 +208,14 @@ def find_wheel(store: Store, filename: str, sha256: str, sources: Sources, http:
     return download(store, match, http) if match is not None else None
 
 
-def download(store: Store, file: RemoteFile, http: Http, progress: Progress | None = None) -> Path:
+def download(store: Store, file: RemoteFile, http: Http) -> Path:
     """Download one file (an sdist, for the build stage) into the store's staging area, checked like a wheel.
 
     The caller owns the returned file and removes it with :func:`remove_download` when done.
     """
     _sha256(file)
     store.require_publish_access()
-    return _download(store, file, http, progress or Progress())[0]
+    return _download(store, file, http)[0]
 
 
 def remove_download(store: Store, path: Path) -> None:
@@ -344,7 +247,7 @@ def _sha256(file: RemoteFile) -> str | None:
     return sha
 
 
-def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) -> tuple[Path, str]:
+def _download(store: Store, file: RemoteFile, http: Http) -> tuple[Path, str]:
     """Stream ``file`` into a new private staging directory; its path and sha256 (checked), or an error with nothing
     left behind."""
     if distribution(file.filename) is None:
@@ -360,8 +263,8 @@ def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) ->
     try:
         try:
             fd = store.policy.create(file.filename, dir_fd=dir_fd)
-            with os.fdopen(fd, "wb") as out:
-                sha = _stream(out, file, http, progress)
+            with os.fdopen(fd, "wb") as out, _task(file) as task:
+                sha = _stream(out, file, http, task)
         except OSError as e:
             raise FetchError(f"cannot download {file.filename}: writing into {store.root}/staging failed: "
                              f"{e.strerror}") from None
@@ -373,7 +276,19 @@ def _download(store: Store, file: RemoteFile, http: Http, progress: Progress) ->
     return store.root / "staging" / name / file.filename, sha
 
 
-def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> str:
+def _label(file: RemoteFile) -> str:
+    """How the display names a file: its distribution's name and version, which fit where file names did not
+    (``pyarrow-26.0.1-cp311-…whl``)."""
+    parsed = distribution(file.filename)
+    return f"{parsed[0]} {parsed[1]}" if parsed else file.filename
+
+
+def _task(file: RemoteFile) -> Task:
+    """The display's row for one download."""
+    return current().task(Kind.DOWNLOAD, _label(file), file.size)
+
+
+def _stream(out: BinaryIO, file: RemoteFile, http: Http, task: Task) -> str:
     """Write the body into ``out``, retrying a cut-off body from the start, then check length and hash; the sha256."""
     for attempt in range(1, ATTEMPTS + 1):
         out.seek(0)
@@ -383,7 +298,7 @@ def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> 
         try:
             with http.stream(file.url) as body:
                 total = file.size if file.size is not None else body.length
-                progress.started(file, total)
+                task.update(total=total, completed=0)
                 for chunk in body.chunks:
                     cancel.check()  # Ctrl-C: the caller removes the staging directory
                     written += len(chunk)
@@ -392,7 +307,7 @@ def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> 
                                          "the index announced")
                     digest.update(chunk)
                     out.write(chunk)
-                    progress.advanced(file, len(chunk))
+                    task.advance(len(chunk))
                 if body.length is not None and written != body.length:
                     raise DownloadCutOff(f"download of {file.filename} was cut off")
             break
@@ -407,7 +322,7 @@ def _stream(out: BinaryIO, file: RemoteFile, http: Http, progress: Progress) -> 
     if file.size is not None and written != file.size:
         raise FetchError(f"{file.filename} from {file.url} is {written} bytes; the index announced {file.size}")
     _check(file, digest.hexdigest())
-    progress.finished(file, written)
+    task.done(f"downloaded {file.filename} ({_size(written)})")
     return digest.hexdigest()
 
 
@@ -473,8 +388,11 @@ def main(argv: list[str] | None = None) -> int:
             if best is None:
                 raise FetchError(f"no wheel of {text} for this interpreter in {', '.join(sources.index_urls)}")
             files.append(best)
-        with Store.select(args.store) as store, progress_for(quiet=args.quiet) as progress:
-            trees = fetch_trees(store, files, http, jobs=args.jobs, progress=progress)
+        from ..base.progress import LineReporter, Reporter, reporting
+
+        shown = Reporter() if args.quiet else LineReporter(sys.stderr)
+        with Store.select(args.store) as store, reporting(shown):
+            trees = fetch_trees(store, files, http, jobs=args.jobs)
     except WheelstoreError as e:
         print(f"error: {e.oneline()}", file=sys.stderr)
         return e.exit_code

@@ -18,15 +18,13 @@ from .build import build_wheel, ensure_built
 from .sources import Sources
 
 
-def build_directory(directory: Path, out: Path, interpreter: Interpreter, sources: Sources, *,
-                    quiet: bool = True) -> Path:
+def build_directory(directory: Path, out: Path, interpreter: Interpreter, sources: Sources) -> Path:
     """The wheel of the project in ``directory`` for ``interpreter``, built by uv (``uv build --wheel``) into ``out``,
     a private directory the caller owns and removes."""
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return build_wheel(directory, out, interpreter, sources, quiet=quiet)
+    return build_wheel(directory, out, interpreter, sources)
 
 
-def build_local_sdist(store: Store, sdist: Path, interpreter: Interpreter, sources: Sources, *,
-                      quiet: bool = True) -> Tree:
+def build_local_sdist(store: Store, sdist: Path, interpreter: Interpreter, sources: Sources) -> Tree:
     """The store's tree of a local sdist for ``interpreter``: built once per store, keyed by the sdist's hash."""
-    return ensure_built(store, sdist, sha256_file(sdist), interpreter, sources, quiet=quiet)
+    return ensure_built(store, sdist, sha256_file(sdist), interpreter, sources)

@@ -3,15 +3,16 @@ from uv's own configuration, with its failures turned into one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..base.errors import ResolutionError, WheelstoreError
 from ..base.interpreter import Interpreter
+from ..base.progress import Task, current
 from .sources import Sources
 
 #: uv settings that Sources already accounts for: uv must not read them again
@@ -52,30 +53,39 @@ def uv_command(verb: Sequence[str], interpreter: Interpreter, sources: Sources) 
     ]
 
 
-def run_uv(cmd: list[str], sources: Sources, *, quiet: bool, log: Path | None = None) -> tuple[int, list[str]]:
-    """Run uv; return its exit status and stderr lines.
+def run_uv(cmd: list[str], sources: Sources, *, task: Task | None = None, relay: bool = True,
+           log: Path | None = None) -> tuple[int, list[str]]:
+    """Run uv; return its exit status and stderr lines (with ``log``, its stdout's too).
 
-    Its progress lines are relayed to our stderr as they come unless ``quiet``; from its first ``error:`` line on,
-    nothing more is relayed (the caller reports the failure in one line). With ``log``, stdout and stderr both go to
-    that file instead, for build logs.
+    Its lines are read as they come, until its first ``error:`` line (the caller reports the failure in one line):
+    with ``relay`` each is a line of the current reporter (uv's ``Resolved 3 packages in 20ms``), else each non-empty
+    one becomes ``task``'s detail (a build's last output line, on its row of the display). With ``log``, stdout and
+    stderr both go to that file as well, kept for a failed build, and nothing is relayed.
     """
-    env = uv_environ(sources)
-    if log is not None:
-        with open(log, "wb") as f:
-            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=env)
-        return done.returncode, log.read_text(errors="replace").splitlines()
+    shown = current()
     lines: list[str] = []
     failing = False
-    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          env=env, text=True, errors="replace") as proc:
-        assert proc.stderr is not None
+    with contextlib.ExitStack() as closing:
+        kept = closing.enter_context(open(log, "wb")) if log is not None else None
+        proc = closing.enter_context(subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if kept else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if kept else subprocess.PIPE, env=uv_environ(sources)))
+        output = proc.stdout if kept else proc.stderr
+        assert output is not None
         try:
-            for line in proc.stderr:
-                line = line.rstrip("\n")
+            for raw in output:
+                if kept is not None:
+                    kept.write(raw)
+                    kept.flush()
+                line = raw.decode(errors="replace").rstrip("\r\n")
                 lines.append(line)
                 failing = failing or line.startswith("error:")
-                if not quiet and not failing:
-                    print(line, file=sys.stderr, flush=True)
+                if failing:
+                    continue
+                if relay and kept is None:
+                    shown.line(line)
+                elif task is not None and line.strip():
+                    task.update(detail=line.strip())
         except BaseException:  # Ctrl-C: uv is not waited for (Popen's exit would give it a quarter second)
             proc.kill()
             raise

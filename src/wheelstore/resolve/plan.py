@@ -82,11 +82,10 @@ def plan(
     sources: Sources,
     installed: Mapping[NormalizedName, Distribution] | None = None,
     *,
-    quiet: bool = False,
     projects: LocalProjects | None = None,
 ) -> Plan:
-    """The candidates for ``request`` into a venv that holds ``installed``; ``quiet`` silences uv's progress;
-    ``projects`` builds local project directories (and keeps editables aside, for the venv to install)."""
+    """The candidates for ``request`` into a venv that holds ``installed``; ``projects`` builds local project
+    directories (and keeps editables aside, for the venv to install)."""
     inputs = read_inputs(request.items, request.requirement_files, request.find_links, interpreter,
                          projects.take if projects is not None else None)
     view = _StoreView(store, interpreter)
@@ -112,7 +111,7 @@ def plan(
             raise unmet_error(unmet, exact=request.exact)
     elif (satisfied := _satisfied(inputs, request, installed or {}, interpreter, editables)) is not None:
         return Plan(satisfied)  # as uv pip install: "Checked 1 package", no resolver, no index
-    resolved = _resolve(view, inputs, request, sources, installed or {}, quiet=quiet, projects=projects)
+    resolved = _resolve(view, inputs, request, sources, installed or {}, projects=projects)
     return Plan(locate(view, resolved, sources, local=request.find_links), check_after=request.exact)
 
 
@@ -168,7 +167,6 @@ def _resolve(
     sources: Sources,
     installed: Mapping[NormalizedName, Distribution],
     *,
-    quiet: bool,
     projects: LocalProjects | None = None,
 ) -> list[Candidate]:
     """Everything asked for, resolved by uv into a lock for this interpreter, as candidates; what the user named is
@@ -188,7 +186,7 @@ def _resolve(
             linked = offline_sources(view.store, view.interpreter, linked, index, view.scan())
         try:
             resolved = lock(_for_uv(inputs, request, view.interpreter, projects), inputs.requirement_files,
-                            view.interpreter, linked, Path(tmp) / "pylock.toml", quiet=quiet,
+                            view.interpreter, linked, Path(tmp) / "pylock.toml",
                             preferences=_kept(installed, request), upgrade=request.upgrade,
                             upgrade_packages=request.upgrade_packages, no_deps=request.no_deps or request.exact,
                             checked=False, offline_cache=f"the store ({view.store.root})")

@@ -25,11 +25,9 @@ if TYPE_CHECKING:
 class LocalProjects:
     """Builds the project directories of one command and keeps their wheels; collects its editables."""
 
-    def __init__(self, interpreter: Interpreter, sources: Sources, editables: Sequence[str] = (), *,
-                 quiet: bool = True) -> None:
+    def __init__(self, interpreter: Interpreter, sources: Sources, editables: Sequence[str] = ()) -> None:
         self.interpreter = interpreter
         self.sources = sources
-        self.quiet = quiet
         #: the ``-e`` projects, in the order given (the command line's first, then the inputs')
         self.editables: list[Pin] = [editable_pin(text, text) for text in editables]
         self._built: dict[Path, Pin] = {}
@@ -52,7 +50,7 @@ class LocalProjects:
 
                 self._tmp = TemporaryDirectory(prefix="wheelstore-project-")
             out = Path(self._tmp.name) / str(len(self._built))
-            wheel = build_directory(pin.project, out, self.interpreter, self.sources, quiet=self.quiet)
+            wheel = build_directory(pin.project, out, self.interpreter, self.sources)
             self._built[pin.project] = wheel_pin(wheel, pin.origin)._replace(project=pin.project)
         return self._built[pin.project]
 

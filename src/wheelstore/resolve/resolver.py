@@ -29,6 +29,7 @@ from ..base.errors import InputError, ResolutionError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
 from ..base.names import requirement_problem
+from ..base.progress import Kind, current
 from ..fetch.sources import Sources
 from ..fetch.uv import run_uv, uv_command, uv_failure
 from .pylock import read_pylock
@@ -41,7 +42,6 @@ def lock(
     sources: Sources,
     out: Path,
     *,
-    quiet: bool = False,
     preferences: Mapping[NormalizedName, str] | None = None,
     upgrade: bool = False,
     upgrade_packages: Collection[str] = (),
@@ -82,7 +82,8 @@ def lock(
         cmd = [*uv_command(["pip", "compile"], interpreter, sources), "--format", "pylock.toml", "--generate-hashes",
                "--custom-compile-command", shown, "-o", str(staged), *inputs, *options]
         log.debug("resolving with: %s", " ".join(cmd))
-        status, lines = run_uv(cmd, sources, quiet=quiet)
+        with current().task(Kind.RESOLVE, ", ".join([*requirements, *(p.name for p in requirement_files)])) as task:
+            status, lines = run_uv(cmd, sources, task=task)
         if status != 0:
             raise uv_failure(lines, f"cannot resolve {', '.join([*requirements, *map(str, requirement_files)])}",
                              sources, offline_cache=offline_cache)

@@ -38,11 +38,12 @@ import threading
 import time
 from pathlib import Path
 
-from ..base import cancel
+from ..base import cancel, progress
 from ..base.errors import BytecodeError, WheelstoreError
 from ..base.fsio import open_dir
 from ..base.interpreter import Interpreter
 from ..base.logs import log
+from ..base.progress import Kind
 from .manifest import FileEntry, Manifest
 from .policy import Role, user_name
 from .store import Store, Tree
@@ -125,11 +126,18 @@ def _run_compiler(
     started = time.monotonic()
     pool = _Compilers.of(interpreter)
     jobs = [modules[i : i + PER_WORKER] for i in range(0, len(modules), PER_WORKER)]
+    counted = progress.active(Kind.COMPILE)  # the install's count of modules: done of total, per job
+    counted.update(more=len(modules))
+
+    def run(job: list[str]) -> None:
+        pool.run(src, out, job, what, levels)
+        counted.advance(len(job))
+
     if len(jobs) == 1:
-        pool.run(src, out, jobs[0], what, levels)
+        run(jobs[0])
     else:
         with cancel.threads(min(len(jobs), pool.limit), "compile") as threads:
-            list(threads.map(lambda job: pool.run(src, out, job, what, levels), jobs))
+            list(threads.map(run, jobs))
     log.debug("compiled %d modules of %s in %.1fs", len(modules), what, time.monotonic() - started)
 
 
@@ -322,7 +330,7 @@ def ensure_pycs(store: Store, tree: Tree, interpreter: Interpreter) -> Tree | No
         store.require_publish_access()
     except WheelstoreError:
         return None
-    with store.key_lock(key):
+    with store.key_lock(key, f"the bytecode of {tree.manifest.name} {tree.manifest.version}"):
         found = store.lookup(key)
         if found is not None:
             return _trusted(store, tree, found)

@@ -40,9 +40,10 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TypeVar
 
-from ..base import cancel
+from ..base import cancel, progress
 from ..base.fsio import hidden_name
 from ..base.logs import log
+from ..base.progress import Kind, Task
 from .policy import Policy, Role, user_name
 
 T = TypeVar("T")
@@ -132,9 +133,12 @@ class KeyLock:
     #: the flock operation: exclusive here; a subclass may share
     _op: int = fcntl.LOCK_EX
 
-    def __init__(self, dir_fd: int, name: str, policy: Policy, timeout: float | None = None) -> None:
+    def __init__(self, dir_fd: int, name: str, policy: Policy, timeout: float | None = None, *,
+                 what: str | None = None) -> None:
         self._dir_fd = dir_fd
         self._name = name
+        #: what the lock guards, as a waiter's row names it (``numpy 2.1.0``): a key's lock file name says nothing
+        self.what = what or f"locks/{name}"
         self._policy = policy
         self._timeout = configured_timeout(KEY_TIMEOUT) if timeout is None else timeout
         self._fd: int | None = None
@@ -217,8 +221,17 @@ class KeyLock:
     def _wait(self, fd: int, deadline: float, blocking: bool = True, name: str | None = None) -> bool:
         """Lock ``fd``: True once it is locked; False at once, without ``blocking``, if another process holds it.
 
-        A wait longer than :data:`NOTICE_AFTER` is announced once, naming the holder, so that nobody waits in silence.
+        A wait longer than :data:`NOTICE_AFTER` is announced once, naming the holder, so that nobody waits in silence:
+        a row of the display from then until the wait ends (:func:`_notice`).
         """
+        waiting: list[Task] = []
+        try:
+            return self._poll(fd, deadline, blocking, name, waiting)
+        finally:
+            for task in waiting:
+                task.done()
+
+    def _poll(self, fd: int, deadline: float, blocking: bool, name: str | None, waiting: list[Task]) -> bool:
         delay = 0.002
         notice_at: float | None = time.monotonic() + NOTICE_AFTER
         own_until = time.monotonic() + self._own_timeout if name is None else 0.0
@@ -251,13 +264,24 @@ class KeyLock:
             if notice_at is not None and now >= notice_at:
                 notice_at = None
                 mine = name is None and own_until > deadline and _held_by_me(fd)
-                log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name if name is None else name,
-                            holder(fd), self._after_timeout, self._own_timeout if mine else self._timeout)
+                waiting.append(self._notice(fd, name, self._own_timeout if mine else self._timeout))
             cancel.sleep(delay)
             delay = min(delay * 2, 0.05)
 
     #: what the waiter does once the timeout has passed, for the notice
     _after_timeout = "going ahead without it"
+
+    def _notice(self, fd: int, name: str | None, timeout: float) -> Task:
+        """The wait's row, ``waiting for numpy 2.1.0, held by wsbob (pid 123) since 19:40:12 UTC``, open until the
+        wait ends. Where no live display shows it (a log, the API), it is a warning, once."""
+        who = holder(fd)
+        shown = progress.current()
+        task = shown.task(Kind.WAIT, f"for {self.what}")
+        task.update(detail=f"held by {who.rpartition(' (')[0] if who.endswith(' ago)') else who}")  # the row counts
+        if not shown.live:
+            log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name if name is None else name, who,
+                        self._after_timeout, timeout)
+        return task
 
     @property
     def _own_timeout(self) -> float:

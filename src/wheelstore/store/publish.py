@@ -19,6 +19,7 @@ publishes afresh.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -29,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from ..base import cancel, fsio
+from ..base import cancel, fsio, progress
 from ..base.errors import NoSpace, StoreError, UnsafeMember, WheelstoreError
 from ..base.fsio import CHUNK, open_dir
 from ..base.hooks import checkpoint
 from ..base.interpreter import Interpreter
 from ..base.logs import log
+from ..base.progress import Kind
 from .bytecode import InTree
 from .commit import commit, make_movable, manifest_stamp, stage_and_rename
 from .keylock import share_work
@@ -80,7 +82,7 @@ def _realize(
         if tree is not None:
             return Realized(tree, unpacked=False)
         store.require_publish_access()
-        lock = store.key_lock(key)
+        lock = store.key_lock(key, f"{archive.name} {archive.version}")
         if not lock.take(wait=wait):
             return None
         try:
@@ -102,15 +104,21 @@ def realize_many(
     (:func:`wheelstore.store.keylock.share_work`). ``absent``: the caller has just found no tree for the hashes
     given (an install's plan), so the first look before the key lock is skipped."""
 
-    def one(item: tuple[Path, str | None], wait: bool) -> Realized | WheelstoreError | None:
-        try:
-            return _realize(store, *item, compiler, wait=wait, absent=absent)
-        except WheelstoreError as e:
-            return e
-
     order = sorted(range(len(wheels)), key=lambda i: -_size(wheels[i][0]))
     workers = max(1, min(jobs or os.cpu_count() or 1, 8, len(wheels)))
-    done: list[Realized | WheelstoreError] = share_work([wheels[i] for i in order], one, jobs=workers)
+    with progress.phase(Kind.UNPACK, "wheels", len(wheels), progress.UNPACKED) as unpacking, \
+            progress.phase(Kind.COMPILE, "bytecode", 0, progress.COMPILED) if compiler else contextlib.nullcontext():
+
+        def one(item: tuple[Path, str | None], wait: bool) -> Realized | WheelstoreError | None:
+            try:
+                done = _realize(store, *item, compiler, wait=wait, absent=absent)
+            except WheelstoreError as e:
+                return e
+            if done is not None:
+                unpacking.advance()
+            return done
+
+        done: list[Realized | WheelstoreError] = share_work([wheels[i] for i in order], one, jobs=workers)
     by_index = dict(zip(order, done, strict=True))
     return [by_index[i] for i in range(len(wheels))]
 

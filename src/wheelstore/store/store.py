@@ -338,8 +338,9 @@ class Store:
         it, which gc asks whether the work still runs (:mod:`.staging`)."""
         return f"{kind}-{key}-{self.lease_id()}-{os.urandom(4).hex()}{suffix}"
 
-    def key_lock(self, key: str) -> KeyLock:
-        return KeyLock(self.area_fd("locks"), f"{key}.lock", self.policy)
+    def key_lock(self, key: str, what: str | None = None) -> KeyLock:
+        """``locks/<key>.lock``; ``what`` names what it guards for a waiter's display (``numpy 2.1.0``)."""
+        return KeyLock(self.area_fd("locks"), f"{key}.lock", self.policy, what=what)
 
     # -- reading ---------------------------------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ class StoreLock(KeyLock):
 
     def __init__(self, store: Store, *, exclusive: bool, timeout: float | None = None) -> None:
         super().__init__(store.area_fd("locks"), LOCK_NAME, store.policy,
-                         configured_timeout(STORE_TIMEOUT) if timeout is None else timeout)
+                         configured_timeout(STORE_TIMEOUT) if timeout is None else timeout,
+                         what="the store (a gc)" if not exclusive else "the store (installs)")
         self._op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         self._owner_uid = store.owner_uid
         self._budget = None  # taken once per command, with its own timeout

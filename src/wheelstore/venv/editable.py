@@ -50,7 +50,7 @@ def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: So
     cmd = [*uv_command(["pip", "install", "--no-deps"], interpreter, sources),
            *(arg for project in projects for arg in ("-e", project))]
     try:
-        status, lines = run_uv(cmd, sources, quiet=True)  # what it did is reported as wheelstore reports an install
+        status, lines = run_uv(cmd, sources, relay=False)  # what it did is reported as wheelstore reports an install
     except BaseException:
         if stash is not None:
             stash.restore()

@@ -9,6 +9,7 @@ half-installed; a tree the check finds damaged while it is being linked takes th
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,11 +32,14 @@ from ..resolve.projects import LocalProjects
 from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
 from .linkmode import PairNote, choose, first_told, probe, refuse_beside_old_pip
+from .report import InstallReport
 from .edit import make_private, relink
 from .refusal import explained
 from .unfold import plan_folds
 from .uninstall import Stash, uninstall
+from ..base import progress
 from ..base.logs import log
+from ..base.progress import Kind
 from ..base.names import canonical
 from ..store.identity import StoreMatch
 from ..store.roots import register
@@ -55,38 +59,6 @@ SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
 INSTALL_THREADS = 4
 
 
-class InstallReport:
-    """What an install or sync did, for the CLI and ``--json``."""
-
-    def __init__(self) -> None:
-        self.installed: list[tuple[str, str, str]] = []  #: (name, version, link mode)
-        self.removed: list[tuple[str, str]] = []
-        self.unchanged: list[tuple[str, str]] = []
-        self.notes: list[str] = []
-        #: notes about the filesystem pair this user was told by an earlier install (said only with -v)
-        self.told_before: set[str] = set()
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "installed": [{"name": n, "version": v, "link_mode": m} for n, v, m in self.installed],
-            "removed": [{"name": n, "version": v} for n, v in self.removed],
-            "unchanged": [{"name": n, "version": v} for n, v in self.unchanged],
-            "notes": self.notes,
-        }
-
-
-    def say_notes(self) -> None:
-        """Each note as a warning, but a fact about the filesystem pair (:class:`PairNote`): a ``note:`` the first
-        time this user meets the pair, later a debug line (-v), since it is no news and doctor calls it fine."""
-        for note in self.notes:
-            if not isinstance(note, PairNote):
-                log.warning("%s", note)
-            elif note in self.told_before:
-                log.debug("%s", note)
-            else:
-                log.info("%s (said once for these filesystems; -v says it every time)", note)
-
-
 class Options(NamedTuple):
     """How to install: the link mode (None: auto), bytecode, where downloads come from, output."""
 
@@ -95,8 +67,6 @@ class Options(NamedTuple):
     #: trees published now also get opt-1 and opt-2 pycs (fold, auto: inside the tree)
     compile_optimized: bool = False
     sources: Sources | None = None
-    #: no download progress
-    quiet: bool = False
 
 
 class Environment:
@@ -122,10 +92,9 @@ class Environment:
         options = options._replace(sources=builds)
         with install_lock(store):
             try:
-                with LocalProjects(self.interpreter, builds, request.editables, quiet=True) as projects:
+                with LocalProjects(self.interpreter, builds, request.editables) as projects:
                     present = self.distributions()
-                    planned = plan(store, self.interpreter, request, sources, present, quiet=options.quiet,
-                                   projects=projects)
+                    planned = plan(store, self.interpreter, request, sources, present, projects=projects)
                     work = _Work(request, planned, present, tuple(projects.editables))
                     try:
                         report, after = self._install(store, work, options, check_while_linking=True)
@@ -181,7 +150,7 @@ class Environment:
             refuse_beside_old_pip(options.link_mode, old_pip)
             self._old_pip_left(old_pip, relink - todo, work, report, brought=oldpip.PIP in planned)
         report.unchanged = [(c.name, str(c.version)) for c in candidates if c.name not in todo]
-        self._realize(store, steps, options.sources, quiet=options.quiet,
+        self._realize(store, steps, options.sources,
                       compile_into=options.link_mode in (None, LinkMode.FOLD) and options.compile_bytecode,
                       optimized=options.compile_optimized)
         if work.plan.check_after:  # a set taken as complete, now that every tree is here
@@ -455,7 +424,6 @@ class Environment:
         *,
         compile_into: bool = False,
         optimized: bool = False,
-        quiet: bool = False,
     ) -> None:
         """Give every step its tree: the one the plan found (no file opened, no network), else realized from a local
         wheel, or downloaded (once per store) and built from an sdist where needed. With ``compile_into`` (auto,
@@ -465,28 +433,34 @@ class Environment:
         remote = [s for s in steps if s.cand.tree is None and s.cand.wheel is None]
         compiler = (InTree(store, self.interpreter, optimized=optimized)
                     if compile_into and self.interpreter.cache_tag else None)
-        if local:
-            from ..store.publish import realize_many
+        # one count of trees and one of modules for the whole install, local wheels and downloads alike
+        with progress.phase(Kind.UNPACK, "wheels", len(local) + len(remote), progress.UNPACKED), \
+                progress.phase(Kind.COMPILE, "bytecode", 0, progress.COMPILED) if compiler else contextlib.nullcontext():
+            if local:
+                self._realize_local(store, local, compiler)
+            if remote:
+                from ..fetch.download import obtain
 
-            outcomes = realize_many(store, [(Path(s.cand.wheel), s.cand.sha256) for s in local if s.cand.wheel],
-                                    compiler=compiler, absent=True)  # the plan looked each hash given up
-            errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
-            if errors:
-                raise errors[0]
-            for step, outcome in zip(local, outcomes, strict=True):
-                if not isinstance(outcome, WheelstoreError):
-                    step.tree = outcome.tree
-        if remote:
-            from ..fetch.download import obtain, progress_for
+                files = [s.cand.remote for s in remote]
+                if None in files or sources is None:
+                    raise WheelstoreError(
+                        f"no file for {', '.join(s.cand.where for s in remote if s.cand.remote is None)}")
+                got = obtain(store, [f for f in files if f is not None], self.interpreter, sources, compiler=compiler)
+                for step, tree in zip(remote, got, strict=True):
+                    step.tree = tree
 
-            files = [s.cand.remote for s in remote]
-            if None in files or sources is None:
-                raise WheelstoreError(f"no file for {', '.join(s.cand.where for s in remote if s.cand.remote is None)}")
-            with progress_for(quiet=quiet) as progress:
-                got = obtain(store, [f for f in files if f is not None], self.interpreter, sources, progress=progress,
-                             compiler=compiler)
-            for step, tree in zip(remote, got, strict=True):
-                step.tree = tree
+    @staticmethod
+    def _realize_local(store: Store, local: Sequence[_Step], compiler: InTree | None) -> None:
+        from ..store.publish import realize_many
+
+        outcomes = realize_many(store, [(Path(s.cand.wheel), s.cand.sha256) for s in local if s.cand.wheel],
+                                compiler=compiler, absent=True)  # the plan looked each hash given up
+        errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
+        if errors:
+            raise errors[0]
+        for step, outcome in zip(local, outcomes, strict=True):
+            if not isinstance(outcome, WheelstoreError):
+                step.tree = outcome.tree
 
     def _choose_modes(
         self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: InstallReport,
