@@ -21,7 +21,9 @@ from typing import TextIO
 
 from .errors import printable
 
-__all__ = ["Kind", "LineReporter", "Reporter", "Task", "active", "counted", "current", "phase", "reporting"]
+__all__ = [
+    "Kind", "LineReporter", "Reporter", "Task", "active", "counted", "current", "elapsed", "phase", "reporting",
+]
 
 
 class Kind(Enum):
@@ -154,9 +156,22 @@ def phase(kind: Kind, label: str, total: int | None = None,
                   else None)
 
 
+def elapsed(seconds: float) -> str:
+    """A duration as uv prints it (its ``elapsed``): ``120ms`` under a second, ``13.03s`` under a minute, then
+    ``2m 05s``; the digits are cut, not rounded, as uv's are."""
+    whole, nanos = int(seconds), int(seconds * 1e9) % 1_000_000_000
+    if whole >= 60:
+        return f"{whole // 60}m {whole % 60:02}s"
+    if whole > 0:
+        return f"{whole}.{nanos // 10_000_000:02}s"
+    if nanos >= 1_000_000:
+        return f"{nanos // 1_000_000}ms"
+    return f"0.{nanos // 10_000:02}ms"
+
+
 def counted(verb: str, unit: str) -> Callable[[int, float], str]:
     """A phase's summary, as uv words its counts: ``unpacked 3 trees in 1.2s``."""
-    return lambda n, seconds: f"{verb} {n} {unit}{'s' if n != 1 else ''} in {seconds:.1f}s"
+    return lambda n, seconds: f"{verb} {n} {unit}{'s' if n != 1 else ''} in {elapsed(seconds)}"
 
 
 #: the summaries of the phases every layer opens alike

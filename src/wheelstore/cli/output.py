@@ -8,6 +8,9 @@ import sys
 from typing import Any
 
 from ..base.errors import printable
+from ..base.progress import elapsed as elapsed_text
+
+__all__ = ["count", "elapsed_text", "err", "out", "print_json", "size_text"]
 
 
 def out(args: argparse.Namespace, text: str) -> None:
@@ -33,19 +36,6 @@ def size_text(n: int) -> str:
 def count(n: int, word: str, plural: str | None = None) -> str:
     """``1 venv``, ``2 venvs``: a number and its noun, agreeing (``plural`` where adding an s is wrong)."""
     return f"{n} {word if n == 1 else plural or word + 's'}"
-
-
-def elapsed_text(seconds: float) -> str:
-    """A duration as uv prints it (its ``elapsed``): ``120ms`` under a second, ``13.03s`` under a minute, then
-    ``2m 05s``; the digits are cut, not rounded, as uv's are."""
-    whole, nanos = int(seconds), int(seconds * 1e9) % 1_000_000_000
-    if whole >= 60:
-        return f"{whole // 60}m {whole % 60:02}s"
-    if whole > 0:
-        return f"{whole}.{nanos // 10_000_000:02}s"
-    if nanos >= 1_000_000:
-        return f"{nanos // 1_000_000}ms"
-    return f"0.{nanos // 10_000:02}ms"
 
 
 def err(line: str) -> None:

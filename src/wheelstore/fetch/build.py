@@ -29,7 +29,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from ..base.errors import BuildError, HashMismatch, StoreError
 from ..base.fsio import CHUNK
 from ..base.interpreter import Interpreter, interpreter_key
-from ..base.progress import Kind, current
+from ..base.progress import Kind, current, elapsed
 from ..store.commit import link_record
 from ..store.policy import current_user, user_name
 from ..store.publish import realize
@@ -147,7 +147,7 @@ def _build(sdist: Path, out: Path, interpreter: Interpreter, sources: Sources, i
     with current().task(Kind.BUILD, what) as task:
         status, lines = run_uv(cmd, sources, task=task, log=log)
         if status == 0:
-            task.done(f"built {what} in {time.monotonic() - task.started:.1f}s")
+            task.done(f"built {what} in {elapsed(time.monotonic() - task.started)}")
     what = f"building {sdist.name} for {interpreter.implementation} {interpreter.python_version} failed"
     if status != 0:
         if not any(line.startswith("  cause:") for line in lines):  # uv's own failure (the network, a bad index)
