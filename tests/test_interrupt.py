@@ -1,6 +1,6 @@
 """Issue 19, point 3: the first Ctrl-C stops an install within half a second, undoes what the venv got, keeps what is
-fully published and removes this process's own staging; a kill -9 leaves only what gc removes, and doctor names it
-with the command that does.
+fully published and removes this process's own staging; a kill -9 leaves only what gc removes (a plain gc, once the
+killed process's last heartbeat is a minute old), and doctor names it with the command that does.
 
 Real processes of a test user with a group store, a real local index serving a slow download, real signals. SIGINT
 goes to the wheelstore process alone (``kill -INT pid``), the harder case: a terminal's Ctrl-C also reaches the
@@ -215,10 +215,17 @@ def test_a_second_ctrl_c_during_the_clean_up_exits_at_once_in_one_line(
 def test_kill_9_mid_download_leaves_staging_doctor_names_with_its_command(
     run: Runner, users: Users, workdir: Path, group_store: Path, index: PyIndex
 ) -> None:
-    """kill -9 cleans nothing up: the download's staging stays. doctor names it (how much, whose, how old) and the
-    command that removes it; that command, run as its owner, does."""
+    """kill -9 cleans nothing up: the download's staging stays. doctor names it (how much, whose, how old): at once,
+    with when gc can remove it (its lease, made here, is free, which proves its process gone, but gc waits for a
+    minute of missed heartbeats); a minute after its last heartbeat, with the command that removes it, a plain gc.
+    That command, run as printed by its owner, removes it (and the download's lock and lease), and not the unused
+    tree published a moment ago, which is younger than gc's grace."""
     files = workdir / "files"
     files.mkdir()
+    spare = _wheel(files, "sparepkg")
+    assert run(users.alice, "--store", str(group_store), "realize", str(spare)).returncode == 0
+    trees = {n for n in os.listdir(group_store / "trees") if not n.startswith(".")}
+    assert len(trees) == 1  # no venv uses it: a gc --grace 1s would remove it
     index.add(_wheel(files, "bigpkg", files={"bigpkg/__init__.py": b"", "bigpkg/blob.bin": os.urandom(16 << 20)}),
               pace=0.02)
     venv = _venv(run, users.alice, workdir / "v")
@@ -230,22 +237,40 @@ def test_kill_9_mid_download_leaves_staging_doctor_names_with_its_command(
     proc.communicate()
     left = _staging(group_store)
     assert len(left) == 1 and left[0].startswith("staging/download-"), left
-    time.sleep(1.1)  # a second old: the grace the fix gives is a whole number
-    doctor = run(users.alice, "--store", str(group_store), "doctor")
-    lines = doctor.stdout.splitlines()
-    line = next((x for x in lines if x.split()[:2] == ["warn", "staging"]), None)
-    assert line is not None, doctor.stdout
-    fix = lines[lines.index(line) + 1]
-    print(f"\ndoctor:\n{line}\n{fix}")
+
+    soon = _staging_line(run, users.alice, group_store)
+    print(f"\ndoctor, at once:\n{soon[0]}")
     assert re.search(rf"\b\d+\.\d MiB of {users.alice}'s in 1 staging entry left by killed work, unchanged for "
-                     rf"\d+s; {users.alice} or root can remove it$", line), line
-    command = re.fullmatch(r"\s+fix: (wheelstore --store \S+ gc --grace \d+s)", fix)
+                     rf"\d+s; {users.alice} or root can remove it with gc in \d+s, a minute after its process's last "
+                     rf"heartbeat$", soon[0]), soon[0]
+    assert soon[1] is None  # nothing to run yet
+    (lease,) = [n for n in os.listdir(group_store / "locks") if n.startswith("lease-")]
+    then = time.time() - 61  # its last heartbeat a minute ago
+    os.utime(group_store / "locks" / lease, (then, then))
+
+    line, fix = _staging_line(run, users.alice, group_store)
+    print(f"doctor, a minute on:\n{line}\n{fix}")
+    assert re.search(rf"\b\d+\.\d MiB of {users.alice}'s in 1 staging entry left by killed work, unchanged for "
+                     rf"6\d+s; {users.alice} or root can remove it$", line), line
+    command = re.fullmatch(r"\s+fix: (wheelstore --store \S+ gc)", fix or "")
     assert command is not None, fix
-    # another member sees it too, though not how much is in alice's private directory
+    # another member sees it too, though not how much is in alice's private directory, nor her lease's flock
     other = run(users.bob, "--store", str(group_store), "doctor")
     assert f"of {users.alice}'s (at least: not all readable by you) in 1 staging entry" in other.stdout, other.stdout
     done = run(users.alice, *command.group(1).split()[1:])
     assert done.returncode == 0, done.stderr
     assert _staging(group_store) == []
+    assert {n for n in os.listdir(group_store / "trees") if not n.startswith(".")} == trees
+    assert os.listdir(group_store / "locks") == ["gc.lock"]  # the lease and the download's lock went with it
     again = run(users.alice, "--store", str(group_store), "doctor")
     assert re.search(r"^ok\s+staging\s+no work left over by killed processes$", again.stdout, re.M), again.stdout
+
+
+def _staging_line(run: Runner, user: str, store: Path) -> tuple[str, str | None]:
+    """doctor's ``staging`` warning, and its fix line if it has one."""
+    doctor = run(user, "--store", str(store), "doctor")
+    lines = doctor.stdout.splitlines()
+    line = next((x for x in lines if x.split()[:2] == ["warn", "staging"]), None)
+    assert line is not None, doctor.stdout
+    after = lines[lines.index(line) + 1:][:1]
+    return line, after[0] if after and after[0].split()[:1] == ["fix:"] else None

@@ -9,11 +9,12 @@ say nothing on another node or from another PID namespace: gc deleted a live unp
 kept a dead one whose pid had been reused.
 
 gc judges an entry by its lease (:func:`probe`, :mod:`~wheelstore.store.staging`): held (a flock without blocking
-fails) means alive, however old; free or gone means dead once the last heartbeat is older than the grace period. A
-free flock proves its holder gone only where every holder's lock is seen: on the kernel and mount the lease was made
-on (its id starts with :func:`node_tag`), or on a filesystem whose locks cross nodes (GlusterFS; not sshfs, nor NFS
-with ``local_lock``, nor Lustre's ``localflock``), which gc cannot tell. So a lease made elsewhere must also have
-missed its heartbeats for :data:`MIN_STALE`, whatever the grace.
+fails) means alive, however old. A free flock proves its holder gone only where every holder's lock is seen: on the
+kernel and mount the lease was made on (its id starts with :func:`node_tag`), or on a filesystem whose locks cross
+nodes (GlusterFS; not sshfs, nor NFS with ``local_lock``, nor Lustre's ``localflock``), which gc cannot tell. So a
+free lease made here is dead once its last heartbeat is older than :data:`DEAD_AFTER` (a minute), whatever gc's
+grace (:func:`dead_after`): what a kill -9 leaves goes with the next gc, not a day later. One made elsewhere is dead
+only once the heartbeat is older than the grace period and :data:`MIN_STALE`.
 
 The heartbeat is a thread, not a touch at each step of the work, because steps can be long and give no control back
 (a download on a slow link, unpacking a 2 GB wheel, an sdist build running for an hour in a subprocess): a
@@ -57,6 +58,11 @@ HEARTBEAT = 30.0
 #: a lease made on another node or mount counts as dead only after missing this many seconds of heartbeats (ten),
 #: whatever gc's grace: its free flock proves nothing where locks do not cross nodes; it also absorbs clock skew
 MIN_STALE = 10 * HEARTBEAT
+#: a lease made on this kernel and mount that nobody holds counts as dead once its last heartbeat is older than this
+#: (or gc's grace, if shorter). Its holder locks it before linking it into view (:meth:`Lease._create`), so there is
+#: no moment a live lease is free; the two heartbeats are for a holder whose own flock failed (it then lives by its
+#: heartbeat alone) where gc's succeeds
+DEAD_AFTER = 2 * HEARTBEAT
 #: a record is a few short lines; anything longer was not written by a lease holder
 _RECORD_MAX = 512
 _RECORD_FIELDS = {
@@ -320,6 +326,13 @@ def probe(locks_fd: int, lease_id: str) -> LeaseState:
         state.held = False
     state.fd = fd
     return state
+
+
+def dead_after(grace: float, *, proven: bool) -> float:
+    """How long a lease nobody holds must have missed heartbeats to count as dead for a gc of this ``grace``:
+    :data:`DEAD_AFTER` where its free flock is ``proven`` (made on this kernel and mount: :func:`node_tag`), else the
+    grace and :data:`MIN_STALE`."""
+    return min(grace, DEAD_AFTER) if proven else max(grace, MIN_STALE)
 
 
 def close_quietly(fd: int) -> None:

@@ -5,9 +5,11 @@ Every removal follows the lock protocol: a lease or lock file is removed only wh
 (taken without waiting, so a held one is never waited for, nor touched), and only if its name still names the inode
 locked; where the filesystem has no flock at all, a lease goes by its heartbeat alone, a lock file by its age. A
 process that opened it before the unlink and locks it after finds its path gone or another inode there, and takes the
-current one (:meth:`~wheelstore.store.keylock.KeyLock._acquire_by`). Lock files and dead leases go once older than the
-grace period (a dead lease made on another node or mount: see :data:`~wheelstore.store.lease.MIN_STALE`);
-``locks/gc.lock`` never does.
+current one (:meth:`~wheelstore.store.keylock.KeyLock._acquire_by`). A dead lease goes when its entries would
+(:func:`~wheelstore.store.lease.dead_after`: a minute after its last heartbeat where its free flock proves its holder
+gone, else the grace period and :data:`~wheelstore.store.lease.MIN_STALE`), and so does the key lock (``<key>.lock``,
+``fetch-<key>.lock``) of each dead entry removed, if nobody holds it: its killed holder could not remove it. Other lock
+files go once older than the grace period; ``locks/gc.lock`` never does.
 
 What a member may have planted is handled without trusting it: entries are looked at with ``lstat`` and opened with
 ``O_NOFOLLOW | O_NONBLOCK``; a lease vouches only for its owner's entries (:func:`~wheelstore.store.lease.vouches`); a
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -34,6 +37,9 @@ from .staging import StagingEntry, span
 from .stats import Usage, usage
 from .store import Store
 
+#: a key lock's name: ``<key>.lock`` (publish, bytecode, repair) or ``fetch-<key>.lock`` (download)
+_KEY_LOCK = re.compile(r"(?:fetch-)?([0-9a-f]{64})\.lock")
+
 
 @dataclass
 class Swept:
@@ -44,6 +50,9 @@ class Swept:
     kept: list[StagingEntry] = field(default_factory=list)  #: work in progress, as far as gc can tell
     problems: list[str] = field(default_factory=list)
     locks: list[str] = field(default_factory=list)  #: lock files and leases removed, relative to the store
+    #: the keys of the entries removed whose lease was dead (not orphans, nor older layouts): their key locks' holders
+    #: were killed
+    dead_keys: set[str] = field(default_factory=set)
 
 
 def sweep(store: Store, grace: float, *, dry_run: bool) -> Swept:
@@ -100,6 +109,8 @@ def _sweep_entries(
                 left.add(entry.lease)
                 continue
         swept.removed.append((entry, used))
+        if entry.state in ("free", "untried", "gone"):
+            swept.dead_keys.add(entry.key)
     return left
 
 
@@ -119,7 +130,7 @@ def _sweep_leases(
         if state is None:
             state = probes[lease_id] = leases.probe(locks_fd, lease_id)
         if state.held is False:  # free: a proof of death here, a hint elsewhere
-            bound = grace if lease_id[:8] == here else max(grace, MIN_STALE)
+            bound = leases.dead_after(grace, proven=lease_id[:8] == here)
         elif state.lockless:  # no flock on this filesystem: the heartbeat alone tells
             bound = max(grace, MIN_STALE)
         else:  # held, or not ours to open: untouched
@@ -141,7 +152,8 @@ def _sweep_locks(store: Store, grace: float, swept: Swept, *, dry_run: bool) -> 
             st = os.stat(name, dir_fd=locks_fd, follow_symlinks=False)
         except OSError:
             continue
-        if now - st.st_mtime <= grace or not _may_remove(locks_fd, st.st_uid):
+        dead_holder = (m := _KEY_LOCK.fullmatch(name)) is not None and m.group(1) in swept.dead_keys
+        if (now - st.st_mtime <= grace and not dead_holder) or not _may_remove(locks_fd, st.st_uid):
             continue
         if not stat.S_ISREG(st.st_mode):  # planted: a directory, symlink or FIFO in a lock's place
             if not dry_run:

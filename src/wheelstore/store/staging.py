@@ -6,9 +6,10 @@ deleting) or lies in ``staging/`` (``download-``, ``manifest-``/``build-`` recor
 ``<kind>-<key>-<lease id>-<random>[.suffix]`` (:meth:`Store.staging_name <wheelstore.store.store.Store.staging_name>`),
 and it is stale (:func:`entries`) when:
 
-- its lease (:mod:`~wheelstore.store.lease`) vouches for it and is free, and the last heartbeat is older than the grace
-  period (and than :data:`~wheelstore.store.lease.MIN_STALE` unless that free flock proves its holder gone: made on
-  this kernel and mount); a held lease keeps it, however old;
+- its lease (:mod:`~wheelstore.store.lease`) vouches for it and is free, and the last heartbeat is older than
+  :data:`~wheelstore.store.lease.DEAD_AFTER` (a minute, or the grace period if shorter) where that free flock proves
+  its holder gone (made on this kernel and mount), else older than both the grace period and
+  :data:`~wheelstore.store.lease.MIN_STALE`; a held lease keeps it, however old;
 - no lease vouches for it (gone with its finished process, never made, or planted by someone else), and the entry
   itself is older than the grace period (and :data:`~wheelstore.store.lease.MIN_STALE` unless its lease was made here);
 - it is an ``orphan-``, which nobody works on;
@@ -130,7 +131,7 @@ def _judge(
     if state.held:
         return "held", quiet, False, f"{state.describe()} is held"
     proven = local and state.held is False  # a free flock on this kernel and mount: nobody holds it anywhere
-    bound = grace if proven else max(grace, MIN_STALE)
+    bound = leases.dead_after(grace, proven=proven)
     what = "free" if state.held is False else "untried"
     return what, quiet, quiet > bound, f"{state.describe()} is {what}; last heartbeat {span(quiet)} ago"
 
