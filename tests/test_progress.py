@@ -232,3 +232,49 @@ def test_quiet_prints_nothing(setup: Setup) -> None:
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "" and done.stdout == ""
+
+
+#: threads finishing downloads (each a summary line) on a live display whose refresh thread redraws meanwhile; with
+#: thread switches as often as the interpreter allows, a lock-order inversion between the two deadlocks at once
+_MANY_FINISHING = '''import os, sys, threading, time
+sys.setswitchinterval(1e-6)
+from wheelstore.cli.display import LiveReporter
+from wheelstore.base.progress import Kind
+master, slave = os.openpty()
+def drain():
+    while True:
+        try:
+            if not os.read(master, 65536):
+                return
+        except OSError:
+            return
+threading.Thread(target=drain, daemon=True).start()
+reporter = LiveReporter(os.fdopen(slave, "w"))
+phase = reporter.task(Kind.UNPACK, "wheels", 10)
+stop = time.monotonic() + 3
+def work():
+    while time.monotonic() < stop:
+        task = reporter.task(Kind.DOWNLOAD, "pkg 1.0", 100)
+        task.advance(50)
+        task.done("downloaded pkg-1.0-py3-none-any.whl (100 B)")
+workers = [threading.Thread(target=work, daemon=True) for _ in range(4)]
+for w in workers:
+    w.start()
+for w in workers:
+    w.join(max(0.0, stop + 20 - time.monotonic()))
+stuck = sum(w.is_alive() for w in workers)
+print(f"stuck: {stuck}", flush=True)
+if not stuck:
+    phase.done()
+    reporter.close()
+os._exit(1 if stuck else 0)
+'''
+
+
+def test_rows_finishing_on_threads_while_the_display_redraws_never_deadlock() -> None:
+    """Downloads end on worker threads (each row's summary printed above the rows, the row removed) while rich's
+    refresh thread draws the rows: neither may wait for the other's lock while holding its own."""
+    done = subprocess.run([sys.executable, "-c", _MANY_FINISHING], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": SRC})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "stuck: 0"

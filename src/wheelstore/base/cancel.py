@@ -125,10 +125,15 @@ def interruptible() -> Iterator[None]:
             signal.signal(signal.SIGINT, before)
 
 
-def threads(workers: int, name: str) -> ThreadPoolExecutor:
+def threads(workers: int, name: str, *, leave: bool = True) -> ThreadPoolExecutor:
     """A ThreadPoolExecutor whose ``with`` does not wait for its work once the command is cancelled: what has not
     started is dropped, and running workers get :data:`STRAGGLERS` seconds to notice. Without a cancel (an API
-    caller's own Ctrl-C included: the flag is the command line's), exactly the executor's own ``with``."""
+    caller's own Ctrl-C included: the flag is the command line's), exactly the executor's own ``with``.
+
+    ``leave=False``: running workers are waited for to the end, however long they take to notice. For workers that
+    change what the caller's clean-up then puts back (linkers writing into a venv): one still writing after that
+    clean-up, or removing its own files after it, would leave the venv half changed. A second Ctrl-C still ends it.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     class Pool(ThreadPoolExecutor):
@@ -144,7 +149,7 @@ def threads(workers: int, name: str) -> ThreadPoolExecutor:
             return None
 
         def _leave(self) -> None:
-            self.shutdown(wait=False, cancel_futures=True)
+            self.shutdown(wait=not leave, cancel_futures=True)
             deadline = time.monotonic() + STRAGGLERS
             for thread in list(self._threads):
                 thread.join(max(0.0, deadline - time.monotonic()))

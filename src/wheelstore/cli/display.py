@@ -56,13 +56,20 @@ class _Row(Task):
 
 
 class LiveReporter(Reporter):
-    """One rich ``Live`` on a terminal, with a row per open task; lines printed above it."""
+    """One rich ``Live`` on a terminal, with a row per open task; lines printed above it.
+
+    Two locks, always taken in this order: ``_lock`` around every call into rich (start, stop, print), which takes
+    the ``Live``'s own lock inside; ``_rows_lock`` around the list of rows alone, which rich's refresh thread takes
+    while it holds the ``Live``'s lock to draw them. The refresh thread must never wait for ``_lock``: a thread
+    printing a summary holds it and waits for the ``Live``'s lock (a deadlock, every thread of the install stuck).
+    """
 
     live = True
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = _thread.RLock()
+        self._rows_lock = _thread.allocate_lock()  #: a leaf: nothing is called while it is held
         self._rows: list[_Row] = []
         self._live: Any = None
         self._console: Any = None
@@ -70,7 +77,8 @@ class LiveReporter(Reporter):
     def task(self, kind: Kind, label: str, total: int | None = None) -> Task:
         row = _Row(self, kind, label, total)
         with self._lock:
-            self._rows.append(row)
+            with self._rows_lock:
+                self._rows.append(row)
             if self._live is None:
                 self._start()
         return row
@@ -87,16 +95,19 @@ class LiveReporter(Reporter):
 
     def close(self) -> None:
         with self._lock:
-            self._rows.clear()
+            with self._rows_lock:
+                self._rows.clear()
             self._stop()
 
     def _finish(self, row: _Row, summary: str | None) -> None:
         with self._lock:
-            if row in self._rows:
-                self._rows.remove(row)
+            with self._rows_lock:
+                if row in self._rows:
+                    self._rows.remove(row)
+                empty = not self._rows
             if summary:
                 self.line(summary)
-            if not self._rows:
+            if empty:  # no row can have come meanwhile: adding one takes _lock
                 self._stop()
 
     def _start(self) -> None:
@@ -116,7 +127,8 @@ class LiveReporter(Reporter):
             live.stop()
 
     def snapshot(self) -> list[_Row]:
-        with self._lock:
+        """The rows as they are now: called by rich's refresh thread, which holds the ``Live``'s lock."""
+        with self._rows_lock:
             return list(self._rows)
 
 

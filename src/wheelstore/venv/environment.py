@@ -326,7 +326,8 @@ class Environment:
             for step in steps:
                 one(step)
             return
-        with cancel.threads(max(1, min(INSTALL_THREADS, per_file)), "install") as pool:
+        # a cancel waits for the linkers to stop and take their files out: _put_back must come after them
+        with cancel.threads(max(1, min(INSTALL_THREADS, per_file)), "install", leave=False) as pool:
             list(pool.map(one, steps))
 
     def uninstall(self, names: Sequence[str]) -> InstallReport:
