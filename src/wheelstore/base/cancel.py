@@ -105,8 +105,10 @@ def interruptible() -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if _cancelled:
-            if not _said:
-                with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):
+                if os.isatty(2):  # a live display may have hidden the cursor: show it again, as its stop would
+                    os.write(2, b"\x1b[?25h")
+                if not _said:
                     os.write(2, b"error: interrupted\n")
             os._exit(130)
         cancel()

@@ -122,9 +122,9 @@ class LiveReporter(Reporter):
         self._live.start()
 
     def _stop(self) -> None:
-        if self._live is not None:
-            live, self._live = self._live, None
-            live.stop()
+        if self._live is not None:  # forgotten only once stopped: a Ctrl-C inside stop() leaves close() to retry
+            self._live.stop()
+            self._live = None
 
     def snapshot(self) -> list[_Row]:
         """The rows as they are now: called by rich's refresh thread, which holds the ``Live``'s lock."""
