@@ -279,8 +279,8 @@ class KeyLock:
         task = shown.task(Kind.WAIT, f"for {self.what}")
         task.update(detail=f"held by {who.rpartition(' (')[0] if who.endswith(' ago)') else who}")  # the row counts
         if not shown.live:
-            log.warning("waiting for locks/%s, held by %s; %s after %gs", self._name if name is None else name, who,
-                        self._after_timeout, timeout)
+            path = f"locks/{self._name if name is None else name}" if name != "" else "the locks/ directory"
+            log.warning("waiting for %s, held by %s; %s after %gs", path, who, self._after_timeout, timeout)
         return task
 
     @property
