@@ -227,6 +227,18 @@ def test_plain_lines_without_a_terminal(setup: Setup) -> None:
         assert [line for line in lines if re.match(pattern, line)], (pattern, lines)
 
 
+def test_pycs_compiled_while_linking_are_counted_too(setup: Setup) -> None:
+    """Outside fold, a tree's pycs are a unit of their own, compiled when the venv is linked, after the unpacking:
+    that wait is a phase of the display too, with its count."""
+    done = subprocess.run(setup.command("install", "--venv", str(setup.venv), "--index-url", setup.index.simple_url,
+                                        "--link-mode", "symlink", "manymodules"),
+                          env=setup.env, capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert [line for line in lines if re.match(r"unpacked 1 tree in ", line)], lines
+    assert [line for line in lines if re.match(r"compiled 15\d\d modules in ", line)], lines
+
+
 def test_quiet_prints_nothing(setup: Setup) -> None:
     done = subprocess.run(setup.install("-q"), env=setup.env, capture_output=True, text=True, timeout=240,
                           stdin=subprocess.DEVNULL)

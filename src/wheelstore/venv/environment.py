@@ -412,10 +412,11 @@ class Environment:
 
     def _bytecode(self, store: Store, steps: Sequence[_Step]) -> None:
         """Each tree's pyc unit for this interpreter, compiled once per store. Trees go one at a time: the compiler
-        already fans each tree's modules out over every core."""
-        for step in steps:
-            step.pycs = checks.intact_pycs(store, step.tree, self.interpreter,
-                                           hardlinked=step.mode is LinkMode.HARDLINK)
+        already fans each tree's modules out over every core. Modules compiled count on the display."""
+        with progress.phase(Kind.COMPILE, "bytecode", 0, progress.COMPILED):
+            for step in steps:
+                step.pycs = checks.intact_pycs(store, step.tree, self.interpreter,
+                                               hardlinked=step.mode is LinkMode.HARDLINK)
 
     def _realize(
         self,
