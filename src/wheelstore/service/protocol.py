@@ -1,0 +1,110 @@
+"""What client and service say to each other over the service's Unix socket, and the checks both apply to it.
+
+Every message is a frame: a 4-byte big-endian length, then that many bytes. A request or an answer is one JSON
+object; an ``upload`` request is followed by exactly ``size`` raw bytes (the wheel), nothing else. Nothing a client
+sends is a path the service reads or writes: a wheel is named by its URL and sha256, or sent as bytes, and the
+service derives every store path from digests it computed itself.
+
+Requests (``op``), each answered by one object, ``{"ok": true, ...}`` or ``{"ok": false, "error": ..., "hint": ...}``:
+
+- ``hello`` ``{version}``: the service's version, store root and id, and who it takes the peer for (``uid``, ``user``);
+- ``publish`` ``{url, filename, sha256, target}``: fetch that file (from an index the service allows), check its
+  sha256, publish its tree (pycs for ``target`` compiled in) -> ``{key, unpacked}``;
+- ``upload`` ``{filename, size, sha256?, target}`` + bytes: the same for a wheel the client has (its own build);
+- ``pycs`` ``{key, target}``: the tree's pyc unit for ``target`` -> ``{unit}`` (None: no trusted interpreter there);
+- ``root`` ``{venv, ...}``: record the peer's venv as a gc root (the fields are the root's, see the client);
+- ``repair`` ``{key}``: ``verify --repair`` of one tree, by the service.
+
+``target`` is what the service needs to compile for an interpreter, never a path to one:
+``{"cache_tag": "cpython-311", "version": [3, 11]}``. The service compiles only with an interpreter of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+from typing import Any
+
+from ..base.errors import ServiceError
+
+__all__ = [
+    "MAX_MESSAGE", "VERSION", "check_filename", "check_sha256", "check_target", "check_url", "recv_exact",
+    "recv_message", "send_message",
+]
+
+#: the protocol's version, in ``hello``
+VERSION = 1
+#: the largest JSON frame either side accepts: requests are coordinates, never data
+MAX_MESSAGE = 64 * 1024
+_LENGTH = struct.Struct(">I")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: a wheel's or sdist's file name: one path component of plain characters
+_FILENAME = re.compile(r"[A-Za-z0-9_.+!-]{1,200}\.(whl|tar\.gz|zip)")
+_CACHE_TAG = re.compile(r"[a-z]+-[0-9]{2,4}")
+
+
+def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    if len(data) > MAX_MESSAGE:
+        raise ServiceError(f"a message of {len(data)} bytes is over the protocol's {MAX_MESSAGE}")
+    sock.sendall(_LENGTH.pack(len(data)) + data)
+
+
+def recv_message(sock: socket.socket, limit: int = MAX_MESSAGE) -> dict[str, Any]:
+    """One JSON object; ServiceError for anything else (too long, not JSON, not an object, a closed connection)."""
+    (length,) = _LENGTH.unpack(recv_exact(sock, _LENGTH.size))
+    if length > limit:
+        raise ServiceError(f"a message of {length} bytes is over the limit of {limit}")
+    try:
+        message = json.loads(recv_exact(sock, length))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ServiceError("a message that is not JSON") from None
+    if not isinstance(message, dict):
+        raise ServiceError("a message that is not a JSON object")
+    return message
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes (the socket's timeout bounds each wait); ServiceError if the peer closes first."""
+    parts, left = [], n
+    while left:
+        chunk = sock.recv(min(left, 1 << 20))
+        if not chunk:
+            raise ServiceError(f"the connection closed {left} bytes before the end of a message")
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def check_sha256(value: object) -> str:
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise ServiceError("a sha256 must be 64 lowercase hex digits")
+    return value
+
+
+def check_filename(value: object) -> str:
+    if not isinstance(value, str) or not _FILENAME.fullmatch(value) or value.startswith("."):
+        raise ServiceError("not a wheel's or sdist's file name")
+    return value
+
+
+def check_url(value: object) -> str:
+    """An http(s) URL without credentials or fragment; which hosts are allowed is the service's config."""
+    if not isinstance(value, str) or len(value) > 2048 or not value.startswith(("https://", "http://")):
+        raise ServiceError("a URL must be http(s)")
+    if any(c in value for c in "#\\\0\r\n ") or "@" in value.split("/", 3)[2]:
+        raise ServiceError("a URL must have no credentials, fragment, spaces or control characters")
+    return value
+
+
+def check_target(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != {"cache_tag", "version"}:
+        raise ServiceError("a target is {cache_tag, version}")
+    tag, version = value["cache_tag"], value["version"]
+    if not isinstance(tag, str) or not _CACHE_TAG.fullmatch(tag):
+        raise ServiceError("a target's cache_tag is like cpython-311")
+    if not (isinstance(version, list) and len(version) == 2 and all(type(v) is int and 0 <= v < 1000 for v in version)):
+        raise ServiceError("a target's version is [major, minor]")
+    return {"cache_tag": tag, "version": version}
