@@ -12,8 +12,13 @@ Requests (``op``), each answered by one object, ``{"ok": true, ...}`` or ``{"ok"
   sha256, publish its tree (pycs for ``target`` compiled in) -> ``{key, unpacked}``;
 - ``upload`` ``{filename, size, sha256?, target}`` + bytes: the same for a wheel the client has (its own build);
 - ``pycs`` ``{key, target}``: the tree's pyc unit for ``target`` -> ``{unit}`` (None: no trusted interpreter there);
-- ``root`` ``{venv, ...}``: record the peer's venv as a gc root (the fields are the root's, see the client);
-- ``repair`` ``{key}``: ``verify --repair`` of one tree, by the service.
+- ``root`` ``{venv, node, host, fs, fs_type, anchor, dists}``: record the peer's venv as a gc root, written by the
+  service for the peer's uid (the fields and their checks: :mod:`.rootdoc`) -> ``{root}``;
+- ``repair`` ``{key, url?}``: ``verify --repair`` of one tree, by the service, if it is damaged; its wheel from
+  ``url`` (an allowed index's, checked against ``key``) or the service's own index -> ``{repaired: [keys]}``.
+
+Answers may carry a ``note`` (a warning for the user: published without pycs, say). A refused ``upload`` closes the
+connection (its bytes may be unread); any other answer leaves it open for the next request.
 
 ``target`` is what the service needs to compile for an interpreter, never a path to one:
 ``{"cache_tag": "cpython-311", "version": [3, 11]}``. The service compiles only with an interpreter of its own.
@@ -36,8 +41,9 @@ __all__ = [
 
 #: the protocol's version, in ``hello``
 VERSION = 1
-#: the largest JSON frame either side accepts: requests are coordinates, never data
-MAX_MESSAGE = 64 * 1024
+#: the largest JSON frame either side accepts: requests are coordinates, never data (a large venv's ``root``, a few
+#: thousand distributions, is the largest)
+MAX_MESSAGE = 1 << 20
 _LENGTH = struct.Struct(">I")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: a wheel's or sdist's file name: one path component of plain characters
