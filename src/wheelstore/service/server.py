@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from ..base.errors import PeerGone, ServiceError, WheelstoreError
+from ..base.errors import PeerGone, ServiceError, WheelstoreError, printable
 from ..store.policy import user_name
 from ..store.serviceconf import ServiceSettings
 from ..store.store import Store
@@ -178,6 +178,8 @@ def _serve_one(service: ops.Service, conn: socket.socket, slots: threading.Bound
         conn.settimeout(RECV_TIMEOUT)
         peer = Peer(conn)
         if not peer.allowed(service.settings, service.store.owner_uid):
+            with contextlib.suppress(ServiceError, OSError):  # its request first: then it is there to hear why
+                recv_message(conn)
             send_message(conn, _refusal(service, peer))
             ops.log_line(f"refused {peer.user} (uid {peer.uid}, pid {peer.pid}): not on the allow list")
             return
@@ -202,7 +204,7 @@ def _answer(service: ops.Service, conn: socket.socket, peer: Peer) -> bool:
             return False
         request = recv_message(conn)
     except ServiceError as e:
-        _send(conn, {"ok": False, "error": str(e), "hint": "the request broke the protocol; the connection is closed"})
+        _send(conn, {"ok": False, "error": e.message, "hint": "the request broke the protocol; the connection is closed"})
         return False
     except (TimeoutError, OSError):
         return False
@@ -212,7 +214,7 @@ def _answer(service: ops.Service, conn: socket.socket, peer: Peer) -> bool:
         ops.log_line(f"{peer.user} (uid {peer.uid}, pid {peer.pid}): {e}")
         return False
     except WheelstoreError as e:
-        answer = {"ok": False, "error": str(e), "hint": e.hint}
+        answer = {"ok": False, "error": printable(" ".join(e.message.split())), "hint": e.hint}
     except Exception as e:  # noqa: BLE001 - answered and logged; the service goes on
         ops.log_line("internal error: " + " | ".join(traceback.format_exc().strip().splitlines()[-3:]))
         answer = {"ok": False, "error": f"the service failed: {type(e).__name__}: {e}",
