@@ -113,7 +113,8 @@ def test_usage_mistakes_name_the_help_of_their_verb() -> None:
         # before the verb, or no verb: the top level's
         ("--bogus", "list"): "error: unrecognized arguments: --bogus (see 'wheelstore --help')",
         ("instal",): "error: argument VERB: invalid choice: 'instal' (choose from 'init', 'realize', 'info', 'venv', "
-                     "'install', 'sync', 'lock', 'uninstall', 'list', 'edit', 'doctor', 'gc', 'stats', 'verify') "
+                     "'install', 'sync', 'lock', 'uninstall', 'list', 'edit', 'doctor', 'gc', 'stats', 'verify', "
+                     "'serve') "
                      "(see 'wheelstore --help')",
     }
     for argv, line in cases.items():

@@ -311,7 +311,7 @@ VERBS = [
          "wheelstore init /srv/wheelstore --group lab"),
         ("your store, over a read-only site store",
          "wheelstore init --upstream /srv/wheelstore ~/.local/share/wheelstore/store"),
-        ("a store its service alone writes (run as the service's account), for the group 'lab'",
+        ("a store only its service writes, for group 'lab' (as the service's user)",
          "wheelstore init /srv/wheelstore --service --group lab --allow-group lab"))),
     Verb("realize", "unpack local wheels into the store, without installing", _realize_arguments, (
         ("publish a wheel's tree, with bytecode for the python3 on PATH",

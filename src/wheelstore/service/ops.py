@@ -15,14 +15,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from ..base import fsio
 from ..base.errors import PeerGone, ServiceError, StoreError, WheelstoreError
 from ..base.interpreter import Interpreter
-from ..fetch.download import download, fetch_tree, remove_download
+from ..fetch.download import fetch_tree
 from ..fetch.http import Http
 from ..fetch.index import RemoteFile
 from ..store.bytecode import InTree, ensure_pycs
@@ -34,7 +33,7 @@ from . import rootdoc
 from .protocol import VERSION, check_filename, check_sha256, check_target, check_url
 
 if TYPE_CHECKING:
-    from .server import Peer
+    from .peer import Peer
 
 #: an upload may take this long, plus a second per MiB: a stalled or trickling sender cannot hold a slot for ever
 UPLOAD_BASE_SECONDS = 60.0
@@ -146,7 +145,7 @@ class Service:
 
         key = check_sha256(request.get("key"))
         url = request.get("url")
-        return repairs.repair(self, key, None if url is None else self.allowed_url(url))
+        return repairs.repair(self.store, key, None if url is None else self.allowed_url(url))
 
     def root(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         doc = rootdoc.check_root(request)
@@ -195,13 +194,6 @@ class Service:
     def compiler(self, target: dict[str, Any]) -> InTree | None:
         interpreter = self.interpreter(target)
         return None if interpreter is None else InTree(self.store, interpreter)
-
-    def fetch_for_repair(self, url: str, filename: str, key: str, http: Http) -> Path:
-        """Download ``url`` into staging, checked against ``key`` (the caller removes it)."""
-        return download(self.store, RemoteFile(filename, url, {"sha256": key}), http)
-
-    def remove_download(self, path: Path) -> None:
-        remove_download(self.store, path)
 
 
 def _wheel_name(value: object) -> str:

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..base.errors import ServiceError, StoreError
-from ..fetch.download import find_wheel
+from ..fetch.download import download, find_wheel, remove_download
 from ..fetch.http import Http
+from ..fetch.index import RemoteFile
 from ..fetch.sources import Sources
 from ..store.repair import repair_tree
+from ..store.store import Store
 from ..store.verify import check_tree
 
-if TYPE_CHECKING:
-    from .ops import Service
 
-
-def repair(service: Service, key: str, url: str | None) -> dict[str, Any]:
+def repair(store: Store, key: str, url: str | None) -> dict[str, Any]:
     """Publish tree ``key`` again from its wheel (``url``, checked against ``key``; else the service's own index) if
     it is damaged; an intact tree is left alone, so no client can make the service churn a good one."""
-    store = service.store
     try:
         tree = store.lookup(key)
     except StoreError:
@@ -36,7 +34,7 @@ def repair(service: Service, key: str, url: str | None) -> dict[str, Any]:
         if sha256 != key or filename is None:
             return None
         if url is not None:
-            fetched.append(service.fetch_for_repair(url, filename, key, http))
+            fetched.append(download(store, RemoteFile(filename, url, {"sha256": key}), http))
         else:
             found = find_wheel(store, filename, sha256, Sources.from_environment(), http)
             if found is None:
@@ -48,6 +46,6 @@ def repair(service: Service, key: str, url: str | None) -> dict[str, Any]:
         done = repair_tree(store, key, find)
     finally:
         for path in fetched:
-            service.remove_download(path)
+            remove_download(store, path)
         http.close()
     return {"ok": True, "repaired": [r.key for r in done], "outcome": f"repaired {len(done)}"}

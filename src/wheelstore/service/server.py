@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import grp
 import os
 import pwd
 import signal
 import socket
 import stat
-import struct
 import threading
 import traceback
 from collections.abc import Iterator
@@ -26,44 +24,15 @@ from typing import Any
 
 from ..base.errors import PeerGone, ServiceError, WheelstoreError, printable
 from ..store.policy import user_name
-from ..store.serviceconf import ServiceSettings
 from ..store.store import Store
 from . import ops
+from .peer import Peer
 from .protocol import recv_message, send_message
 
 #: connections served at once; more are answered ``busy`` and closed
 MAX_CONNECTIONS = 32
 #: seconds a receive may wait for the peer's next bytes
 RECV_TIMEOUT = 30.0
-_PEERCRED = struct.Struct("3i")
-
-
-class Peer:
-    """Who is at the other end, as the kernel says (``SO_PEERCRED``)."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.pid, self.uid, self.gid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                                        _PEERCRED.size))
-        self.user = user_name(self.uid)
-
-    def groups(self) -> set[str]:
-        """The names of the peer's primary and supplementary groups (the user database's, and its primary now)."""
-        gids = {self.gid}
-        try:
-            entry = pwd.getpwuid(self.uid)
-            gids |= {entry.pw_gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)}
-        except KeyError:
-            pass
-        names = set()
-        for gid in gids:
-            with contextlib.suppress(KeyError):
-                names.add(grp.getgrgid(gid).gr_name)
-        return names
-
-    def allowed(self, settings: ServiceSettings, owner: int) -> bool:
-        if settings.open_to_all or self.uid in (0, owner):
-            return True
-        return self.user in settings.allow_users or bool(self.groups() & set(settings.allow_groups))
 
 
 def serve(store: Store, socket_path: str | None = None) -> None:
@@ -204,7 +173,8 @@ def _answer(service: ops.Service, conn: socket.socket, peer: Peer) -> bool:
             return False
         request = recv_message(conn)
     except ServiceError as e:
-        _send(conn, {"ok": False, "error": e.message, "hint": "the request broke the protocol; the connection is closed"})
+        _send(conn, {"ok": False, "error": e.message,
+                     "hint": "the request broke the protocol; the connection is closed"})
         return False
     except (TimeoutError, OSError):
         return False
