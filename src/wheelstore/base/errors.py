@@ -194,6 +194,10 @@ class ServiceUnreachable(ServiceError):
     stops at the first (a refusal, by contrast, is about one request)."""
 
 
+class PeerGone(ServiceError):
+    """The service's peer closed the connection or stopped sending mid-request: there is nobody to answer."""
+
+
 class Cancelled(KeyboardInterrupt):
     """The command was interrupted (Ctrl-C): raised in worker threads as they notice (:mod:`wheelstore.base.cancel`),
     so that every ``except BaseException`` clean-up on the way runs as for the main thread's KeyboardInterrupt, and no

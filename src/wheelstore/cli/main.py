@@ -29,6 +29,7 @@ from .maintenance import cmd_gc, cmd_stats, cmd_verify
 from .options import local_links, sources_from
 from .output import count, elapsed_text, err, out, print_json
 from .parser import build_parser as _build_parser
+from .service import cmd_serve, service_settings
 
 if TYPE_CHECKING:
     from ..store.publish import Realized
@@ -38,10 +39,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     target = args.path or select_store(args.store).path
     with contextlib.ExitStack() as closing:
         site = closing.enter_context(Store.open(args.upstream)) if args.upstream else None
-        store = closing.enter_context(Store.init(target, shared=args.shared, group=args.group, site=site))
+        service = service_settings(args, Path(target))
+        store = closing.enter_context(Store.init(target, shared=args.shared, group=args.group, site=site,
+                                                 service=service))
         group = f", group {store.policy.group}" if store.policy.group else ""
         over = f", an overlay of the site store {site.root}" if site is not None else ""
-        out(args, f"created {store.policy.shared} store at {store.root}{group}{over}")
+        served = f", written by its service only (start it: wheelstore serve --store {store.root})" if service else ""
+        out(args, f"created {store.policy.shared} store at {store.root}{group}{over}{served}")
     return 0
 
 
@@ -257,7 +261,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": cmd_init, "realize": cmd_realize, "info": cmd_info, "venv": cmd_venv, "install": cmd_install,
     "sync": cmd_install, "lock": cmd_lock, "uninstall": cmd_uninstall, "list": cmd_list, "edit": cmd_edit,
-    "doctor": cmd_doctor, "gc": cmd_gc, "stats": cmd_stats, "verify": cmd_verify,
+    "doctor": cmd_doctor, "gc": cmd_gc, "stats": cmd_stats, "verify": cmd_verify, "serve": cmd_serve,
 }
 
 

@@ -159,6 +159,18 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shared", choices=SHARED_MODES, help="who may read: private, group (default with --group), all")
     p.add_argument("--upstream", metavar="SITE_STORE", help="make an overlay of this read-only site store: installs "
                    "link its trees and publish only what it lacks into the new store")
+    p.add_argument("--service", action="store_true", help="make a store that only its owner's service ('wheelstore "
+                   "serve') writes, for users who do not trust each other; readable by all (or --group)")
+    p.add_argument("--socket", metavar="PATH", help="the service's Unix socket (with --service; default: "
+                   "STORE/service.sock)")
+    p.add_argument("--allow-user", action="append", default=[], metavar="USER",
+                   help="a user the service serves (with --service; repeat it; none and no --allow-group: anyone "
+                   "who can reach the socket)")
+    p.add_argument("--allow-group", action="append", default=[], metavar="GROUP",
+                   help="serve the members of this group (with --service; repeat it)")
+    p.add_argument("--allow-index", action="append", default=[], metavar="URL",
+                   help="a URL prefix the service may fetch wheels from (with --service; repeat it; default: the "
+                   "index configured here, and its file host)")
 
 
 def _realize_arguments(p: argparse.ArgumentParser) -> None:
@@ -287,6 +299,10 @@ def _verify_arguments(p: argparse.ArgumentParser) -> None:
     _json(p)
 
 
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--socket", metavar="PATH", help="listen here instead of the socket the store's config names")
+
+
 #: every verb, in the top level's order
 VERBS = [
     Verb("init", "create a store and record its sharing policy", _init_arguments, (
@@ -294,7 +310,9 @@ VERBS = [
         ("a store for group 'lab'; no root needed if you are in 'lab'",
          "wheelstore init /srv/wheelstore --group lab"),
         ("your store, over a read-only site store",
-         "wheelstore init --upstream /srv/wheelstore ~/.local/share/wheelstore/store"))),
+         "wheelstore init --upstream /srv/wheelstore ~/.local/share/wheelstore/store"),
+        ("a store its service alone writes (run as the service's account), for the group 'lab'",
+         "wheelstore init /srv/wheelstore --service --group lab --allow-group lab"))),
     Verb("realize", "unpack local wheels into the store, without installing", _realize_arguments, (
         ("publish a wheel's tree, with bytecode for the python3 on PATH",
          "wheelstore realize ./dist/mypkg-1.0-py3-none-any.whl --python python3"),
@@ -347,4 +365,7 @@ VERBS = [
         ("a quick check: files whose ctime moved", "wheelstore verify"),
         ("re-hash every file", "wheelstore verify --full"),
         ("publish damaged trees again, wheels from a directory first", "wheelstore verify --repair -f ./wheels"))),
+    Verb("serve", "run the store's service: the one writer of a store made with init --service", _serve_arguments, (
+        ("serve a service store, as its owner", "wheelstore serve --store /srv/wheelstore"),
+        ("on another socket", "wheelstore serve --store /srv/wheelstore --socket /run/wheelstore.sock"))),
 ]

@@ -122,7 +122,7 @@ class ServiceClient:
         return unit if isinstance(unit, str) else None
 
     def root(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Record a venv of ours as a gc root (the payload: :func:`wheelstore.service.protocol.check_root`)."""
+        """Record a venv of ours as a gc root (the payload: :mod:`wheelstore.service.rootdoc`)."""
         return self._ask({"op": "root", **payload}, SHORT_TIMEOUT)
 
     def register(self, store: Store, venv: Path, interpreter: Interpreter,
@@ -203,7 +203,6 @@ def root_payload(store: Store, venv: Path, interpreter: Interpreter,
     place = Place.of(real)
     return {
         "venv": real,
-        "interpreter": {"path": interpreter.executable, "cache_tag": interpreter.cache_tag},
         "node": place.node, "host": _host(), "fs": place.fs, "fs_type": place.fs_type,
         "anchor": [list(a) for a in place.anchor],
         "dists": [d._asdict() for d in venv_dists(store, real, interpreter, dists)],
@@ -232,9 +231,9 @@ def repair_via_service(store: Store, *, full: bool = False) -> VerifyReport:
             name, version = names_of(store, key)
             report.unrepaired.append((name, version, key, e.oneline()))
             continue
-        for r in answer.get("repaired") or ():
-            if isinstance(r, dict):
-                report.repaired.append(Repaired(str(r.get("name")), str(r.get("version")), str(r.get("key")),
-                                                str(r.get("unit")), r.get("wheel") if isinstance(r.get("wheel"), str)
-                                                else None, tuple(map(str, r.get("quarantined") or ()))))
+        for fixed in answer.get("repaired") or ():
+            if isinstance(fixed, str):
+                name, version = names_of(store, fixed)
+                report.repaired.append(Repaired(name, version, fixed, "bytecode" if "-" in fixed else "tree", "its wheel (by the store service)",
+                                                ("the store service's quarantine",)))
     return report

@@ -12,22 +12,13 @@ Requests (``op``), each answered by one object, ``{"ok": true, ...}`` or ``{"ok"
   sha256, publish its tree (pycs for ``target`` compiled in) -> ``{key, unpacked}``;
 - ``upload`` ``{filename, size, sha256?, target}`` + bytes: the same for a wheel the client has (its own build);
 - ``pycs`` ``{key, target}``: the tree's pyc unit for ``target`` -> ``{unit}`` (None: no trusted interpreter there);
-- ``root`` ``{venv, interpreter, node, host, fs, fs_type, anchor, dists}``: record the peer's venv as a gc root
-  (:func:`check_root`); ``dists`` empty: remove it -> ``{file}`` (the root's name under ``roots/``, or None);
-- ``repair`` ``{key}``: ``verify --repair`` of one tree, by the service -> ``{repaired: [Repaired.to_json()...]}``.
+- ``root`` ``{venv, node, host, fs, fs_type, anchor, dists}``: record the peer's venv as a gc root, written by the
+  service for the peer's uid (the fields and their checks: :mod:`.rootdoc`) -> ``{root}``;
+- ``repair`` ``{key, url?}``: ``verify --repair`` of one tree, by the service, if it is damaged; its wheel from
+  ``url`` (an allowed index's, checked against ``key``) or the service's own index -> ``{repaired: [keys]}``.
 
-A ``root`` holds what :mod:`wheelstore.store.roots` writes today, less what only the service can vouch for::
-
-    {"venv": "/home/a/v",                                   # the venv's real path
-     "interpreter": {"path": "/home/a/v/bin/python", "cache_tag": "cpython-311"},
-     "node": "<node id>", "host": "n1", "fs": "local", "fs_type": "ext4",
-     "anchor": [[dev, ino], ...],                            # the venv's directory and those above it
-     "dists": [{"name": "six", "version": "1.16.0", "dist_info": "lib/python3.11/site-packages/six-1.16.0.dist-info",
-                "key": "<sha256>", "pyc": "<sha256>-cpython-311" | null}, ...]}
-
-The service adds ``format``, ``uid`` and ``user`` (the peer's, from ``SO_PEERCRED``), ``updated_at`` (its clock) and
-``store_id`` (its store's), and writes that document where the peer's root would go. The venv is the client's
-claim, as every root is one (gc checks it against the venv where it can).
+Answers may carry a ``note`` (a warning for the user: published without pycs, say). A refused ``upload`` closes the
+connection (its bytes may be unread); any other answer leaves it open for the next request.
 
 ``target`` is what the service needs to compile for an interpreter, never a path to one:
 ``{"cache_tag": "cpython-311", "version": [3, 11]}``. The service compiles only with an interpreter of its own.
@@ -44,14 +35,14 @@ from typing import Any
 from ..base.errors import ServiceError
 
 __all__ = [
-    "MAX_MESSAGE", "VERSION", "check_filename", "check_root", "check_sha256", "check_target", "check_url", "recv_exact",
+    "MAX_MESSAGE", "VERSION", "check_filename", "check_sha256", "check_target", "check_url", "recv_exact",
     "recv_message", "send_message",
 ]
 
 #: the protocol's version, in ``hello``
 VERSION = 1
-#: the largest JSON frame either side accepts: requests are coordinates, never data; but a ``root`` lists every
-#: distribution of a venv (~250 bytes each: a few thousand fit)
+#: the largest JSON frame either side accepts: requests are coordinates, never data (a large venv's ``root``, a few
+#: thousand distributions, is the largest)
 MAX_MESSAGE = 1 << 20
 _LENGTH = struct.Struct(">I")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -124,49 +115,3 @@ def check_target(value: object) -> dict[str, Any]:
         raise ServiceError("a target's version is [major, minor]")
     return {"cache_tag": tag, "version": version}
 
-
-_ROOT_FIELDS = {"venv", "interpreter", "node", "host", "fs", "fs_type", "anchor", "dists"}
-_DIST_FIELDS = {"name", "version", "dist_info", "key", "pyc"}
-
-
-def _text(value: object, what: str, limit: int = 4096) -> str:
-    if not isinstance(value, str) or len(value) > limit or "\0" in value:
-        raise ServiceError(f"a root's {what} must be a string of at most {limit} characters")
-    return value
-
-
-def check_root(value: dict[str, Any]) -> dict[str, Any]:
-    """A ``root`` request's payload (the fields above, nothing else), checked; the service writes it as the peer's."""
-    if set(value) - {"op"} != _ROOT_FIELDS:
-        raise ServiceError(f"a root is {{{', '.join(sorted(_ROOT_FIELDS))}}}")
-    venv = _text(value["venv"], "venv")
-    if not venv.startswith("/") or "/../" in venv + "/":
-        raise ServiceError("a root's venv must be an absolute path")
-    interp = value["interpreter"]
-    if not isinstance(interp, dict) or set(interp) != {"path", "cache_tag"}:
-        raise ServiceError("a root's interpreter is {path, cache_tag}")
-    if interp["cache_tag"] is not None and not _CACHE_TAG.fullmatch(_text(interp["cache_tag"], "cache tag", 32)):
-        raise ServiceError("a root's cache tag is like cpython-311")
-    if value["fs"] not in ("shared", "local"):
-        raise ServiceError("a root's fs is shared or local")
-    anchor = value["anchor"]
-    if not isinstance(anchor, list) or len(anchor) > 256 or not all(
-            isinstance(a, list) and len(a) == 2 and all(type(n) is int and n >= 0 for n in a) for a in anchor):
-        raise ServiceError("a root's anchor is a list of [device, inode]")
-    dists = value["dists"]
-    if not isinstance(dists, list) or not all(isinstance(d, dict) and set(d) == _DIST_FIELDS for d in dists):
-        raise ServiceError(f"a root's dists are {{{', '.join(sorted(_DIST_FIELDS))}}}")
-    for d in dists:
-        key = check_sha256(d["key"])
-        rel = _text(d["dist_info"], "dist_info")
-        if rel.startswith("/") or ".." in rel.split("/") or not rel.endswith(".dist-info"):
-            raise ServiceError("a root's dist_info is a path inside the venv to a .dist-info")
-        if d["pyc"] is not None and (not isinstance(d["pyc"], str) or not d["pyc"].startswith(key + "-")
-                                     or not _CACHE_TAG.fullmatch(d["pyc"][65:])):
-            raise ServiceError("a root's pyc is <key>-<cache tag>")
-        _text(d["name"], "name", 256)
-        _text(d["version"], "version", 256)
-    for field in ("node", "host", "fs_type"):
-        _text(value[field], field, 256)
-    _text(interp["path"], "interpreter path")
-    return {k: value[k] for k in sorted(_ROOT_FIELDS)}

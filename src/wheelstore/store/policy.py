@@ -46,33 +46,40 @@ class Policy:
     writer, its owner.
     """
 
-    __slots__ = ("shared", "group", "gid")
+    __slots__ = ("shared", "group", "gid", "service")
     shared: SharedMode
     group: str | None
     gid: int | None
+    #: a service store (:mod:`wheelstore.service`): its owner alone writes, the group only reads
+    service: bool
 
-    def __init__(self, shared: SharedMode, group: str | None = None, gid: int | None = None) -> None:
+    def __init__(self, shared: SharedMode, group: str | None = None, gid: int | None = None, *,
+                 service: bool = False) -> None:
         if shared not in SHARED_MODES:
             raise PolicyError(f"unknown sharing mode {shared!r}", hint="use one of: private, group, all")
         if shared == "group" and gid is None:
             raise PolicyError("a group store needs a group", hint="pass --group GROUP")
         if shared == "private" and gid is not None:
             raise PolicyError("a private store has no group", hint="use --shared group or --shared all with --group")
-        for name, value in (("shared", shared), ("group", group), ("gid", gid)):
+        if service and shared == "private":
+            raise PolicyError("a service store is for other users: it cannot be private",
+                              hint="use --shared all, or --group GROUP for a group's")
+        for name, value in (("shared", shared), ("group", group), ("gid", gid), ("service", service)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a Policy is not changed once made (tried to set {name})")
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Policy) and (self.shared, self.group, self.gid) == (other.shared, other.group,
-                                                                                     other.gid)
+        return isinstance(other, Policy) and (self.shared, self.group, self.gid, self.service) == (
+            other.shared, other.group, other.gid, other.service)
 
     def __hash__(self) -> int:
-        return hash((self.shared, self.group, self.gid))
+        return hash((self.shared, self.group, self.gid, self.service))
 
     def __repr__(self) -> str:
-        return f"Policy(shared={self.shared!r}, group={self.group!r}, gid={self.gid!r})"
+        service = ", service=True" if self.service else ""
+        return f"Policy(shared={self.shared!r}, group={self.group!r}, gid={self.gid!r}{service})"
 
     # -- modes ---------------------------------------------------------------------------------------------------
 
@@ -88,8 +95,9 @@ class Policy:
 
     @property
     def _write_mask(self) -> int:
-        """The permission classes that may add entries to shared areas: the owner, and the group if there is one."""
-        return 0o700 | (0o070 if self.gid is not None else 0)
+        """The permission classes that may add entries to shared areas: the owner, and the group if there is one
+        (in a service store, the owner alone: the group only reads)."""
+        return 0o700 | (0o070 if self.gid is not None and not self.service else 0)
 
     def mode(self, role: Role) -> int:
         """The exact mode an inode of this role gets in this store."""
@@ -100,7 +108,7 @@ class Policy:
         if role is Role.CONFIG:
             return 0o444 & read
         if role is Role.AREA:
-            sticky = stat.S_ISVTX if self.gid is not None else 0
+            sticky = stat.S_ISVTX if self._write_mask & 0o070 else 0
             return ((0o555 & read) | (0o777 & write)) | shared_dir | sticky
         if role is Role.LOCK:  # only those who may publish may lock: a reader could otherwise hold a lock forever
             return 0o666 & write
@@ -174,10 +182,11 @@ class Policy:
     # -- trust -----------------------------------------------------------------------------------------------------
 
     def trusted_writer(self, uid: int, store_owner: int) -> bool:
-        """Whether content owned by ``uid`` may be trusted: root, the store's owner, or a member of its group."""
+        """Whether content owned by ``uid`` may be trusted: root, the store's owner, or a member of its group (not in a
+        service store, whose members only read)."""
         if uid in (0, store_owner):
             return True
-        return self.gid is not None and _is_member(uid, self.gid)
+        return self.gid is not None and not self.service and _is_member(uid, self.gid)
 
     # -- the recorded form -----------------------------------------------------------------------------------------
 
@@ -197,7 +206,7 @@ class Policy:
         lines += [
             "",
             "[trust]",
-            f'publishers = "{"group" if self.gid is not None else "owner"}"',
+            f'publishers = "{"service" if self.service else "group" if self.gid is not None else "owner"}"',
             "",
         ]
         return "\n".join(lines)
@@ -212,18 +221,20 @@ class Policy:
         group = store.get("group")
         if shared not in SHARED_MODES or not (gid is None or isinstance(gid, int)):
             raise PolicyError("the store's config.toml has an invalid [store] table")
-        return cls(cast(SharedMode, shared), group if isinstance(group, str) else None, gid)
+        trust = data.get("trust")
+        service = "service" in data or (isinstance(trust, dict) and trust.get("publishers") == "service")
+        return cls(cast(SharedMode, shared), group if isinstance(group, str) else None, gid, service=service)
 
     @classmethod
-    def for_init(cls, shared: SharedMode | None, group: str | None) -> Policy:
+    def for_init(cls, shared: SharedMode | None, group: str | None, *, service: bool = False) -> Policy:
         """The policy ``wheelstore init`` creates, after checking the caller may apply it without root."""
         if shared is None:
-            shared = "group" if group else "private"
+            shared = "group" if group else "all" if service else "private"
         if group is None:
-            return cls(shared)
+            return cls(shared, service=service)
         gid = resolve_group(group)
         require_membership(group, gid)
-        return cls(shared, group, gid)
+        return cls(shared, group, gid, service=service)
 
 
 @functools.lru_cache(maxsize=256)

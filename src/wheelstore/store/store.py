@@ -31,7 +31,7 @@ from ..base import cancel, fsio
 from ..base.errors import StoreAccessDenied, StoreError, StoreNotFound
 from ..base.fsio import open_dir
 from ..base.logs import log
-from . import gclock, identity, sitelink
+from . import gclock, identity, serviceconf, sitelink
 from .config import parse_toml, select_store
 from .keylock import NOTICE_AFTER, STORE_TIMEOUT, KeyLock, configured_timeout, holder
 from .manifest import Manifest
@@ -47,6 +47,7 @@ from .policy import (
     user_name,
 )
 from .provenance import provenance_problem
+from .serviceconf import ServiceSettings
 
 AREAS = ("trees", "manifests", "staging", "locks", "roots")
 #: a tree key: a wheel's sha256, or a pyc unit's ``<sha256>-<cache tag>``
@@ -87,6 +88,8 @@ class Store:
         self._trees = root / "trees"
         self._lease: str | None = None
         self.upstream: Store | None = None  #: the site store an overlay reads first (:mod:`.upstream`)
+        #: a service store's ``[service]`` table (:mod:`.serviceconf`): its owner's service alone writes it
+        self.service: ServiceSettings | None = None
 
     # -- opening ---------------------------------------------------------------------------------------------------
 
@@ -106,6 +109,7 @@ class Store:
         try:
             data, st = cls._read_config(root, fd)
             store = cls(root, Policy.from_mapping(data), fd, identity.from_config(data, st, os.fstat(fd).st_uid))
+            store.service = serviceconf.from_config(data, str(root / CONFIG))
         except BaseException:
             os.close(fd)
             raise
@@ -163,6 +167,7 @@ class Store:
         group: str | None = None,
         exist_ok: bool = False,
         site: Store | None = None,
+        service: ServiceSettings | None = None,
     ) -> Store:
         """Create a store at ``path`` with the given policy, or finish one a crash interrupted.
 
@@ -170,11 +175,16 @@ class Store:
         first and ``config.toml`` last, so an interrupted init leaves no directory that opens as a store. Concurrent
         inits of one path are serialised by a lock on the directory; with ``exist_ok`` the losers open the winner's.
         No store is made where anyone but root and the caller could move it away (:mod:`wheelstore.store.parents`).
-        With ``site``, the store is an overlay of that site store (:mod:`~wheelstore.store.upstream`).
+        With ``site``, the store is an overlay of that site store (:mod:`~wheelstore.store.upstream`). With
+        ``service``, a service store (:mod:`wheelstore.service`): its owner alone may write any of it.
         """
         from .parents import require_reached_safely, require_safe_parents
 
-        policy = Policy.for_init(shared, group)
+        policy = Policy.for_init(shared, group, service=service is not None)
+        if service is not None and site is not None:
+            raise StoreError("a service store cannot be an overlay", hint="give --service or --upstream, not both")
+        extra = "" if site is None else sitelink.to_toml(site)
+        extra += "" if service is None else "\n" + serviceconf.checked(service).to_toml()
         root = Path(path).absolute()
         require_safe_parents(root, os.geteuid())
         _make_parents(root.parent, private=policy.shared == "private")
@@ -204,7 +214,7 @@ class Store:
             require_reached_safely(root, root_fd, os.geteuid())  # a parent made by another since the check above
             _lock_for_init(root, root_fd)
             if not (exist_ok and fsio.exists(CONFIG, dir_fd=root_fd)):
-                cls._init_in(root, root_fd, policy, "" if site is None else sitelink.to_toml(site))
+                cls._init_in(root, root_fd, policy, extra)
         finally:
             os.close(root_fd)
         return cls.open(root)
