@@ -234,6 +234,7 @@ def repair_via_service(store: Store, *, full: bool = False) -> VerifyReport:
         for fixed in answer.get("repaired") or ():
             if isinstance(fixed, str):
                 name, version = names_of(store, fixed)
-                report.repaired.append(Repaired(name, version, fixed, "bytecode" if "-" in fixed else "tree", "its wheel (by the store service)",
+                unit = "bytecode" if "-" in fixed else "tree"
+                report.repaired.append(Repaired(name, version, fixed, unit, "its wheel (by the store service)",
                                                 ("the store service's quarantine",)))
     return report
