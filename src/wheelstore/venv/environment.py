@@ -22,7 +22,7 @@ from . import damage
 from . import oldpip
 from ..base import cancel
 from ..base.distinfo import Distribution, describe, installed, origin, read_regular
-from ..base.errors import LinkModeError, RootNotRegistered, ServiceError, WheelstoreError
+from ..base.errors import LinkModeError, RootNotRegistered, ServiceError, ServiceUnreachable, WheelstoreError
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
 from ..resolve.plan import Plan, Request, plan
@@ -134,7 +134,8 @@ class Environment:
         except (RootNotRegistered, OSError, ServiceError) as e:
             if not failed:
                 raise
-            log.warning("%s", e.oneline() if isinstance(e, WheelstoreError) else e)
+            if not isinstance(e, ServiceUnreachable):  # else the command's own error said it
+                log.warning("%s", e.oneline() if isinstance(e, WheelstoreError) else e)
 
     def _steps(self, store: Store, work: _Work, options: Options, report: InstallReport) -> list[_Step]:
         """What must be linked, each with its tree and link mode, decided before the venv changes."""

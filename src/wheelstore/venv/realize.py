@@ -127,7 +127,8 @@ def _build_and_upload(client: ServiceClient, local: Path | None, remote: RemoteF
         where = Path(tmp)
         if local is None:
             with contextlib.closing(Http(offline=sources.offline)) as http:
-                local, sha = download_private(remote, http, where)
+                (where / "download").mkdir()
+                local, sha = download_private(remote, http, where / "download")
         else:
             sha = remote.sha256 or fsio.sha256_file(local)
         if remote.is_wheel:
