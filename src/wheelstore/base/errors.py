@@ -189,6 +189,11 @@ class ServiceError(WheelstoreError):
     """The store service refused a request, or cannot be reached, or a peer broke the protocol."""
 
 
+class ServiceUnreachable(ServiceError):
+    """The store service is not running, or this user may not connect to it: no request can succeed, so a command
+    stops at the first (a refusal, by contrast, is about one request)."""
+
+
 class PeerGone(ServiceError):
     """The service's peer closed the connection or stopped sending mid-request: there is nobody to answer."""
 

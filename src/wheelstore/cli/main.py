@@ -10,10 +10,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ..base import cancel, logs, progress
-from ..base.errors import WheelstoreError, printable
+from ..base.errors import ServiceUnreachable, WheelstoreError, printable
 from ..base.interpreter import Interpreter
 from ..base.names import canonical
 from ..fetch.sources import Sources
@@ -30,6 +30,9 @@ from .options import local_links, sources_from
 from .output import count, elapsed_text, err, out, print_json
 from .parser import build_parser as _build_parser
 from .service import cmd_serve, service_settings
+
+if TYPE_CHECKING:
+    from ..store.publish import Realized
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -55,7 +58,10 @@ def cmd_realize(args: argparse.Namespace) -> int:
     from ..store.publish import realize_wheels
 
     with Store.select(args.store) as store:
-        for outcome in realize_wheels(store, [(w, args.sha256) for w in args.wheels], compile_for=target):
+        from ..service.client import service_socket
+
+        realized = realize_wheels if service_socket(store) is None else _upload_wheels
+        for outcome in realized(store, [(w, args.sha256) for w in args.wheels], compile_for=target):
             if isinstance(outcome, WheelstoreError):
                 failures.append(outcome)
                 continue
@@ -81,6 +87,28 @@ def cmd_realize(args: argparse.Namespace) -> int:
     if failures:
         raise failures[-1]
     return 0
+
+
+def _upload_wheels(store: Store, wheels: list[tuple[str, str | None]], compile_for: Interpreter | None
+                   ) -> list[Realized | WheelstoreError]:
+    """``realize`` into a service store: each wheel sent to the service, which hashes and publishes it."""
+    from ..service.client import ServiceClient, target_of
+    from ..store.publish import Realized
+
+    client, target = ServiceClient.of(store), target_of(compile_for) if compile_for is not None else None
+    outcomes: list[Realized | WheelstoreError] = []
+    for wheel, sha256 in wheels:
+        try:
+            answer = client.upload(Path(wheel), sha256, target)
+            tree = store.lookup(str(answer.get("key")))
+            if tree is None:
+                raise WheelstoreError(f"the store service published {wheel}, but {store.root} has no tree for it")
+            outcomes.append(Realized(tree, bool(answer.get("unpacked"))))
+        except ServiceUnreachable:
+            raise
+        except WheelstoreError as e:
+            outcomes.append(e)
+    return outcomes
 
 
 def cmd_info(args: argparse.Namespace) -> int:

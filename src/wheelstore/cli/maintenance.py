@@ -150,8 +150,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 cleanup.callback(remove_download, store, path)
             return path
 
-        report = repair.verify_and_repair(store, full=args.full, finder=find) if args.repair \
-            else verify.verify_store(store, full=args.full)
+        from ..service.client import repair_via_service, service_socket
+
+        if args.repair and service_socket(store) is not None:  # the service repairs; this user cannot write
+            report = repair_via_service(store, full=args.full)
+        else:
+            report = repair.verify_and_repair(store, full=args.full, finder=find) if args.repair \
+                else verify.verify_store(store, full=args.full)
     if args.json:
         print_json(report.to_json())
         return 0 if report.ok else 1

@@ -107,6 +107,13 @@ def ensure_built(
         return tree
 
 
+def build_private(sdist: Path, sdist_sha256: str, interpreter: Interpreter, sources: Sources, into: Path) -> Path:
+    """A wheel of ``sdist`` built into ``into`` (a private directory of the caller's), no store involved: a client of
+    a store service builds, then sends the wheel to the service, which trusts no build record of a client's."""
+    copy = _private_copy(sdist, normalize_sha256(sdist_sha256), into)
+    return _build(copy, into / "out", interpreter, sources, interpreter_key(interpreter))
+
+
 def _private_copy(sdist: Path, sha: str, into: Path) -> Path:
     """Copy the sdist to a private directory while hashing it: uv then builds exactly the bytes that were checked."""
     target = into / sdist.name

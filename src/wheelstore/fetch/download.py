@@ -218,6 +218,20 @@ def download(store: Store, file: RemoteFile, http: Http) -> Path:
     return _download(store, file, http)[0]
 
 
+def download_private(file: RemoteFile, http: Http, into: Path) -> tuple[Path, str]:
+    """Download one file into ``into`` (a private directory of the caller's, not the store's staging area), checked
+    like any download; its path and sha256. For a client of a store service, which may create nothing in the store."""
+    if distribution(file.filename) is None:
+        raise FetchError(f"{file.filename!r} ({file.url}) is not a wheel or sdist file name")
+    _sha256(file)
+    path = into / file.filename
+    try:
+        with open(path, "xb") as out, _task(file) as task:
+            return path, _stream(out, file, http, task)
+    except OSError as e:
+        raise FetchError(f"cannot download {file.filename} into {into}: {e.strerror}") from None
+
+
 def remove_download(store: Store, path: Path) -> None:
     """Remove a file :func:`download` returned, with the private staging directory that holds it."""
     staging = store.root / "staging"

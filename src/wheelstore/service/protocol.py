@@ -114,3 +114,4 @@ def check_target(value: object) -> dict[str, Any]:
     if not (isinstance(version, list) and len(version) == 2 and all(type(v) is int and 0 <= v < 1000 for v in version)):
         raise ServiceError("a target's version is [major, minor]")
     return {"cache_tag": tag, "version": version}
+

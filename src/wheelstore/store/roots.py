@@ -136,7 +136,7 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
         # a root directory of root's there would be unreadable to the store's owner, whose gc would then never
         # remove anything; root links their trees only by copy or reflink, which gc cannot take away
         try:
-            linked = next(_venv_dists(store, real, interpreter, dists), None) is not None
+            linked = next(venv_dists(store, real, interpreter, dists), None) is not None
         except OSError:
             linked = True
         if linked:
@@ -145,7 +145,7 @@ def register(store: Store, venv: str | os.PathLike[str], interpreter: Interprete
                         "from removing anything", real, store.root, owner, owner)
         return None
     try:
-        rooted = tuple(_venv_dists(store, real, interpreter, dists))
+        rooted = tuple(venv_dists(store, real, interpreter, dists))
     except OSError as e:  # reading the venv, not writing roots/
         raise _unprotected(store, real, f"the venv cannot be read: {e.strerror or e}") from None
     for last in (False, True):
@@ -243,7 +243,7 @@ def _unlink(name: str, dir_fd: int) -> None:
         pass
 
 
-def _venv_dists(store: Store, real: str, interpreter: Interpreter,
+def venv_dists(store: Store, real: str, interpreter: Interpreter,
                 dists: Mapping[NormalizedName, Distribution] | None = None) -> Iterator[RootDist]:
     """The venv's distributions (``dists``, else read now) whose origin file names this store."""
     same = StoreMatch(store.id, store.root)

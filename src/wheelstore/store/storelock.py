@@ -123,10 +123,15 @@ def install_lock(store: Store) -> Iterator[None]:
     If it cannot be had (a reader who may not create the lock file, no flock here, a holder of the exclusive lock for
     longer than :data:`STORE_TIMEOUT`: gc holds it only briefly, so that is not gc), the install goes ahead with a
     warning, as with every lock in wheelstore.
+
+    Not taken by the clients of a service store: its ``gc.lock`` is the service's alone, since a client holding it
+    shared could hold off the service's gc forever; the service, its only gc-er, keeps what it just published for the
+    grace period, and what a client links meanwhile is its root's once the install ends.
     """
     site = store.upstream  # an overlay's site store: its lock too, where this user may take it (readers may not)
     locks = [StoreLock(s, exclusive=False) for s in (site, store)
-             if s is not None and (s is store or s.policy.trusted_writer(os.geteuid(), s.owner_uid))]
+             if s is not None and (s is store or s.policy.trusted_writer(os.geteuid(), s.owner_uid))
+             and not (s.policy.service and os.geteuid() != s.owner_uid)]
     for lock in locks:
         lock.acquire()
     try:

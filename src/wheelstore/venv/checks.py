@@ -33,9 +33,11 @@ def intact_trees(
     wheels: Sequence[Path | None],
     notes: list[str],
     hardlinked: frozenset[str] = frozenset(),
+    repair: Callable[[Tree], Tree] | None = None,
 ) -> list[Tree]:
     """The trees to link, each quick-checked first; a damaged one is repaired from its wheel when it is at hand and
-    this user may, else this raises :class:`TreeDamaged` naming the distribution, before any venv is touched.
+    this user may (or by ``repair``: a service store's service), else this raises :class:`TreeDamaged` naming the
+    distribution, before any venv is touched.
 
     The check is mostly system calls and small-object work that one process cannot overlap, so with more than one
     core a forked child checks half of the trees meanwhile (:func:`_check_elsewhere`). Only the trees it found
@@ -62,9 +64,10 @@ def intact_trees(
         if not damage:
             result.append(tree)
             continue
-        result.append(_repair_for_install(store, tree, wheel, damage, checkpoints))
+        result.append(repair(tree) if repair is not None else
+                      _repair_for_install(store, tree, wheel, damage, checkpoints))
         notes.append(f"repaired the store's damaged copy of {tree.manifest.name} {tree.manifest.version} "
-                     f"({damage[0].describe()}) from {wheel}")
+                     f"({damage[0].describe()}) from {wheel if repair is None else 'its wheel, by the store service'}")
     return result
 
 

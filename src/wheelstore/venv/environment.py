@@ -9,7 +9,6 @@ half-installed; a tree the check finds damaged while it is being linked takes th
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,10 +20,9 @@ from . import install as inst
 from . import checks
 from . import damage
 from . import oldpip
-from ..store.bytecode import InTree
 from ..base import cancel
 from ..base.distinfo import Distribution, describe, installed, origin, read_regular
-from ..base.errors import LinkModeError, RootNotRegistered, WheelstoreError
+from ..base.errors import LinkModeError, RootNotRegistered, ServiceError, ServiceUnreachable, WheelstoreError
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
 from ..resolve.plan import Plan, Request, plan
@@ -34,6 +32,7 @@ from .link import LinkMode
 from .linkmode import PairNote, choose, first_told, probe, refuse_beside_old_pip
 from .report import InstallReport
 from .edit import make_private, relink
+from .realize import realize, service_pycs, service_repair, service_root
 from .refusal import explained
 from .unfold import plan_folds
 from .uninstall import Stash, uninstall
@@ -130,11 +129,13 @@ class Environment:
         :class:`RootNotRegistered`, an error, unless the command ``failed`` already (its own error comes first, and
         this one is a warning)."""
         try:
-            register(store, self.path, self.interpreter, after)
-        except (RootNotRegistered, OSError) as e:
+            if not service_root(store, self.path, self.interpreter, after):
+                register(store, self.path, self.interpreter, after)
+        except (RootNotRegistered, OSError, ServiceError) as e:
             if not failed:
                 raise
-            log.warning("%s", e.oneline() if isinstance(e, RootNotRegistered) else e)
+            if not isinstance(e, ServiceUnreachable):  # else the command's own error said it
+                log.warning("%s", e.oneline() if isinstance(e, WheelstoreError) else e)
 
     def _steps(self, store: Store, work: _Work, options: Options, report: InstallReport) -> list[_Step]:
         """What must be linked, each with its tree and link mode, decided before the venv changes."""
@@ -176,7 +177,7 @@ class Environment:
             now = [s for s in steps if s.key in hardlinked] if later is not None else steps
             # before the venv changes; a repaired tree comes back under the same key, owned by its repairer
             for step, tree in zip(now, checks.intact_trees(store, [s.tree for s in now], [s.cand.wheel for s in now],
-                                                           report.notes, hardlinked)):
+                                                           report.notes, hardlinked, service_repair(store))):
                 step.tree = tree
             if options.compile_bytecode:
                 self._bytecode(store, steps)
@@ -415,54 +416,19 @@ class Environment:
         already fans each tree's modules out over every core. Modules compiled count on the display."""
         with progress.phase(Kind.COMPILE, "bytecode", 0, progress.COMPILED):
             for step in steps:
+                service_pycs(store, step.tree, self.interpreter)
                 step.pycs = checks.intact_pycs(store, step.tree, self.interpreter,
                                                hardlinked=step.mode is LinkMode.HARDLINK)
 
-    def _realize(
-        self,
-        store: Store,
-        steps: Sequence[_Step],
-        sources: Sources | None = None,
-        *,
-        compile_into: bool = False,
-        optimized: bool = False,
-    ) -> None:
-        """Give every step its tree: the one the plan found (no file opened, no network), else realized from a local
-        wheel, or downloaded (once per store) and built from an sdist where needed. With ``compile_into`` (auto,
-        fold), wheels published now get this interpreter's pycs inside the tree (see
-        :mod:`wheelstore.store.bytecode`)."""
-        local = [s for s in steps if s.cand.tree is None and s.cand.wheel is not None]
-        remote = [s for s in steps if s.cand.tree is None and s.cand.wheel is None]
-        compiler = (InTree(store, self.interpreter, optimized=optimized)
-                    if compile_into and self.interpreter.cache_tag else None)
-        # one count of trees and one of modules for the whole install, local wheels and downloads alike
-        with progress.phase(Kind.UNPACK, "wheels", len(local) + len(remote), progress.UNPACKED), \
-                progress.phase(Kind.COMPILE, "bytecode", 0, progress.COMPILED) if compiler else contextlib.nullcontext():
-            if local:
-                self._realize_local(store, local, compiler)
-            if remote:
-                from ..fetch.download import obtain
-
-                files = [s.cand.remote for s in remote]
-                if None in files or sources is None:
-                    raise WheelstoreError(
-                        f"no file for {', '.join(s.cand.where for s in remote if s.cand.remote is None)}")
-                got = obtain(store, [f for f in files if f is not None], self.interpreter, sources, compiler=compiler)
-                for step, tree in zip(remote, got, strict=True):
-                    step.tree = tree
-
-    @staticmethod
-    def _realize_local(store: Store, local: Sequence[_Step], compiler: InTree | None) -> None:
-        from ..store.publish import realize_many
-
-        outcomes = realize_many(store, [(Path(s.cand.wheel), s.cand.sha256) for s in local if s.cand.wheel],
-                                compiler=compiler, absent=True)  # the plan looked each hash given up
-        errors = [o for o in outcomes if isinstance(o, WheelstoreError)]
-        if errors:
-            raise errors[0]
-        for step, outcome in zip(local, outcomes, strict=True):
-            if not isinstance(outcome, WheelstoreError):
-                step.tree = outcome.tree
+    def _realize(self, store: Store, steps: Sequence[_Step], sources: Sources | None = None, *,
+                 compile_into: bool = False, optimized: bool = False) -> None:
+        """Give every step its tree: the one the plan found (no file opened, no network), else realized now
+        (:mod:`.realize`: here, or by the store's service)."""
+        todo = [s for s in steps if s.cand.tree is None]
+        trees = realize(store, self.interpreter, [s.cand for s in todo], sources, compile_into=compile_into,
+                        optimized=optimized)
+        for step, tree in zip(todo, trees, strict=True):
+            step.tree = tree
 
     def _choose_modes(
         self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: InstallReport,
