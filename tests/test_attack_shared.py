@@ -166,7 +166,7 @@ def test_a_member_cannot_take_installs_out_of_gcs_lock_by_chmodding_gc_lock(
         for h in gc:
             h.communicate("")
     assert done.returncode == 0, done.stderr
-    waits = [line for line in done.stderr.splitlines() if line.startswith("warning: waiting for locks/")]
+    waits = [line for line in done.stderr.splitlines() if line.startswith("warning: waiting for the locks/ directory")]
     assert waits and "held by root" in waits[0], done.stderr
 
 

@@ -79,7 +79,7 @@ class StoreLock(KeyLock):
         try:
             self._area_fd = self._take_area(deadline)
         except LockUnavailable as e:
-            log.warning("going ahead without lock locks/: %s", e)
+            log.warning("going ahead without the lock on the locks/ directory: %s", e)
         if failed is not None:
             if failed.timed_out or self._area_fd is None:
                 log.warning("going ahead without lock locks/%s: %s", self._name, failed)
