@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from . import sizes
 from .errors import NoSpace
 
 MOUNTINFO = "/proc/self/mountinfo"
@@ -114,18 +115,9 @@ def no_space(e: OSError, path: str | os.PathLike[str], what: str, doing: str, fi
     mount = mount_of(path)
     try:
         st = os.statvfs(path)
-        size = f", {_size(st.f_blocks * st.f_frsize)} in all"  # (what is free now: the failed write was undone)
+        size = f", {sizes.binary(st.f_blocks * st.f_frsize)} in all"  # (what is free now: the failed write was undone)
     except OSError:
         size = ""
     where = f"{mount.fstype} at {mount.point}{size}" if mount is not None else f"{os.fspath(path)}{size}"
     full = "your disk quota is used up on" if e.errno == errno.EDQUOT else "no space left on"
     return NoSpace(f"{full} {what}'s filesystem ({where}) while {doing}", hint=fix)
-
-
-def _size(n: int) -> str:
-    value, unit = float(n), "B"
-    for bigger in ("KiB", "MiB", "GiB", "TiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{value:.1f} {unit}" if unit != "B" else f"{n} B"

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from ..base import sizes
 from ..base.errors import printable
 from ..base.progress import Kind, LineReporter, Reporter, Task
 
@@ -179,13 +180,13 @@ def _right(row: Task, now: float) -> Any:
 
     total, completed = row.total, row.completed
     if row.kind is Kind.DOWNLOAD and completed and total is None:
-        return Text(_size(completed))
+        return Text(sizes.decimal(completed))
     if row.kind in (Kind.DOWNLOAD, Kind.UNPACK, Kind.COMPILE) and total:
         filled = min(BAR, BAR * completed // total)
         text = Text()
         text.append("━" * filled, style="magenta")
         text.append("━" * (BAR - filled), style="grey23")
-        numbers = f"{_size(completed)}/{_size(total)}" if row.kind is Kind.DOWNLOAD else \
+        numbers = f"{sizes.decimal(completed)}/{sizes.decimal(total)}" if row.kind is Kind.DOWNLOAD else \
             f"{completed}/{total} {_UNITS[row.kind]}"
         text.append(f" {numbers}")
         return text
@@ -197,12 +198,3 @@ def _right(row: Task, now: float) -> Any:
 def _elapsed(seconds: float) -> str:
     s = int(seconds)
     return f"{s}s" if s < 60 else f"{s // 60}m{s % 60:02d}s"
-
-
-def _size(nbytes: int) -> str:
-    value = float(nbytes)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError

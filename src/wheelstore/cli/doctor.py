@@ -40,7 +40,7 @@ from ..venv.linkmode import choose, fs_type, probe_now
 from ..venv.oldpip import LINKED_MODES, pip_too_old
 from . import doctor_locks, doctor_staging
 from .doctor_report import Check, DoctorReport, Status
-from .output import count
+from .output import count, size_text
 
 #: below these, the store's filesystem gets a warning; below the hard ones, publishing cannot work (a failure)
 LOW_SPACE = 1 << 30
@@ -519,12 +519,3 @@ def _existing(path: Path) -> Path:
 
 def _dev(dev: int) -> str:
     return f"{os.major(dev)}:{os.minor(dev)}"
-
-
-def size_text(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
-

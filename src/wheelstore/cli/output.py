@@ -9,6 +9,7 @@ from typing import Any
 
 from ..base.errors import printable
 from ..base.progress import elapsed as elapsed_text
+from ..base.sizes import binary as size_text
 
 __all__ = ["count", "elapsed_text", "err", "out", "print_json", "size_text"]
 
@@ -20,17 +21,6 @@ def out(args: argparse.Namespace, text: str) -> None:
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
-
-
-def size_text(n: int) -> str:
-    if abs(n) < 1024:
-        return f"{n} B"
-    value, shown = float(n), "B"
-    for unit in ("KiB", "MiB", "GiB"):
-        value, shown = value / 1024, unit
-        if abs(value) < 1024:
-            break
-    return f"{value:.1f} {shown}"
 
 
 def count(n: int, word: str, plural: str | None = None) -> str:

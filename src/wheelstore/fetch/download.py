@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from ..base import cancel, fsio
+from ..base import cancel, fsio, sizes
 from ..base.errors import DownloadCutOff, FetchError, HashMismatch, WheelstoreError
 from ..base.interpreter import Interpreter
 from ..base.logs import log
@@ -53,15 +53,6 @@ ATTEMPTS = 3
 RETRY_DELAY = 0.5
 
 
-
-
-def _size(nbytes: int) -> str:
-    value = float(nbytes)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError
 
 
 # -- the API --------------------------------------------------------------------------------------------------------
@@ -336,7 +327,7 @@ def _stream(out: BinaryIO, file: RemoteFile, http: Http, task: Task) -> str:
     if file.size is not None and written != file.size:
         raise FetchError(f"{file.filename} from {file.url} is {written} bytes; the index announced {file.size}")
     _check(file, digest.hexdigest())
-    task.done(f"downloaded {file.filename} ({_size(written)})")
+    task.done(f"downloaded {file.filename} ({sizes.decimal(written)})")
     return digest.hexdigest()
 
 
