@@ -5,14 +5,12 @@ terminal; nothing with ``-q``."""
 from __future__ import annotations
 
 import fcntl
-import io
 import os
 import re
 import select
 import struct
 import subprocess
 import sys
-import tarfile
 import termios
 import threading
 import time
@@ -26,7 +24,7 @@ from wheelstore.store.store import Store
 
 from .conftest import SYSTEM_PYTHON, flit_core_wheel
 from .pyindex import PyIndex
-from .wheelmaker import make_wheel
+from .wheelmaker import make_wheel, sdist_archive
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 COLUMNS = 80
@@ -51,14 +49,7 @@ def _sdist(directory: Path, name: str = "slowbuild") -> Path:
         f"{name}/__init__.py": "VALUE = 7\n",
         "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
     }
-    path = directory / f"{name}-0.1.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for rel, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"{name}-0.1/{rel}")
-            info.size, info.mode, info.mtime = len(data), 0o644, 1577836800
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    return sdist_archive(directory, name, "0.1", files)
 
 
 class Setup:

@@ -103,11 +103,17 @@ def make_sdist(directory: Path, markers: Path, name: str = "tinypkg", *, fail: b
         f"{name}/__init__.py": "VALUE = 42\n",
         "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
     }
-    path = directory / f"{name}-0.1.tar.gz"
+    return sdist_archive(directory, name, "0.1", files)
+
+
+def sdist_archive(directory: Path, name: str, version: str, files: dict[str, str]) -> Path:
+    """``NAME-VERSION.tar.gz`` in ``directory`` holding ``files`` (relative path -> text) under its top directory,
+    world-readable, with fixed modes and times."""
+    path = directory / f"{name}-{version}.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
         for rel, text in files.items():
             data = text.encode()
-            info = tarfile.TarInfo(f"{name}-0.1/{rel}")
+            info = tarfile.TarInfo(f"{name}-{version}/{rel}")
             info.size, info.mode, info.mtime = len(data), 0o644, 1577836800
             tar.addfile(info, io.BytesIO(data))
     path.chmod(0o644)
