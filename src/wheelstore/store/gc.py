@@ -445,11 +445,12 @@ def _sweep_staging(store: Store, report: GcReport, *, dry_run: bool) -> None:
 
 
 def _sweep_roots(store: Store, marks: rootcheck.Marks) -> None:
-    """Delete the stale roots this process may (its own, or any as root); they hold nothing either way."""
+    """Delete the stale roots this process may (its own, those a service store's owner wrote for its users, or any as
+    root); they hold nothing either way."""
     roots_fd = store.area_fd("roots")
     euid = os.geteuid()
     for path, root in marks.stale().items():
-        if euid not in (0, root.owner_uid):
+        if euid not in (0, root.owner_uid, root.writer_uid):
             continue
         user, _, name = path.partition("/")
         try:

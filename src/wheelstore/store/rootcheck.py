@@ -32,19 +32,8 @@ from ..base.fsio import open_dir
 from ..base.logs import log
 from .identity import StoreMatch
 from .policy import user_name
-from .roots import (
-    FORMAT,
-    MAX_SIZE,
-    Root,
-    RootFile,
-    list_roots,
-    listed,
-    read_root,
-    read_small,
-    user_dir,
-    user_dirs,
-    write_atomically,
-)
+from .rootread import FORMAT, MAX_SIZE, Root, RootFile, list_roots, listed, read_root, read_small, user_dirs
+from .roots import user_dir, write_atomically
 from .store import Store
 
 #: a root that no node confirmed for this long, and that this gc cannot check, holds nothing
@@ -347,7 +336,7 @@ def read_confirmations(store: Store) -> dict[str, tuple[float, int]]:
     whose it was."""
     found: dict[str, tuple[float, int]] = {}
     now = time.time()
-    for user, uid, ufd in user_dirs(store, None):
+    for user, uid, _writer, ufd in user_dirs(store, None):
         for name in listed(user, ufd, None):
             if name.startswith(".") or not name.endswith(CONFIRMED):
                 continue

@@ -11,8 +11,8 @@ at one local path are two venvs.
 ``roots/`` is shared, so its names are not to be trusted: a member could create ``roots/<victim>`` (the layout before
 the random part, still read) before the victim's first install. A user's directory is therefore found by listing
 ``roots/`` for directories named by their uid (or, in the old layout, their name) that they own, and made with a
-random part nobody can guess when there is none; and gc reads a root only where the directory's name, the directory's
-owner and the file's owner agree (:func:`claimed_uid`). An entry that does not is ignored, never written through.
+random part nobody can guess when there is none. Reading roots, and which entries gc trusts, is
+:mod:`~wheelstore.store.rootread`'s; its names are importable from here too.
 
 A root is a claim, not proof: gc checks it against the venv where it can (:mod:`~wheelstore.store.rootcheck`). Each
 gc also leaves, in its user's directory, ``<node>.confirmed``: the roots it found alive, so that other nodes' gcs,
@@ -21,11 +21,8 @@ which cannot see a venv on this node's local disk, know it was alive then.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
-import re
 import stat
 import time
 from collections.abc import Iterator, Mapping
@@ -34,71 +31,39 @@ from typing import TYPE_CHECKING, NamedTuple
 from ..base import node
 from ..base.distinfo import Distribution, installed, origin
 from ..base.errors import RootNotRegistered, WheelstoreError
-from ..base.fsio import hidden_name, open_dir
+from ..base.fsio import hidden_name
 from ..base.hooks import checkpoint
 from ..base.interpreter import Interpreter
 from ..base.logs import log
 from .bytecode import distrust
-from .identity import StoreMatch, is_id
+from .identity import StoreMatch
 from .policy import Role, user_name
+from .rootread import (
+    FORMAT,
+    MAX_SIZE,
+    USER_DIR,
+    Root,
+    RootDist,
+    RootFile,
+    claimed_uid,
+    list_roots,
+    names,
+    open_owned_dir,
+    read_root,
+    read_roots,
+    read_small,
+    root_name,
+    user_dirs,
+)
 from .store import Store
 
 if TYPE_CHECKING:
     from packaging.utils import NormalizedName
 
-FORMAT = 1
-#: a root or origin file larger than this was not written by wheelstore
-MAX_SIZE = 16 << 20
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-#: a user's directory in ``roots/``: their uid and a random part, so that nobody can create it before them
-_USER_DIR = re.compile(r"^([0-9]{1,10})-[0-9a-f]{16}$")
-#: a name the old layout may have used: a login name (permissively: directory services allow more than useradd) or a
-#: uid; hidden names (temp files) never
-_OLD_NAME = re.compile(r"[^.\s][^\s]{0,255}")
-
-
-class RootDist(NamedTuple):
-    """One distribution of a rooted venv: where its dist-info is (relative to the venv) and what it links."""
-
-    name: str
-    version: str
-    dist_info: str
-    key: str
-    pyc: str | None  #: the pyc unit ``<key>-<cache tag>`` it links, if the store has one
-
-    def keys(self) -> tuple[str, ...]:
-        return (self.key, self.pyc) if self.pyc else (self.key,)
-
-
-class Root(NamedTuple):
-    """A venv's claim on trees, as read from ``roots/<user dir>/<name>``."""
-
-    file: str  #: ``<user dir>/<name>``, relative to ``roots/``
-    venv: str  #: the venv's real path when the root was written
-    owner_uid: int  #: who wrote it (the file's owner, not what the file says)
-    updated_at: str
-    dists: tuple[RootDist, ...]
-    #: when it was written (seconds since the epoch): ``updated_at``, else the file's mtime; never in the future
-    updated: float = 0.0
-    store_id: str | None = None  #: the store it was written for; None in a root written before ids
-    node: str | None = None  #: the node that wrote it; None in a root written before nodes were recorded
-    host: str = ""  #: that node's host name, for people
-    fs: str | None = None  #: ``shared`` or ``local``: the venv's filesystem, as its node saw it
-    fs_type: str = ""
-    #: (device, inode) of the venv and each directory above it, when the root was written
-    anchor: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def user(self) -> str:
-        return user_name(self.owner_uid)
-
-
-def root_name(venv: str | os.PathLike[str], node_id: str | None = None) -> str:
-    """The file name of a venv's root: a hash of its real path (and, for a venv on a node-local filesystem, of the
-    node: the same path on two nodes is two venvs), so one venv has one root per user."""
-    real = os.fsencode(os.path.realpath(venv))
-    what = real if node_id is None else os.fsencode(node_id) + b"\0" + real
-    return hashlib.sha256(what).hexdigest()[:32] + ".json"
+__all__ = [
+    "FORMAT", "MAX_SIZE", "Place", "Root", "RootDist", "RootFile", "claimed_uid", "list_roots", "read_root",
+    "read_roots", "read_small", "register", "root_name", "user_dir", "user_dirs", "venv_dists", "write_atomically",
+]
 
 
 class Place(NamedTuple):
@@ -335,88 +300,12 @@ def _find_user_dir(roots_fd: int) -> tuple[int, str] | None:
     euid = os.geteuid()
     old = user_name(euid)
     # by name alone (no user database lookups on the install path): mine, if I own them
-    mine = [n for n in _names(roots_fd) if n == old or ((m := _USER_DIR.match(n)) is not None and int(m[1]) == euid)]
+    mine = [n for n in names(roots_fd) if n == old or ((m := USER_DIR.match(n)) is not None and int(m[1]) == euid)]
     for name in sorted(mine, key=lambda n: n != old):  # the old layout's directory first: its roots stay in place
-        fd = _open_owned_dir(name, roots_fd, euid)
+        fd = open_owned_dir(name, roots_fd, euid)
         if fd is not None:
             return fd, name
     return None
-
-
-def _names(dir_fd: int) -> list[str]:
-    """A directory's entries, sorted, read through an open file description of their own.
-
-    btrfs lists through a description only the entries that existed when it was last rewound, and listing ends with
-    a rewind: so a second listing of the same fd missed a user directory made just before it, and gc's locked pass
-    would have missed the roots installs wrote after its first pass.
-    """
-    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        return sorted(os.listdir(fd))
-    finally:
-        os.close(fd)
-
-
-def claimed_uid(name: str, owner: int) -> int | None:
-    """``owner`` if an entry of ``roots/`` owned by ``owner`` is named for them: ``<uid>-<random>``, or, in the old
-    layout, their name (or their uid, for a user without a name); None for any other name or owner.
-
-    By the entry's owner, never by its name: a name is looked up in the user database only as the owner's own (once
-    per owner), so a ``roots/`` flooded with names costs a stat each, not a user lookup each (66 us for a name that
-    is no user's: a minute for a million entries, in every gc).
-    """
-    m = _USER_DIR.match(name)
-    if m is not None:
-        return owner if int(m.group(1)) == owner else None
-    if not _OLD_NAME.fullmatch(name):
-        return None
-    return owner if name == _name_of(owner) else None
-
-
-@functools.lru_cache(maxsize=64)
-def _name_of(uid: int) -> str:
-    """What the old layout named a user's directory: their login name, or their uid if they have none."""
-    return user_name(uid)
-
-
-def _claim(name: str, roots_fd: int) -> int | None:
-    """The uid whose directory ``roots/<name>`` is (:func:`claimed_uid`): judged by its name's shape first, then by
-    its type and owner, without following a symlink; None if it is nobody's."""
-    if not (_USER_DIR.match(name) or _OLD_NAME.fullmatch(name)):
-        return None
-    try:
-        st = os.stat(name, dir_fd=roots_fd, follow_symlinks=False)
-    except OSError:
-        return None
-    return claimed_uid(name, st.st_uid) if stat.S_ISDIR(st.st_mode) else None
-
-
-def _owner(name: str, dir_fd: int) -> int | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_uid
-    except OSError:
-        return None
-
-
-def _open_owned_dir(name: str, roots_fd: int, uid: int) -> int | None:
-    """An fd for ``roots/<name>`` if it is a directory owned by ``uid`` (checked on the fd, so nothing can be swapped
-    in between); None if it is anything else. PermissionError if it is ``uid``'s but may not be read."""
-    try:
-        st = os.stat(name, dir_fd=roots_fd, follow_symlinks=False)
-    except OSError:
-        return None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
-        return None
-    try:
-        fd = open_dir(name, dir_fd=roots_fd)
-    except PermissionError:
-        raise
-    except OSError:
-        return None
-    if os.fstat(fd).st_uid != uid:
-        os.close(fd)
-        return None
-    return fd
 
 
 def write_atomically(store: Store, dir_fd: int, name: str, data: bytes) -> None:
@@ -433,166 +322,6 @@ def write_atomically(store: Store, dir_fd: int, name: str, data: bytes) -> None:
         except OSError:
             pass
         raise
-
-
-# -- reading -----------------------------------------------------------------------------------------------------------
-
-
-class RootFile(NamedTuple):
-    """A root file's identity, so gc can tell which roots changed between its unlocked and locked passes."""
-
-    path: str  #: relative to ``roots/``
-    signature: tuple[int, int, int, int]  #: (inode, size, mtime_ns, ctime_ns)
-
-
-def list_roots(store: Store, unreadable: list[str] | None = None) -> dict[str, RootFile]:
-    """Every root file in the store, by path relative to ``roots/`` (temp files and stray entries skipped).
-
-    Only root files owned by the uid their directory is named for, in a directory that uid owns
-    (:func:`claimed_uid`): a member's file or directory under someone else's name is not theirs to speak for.
-    Directories this process may not read are added to ``unreadable``: gc must not sweep what they might hold.
-    """
-    found: dict[str, RootFile] = {}
-    for user, uid, ufd in user_dirs(store, unreadable):
-        for name in listed(user, ufd, unreadable):
-            if name.startswith(".") or not name.endswith(".json"):
-                continue
-            try:
-                st = os.stat(name, dir_fd=ufd, follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode) and st.st_uid == uid:
-                path = f"{user}/{name}"
-                found[path] = RootFile(path, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    return found
-
-
-def user_dirs(store: Store, unreadable: list[str] | None) -> Iterator[tuple[str, int, int]]:
-    """Each user's directory in ``roots/`` (:func:`claimed_uid`): its name, its uid and an fd, closed after the
-    caller's turn. Those this process may not read are added to ``unreadable``, as are, in a user namespace, entries
-    whose owner it does not map (:func:`~wheelstore.base.node.unmapped_uid`)."""
-    roots_fd = store.area_fd("roots")
-    unmapped = node.unmapped_uid()
-    for user in _names(roots_fd):
-        uid = _claim(user, roots_fd)
-        if uid is None:
-            if unmapped is not None and unreadable is not None and _owner(user, roots_fd) == unmapped:
-                unreadable.append(f"roots/{user} (its owner is not mapped in this user namespace)")
-            continue
-        try:
-            ufd = _open_owned_dir(user, roots_fd, uid)
-        except PermissionError:
-            if unreadable is not None:
-                unreadable.append(f"roots/{user}")
-            continue
-        if ufd is None:  # squatted, or not a directory: nothing its namesake wrote
-            continue
-        try:
-            yield user, uid, ufd
-        finally:
-            os.close(ufd)
-
-
-def listed(user: str, ufd: int, unreadable: list[str] | None) -> list[str]:
-    try:
-        return sorted(os.listdir(ufd))
-    except PermissionError:
-        if unreadable is not None:
-            unreadable.append(f"roots/{user}")
-    except OSError:
-        pass
-    return []
-
-
-def read_root(store: Store, path: str) -> Root | None:
-    """Parse one root; None if it vanished, is not a root wheelstore wrote, or is not owned by the uid its directory
-    is named for. PermissionError if it may not be read.
-    """
-    user, _, name = path.partition("/")
-    uid = _claim(user, store.area_fd("roots"))
-    if uid is None:
-        return None
-    ufd = _open_owned_dir(user, store.area_fd("roots"), uid)
-    if ufd is None:
-        return None
-    try:
-        data, st = read_small(name, ufd, MAX_SIZE)
-    except PermissionError:
-        raise
-    except OSError:
-        return None
-    finally:
-        os.close(ufd)
-    if st.st_uid != uid:
-        return None
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("venv"), str):
-            return None
-        dists = tuple(
-            RootDist(str(d["name"]), str(d["version"]), str(d["dist_info"]), str(d["key"]),
-                     str(d["pyc"]) if d.get("pyc") else None)
-            for d in doc.get("dists", [])
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    stamp = str(doc.get("updated_at", ""))
-    return Root(path, doc["venv"], st.st_uid, stamp, dists, _when(stamp, st.st_mtime), *_where(doc))
-
-
-def _when(stamp: str, mtime: float) -> float:
-    """When a root was written: what it says, else its file's mtime; never later than now (a root claiming the
-    future would never expire)."""
-    import calendar
-
-    try:
-        when = float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%S+00:00")))
-    except (ValueError, OverflowError):
-        when = mtime
-    return min(when, time.time())
-
-
-def _where(doc: dict[str, object]) -> tuple[str | None, str | None, str, str | None, str, tuple[tuple[int, int], ...]]:
-    """A root's store id, node, host, filesystem kind and type, and anchor, each checked (they are its writer's
-    word): a field of the wrong shape reads as absent, as in a root written before it was recorded."""
-    named = doc.get("store_id")
-    store_id = named if is_id(named) else None
-    where = doc.get("node")
-    node_id = where if isinstance(where, str) and node.NODE_ID.fullmatch(where) else None
-    host = doc.get("host")
-    fs = doc.get("fs")
-    kind = doc.get("fs_type")
-    return (store_id, node_id, _short(host), fs if fs in ("shared", "local") else None, _short(kind),
-            node.anchor_from(doc.get("anchor")))
-
-
-def _short(value: object) -> str:
-    return value if isinstance(value, str) and len(value) <= 255 and value.isprintable() else ""
-
-
-def read_roots(store: Store, unreadable: list[str] | None = None) -> list[Root]:
-    """Every root this process can read; the paths of those it may not read go to ``unreadable``."""
-    unreadable = [] if unreadable is None else unreadable
-    found = []
-    for path in list_roots(store, unreadable):
-        try:
-            root = read_root(store, path)
-        except PermissionError:
-            unreadable.append(f"roots/{path}")
-            continue
-        if root is not None:
-            found.append(root)
-    return found
-
-
-def read_small(name: str, dir_fd: int, limit: int) -> tuple[bytes, os.stat_result]:
-    """A regular file's bytes (at most ``limit``) and stat, never through a symlink, never blocking on a FIFO."""
-    fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            raise OSError(0, "not a regular file of sensible size")
-        return f.read(limit + 1), st
 
 
 def _is_key(key: str) -> bool:
