@@ -19,7 +19,7 @@ from ..base.errors import ServiceError, ServiceUnreachable
 from . import protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
     from packaging.utils import NormalizedName
 
@@ -126,9 +126,11 @@ class ServiceClient:
         return self._ask({"op": "root", **payload}, SHORT_TIMEOUT)
 
     def register(self, store: Store, venv: Path, interpreter: Interpreter,
-                 dists: Mapping[NormalizedName, Distribution] | None = None) -> dict[str, Any]:
-        """The venv's gc root, written by the service (:func:`root_payload`)."""
-        return self.root(root_payload(store, venv, interpreter, dists))
+                 dists: Mapping[NormalizedName, Distribution] | None = None,
+                 linking: Collection[str] = ()) -> dict[str, Any]:
+        """The venv's gc root, written by the service (:func:`root_payload`); with ``linking``, the pin of the keys an
+        install is about to link."""
+        return self.root(root_payload(store, venv, interpreter, dists, linking))
 
     def repair(self, key: str) -> dict[str, Any]:
         return self._ask({"op": "repair", "key": key})
@@ -194,7 +196,8 @@ class ServiceClient:
 
 
 def root_payload(store: Store, venv: Path, interpreter: Interpreter,
-                 dists: Mapping[NormalizedName, Distribution] | None = None) -> dict[str, Any]:
+                 dists: Mapping[NormalizedName, Distribution] | None = None,
+                 linking: Collection[str] = ()) -> dict[str, Any]:
     """What a ``root`` request carries (see :mod:`.protocol`): the venv's distributions from this store, read here, as
     :func:`wheelstore.store.roots.register` would write them."""
     from ..store.roots import Place, venv_dists
@@ -206,6 +209,7 @@ def root_payload(store: Store, venv: Path, interpreter: Interpreter,
         "node": place.node, "host": _host(), "fs": place.fs, "fs_type": place.fs_type,
         "anchor": [list(a) for a in place.anchor],
         "dists": [d._asdict() for d in venv_dists(store, real, interpreter, dists)],
+        **({"linking": sorted(set(linking))} if linking else {}),
     }
 
 

@@ -29,6 +29,7 @@ from ..store.policy import Role
 from ..store.publish import realize
 from ..store.serviceconf import ServiceSettings
 from ..store.store import Store, Tree
+from ..store.storelock import StoreLock
 from . import rootdoc
 from .protocol import VERSION, check_filename, check_sha256, check_target, check_url
 
@@ -149,7 +150,13 @@ class Service:
 
     def root(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         doc = rootdoc.check_root(request)
-        written = rootdoc.write_root(self.store, peer.uid, peer.user, doc)
+        # under gc.lock shared: a gc deciding without this root has unpublished its victims before the answer
+        lock = StoreLock(self.store, exclusive=False)
+        lock.acquire()
+        try:
+            written = rootdoc.write_root(self.store, peer.uid, peer.user, doc)
+        finally:
+            lock.release()
         return {"ok": True, "root": written, "outcome": f"root {written or 'removed'} of {doc['venv']}"}
 
     # -- helpers ---------------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ Requests (``op``), each answered by one object, ``{"ok": true, ...}`` or ``{"ok"
   sha256, publish its tree (pycs for ``target`` compiled in) -> ``{key, unpacked}``;
 - ``upload`` ``{filename, size, sha256?, target}`` + bytes: the same for a wheel the client has (its own build);
 - ``pycs`` ``{key, target}``: the tree's pyc unit for ``target`` -> ``{unit}`` (None: no trusted interpreter there);
-- ``root`` ``{venv, node, host, fs, fs_type, anchor, dists}``: record the peer's venv as a gc root, written by the
-  service for the peer's uid (the fields and their checks: :mod:`.rootdoc`) -> ``{root}``;
+- ``root`` ``{venv, node, host, fs, fs_type, anchor, dists, linking?}``: record the peer's venv as a gc root, written
+  by the service for the peer's uid (the fields and their checks, and the pin ``linking``: :mod:`.rootdoc`) ->
+  ``{root}``;
 - ``repair`` ``{key, url?}``: ``verify --repair`` of one tree, by the service, if it is damaged; its wheel from
   ``url`` (an allowed index's, checked against ``key``) or the service's own index -> ``{repaired: [keys]}``.
 

@@ -13,9 +13,17 @@ The request (``op: "root"``)::
      "fs": "shared" | "local", "fs_type": "nfs4",
      "anchor": [[dev, ino], ...],             # base.node.anchor(venv)
      "dists": [{"name": "requests", "version": "2.32.3", "dist_info": "lib/python3.12/site-packages/requests-2.32.3
-                .dist-info", "key": "<sha256>", "pyc": "<sha256>-cpython-312" | null}, ...]}
+                .dist-info", "key": "<sha256>", "pyc": "<sha256>-cpython-312" | null}, ...],
+     "linking": ["<sha256>", "<sha256>-cpython-312", ...]}   # optional: what the install is about to link
 
-An empty ``dists`` removes the venv's root. Answer: ``{"ok": true, "root": "<user dir>/<name>.json" | null}``.
+``linking`` is the pin an install of a client sends before it links (a client takes no gc lock): the trees and pyc
+units it will link, which gc keeps for a while though the venv does not hold them yet
+(:data:`wheelstore.store.rootcheck.PIN_EXPIRY`); the install's final root, sent once it has linked, drops it. The
+root is written under ``gc.lock`` held shared, so a gc that decided on its victims without the pin has unpublished
+them when the answer comes: the client then finds them gone before it links anything.
+
+An empty ``dists`` with no ``linking`` removes the venv's root. Answer: ``{"ok": true, "root": "<user dir>/<name>.json"
+| null}``.
 """
 
 from __future__ import annotations
@@ -52,10 +60,14 @@ def check_root(request: dict[str, Any]) -> dict[str, Any]:
         raise ServiceError("a root's node must be a node id")
     if fs not in ("shared", "local"):
         raise ServiceError("a root's fs must be 'shared' or 'local'")
-    dists = request.get("dists")
+    dists, linking = request.get("dists"), request.get("linking", [])
     if not isinstance(dists, list) or len(dists) > MAX_DISTS:
         raise ServiceError(f"a root's dists must be a list of at most {MAX_DISTS}")
-    return {"venv": os.path.normpath(venv), "node": node_id, "host": _short(request.get("host"), "host"),
+    if not isinstance(linking, list) or len(linking) > 2 * MAX_DISTS or not all(
+            isinstance(k, str) and (_KEY.fullmatch(k) or _PYC.fullmatch(k)) for k in linking):
+        raise ServiceError(f"a root's linking must be a list of at most {2 * MAX_DISTS} keys and pyc units")
+    return {"linking": sorted(set(linking)),
+            "venv": os.path.normpath(venv), "node": node_id, "host": _short(request.get("host"), "host"),
             "fs": fs, "fs_type": _short(request.get("fs_type"), "fs_type"),
             "anchor": [list(a) for a in node.anchor_from(request.get("anchor"))],
             "dists": [_dist(d) for d in dists]}
@@ -87,7 +99,7 @@ def write_root(store: Store, uid: int, user: str, doc: dict[str, Any]) -> str | 
     name = root_name(doc["venv"], None if doc["fs"] == "shared" else doc["node"])
     with _lock:  # one directory per user, however many of their installs ask at once
         found = _find_dir(store, uid)
-        if not doc["dists"]:
+        if not doc["dists"] and not doc["linking"]:
             if found is not None:
                 try:
                     os.unlink(name, dir_fd=found[0])

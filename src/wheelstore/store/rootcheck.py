@@ -38,6 +38,9 @@ from .store import Store
 
 #: a root that no node confirmed for this long, and that this gc cannot check, holds nothing
 DEFAULT_EXPIRY = 30 * 86400.0
+#: how long gc keeps what an install through a store's service pinned before it links (the ``linking`` of its root,
+#: which the install's final root drops): an install that was killed meanwhile holds its pin no longer
+PIN_EXPIRY = 6 * 3600.0
 #: what a gc leaves in its user's directory of ``roots/``: the roots it found alive
 CONFIRMED = ".confirmed"
 _ORIGIN_MAX = 64 << 10
@@ -82,10 +85,18 @@ class Vantage(NamedTuple):
 
 
 def judge(root: Root, here: Vantage) -> Held:
-    """The keys ``root`` holds, judged from ``here`` (see the module's docstring).
+    """The keys ``root`` holds, judged from ``here`` (see the module's docstring); and, for :data:`PIN_EXPIRY` after
+    it was written, what it pins: an install through a store's service, which takes no gc lock, about to link them.
 
     Every step goes by directory fd without following a symlink, so a root cannot make gc read elsewhere.
     """
+    held = _judge(root, here)
+    if root.linking and here.now - root.updated < PIN_EXPIRY:
+        return Held(held.keys | frozenset(root.linking), held.state)
+    return held
+
+
+def _judge(root: Root, here: Vantage) -> Held:
     claimed = frozenset(k for d in root.dists for k in d.keys())
     if not os.path.isabs(root.venv):
         return Held(frozenset(), GONE)

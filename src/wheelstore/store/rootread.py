@@ -38,6 +38,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 USER_DIR = re.compile(r"^([0-9]{1,10})-[0-9a-f]{16}$")
 #: a name the old layout may have used: a login name (permissively: directory services allow more than useradd) or a
 #: uid; hidden names (temp files) never
+_UNIT = re.compile(r"[0-9a-f]{64}(?:-[a-z]+-[0-9]{2,4})?")
 _OLD_NAME = re.compile(r"[^.\s][^\s]{0,255}")
 
 
@@ -73,6 +74,8 @@ class Root(NamedTuple):
     anchor: tuple[tuple[int, int], ...] = ()
     #: who wrote it for ``owner_uid``: a service store's owner (or root); None for a root its user wrote
     writer_uid: int | None = None
+    #: the pin of an install through a store's service: the keys it is about to link (see :mod:`.rootcheck`)
+    linking: tuple[str, ...] = ()
 
     @property
     def user(self) -> str:
@@ -200,8 +203,11 @@ def read_root(store: Store, path: str) -> Root | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     stamp = str(doc.get("updated_at", ""))
+    linking = doc.get("linking")
     return Root(path, doc["venv"], uid, stamp, dists, _when(stamp, st.st_mtime), *_where(doc),
-                writer_uid=None if writer == uid else writer)
+                writer_uid=None if writer == uid else writer,
+                linking=tuple(k for k in linking if isinstance(k, str) and _is_unit(k))
+                if isinstance(linking, list) else ())
 
 
 def _when(stamp: str, mtime: float) -> float:
@@ -358,3 +364,8 @@ def open_owned_dir(name: str, roots_fd: int, uid: int) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _is_unit(key: str) -> bool:
+    """A tree's key, or a pyc unit's name (``<key>-<cache tag>``)."""
+    return _UNIT.fullmatch(key) is not None

@@ -22,7 +22,14 @@ from . import damage
 from . import oldpip
 from ..base import cancel
 from ..base.distinfo import Distribution, describe, installed, origin, read_regular
-from ..base.errors import LinkModeError, RootNotRegistered, ServiceError, ServiceUnreachable, WheelstoreError
+from ..base.errors import (
+    InstallError,
+    LinkModeError,
+    RootNotRegistered,
+    ServiceError,
+    ServiceUnreachable,
+    WheelstoreError,
+)
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
 from ..resolve.plan import Plan, Request, plan
@@ -32,7 +39,7 @@ from .link import LinkMode
 from .linkmode import PairNote, choose, first_told, probe, refuse_beside_old_pip
 from .report import InstallReport
 from .edit import make_private, relink
-from .realize import realize, service_pycs, service_repair, service_root
+from .realize import gone, realize, service_pycs, service_repair, service_root
 from .refusal import explained
 from .unfold import plan_folds
 from .uninstall import Stash, uninstall
@@ -91,14 +98,7 @@ class Environment:
         options = options._replace(sources=builds)
         with install_lock(store):
             try:
-                with LocalProjects(self.interpreter, builds, request.editables) as projects:
-                    present = self.distributions()
-                    planned = plan(store, self.interpreter, request, sources, present, projects=projects)
-                    work = _Work(request, planned, present, tuple(projects.editables))
-                    try:
-                        report, after = self._install(store, work, options, check_while_linking=True)
-                    except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
-                        report, after = self._install(store, work, options, check_while_linking=False)
+                work, report, after = self._plan_and_install(store, request, options, sources, builds)
             except BaseException as e:
                 self._register(store, failed=True)
                 self._explain(e, store)
@@ -113,6 +113,45 @@ class Environment:
         report.removed += done.removed
         report.unchanged += done.unchanged
         return report
+
+    def _plan_and_install(self, store: Store, request: Request, options: Options, sources: Sources, builds: Sources
+                          ) -> tuple[_Work, InstallReport, dict[NormalizedName, Distribution]]:
+        """Plan and install, planned once more when a gc took trees before the install pinned them (a client of a
+        store's service: :meth:`_pin`), so that they are published again."""
+        for last in (False, True):
+            with LocalProjects(self.interpreter, builds, request.editables) as projects:
+                present = self.distributions()
+                planned = plan(store, self.interpreter, request, sources, present, projects=projects)
+                work = _Work(request, planned, present, tuple(projects.editables))
+                try:
+                    try:
+                        report, after = self._install(store, work, options, check_while_linking=True)
+                    except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
+                        report, after = self._install(store, work, options, check_while_linking=False)
+                except _GoneMeanwhile as e:
+                    if last:
+                        raise InstallError(f"gc removed {', '.join(e.names)} from {store.root} while this install "
+                                           "was about to link it, twice; nothing was linked",
+                                           hint="run the command again") from None
+                    log.debug("gc removed %s before this install pinned it: planning again", ", ".join(e.names))
+                    continue
+            return work, report, after
+        raise AssertionError("not reached")
+
+    def _pin(self, store: Store, present: Mapping[NormalizedName, Distribution], steps: Sequence[_Step]) -> None:
+        """On a service store, pin the trees and pyc units about to be linked in the venv's root (its clients take no
+        gc lock), then check that a gc that ran before the pin took none of them: :class:`_GoneMeanwhile` if it did,
+        before anything is linked. Elsewhere nothing: the gc lock, held since the plan, keeps gc out."""
+        if not steps:
+            return
+        tag = self.interpreter.cache_tag
+        keys = [k for s in steps for k in ((s.key, f"{s.key}-{tag}") if tag else (s.key,))]
+        checkpoint("pinning")  # tests run a gc here: the trees are found, not pinned yet
+        if not service_root(store, self.path, self.interpreter, present, keys):
+            return
+        missing = gone(store, [s.tree for s in steps])
+        if missing:
+            raise _GoneMeanwhile([f"{t.manifest.name} {t.manifest.version}" for t in missing])
 
     def _explain(self, e: BaseException, store: Store | None) -> None:
         """Raise ``e`` as the error naming the venv directory that refused, or the full filesystem
@@ -168,6 +207,7 @@ class Environment:
         report = InstallReport()
         steps = self._steps(store, work, options, report)
         present = work.present
+        self._pin(store, present, steps)
         hardlinked = frozenset(s.key for s in steps if s.mode is LinkMode.HARDLINK)
         # hard links need their check first (link counts, see checks.linked); the rest may be checked meanwhile
         here = checks.HERE_WHEN_FOLDED if all(s.mode is LinkMode.FOLD for s in steps) else 0.0
@@ -507,6 +547,14 @@ class _Work(NamedTuple):
 
 class _DamagedMeanwhile(Exception):
     """The check that ran while the trees were linked found one damaged; what was linked has been taken back."""
+
+
+class _GoneMeanwhile(Exception):
+    """A gc removed trees of a service store's client's install before it pinned them; nothing was linked."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
 
 
 def _editable_of(dist: Distribution) -> Path | None:

@@ -9,7 +9,7 @@ downloaded or built into the store's staging area: sdists go to a private direct
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,9 +174,20 @@ def service_repair(store: Store) -> Callable[[Tree], Tree] | None:
 
 
 def service_root(store: Store, venv: Path, interpreter: Interpreter,
-                 dists: Mapping[NormalizedName, Distribution] | None = None) -> bool:
-    """On a service store, have the service write the venv's gc root (True); elsewhere False: the caller writes it."""
+                 dists: Mapping[NormalizedName, Distribution] | None = None, linking: Collection[str] = ()) -> bool:
+    """On a service store, have the service write the venv's gc root (True); elsewhere False: the caller writes it.
+
+    With ``linking``, the root is also the pin of what an install is about to link: it takes no gc lock there (see
+    :func:`wheelstore.store.storelock.install_lock`), so gc keeps the pinned keys until its final root, without
+    ``linking``, replaces the pin (:mod:`wheelstore.service.rootdoc`). Once the answer comes, a gc that ran before the
+    pin has unpublished all it will: the caller then checks the trees are still there (:func:`gone`).
+    """
     if service_socket(store) is None:
         return False
-    ServiceClient.of(store).register(store, venv, interpreter, dists)
+    ServiceClient.of(store).register(store, venv, interpreter, dists, linking)
     return True
+
+
+def gone(store: Store, trees: Sequence[Tree]) -> list[Tree]:
+    """The trees whose manifests are gone from ``store``: a gc removed them before the install pinned them."""
+    return [t for t in trees if not store.has(t.key)]
