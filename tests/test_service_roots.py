@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,7 +64,7 @@ def _key_of(store: Path, wheel: str) -> str:
     return keys[0]
 
 
-def _roots(store: Path, user: str | None = None) -> list[dict[str, object]]:
+def _roots(store: Path, user: str | None = None) -> list[dict[str, Any]]:
     found = [json.loads(p.read_text()) for p in sorted((store / "roots").glob("*/*.json"))]
     return [r for r in found if user is None or r["user"] == user]
 
@@ -102,6 +103,14 @@ def _unreferenced_tree(run: Runner, users: Users, workdir: Path, index: PyIndex,
     return _key_of(service.store, WHEEL)
 
 
+def _claim(uid: int, user: str, key: str) -> dict[str, object]:
+    """A root holding ``key`` for a venv on another node's local disk: believed, if gc reads it at all."""
+    return {"format": 1, "uid": uid, "user": user, "venv": "/elsewhere/venv", "node": "another-node",
+            "host": "elsewhere", "fs": "local", "fs_type": "ext4", "anchor": [],
+            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+            "dists": [{"name": "x", "version": "1.0", "dist_info": "lib/x-1.0.dist-info", "key": key, "pyc": None}]}
+
+
 # -- which roots gc reads --------------------------------------------------------------------------------------------
 
 
@@ -134,6 +143,25 @@ def test_gc_and_stats_count_the_roots_the_service_writes_until_the_venv_is_gone(
     assert svc._import(users.bob, vb, "import bpkg; print(bpkg.VALUE)") == "bpkg"
 
 
+def test_a_service_root_counts_only_for_the_uid_its_directory_is_named_for(
+    run: Runner, users: Users, workdir: Path, index: PyIndex, service: svc.Service
+) -> None:
+    """In the service's directory for alice, a root saying it is bob's is nobody's; one saying alice's holds."""
+    key = _unreferenced_tree(run, users, workdir, index, service)
+    svc_pw, alice = pwd.getpwnam(svc.SERVICE_USER), pwd.getpwnam(users.alice).pw_uid
+    (mine,) = [d for d in (service.store / "roots").iterdir() if d.name.startswith(f"{alice}-")]
+    forged = mine / "forged.json"
+    forged.write_text(json.dumps(_claim(pwd.getpwnam(users.bob).pw_uid, users.bob, key)))
+    os.chown(forged, svc_pw.pw_uid, svc_pw.pw_gid)
+    assert key in _removed(_gc(run, svc.SERVICE_USER, service.store))
+    assert svc._install(run, users.alice, service.store, svc._venv(run, users.alice, workdir / "again"), index,
+                        "keptpkg").returncode == 0
+    shutil.rmtree(workdir / "again")
+    forged.write_text(json.dumps(_claim(alice, users.alice, key)))
+    os.chown(forged, svc_pw.pw_uid, svc_pw.pw_gid)
+    assert key not in _removed(_gc(run, svc.SERVICE_USER, service.store))
+
+
 def test_a_root_the_group_stores_owner_writes_for_a_member_is_ignored(
     run: Runner, users: Users, workdir: Path, group_store: Path
 ) -> None:
@@ -144,13 +172,8 @@ def test_a_root_the_group_stores_owner_writes_for_a_member_is_ignored(
     key = _key_of(group_store, wheel.name)
     bob = pwd.getpwnam(users.bob).pw_uid
     planted = group_store / "roots" / f"{bob}-{'0' * 16}"
-    doc = {"format": 1, "uid": bob, "user": users.bob, "venv": "/elsewhere/venv", "node": "another-node",
-           "host": "elsewhere", "fs": "local", "fs_type": "ext4", "anchor": [],
-           "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-           "dists": [{"name": "plantpkg", "version": "1.0", "dist_info": "lib/plantpkg-1.0.dist-info", "key": key,
-                      "pyc": None}]}
-    script = (f"import json, os; os.mkdir({str(planted)!r}, 0o755); "
-              f"open({str(planted / 'x.json')!r}, 'w').write(json.dumps({doc!r}))")
+    text = json.dumps(_claim(bob, users.bob, key))
+    script = f"import os; os.mkdir({str(planted)!r}, 0o755); open({str(planted / 'x.json')!r}, 'w').write({text!r})"
     made = subprocess.run(["runuser", "-u", users.alice, "--", "python3", "-c", script], capture_output=True,
                           text=True)
     assert made.returncode == 0, made.stderr
@@ -181,7 +204,7 @@ def test_a_gc_after_the_pin_keeps_what_a_client_install_is_linking(
     assert svc._import(users.bob, venv, "import keptpkg; print(keptpkg.VALUE)") == "keptpkg"
     assert len(index.downloads(WHEEL)) == 1  # linked from the tree the pin kept
     (final,) = _roots(service.store, users.bob)
-    assert final["linking"] == [] and [d["key"] for d in final["dists"]] == [key]  # type: ignore[union-attr]
+    assert final["linking"] == [] and [d["key"] for d in final["dists"]] == [key]
 
 
 def test_a_gc_before_the_pin_has_the_client_publish_the_tree_again(
@@ -203,4 +226,4 @@ def test_a_gc_before_the_pin_has_the_client_publish_the_tree_again(
     assert len(index.downloads(WHEEL)) == 2  # published again, by the service
     assert _key_of(service.store, WHEEL) == key and key in os.listdir(service.store / "trees")
     (final,) = _roots(service.store, users.bob)
-    assert [d["key"] for d in final["dists"]] == [key]  # type: ignore[union-attr]
+    assert [d["key"] for d in final["dists"]] == [key]

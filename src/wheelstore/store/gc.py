@@ -12,7 +12,9 @@ trusting the tree) and the tree renamed to a hidden ``trees/.gc-<key>-<lease>-<r
 same wheel publishes afresh instead of meeting a half-deleted tree). The slow part, deleting the files, runs after the
 lock is released, so installs wait only for the short middle. A gc killed at any point leaves hidden ``.gc-`` entries
 named after its lease, which the next gc removes once that lease is dead (:mod:`~wheelstore.store.leftovers`, which
-also sweeps other unfinished work, and lock files nobody holds).
+also sweeps other unfinished work, and lock files nobody holds). A service store's clients take no lock: their
+installs pin what they are about to link in the venv's root instead, which its service writes under the lock
+(:mod:`wheelstore.service.rootdoc`).
 
 The sticky bit decides who may remove what: the owner of a tree removes it; the store's owner may unpublish anyone's
 (its files stay until their owner's gc or root removes them); others get a report naming who can.

@@ -125,8 +125,9 @@ def install_lock(store: Store) -> Iterator[None]:
     warning, as with every lock in wheelstore.
 
     Not taken by the clients of a service store: its ``gc.lock`` is the service's alone, since a client holding it
-    shared could hold off the service's gc forever; the service, its only gc-er, keeps what it just published for the
-    grace period, and what a client links meanwhile is its root's once the install ends.
+    shared could hold off the service's gc forever. What it just published is kept for the grace period; before it
+    links, a client has the service pin the trees in the venv's root, under this lock (``linking``:
+    :mod:`wheelstore.service.rootdoc`), and plans again if a gc took one before the pin.
     """
     site = store.upstream  # an overlay's site store: its lock too, where this user may take it (readers may not)
     locks = [StoreLock(s, exclusive=False) for s in (site, store)
