@@ -6,7 +6,11 @@
 - ``request JSON``: send one request, print the answer;
 - ``upload JSON FILE [CUT]``: send an upload's header and FILE's bytes (only the first CUT, then sleep, with CUT);
 - ``frame LENGTH``: send a frame header announcing LENGTH bytes, and as many bytes, print the answer;
-- ``flood COUNT SECONDS``: open COUNT connections, hold them SECONDS, print how many were told ``busy``.
+- ``flood COUNT SECONDS``: open COUNT connections, hold them SECONDS, print how many were told ``busy``;
+- ``raw TEXT``: send TEXT as one frame (JSON or not), print the answer;
+- ``trickle SECONDS``: announce a 100-byte request and send it a byte every SECONDS, print the answer and when it
+  came;
+- ``hold COUNT SECONDS``: open COUNT connections, print how many were told ``busy`` at once, hold the rest SECONDS.
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ def main() -> None:
     path, mode = sys.argv[1], sys.argv[2]
     if mode == "request":
         sock = connect(path)
-        send_message(sock, json.loads(sys.argv[3]))
+        try:
+            send_message(sock, json.loads(sys.argv[3]))
+        except OSError:  # told busy (and closed) before it was read: the answer is there
+            pass
         print(json.dumps(answer(sock)))
     elif mode == "upload":
         sock = connect(path)
@@ -70,6 +77,36 @@ def main() -> None:
         except OSError:
             pass
         print(json.dumps(answer(sock)))
+    elif mode == "raw":
+        sock = connect(path)
+        data = sys.argv[3].encode()
+        sock.sendall(struct.pack(">I", len(data)) + data)
+        print(json.dumps(answer(sock)))
+    elif mode == "trickle":
+        sock, start = connect(path), time.monotonic()
+        sock.sendall(struct.pack(">I", 100))
+        sock.settimeout(float(sys.argv[3]))
+        while True:
+            try:
+                sock.sendall(b" ")
+                got = recv_message(sock)
+            except TimeoutError:
+                continue
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                got = {"ok": None, "client_error": f"{type(e).__name__}: {e}"}
+            print(json.dumps({**got, "after": time.monotonic() - start}))
+            break
+    elif mode == "hold":
+        held = [connect(path) for _ in range(int(sys.argv[3]))]
+        busy = 0
+        for sock in held:
+            sock.settimeout(0.5)
+            try:
+                busy += str(recv_message(sock).get("error", "")).startswith("busy")
+            except Exception:  # noqa: BLE001 - a served connection says nothing until asked
+                pass
+        print(json.dumps({"held": len(held), "busy": busy}), flush=True)
+        time.sleep(float(sys.argv[4]))
     elif mode == "flood":
         held, busy = [], 0
         for _ in range(int(sys.argv[3])):

@@ -74,17 +74,19 @@ def not_running(store_root: Path, path: Path, why: str | None = None) -> Service
 class ServiceClient:
     """One connection per request, so that a request the service refuses or times out leaves no state behind."""
 
-    def __init__(self, store_root: Path, path: Path, timeout: float = TIMEOUT) -> None:
+    def __init__(self, store_root: Path, path: Path, timeout: float = TIMEOUT, owner: int | None = None) -> None:
         self.store_root = store_root
         self.path = path
         self.timeout = timeout
+        #: the store's owner: the only account (with root) a service of the store runs as
+        self.owner = owner
 
     @classmethod
     def of(cls, store: Store) -> ServiceClient:
         path = service_socket(store)
         if path is None:
             raise ServiceError(f"{store.root} is not a service store (its config.toml has no [service] table)")
-        return cls(store.root, path)
+        return cls(store.root, path, owner=store.owner_uid)
 
     def hello(self) -> dict[str, Any]:
         return self._ask({"op": "hello", "version": protocol.VERSION}, SHORT_TIMEOUT)
@@ -192,7 +194,27 @@ class ServiceClient:
             if e.errno == errno.ENOTSOCK or e.errno == errno.ECONNREFUSED:
                 raise not_running(self.store_root, self.path, f"nothing listens on {self.path}") from None
             raise ServiceError(f"cannot connect to the store service at {self.path}: {e.strerror}") from None
+        self._check_server(sock)
         return sock
+
+    def _check_server(self, sock: socket.socket) -> None:
+        """Refuse a socket some other user listens on (a configured path under /tmp, say, taken while the service
+        was down): it would be sent our wheels, and could answer with any tree's key. The kernel says who accepted
+        (``SO_PEERCRED``) before anything is sent."""
+        if self.owner is None:
+            return
+        from .peer import Peer
+
+        uid = Peer.credentials(sock)[1]
+        if uid in (self.owner, 0):
+            return
+        sock.close()
+        from ..store.policy import user_name
+
+        raise ServiceError(f"{self.path} is served by {user_name(uid)}, not by {user_name(self.owner)}, the owner of "
+                           f"{self.store_root}: it is not the store's service; nothing was sent to it",
+                           hint=f"tell {user_name(self.owner)}; the service, started as them, refuses that socket "
+                           f"until it is removed: ls -l {self.path}")
 
 
 def root_payload(store: Store, venv: Path, interpreter: Interpreter,

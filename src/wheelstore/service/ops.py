@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from ..base import fsio
-from ..base.errors import PeerGone, ServiceError, StoreError, WheelstoreError
+from ..base.errors import PeerGone, ServiceError, StoreError, WheelstoreError, printable
 from ..base.interpreter import Interpreter
 from ..fetch.download import fetch_tree
 from ..fetch.http import Http
@@ -43,10 +43,11 @@ _log_lock = threading.Lock()
 
 
 def log_line(text: str) -> None:
-    """One line of the service's log on stderr (journald, under systemd), with the time."""
+    """One line of the service's log on stderr (journald, under systemd), with the time; every character a terminal
+    or a log reader could act on spelled out (a newline in anything a peer sent cannot forge a line of its own)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with _log_lock:
-        sys.stderr.write(f"{stamp} wheelstore serve: {text}\n")
+        sys.stderr.write(f"{stamp} wheelstore serve: {printable(text)}\n")
         sys.stderr.flush()
 
 

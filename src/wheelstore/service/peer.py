@@ -20,9 +20,14 @@ class Peer:
     """Who is at the other end, as the kernel says (``SO_PEERCRED``)."""
 
     def __init__(self, conn: socket.socket) -> None:
-        self.pid, self.uid, self.gid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                                        _PEERCRED.size))
+        self.pid, self.uid, self.gid = self.credentials(conn)
         self.user = user_name(self.uid)
+
+    @staticmethod
+    def credentials(conn: socket.socket) -> tuple[int, int, int]:
+        """The pid, uid and gid of ``conn``'s other end, as the kernel recorded them when it connected."""
+        pid, uid, gid = _PEERCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        return pid, uid, gid
 
     def groups(self) -> set[str]:
         """The names of the peer's primary and supplementary groups (the user database's, and its primary now)."""

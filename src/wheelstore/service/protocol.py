@@ -31,6 +31,7 @@ import json
 import re
 import socket
 import struct
+import time
 from typing import Any
 
 from ..base.errors import ServiceError
@@ -59,29 +60,52 @@ def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall(_LENGTH.pack(len(data)) + data)
 
 
-def recv_message(sock: socket.socket, limit: int = MAX_MESSAGE) -> dict[str, Any]:
-    """One JSON object; ServiceError for anything else (too long, not JSON, not an object, a closed connection)."""
-    (length,) = _LENGTH.unpack(recv_exact(sock, _LENGTH.size))
+def recv_message(sock: socket.socket, limit: int = MAX_MESSAGE, deadline: float | None = None) -> dict[str, Any]:
+    """One JSON object; ServiceError for anything else (too long, not JSON, not an object, nested deeper than the
+    parser goes, a closed connection, or not all there by ``deadline``, a :func:`time.monotonic` time)."""
+    (length,) = _LENGTH.unpack(recv_exact(sock, _LENGTH.size, deadline))
     if length > limit:
         raise ServiceError(f"a message of {length} bytes is over the limit of {limit}")
     try:
-        message = json.loads(recv_exact(sock, length))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        message = json.loads(recv_exact(sock, length, deadline), parse_constant=_not_json)
+    except RecursionError:  # "[[[[...": the parser recurses per level, and the limit is reached long before 1 MiB
+        raise ServiceError("a message nested deeper than the protocol's parser goes") from None
+    except ValueError:  # not UTF-8, not JSON, NaN, or an integer of more digits than Python converts
         raise ServiceError("a message that is not JSON") from None
     if not isinstance(message, dict):
         raise ServiceError("a message that is not a JSON object")
     return message
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    """Exactly ``n`` bytes (the socket's timeout bounds each wait); ServiceError if the peer closes first."""
-    parts, left = [], n
-    while left:
-        chunk = sock.recv(min(left, 1 << 20))
-        if not chunk:
-            raise ServiceError(f"the connection closed {left} bytes before the end of a message")
-        parts.append(chunk)
-        left -= len(chunk)
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
+    """Exactly ``n`` bytes (the socket's timeout bounds each wait, and ``deadline`` all of them, so that a peer
+    trickling a byte at a time cannot hold the connection for ever); ServiceError if the peer closes first."""
+    parts, left, timeout = [], n, sock.gettimeout()
+    try:
+        while left:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ServiceError(f"a message was not all there in time ({left} of its bytes still to come)")
+                sock.settimeout(remaining if timeout is None else min(remaining, timeout))
+            try:
+                chunk = sock.recv(min(left, 1 << 20))
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise ServiceError(f"a message was not all there in time ({left} of its bytes still to "
+                                       "come)") from None
+                raise
+            if not chunk:
+                raise ServiceError(f"the connection closed {left} bytes before the end of a message")
+            parts.append(chunk)
+            left -= len(chunk)
+    finally:
+        if deadline is not None:
+            sock.settimeout(timeout)
     return b"".join(parts)
 
 

@@ -81,8 +81,8 @@ def _dist(value: object) -> dict[str, Any]:
         raise ServiceError("a root's dist key must be a sha256")
     if pyc is not None and (not isinstance(pyc, str) or not _PYC.fullmatch(pyc) or not pyc.startswith(key)):
         raise ServiceError("a root's dist pyc must be null or <key>-<cache tag>")
-    parts = dist_info.split("/") if isinstance(dist_info, str) else [""]
-    if len(dist_info) > 1024 or any(p in ("", ".", "..") for p in parts) or not dist_info.isprintable():
+    if (not isinstance(dist_info, str) or len(dist_info) > 1024 or not dist_info.isprintable()
+            or any(p in ("", ".", "..") for p in dist_info.split("/"))):
         raise ServiceError("a root's dist_info must be a relative path inside the venv")
     return {"name": _short(value["name"], "name"), "version": _short(value["version"], "version"),
             "dist_info": dist_info, "key": key, "pyc": pyc}

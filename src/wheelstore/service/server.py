@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -31,8 +32,14 @@ from .protocol import recv_message, send_message
 
 #: connections served at once; more are answered ``busy`` and closed
 MAX_CONNECTIONS = 32
+#: connections one uid may hold at once: one user (or a script of theirs) cannot take every slot from the others
+MAX_PER_USER = MAX_CONNECTIONS // 2
 #: seconds a receive may wait for the peer's next bytes
 RECV_TIMEOUT = 30.0
+#: seconds a request may take to arrive, once its first byte has: a peer trickling a byte at a time is cut off
+REQUEST_SECONDS = 20.0
+#: seconds a peer off the allow list is waited for, to tell it why it is refused
+REFUSAL_SECONDS = 5.0
 
 
 def serve(store: Store, socket_path: str | None = None) -> None:
@@ -44,22 +51,39 @@ def serve(store: Store, socket_path: str | None = None) -> None:
     _become_owner(store)
     path = socket_path or settings.socket
     service = ops.Service(store, settings)
-    slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    slots = _Slots()
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         with _listening(path, settings.socket_mode) as listener:
             ops.log_line(f"serving {store.root} on {path} as {user_name(os.geteuid())}")
             while True:
-                conn, _ = listener.accept()
-                if not slots.acquire(blocking=False):
-                    _refuse_busy(conn)
-                    continue
-                threading.Thread(target=_serve_one, args=(service, conn, slots), daemon=True,
-                                 name="wheelstore-conn").start()
+                _accept(listener, service, slots)
     except KeyboardInterrupt:
         ops.log_line(f"stopped serving {store.root}")
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _accept(listener: socket.socket, service: ops.Service, slots: _Slots) -> None:
+    """Take the next connection and start its thread; nothing a peer does here stops the service (a peer gone
+    before it is looked at, or running out of descriptors, is logged and the next one taken)."""
+    try:
+        conn, _ = listener.accept()
+    except OSError as e:
+        ops.log_line(f"warning: cannot accept a connection: {e.strerror}")
+        time.sleep(0.1)  # out of descriptors, say: let the connections being served end
+        return
+    try:
+        uid = _peer_uid(conn)
+    except OSError:
+        conn.close()
+        return
+    busy = slots.acquire(uid)
+    if busy is not None:
+        _refuse_busy(conn, busy)
+        return
+    threading.Thread(target=_serve_one, args=(service, conn, slots, uid), daemon=True,
+                     name="wheelstore-conn").start()
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -89,16 +113,19 @@ def _become_owner(store: Store) -> None:
 @contextlib.contextmanager
 def _listening(path: str, mode: int) -> Iterator[socket.socket]:
     """A listening socket at ``path`` (a stale one of ours replaced, anything else refused), removed on the way out."""
+    _check_directory(path)
     _clear_stale(path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o777 & ~mode)  # the socket is made with its mode: no chmod by path after (it could be a link)
     try:
         listener.bind(path)
     except OSError as e:
         listener.close()
         raise ServiceError(f"cannot listen on {path}: {e.strerror}") from None
+    finally:
+        os.umask(umask)
     try:
         ident = os.stat(path, follow_symlinks=False)
-        os.chmod(path, mode)
         listener.listen(128)
         yield listener
     finally:
@@ -107,6 +134,22 @@ def _listening(path: str, mode: int) -> Iterator[socket.socket]:
             now = os.stat(path, follow_symlinks=False)
             if (now.st_dev, now.st_ino) == (ident.st_dev, ident.st_ino):
                 os.unlink(path)
+
+
+def _check_directory(path: str) -> None:
+    """Refuse a socket's directory where another user could replace the socket with theirs (unless it is sticky,
+    as /tmp is): clients would talk to them instead."""
+    where = os.path.dirname(path) or "."
+    try:
+        st = os.stat(where)
+    except OSError as e:
+        raise ServiceError(f"cannot listen on {path}: {where}: {e.strerror}") from None
+    others_write = st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX
+    if st.st_uid not in (0, os.geteuid()) or others_write:
+        raise ServiceError(f"cannot listen on {path}: {where} is {'owned' if not others_write else 'writable'} by "
+                           f"{user_name(st.st_uid) if not others_write else 'others'}, who could put a socket of "
+                           "theirs in its place", hint="give a socket in a directory of the store's owner or root "
+                           "(the store itself, or /run), with --socket")
 
 
 def _clear_stale(path: str) -> None:
@@ -133,22 +176,52 @@ def _clear_stale(path: str) -> None:
     raise ServiceError(f"a service already listens on {path}", hint="stop it first, or give another --socket")
 
 
-def _refuse_busy(conn: socket.socket) -> None:
+class _Slots:
+    """The connections being served: at most :data:`MAX_CONNECTIONS`, and :data:`MAX_PER_USER` of one uid."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[int, int] = {}
+
+    def acquire(self, uid: int) -> str | None:
+        """None if a slot is ``uid``'s now; else why not, for the ``busy`` answer."""
+        with self._lock:
+            if sum(self._held.values()) >= MAX_CONNECTIONS:
+                return f"{MAX_CONNECTIONS} connections are being served"
+            if self._held.get(uid, 0) >= MAX_PER_USER:
+                return f"{MAX_PER_USER} connections of uid {uid}, the most one user may have, are being served"
+            self._held[uid] = self._held.get(uid, 0) + 1
+            return None
+
+    def release(self, uid: int) -> None:
+        with self._lock:
+            self._held[uid] -= 1
+            if not self._held[uid]:
+                del self._held[uid]
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    """The peer's uid, as the kernel says (what :class:`Peer` reads in full, in the connection's own thread)."""
+    return Peer.credentials(conn)[1]
+
+
+def _refuse_busy(conn: socket.socket, why: str) -> None:
     with contextlib.suppress(OSError):
         conn.settimeout(1)
-        send_message(conn, {"ok": False, "error": f"busy: {MAX_CONNECTIONS} connections are being served",
+        send_message(conn, {"ok": False, "error": f"busy: {why}",
                             "hint": "try again in a moment"})
     conn.close()
 
 
-def _serve_one(service: ops.Service, conn: socket.socket, slots: threading.BoundedSemaphore) -> None:
+def _serve_one(service: ops.Service, conn: socket.socket, slots: _Slots, uid: int) -> None:
     """One connection: requests answered in turn until the peer closes; nothing in it stops the service."""
     try:
         conn.settimeout(RECV_TIMEOUT)
         peer = Peer(conn)
         if not peer.allowed(service.settings, service.store.owner_uid):
             with contextlib.suppress(ServiceError, OSError):  # its request first: then it is there to hear why
-                recv_message(conn)
+                conn.settimeout(REFUSAL_SECONDS)
+                recv_message(conn, deadline=time.monotonic() + REFUSAL_SECONDS)
             send_message(conn, _refusal(service, peer))
             ops.log_line(f"refused {peer.user} (uid {peer.uid}, pid {peer.pid}): not on the allow list")
             return
@@ -158,7 +231,7 @@ def _serve_one(service: ops.Service, conn: socket.socket, slots: threading.Bound
         ops.log_line("internal error: " + " | ".join(traceback.format_exc().strip().splitlines()[-3:]))
     finally:
         conn.close()
-        slots.release()
+        slots.release(uid)
 
 
 def _refusal(service: ops.Service, peer: Peer) -> dict[str, Any]:
@@ -171,7 +244,7 @@ def _answer(service: ops.Service, conn: socket.socket, peer: Peer) -> bool:
     try:
         if not conn.recv(1, socket.MSG_PEEK):  # closed between requests: done
             return False
-        request = recv_message(conn)
+        request = recv_message(conn, deadline=time.monotonic() + REQUEST_SECONDS)
     except ServiceError as e:
         _send(conn, {"ok": False, "error": e.message,
                      "hint": "the request broke the protocol; the connection is closed"})
