@@ -203,6 +203,10 @@ def test_a_user_off_the_allow_list_and_a_url_off_the_indexes_are_refused(
     service.index.add(wheel)
     off = _publish(service, users.alice, wheel, url=service.index.url + "/elsewhere/" + wheel.name)
     assert off["ok"] is False and "not on an index this service fetches from" in str(off["error"])
+    allowed = service.index.url + "/files/"  # an allowed prefix, then out of it
+    for escape in ("../elsewhere/", "%2e%2e/elsewhere/", "./"):
+        out = _publish(service, users.alice, wheel, url=allowed + escape + wheel.name)
+        assert out["ok"] is False and "'.' or '..' segments" in str(out["error"]), (escape, out)
     assert service.index.downloads() == []
     service.nothing_for(_sha(wheel))
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..base import cancel
 from ..base.errors import ServiceError, ServiceUnreachable
 from . import protocol
 
@@ -33,6 +35,16 @@ TIMEOUT = 1800.0
 #: seconds to connect and for a short request (hello, root)
 SHORT_TIMEOUT = 60.0
 _CHUNK = 1 << 20
+#: how long a request is asked again while the service says it is busy
+BUSY_SECONDS = 30.0
+
+
+class _Busy(Exception):
+    """The service had no connection to spare: asked again by :meth:`ServiceClient._ask`, else ``error``."""
+
+    def __init__(self, error: ServiceError) -> None:
+        super().__init__(error.message)
+        self.error = error
 _SOCKETS: weakref.WeakKeyDictionary[Store, Path | None] = weakref.WeakKeyDictionary()
 
 
@@ -138,6 +150,20 @@ class ServiceClient:
         return self._ask({"op": "repair", "key": key})
 
     def _ask(self, request: dict[str, Any], timeout: float | None = None, body: Any = None) -> dict[str, Any]:
+        """One request, answered; asked again after a pause while the service says it is busy (its connections
+        all taken, or this user's share of them: parallel installs of one user), for up to :data:`BUSY_SECONDS`."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        pause = 0.05
+        while True:
+            try:
+                return self._ask_once(request, timeout, body)
+            except _Busy as busy:
+                if time.monotonic() + pause > deadline:
+                    raise busy.error from None
+                cancel.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def _ask_once(self, request: dict[str, Any], timeout: float | None = None, body: Any = None) -> dict[str, Any]:
         what = str(request["op"])
         sock = self._connect()
         try:
@@ -159,9 +185,12 @@ class ServiceClient:
             return answer
         error = answer.get("error")
         hint = answer.get("hint")
-        raise ServiceError(f"the store service refused the {what} request: "
-                           f"{error if isinstance(error, str) else 'no reason given'}",
-                           hint=hint if isinstance(hint, str) else None)
+        refused = ServiceError(f"the store service refused the {what} request: "
+                               f"{error if isinstance(error, str) else 'no reason given'}",
+                               hint=hint if isinstance(hint, str) else None)
+        if answer.get("busy") is True:
+            raise _Busy(refused)
+        raise refused
 
     def _refusal(self, sock: socket.socket, what: str) -> dict[str, Any]:
         try:

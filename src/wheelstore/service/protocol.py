@@ -127,6 +127,10 @@ def check_url(value: object) -> str:
         raise ServiceError("a URL must be http(s)")
     if any(c in value for c in "#\\\0\r\n ") or "@" in value.split("/", 3)[2]:
         raise ServiceError("a URL must have no credentials, fragment, spaces or control characters")
+    path = value.split("/", 3)[3] if value.count("/") >= 3 else ""
+    if any(seg in (".", "..") for seg in path.split("?")[0].split("/")) or re.search(r"%(2e|2f|5c)", path, re.I):
+        raise ServiceError("a URL's path must have no '.' or '..' segments, nor encoded dots or slashes: an allowed "
+                           "index's prefix must mean what it says")
     return value
 
 

@@ -108,6 +108,10 @@ def _become_owner(store: Store) -> None:
     os.initgroups(entry.pw_name, entry.pw_gid)
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
+    # the account's own configuration (pip's, uv's index and certificates), not root's: what sudo -u would give
+    for name in [n for n in os.environ if n.startswith("XDG_")] + ["PIP_CONFIG_FILE", "UV_CONFIG_FILE"]:
+        os.environ.pop(name, None)
+    os.environ.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
 
 
 @contextlib.contextmanager
@@ -208,7 +212,7 @@ def _peer_uid(conn: socket.socket) -> int:
 def _refuse_busy(conn: socket.socket, why: str) -> None:
     with contextlib.suppress(OSError):
         conn.settimeout(1)
-        send_message(conn, {"ok": False, "error": f"busy: {why}",
+        send_message(conn, {"ok": False, "busy": True, "error": f"busy: {why}",
                             "hint": "try again in a moment"})
     conn.close()
 
