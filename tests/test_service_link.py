@@ -14,7 +14,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -131,7 +131,7 @@ def _as(user: str, *cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["runuser", "-u", user, "--", *cmd], capture_output=True, text=True, timeout=120, cwd="/")
 
 
-def _raw_link(run: Runner, user: str, service: Service, request: dict[str, object], *dirs: str) -> dict[str, object]:
+def _raw_link(run: Runner, user: str, service: Service, request: Mapping[str, object], *dirs: str) -> dict[str, object]:
     done = run.python(user, RAW_LINK, str(service.socket), json.dumps(request), *dirs)
     assert done.returncode == 0, done.stderr
     answer: dict[str, object] = json.loads(done.stdout)
@@ -217,7 +217,7 @@ def test_the_service_links_only_into_the_peers_own_unshared_directories(
     assert _install(run, users.bob, service, vb, index, "hlpkg").returncode == 0
     bobs = vb / SITE
     bobs_before = sorted(os.listdir(bobs))
-    one = {"op": "link", "key": key, "entries": [[0, "planted.py", "hlpkg/__init__.py"]]}
+    one: dict[str, object] = {"op": "link", "key": key, "entries": [[0, "planted.py", "hlpkg/__init__.py"]]}
 
     refused = _raw_link(run, users.alice, service, one, str(bobs))  # another user's 0755 directory
     assert refused["ok"] is False and "not yours" in str(refused["error"]), refused
@@ -324,7 +324,8 @@ def test_a_service_that_is_not_root_cannot_link_and_auto_falls_back(
         refused = _install(run, users.alice, service, venv, index, "--link-mode", "hardlink", "hlpkg")
         assert refused.returncode != 0
         assert one_line_error(refused) == ("error: hardlink cannot be used: the store service does not run as root, "
-                                           "so it cannot hard-link into your venv")
+                                           "so it cannot hard-link into your venv "
+                                           "(fix: use --link-mode symlink or copy)")
         done = _install(run, users.alice, service, venv, index, "hlpkg")
         assert done.returncode == 0, done.stderr
         assert _link_mode(venv) != "hardlink"

@@ -94,9 +94,9 @@ def install_tree(
     """Install one tree into the venv of ``interpreter``; return the new dist-info directory.
 
     ``fold`` (for LinkMode.FOLD, from :func:`wheelstore.venv.unfold.plan_folds`) maps venv directories to the store
-    directories they are to be symlinks to; every other file is linked one by one (fold: as a symlink). With
-    ``service`` (a service store's), hard links are made by the service (:mod:`.servicelink`). On failure,
-    whatever this call created is removed again, so the venv is as it was.
+    directories they are to be symlinks to; every other file is linked one by one (fold: as a symlink; hardlink,
+    with ``service``: by the store's service, :mod:`.servicelink`). On failure, whatever this call created is
+    removed again, so the venv is as it was.
     """
     m = tree.manifest
     layout = _Layout(tree, interpreter)
@@ -117,13 +117,11 @@ def install_tree(
         data_files = [(tree_path, *f) for f in prep.data]
         unit_record = ""
         if pycs is not None and unit is not None:  # bytecode compiled in the store, beside the sources it came from
-            _link_dirs(_tree_dirs(os.fspath(pycs.path), mode, links), unit.by_dir, set(), root, mode, dirs, created,
-                       links)
+            unit_dirs = _tree_dirs(os.fspath(pycs.path), mode, links)
+            _link_dirs(unit_dirs, unit.by_dir, set(), root, mode, dirs, created, links)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
         record = _place_data(data_files, layout, m.wheel, interpreter, mode, dirs, readers, created, folded, links)
-        if links is not None:
-            links.flush()
         record += _write_markers(folded, prep.view.markers, layout.data_dir, dirs, created)
         record += _write_launchers(tree, interpreter, prep, dirs, created)
         extra = _installer_files(tree, mode, requested=requested, direct_url=direct_url, store=(store_root, store_id),
@@ -136,11 +134,8 @@ def install_tree(
             dirs.rmdir(d)
         raise
     finally:
-        if links is not None:
-            links.close()
-        dirs.close()
-        for tree_dirs in readers.values():
-            tree_dirs.close()
+        for opened in (*([links] if links is not None else ()), dirs, *readers.values()):
+            opened.close()
     return Path(dist_info)
 
 
@@ -159,7 +154,7 @@ def _place_data(
     """Put the ``.data`` files (source tree, tree path, sha256, size) where their schemes go: scripts written fresh
     with the venv's shebang, the rest linked (but for those in a ``folded`` directory, there already); return their
     RECORD rows. ``readers`` keeps one TreeDirs per tree, for the caller to close; ``links`` makes hard links by the
-    store's service."""
+    store's service, all of them made when this returns."""
     record: list[_Row] = []
     reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD) and links is None
     covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
@@ -188,6 +183,8 @@ def _place_data(
             _link_replacing(f"{source}/{rel}", dir_fd, name, mode, src_fd)
             record.append((dst, sha256, size))
         created.append(dst)
+    if links is not None:
+        links.flush()
     return record
 
 
