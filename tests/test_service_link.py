@@ -205,6 +205,32 @@ def test_explicit_hardlink_and_a_group_writable_umask(
     assert "error" not in done.stderr
 
 
+def test_many_directories_go_in_batches_and_a_stale_file_in_the_way_is_replaced(
+    run: Runner, users: Users, workdir: Path, index: PyIndex, service: Service
+) -> None:
+    files = workdir / "files"
+    files.mkdir()
+    files.chmod(0o755)
+    # more directories than one request carries (64), more files than one request names (2048)
+    members = {f"wide/d{i:03d}/m{j:02d}.py": f"I = {i * 100 + j}\n".encode() for i in range(90) for j in range(25)}
+    wheel = make_wheel(files, "wide", files={"wide/__init__.py": b"", **members})
+    wheel.chmod(0o644)
+    index.add(wheel)
+    venv = _venv(run, users.alice, workdir / "v")
+    stale = venv / SITE / "wide" / "d089" / "m24.py"
+    _as(users.alice, "mkdir", "-p", str(stale.parent))
+    _as(users.alice, "sh", "-c", f"echo stale > {stale}")
+    done = _install(run, users.alice, service, venv, index, "wide")
+    assert done.returncode == 0, done.stderr
+    assert _link_mode(venv, "wide") == "hardlink"
+    tree = service.store / "trees" / _sha(wheel)
+    for rel in ("wide/d000/m00.py", "wide/d063/m24.py", "wide/d064/m00.py", "wide/d089/m24.py"):
+        assert (venv / SITE / rel).stat().st_ino == (tree / rel).stat().st_ino, rel
+    assert stale.read_text() == "I = 8924\n"
+    assert _as(users.alice, str(venv / "bin" / "python"), "-c", "import wide.d089.m24 as m; print(m.I)"
+               ).stdout.strip() == "8924"
+
+
 # -- hostile clients -------------------------------------------------------------------------------------------------
 
 
