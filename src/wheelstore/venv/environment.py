@@ -493,7 +493,7 @@ class Environment:
         site = self.interpreter.paths["purelib"]
         found = probe(os.fspath(sample.path / sample.manifest.first), site)
         shared = store.policy.shared != "private"
-        service = servicelink.availability(store, site) if relinks else None
+        service = servicelink.availability(store, site) if relinks and requested in (None, LinkMode.HARDLINK) else None
         for tree in trees:
             mode, note = choose(requested, found, tree_owner_uid=tree.manifest.owner_uid, shared=shared,
                                 old_pip=old_pip, service=service)
