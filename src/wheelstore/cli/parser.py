@@ -203,7 +203,8 @@ def _venv_arguments(p: argparse.ArgumentParser) -> None:
 _LINK_MODES = """how the venv gets the store's files:
 auto: the first of reflink, fold, hardlink, symlink, copy allowed here (default)
 reflink: a private copy sharing the store's blocks (XFS, btrfs)
-hardlink: the store's own file (trees you own, in a store only you use)
+hardlink: the store's own file (your trees, in a store only you use; or made by \
+a service store's root service, auto's first choice there)
 symlink: a link per file to the read-only store file
 copy: a private copy
 fold: a link per directory only one distribution fills, else per file"""

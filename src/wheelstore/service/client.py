@@ -21,7 +21,7 @@ from ..base.errors import ServiceError, ServiceUnreachable
 from . import protocol
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Collection, Mapping, Sequence
 
     from packaging.utils import NormalizedName
 
@@ -148,6 +148,20 @@ class ServiceClient:
 
     def repair(self, key: str) -> dict[str, Any]:
         return self._ask({"op": "repair", "key": key})
+
+    def link(self, key: str, dir_fds: Sequence[int], entries: Sequence[tuple[int, str, str]]) -> list[Any]:
+        """Have the service (as root) hard-link files of tree ``key`` into our directories ``dir_fds`` (passed as
+        descriptors, never paths): ``entries`` are (index in ``dir_fds``, name, path in the tree); one result each,
+        None for linked, else ``{error, errno}``."""
+        request = {"op": "link", "key": key, "fds": len(dir_fds), "entries": [list(e) for e in entries]}
+
+        def body(sock: socket.socket) -> None:
+            socket.send_fds(sock, [protocol.FD_MARK], list(dir_fds))
+
+        results = self._ask(request, body=body).get("results")
+        if not isinstance(results, list) or len(results) != len(entries):
+            raise ServiceError("the store service answered a link request without a result for each file")
+        return results
 
     def _ask(self, request: dict[str, Any], timeout: float | None = None, body: Any = None) -> dict[str, Any]:
         """One request, answered; asked again after a pause while the service says it is busy (its connections

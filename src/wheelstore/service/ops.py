@@ -30,7 +30,7 @@ from ..store.publish import realize
 from ..store.serviceconf import ServiceSettings
 from ..store.store import Store, Tree
 from ..store.storelock import StoreLock
-from . import rootdoc
+from . import links, rootdoc
 from .protocol import VERSION, check_filename, check_sha256, check_target, check_url
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Service:
         self._lock = threading.Lock()
         self._ops: dict[str, Callable[[dict[str, Any], socket.socket, Peer], dict[str, Any]]] = {
             "hello": self.hello, "publish": self.publish, "upload": self.upload, "pycs": self.pycs,
-            "repair": self.repair, "root": self.root,
+            "repair": self.repair, "root": self.root, "link": self.link,
         }
 
     def handle(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
@@ -85,7 +85,8 @@ class Service:
     def hello(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         return {"ok": True, "version": VERSION, "store": str(self.store.root), "id": self.store.id,
                 "uid": peer.uid, "user": peer.user, "max_upload": self.settings.max_upload,
-                "bytecode": sorted({str(i.cache_tag) for i in self.interpreters() if i.cache_tag})}
+                "bytecode": sorted({str(i.cache_tag) for i in self.interpreters() if i.cache_tag}),
+                "link": links.available()}
 
     def publish(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
         url, filename = self.allowed_url(request.get("url")), _wheel_name(request.get("filename"))
@@ -159,6 +160,9 @@ class Service:
         finally:
             lock.release()
         return {"ok": True, "root": written, "outcome": f"root {written or 'removed'} of {doc['venv']}"}
+
+    def link(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
+        return links.link(self.store, request, conn, peer)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
 

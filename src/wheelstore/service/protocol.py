@@ -7,7 +7,8 @@ service derives every store path from digests it computed itself.
 
 Requests (``op``), each answered by one object, ``{"ok": true, ...}`` or ``{"ok": false, "error": ..., "hint": ...}``:
 
-- ``hello`` ``{version}``: the service's version, store root and id, and who it takes the peer for (``uid``, ``user``);
+- ``hello`` ``{version}``: the service's version, store root and id, who it takes the peer for (``uid``, ``user``),
+  and whether it can ``link``;
 - ``publish`` ``{url, filename, sha256, target}``: fetch that file (from an index the service allows), check its
   sha256, publish its tree (pycs for ``target`` compiled in) -> ``{key, unpacked}``;
 - ``upload`` ``{filename, size, sha256?, target}`` + bytes: the same for a wheel the client has (its own build);
@@ -16,10 +17,14 @@ Requests (``op``), each answered by one object, ``{"ok": true, ...}`` or ``{"ok"
   by the service for the peer's uid (the fields and their checks, and the pin ``linking``: :mod:`.rootdoc`) ->
   ``{root}``;
 - ``repair`` ``{key, url?}``: ``verify --repair`` of one tree, by the service, if it is damaged; its wheel from
-  ``url`` (an allowed index's, checked against ``key``) or the service's own index -> ``{repaired: [keys]}``.
+  ``url`` (an allowed index's, checked against ``key``) or the service's own index -> ``{repaired: [keys]}``;
+- ``link`` ``{key, fds, entries: [[fd index, name, path in the tree], ...]}``, followed by one byte carrying ``fds``
+  descriptors of the peer's own venv directories (``SCM_RIGHTS``): hard-link those files of the published tree
+  ``key`` as ``name`` in those directories (a service running as root only: ``hello`` says ``link``; the checks:
+  :mod:`.links`) -> ``{results: [None | {error, errno}, ...]}``, one per entry.
 
-Answers may carry a ``note`` (a warning for the user: published without pycs, say). A refused ``upload`` closes the
-connection (its bytes may be unread); any other answer leaves it open for the next request.
+Answers may carry a ``note`` (a warning for the user: published without pycs, say). A refused ``upload`` or ``link``
+closes the connection (its bytes or descriptors may be unread); any other answer leaves it open for the next request.
 
 ``target`` is what the service needs to compile for an interpreter, never a path to one:
 ``{"cache_tag": "cpython-311", "version": [3, 11]}``. The service compiles only with an interpreter of its own.
@@ -37,7 +42,7 @@ from typing import Any
 from ..base.errors import ServiceError
 
 __all__ = [
-    "MAX_MESSAGE", "VERSION", "check_filename", "check_sha256", "check_target", "check_url", "recv_exact",
+    "FD_MARK", "MAX_MESSAGE", "VERSION", "check_filename", "check_sha256", "check_target", "check_url", "recv_exact",
     "recv_message", "send_message",
 ]
 
@@ -46,6 +51,8 @@ VERSION = 1
 #: the largest JSON frame either side accepts: requests are coordinates, never data (a large venv's ``root``, a few
 #: thousand distributions, is the largest)
 MAX_MESSAGE = 1 << 20
+#: the one byte a ``link`` request's descriptors ride on, sent right after its frame
+FD_MARK = b"F"
 _LENGTH = struct.Struct(">I")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: a wheel's or sdist's file name: one path component of plain characters

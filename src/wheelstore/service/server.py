@@ -266,8 +266,8 @@ def _answer(service: ops.Service, conn: socket.socket, peer: Peer) -> bool:
         ops.log_line("internal error: " + " | ".join(traceback.format_exc().strip().splitlines()[-3:]))
         answer = {"ok": False, "error": f"the service failed: {type(e).__name__}: {e}",
                   "hint": "see the service's log"}
-    # after a refused upload, its bytes may be unread: the connection is over
-    return _send(conn, answer) and (request.get("op") != "upload" or answer.get("ok") is True)
+    # after a refused upload or link, its bytes or descriptors may be unread: the connection is over
+    return _send(conn, answer) and (request.get("op") not in ("upload", "link") or answer.get("ok") is True)
 
 
 def _send(conn: socket.socket, answer: dict[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from . import install as inst
 from . import checks
 from . import damage
 from . import oldpip
+from . import servicelink
 from ..base import cancel
 from ..base.distinfo import Distribution, describe, installed, origin, read_regular
 from ..base.errors import (
@@ -32,6 +33,7 @@ from ..base.errors import (
 )
 from ..base.hooks import checkpoint
 from ..resolve.candidates import Candidate
+from ..service.client import ServiceClient, service_socket
 from ..resolve.plan import Plan, Request, plan
 from ..resolve.projects import LocalProjects
 from ..base.interpreter import Interpreter, find_python
@@ -345,6 +347,9 @@ class Environment:
 
     def _link_all(self, store: Store, steps: Sequence[_Step]) -> None:
         folds = plan_folds([s.tree for s in steps if s.mode is LinkMode.FOLD], self.interpreter)
+        # on a service store, hard links are the service's to make (:mod:`.servicelink`)
+        via = ServiceClient.of(store) if service_socket(store) and any(s.mode is LinkMode.HARDLINK for s in steps) \
+            else None
 
         def one(step: _Step) -> None:
             step.dist_info = inst.install_tree(
@@ -357,6 +362,7 @@ class Environment:
                 pycs=step.pycs,
                 fold=folds.get(step.key),
                 store_id=store.id,
+                service=via,
             )
 
         # Trees are independent, and link()/mkdir() release the GIL: a few threads overlap the syscalls of per-file
@@ -443,7 +449,9 @@ class Environment:
                 recorded = None
             # the safety rule is applied again: the store's policy or the tree's owner may have changed since
             notes = InstallReport()
-            modes = self._choose_modes(store, [tree], recorded, notes)
+            if recorded is LinkMode.HARDLINK and service_socket(store):  # the service's links: auto, by edit itself
+                recorded = None
+            modes = self._choose_modes(store, [tree], recorded, notes, relinks=False)
             notes.say_notes()
             changed = relink(dist, tree, modes[tree.key], self.interpreter.cache_tag)
         else:
@@ -472,9 +480,10 @@ class Environment:
 
     def _choose_modes(
         self, store: Store, trees: Sequence[Tree], requested: LinkMode | None, report: InstallReport,
-        old_pip: str | None = None,
+        old_pip: str | None = None, relinks: bool = True,
     ) -> dict[str, LinkMode]:
-        """The mode for every tree, decided before anything in the venv changes (per file beside an ``old_pip``)."""
+        """The mode for every tree, decided before anything in the venv changes (per file beside an ``old_pip``;
+        hard links by a service store's service unless not ``relinks``: ``edit --undo`` links by itself)."""
         modes: dict[str, LinkMode] = {}
         if not trees:
             return modes
@@ -484,9 +493,10 @@ class Environment:
         site = self.interpreter.paths["purelib"]
         found = probe(os.fspath(sample.path / sample.manifest.first), site)
         shared = store.policy.shared != "private"
+        service = servicelink.availability(store, site) if relinks and requested in (None, LinkMode.HARDLINK) else None
         for tree in trees:
             mode, note = choose(requested, found, tree_owner_uid=tree.manifest.owner_uid, shared=shared,
-                                old_pip=old_pip)
+                                old_pip=old_pip, service=service)
             modes[tree.key] = mode
             if note and note not in report.notes:
                 report.notes.append(note)

@@ -28,6 +28,7 @@ import os
 import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..base import cancel
 from ..base.distinfo import INSTALLER_NAME, ORIGIN_FILE, record_hash
@@ -40,7 +41,11 @@ from ..store.treefiles import TreeDirs
 from . import fold as folding
 from . import prepared
 from .link import LinkMode, link_file
+from .servicelink import ServiceLinks
 from .venvdirs import VenvDirs
+
+if TYPE_CHECKING:
+    from ..service.client import ServiceClient
 
 
 class _Layout:
@@ -84,12 +89,14 @@ def install_tree(
     pycs: Tree | None = None,
     fold: dict[str, str] | None = None,
     store_id: str | None = None,
+    service: ServiceClient | None = None,
 ) -> Path:
     """Install one tree into the venv of ``interpreter``; return the new dist-info directory.
 
     ``fold`` (for LinkMode.FOLD, from :func:`wheelstore.venv.unfold.plan_folds`) maps venv directories to the store
-    directories they are to be symlinks to; every other file is linked one by one (fold: as a symlink). On failure,
-    whatever this call created is removed again, so the venv is as it was.
+    directories they are to be symlinks to; every other file is linked one by one (fold: as a symlink; hardlink,
+    with ``service``: by the store's service, :mod:`.servicelink`). On failure, whatever this call created is
+    removed again, so the venv is as it was.
     """
     m = tree.manifest
     layout = _Layout(tree, interpreter)
@@ -99,20 +106,22 @@ def install_tree(
     tree_path = os.fspath(tree.path)
     dirs = VenvDirs.of(interpreter)
     readers: dict[str, TreeDirs] = {}
+    links = ServiceLinks(service, created, _replace_existing) if service and mode is LinkMode.HARDLINK else None
     try:
         prep = prepared.of(tree, interpreter)
         unit = prepared.of(pycs, interpreter) if pycs is not None else None
         _refuse_venv_own(m.wheel, [*prep.data, *(unit.data if unit is not None else ())], layout, interpreter)
         data_dirs = {os.path.dirname(layout.target(rel)[0]) for rel, _sha, _size in prep.data} if fold else set()
         folded = _fold_links(fold, prep.by_dir, data_dirs, root, dirs, created) if fold else set()
-        _link_dirs(_tree_dirs(tree_path, mode), prep.by_dir, folded, root, mode, dirs, created)
+        _link_dirs(_tree_dirs(tree_path, mode, links), prep.by_dir, folded, root, mode, dirs, created, links)
         data_files = [(tree_path, *f) for f in prep.data]
         unit_record = ""
         if pycs is not None and unit is not None:  # bytecode compiled in the store, beside the sources it came from
-            _link_dirs(_tree_dirs(os.fspath(pycs.path), mode), unit.by_dir, set(), root, mode, dirs, created)
+            unit_dirs = _tree_dirs(os.fspath(pycs.path), mode, links)
+            _link_dirs(unit_dirs, unit.by_dir, set(), root, mode, dirs, created, links)
             data_files += [(os.fspath(pycs.path), *f) for f in unit.data]
             unit_record = unit.record
-        record = _place_data(data_files, layout, m.wheel, interpreter, mode, dirs, readers, created, folded)
+        record = _place_data(data_files, layout, m.wheel, interpreter, mode, dirs, readers, created, folded, links)
         record += _write_markers(folded, prep.view.markers, layout.data_dir, dirs, created)
         record += _write_launchers(tree, interpreter, prep, dirs, created)
         extra = _installer_files(tree, mode, requested=requested, direct_url=direct_url, store=(store_root, store_id),
@@ -125,9 +134,8 @@ def install_tree(
             dirs.rmdir(d)
         raise
     finally:
-        dirs.close()
-        for tree_dirs in readers.values():
-            tree_dirs.close()
+        for opened in (*([links] if links is not None else ()), dirs, *readers.values()):
+            opened.close()
     return Path(dist_info)
 
 
@@ -141,12 +149,14 @@ def _place_data(
     readers: dict[str, TreeDirs],
     created: list[str],
     folded: set[str],
+    links: ServiceLinks | None = None,
 ) -> list[_Row]:
     """Put the ``.data`` files (source tree, tree path, sha256, size) where their schemes go: scripts written fresh
     with the venv's shebang, the rest linked (but for those in a ``folded`` directory, there already); return their
-    RECORD rows. ``readers`` keeps one TreeDirs per tree, for the caller to close."""
+    RECORD rows. ``readers`` keeps one TreeDirs per tree, for the caller to close; ``links`` makes hard links by the
+    store's service, all of them made when this returns."""
     record: list[_Row] = []
-    reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD)
+    reads = mode not in (LinkMode.SYMLINK, LinkMode.FOLD) and links is None
     covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
     for source, rel, sha256, size in data_files:  # sorted by tree: one TreeDirs walks each tree's .data once
         dst, scheme = layout.target(rel)
@@ -164,11 +174,17 @@ def _place_data(
             data = _rewrite_shebang(tree_dirs.read(rel, size), interpreter.executable)
             write_new(dir_fd, name, data, 0o755)
             record.append((dst, record_hash(data), len(data)))
+        elif links is not None:  # created once the service linked it
+            links.add(os.path.basename(source), os.path.dirname(dst), dir_fd, name, rel)
+            record.append((dst, sha256, size))
+            continue
         else:
             src_fd = tree_dirs.fd(rel.rpartition("/")[0]) if reads else None
             _link_replacing(f"{source}/{rel}", dir_fd, name, mode, src_fd)
             record.append((dst, sha256, size))
         created.append(dst)
+    if links is not None:
+        links.flush()
     return record
 
 
@@ -280,9 +296,10 @@ def _write_markers(folded: set[str], markers: set[str], data_dir: str, dirs: Ven
     return record
 
 
-def _tree_dirs(source: str, mode: LinkMode) -> TreeDirs:
-    """The tree at ``source`` as ``mode`` reads it: copies and hard links through its directories' fds."""
-    return TreeDirs(source, reads=mode not in (LinkMode.SYMLINK, LinkMode.FOLD))
+def _tree_dirs(source: str, mode: LinkMode, links: ServiceLinks | None = None) -> TreeDirs:
+    """The tree at ``source`` as ``mode`` reads it: copies and hard links through its directories' fds (but for the
+    store service's hard links: the service reads the tree)."""
+    return TreeDirs(source, reads=mode not in (LinkMode.SYMLINK, LinkMode.FOLD) and links is None)
 
 
 def _link_dirs(
@@ -293,12 +310,14 @@ def _link_dirs(
     mode: LinkMode,
     dirs: VenvDirs,
     created: list[str],
+    links: ServiceLinks | None = None,
 ) -> None:
     """Link the files of ``by_dir`` from the tree of ``tree_dirs`` that are not in a ``folded`` directory, a
     directory at a time, parents first, each through its directory's fd (and, but for symlinks, from its tree
-    directory's fd)."""
+    directory's fd; with ``links``, by the store's service)."""
     covered = folding.covering(dict.fromkeys(folded, "")) if folded else None
     source = tree_dirs.source
+    key = os.path.basename(source)
     pyc_reader = TreeDirs(source, reads=mode is LinkMode.FOLD)
     with tree_dirs, pyc_reader:
         for parent in sorted(by_dir):
@@ -312,6 +331,9 @@ def _link_dirs(
             # fold copies the few pycs outside folded directories: compileall -f refuses a symlinked pyc
             copy_pycs = pyc_reader.reads and (parent == "__pycache__" or parent.endswith("/__pycache__"))
             for name in by_dir[parent]:
+                if links is not None:  # created once the service linked it
+                    links.add(key, path, dir_fd, name, f"{parent}/{name}" if parent else name)
+                    continue
                 if copy_pycs and name.endswith(".pyc"):
                     _link_replacing(where + name, dir_fd, name, LinkMode.COPY, pyc_reader.fd(parent))
                 else:

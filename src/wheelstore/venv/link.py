@@ -5,7 +5,8 @@ The safety rule behind the modes: a write by a user to a file in their own venv 
 anyone else's venv. Reflinks give private inodes (safe everywhere), symlinks point at read-only files (writes fail,
 editors that rename replace the link), copies are private, and hard links share the store's inode, so they are only
 for a user linking a tree they own in a store nobody else uses (docs/sharing.md, "Link modes and
-fs.protected_hardlinks"). Which mode a tree gets is :mod:`wheelstore.venv.linkmode`'s to decide.
+fs.protected_hardlinks"), or for links a service store's service makes as root into inodes the user can never change
+(:mod:`wheelstore.venv.servicelink`). Which mode a tree gets is :mod:`wheelstore.venv.linkmode`'s to decide.
 """
 
 from __future__ import annotations

@@ -31,6 +31,14 @@ _CACHE_MAX = 64
 # -- what works where ----------------------------------------------------------------------------------------------
 
 
+class ServiceHardlink(NamedTuple):
+    """Whether a service store's service (as root) can hard-link into this venv for this user, and if not why
+    (:func:`wheelstore.venv.servicelink.availability`)."""
+
+    usable: bool
+    why: str
+
+
 class Probe(NamedTuple):
     """What linking from one store filesystem into one venv filesystem can do, found by trying it."""
 
@@ -204,7 +212,8 @@ def _fs_id(path: str) -> str:
 
 
 def choose(
-    requested: LinkMode | None, probe: Probe, *, tree_owner_uid: int, shared: bool, old_pip: str | None = None
+    requested: LinkMode | None, probe: Probe, *, tree_owner_uid: int, shared: bool, old_pip: str | None = None,
+    service: ServiceHardlink | None = None,
 ) -> tuple[LinkMode, str | None]:
     """Pick the link mode for a tree; return it and a one-line note for the user when ``auto`` had to fall back (or
     when an explicit mode is honoured although it is unsafe for root).
@@ -226,17 +235,22 @@ def choose(
     mode that is not usable raises LinkModeError saying why, with the usable alternatives as the fix. The result
     depends only on the arguments and the euid.
 
+    On a service store (``service`` given), hardlink means links made by its service as root, into inodes the user
+    can never change: usable as ``service`` says, and ``auto``'s first choice where it is.
+
     ``old_pip`` is the version of a pip the venv will hold that cannot remove links into a store
     (:mod:`.oldpip`): then neither symlink nor fold is usable, so that pip's uninstall removes all it claims.
     """
     refuse_beside_old_pip(requested, old_pip)
-    refusal = _hardlink_refusal(tree_owner_uid, shared)
+    refusal = _hardlink_refusal(tree_owner_uid, shared) if service is None else service.why or None
+    if requested is None and service is not None and service.usable:
+        return LinkMode.HARDLINK, None
     symlinks = LinkMode.SYMLINK.value not in probe.reasons
     for_root, for_pip = _root_refusal(tree_owner_uid, shared), _old_pip_refusal(old_pip)
     against_links = for_root or for_pip
     usable = {
         LinkMode.REFLINK: probe.reflink,
-        LinkMode.HARDLINK: refusal is None and probe.hardlink,
+        LinkMode.HARDLINK: refusal is None and (probe.hardlink or service is not None),
         LinkMode.SYMLINK: symlinks and against_links is None,
         LinkMode.COPY: True,
     }
