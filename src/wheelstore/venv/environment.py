@@ -40,6 +40,7 @@ from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
 from .linkmode import PairNote, choose, first_told, probe, refuse_beside_old_pip
 from .report import InstallReport
+from .steps import Step, Work, editable_of, same
 from .edit import make_private, relink
 from .realize import gone, realize, service_pycs, service_repair, service_root
 from .refusal import explained
@@ -117,14 +118,14 @@ class Environment:
         return report
 
     def _plan_and_install(self, store: Store, request: Request, options: Options, sources: Sources, builds: Sources
-                          ) -> tuple[_Work, InstallReport, dict[NormalizedName, Distribution]]:
+                          ) -> tuple[Work, InstallReport, dict[NormalizedName, Distribution]]:
         """Plan and install, planned once more when a gc took trees before the install pinned them (a client of a
         store's service: :meth:`_pin`), so that they are published again."""
         for last in (False, True):
             with LocalProjects(self.interpreter, builds, request.editables) as projects:
                 present = self.distributions()
                 planned = plan(store, self.interpreter, request, sources, present, projects=projects)
-                work = _Work(request, planned, present, tuple(projects.editables))
+                work = Work(request, planned, present, tuple(projects.editables))
                 try:
                     try:
                         report, after = self._install(store, work, options, check_while_linking=True)
@@ -140,7 +141,7 @@ class Environment:
             return work, report, after
         raise AssertionError("not reached")
 
-    def _pin(self, store: Store, present: Mapping[NormalizedName, Distribution], steps: Sequence[_Step]) -> None:
+    def _pin(self, store: Store, present: Mapping[NormalizedName, Distribution], steps: Sequence[Step]) -> None:
         """On a service store, pin the trees and pyc units about to be linked in the venv's root (its clients take no
         gc lock), then check that a gc that ran before the pin took none of them: :class:`_GoneMeanwhile` if it did,
         before anything is linked. Elsewhere nothing: the gc lock, held since the plan, keeps gc out."""
@@ -178,15 +179,15 @@ class Environment:
             if not isinstance(e, ServiceUnreachable):  # else the command's own error said it
                 log.warning("%s", e.oneline() if isinstance(e, WheelstoreError) else e)
 
-    def _steps(self, store: Store, work: _Work, options: Options, report: InstallReport) -> list[_Step]:
+    def _steps(self, store: Store, work: Work, options: Options, report: InstallReport) -> list[Step]:
         """What must be linked, each with its tree and link mode, decided before the venv changes."""
         candidates, present = work.plan.candidates, work.present
         broken = self._damage(present, candidates, work.request.exact, report)
-        planned = {c.name: str(c.version) for c in candidates if not _same(present.get(c.name), c)}
+        planned = {c.name: str(c.version) for c in candidates if not same(present.get(c.name), c)}
         old_pip = oldpip.too_old_after(present, planned)
         relink = oldpip.linked(present) if old_pip is not None else set()
-        steps = [_Step(c) for c in candidates if c.name in broken or c.name in relink
-                 or work.request.reinstalls(c.name) or not _same(present.get(c.name), c)]
+        steps = [Step(c) for c in candidates if c.name in broken or c.name in relink
+                 or work.request.reinstalls(c.name) or not same(present.get(c.name), c)]
         todo = {s.cand.name for s in steps}
         if old_pip is not None:
             refuse_beside_old_pip(options.link_mode, old_pip)
@@ -203,7 +204,7 @@ class Environment:
             step.mode = modes[step.key]
         return steps
 
-    def _install(self, store: Store, work: _Work, options: Options, *, check_while_linking: bool
+    def _install(self, store: Store, work: Work, options: Options, *, check_while_linking: bool
                  ) -> tuple[InstallReport, dict[NormalizedName, Distribution]]:
         """Link what the plan chose; the report, and the venv's distributions after it (read once, before)."""
         report = InstallReport()
@@ -243,12 +244,12 @@ class Environment:
                             self.interpreter)
         if work.request.exact:  # removals last: a failed install above must not have cost the venv its other packages
             keep = {c.name for c in work.plan.candidates} | {p.name for p in work.editables} | {
-                n for n, d in after.items() if _editable_of(d) in {p.project for p in work.editables}}
+                n for n, d in after.items() if editable_of(d) in {p.project for p in work.editables}}
             self._remove_unwanted(after, keep, report)
         inst.bump_mtime(self.interpreter)
         return report, after
 
-    def _old_pip_left(self, old_pip: str, linked: set[NormalizedName], work: _Work, report: InstallReport, *,
+    def _old_pip_left(self, old_pip: str, linked: set[NormalizedName], work: Work, report: InstallReport, *,
                       brought: bool) -> None:
         """Links this install leaves beside a pip that cannot remove them (:mod:`.oldpip`): an install that brings
         that pip in is refused before anything changes; one that finds it there says so, with the fix."""
@@ -304,7 +305,7 @@ class Environment:
     def _link_checked(
         self,
         store: Store,
-        steps: Sequence[_Step],
+        steps: Sequence[Step],
         present: dict[NormalizedName, Distribution],
         report: InstallReport,
         later: checks.CheckWhileLinking | None,
@@ -333,25 +334,25 @@ class Environment:
             raise
         return stashes
 
-    def _put_back(self, steps: Sequence[_Step], stashes: dict[NormalizedName, Stash], cleared: set[NormalizedName]
+    def _put_back(self, steps: Sequence[Step], stashes: dict[NormalizedName, Stash], cleared: set[NormalizedName]
                   ) -> None:
         """After a failed install: remove what it installed (a distribution of the new version where the old one
         was ``cleared`` or absent), and restore the old versions it replaced."""
         now = self.distributions()
         for step in steps:
             name = step.cand.name
-            if name in cleared and name in now and _same(now[name], step.cand):
+            if name in cleared and name in now and same(now[name], step.cand):
                 uninstall(now[name], self.interpreter)
         for stash in stashes.values():
             stash.restore()
 
-    def _link_all(self, store: Store, steps: Sequence[_Step]) -> None:
+    def _link_all(self, store: Store, steps: Sequence[Step]) -> None:
         folds = plan_folds([s.tree for s in steps if s.mode is LinkMode.FOLD], self.interpreter)
         # on a service store, hard links are the service's to make (:mod:`.servicelink`)
         via = ServiceClient.of(store) if service_socket(store) and any(s.mode is LinkMode.HARDLINK for s in steps) \
             else None
 
-        def one(step: _Step) -> None:
+        def one(step: Step) -> None:
             step.dist_info = inst.install_tree(
                 step.tree,
                 self.interpreter,
@@ -459,7 +460,7 @@ class Environment:
         inst.bump_mtime(self.interpreter)
         return dist, len(changed)
 
-    def _bytecode(self, store: Store, steps: Sequence[_Step]) -> None:
+    def _bytecode(self, store: Store, steps: Sequence[Step]) -> None:
         """Each tree's pyc unit for this interpreter, compiled once per store. Trees go one at a time: the compiler
         already fans each tree's modules out over every core. Modules compiled count on the display."""
         with progress.phase(Kind.COMPILE, "bytecode", 0, progress.COMPILED):
@@ -468,7 +469,7 @@ class Environment:
                 step.pycs = checks.intact_pycs(store, step.tree, self.interpreter,
                                                hardlinked=step.mode is LinkMode.HARDLINK)
 
-    def _realize(self, store: Store, steps: Sequence[_Step], sources: Sources | None = None, *,
+    def _realize(self, store: Store, steps: Sequence[Step], sources: Sources | None = None, *,
                  compile_into: bool = False, optimized: bool = False) -> None:
         """Give every step its tree: the one the plan found (no file opened, no network), else realized now
         (:mod:`.realize`: here, or by the store's service)."""
@@ -505,56 +506,6 @@ class Environment:
         return modes
 
 
-class _Step:
-    """One distribution to link, as the install learns it: the plan's candidate, then its tree (found by the plan or
-    realized now), its link mode and its pyc unit. One record, carried through every stage."""
-
-    def __init__(self, cand: Candidate) -> None:
-        self.cand = cand
-        self._tree = cand.tree
-        self.mode: LinkMode | None = None
-        self.pycs: Tree | None = None
-        #: the dist-info it made in the venv, once linked
-        self.dist_info: Path | None = None
-
-    @property
-    def tree(self) -> Tree:
-        if self._tree is None:
-            raise AssertionError(f"{self.cand.name} has no tree yet")  # a stage ran before realize
-        return self._tree
-
-    @tree.setter
-    def tree(self, tree: Tree) -> None:
-        self._tree = tree
-
-    @property
-    def key(self) -> str:
-        return self.tree.key
-
-    @property
-    def link_mode(self) -> LinkMode:
-        if self.mode is None:
-            raise AssertionError(f"{self.cand.name} has no link mode yet")
-        return self.mode
-
-
-class _Work(NamedTuple):
-    """An install's input: the request, its plan, and the venv's distributions as read once before it."""
-
-    request: Request
-    plan: Plan
-    present: dict[NormalizedName, Distribution]
-    #: the ``-e`` projects, installed by uv once the store's part is linked (:mod:`.editable`); sync keeps them
-    editables: tuple[Pin, ...] = ()
-
-    def check_dependencies(self, steps: Sequence[_Step], interpreter: Interpreter) -> None:
-        """A set taken as complete must hold every dependency of its members: said before anything is linked."""
-        from ..resolve.dependencies import unmet_after
-
-        trees = {s.cand.name: s.tree for s in steps}
-        unmet_after(self.plan.candidates, trees, self.present, interpreter, exact=self.request.exact)
-
-
 class _DamagedMeanwhile(Exception):
     """The check that ran while the trees were linked found one damaged; what was linked has been taken back."""
 
@@ -565,35 +516,3 @@ class _GoneMeanwhile(Exception):
     def __init__(self, names: list[str]) -> None:
         super().__init__(", ".join(names))
         self.names = names
-
-
-def _editable_of(dist: Distribution) -> Path | None:
-    """The project directory an editable install names in its ``direct_url.json`` (PEP 610), if it is one: sync
-    keeps it by that, since a project's name is not always known before its backend is asked (setup.py)."""
-    import json
-    from urllib.parse import urlparse
-
-    from ..resolve.requirements import file_url_path
-
-    text = read_regular(dist.dist_info / "direct_url.json")
-    try:
-        data = json.loads(text) if text is not None else None
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("dir_info"), dict) or \
-            not data["dir_info"].get("editable") or not isinstance(data.get("url"), str):
-        return None
-    url = urlparse(data["url"])
-    return file_url_path(url.path) if url.scheme == "file" else None
-
-
-def _same(dist: Distribution | None, cand: Candidate) -> bool:
-    """Whether the venv already holds exactly this version (installed by anyone)."""
-    if dist is None:
-        return False
-    if cand.direct_url is not None and "dir_info" in cand.direct_url:  # a project built now: same if the same wheel
-        return (origin(dist) or {}).get("key") == cand.sha256
-    try:
-        return Version(dist.version) == cand.version
-    except InvalidVersion:
-        return False
