@@ -9,6 +9,7 @@ socket as fd 3 and ``LISTEN_FDS=1``, ``LISTEN_PID`` its own pid.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Runner, Users, _ensure_user
+from .conftest import Runner, Users, _ensure_user, one_line_error
 from .pyindex import PyIndex
 from .test_service_client import (
     ISOLATED,
@@ -29,6 +30,7 @@ from .test_service_client import (
     _import,
     _init_service_store,
     _install,
+    _serve,
     _venv,
     _wheel,
 )
@@ -209,3 +211,110 @@ def test_systemd_analyze_verifies_the_units(workdir: Path, tool: Path) -> None:
                            str(units / "wheelstore.service")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "wheelstore" not in done.stderr, done.stderr  # no warning about either unit (unknown key, bad value)
+
+
+# -- doctor and info -------------------------------------------------------------------------------------------------
+
+
+def _doctor(run: Runner, user: str, store: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    """doctor's run, and each check's line (its fix, if any, after a `` | fix: ``)."""
+    done = run(user, "--store", str(store), "doctor", *args, env=ISOLATED)
+    found: dict[str, str] = {}
+    last = ""
+    for line in done.stdout.splitlines():
+        status, _, rest = line.partition("  ")
+        if status.strip() in ("ok", "warn", "fail"):
+            name, _, detail = rest.strip().partition(" ")
+            last = name
+            found[name] = f"{status.strip()}: {detail.strip()}"
+        elif line.strip().startswith("fix: ") and last:
+            found[last] += f" | {line.strip()}"
+    return done, found
+
+
+def test_doctor_says_whether_the_service_serves_this_user_and_how_to_start_it(
+    run: Runner, users: Users, workdir: Path, index: PyIndex
+) -> None:
+    _ensure_user(SERVICE_USER, ())
+    store, sock = workdir / "store", workdir / "svc.sock"
+    made = run(SERVICE_USER, "init", str(store), "--service", "--socket", str(sock), "--allow-user", users.alice,
+               "--allow-index", index.url + "/", env=ISOLATED)
+    assert made.returncode == 0, made.stderr
+    down = f"the store service is not running: no socket at {sock}"
+    done, checks = _doctor(run, users.alice, store)
+    assert checks["service"] == f"fail: {down} | fix: sudo -u {SERVICE_USER} wheelstore serve --store {store}"
+    assert one_line_error(done) == (f"error: sharing cannot work for {users.alice} here: {down} (fix: sudo -u "
+                                    f"{SERVICE_USER} wheelstore serve --store {store})")
+    _done, checks = _doctor(run, SERVICE_USER, store)
+    assert checks["service"] == f"fail: {down} | fix: wheelstore serve --store {store}"
+
+    service = _serve(run, store, sock, index)
+    try:
+        done, checks = _doctor(run, users.alice, store)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stderr == "", done.stderr  # no lease tried in a store this user may not write
+        tag = subprocess.run([str(run.tool.parent / "python"), "-c", "import sys; print(sys.implementation.cache_tag)"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # the service's interpreter's
+        assert checks["service"] == (f"ok: the store service answers on {sock} (wheelstore 0.1.0, protocol 1) and "
+                                     f"serves you ({users.alice}); it compiles bytecode for {tag}")
+        assert checks["membership"] == (f"ok: only {SERVICE_USER}'s store service writes this store; it publishes "
+                                        "for you (see the service check)")
+        assert checks["access"] == "ok: you may read (0 trees); the store service publishes for you"
+        as_json = json.loads(run(users.alice, "--store", str(store), "doctor", "--json", env=ISOLATED).stdout)
+        (entry,) = [c for c in as_json["checks"] if c["name"] == "service"]
+        assert entry["status"] == "ok" and entry["fix"] is None
+
+        # wscarol is on no allow list: the service's own refusal, its hint with it
+        done, checks = _doctor(run, users.carol, store)
+        assert checks["service"] == (f"fail: the store service refused the hello request: {users.carol} may not use "
+                                     f"the store service of {store}; ask {SERVICE_USER}, its owner, to add you to "
+                                     "[service] allow_users")
+        assert one_line_error(done).startswith(f"error: sharing cannot work for {users.carol} here: the store "
+                                               "service refused the hello request")
+    finally:
+        service.proc.kill()  # as a crash would: its socket stays, and nothing listens on it
+        service.proc.communicate()
+    assert sock.is_socket()
+    _done, checks = _doctor(run, users.alice, store)
+    assert checks["service"] == (f"fail: the store service for {store} is not running (nothing listens on {sock}) | "
+                                 f"fix: sudo -u {SERVICE_USER} wheelstore serve --store {store}")
+
+
+@pytest.mark.skipif(not Path("/etc/systemd/system").is_dir(), reason="no /etc/systemd/system on this machine")
+def test_doctor_names_the_systemd_socket_unit_that_starts_the_service(
+    run: Runner, users: Users, workdir: Path, index: PyIndex, service_store: tuple[Path, Path]
+) -> None:
+    store, sock = service_store
+    unit = Path("/etc/systemd/system") / f"wstest-{workdir.name}.socket"
+    unit.write_text(f"[Socket]\nListenStream={sock}\n")
+    try:
+        _done, checks = _doctor(run, users.alice, store)
+    finally:
+        unit.unlink()
+    assert checks["service"] == f"fail: the store service is not running: no socket at {sock} | fix: systemctl " \
+                                f"start {unit.name}"
+
+
+def test_info_shows_the_service_settings(run: Runner, users: Users, workdir: Path, index: PyIndex) -> None:
+    _ensure_user(SERVICE_USER, ())
+    store, sock = workdir / "store", workdir / "svc.sock"
+    made = run(SERVICE_USER, "init", str(store), "--service", "--socket", str(sock), "--allow-user", users.alice,
+               "--allow-group", users.group, "--allow-index", index.url + "/", env=ISOLATED)
+    assert made.returncode == 0, made.stderr
+    done = run(users.bob, "--store", str(store), "info", env=ISOLATED)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-5:] == [
+        f"service      {sock} (mode 0666): only its service writes the store",
+        f"allow        users {users.alice}; groups {users.group}",
+        f"indexes      {index.url}/",
+        "max_upload   1.0 GiB",
+        "pythons      its own interpreter",
+    ], done.stdout
+    info = json.loads(run(users.bob, "--store", str(store), "info", "--json", env=ISOLATED).stdout)
+    assert info["service"] == {"socket": str(sock), "socket_mode": "0666", "allow_users": [users.alice],
+                               "allow_groups": [users.group], "indexes": [index.url + "/"], "max_upload": 1 << 30,
+                               "pythons": []}
+    assert run(users.alice, "init", str(workdir / "plain")).returncode == 0
+    plain = run(users.alice, "--store", str(workdir / "plain"), "info", "--json", env=ISOLATED)
+    assert json.loads(plain.stdout)["service"] is None, plain.stderr
