@@ -25,7 +25,7 @@ GUIDE = ROOT / "docs" / "sharing.md"
 SHELL_LANGS = frozenset({"sh", "bash", "console", "shell"})
 
 #: what the guide creates on the machine; the test removes exactly these, before and after
-USERS = ("alice", "bob", "carol", "ci")
+USERS = ("alice", "bob", "carol", "ci", "wheelsvc")
 GROUPS = ("lab",)
 PATHS = (
     Path("/opt/wheelstore"),
@@ -36,6 +36,7 @@ PATHS = (
     Path("/srv/wheels"),
     Path("/srv/projects/lab"),
     Path("/srv/wheelstore"),
+    Path("/srv/wheelsvc"),
     Path("/srv/uv-cache"),
     Path("/srv/open-cache"),
     Path("/srv/lab-cache"),

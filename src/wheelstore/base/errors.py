@@ -194,6 +194,10 @@ class ServiceUnreachable(ServiceError):
     stops at the first (a refusal, by contrast, is about one request)."""
 
 
+class ServiceDown(ServiceUnreachable):
+    """Nothing listens on the store service's socket (or there is no socket): starting the service is the fix."""
+
+
 class PeerGone(ServiceError):
     """The service's peer closed the connection or stopped sending mid-request: there is nobody to answer."""
 

@@ -38,7 +38,7 @@ from ..venv import damage
 from ..venv.link import LinkMode
 from ..venv.linkmode import choose, fs_type, probe_now
 from ..venv.oldpip import LINKED_MODES, pip_too_old
-from . import doctor_locks, doctor_staging
+from . import doctor_locks, doctor_service, doctor_staging
 from .doctor_report import Check, DoctorReport, Status
 from .output import count, size_text
 
@@ -110,6 +110,7 @@ class _Doctor:
             ("venv-writable", self.check_venv_writable),
             ("venv-damage", self.check_venv_damage),
             ("venv-pip", self.check_venv_pip),
+            ("service", lambda: None if self.store is None else doctor_service.check(self.store, self.interpreter)),
             ("umask", self.check_umask),
             ("filesystems", self.check_filesystems),
             ("network-fs", self.check_network),
@@ -191,9 +192,13 @@ class _Doctor:
             return None
         owner, gid, group, shared = found
         me, euid = current_user(), os.geteuid()
+        served = Check("membership", "ok", f"only {user_name(owner)}'s store service writes this store; it publishes "
+                       "for you (see the service check)")
         if gid is None or group is None:
             if euid in (0, owner):
                 return Check("membership", "ok", "you own this store" if euid == owner else "you are root")
+            if shared == "all" and self.store is not None and self.store.service is not None:
+                return served
             if shared == "all":
                 return Check("membership", "warn", f"only {user_name(owner)} publishes into this store; you may "
                              "link what is already published")
@@ -206,6 +211,8 @@ class _Doctor:
         if Policy("group", group, gid).trusted_writer(os.getuid(), -1):
             return Check("membership", "fail", f"{me} was added to group {group} after this login session began; "
                          f"log in again, or start a shell in the group with `newgrp {group}`", f"newgrp {group}")
+        if shared == "all" and self.store is not None and self.store.service is not None:
+            return served
         if shared == "all":
             return Check("membership", "warn", f"{me} is not in group {group}: you may link published trees but "
                          f"not publish; to publish, ask an admin to add you, then log in again or run `newgrp "
@@ -222,6 +229,9 @@ class _Doctor:
         try:
             self.store.require_publish_access()
         except StoreAccessDenied as e:
+            if self.store.service is not None:  # nobody but its owner may: the service publishes
+                return Check("access", "ok", f"you may read ({count(trees, 'tree')}); the store service publishes "
+                             "for you")
             reader = self.store.policy.shared == "all" and not self.store.policy.trusted_writer(
                 os.geteuid(), self.store.owner_uid)
             return Check("access", "warn" if reader else "fail", f"{e.message} ({count(trees, 'tree')} readable)"
@@ -406,6 +416,8 @@ class _Doctor:
         store = self.store
         if self.venv is not None and not self.venv_writable:
             return Check("reflink", "warn", "not probed: the venv is not usable by you (see above)")
+        if not os.access(store.root / "staging", os.W_OK | os.X_OK):  # no scratch file (nor lease) to make
+            return self._reflink_from_tree()
         staging = store.area_fd("staging")
         name = store.staging_name("doctor", secrets.token_hex(32))
         try:

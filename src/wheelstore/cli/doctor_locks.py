@@ -213,6 +213,8 @@ def probe(store: Store) -> list[str] | None:
     """Try each way wheelstore uses flock on scratch entries (a file in ``locks/``, a directory in ``staging/``, named
     like every staging entry and removed at once): what broke and what that breaks, or None when this user may not
     create them."""
+    if not os.access(store.root / "locks", os.W_OK | os.X_OK):  # nor a lease: staging_name would try to take one
+        return None
     locks, staging = store.area_fd("locks"), store.area_fd("staging")
     name = store.staging_name("doctor", secrets.token_hex(32), ".lock")
     dirname = store.staging_name("doctor", secrets.token_hex(32))

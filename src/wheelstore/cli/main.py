@@ -29,7 +29,7 @@ from .maintenance import cmd_gc, cmd_stats, cmd_verify
 from .options import local_links, sources_from
 from .output import count, elapsed_text, err, out, print_json
 from .parser import build_parser as _build_parser
-from .service import cmd_serve, service_settings
+from .service import cmd_serve, service_info, service_lines, service_settings
 
 if TYPE_CHECKING:
     from ..store.publish import Realized
@@ -115,6 +115,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     selection = select_store(args.store)
     with Store.select(args.store) as store:
         info = store.describe()
+        info["service"] = None if store.service is None else service_info(store.service)
     info["selected_by"] = selection.source
     if args.json:
         print_json(info)
@@ -123,6 +124,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             out(args, f"{k:12} {info[k] if info[k] is not None else '-'}")
         if isinstance(site := info.get("upstream"), dict):  # an overlay: the chain lookups follow
             out(args, f"{'upstream':12} {site['store']} (id {site['id']}): looked in first; publishes go to the store")
+        if store.service is not None:
+            for line in service_lines(store.service):
+                out(args, line)
     return 0
 
 

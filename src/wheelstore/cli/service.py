@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..base.errors import WheelstoreError
+from ..base.sizes import binary
 from ..fetch.sources import PYPI, Sources
 from ..store.config import select_store
 from ..store.serviceconf import ServiceSettings, default_socket
@@ -43,6 +44,27 @@ def default_indexes(sources: Sources) -> tuple[str, ...]:
         if url.rstrip("/") == PYPI.rstrip("/"):
             found.append(PYPI_FILES)
     return tuple(dict.fromkeys(found))
+
+
+def service_info(settings: ServiceSettings) -> dict[str, object]:
+    """The ``[service]`` table for ``info --json``."""
+    return {"socket": settings.socket, "socket_mode": f"{settings.socket_mode:04o}",
+            "allow_users": list(settings.allow_users), "allow_groups": list(settings.allow_groups),
+            "indexes": list(settings.indexes), "max_upload": settings.max_upload, "pythons": list(settings.pythons)}
+
+
+def service_lines(settings: ServiceSettings) -> list[str]:
+    """The ``[service]`` table for ``info``: where the service listens, whom it serves, what it fetches."""
+    who = [f"users {', '.join(settings.allow_users)}"] if settings.allow_users else []
+    who += [f"groups {', '.join(settings.allow_groups)}"] if settings.allow_groups else []
+    pythons = ", ".join(["its own interpreter", *settings.pythons])
+    return [
+        f"{'service':12} {settings.socket} (mode {settings.socket_mode:04o}): only its service writes the store",
+        f"{'allow':12} {'; '.join(who) if who else 'anyone who may connect to the socket'}",
+        f"{'indexes':12} {', '.join(settings.indexes) or '-'}",
+        f"{'max_upload':12} {binary(settings.max_upload)}",
+        f"{'pythons':12} {pythons}",
+    ]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..base import cancel
-from ..base.errors import ServiceError, ServiceUnreachable
+from ..base.errors import ServiceDown, ServiceError, ServiceUnreachable
 from . import protocol
 
 if TYPE_CHECKING:
@@ -76,10 +76,10 @@ def target_of(interpreter: Interpreter) -> dict[str, Any] | None:
     return {"cache_tag": interpreter.cache_tag, "version": [interpreter.version[0], interpreter.version[1]]}
 
 
-def not_running(store_root: Path, path: Path, why: str | None = None) -> ServiceUnreachable:
+def not_running(store_root: Path, path: Path, why: str | None = None) -> ServiceDown:
     """The error for a service that cannot be reached: its socket, and how to start it (never a private copy)."""
     what = why or f"no socket at {path}"
-    return ServiceUnreachable(f"the store service for {store_root} is not running ({what})",
+    return ServiceDown(f"the store service for {store_root} is not running ({what})",
                         hint=f"start it as the store's owner: wheelstore serve --store {store_root}")
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from .. import __version__
 from ..base import fsio
 from ..base.errors import PeerGone, ServiceError, StoreError, WheelstoreError, printable
 from ..base.interpreter import Interpreter
@@ -83,8 +84,8 @@ class Service:
     # -- the ops ---------------------------------------------------------------------------------------------------
 
     def hello(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
-        return {"ok": True, "version": VERSION, "store": str(self.store.root), "id": self.store.id,
-                "uid": peer.uid, "user": peer.user, "max_upload": self.settings.max_upload,
+        return {"ok": True, "version": VERSION, "wheelstore": __version__, "store": str(self.store.root),
+                "id": self.store.id, "uid": peer.uid, "user": peer.user, "max_upload": self.settings.max_upload,
                 "bytecode": sorted({str(i.cache_tag) for i in self.interpreters() if i.cache_tag}),
                 "link": links.available()}
 

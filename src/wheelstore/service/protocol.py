@@ -7,8 +7,9 @@ service derives every store path from digests it computed itself.
 
 Requests (``op``), each answered by one object, ``{"ok": true, ...}`` or ``{"ok": false, "error": ..., "hint": ...}``:
 
-- ``hello`` ``{version}``: the service's version, store root and id, who it takes the peer for (``uid``, ``user``),
-  and whether it can ``link``;
+- ``hello`` ``{version}``: the protocol's ``version`` and ``wheelstore``'s, the store's root and id, who it takes
+  the peer for (``uid``, ``user``), the cache tags it compiles bytecode for (``bytecode``), and whether it can
+  ``link``;
 - ``publish`` ``{url, filename, sha256, target}``: fetch that file (from an index the service allows), check its
   sha256, publish its tree (pycs for ``target`` compiled in) -> ``{key, unpacked}``;
 - ``upload`` ``{filename, size, sha256?, target}`` + bytes: the same for a wheel the client has (its own build);

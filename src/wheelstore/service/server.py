@@ -6,6 +6,10 @@ own, at most :data:`MAX_CONNECTIONS` at once (one more is told ``busy`` and clos
 :data:`RECV_TIMEOUT`. The peer is who the kernel says (``SO_PEERCRED``), never who it says it is, and is served only
 if the store's allow list names them or one of their groups. One connection's failure is answered and logged, and
 never stops the service; SIGTERM and Ctrl-C stop it, removing its socket.
+
+Under systemd's socket activation (``wheelstore.socket``, docs/systemd/) the listening socket is systemd's, passed as
+fd 3 with ``LISTEN_FDS``/``LISTEN_PID`` as ``sd_listen_fds`` reads them: the service takes it only if it is a
+listening Unix stream socket bound to the store's configured path, and leaves it in place when it stops.
 """
 
 from __future__ import annotations
@@ -54,8 +58,10 @@ def serve(store: Store, socket_path: str | None = None) -> None:
     slots = _Slots()
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        with _listening(path, settings.socket_mode) as listener:
-            ops.log_line(f"serving {store.root} on {path} as {user_name(os.geteuid())}")
+        inherited = _inherited(path)
+        with inherited or _listening(path, settings.socket_mode) as listener:
+            ops.log_line(f"serving {store.root} on {path} as {user_name(os.geteuid())}"
+                         + (" (the socket is systemd's)" if inherited else ""))
             while True:
                 _accept(listener, service, slots)
     except KeyboardInterrupt:
@@ -154,6 +160,40 @@ def _check_directory(path: str) -> None:
                            f"{user_name(st.st_uid) if not others_write else 'others'}, who could put a socket of "
                            "theirs in its place", hint="give a socket in a directory of the store's owner or root "
                            "(the store itself, or /run), with --socket")
+
+
+#: the first fd systemd passes (``SD_LISTEN_FDS_START``)
+LISTEN_FDS_START = 3
+
+
+def _inherited(path: str) -> contextlib.AbstractContextManager[socket.socket] | None:
+    """systemd's listening socket for ``path`` (socket activation), or None when none was passed to this process."""
+    fds, pid = os.environ.pop("LISTEN_FDS", None), os.environ.pop("LISTEN_PID", None)
+    os.environ.pop("LISTEN_FDNAMES", None)  # as sd_listen_fds(1): not for our children
+    if fds is None or pid != str(os.getpid()):
+        return None
+    unit = "check ListenStream= and Accept=no in wheelstore.socket"
+    if fds != "1":
+        raise ServiceError(f"systemd passed {fds} sockets (LISTEN_FDS); the service takes exactly one", hint=unit)
+    try:
+        listener = socket.socket(fileno=LISTEN_FDS_START)
+    except OSError as e:
+        raise ServiceError(f"systemd passed fd {LISTEN_FDS_START}, which is not a socket ({e.strerror})",
+                           hint=unit) from None
+    os.set_inheritable(listener.fileno(), False)
+    bound = listener.getsockname() if listener.family == socket.AF_UNIX else None
+    if listener.type != socket.SOCK_STREAM or bound is None:
+        listener.detach()
+        raise ServiceError("systemd passed a socket that is not a Unix stream socket", hint=unit)
+    if bound != path:
+        listener.detach()
+        raise ServiceError(f"systemd passed a socket bound to {bound or 'no path'}, not to the store's socket {path}",
+                           hint=f"make ListenStream={path} in wheelstore.socket, or give --socket")
+    if not listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        listener.detach()
+        raise ServiceError(f"systemd passed a socket for {path} that is not listening", hint=unit)
+    _check_directory(path)
+    return contextlib.closing(listener)  # systemd's: left in place when the service stops
 
 
 def _clear_stale(path: str) -> None:
