@@ -9,6 +9,8 @@ whole, as ``du`` counts them, although they share blocks with the store (``df`` 
 Logical is, per live venv (a root :mod:`~wheelstore.store.rootcheck` checks), the allocated size of every
 store unit it links, trees and their pyc units alike (a venv without the store would hold those pycs too, once
 imported), as if each were a private copy.
+
+Per user, beside their venvs: the units only their roots pin and those they share (:mod:`.accounting`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,15 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..base.fsio import open_dir
 from . import rootcheck
 from .policy import user_name
 from .store import Store
+
+if TYPE_CHECKING:
+    from .accounting import Share
 
 
 @dataclass
@@ -155,6 +161,7 @@ class Stats:
     venvs: list[VenvStats]
     stale_roots: int
     notes: list[str] = field(default_factory=list)
+    shares: dict[str, Share] = field(default_factory=dict)  #: by user name: what their roots pin
 
     @property
     def logical(self) -> Usage:
@@ -172,7 +179,8 @@ class Stats:
         return total
 
     def users(self) -> dict[str, list[VenvStats]]:
-        by_user: dict[str, list[VenvStats]] = {}
+        """Each user's venvs, by name: every owner of a venv counted or of a root that pins something."""
+        by_user: dict[str, list[VenvStats]] = {user: [] for user in self.shares}
         for v in self.venvs:
             by_user.setdefault(v.user, []).append(v)
         return dict(sorted(by_user.items()))
@@ -185,8 +193,10 @@ class Stats:
             for v in venvs:
                 lg += v.logical
                 ph += v.physical
+            share = self.shares.get(user)
             users.append({"user": user, "venvs": len(venvs), "logical_bytes": lg.bytes, "logical_inodes": lg.inodes,
-                          "physical_bytes": ph.bytes, "physical_inodes": ph.inodes})
+                          "physical_bytes": ph.bytes, "physical_inodes": ph.inodes,
+                          **(share.to_json() if share is not None else _NO_SHARE)})
         return {
             "store": self.store,
             "logical_bytes": logical.bytes,
@@ -202,6 +212,10 @@ class Stats:
             "stale_roots": self.stale_roots,
             "notes": self.notes,
         }
+
+
+_NO_SHARE = {"exclusive_units": 0, "exclusive_bytes": 0, "exclusive_inodes": 0, "shared_units": 0, "shared_bytes": 0,
+             "shared_inodes": 0}
 
 
 def measure(store: Store) -> Stats:
@@ -234,7 +248,11 @@ def measure(store: Store) -> Stats:
                 stats.pyc_logical_bytes += unit_usage[key].bytes
         stats.physical = usage(venv, seen=seen)
         venvs.append(stats)
-    result = Stats(os.fspath(store.root), store_usage, venvs, len(marks.stale()))
+    from .accounting import UnitSizes, pins, shares
+
+    by_uid = shares(pins(marks), UnitSizes(store))
+    result = Stats(os.fspath(store.root), store_usage, venvs, len(marks.stale()),
+                   shares={share.user: share for share in by_uid.values()})
     _notes(result, marks)
     return result
 
