@@ -1,7 +1,7 @@
 """A service store's budgets: a user may have the service publish a new tree only while what they alone pin, with it,
 stays within their budget (``[service] budget_user`` and ``[service.budgets]``, :mod:`wheelstore.store.serviceconf`).
 
-What a user alone pins is what :mod:`wheelstore.store.accounting` says (and ``stats`` shows): the units only the
+What a user alone pins is what :mod:`wheelstore.store.stats` says (and ``stats`` shows): the units only the
 roots the service wrote for their uid hold, plus the trees published for them by this service run that no root holds
 yet (an install pins right after it publishes; a client that never pins is still charged until gc takes them). A tree
 already in the store is linked, never charged at publication: sharing is what the store is for.
@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING
 
 from ..base.errors import ServiceError
 from ..base.sizes import binary
-from ..store import accounting
+from ..store import stats
 from ..store.manifest import FileEntry
 from ..store.policy import user_name
 from ..store.publish import Compiler
 from ..store.serviceconf import Budget, ServiceSettings
-from ..store.stats import usage
 from ..store.store import Store
 
 if TYPE_CHECKING:
@@ -40,7 +39,7 @@ class Quota:
     def __init__(self, store: Store, settings: ServiceSettings) -> None:
         self.store = store
         self.settings = settings
-        self.sizes = accounting.UnitSizes(store)
+        self.sizes = stats.UnitSizes(store)
         self._lock = threading.Lock()
         self._published: dict[int, set[str]] = {}  #: by uid: trees published for them, until a root holds them
         self._in_flight: dict[int, int] = {}  #: by uid: bytes of their staged trees admitted, not yet published
@@ -52,12 +51,12 @@ class Quota:
 
     def alone(self, uid: int) -> int:
         """The bytes ``uid`` alone pins: their roots' exclusive units, and trees published for them nobody pins."""
-        shares = accounting.measure(self.store, self.sizes)
+        shares = stats.measure_shares(self.store, self.sizes)
         pinned = set().union(*(s.units for s in shares.values()))
         mine = shares.get(uid)
         with self._lock:
             waiting = self._published.get(uid, set()) - pinned
-        waiting = accounting.present(self.store, waiting)
+        waiting = stats.present(self.store, waiting)
         with self._lock:
             self._published[uid] = waiting
         return (mine.exclusive.bytes if mine else 0) + sum(self.sizes.of(k).bytes for k in waiting)
@@ -89,7 +88,7 @@ class Quota:
 
         def staged(root_fd: int, path: Path, names: list[str]) -> tuple[dict[str, FileEntry], list[str], str] | None:
             compiled = compiler(root_fd, path, names) if compiler is not None else None
-            size = usage(os.fspath(path)).bytes
+            size = stats.usage(os.fspath(path)).bytes
             self.check(peer, budget, filename, size, admit=True)
             admitted[0] = size
             return compiled
