@@ -88,6 +88,16 @@ def _pinned(store: Path, user: str) -> set[str]:
     return keys
 
 
+def _fetched(index: PyIndex, filename: str) -> bool:
+    return any(hit.method == "GET" and hit.path.endswith(f"/{filename}") for hit in index.log)
+
+
+def _nothing_published(store: Path, filename: str, pinned: set[str]) -> None:
+    assert filename not in _manifests(store)
+    assert sorted(os.listdir(store / "trees")) == sorted(pinned)  # nor a staged tree left (a hidden name)
+    assert not os.listdir(store / "staging")
+
+
 def _stats(run: Runner, store: Path) -> dict[str, dict[str, Any]]:
     done = run(svc.SERVICE_USER, "--store", str(store), "stats", "--json")
     assert done.returncode == 0, done.stderr
@@ -113,6 +123,7 @@ def test_a_user_under_budget_publishes_and_one_over_it_is_refused_with_nothing_p
         assert "remove venvs you no longer use, then wheelstore gc; or ask wssvc to raise [service] budget_user" in (
             refused.stderr)
         assert "Traceback" not in refused.stderr
+        assert not _fetched(index, second)  # the index gives its size: refused before it was downloaded
         assert second not in _manifests(service.store)
         assert sorted(os.listdir(service.store / "trees")) == sorted(_pinned(service.store, users.alice))
         assert not os.listdir(service.store / "staging")
@@ -120,6 +131,40 @@ def test_a_user_under_budget_publishes_and_one_over_it_is_refused_with_nothing_p
         # bob has a budget of his own: his publication of the same wheel goes through
         assert _install(run, users.bob, service, workdir, index, "vc", "bigtwo").returncode == 0
         assert second in _manifests(service.store)
+    finally:
+        service.stop()
+
+
+def test_a_wheel_that_unpacks_over_the_budget_is_refused_before_its_tree_is_visible(
+    run: Runner, users: Users, workdir: Path, index: PyIndex
+) -> None:
+    """Its compressed size fits, so it is fetched (or uploaded); its unpacked tree does not, so it is never renamed
+    into place."""
+    service = _budgeted(run, workdir, index, 'budget_user = "300K"\n')
+    try:
+        files = svc._files(workdir)
+        _big(index, workdir, "bigone")
+        zeros = make_wheel(files, "zeros", files={"zeros/__init__.py": b"", "zeros/blob.bin": bytes(PAYLOAD)})
+        zeros.chmod(0o644)
+        index.add(zeros)
+        (files / "mine").mkdir()
+        local = make_wheel(files / "mine", "mylocal", files={"mylocal/__init__.py": b"", "mylocal/b": bytes(PAYLOAD)})
+        local.chmod(0o644)
+        (files / "mine").chmod(0o755)
+        assert zeros.stat().st_size < 10 << 10 and local.stat().st_size < 10 << 10
+        assert _install(run, users.alice, service, workdir, index, "va", "bigone").returncode == 0
+        pinned = _pinned(service.store, users.alice)
+
+        refused = _install(run, users.alice, service, workdir, index, "vb", "zeros")
+        assert refused.returncode != 0 and _fetched(index, zeros.name)
+        assert f"publishing {zeros.name} would bring what {users.alice} alone pins to " in refused.stderr
+        _nothing_published(service.store, zeros.name, pinned)
+
+        refused = run(users.alice, "--store", str(service.store), "realize", str(local), env=svc.ISOLATED)
+        assert refused.returncode != 0
+        assert f"publishing {local.name} would bring what {users.alice} alone pins to " in refused.stderr
+        _nothing_published(service.store, local.name, pinned)
+        assert service.proc.poll() is None
     finally:
         service.stop()
 
