@@ -248,3 +248,22 @@ def test_stats_of_a_group_store_counts_each_members_roots(run: Runner, users: Us
         sum(b for b, _ in alone), sum(i for _, i in alone)), stats
     assert stats[users.bob]["exclusive_units"] == 0 and stats[users.bob]["shared_units"] >= 1, stats
     assert stats[users.alice]["shared_bytes"] == stats[users.bob]["shared_bytes"] > 0, stats
+
+
+@pytest.mark.parametrize(("table", "said"), [
+    ('budget_user = "2 gallons"\n', "[service] budget_user is '2 gallons', not a budget"),
+    ('[service.budgets]\nwsalice = -1\n', "[service.budgets] wsalice is -1, not a budget"),
+    ('[service.budgets]\n"@@x" = "1G"\n', "[service.budgets]: '@@x' is not a user or @group name"),
+])
+def test_a_budget_that_does_not_parse_is_one_line_naming_the_setting(
+    run: Runner, users: Users, workdir: Path, index: PyIndex, table: str, said: str
+) -> None:
+    _ensure_user(svc.SERVICE_USER, ())
+    store, _sock = svc._init_service_store(run, workdir, index)
+    config = store / "config.toml"
+    st = config.stat()
+    config.write_text(config.read_text() + table)
+    os.chown(config, st.st_uid, st.st_gid)
+    done = run(svc.SERVICE_USER, "serve", "--store", str(store), env=svc.ISOLATED, timeout=60)
+    assert done.returncode != 0
+    assert said in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -168,7 +168,8 @@ def _budgets(value: object, where: str) -> tuple[tuple[str, int | None], ...]:
         raise StoreError(f"{where}: [service.budgets] must be a table of users and @groups")
     found = []
     for who, size in value.items():
-        _name(who.removeprefix("@"), f"{where}: [service.budgets]")
+        if not isinstance(who, str) or not _NAME.fullmatch(who.removeprefix("@")):
+            raise StoreError(f"{where}: [service.budgets]: {who!r} is not a user or @group name")
         found.append((who, _size("none" if size is None else size, f"{where}: [service.budgets] {who}")))
     return tuple(found)
 

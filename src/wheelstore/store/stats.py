@@ -295,11 +295,6 @@ class UnitSizes:
                 self._known[key] = measured
         return measured
 
-    def forget(self, keep: set[str]) -> None:
-        """Drop what is remembered of units not in ``keep`` (gone from the store)."""
-        with self._lock:
-            self._known = {k: v for k, v in self._known.items() if k in keep}
-
 
 @dataclass
 class Share:
