@@ -108,7 +108,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     users: Any = data["users"]
     for u in users:
         out(args, f"user {u['user']}: {count(u['venvs'], 'venv')}, {size_text(u['logical_bytes'])} as copies, "
-                   f"{size_text(u['physical_bytes'])} own files")
+                   f"{size_text(u['physical_bytes'])} own files; pins {count(u['exclusive_units'], 'unit')} alone "
+                   f"({size_text(u['exclusive_bytes'])}, {count(u['exclusive_inodes'], 'inode')}) and "
+                   f"{count(u['shared_units'], 'unit')} with others ({size_text(u['shared_bytes'])})")
     logical, physical = result.logical, result.physical
     out(args, f"logical {size_text(logical.bytes)} ({count(logical.inodes, 'inode')}), physical "
                f"{size_text(physical.bytes)} ({count(physical.inodes, 'inode')}): "

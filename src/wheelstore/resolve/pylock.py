@@ -82,7 +82,8 @@ def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interprete
             from ..fetch.index import RemoteFile
 
             url = local.as_uri() if local is not None else cast(str, source.url)
-            pin = pin._replace(remote=RemoteFile(filename=filename, url=url, hashes={"sha256": digest}))
+            pin = pin._replace(remote=RemoteFile(filename=filename, url=url, hashes={"sha256": digest},
+                                                 size=source.size))
         pins.append(pin)
     return pins
 

@@ -103,9 +103,12 @@ class ServiceClient:
     def hello(self) -> dict[str, Any]:
         return self._ask({"op": "hello", "version": protocol.VERSION}, SHORT_TIMEOUT)
 
-    def publish(self, url: str, filename: str, sha256: str, target: dict[str, Any] | None) -> dict[str, Any]:
-        """The service fetches ``url`` (it must hash to ``sha256``) and publishes it -> ``{key, unpacked, ...}``."""
-        return self._ask({"op": "publish", "url": url, "filename": filename, "sha256": sha256, "target": target})
+    def publish(self, url: str, filename: str, sha256: str, target: dict[str, Any] | None, size: int | None = None,
+                ) -> dict[str, Any]:
+        """The service fetches ``url`` (it must hash to ``sha256``) and publishes it -> ``{key, unpacked, ...}``.
+        ``size``, the file's size as the index gives it, lets a budget refuse it before it is downloaded."""
+        request = {"op": "publish", "url": url, "filename": filename, "sha256": sha256, "target": target}
+        return self._ask(request if size is None else {**request, "size": size})
 
     def upload(self, path: Path, sha256: str | None, target: dict[str, Any] | None) -> dict[str, Any]:
         """Send a wheel of ours (a local file, a build) as bytes; the service hashes and publishes it."""

@@ -33,6 +33,7 @@ from ..store.store import Store, Tree
 from ..store.storelock import StoreLock
 from . import links, rootdoc
 from .protocol import VERSION, check_filename, check_sha256, check_target, check_url
+from .quota import Quota
 
 if TYPE_CHECKING:
     from .peer import Peer
@@ -59,6 +60,7 @@ class Service:
         self.store = store
         self.settings = settings
         self._interpreters: list[Interpreter] | None = None
+        self.quota = Quota(store, settings)
         self._lock = threading.Lock()
         self._ops: dict[str, Callable[[dict[str, Any], socket.socket, Peer], dict[str, Any]]] = {
             "hello": self.hello, "publish": self.publish, "upload": self.upload, "pycs": self.pycs,
@@ -98,11 +100,13 @@ class Service:
         tree = self.store.lookup(sha)
         unpacked = tree is None
         if tree is None:
-            http = Http()
-            try:
-                tree = fetch_tree(self.store, RemoteFile(filename, url, {"sha256": sha}), http, compiler)
-            finally:
-                http.close()
+            with self.quota.admitting(peer, filename, _size(request), compiler) as checked:
+                http = Http()
+                try:
+                    tree = fetch_tree(self.store, RemoteFile(filename, url, {"sha256": sha}), http, checked)
+                finally:
+                    http.close()
+                self.quota.published(peer, tree.key)
         return self._published(tree, unpacked, target)
 
     def upload(self, request: dict[str, Any], conn: socket.socket, peer: Peer) -> dict[str, Any]:
@@ -126,7 +130,11 @@ class Service:
                 os.close(dir_fd)
             if claim is not None and sha != claim:
                 raise ServiceError(f"{filename} has sha256 {sha}, not the claimed {claim}; nothing was published")
-            done = realize(store, store.root / "staging" / name / filename, sha, compiler=self.compiler(target))
+            known = store.lookup(sha) is not None  # a tree already there is linked, never charged
+            with self.quota.admitting(peer, filename, None if known else size, self.compiler(target)) as compiler:
+                done = realize(store, store.root / "staging" / name / filename, sha, compiler=compiler)
+                if done.unpacked:
+                    self.quota.published(peer, done.tree.key)
         finally:
             fsio.remove_tree(name, dir_fd=staging_fd)
         return self._published(done.tree, done.unpacked, target)
@@ -215,6 +223,12 @@ def _wheel_name(value: object) -> str:
         raise ServiceError(f"{filename} is not a wheel; the service publishes wheels only",
                            hint="build it yourself (uv build) and upload the wheel")
     return filename
+
+
+def _size(request: dict[str, Any]) -> int | None:
+    """The wheel's size as the client read it from its index (optional): only a first estimate for the budget."""
+    size = request.get("size")
+    return size if type(size) is int and 0 < size < 1 << 50 else None
 
 
 def _named(request: dict[str, Any]) -> str:

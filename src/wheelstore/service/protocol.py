@@ -10,8 +10,9 @@ Requests (``op``), each answered by one object, ``{"ok": true, ...}`` or ``{"ok"
 - ``hello`` ``{version}``: the protocol's ``version`` and ``wheelstore``'s, the store's root and id, who it takes
   the peer for (``uid``, ``user``), the cache tags it compiles bytecode for (``bytecode``), and whether it can
   ``link``;
-- ``publish`` ``{url, filename, sha256, target}``: fetch that file (from an index the service allows), check its
-  sha256, publish its tree (pycs for ``target`` compiled in) -> ``{key, unpacked}``;
+- ``publish`` ``{url, filename, sha256, target[, size]}``: fetch that file (from an index the service allows), check
+  its sha256, publish its tree (pycs for ``target`` compiled in) -> ``{key, unpacked}``; ``size``, as the index gives
+  it, lets a budget refuse a wheel before it is fetched (the unpacked tree is checked in any case);
 - ``upload`` ``{filename, size, sha256?, target}`` + bytes: the same for a wheel the client has (its own build);
 - ``pycs`` ``{key, target}``: the tree's pyc unit for ``target`` -> ``{unit}`` (None: no trusted interpreter there);
 - ``root`` ``{venv, node, host, fs, fs_type, anchor, dists, linking?}``: record the peer's venv as a gc root, written

@@ -47,8 +47,10 @@ from .wheel import Limit, Member, WheelArchive
 
 T = TypeVar("T")
 #: compiles a staged tree's modules into it before its directories are sealed (``bytecode.InTree``): gets the staging
-#: root's fd and path and the member names; returns the pyc entries, their ``__pycache__`` dirs and the cache tag
-Compiler = Callable[[int, Path, list[str]], tuple[dict[str, FileEntry], list[str], str]]
+#: root's fd and path and the member names; returns the pyc entries, their ``__pycache__`` dirs and the cache tag, or
+#: None for none (a service's budget check, :mod:`wheelstore.service.quota`, that compiles nothing). Raising removes
+#: the staged tree: nothing is published.
+Compiler = Callable[[int, Path, list[str]], tuple[dict[str, FileEntry], list[str], str] | None]
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,21 @@ whole, as ``du`` counts them, although they share blocks with the store (``df`` 
 Logical is, per live venv (a root :mod:`~wheelstore.store.rootcheck` checks), the allocated size of every
 store unit it links, trees and their pyc units alike (a venv without the store would hold those pycs too, once
 imported), as if each were a private copy.
+
+Per user, beside their venvs: the units (trees and pyc units) only their gc roots hold, and those they share. A unit
+held by one user's roots alone is what that user costs the store: gc would free it if their roots went; a unit held by
+several users' roots is charged to none of them. Users are the roots' owners: a root's file owner in a personal or
+group store, the uid a service wrote it for in a service store (:attr:`.rootread.Root.owner_uid`); what each root
+holds is as gc judges it from here (:mod:`.rootcheck`). A unit is measured whole, its directory and everything under
+it, and once (:class:`UnitSizes`): units never change once published. A service's budgets count the same
+(:mod:`wheelstore.service.quota`).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
 from dataclasses import dataclass, field
 
 from ..base.fsio import open_dir
@@ -155,6 +164,7 @@ class Stats:
     venvs: list[VenvStats]
     stale_roots: int
     notes: list[str] = field(default_factory=list)
+    shares: dict[str, Share] = field(default_factory=dict)  #: by user name: what their roots pin
 
     @property
     def logical(self) -> Usage:
@@ -172,7 +182,8 @@ class Stats:
         return total
 
     def users(self) -> dict[str, list[VenvStats]]:
-        by_user: dict[str, list[VenvStats]] = {}
+        """Each user's venvs, by name: every owner of a venv counted or of a root that pins something."""
+        by_user: dict[str, list[VenvStats]] = {user: [] for user in self.shares}
         for v in self.venvs:
             by_user.setdefault(v.user, []).append(v)
         return dict(sorted(by_user.items()))
@@ -185,8 +196,10 @@ class Stats:
             for v in venvs:
                 lg += v.logical
                 ph += v.physical
+            share = self.shares.get(user)
             users.append({"user": user, "venvs": len(venvs), "logical_bytes": lg.bytes, "logical_inodes": lg.inodes,
-                          "physical_bytes": ph.bytes, "physical_inodes": ph.inodes})
+                          "physical_bytes": ph.bytes, "physical_inodes": ph.inodes,
+                          **(share.to_json() if share is not None else _NO_SHARE)})
         return {
             "store": self.store,
             "logical_bytes": logical.bytes,
@@ -202,6 +215,10 @@ class Stats:
             "stale_roots": self.stale_roots,
             "notes": self.notes,
         }
+
+
+_NO_SHARE = {"exclusive_units": 0, "exclusive_bytes": 0, "exclusive_inodes": 0, "shared_units": 0, "shared_bytes": 0,
+             "shared_inodes": 0}
 
 
 def measure(store: Store) -> Stats:
@@ -234,7 +251,9 @@ def measure(store: Store) -> Stats:
                 stats.pyc_logical_bytes += unit_usage[key].bytes
         stats.physical = usage(venv, seen=seen)
         venvs.append(stats)
-    result = Stats(os.fspath(store.root), store_usage, venvs, len(marks.stale()))
+    by_uid = shares(pins(marks), UnitSizes(store))
+    result = Stats(os.fspath(store.root), store_usage, venvs, len(marks.stale()),
+                   shares={share.user: share for share in by_uid.values()})
     _notes(result, marks)
     return result
 
@@ -252,3 +271,93 @@ def _notes(result: Stats, marks: rootcheck.Marks) -> None:
     if entries:
         result.notes.append(f"{entries} entries could not be read and are not counted; run as root for exact "
                             "numbers")
+
+
+# -- who pins what -----------------------------------------------------------------------------------------------------
+
+
+class UnitSizes:
+    """The usage of each unit in ``trees/``, measured once: a published unit is sealed, its size fixed."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._known: dict[str, Usage] = {}
+        self._lock = threading.Lock()
+
+    def of(self, key: str) -> Usage:
+        with self._lock:
+            known = self._known.get(key)
+        if known is not None:
+            return known
+        measured = usage(key, dir_fd=self.store.area_fd("trees"))
+        if measured.inodes and not measured.unreadable:  # a unit gc took (or one not readable) is not remembered
+            with self._lock:
+                self._known[key] = measured
+        return measured
+
+
+@dataclass
+class Share:
+    """One user's part of the store: the units only they pin, and those they pin with others."""
+
+    uid: int
+    user: str
+    units: set[str] = field(default_factory=set)
+    exclusive: Usage = field(default_factory=Usage)
+    exclusive_units: int = 0
+    shared: Usage = field(default_factory=Usage)
+    shared_units: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        return {"exclusive_units": self.exclusive_units, "exclusive_bytes": self.exclusive.bytes,
+                "exclusive_inodes": self.exclusive.inodes, "shared_units": self.shared_units,
+                "shared_bytes": self.shared.bytes, "shared_inodes": self.shared.inodes}
+
+
+def pins(marks: rootcheck.Marks) -> dict[int, set[str]]:
+    """The units each uid's roots hold, as ``marks`` judged them (call its ``update`` first)."""
+    held: dict[int, set[str]] = {}
+    for root, found in marks.judged.values():
+        if found.keys:
+            held.setdefault(root.owner_uid, set()).update(found.keys)
+    return held
+
+
+def shares(pinned: dict[int, set[str]], sizes: UnitSizes) -> dict[int, Share]:
+    """Each uid's :class:`Share` of the units in ``pinned``."""
+    holders: dict[str, int] = {}
+    for keys in pinned.values():
+        for key in keys:
+            holders[key] = holders.get(key, 0) + 1
+    result = {}
+    for uid, keys in sorted(pinned.items()):
+        share = Share(uid, user_name(uid), set(keys))
+        for key in keys:
+            if holders[key] == 1:
+                share.exclusive += sizes.of(key)
+                share.exclusive_units += 1
+            else:
+                share.shared += sizes.of(key)
+                share.shared_units += 1
+        result[uid] = share
+    return result
+
+
+def measure_shares(store: Store, sizes: UnitSizes | None = None) -> dict[int, Share]:
+    """Every user's share of ``store``, from its roots read now."""
+    marks = rootcheck.Marks(store)
+    marks.update()
+    return shares(pins(marks), sizes or UnitSizes(store))
+
+
+def present(store: Store, keys: set[str]) -> set[str]:
+    """Those of ``keys`` that are in ``trees/`` now."""
+    trees_fd = store.area_fd("trees")
+    found = set()
+    for key in keys:
+        try:
+            os.stat(key, dir_fd=trees_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        found.add(key)
+    return found

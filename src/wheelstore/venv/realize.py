@@ -109,7 +109,7 @@ def _ask(client: ServiceClient, cand: Candidate, interpreter: Interpreter, sourc
             return client.upload(local, remote.sha256, target)
         return _build_and_upload(client, local, remote, interpreter, sources, target)
     if remote.is_wheel and remote.sha256 is not None:
-        return client.publish(remote.url, remote.filename, remote.sha256, target)
+        return client.publish(remote.url, remote.filename, remote.sha256, target, remote.size)
     return _build_and_upload(client, None, remote, interpreter, sources, target)
 
 
