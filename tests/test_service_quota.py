@@ -120,8 +120,8 @@ def test_a_user_under_budget_publishes_and_one_over_it_is_refused_with_nothing_p
         assert message, refused.stderr
         assert message.groups()[:2] == (second, users.alice) and message[4] == users.alice
         assert float(message[3].split()[0]) > 300, refused.stderr
-        assert "remove venvs you no longer use, then wheelstore gc; or ask wssvc to raise [service] budget_user" in (
-            refused.stderr)
+        assert ("remove venvs you no longer use (what only they pin stops counting at wssvc's next gc); or ask wssvc "
+                "to raise [service] budget_user") in refused.stderr
         assert "Traceback" not in refused.stderr
         assert not _fetched(index, second)  # the index gives its size: refused before it was downloaded
         assert second not in _manifests(service.store)

@@ -110,5 +110,5 @@ def _over(filename: str, user: str, total: int, budget: Budget) -> ServiceError:
     owner = user_name(os.geteuid())
     return ServiceError(f"publishing {filename} would bring what {user} alone pins to {binary(total)}, over the "
                         f"{binary(budget.bytes)} budget for {budget.whose}; nothing was published",
-                        hint=f"remove venvs you no longer use, then wheelstore gc; or ask {owner} to raise "
-                        f"{budget.setting}")
+                        hint=f"remove venvs you no longer use (what only they pin stops counting at {owner}'s next "
+                        f"gc); or ask {owner} to raise {budget.setting}")
