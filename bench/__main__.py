@@ -5,6 +5,9 @@ Commands alternate (A B A B ..., each run starting one command later) so a noisy
 big install just before, hits all of them alike; the report gives the median, the spread (min-max) and each median
 as a ratio of uv's default. Everything it needs is installed into bench/.work (uv from
 PyPI, the set's wheels downloaded once with their hashes checked).
+
+Run as root, it also times issue 20's service hard-link mode: a root service on a service store of the run's (its
+socket under /tmp), and a real user (wsalice, not root) installing with auto, which takes the service's hard links.
 """
 
 from __future__ import annotations
