@@ -5,6 +5,9 @@ Commands alternate (A B A B ..., each run starting one command later) so a noisy
 big install just before, hits all of them alike; the report gives the median, the spread (min-max) and each median
 as a ratio of uv's default. Everything it needs is installed into bench/.work (uv from
 PyPI, the set's wheels downloaded once with their hashes checked).
+
+Run as root, it also times issue 20's service hard-link mode: a root service on a service store of the run's (its
+socket under /tmp), and a real user (wsalice, not root) installing with auto, which takes the service's hard links.
 """
 
 from __future__ import annotations
@@ -19,16 +22,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from . import drop_image, fresh_image
+from .service import root_service, user_env
 
 HERE = Path(__file__).resolve().parent
 SET36 = HERE.parent.parent / "shared" / "bench" / "set36.txt"
 PYTHON = "/usr/bin/python3"
 TOOL = Path("/var/tmp/wheelstore-bench/tool")
+#: the root service's socket (short: a Unix socket's path has at most 107 bytes), and the user installing through it
+SVC_SOCKET = Path("/tmp/wsbench-p1.sock")
+SVC_USER = "wsalice"
 
 
 def sh(*cmd: str | Path, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -127,7 +135,47 @@ def run(args: argparse.Namespace) -> None:
     work.mkdir(parents=True, exist_ok=True)
     fs = sh("findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", str(work)).stdout.strip()
     uv, wheels, store = setup(work, args.requirements)
-    ws = [str(tool_venv() / "wheelstore"), "--store", str(store)]
+    bindir = tool_venv()
+    ws = [str(bindir / "wheelstore"), "--store", str(store)]
+    with ExitStack() as stack:
+        if os.geteuid() == 0:  # the service must run as root to make hard links
+            svc_store = work / "svc-store"
+            stack.enter_context(root_service(svc_store, SVC_SOCKET, bindir))
+            svc_warm(bindir, svc_store, work, wheels, args.requirements)
+        else:
+            svc_store = None
+        timed(args, work, fs, uv, wheels, ws, svc_store)
+
+
+def svc_warm(bindir: Path, svc_store: Path, work: Path, wheels: Path, requirements: Path) -> None:
+    """The root service's store warm, and the user's cache: two installs by the user, which must take hard links."""
+    from .p2 import ensure_users
+
+    ensure_users()
+    for i in range(2):
+        scratch = work / f"svc-warm{i}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        shutil.chown(scratch, SVC_USER, SVC_USER)
+        as_svc_user([PYTHON, "-m", "venv", "--without-pip", str(scratch)])
+        out = as_svc_user([str(bindir / "wheelstore"), "--store", str(svc_store), "install", "-q", "--json", "--venv",
+                           str(scratch), "-r", str(requirements), "-f", str(wheels)], capture=True)
+        modes = {d["link_mode"] for d in json.loads(out)["installed"]}
+        if modes != {"hardlink"}:
+            raise SystemExit(f"auto through the root service took {sorted(modes)}, not hardlink")
+
+
+def as_svc_user(argv: list[str], *, capture: bool = False) -> str:
+    done = subprocess.run(argv, user=SVC_USER, group=SVC_USER, env=user_env(SVC_USER), cwd="/", text=True,
+                          stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(argv)} as {SVC_USER}: exit {done.returncode}\n{done.stderr}")
+    return done.stdout or ""
+
+
+def timed(args: argparse.Namespace, work: Path, fs: str, uv: Path, wheels: Path, ws: list[str],
+          svc_store: Path | None) -> None:
+    """The alternating runs, P4 after them, and the report."""
 
     # Every venv gets a directory of its own and all are removed only at the end: deleting the last command's
     # ~17,000 files just before the next one makes ext4 slow to allocate inodes for minutes (perf: __ext4_new_inode
@@ -139,7 +187,12 @@ def run(args: argparse.Namespace) -> None:
 
     def fresh_venv(tool: str) -> Path:
         venv = targets / str(next(made))
-        if tool == "uv":
+        if tool == "svc":  # the user's own, made by them
+            targets.mkdir(exist_ok=True)
+            venv.mkdir()
+            shutil.chown(venv, SVC_USER, SVC_USER)
+            as_svc_user([PYTHON, "-m", "venv", "--without-pip", str(venv)])
+        elif tool == "uv":
             sh(uv, "venv", "-q", "-p", PYTHON, venv)
         elif tool == "pip":
             sh(PYTHON, "-m", "venv", venv)  # with pip, which it runs
@@ -165,6 +218,10 @@ def run(args: argparse.Namespace) -> None:
         "uv default": uv_sync(),
         "uv hardlink": uv_sync("--link-mode", "hardlink"),
         "uv copy": uv_sync("--link-mode", "copy"),
+        # a real user (not root) installing with auto from root's service store: the service hard-links the files
+        **({"wheelstore service hardlink (root service store)": lambda v: [
+            str(ws[0]), "--store", str(svc_store), "install", "-q", "--venv", str(v), "-r", str(args.requirements),
+            "-f", str(wheels)]} if svc_store else {}),
         "pip": lambda v: [str(v / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index", "--find-links",
                           str(wheels), "--disable-pip-version-check", "-r", str(args.requirements)],
     }
@@ -176,10 +233,15 @@ def run(args: argparse.Namespace) -> None:
         shift = run_number % len(order)
         for name in order[shift:] + order[:shift]:
             command = commands[name]
-            venv = fresh_venv(name.split()[0])
+            svc = name.startswith("wheelstore service")
+            venv = fresh_venv("svc" if svc else name.split()[0])
             subprocess.run(["sync"], check=True)
             start = time.perf_counter()
-            subprocess.run(command(venv), check=True, stdout=subprocess.DEVNULL)
+            if svc:
+                subprocess.run(command(venv), check=True, stdout=subprocess.DEVNULL, user=SVC_USER, group=SVC_USER,
+                               env=user_env(SVC_USER), cwd="/")
+            else:
+                subprocess.run(command(venv), check=True, stdout=subprocess.DEVNULL)
             times[name].append(time.perf_counter() - start)
     # P4: first import in a brand-new venv, bytecode writing on (PYTHONDONTWRITEBYTECODE unset)
     imports = args.imports

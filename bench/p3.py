@@ -7,6 +7,8 @@ loop-mounted ext4 image per recipe, so the df delta (blocks and inodes used, aft
 - the uv copy-mode recipe: one cache shared by the group (setgid, umask 002), four venvs copied from it;
 - uv hardlink with that shared cache under umask 002: small, but any member can then change everyone's files;
 - wheelstore ``auto`` and ``--link-mode fold`` with a group store (each user's own umask 022);
+- wheelstore ``auto`` with a service store made and served by root (issue 20): the users' installs ask the service,
+  which publishes the trees and hard-links their files into each user's own venv directories;
 - wheelstore ``auto`` into venvs made by Debian's ``python3 -m venv``, which hold its pip 23.0.1: beside that pip
   wheelstore links nothing into the store (it could not remove the links), so a group store's trees are copied. The
   venvs' own pip is counted too, as it is part of such a venv.
@@ -23,6 +25,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,11 +33,13 @@ from pathlib import Path
 from . import drop_image, fresh_image
 from .__main__ import HERE, PYTHON, SET36, setup, sh, tool_venv
 from .p2 import GROUP, USERS, ensure_users
+from .service import root_service
 
 SCRATCH = Path("/var/tmp/wheelstore-bench-p3")
 MNT = SCRATCH / "mnt"
 IMAGE = SCRATCH / "p3.img"
 ORDER = (USERS[0], USERS[0], USERS[1], USERS[1])  # alice, alice, bob (the second user's first venv), bob
+SVC_SOCKET = Path("/tmp/wsbench-p3.sock")  # short: a Unix socket's path has at most 107 bytes
 ISOLATED = {"PIP_CONFIG_FILE": os.devnull, "UV_NO_CONFIG": "1", "LANG": "C.UTF-8"}
 
 
@@ -80,26 +85,35 @@ class Footprint:
 
 
 def run_recipe(name: str, venvs: int, umask: int, prepare: Callable[[], None], install: Recipe, bindir: Path,
-               size: str, *, with_pip: bool = False) -> Footprint:
+               size: str, *, with_pip: bool = False,
+               serving: Callable[[], AbstractContextManager[None]] = nullcontext) -> Footprint:
     """Fresh image, ``prepare`` (cache or store), then the venvs in ORDER (``with_pip``: Debian's pip in each, as
-    ``python3 -m venv`` makes them), measured after each one."""
+    ``python3 -m venv`` makes them), measured after each one, while ``serving`` runs (a store service)."""
     fresh_image(IMAGE, MNT, size)
     try:
         start = usage()
         prepare()
-        steps, modes = [usage()], []
-        for i, user in enumerate(ORDER[:venvs]):
-            venv = MNT / f"venv{i}-{user}"
-            as_user(user, umask, [PYTHON, "-m", "venv", *(() if with_pip else ("--without-pip",)), str(venv)], bindir)
-            out = as_user(user, umask, install(user, venv), bindir)
-            if out.lstrip().startswith("{"):
-                modes.append(sorted({d["link_mode"] for d in json.loads(out)["installed"]}))
-            steps.append(usage())
+        with serving():
+            steps, modes = venv_steps(venvs, umask, install, bindir, with_pip)
         per: list[dict[str, int | str]] = [{"user": u, "bytes": s[0] - p[0], "inodes": s[1] - p[1]}
                                            for u, p, s in zip(ORDER[:venvs], steps[:-1], steps[1:], strict=True)]
         return Footprint(name, steps[-1][0] - start[0], steps[-1][1] - start[1], per, modes)
     finally:
         drop_image(IMAGE, MNT)
+
+
+def venv_steps(venvs: int, umask: int, install: Recipe, bindir: Path, with_pip: bool
+               ) -> tuple[list[tuple[int, int]], list[list[str]]]:
+    """The venvs in ORDER: usage before the first and after each, and the link modes each took."""
+    steps, modes = [usage()], []
+    for i, user in enumerate(ORDER[:venvs]):
+        venv = MNT / f"venv{i}-{user}"
+        as_user(user, umask, [PYTHON, "-m", "venv", *(() if with_pip else ("--without-pip",)), str(venv)], bindir)
+        out = as_user(user, umask, install(user, venv), bindir)
+        if out.lstrip().startswith("{"):
+            modes.append(sorted({d["link_mode"] for d in json.loads(out)["installed"]}))
+        steps.append(usage())
+    return steps, modes
 
 
 def main() -> None:
@@ -161,6 +175,11 @@ def main() -> None:
             for name, n, umask, prepare, install in recipes]
     rows.append(run_recipe("wheelstore auto, group store, venvs with Debian's pip 23.0.1", 4, 0o022, group_store,
                            ws_install("auto"), bindir, args.size, with_pip=True))
+    # root's service store on the image, its service started on it and stopped before the image is unmounted; the
+    # users' auto installs take the service's hard links (their link modes are in the report)
+    rows.append(run_recipe("wheelstore service hardlink (root service store)", 4, 0o022, lambda: None,
+                           ws_install("auto"), bindir, args.size,
+                           serving=lambda: root_service(store, SVC_SOCKET, bindir)))
     shutil.rmtree(outside, ignore_errors=True)
     for row in rows:
         row.against(rows[0])
