@@ -104,3 +104,55 @@ def test_other_users_hard_links_do_not_make_a_users_checks_rehash(
         assert _checked(run, users.bob, service)["rehashed"] == 0
         assert _checked(run, users.alice, service)["rehashed"] == 0
     assert _imports(users.bob, vb, *NAMES) == " ".join(NAMES)
+
+
+def test_edit_undo_uninstall_verify_and_doctor_in_a_service_hardlinked_venv(
+    run: Runner, users: Users, workdir: Path, index: PyIndex, service: Service
+) -> None:
+    _wheels(workdir, index, files=2)
+    venv = _venv(run, users.alice, workdir / "v")
+    _ws(run, users.alice, service, "install", "--venv", str(venv), "--index-url", index.simple_url, *NAMES)
+    mine = venv / SITE / "tga" / "__init__.py"
+    stored = mine.stat()
+    assert stored.st_uid == 0 and stored.st_nlink >= 2
+    _ws(run, users.alice, service, "edit", "--venv", str(venv), "tga")
+    assert mine.stat().st_uid == users.uid(users.alice) and mine.stat().st_nlink == 1
+    mine.write_text("VALUE = 'edited'\n")  # as root, for the test; her own file
+    assert _imports(users.alice, venv, "tga") == "edited"
+    _ws(run, users.alice, service, "edit", "--undo", "--venv", str(venv), "tga")
+    # linked by the service again, as the install did (not a symlink, which the record would not say)
+    assert not mine.is_symlink() and mine.lstat().st_ino == stored.st_ino, mine.lstat()
+    assert mine.lstat().st_nlink == stored.st_nlink and _imports(users.alice, venv, "tga") == "tga"
+    assert _link_mode(venv, "tga") == "hardlink"
+    _ws(run, users.alice, service, "uninstall", "--venv", str(venv), "tgb")
+    assert not (venv / SITE / "tgb").exists() and _imports(users.alice, venv, "tga", "tgc") == "tga tgc"
+    assert mine.lstat().st_nlink == stored.st_nlink
+    report = _ws(run, users.alice, service, "verify", "--full", "--json")
+    assert isinstance(report, dict) and report["ok"] is True, report
+    doctor = run(users.alice, "--store", str(service.store), "doctor", "--venv", str(venv), env=ISOLATED, timeout=300)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+
+
+def test_the_service_accounts_gc_after_a_hardlinked_venv_is_deleted(
+    run: Runner, users: Users, workdir: Path, index: PyIndex, service: Service
+) -> None:
+    _wheels(workdir, index, files=2)
+    va, vb = _venv(run, users.alice, workdir / "va"), _venv(run, users.bob, workdir / "vb")
+    _ws(run, users.alice, service, "install", "--venv", str(va), "--index-url", index.simple_url, *NAMES)
+    _ws(run, users.bob, service, "install", "--venv", str(vb), "--index-url", index.simple_url, "tga")
+    trees = {p.name for p in (service.store / "trees").iterdir()}
+    shutil.rmtree(va)
+    done = run(None, "--store", str(service.store), "gc", "--grace", "0", "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    left = {p.name for p in (service.store / "trees").iterdir()}
+    assert left < trees and left, (trees, left)
+    manifests = {p.stem for p in (service.store / "manifests").glob("*.json")}
+    assert manifests == left, (manifests, left)
+    assert _imports(users.bob, vb, "tga") == "tga"
+    assert not list(service.store.glob("staging/*"))
+    report = _ws(run, users.bob, service, "verify", "--json")
+    assert isinstance(report, dict) and report["ok"] is True, report
+    stats = run(None, "--store", str(service.store), "stats", "--json", env=ISOLATED)
+    assert stats.returncode == 0, stats.stderr
+    users_ = json.loads(stats.stdout)["users"]
+    assert [u["user"] for u in users_] == [users.bob] and users_[0]["exclusive_units"] >= 1, users_
