@@ -18,6 +18,11 @@ install's links). A mark also keeps when a walk last listed every directory of t
 is older has exactly the manifest's entries (adding, removing or renaming one moves it), so later checks look its
 names up instead of listing it; installs never move that time. What the quick check cannot see: a write whose mtime
 and mode were put back *and* that coincides with a link count change, or that falls inside an install's own window.
+In a service store (:mod:`wheelstore.service`) nobody but its owner can write a tree, and every user's venvs hold
+the service's hard links, made and removed all the time, so that a count often comes back to the mark's (one venv
+deleted, another made): there a file of the mark's inode whose signature matches is taken as intact by every user
+but the owner, whatever its link count (the owner, whom every user trusts as the publisher, could as well time a
+write with a link change).
 ``full=True`` re-hashes every file whatever its signature and trusts no mark.
 
 This module checks one tree (:func:`check_tree`) and the whole store (:func:`verify_store`, ``wheelstore verify``)
@@ -315,6 +320,8 @@ class _Walk:
         #: its entries' attributes into the client's cache, so the stats after it are answered there, not each by a
         #: round trip (16,728 files on GlusterFS: 2.5 s instead of 6.7 s)
         self.list_all = full or fsio.network_fs(store.area_fd("trees")) is not None
+        #: a service store's files: see the module docstring
+        self.any_count = store.service is not None and os.geteuid() != self.m.owner_uid
 
     def damaged(self, path: str, problem: str, detail: str) -> None:
         m = self.m
@@ -405,7 +412,7 @@ class _Walk:
                 self._rehash(dir_fd, name, prefix + name)
             elif st.st_ctime_ns != numbers[j + 3] and st.st_ctime_ns >= at:
                 before = self.links_at_mark().get(prefix + name)
-                if before is not None and before[0] == st.st_ino and before[1] != st.st_nlink:
+                if before is not None and before[0] == st.st_ino and (before[1] != st.st_nlink or self.any_count):
                     result.relinked += 1  # a hard link was added or removed since the mark
                 else:
                     self._rehash(dir_fd, name, prefix + name)

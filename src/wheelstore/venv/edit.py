@@ -11,14 +11,19 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..base import fsio
 from ..base.distinfo import INSTALLER_FILES, Distribution
 from ..store.store import Tree
 from . import fold as folding
 from .link import LinkMode, link_file
+from .servicelink import ServiceLinks
 from .unfold import rewrite_record, sibling, swap
 from .uninstall import record_files, through_symlink
+
+if TYPE_CHECKING:
+    from ..service.client import ServiceClient
 
 
 def make_private(dist: Distribution, tree: Tree) -> list[Path]:
@@ -58,12 +63,16 @@ def make_private(dist: Distribution, tree: Tree) -> list[Path]:
     return changed
 
 
-def relink(dist: Distribution, tree: Tree, mode: LinkMode, cache_tag: str | None = None) -> list[Path]:
+def relink(dist: Distribution, tree: Tree, mode: LinkMode, cache_tag: str | None = None,
+           service: ServiceClient | None = None) -> list[Path]:
     """Undo :func:`make_private`: every file of the tree is linked from the store again, edits discarded.
 
     In fold mode, directories that hold nothing but this distribution's files are folded again (as the plan would
-    fold them for ``cache_tag``, the venv's); the rest is linked per file.
+    fold them for ``cache_tag``, the venv's); the rest is linked per file. Hard links with a ``service`` are the
+    store service's (:mod:`.servicelink`), as the install made them: the user cannot hard-link its files.
     """
+    if service is not None and mode is LinkMode.HARDLINK:
+        return _service_relink(dist, tree, service)
     changed: list[Path] = []
     covered: Callable[[str], str | None] | None = None
     if mode is LinkMode.FOLD:
@@ -84,6 +93,34 @@ def relink(dist: Distribution, tree: Tree, mode: LinkMode, cache_tag: str | None
         os.replace(tmp, path)
         changed.append(path)
     return changed
+
+
+def _service_relink(dist: Distribution, tree: Tree, service: ServiceClient) -> list[Path]:
+    """:func:`relink` by the store's service: each private file in the way is replaced (unlinked, then linked)."""
+    prefix = os.fspath(dist.dist_info.parent) + os.sep
+    changed: list[Path] = []
+    links = ServiceLinks(service, [], _unlink_in)
+    try:
+        for path, src in _tree_files(dist, tree):
+            if not os.path.lexists(path) or through_symlink(path.parent, prefix):
+                continue
+            st = path.lstat()
+            if st.st_nlink > 1 and (st.st_ino, st.st_dev) == _ino(src):
+                continue  # the store's own inode already
+            fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                links.add(tree.key, os.fspath(path.parent), fd, path.name, os.fspath(src.relative_to(tree.path)))
+            finally:
+                os.close(fd)
+            changed.append(path)
+        links.flush()
+    finally:
+        links.close()
+    return changed
+
+
+def _unlink_in(dir_fd: int, name: str) -> None:
+    os.unlink(name, dir_fd=dir_fd)
 
 
 def _tree_files(dist: Distribution, tree: Tree) -> Iterator[tuple[Path, Path]]:

@@ -450,11 +450,11 @@ class Environment:
                 recorded = None
             # the safety rule is applied again: the store's policy or the tree's owner may have changed since
             notes = InstallReport()
-            if recorded is LinkMode.HARDLINK and service_socket(store):  # the service's links: auto, by edit itself
-                recorded = None
-            modes = self._choose_modes(store, [tree], recorded, notes, relinks=False)
+            via = ServiceClient.of(store) if recorded is LinkMode.HARDLINK and service_socket(store) else None
+            # the service's links: auto, so another mode when it cannot link (any more)
+            modes = self._choose_modes(store, [tree], None if via else recorded, notes, relinks=via is not None)
             notes.say_notes()
-            changed = relink(dist, tree, modes[tree.key], self.interpreter.cache_tag)
+            changed = relink(dist, tree, modes[tree.key], self.interpreter.cache_tag, via)
         else:
             changed = make_private(dist, tree)
         inst.bump_mtime(self.interpreter)
@@ -484,7 +484,7 @@ class Environment:
         old_pip: str | None = None, relinks: bool = True,
     ) -> dict[str, LinkMode]:
         """The mode for every tree, decided before anything in the venv changes (per file beside an ``old_pip``;
-        hard links by a service store's service unless not ``relinks``: ``edit --undo`` links by itself)."""
+        hard links by a service store's service unless not ``relinks``)."""
         modes: dict[str, LinkMode] = {}
         if not trees:
             return modes
