@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..base.errors import WheelstoreError
 from ..base.sizes import binary
 from ..fetch.sources import PYPI, Sources
 from ..store.config import select_store
-from ..store.serviceconf import ServiceSettings, default_socket
 from ..store.store import Store
+
+if TYPE_CHECKING:
+    from ..store.serviceconf import ServiceSettings
 
 #: where PyPI's files are, which its pages link to from another host
 PYPI_FILES = "https://files.pythonhosted.org/"
@@ -25,6 +28,8 @@ def service_settings(args: argparse.Namespace, target: Path) -> ServiceSettings 
         if given:
             raise WheelstoreError(f"{given[0]} applies to a service store", hint="add --service")
         return None
+    from ..store.serviceconf import ServiceSettings, default_socket  # here: only init --service needs it
+
     return ServiceSettings(
         socket=args.socket or default_socket(target.absolute()),
         allow_users=tuple(dict.fromkeys(args.allow_user)),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import time
 import weakref
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..base.errors import ServiceDown, ServiceError, ServiceUnreachable
 from . import protocol
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Collection, Mapping, Sequence
 
     from packaging.utils import NormalizedName
@@ -159,6 +159,8 @@ class ServiceClient:
         request = {"op": "link", "key": key, "fds": len(dir_fds), "entries": [list(e) for e in entries]}
 
         def body(sock: socket.socket) -> None:
+            import socket
+
             socket.send_fds(sock, [protocol.FD_MARK], list(dir_fds))
 
         results = self._ask(request, body=body).get("results")
@@ -217,6 +219,8 @@ class ServiceClient:
                                "request") from None
 
     def _connect(self) -> socket.socket:
+        import socket  # here: a warm install into a store without a service never connects
+
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.settimeout(SHORT_TIMEOUT)
         try:

@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import struct
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base.errors import ServiceError
+
+if TYPE_CHECKING:
+    import socket
 
 __all__ = [
     "FD_MARK", "MAX_MESSAGE", "VERSION", "check_filename", "check_sha256", "check_target", "check_url", "recv_exact",

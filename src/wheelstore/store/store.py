@@ -25,13 +25,13 @@ import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..base import cancel, fsio
 from ..base.errors import StoreAccessDenied, StoreError, StoreNotFound
 from ..base.fsio import open_dir
 from ..base.logs import log
-from . import gclock, identity, serviceconf, sitelink
+from . import gclock, identity, sitelink
 from .config import parse_toml, select_store
 from .keylock import NOTICE_AFTER, STORE_TIMEOUT, KeyLock, configured_timeout, holder
 from .manifest import Manifest
@@ -47,7 +47,9 @@ from .policy import (
     user_name,
 )
 from .provenance import provenance_problem
-from .serviceconf import ServiceSettings
+
+if TYPE_CHECKING:
+    from .serviceconf import ServiceSettings
 
 AREAS = ("trees", "manifests", "staging", "locks", "roots")
 #: a tree key: a wheel's sha256, or a pyc unit's ``<sha256>-<cache tag>``
@@ -109,7 +111,10 @@ class Store:
         try:
             data, st = cls._read_config(root, fd)
             store = cls(root, Policy.from_mapping(data), fd, identity.from_config(data, st, os.fstat(fd).st_uid))
-            store.service = serviceconf.from_config(data, str(root / CONFIG))
+            if "service" in data:  # a service store's settings: the module only then (a warm install's imports)
+                from . import serviceconf
+
+                store.service = serviceconf.from_config(data, str(root / CONFIG))
         except BaseException:
             os.close(fd)
             raise
@@ -184,7 +189,7 @@ class Store:
         if service is not None and site is not None:
             raise StoreError("a service store cannot be an overlay", hint="give --service or --upstream, not both")
         extra = "" if site is None else sitelink.to_toml(site)
-        extra += "" if service is None else "\n" + serviceconf.checked(service).to_toml()
+        extra += "" if service is None else "\n" + _service_toml(service)
         root = Path(path).absolute()
         require_safe_parents(root, os.geteuid())
         _make_parents(root.parent, private=policy.shared == "private")
@@ -551,3 +556,10 @@ def _lock_for_init(root: Path, root_fd: int) -> None:
             notice_at = None
             log.warning("waiting for the lock on %s, held by %s", root, holder(root_fd))
         time.sleep(0.05)
+
+
+def _service_toml(service: ServiceSettings) -> str:
+    """The ``[service]`` table ``init --service`` writes, checked (the module only then: a warm install's imports)."""
+    from . import serviceconf
+
+    return serviceconf.checked(service).to_toml()
