@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..base import fsio
 from ..base.errors import InstallError, ServiceError
 from ..service.client import ServiceClient, service_socket
 from .linkmode import ServiceHardlink
@@ -40,22 +41,11 @@ def availability(store: Store, site: str) -> ServiceHardlink | None:
     st = os.stat(site)
     if st.st_dev != os.stat(store.root / "trees").st_dev:
         return ServiceHardlink(False, "the venv is on another filesystem than the store")
-    if st.st_mode & 0o022 or _umask() & 0o022 != 0o022:
+    if st.st_mode & 0o022 or fsio.umask() & 0o022 != 0o022:
         return ServiceHardlink(False, "the venv's directories are (or would be, by your umask) writable by their "
                                       "group or others, and the store service links only into directories nobody "
                                       "else may write")
     return ServiceHardlink(True, "")
-
-
-def _umask() -> int:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
 
 
 class ServiceLinks:
