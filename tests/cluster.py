@@ -218,6 +218,9 @@ def gluster() -> Iterator[Mounts]:
             (base / "brick").mkdir()
             # force: the brick is on the root filesystem, which gluster advises against
             _gluster("volume", "create", name, f"{GLUSTER_HOST}:{base / 'brick'}", "force")
+            # as docs/sharing.md tells admins: without it quick-read serves a small file's old content to a client
+            # for as long as its mtime stays the same, so verify on that node misses a rewrite that kept the mtime
+            _gluster("volume", "set", name, "performance.ctime-invalidation", "on")
             _gluster("volume", "start", name)
         finally:
             fcntl.flock(lock_fd, fcntl.LOCK_SH)
