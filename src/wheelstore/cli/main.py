@@ -29,9 +29,11 @@ from .maintenance import cmd_gc, cmd_stats, cmd_verify
 from .options import local_links, sources_from
 from .output import count, elapsed_text, err, out, print_json
 from .parser import build_parser as _build_parser
+from .project import project_inputs, refuse_selection
 from .service import cmd_serve, service_info, service_lines, service_settings
 
 if TYPE_CHECKING:
+    from ..resolve.uvproject import UvSync
     from ..store.publish import Realized
 
 
@@ -181,12 +183,25 @@ def _seed(args: argparse.Namespace, path: Path) -> None:
 
 def cmd_install(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    if not args.items and not args.requirements and not args.editables:
-        raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
-    env = Environment(_venv(args))
+    sync = args.verb == "sync"
+    with contextlib.ExitStack() as closing:
+        if args.items or args.requirements or args.editables:
+            refuse_selection(args)
+            venv, items, project = _venv(args), args.items, None
+        elif sync:
+            venv, lock, project = closing.enter_context(project_inputs(args))
+            items = [str(lock)]
+        else:
+            raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
+        _install(args, Environment(venv), items, project, started)
+    return 0
+
+
+def _install(args: argparse.Namespace, env: Environment, items: list[str], project: UvSync | None,
+             started: float) -> None:
     sync = args.verb == "sync"
     request = Request(
-        items=args.items, requirement_files=[Path(r) for r in args.requirements], find_links=local_links(args),
+        items=items, requirement_files=[Path(r) for r in args.requirements], find_links=local_links(args),
         exact=sync, upgrade=not sync and args.upgrade, no_deps=not sync and args.no_deps, editables=args.editables,
         upgrade_packages=frozenset() if sync else frozenset(map(canonical, args.upgrade_package)),
         reinstall=args.reinstall, reinstall_packages=frozenset(map(canonical, args.reinstall_package)),
@@ -194,9 +209,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     with Store.select(args.store) as store:
         report = env.install(store, request, Options(link_mode=_link_mode(args), compile_bytecode=not args.no_compile,
                                                      compile_optimized=args.compile_optimized,
-                                                     sources=sources_from(args)))
+                                                     sources=sources_from(args), project=project))
     _print_report(args, report, started)
-    return 0
 
 
 def cmd_lock(args: argparse.Namespace) -> int:

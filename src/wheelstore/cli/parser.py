@@ -234,7 +234,26 @@ def _install_arguments(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _sync_arguments(p: argparse.ArgumentParser) -> None:
-    _install_arguments(p, "the complete set the venv is to hold, dependencies included")
+    _install_arguments(p, "the complete set the venv is to hold, dependencies included (none: the project's lock)")
+    project = p.add_argument_group("a project's lock", "with no PACKAGE, -r or -e: the uv.lock (else pylock.toml)\n"
+                                    "of this directory or the nearest parent, synced into the project's venv\n"
+                                    "($UV_PROJECT_ENVIRONMENT, else .venv), the project editable, as uv sync does;\n"
+                                    "the options below select from a uv.lock as uv sync's do")
+    project.add_argument("--project", metavar="DIR", help="look for the lock from DIR (default: this directory)")
+    project.add_argument("--extra", dest="extras", action="append", default=[], metavar="EXTRA",
+                         help="include this optional dependency group of the project")
+    project.add_argument("--all-extras", action="store_true", help="include every extra")
+    project.add_argument("--group", dest="groups", action="append", default=[], metavar="GROUP",
+                         help="include this dependency group")
+    project.add_argument("--only-group", dest="only_groups", action="append", default=[], metavar="GROUP",
+                         help="only this dependency group, without the project's own dependencies")
+    project.add_argument("--no-dev", action="store_true", help="leave out the dev group (included by default)")
+    project.add_argument("--all-groups", action="store_true", help="include every dependency group")
+    project.add_argument("--no-default-groups", action="store_true",
+                         help="leave out the default groups (tool.uv.default-groups, else dev)")
+    project.add_argument("--package", dest="packages", action="append", default=[], metavar="NAME",
+                         help="sync this workspace member instead of the workspace's root")
+    project.add_argument("--all-packages", action="store_true", help="sync every workspace member")
 
 
 def _resolving_arguments(p: argparse.ArgumentParser) -> None:
@@ -340,7 +359,9 @@ VERBS = [
     Verb("sync", "make a venv hold exactly the given, complete set of distributions", _sync_arguments, (
         ("exactly this set; the rest is removed (not pip, setuptools, wheel)",
          "wheelstore sync -r requirements.txt -f ./wheels"),
-        ("what a lock pins, from the store only", "wheelstore sync pylock.toml --offline"))),
+        ("what a lock pins, from the store only", "wheelstore sync pylock.toml --offline"),
+        ("a uv project's .venv from its uv.lock, with an extra; then 'uv run' keeps it",
+         "wheelstore sync --extra plot"))),
     Verb("lock", "resolve requirements into a pylock.toml, installing nothing", _lock_arguments, (
         ("a lock for the venv's interpreter", "wheelstore lock -r requirements.in -o pylock.toml"),
         ("a lock for another interpreter", "wheelstore lock requests 'pandas<3' --python python3.12"))),

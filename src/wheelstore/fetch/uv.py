@@ -45,6 +45,12 @@ def uv_environ(sources: Sources, environ: Mapping[str, str] | None = None) -> di
     return env
 
 
+def user_uv_environ() -> dict[str, str]:
+    """The environment for a uv run that must decide as the user's own ``uv sync`` would (a project's lock, its
+    venv): their uv settings kept, colour off."""
+    return {k: v for k, v in os.environ.items() if k != "FORCE_COLOR"} | {"NO_COLOR": "1"}
+
+
 def uv_command(verb: Sequence[str], interpreter: Interpreter, sources: Sources) -> list[str]:
     """``uv VERB`` for ``interpreter`` with ``sources`` and nothing from uv's own configuration."""
     return [
@@ -54,13 +60,15 @@ def uv_command(verb: Sequence[str], interpreter: Interpreter, sources: Sources) 
 
 
 def run_uv(cmd: list[str], sources: Sources, *, task: Task | None = None, relay: bool = True,
-           log: Path | None = None) -> tuple[int, list[str]]:
+           log: Path | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None
+           ) -> tuple[int, list[str]]:
     """Run uv; return its exit status and stderr lines (with ``log``, its stdout's too).
 
     Its lines are read as they come, until its first ``error:`` line (the caller reports the failure in one line):
     with ``relay`` each is a line of the current reporter (uv's ``Resolved 3 packages in 20ms``), else each non-empty
     one becomes ``task``'s detail (a build's last output line, on its row of the display). With ``log``, stdout and
-    stderr both go to that file as well, kept for a failed build, and nothing is relayed.
+    stderr both go to that file as well, kept for a failed build, and nothing is relayed. ``env`` replaces the
+    environment :func:`uv_environ` makes (a project's ``uv sync`` runs with the user's uv settings).
     """
     shown = current()
     lines: list[str] = []
@@ -69,7 +77,8 @@ def run_uv(cmd: list[str], sources: Sources, *, task: Task | None = None, relay:
         kept = closing.enter_context(open(log, "wb")) if log is not None else None
         proc = closing.enter_context(subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if kept else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if kept else subprocess.PIPE, env=uv_environ(sources)))
+            stderr=subprocess.STDOUT if kept else subprocess.PIPE, env=uv_environ(sources) if env is None else env,
+            cwd=cwd))
         output = proc.stdout if kept else proc.stderr
         assert output is not None
         try:

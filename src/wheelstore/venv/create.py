@@ -5,13 +5,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..base.errors import VenvError
 from ..base.interpreter import Interpreter, find_python
-
-if TYPE_CHECKING:
-    pass
 
 
 def create(venv: Path, python: str | None = None) -> Interpreter:
@@ -32,3 +28,39 @@ def create(venv: Path, python: str | None = None) -> Interpreter:
         last = (e.stderr or e.stdout).strip().splitlines()[-1:] or ["failed"]
         raise VenvError(f"cannot create {venv}: {last[0]}") from None
     return Interpreter.inspect(find_python(venv))
+
+
+def create_with_uv(venv: Path, project: Path) -> Interpreter:
+    """Make a uv project's venv with ``uv venv`` run in the project: the Python uv picks there (``requires-python``,
+    ``.python-version``, the user's uv settings), so that ``uv run`` keeps the venv instead of making another."""
+    import subprocess
+
+    from ..fetch.uv import user_uv_environ, uv_binary
+
+    if (venv / "pyvenv.cfg").exists():
+        raise VenvError(f"{venv} already is a venv", hint=f"install into it: wheelstore install --venv {venv} ...")
+    cmd = [uv_binary(), "venv", "--quiet", "--color", "never", os.fspath(venv)]
+    done = subprocess.run(cmd, cwd=project, env=user_uv_environ(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = [line for line in done.stderr.splitlines() if line.strip()][:1] or ["failed"]
+        raise VenvError(f"uv venv could not create {venv}: {last[0].removeprefix('error:').strip()}")
+    return Interpreter.inspect(find_python(venv))
+
+
+def uv_would_replace(venv: Path, project: Path) -> str | None:
+    """The interpreter ``uv run`` in ``project`` would use instead of ``venv``'s (it then makes the venv again), or
+    None when uv keeps ``venv`` or finds no interpreter at all (uv itself then says why)."""
+    import subprocess
+
+    from ..fetch.uv import user_uv_environ, uv_binary
+
+    done = subprocess.run([uv_binary(), "python", "find", "--color", "never"], cwd=project, env=user_uv_environ(),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    found = done.stdout.strip()
+    if done.returncode != 0 or not found:
+        return None
+    try:
+        return None if Path(found).parent.parent.samefile(venv) else found
+    except OSError:
+        return found
+

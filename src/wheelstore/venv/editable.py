@@ -14,6 +14,7 @@ from ..base.errors import BuildError
 from ..fetch.sources import Sources
 from ..fetch.uv import run_uv, uv_command, uv_failure
 from ..resolve.requirements import Pin
+from ..resolve.uvproject import UvSync
 from ..base.interpreter import Interpreter
 from .uninstall import Stash, uninstall
 
@@ -27,8 +28,11 @@ class Done(NamedTuple):
     unchanged: list[tuple[str, str]]
 
 
-def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: Sources | None) -> Done:
-    """Install each project of ``pins`` editable into the venv of ``interpreter`` (without its dependencies).
+def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: Sources | None,
+                      project: UvSync | None = None, linked: Sequence[str] = ()) -> Done:
+    """Install each project of ``pins`` editable into the venv of ``interpreter`` (without its dependencies): by
+    ``uv pip install -e``, or for a uv project's lock by ``uv sync`` of the project's own packages only (``linked``,
+    the rest of the lock, left out).
 
     A version of it that wheelstore linked from the store is moved aside first, by wheelstore (uv would remove it by
     its RECORD, through links that lead into the store), and put back if uv fails: a failed build changes nothing,
@@ -47,10 +51,14 @@ def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: So
             uninstall(old, interpreter, stash)
             report.removed.append((old.display_name, old.version))
     projects = [str(p.project) for p in pins if p.project is not None]
-    cmd = [*uv_command(["pip", "install", "--no-deps"], interpreter, sources),
-           *(arg for project in projects for arg in ("-e", project))]
-    try:
-        status, lines = run_uv(cmd, sources, relay=False)  # what it did is reported as wheelstore reports an install
+    if project is None:
+        cmd = [*uv_command(["pip", "install", "--no-deps"], interpreter, sources),
+               *(arg for directory in projects for arg in ("-e", directory))]
+        env, cwd = None, None
+    else:
+        cmd, env, cwd = project.command(linked, sources.offline), project.environ(interpreter.prefix), project.start
+    try:  # what uv did is reported as wheelstore reports an install
+        status, lines = run_uv(cmd, sources, relay=False, env=env, cwd=cwd)
     except BaseException:
         if stash is not None:
             stash.restore()

@@ -59,6 +59,8 @@ from ..store.storelock import install_lock
 if TYPE_CHECKING:
     from packaging.utils import NormalizedName
 
+    from ..resolve.uvproject import UvSync
+
     from ..resolve.requirements import Pin
 
 
@@ -76,6 +78,8 @@ class Options(NamedTuple):
     #: trees published now also get opt-1 and opt-2 pycs (fold, auto: inside the tree)
     compile_optimized: bool = False
     sources: Sources | None = None
+    #: a uv project's lock: its own packages (the editable entries) installed by ``uv sync``, as uv would
+    project: UvSync | None = None
 
 
 class Environment:
@@ -111,7 +115,8 @@ class Environment:
             return report
         from .editable import install_editables  # here: it runs uv
 
-        done = install_editables(self.interpreter, work.editables, builds)
+        done = install_editables(self.interpreter, work.editables, builds, options.project,
+                                 [c.name for c in work.plan.candidates])
         report.installed += done.installed
         report.removed += done.removed
         report.unchanged += done.unchanged

@@ -1,0 +1,129 @@
+"""A project's lock as ``wheelstore sync`` takes it when given nothing: a uv project's ``uv.lock``, exported by uv
+itself into a PEP 751 lock, or a ``pylock.toml`` the project keeps.
+
+uv is run as ``uv sync`` would be run in the same place: with the user's uv settings and the project's own
+(``[tool.uv]``, ``uv.toml``), never ours, so that it finds the same workspace, the same lock and the same selection.
+It runs with ``--locked``: a lock that no longer matches ``pyproject.toml`` is refused by uv's own check (which
+compares content, as ``uv sync --locked`` does), never resolved again behind the user's back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from ..base.errors import InputError, ResolutionError
+from ..fetch.sources import Sources
+
+#: uv's own words for a lock that ``--locked`` refuses
+_STALE = "needs to be updated"
+
+
+class Project(NamedTuple):
+    """Where a project's lock is: ``root`` holds ``lock``, a ``uv.lock`` or a ``pylock.toml``."""
+
+    root: Path
+    lock: Path
+
+    @property
+    def is_uv(self) -> bool:
+        return self.lock.name == "uv.lock"
+
+
+class Selection(NamedTuple):
+    """What of the lock to take, in ``uv sync``'s options: passed to ``uv export`` as they are."""
+
+    extras: Sequence[str] = ()
+    all_extras: bool = False
+    groups: Sequence[str] = ()
+    only_groups: Sequence[str] = ()
+    no_dev: bool = False
+    all_groups: bool = False
+    no_default_groups: bool = False
+    packages: Sequence[str] = ()
+    all_packages: bool = False
+
+    def uv_args(self) -> list[str]:
+        args = [a for e in self.extras for a in ("--extra", e)]
+        args += [a for g in self.groups for a in ("--group", g)]
+        args += [a for g in self.only_groups for a in ("--only-group", g)]
+        args += [a for p in self.packages for a in ("--package", p)]
+        flags = {"--all-extras": self.all_extras, "--no-dev": self.no_dev, "--all-groups": self.all_groups,
+                 "--no-default-groups": self.no_default_groups, "--all-packages": self.all_packages}
+        return args + [flag for flag, on in flags.items() if on]
+
+    def __bool__(self) -> bool:
+        return bool(self.uv_args())
+
+
+def find_project(start: Path) -> Project | None:
+    """The nearest directory from ``start`` up that holds a ``uv.lock`` (a uv project or workspace root, where uv
+    keeps it), else a ``pylock.toml`` (PEP 751's name for a project's lock); None if no directory does."""
+    start = start.absolute()
+    for directory in (start, *start.parents):
+        for name in ("uv.lock", "pylock.toml"):
+            if (directory / name).is_file():
+                return Project(directory, directory / name)
+    return None
+
+
+def project_environment(project: Project, environ: Mapping[str, str] | None = None) -> Path:
+    """The venv ``uv sync`` fills: ``$UV_PROJECT_ENVIRONMENT`` (relative to the project's root), else ``.venv`` in the
+    root. Not ``$VIRTUAL_ENV``: ``uv sync`` ignores an activated venv that is not the project's, and so do we."""
+    named = (os.environ if environ is None else environ).get("UV_PROJECT_ENVIRONMENT")
+    return project.root / named if named else project.root / ".venv"
+
+
+def export(project: Project, start: Path, selection: Selection, sources: Sources, into: Path) -> Path:
+    """``uv export --format pylock.toml --locked`` of ``project``'s lock, run from ``start`` as ``uv sync`` would be,
+    written in the directory ``into`` (the lock's relative paths are relative to the file uv writes)."""
+    import subprocess  # here: a warm install of named packages runs no uv
+
+    from ..fetch.uv import user_uv_environ, uv_binary, uv_failure
+
+    out = into / "pylock.toml"
+    cmd = [uv_binary(), "export", "--format", "pylock.toml", "--locked", "--no-header", "--quiet",
+           "--color", "never", "--output-file", os.fspath(out), *selection.uv_args()]
+    if sources.offline:
+        cmd.append("--offline")
+    try:
+        done = subprocess.run(cmd, cwd=start, env=user_uv_environ(), stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True)
+    except OSError as e:
+        raise ResolutionError(f"cannot run uv export in {start}: {e.strerror}") from None
+    if done.returncode != 0:
+        lines = done.stderr.splitlines()
+        if any(_STALE in line for line in lines):
+            raise InputError(f"{project.lock} does not match {project.root / 'pyproject.toml'}: the lock is older "
+                             "than the project's requirements, and wheelstore never resolves it again unasked",
+                             hint=f"run 'uv lock' in {project.root}, then wheelstore sync again")
+        raise uv_failure(lines, f"uv export of {project.lock}", sources, cls=InputError)
+    return out
+
+
+class UvSync(NamedTuple):
+    """How the project's own packages (the project, workspace members: the lock's editable entries) get into the venv:
+    by ``uv sync`` itself, everything else left out, so that they are exactly what ``uv sync`` would have installed
+    (its build cache reused, its record of the build kept) and ``uv run`` finds nothing to do."""
+
+    start: Path
+    selection: Selection
+
+    def command(self, skip: Sequence[str], offline: bool) -> list[str]:
+        """``uv sync`` of the project's own packages only: ``--inexact``, so that it removes nothing, and every other
+        package of the lock named in ``skip``, which wheelstore has linked already."""
+        from ..fetch.uv import uv_binary
+
+        return [uv_binary(), "sync", "--frozen", "--inexact", "--color", "never", *self.selection.uv_args(),
+                *(a for name in skip for a in ("--no-install-package", name)), *(["--offline"] if offline else [])]
+
+    @staticmethod
+    def environ(venv: str | os.PathLike[str]) -> dict[str, str]:
+        """The user's environment, aimed at ``venv`` (never at an activated venv, which uv would warn about)."""
+        from ..fetch.uv import user_uv_environ
+
+        env = user_uv_environ() | {"UV_PROJECT_ENVIRONMENT": os.fspath(venv)}
+        env.pop("VIRTUAL_ENV", None)
+        return env
