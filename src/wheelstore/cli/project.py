@@ -58,6 +58,10 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
         lock = export(project, start, chosen, sources_from(args), Path(tmp)) if project.is_uv else project.lock
         _prepare_venv(args, project, venv)
         yield venv, lock, UvSync(start, chosen) if project.is_uv else None
+    if chosen and not args.quiet:  # uv run would add the default groups back, from its own cache
+        options = " ".join(chosen.uv_args())
+        err(f"note: uv run and uv sync take the project's default selection unless given the same options: "
+            f"'uv run {options} ...' keeps this venv as it is, as does 'uv run --no-sync ...'")
 
 
 def _prepare_venv(args: argparse.Namespace, project: Project, venv: Path) -> None:

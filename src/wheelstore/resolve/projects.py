@@ -25,9 +25,12 @@ if TYPE_CHECKING:
 class LocalProjects:
     """Builds the project directories of one command and keeps their wheels; collects its editables."""
 
-    def __init__(self, interpreter: Interpreter, sources: Sources, editables: Sequence[str] = ()) -> None:
+    def __init__(self, interpreter: Interpreter, sources: Sources, editables: Sequence[str] = (), *,
+                 all_aside: bool = False) -> None:
         self.interpreter = interpreter
         self.sources = sources
+        #: set every local project aside, editable or not: a uv project's, which ``uv sync`` installs
+        self.all_aside = all_aside
         #: the ``-e`` projects, in the order given (the command line's first, then the inputs')
         self.editables: list[Pin] = [editable_pin(text, text) for text in editables]
         self._built: dict[Path, Pin] = {}
@@ -35,10 +38,10 @@ class LocalProjects:
 
     def take(self, pin: Pin) -> Pin | None:
         """``pin`` itself, or for a project directory the pin of its freshly built wheel; None for an editable one
-        (kept in :attr:`editables`)."""
+        (kept in :attr:`editables`), or for any one with :attr:`all_aside`."""
         if pin.project is None:
             return pin
-        if pin.editable:
+        if pin.editable or self.all_aside:
             if all(e.project != pin.project for e in self.editables):
                 self.editables.append(pin)
             return None

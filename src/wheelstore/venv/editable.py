@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from ..base.distinfo import installed, origin
 from ..base.errors import BuildError
+from ..base.names import canonical
 from ..fetch.sources import Sources
 from ..fetch.uv import run_uv, uv_command, uv_failure
 from ..resolve.requirements import Pin
@@ -68,6 +69,7 @@ def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: So
             stash.restore()
         raise uv_failure(lines, f"installing {', '.join(projects)} editable failed", sources, cls=BuildError)
     changed = False
+    editable = {p.name: p.editable for p in pins}
     for line in lines:  # uv's own account: " + name==version (from file:///DIR)", " - ...", " ~ ..." (reinstalled)
         sign, _, what = line.strip().partition(" ")
         name, _, version = what.split(" ")[0].partition("==")
@@ -76,7 +78,7 @@ def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: So
             if sign == "-":
                 report.removed.append((name, version))
             else:
-                report.installed.append((name, version, "editable"))
+                report.installed.append((name, version, "editable" if editable.get(canonical(name), True) else "uv"))
     if stash is not None:
         stash.discard()
     if not changed:

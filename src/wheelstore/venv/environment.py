@@ -127,7 +127,8 @@ class Environment:
         """Plan and install, planned once more when a gc took trees before the install pinned them (a client of a
         store's service: :meth:`_pin`), so that they are published again."""
         for last in (False, True):
-            with LocalProjects(self.interpreter, builds, request.editables) as projects:
+            with LocalProjects(self.interpreter, builds, request.editables,
+                               all_aside=options.project is not None) as projects:
                 present = self.distributions()
                 planned = plan(store, self.interpreter, request, sources, present, projects=projects)
                 work = Work(request, planned, present, tuple(projects.editables))
