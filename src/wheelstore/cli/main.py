@@ -29,7 +29,7 @@ from .maintenance import cmd_gc, cmd_stats, cmd_verify
 from .options import local_links, sources_from
 from .output import count, elapsed_text, err, out, print_json
 from .parser import build_parser as _build_parser
-from .project import project_inputs, refuse_selection
+from .project import others, project_inputs, refuse_selection
 from .service import cmd_serve, service_info, service_lines, service_settings
 
 if TYPE_CHECKING:
@@ -204,7 +204,8 @@ def _install(args: argparse.Namespace, env: Environment, items: list[str], proje
         items=items, requirement_files=[Path(r) for r in args.requirements], find_links=local_links(args),
         exact=sync, upgrade=not sync and args.upgrade, no_deps=not sync and args.no_deps, editables=args.editables,
         upgrade_packages=frozenset() if sync else frozenset(map(canonical, args.upgrade_package)),
-        reinstall=args.reinstall, reinstall_packages=frozenset(map(canonical, args.reinstall_package)),
+        reinstall=args.reinstall,
+        reinstall_packages=frozenset(map(canonical, args.reinstall_package)) | (others(env) if project else set()),
     )
     with Store.select(args.store) as store:
         report = env.install(store, request, Options(link_mode=_link_mode(args), compile_bytecode=not args.no_compile,

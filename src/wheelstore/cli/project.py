@@ -6,16 +6,29 @@ import argparse
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..base.distinfo import origin, read_regular
 from ..base.errors import InputError, VenvError
 from ..resolve.uvproject import Project, Selection, UvSync, export, find_project, project_environment
 from ..venv.create import create, create_with_uv, uv_would_replace
+from ..venv.environment import Environment
 from .options import sources_from
 from .output import err
+
+if TYPE_CHECKING:
+    from packaging.utils import NormalizedName
 
 #: the options that only select from a uv.lock, as they are spelled
 _SELECTING = ("--project", "--extra", "--all-extras", "--group", "--only-group", "--no-dev", "--all-groups",
               "--no-default-groups", "--package", "--all-packages")
+
+
+def others(env: Environment) -> set[NormalizedName]:
+    """What another tool installed into the project's venv from an index (``uv add``, ``uv run`` taking groups this
+    sync left out): linked from the store again when the lock still holds it, which is what syncing is for."""
+    return {name for name, dist in env.distributions().items()
+            if origin(dist) is None and read_regular(dist.dist_info / "direct_url.json") is None}
 
 
 def selection(args: argparse.Namespace) -> Selection:
