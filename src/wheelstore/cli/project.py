@@ -54,7 +54,7 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
     start = Path(args.project or ".").absolute()
     if not start.is_dir():
         raise InputError(f"--project {args.project}: not a directory")
-    project = find_project(start)
+    project = find_project(start, named=args.project is not None)
     if project is None:
         raise InputError(f"nothing to sync: no PACKAGE, -r or -e given, and neither {start} nor any parent has a "
                          "uv.lock or a pylock.toml",

@@ -58,15 +58,42 @@ class Selection(NamedTuple):
         return bool(self.uv_args())
 
 
-def find_project(start: Path) -> Project | None:
+def find_project(start: Path, *, named: bool = False) -> Project | None:
     """The nearest directory from ``start`` up that holds a ``uv.lock`` (a uv project or workspace root, where uv
-    keeps it), else a ``pylock.toml`` (PEP 751's name for a project's lock); None if no directory does."""
+    keeps it), else a ``pylock.toml`` (PEP 751's name for a project's lock); None if no directory does.
+
+    Unless the user ``named`` the directory, the project found must be theirs (or root's), as a venv found by walking
+    up must be: anyone can put a ``uv.lock`` and a ``pyproject.toml`` in ``/tmp``, and syncing it would run their build
+    backend as whoever typed ``wheelstore sync`` below it.
+    """
     start = start.absolute()
     for directory in (start, *start.parents):
         for name in ("uv.lock", "pylock.toml"):
             if (directory / name).is_file():
-                return Project(directory, directory / name)
+                project = Project(directory, directory / name)
+                if not named:
+                    _owned(project)
+                return project
     return None
+
+
+def _owned(project: Project) -> None:
+    me = os.geteuid()
+    for path in (project.root, project.lock, project.root / "pyproject.toml"):
+        try:
+            owner = path.stat().st_uid
+        except FileNotFoundError:
+            continue
+        if owner not in (me, 0):
+            import pwd
+
+            try:
+                who = pwd.getpwuid(owner).pw_name
+            except KeyError:
+                who = f"uid {owner}"
+            raise InputError(f"found {project.lock}, but {path} belongs to {who}, not you: not syncing it unasked",
+                             hint=f"name it with --project {project.root} if you trust it, or run wheelstore sync "
+                                  "in your own project")
 
 
 def project_environment(project: Project, environ: Mapping[str, str] | None = None) -> Path:
