@@ -223,6 +223,12 @@ def test_uv_run_and_uv_sync_keep_the_venv(lab: Lab, users: Users, group_store: P
     assert _installed(proj / "env") == {"myproj": "0.1", "alpha": "1.0", "beta": "2.0", "devtool": "1.0"}
     assert "gamma" in _installed(venv)  # .venv is not the project's venv now: untouched
     _uv_keeps(lab, alice, proj, proj / "env", env=env)
+    again = _ok(lab.ws(alice, group_store, "sync", "--extra", "plot", cwd=proj, env=env))  # the venv is there now
+    assert "+ gamma==1.0" in again.stdout and "created" not in again.stderr, again.stderr
+    _uv_keeps(lab, alice, proj, proj / "env", "--extra", "plot", env=env)
+    active = {"VIRTUAL_ENV": str(proj / "env")}  # an activated venv is not the project's, for uv sync nor for us
+    _ok(lab.ws(alice, group_store, "sync", "--no-dev", cwd=proj, env=active))
+    assert "devtool" not in _installed(venv) and "devtool" in _installed(proj / "env")
 
 
 def test_a_workspace_root_and_member_are_editable_and_kept(lab: Lab, users: Users, group_store: Path,
