@@ -49,12 +49,17 @@ def create_with_uv(venv: Path, project: Path) -> Interpreter:
 
 def uv_would_replace(venv: Path, project: Path) -> str | None:
     """The interpreter ``uv run`` in ``project`` would use instead of ``venv``'s (it then makes the venv again), or
-    None when uv keeps ``venv`` or finds no interpreter at all (uv itself then says why)."""
+    None when uv keeps ``venv`` or finds no interpreter at all (uv itself then says why).
+
+    ``uv python find`` is asked with ``venv`` as the active venv, which it tries first: it knows only ``.venv`` as the
+    project's (not ``$UV_PROJECT_ENVIRONMENT``), and would otherwise answer with a venv the user activated elsewhere.
+    """
     import subprocess
 
     from ..fetch.uv import user_uv_environ, uv_binary
 
-    done = subprocess.run([uv_binary(), "python", "find", "--color", "never"], cwd=project, env=user_uv_environ(),
+    env = user_uv_environ() | {"VIRTUAL_ENV": os.fspath(venv)}
+    done = subprocess.run([uv_binary(), "python", "find", "--color", "never"], cwd=project, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
     found = done.stdout.strip()
     if done.returncode != 0 or not found:
