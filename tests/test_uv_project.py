@@ -158,10 +158,10 @@ def _value(lab: Lab, user: str, venv: Path, module: str = "myproj") -> str:
 
 
 def _error(done: subprocess.CompletedProcess[str]) -> str:
-    """The one error line of a refusal (after the line saying which lock and venv), no traceback."""
+    """The one line of a refusal: nothing else on stderr (not even which lock and venv), no traceback."""
     assert done.returncode != 0, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("using ")]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     return lines[0]
 

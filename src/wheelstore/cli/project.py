@@ -63,13 +63,18 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
     chosen = selection(args)
     if chosen and not project.is_uv:
         raise InputError(f"the selection options ({' '.join(chosen.uv_args())}) select from a uv.lock; "
-                         f"{project.lock} is a PEP 751 lock, whose selection was made when it was written")
+                         f"{project.lock} is a PEP 751 lock, whose selection was made when it was written",
+                         hint=f"drop {' '.join(chosen.uv_args())}, or sync a uv project")
     venv = Path(args.venv).absolute() if args.venv else project_environment(project)
-    if not args.quiet:
-        err(f"using {project.lock} and the venv at {venv}")
     with TemporaryDirectory(prefix="wheelstore-export-") as tmp:
         lock = export(project, start, chosen, sources_from(args), Path(tmp)) if project.is_uv else project.lock
-        _prepare_venv(args, project, venv)
+        _check_venv(args, project, venv)  # a refusal is the only line: the "using" line comes after
+        if not args.quiet:
+            err(f"using {project.lock} and the venv at {venv}")
+        if not (venv / "pyvenv.cfg").is_file():
+            interpreter = create_with_uv(venv, project.root) if project.is_uv else create(venv)
+            if not args.quiet:
+                err(f"created venv at {venv} (Python {'.'.join(map(str, interpreter.version))})")
         yield venv, lock, UvSync(start, chosen) if project.is_uv else None
     if chosen and not args.quiet:  # uv run would add the default groups back, from its own cache
         options = " ".join(chosen.uv_args())
@@ -77,14 +82,10 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
             f"'uv run {options} ...' keeps this venv as it is, as does 'uv run --no-sync ...'")
 
 
-def _prepare_venv(args: argparse.Namespace, project: Project, venv: Path) -> None:
-    """Make the project's venv if it is missing, as uv would; refuse one that ``uv run`` would replace."""
-    if not (venv / "pyvenv.cfg").is_file():
-        interpreter = create_with_uv(venv, project.root) if project.is_uv else create(venv)
-        if not args.quiet:
-            err(f"created venv at {venv} (Python {'.'.join(map(str, interpreter.version))})")
-        return
-    if project.is_uv and not args.venv and (other := uv_would_replace(venv, project.root)) is not None:
+def _check_venv(args: argparse.Namespace, project: Project, venv: Path) -> None:
+    """Refuse a project venv that ``uv run`` would replace (its Python is not the one uv picks for the project)."""
+    if (venv / "pyvenv.cfg").is_file() and project.is_uv and not args.venv and (
+            other := uv_would_replace(venv, project.root)) is not None:
         raise VenvError(f"uv picks {other} for the project at {project.root}, not {venv}'s Python, so 'uv run' "
                         f"would make {venv} again and its links to the store would be gone",
                         hint=f"remove {venv} and run wheelstore sync again: it makes the venv with uv's choice")
