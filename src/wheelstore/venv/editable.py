@@ -67,7 +67,9 @@ def install_editables(interpreter: Interpreter, pins: Sequence[Pin], sources: So
     if status != 0:
         if stash is not None:
             stash.restore()
-        raise uv_failure(lines, f"installing {', '.join(projects)} editable failed", sources, cls=BuildError)
+        what = (f"installing {', '.join(projects)} editable failed" if project is None else
+                f"uv sync of {', '.join(projects)} failed, before anything was linked")
+        raise uv_failure(lines, what, sources, cls=BuildError)
     changed = False
     editable = {p.name: p.editable for p in pins}
     for line in lines:  # uv's own account: " + name==version (from file:///DIR)", " - ...", " ~ ..." (reinstalled)

@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from packaging.utils import NormalizedName
 
     from ..resolve.uvproject import UvSync
+    from .editable import Done
 
     from ..resolve.requirements import Pin
 
@@ -105,32 +106,40 @@ class Environment:
         options = options._replace(sources=builds)
         with install_lock(store):
             try:
-                work, report, after = self._plan_and_install(store, request, options, sources, builds)
+                work, report, after, done = self._plan_and_install(store, request, options, sources, builds)
             except BaseException as e:
                 self._register(store, failed=True)
                 self._explain(e, store)
                 raise
             self._register(store, after)
-        if not work.editables:
-            return report
-        from .editable import install_editables  # here: it runs uv
+        if done is None and work.editables:
+            from .editable import install_editables  # here: it runs uv
 
-        done = install_editables(self.interpreter, work.editables, builds, options.project,
-                                 [c.name for c in work.plan.candidates])
+            done = install_editables(self.interpreter, work.editables, builds)
+        if done is None:
+            return report
         report.installed += done.installed
         report.removed += done.removed
         report.unchanged += done.unchanged
         return report
 
     def _plan_and_install(self, store: Store, request: Request, options: Options, sources: Sources, builds: Sources
-                          ) -> tuple[Work, InstallReport, dict[NormalizedName, Distribution]]:
+                          ) -> tuple[Work, InstallReport, dict[NormalizedName, Distribution], Done | None]:
         """Plan and install, planned once more when a gc took trees before the install pinned them (a client of a
-        store's service: :meth:`_pin`), so that they are published again."""
+        store's service: :meth:`_pin`), so that they are published again. A uv project's own packages are installed
+        by ``uv sync`` first (what it did is returned): a project that fails to build then changes nothing else."""
+        done: Done | None = None
         for last in (False, True):
             with LocalProjects(self.interpreter, builds, request.editables,
                                all_aside=options.project is not None) as projects:
                 present = self.distributions()
                 planned = plan(store, self.interpreter, request, sources, present, projects=projects)
+                if options.project is not None and projects.editables and done is None:
+                    from .editable import install_editables  # here: it runs uv
+
+                    done = install_editables(self.interpreter, projects.editables, builds, options.project,
+                                             [c.name for c in planned.candidates])
+                    present = self.distributions()
                 work = Work(request, planned, present, tuple(projects.editables))
                 try:
                     try:
@@ -144,7 +153,7 @@ class Environment:
                                            hint="run the command again") from None
                     log.debug("gc removed %s before this install pinned it: planning again", ", ".join(e.names))
                     continue
-            return work, report, after
+            return work, report, after, done
         raise AssertionError("not reached")
 
     def _pin(self, store: Store, present: Mapping[NormalizedName, Distribution], steps: Sequence[Step]) -> None:
