@@ -350,6 +350,10 @@ def _read_requirements(path: Path, env: MarkerEnvironment, into: Requirements, s
         words = line.split()
         first_option = next((i for i, w in enumerate(words) if w.startswith("-")), len(words))
         if first_option == 0:
+            if (editable := _EDITABLE_MARKER.fullmatch(line)) is not None:  # "-e DIR ; MARKER"
+                if not _marker_holds(editable["marker"], where, env):
+                    continue
+                line = editable["option"]
             _read_options(line, where, path, env, into, seen)
             continue
         hashes = _hash_options(words[first_option:], where)
@@ -401,12 +405,28 @@ def _read_options(
             into.pins.append(editable_pin(value, where))
 
 
+#: ``-e DIR ; MARKER`` (poetry's export of a path dependency with ``develop = true``): as in a URL requirement, the
+#: marker's ``;`` follows whitespace. pip drops such a marker; uv, and this, evaluate it
+_EDITABLE_MARKER = re.compile(r"(?P<option>(?:-e|--editable)(?:\s+|=)\S.*?)\s+;\s*(?P<marker>\S.*)")
+
+
+def _marker_holds(text: str, where: str, env: MarkerEnvironment) -> bool:
+    from packaging.markers import Marker
+
+    try:
+        return Marker(text).evaluate(env())
+    except marker_errors() as e:
+        raise InputError(f"{where}: the marker {text!r} cannot be evaluated ({e})") from None
+
+
 def editable_pin(text: str, origin: str) -> Pin:
-    """``-e DIR`` (or ``-e file:///DIR``, ``-e name @ file:///DIR``): a project pin to install editable; a relative
-    DIR is relative to the current directory, as pip takes it (a wheel path in a requirements file is too)."""
+    """``-e DIR`` (or ``-e file:///DIR``, ``-e name @ file:///DIR``, and ``#egg=name`` after either, as pdm exports
+    a path dependency): a project pin to install editable; a relative DIR is relative to the current directory, as
+    pip takes it (a wheel path in a requirements file is too)."""
     name, _, url = text.rpartition(" @ ") if " @ " in text else ("", "", text)
+    url, _, fragment = url.partition("#egg=") if "#egg=" in url else (url, "", "")
     path = file_url_path(urlparse(url).path) if url.startswith("file:") else Path(url)
-    return project_pin(path, origin, editable=True, name=name.strip() or None)
+    return project_pin(path, origin, editable=True, name=name.strip() or fragment or None)
 
 
 def _hash_options(words: list[str], where: str) -> frozenset[str]:
