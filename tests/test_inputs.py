@@ -80,6 +80,8 @@ def test_requirements_file_format(tmp_path: Path, py: Interpreter) -> None:
     ]
     assert got.find_links == [tmp_path / "wheels-a", tmp_path / "sub" / ".." / "wheels-b"]
     assert not got.require_hashes
+    assert (got.index_url, got.extra_index_urls, got.no_index) == (
+        ("https://example.invalid/simple", f"{req}:2"), [("https://example.invalid/extra", f"{req}:3")], f"{req}:4")
 
 
 def test_markers_use_the_target_interpreter(tmp_path: Path, py: Interpreter) -> None:

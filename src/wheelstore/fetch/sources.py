@@ -28,6 +28,8 @@ How the settings combine (:meth:`Sources.from_environment`):
      The per-venv ``pip.conf`` and uv's project files are not read: wheelstore is not run from inside the target.
 3. ``offline``: the command line, else ``UV_OFFLINE``, else uv's files (pip has no such setting).
 4. ``cert``: pip's ``cert`` setting (``PIP_CERT`` or a pip.conf). uv gets it as ``SSL_CERT_FILE`` unless that is set.
+5. A requirements file's ``--index-url``, ``--extra-index-url`` and ``--no-index`` (poetry and pdm export their
+   project's sources so) rank beneath all of these, as uv ranks them (:meth:`Sources.beneath`).
 
 uv's index priority applies when uv resolves: the extra indexes are tried before the primary, and the first index that
 has a package is the only one used for it (uv's ``first-index``), where pip would merge every index's versions.
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..base.errors import SourcesError
+from ..base.logs import log
 
 PYPI = "https://pypi.org/simple"
 _TRUE = frozenset({"y", "yes", "t", "true", "on", "1"})
@@ -118,6 +121,28 @@ class Sources(NamedTuple):
             cert=cert[0] if cert else None,
             origins=tuple(origins),
         )
+
+    def beneath(self, index_url: Valued | None, extra_index_urls: Iterable[Valued], no_index: str | None) -> Sources:
+        """These sources over a requirements file's index options, ranked as uv ranks them (pip would let the file
+        win): the file's ``--index-url`` is the primary index only where nothing else set one, its
+        ``--extra-index-url`` ones come after every other index, its ``--no-index`` turns the indexes off. Each
+        value comes with the file and line that gave it. Poetry and pdm write their project's sources so."""
+        extras = list(extra_index_urls)
+        if self.no_index or not (index_url or extras or no_index):
+            return self
+        rows = [(r["setting"], r["value"], r["from"]) for r in self.describe()]
+        others = tuple(r for r in rows if r[0] not in ("index-url", "extra-index-url"))
+        if no_index:
+            return self._replace(index_urls=(), no_index=True, origins=(("no-index", "true", no_index), *others))
+        origin = {value: where for setting, value, where in rows if setting in ("index-url", "extra-index-url")}
+        indexes = [(url, origin.get(url, "given")) for url in self.index_urls]
+        if index_url and (not indexes or indexes[0][1] == "default"):
+            indexes[:1] = [index_url]
+        elif index_url:
+            log.debug("%s: --index-url %s is not used: %s is the index (%s)", index_url[1], index_url[0], *indexes[0])
+        indexes = _unique([*indexes, *extras])
+        listed = [("extra-index-url" if i else "index-url", url, where) for i, (url, where) in enumerate(indexes)]
+        return self._replace(index_urls=tuple(url for url, _ in indexes), origins=(*listed, *others))
 
     def describe(self) -> list[dict[str, str]]:
         """Each setting with its value and where it came from: ``[{"setting", "value", "from"}, ...]``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import urlparse
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from packaging.utils import NormalizedName
 
     from ..fetch.index import RemoteFile
+    from ..fetch.sources import Sources
 
 
 class Pin(NamedTuple):
@@ -61,10 +62,16 @@ class Pin(NamedTuple):
 class Requirements:
     """A requirements file and the files it includes, after markers: the pins and the options that matter now."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pins: bool = True) -> None:
+        #: whether the requirements are read, or only the options (:func:`with_file_indexes`)
+        self.reads_pins = pins
         self.pins: list[Pin] = []
         self.find_links: list[Path] = []
         self.require_hashes = False
+        #: the index options, each with the file and line that gave it
+        self.index_url: tuple[str, str] | None = None
+        self.extra_index_urls: list[tuple[str, str]] = []
+        self.no_index: str | None = None
 
 
 def marker_errors() -> tuple[type[InvalidMarker], type[UndefinedComparison], type[UndefinedEnvironmentName]]:
@@ -323,7 +330,7 @@ _OPTIONS = {
     "-c": "constraint", "--constraint": "constraint",
     "-e": "editable", "--editable": "editable",
     "-f": "find-links", "--find-links": "find-links",
-    "-i": "ignore", "--index-url": "ignore", "--extra-index-url": "ignore", "--trusted-host": "ignore",
+    "-i": "index-url", "--index-url": "index-url", "--extra-index-url": "extra-index-url", "--trusted-host": "ignore",
     "--no-binary": "ignore", "--only-binary": "ignore", "--use-feature": "ignore",
     "--no-index": "flag", "--pre": "flag", "--prefer-binary": "flag", "--require-hashes": "require-hashes",
 }  # fmt: skip
@@ -350,7 +357,13 @@ def _read_requirements(path: Path, env: MarkerEnvironment, into: Requirements, s
         words = line.split()
         first_option = next((i for i, w in enumerate(words) if w.startswith("-")), len(words))
         if first_option == 0:
+            if (editable := _EDITABLE_MARKER.fullmatch(line)) is not None:  # "-e DIR ; MARKER"
+                if not into.reads_pins or not _marker_holds(editable["marker"], where, env):
+                    continue
+                line = editable["option"]
             _read_options(line, where, path, env, into, seen)
+            continue
+        if not into.reads_pins:
             continue
         hashes = _hash_options(words[first_option:], where)
         requirement = line if first_option == len(words) else " ".join(words[:first_option])
@@ -381,6 +394,7 @@ def _read_options(
             raise InputError(f"{where}: unknown option {option}", hint=hint)
         if action in ("flag", "require-hashes"):
             into.require_hashes |= action == "require-hashes"
+            into.no_index = into.no_index or (where if option == "--no-index" else None)
             continue
         if not has_value:
             value = next(todo, "")
@@ -394,19 +408,58 @@ def _read_options(
                 into.find_links.append(file_url_path(url.path))
             elif not url.scheme:
                 into.find_links.append(path.parent / value)
-            # an http(s) find-links page needs fetching: ignored, like the index options, until that lands
+            # an http(s) find-links page needs fetching: ignored until that lands
         elif action == "constraint":
             raise InputError(f"{where}: constraint files are not supported yet")
-        elif action == "editable":
+        elif action == "editable" and into.reads_pins:
             into.pins.append(editable_pin(value, where))
+        elif action == "index-url":
+            _index_url(into, value, where)
+        elif action == "extra-index-url":
+            into.extra_index_urls.append((value, where))
+
+
+#: ``-e DIR ; MARKER`` (poetry's export of a path dependency with ``develop = true``): as in a URL requirement, the
+#: marker's ``;`` follows whitespace. pip drops such a marker; uv, and this, evaluate it
+_EDITABLE_MARKER = re.compile(r"(?P<option>(?:-e|--editable)(?:\s+|=)\S.*?)\s+;\s*(?P<marker>\S.*)")
+
+
+def _marker_holds(text: str, where: str, env: MarkerEnvironment) -> bool:
+    from packaging.markers import Marker
+
+    try:
+        return Marker(text).evaluate(env())
+    except marker_errors() as e:
+        raise InputError(f"{where}: the marker {text!r} cannot be evaluated ({e})") from None
+
+
+def _index_url(into: Requirements, url: str, where: str) -> None:
+    """One ``--index-url`` for all the files: a second, different one is an error, as uv makes it."""
+    if into.index_url is not None and into.index_url[0].rstrip("/") != url.rstrip("/"):
+        raise InputError(f"{where}: --index-url {url} conflicts with --index-url {into.index_url[0]} "
+                         f"({into.index_url[1]})", hint="keep one --index-url; give the others as --extra-index-url")
+    into.index_url = into.index_url or (url, where)
 
 
 def editable_pin(text: str, origin: str) -> Pin:
-    """``-e DIR`` (or ``-e file:///DIR``, ``-e name @ file:///DIR``): a project pin to install editable; a relative
-    DIR is relative to the current directory, as pip takes it (a wheel path in a requirements file is too)."""
+    """``-e DIR`` (or ``-e file:///DIR``, ``-e name @ file:///DIR``, and ``#egg=name`` after either, as pdm exports
+    a path dependency): a project pin to install editable; a relative DIR is relative to the current directory, as
+    pip takes it (a wheel path in a requirements file is too)."""
     name, _, url = text.rpartition(" @ ") if " @ " in text else ("", "", text)
+    url, _, fragment = url.partition("#egg=") if "#egg=" in url else (url, "", "")
     path = file_url_path(urlparse(url).path) if url.startswith("file:") else Path(url)
-    return project_pin(path, origin, editable=True, name=name.strip() or None)
+    return project_pin(path, origin, editable=True, name=name.strip() or fragment or None)
+
+
+def with_file_indexes(sources: Sources, paths: Sequence[Path]) -> Sources:
+    """``sources`` over the index options of requirements files and those they include (only those lines are
+    read): an install takes its indexes from them before anything is planned or built (:meth:`Sources.beneath`)."""
+    if not paths:
+        return sources
+    into, seen = Requirements(pins=False), set[Path]()
+    for path in paths:
+        _read_requirements(path, lambda: {}, into, seen)
+    return sources.beneath(into.index_url, into.extra_index_urls, into.no_index)
 
 
 def _hash_options(words: list[str], where: str) -> frozenset[str]:

@@ -36,6 +36,7 @@ from ..resolve.candidates import Candidate
 from ..service.client import ServiceClient, service_socket
 from ..resolve.plan import Plan, Request, plan
 from ..resolve.projects import LocalProjects
+from ..resolve.requirements import with_file_indexes
 from ..base.interpreter import Interpreter, find_python
 from .link import LinkMode
 from .linkmode import PairNote, choose, first_told, probe, refuse_beside_old_pip
@@ -100,7 +101,8 @@ class Environment:
         The gc lock is held shared from finding the trees until the venv's gc root lists them, so a concurrent
         ``wheelstore gc`` cannot sweep them in between.
         """
-        sources = options.sources or Sources.from_environment()
+        # the requirements files' own indexes (poetry and pdm export them) count for the plan and the builds alike
+        sources = with_file_indexes(options.sources or Sources.from_environment(), request.requirement_files)
         # builds (local projects, sdists) take their build dependencies from the -f directories too
         builds = sources._replace(find_links=tuple(dict.fromkeys((*sources.find_links, *map(str, request.find_links)))))
         options = options._replace(sources=builds)
