@@ -171,7 +171,8 @@ def test_poetry_exports_sync_exactly(run: Runner, workdir: Path, tools: Tools, i
 @pytest.mark.network
 def test_pdm_exports_sync_exactly(run: Runner, workdir: Path, tools: Tools, index: PyIndex) -> None:
     """``pdm export`` writes every locked group unless told (``--prod``, ``-G``), an extra only if ``pdm lock``
-    locked it; ``--editable-self`` puts the project in the file; its pylock selects the default group alone; an
+    locked it; ``--editable-self`` puts the project in the file; its pylock selects the default group alone, and
+    the others with ``--group``/``--extra`` (PEP 751 markers); an
     editable path dependency comes as ``-e ./DIR#egg=NAME``."""
     project = _project(workdir / "proj", f'[[tool.pdm.source]]\nname = "pypi"\nurl = "{index.simple_url}"\n')
     pdm, venv = _tool(tools.pdm, project, workdir / "home"), _venv(workdir / "venv")
@@ -196,6 +197,8 @@ def test_pdm_exports_sync_exactly(run: Runner, workdir: Path, tools: Tools, inde
     pdm("export", "-f", "pylock", "-o", "pylock.toml")
     _sync(run, project, venv, "pylock.toml", "-e", ".", "-i", index.simple_url)  # -i: flit_core, for -e .
     assert _installed(venv) == {**dict.fromkeys(MAIN, False), "myproj": True}  # dev and the extra: not selected
+    _sync(run, project, venv, "pylock.toml", "-e", ".", "-i", index.simple_url, "--group", "dev", "--extra", "fancy")
+    assert _installed(venv) == {**dict.fromkeys(MAIN | {"devtool", "fancyx"}, False), "myproj": True}
 
     pdm("add", "--no-sync", "-d", "-e", "./libs/sibling")
     assert "--no-hashes" in pdm("export", "-o", "requirements.txt", fails=True)

@@ -8,6 +8,7 @@ Each user has their own uv cache and home; the index serves wheels made here and
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import stat
@@ -342,10 +343,12 @@ def test_refusals_are_one_line(lab: Lab, users: Users, group_store: Path, workdi
         assert "uv lock" in line and "-r requirements.txt" in line, line
     assert not (nothing / ".venv").exists()
 
-    pylock = _own(workdir / "pylocked", alice)  # a PEP 751 lock: its selection was made when it was written
-    (pylock / "pylock.toml").write_text('lock-version = "1.0"\ncreated-by = "hand"\n')
+    pylock = _own(workdir / "pylocked", alice)  # a PEP 751 lock without extras, groups or packages
+    (pylock / "pylock.toml").write_text('lock-version = "1.0"\ncreated-by = "hand"\npackages = []\n')
     line = _error(lab.ws(alice, group_store, "sync", "--extra", "plot", cwd=pylock))
-    assert "--extra plot" in line and "select from a uv.lock" in line, line
+    assert "--extra plot" in line and "has no such extra (it has: none)" in line, line
+    line = _error(lab.ws(alice, group_store, "sync", "--only-group", "docs", cwd=pylock))
+    assert "--only-group" in line and "select from a uv.lock" in line, line
     assert not (pylock / ".venv").exists()
 
 
@@ -390,3 +393,41 @@ def test_a_venv_whose_python_uv_would_replace_is_refused(lab: Lab, run: Runner, 
     before = _entries(proj / ".venv")
     _ok(lab.uv(None, "sync", "--locked", cwd=proj, env=path))
     assert _entries(proj / ".venv") == before
+
+
+def _pylock_entry(wheel: Path, marker: str | None = None) -> str:
+    name, version = wheel.name.split("-")[:2]
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    when = f'marker = "{marker}"\n' if marker else ""
+    return (f'[[packages]]\nname = "{name}"\nversion = "{version}"\n{when}'
+            f'wheels = [{{ path = "{wheel}", hashes = {{ sha256 = "{digest}" }} }}]\n\n')
+
+
+def test_a_pylock_selects_its_extras_and_groups_as_pep_751_says(lab: Lab, users: Users, group_store: Path,
+                                                               workdir: Path, base_dir: Path) -> None:
+    """A project's pylock.toml whose extras and groups are markers (as pdm writes them): uv sync's options select
+    from it through packaging's PEP 751 selection, the default groups unless told."""
+    alice = users.alice
+    wheels = base_dir / "uvproject" / "wheels"
+    proj = _own(workdir / "pep751", alice)
+    (proj / "pylock.toml").write_text(
+        'lock-version = "1.0"\ncreated-by = "hand"\nextras = ["plot"]\ndependency-groups = ["dev", "docs"]\n'
+        'default-groups = ["dev"]\n\n' + _pylock_entry(wheels / "alpha-1.0-py3-none-any.whl")
+        + _pylock_entry(wheels / "beta-2.0-py3-none-any.whl")
+        + _pylock_entry(wheels / "gamma-1.0-py3-none-any.whl", "'plot' in extras")
+        + _pylock_entry(wheels / "devtool-1.0-py3-none-any.whl", "'dev' in dependency_groups")
+        + _pylock_entry(wheels / "docsy-1.0-py3-none-any.whl", "'docs' in dependency_groups"))
+    venv = proj / ".venv"
+    for options, expected in (((), {"alpha", "beta", "devtool"}),
+                              (("--extra", "plot", "--no-dev", "--group", "docs"), {"alpha", "beta", "gamma", "docsy"}),
+                              (("--all-groups", "--all-extras"), {"alpha", "beta", "gamma", "devtool", "docsy"}),
+                              (("--no-default-groups",), {"alpha", "beta"})):
+        _ok(lab.ws(alice, group_store, "sync", *options, cwd=proj))
+        assert set(_installed(venv)) == expected, options
+    _ok(lab.ws(alice, group_store, "sync", str(proj / "pylock.toml"), "--venv", str(venv), "--group", "docs",
+               cwd=Path("/")))  # a pylock given by name selects the same way
+    assert set(_installed(venv)) == {"alpha", "beta", "devtool", "docsy"}
+    before = _entries(venv)
+    line = _error(lab.ws(alice, group_store, "sync", "--group", "nope", cwd=proj))
+    assert "--group nope" in line and "has no such group (it has: dev, docs)" in line, line
+    assert _entries(venv) == before

@@ -29,11 +29,11 @@ from .maintenance import cmd_gc, cmd_stats, cmd_verify
 from .options import local_links, sources_from
 from .output import count, elapsed_text, err, out, print_json
 from .parser import build_parser as _build_parser
-from .project import others, project_inputs, refuse_selection
+from .project import given_selection, others, project_inputs
 from .service import cmd_serve, service_info, service_lines, service_settings
 
 if TYPE_CHECKING:
-    from ..resolve.uvproject import UvSync
+    from ..resolve.uvproject import Selection, UvSync
     from ..store.publish import Realized
 
 
@@ -186,19 +186,19 @@ def cmd_install(args: argparse.Namespace) -> int:
     sync = args.verb == "sync"
     with contextlib.ExitStack() as closing:
         if args.items or args.requirements or args.editables:
-            refuse_selection(args)
+            chosen = given_selection(args)
             venv, items, project = _venv(args), args.items, None
         elif sync:
-            venv, lock, project = closing.enter_context(project_inputs(args))
+            venv, lock, project, chosen = closing.enter_context(project_inputs(args))
             items = [str(lock)]
         else:
             raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
-        _install(args, Environment(venv), items, project, started)
+        _install(args, Environment(venv), items, project, chosen, started)
     return 0
 
 
 def _install(args: argparse.Namespace, env: Environment, items: list[str], project: UvSync | None,
-             started: float) -> None:
+             chosen: Selection | None, started: float) -> None:
     sync = args.verb == "sync"
     request = Request(
         items=items, requirement_files=[Path(r) for r in args.requirements], find_links=local_links(args),
@@ -206,6 +206,7 @@ def _install(args: argparse.Namespace, env: Environment, items: list[str], proje
         upgrade_packages=frozenset() if sync else frozenset(map(canonical, args.upgrade_package)),
         reinstall=args.reinstall,
         reinstall_packages=frozenset(map(canonical, args.reinstall_package)) | (others(env) if project else set()),
+        selection=chosen,
     )
     with Store.select(args.store) as store:
         report = env.install(store, request, Options(link_mode=_link_mode(args), compile_bytecode=not args.no_compile,

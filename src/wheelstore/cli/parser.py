@@ -238,7 +238,8 @@ def _sync_arguments(p: argparse.ArgumentParser) -> None:
     project = p.add_argument_group("a project's lock", "with no PACKAGE, -r or -e: the uv.lock (else pylock.toml)\n"
                                     "of this directory or the nearest parent, synced into the project's venv\n"
                                     "($UV_PROJECT_ENVIRONMENT, else .venv), the project editable, as uv sync does;\n"
-                                    "the options below select from a uv.lock as uv sync's do")
+                                    "the options below select as uv sync's do (from a pylock.toml too,\n"
+                                    "its extras and groups as PEP 751 selects them)")
     project.add_argument("--project", metavar="DIR", help="look for the lock from DIR (default: this directory)")
     project.add_argument("--extra", dest="extras", action="append", default=[], metavar="EXTRA",
                          help="include this optional dependency group of the project")

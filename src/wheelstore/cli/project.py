@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..base.distinfo import origin, read_regular
 from ..base.errors import InputError, VenvError
+from ..resolve.pylock import is_pylock, read_pylock
 from ..resolve.uvproject import Project, Selection, UvSync, export, find_project, project_environment
 from ..venv.create import create, create_with_uv, uv_would_replace
 from ..venv.environment import Environment
@@ -37,18 +38,24 @@ def selection(args: argparse.Namespace) -> Selection:
                      no_default_groups=args.no_default_groups, packages=args.packages, all_packages=args.all_packages)
 
 
-def refuse_selection(args: argparse.Namespace) -> None:
-    """A project option given with explicit inputs would be silently ignored: say so instead."""
-    if args.verb == "sync" and (args.project or selection(args)):
+def given_selection(args: argparse.Namespace) -> Selection | None:
+    """The selection options given with explicit inputs: for pylock files only (PEP 751 selects extras and groups),
+    with or without ``-e``; with anything else they would be silently ignored, so that is refused."""
+    if args.verb != "sync":
+        return None
+    chosen = selection(args)
+    if args.project or (chosen and (args.requirements or not args.items or not all(map(is_pylock, args.items)))):
         raise InputError("--project and the selection options (" + ", ".join(_SELECTING[1:]) + ") apply to a "
-                         "project's lock, not to the packages, files and -r given here",
+                         "project's lock or to pylock.toml files, not to the packages, files and -r given here",
                          hint="drop them, or drop the inputs to sync the project's lock")
+    return chosen or None
 
 
 @contextlib.contextmanager
-def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSync | None]]:
-    """The venv to sync, the PEP 751 lock to sync it to, and for a uv.lock how uv installs the project's own packages,
-    for the project around ``--project`` or the current directory; a uv.lock's export lives until the sync is done."""
+def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSync | None, Selection | None]]:
+    """The venv to sync, the PEP 751 lock to sync it to, for a uv.lock how uv installs the project's own packages, and
+    for a pylock.toml what to select from it, for the project around ``--project`` or the current directory; a
+    uv.lock's export lives until the sync is done."""
     from tempfile import TemporaryDirectory
 
     start = Path(args.project or ".").absolute()
@@ -61,13 +68,12 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
                          hint="give what the venv is to hold (wheelstore sync -r requirements.txt), or run it in a "
                               "uv project (uv lock makes its uv.lock)")
     chosen = selection(args)
-    if chosen and not project.is_uv:
-        raise InputError(f"the selection options ({' '.join(chosen.uv_args())}) select from a uv.lock; "
-                         f"{project.lock} is a PEP 751 lock, whose selection was made when it was written",
-                         hint=f"drop {' '.join(chosen.uv_args())}, or sync a uv project")
     venv = Path(args.venv).absolute() if args.venv else project_environment(project)
     with TemporaryDirectory(prefix="wheelstore-export-") as tmp:
         lock = export(project, start, chosen, sources_from(args), Path(tmp)) if project.is_uv else project.lock
+        if chosen and not project.is_uv:  # checked now, so that a refusal is the only line
+            pylock = read_pylock(project.lock)
+            chosen.for_pylock(project.lock, pylock.extras or [], pylock.dependency_groups or [], [])
         _check_venv(args, project, venv)  # a refusal is the only line: the "using" line comes after
         if not args.quiet:
             err(f"using {project.lock} and the venv at {venv}")
@@ -75,7 +81,10 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
             interpreter = create_with_uv(venv, project.root) if project.is_uv else create(venv)
             if not args.quiet:
                 err(f"created venv at {venv} (Python {'.'.join(map(str, interpreter.version))})")
-        yield venv, lock, UvSync(start, chosen) if project.is_uv else None
+        if project.is_uv:
+            yield venv, lock, UvSync(start, chosen), None
+        else:
+            yield venv, lock, None, chosen or None
     if chosen and not args.quiet:  # uv run would add the default groups back, from its own cache
         options = " ".join(chosen.uv_args())
         err(f"note: uv run and uv sync take the project's default selection unless given the same options: "

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from ..fetch.index import RemoteFile
     from ..store.store import Tree
+    from .uvproject import Selection
 
 
 class Candidate(NamedTuple):
@@ -182,7 +183,7 @@ def choose(inputs: Inputs, *, elsewhere: bool = False, held: Held | None = None,
 
 def read_inputs(
     args: Sequence[str], requirement_files: Sequence[Path], find_links: Sequence[Path], interpreter: Interpreter,
-    projects: Projects | None = None,
+    projects: Projects | None = None, selection: Selection | None = None,
 ) -> Inputs:
     """Every pin the inputs give; the find-links directories, with those the requirements files and wheel paths
     name; and whether every pin needs a hash. Each file is read once, here. ``projects`` builds local project
@@ -212,7 +213,7 @@ def read_inputs(
     directories += [e.pin.wheel.parent for e in entries if e.pin.wheel is not None]
     links = FindLinks(directories, interpreter)
     for lock in locks:
-        entries += [_Entry(p, locked=True) for pin in pins_from_pylock(lock, env, interpreter, links)
+        entries += [_Entry(p, locked=True) for pin in pins_from_pylock(lock, env, interpreter, links, selection)
                     if (p := _local(pin, projects)) is not None]
     return Inputs(entries, links, require_hashes, requirements, list(requirement_files), locks)
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..fetch.http import Http
     from ..fetch.index import RemoteFile
     from .projects import LocalProjects
+    from .uvproject import Selection
 
 #: index pages read at once (an index that serves one page per distribution; the pool of
 #: :class:`~wheelstore.fetch.http.Http` holds 10)
@@ -58,6 +59,8 @@ class Request(NamedTuple):
     #: link again what the venv already holds at the right version: all (``--reinstall``), or these
     reinstall: bool = False
     reinstall_packages: frozenset[NormalizedName] = frozenset()
+    #: what to take from the pylock files given (their extras and groups), in uv sync's options; None: the defaults
+    selection: Selection | None = None
 
     def reinstalls(self, name: NormalizedName) -> bool:
         return self.reinstall or name in self.reinstall_packages
@@ -87,7 +90,7 @@ def plan(
     """The candidates for ``request`` into a venv that holds ``installed``; ``projects`` builds local project
     directories (and keeps editables aside, for the venv to install)."""
     inputs = read_inputs(request.items, request.requirement_files, request.find_links, interpreter,
-                         projects.take if projects is not None else None)
+                         projects.take if projects is not None else None, request.selection)
     view = _StoreView(store, interpreter)
     # an editable project's dependencies are known only to its build backend: uv asks it
     editables = projects is not None and bool(projects.editables) and not request.exact

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from packaging.markers import Environment
     from packaging.pylock import PackageSdist, PackageWheel, Pylock
 
+    from .uvproject import Selection
+
 
 def read_pylock(path: Path) -> Pylock:
     """The one reader of PEP 751 locks, the user's and the ones uv writes: parsed and validated by packaging, any
@@ -43,12 +45,21 @@ def read_pylock(path: Path) -> Pylock:
         raise InputError(f"{path} is not a valid pylock file ({e})") from None
 
 
-def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, links: FindLinks) -> list[Pin]:
-    """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located."""
+def pins_from_pylock(path: Path, env: MarkerEnvironment, interpreter: Interpreter, links: FindLinks,
+                     selection: Selection | None = None) -> list[Pin]:
+    """The wheels a PEP 751 lock selects for the target (packaging runs the spec's installer steps), located; its
+    default groups and no extra, unless ``selection`` (uv sync's options) says otherwise."""
     from packaging.pylock import PackageArchive, PackageSdist, PackageWheel, PylockSelectError
 
+    lock = read_pylock(path)
+    extras: set[str] | None = None
+    groups: set[str] | None = None
+    if selection:
+        extras, groups = selection.for_pylock(path, lock.extras or [], lock.dependency_groups or [],
+                                              lock.default_groups or [])
     try:
-        selected = list(read_pylock(path).select(environment=cast("Environment", env()), tags=interpreter.tags))
+        selected = list(lock.select(environment=cast("Environment", env()), tags=interpreter.tags, extras=extras,
+                                    dependency_groups=groups))
     except (PylockSelectError, *marker_errors()) as e:
         raise InputError(f"{path}: {e}") from None
     pins = []

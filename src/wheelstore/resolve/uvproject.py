@@ -57,6 +57,24 @@ class Selection(NamedTuple):
     def __bool__(self) -> bool:
         return bool(self.uv_args())
 
+    def for_pylock(self, lock: Path, extras: Sequence[str], groups: Sequence[str], default_groups: Sequence[str]
+                   ) -> tuple[set[str], set[str]]:
+        """The same options for a PEP 751 lock, whose ``extras`` and ``groups`` are markers (pdm writes them so): the
+        extras and groups to select, named as uv would take them. What only a uv.lock has is an error."""
+        if self.only_groups or self.packages or self.all_packages:
+            raise InputError(f"--only-group, --package and --all-packages select from a uv.lock; {lock} is a PEP 751 "
+                             "lock, which always takes its packages outside any group",
+                             hint="use --group, --extra, --no-dev, --all-groups or --all-extras with it")
+        for flag, asked, known in (("--extra", self.extras, extras), ("--group", self.groups, groups)):
+            if unknown := [n for n in asked if n not in known]:
+                raise InputError(f"{flag} {unknown[0]}: {lock} has no such {flag[2:]} (it has: "
+                                 f"{', '.join(known) or 'none'})")
+        chosen = set() if self.no_default_groups else set(default_groups)
+        if self.no_dev:
+            chosen.discard("dev")
+        chosen |= set(groups) if self.all_groups else set(self.groups)
+        return set(extras) if self.all_extras else set(self.extras), chosen
+
 
 def find_project(start: Path, *, named: bool = False) -> Project | None:
     """The nearest directory from ``start`` up that holds a ``uv.lock`` (a uv project or workspace root, where uv
