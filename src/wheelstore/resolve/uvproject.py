@@ -99,7 +99,7 @@ def _owned(project: Project) -> None:
     me = os.geteuid()
     for path in (project.root, project.lock, project.root / "pyproject.toml"):
         try:
-            owner = path.stat().st_uid
+            owner = path.lstat().st_uid  # a symlink's own owner: anyone may point one at root's files
         except FileNotFoundError:
             continue
         if owner not in (me, 0):
