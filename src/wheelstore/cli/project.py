@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from ..resolve.pylock import is_pylock, read_pylock
 from ..resolve.uvproject import Project, Selection, UvSync, export, find_project, project_environment
 from ..venv.create import create, create_with_uv, uv_would_replace
 from ..venv.environment import Environment
+from ..venv.locate import owned
 from .options import sources_from
 from .output import err
 
@@ -69,6 +71,8 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
                               "uv project (uv lock makes its uv.lock)")
     chosen = selection(args)
     venv = Path(args.venv).absolute() if args.venv else project_environment(project)
+    if not args.venv and not os.environ.get("UV_PROJECT_ENVIRONMENT") and (venv / "pyvenv.cfg").is_file():
+        owned(venv)  # the project's .venv, found, not named: nobody else's interpreter is run unasked
     with TemporaryDirectory(prefix="wheelstore-export-") as tmp:
         lock = export(project, start, chosen, sources_from(args), Path(tmp)) if project.is_uv else project.lock
         if chosen and not project.is_uv:  # checked now, so that a refusal is the only line

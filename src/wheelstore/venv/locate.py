@@ -33,18 +33,18 @@ def find_venv(cwd: Path | None = None, environ: Mapping[str, str] | None = None)
         return path, "from VIRTUAL_ENV"
     for directory in (start, *start.parents):
         if (directory / "pyvenv.cfg").is_file():  # inside a venv, as uv: the venv itself
-            return _owned(directory), f"found from {start}"
+            return owned(directory), f"found from {start}"
         dot = directory / ".venv"
         if dot.is_dir():
             if not (dot / "pyvenv.cfg").is_file():
                 raise VenvError(f"{dot} is not a venv (it has no pyvenv.cfg)",
                                 hint="remove it and run 'wheelstore venv', or name the venv with --venv PATH")
-            return _owned(dot), f"found from {start}"
+            return owned(dot), f"found from {start}"
     raise VenvError(f"no venv found: VIRTUAL_ENV is not set, and neither {start} nor any parent has a .venv",
                     hint=_FIX)
 
 
-def _owned(venv: Path) -> Path:
+def owned(venv: Path) -> Path:
     """``venv`` if it and its ``pyvenv.cfg`` belong to this user or root: nobody else's interpreter is run unasked."""
     me = os.geteuid()
     for path in (venv, venv / "pyvenv.cfg"):
