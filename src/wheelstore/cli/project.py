@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..base.errors import InputError, VenvError
+from ..base.interpreter import Interpreter
 from ..resolve.uvproject import Project, Selection, UvSync, export, find_project, project_environment
-from ..venv.create import create, create_with_uv, uv_would_replace
+from ..venv.create import create, create_with_uv, finish_uv_venv, start_uv_venv, uv_would_replace
 from .options import sources_from
 from .output import err
 
@@ -55,17 +58,46 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
     if not args.quiet:
         err(f"using {project.lock} and the venv at {venv}")
     with TemporaryDirectory(prefix="wheelstore-export-") as tmp:
-        lock = export(project, start, chosen, sources_from(args), Path(tmp)) if project.is_uv else project.lock
+        if not project.is_uv:
+            _prepare_venv(args, project, venv)
+            yield venv, project.lock, None
+            return
+        with _venv_meanwhile(args, project, venv):
+            lock = export(project, start, chosen, sources_from(args), Path(tmp))
+        yield venv, lock, UvSync(start, chosen)
+
+
+@contextlib.contextmanager
+def _venv_meanwhile(args: argparse.Namespace, project: Project, venv: Path) -> Iterator[None]:
+    """The project's venv made (or checked) once the body, the lock's export, has succeeded. A venv that is not there
+    at all is made by ``uv venv`` while the body runs, the two short uv runs of a warm sync side by side instead of
+    one after the other, and removed again if the body fails: a refused lock still changes nothing."""
+    if os.path.lexists(venv) or not venv.parent.is_dir():  # only what is ours alone to remove is made meanwhile
+        yield
         _prepare_venv(args, project, venv)
-        yield venv, lock, UvSync(start, chosen) if project.is_uv else None
+        return
+    making = start_uv_venv(venv, project.root)
+    try:
+        yield
+    except BaseException:
+        making.kill()
+        making.wait()
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(venv)
+        raise
+    interpreter = finish_uv_venv(making, venv)
+    _created(args, venv, interpreter)
+
+
+def _created(args: argparse.Namespace, venv: Path, interpreter: Interpreter) -> None:
+    if not args.quiet:
+        err(f"created venv at {venv} (Python {'.'.join(map(str, interpreter.version))})")
 
 
 def _prepare_venv(args: argparse.Namespace, project: Project, venv: Path) -> None:
     """Make the project's venv if it is missing, as uv would; refuse one that ``uv run`` would replace."""
     if not (venv / "pyvenv.cfg").is_file():
-        interpreter = create_with_uv(venv, project.root) if project.is_uv else create(venv)
-        if not args.quiet:
-            err(f"created venv at {venv} (Python {'.'.join(map(str, interpreter.version))})")
+        _created(args, venv, create_with_uv(venv, project.root) if project.is_uv else create(venv))
         return
     if project.is_uv and not args.venv and (other := uv_would_replace(venv, project.root)) is not None:
         raise VenvError(f"uv picks {other} for the project at {project.root}, not {venv}'s Python, so 'uv run' "
