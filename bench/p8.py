@@ -43,8 +43,8 @@ SCRATCH = Path("/var/tmp/wheelstore-bench-p8")
 BACKEND = "flit_core"
 RECORDER = HERE / "p8_profile.py"
 #: the phases of a profiled wheelstore sync, in the order they happen
-PHASES = ("python start", "wheelstore imports", "uv export", "uv venv", "linking", "uv sync (editable)",
-          "other subprocesses", "other wheelstore work", "exit")
+PHASES = ("python start", "wheelstore imports", "uv export", "uv venv", "uv export and uv venv side by side",
+          "linking", "uv sync (editable)", "other subprocesses", "other wheelstore work", "exit")
 
 
 def pins(requirements: Path) -> list[str]:
@@ -158,19 +158,35 @@ def profiled(setup: Setup, runs: int) -> dict[str, list[float]]:
         spawned = time.monotonic()
         setup.run([python, RECORDER, record, *setup.ws_sync()[1:]], venv, stdout=subprocess.DEVNULL)
         ended = time.monotonic()
-        spans = json.loads(record.read_text())
-        uv = {verb: sum(e - s for v, s, e in spans["subprocesses"] if v == f"uv {verb}")
-              for verb in ("export", "venv", "sync")}
-        uv["other"] = sum(e - s for v, s, e in spans["subprocesses"] if v not in {f"uv {verb}" for verb in uv})
-        linking = spans["linking"]
-        in_main = spans["main_end"] - spans["main_start"]
-        found = {"python start": spans["start"] - spawned, "wheelstore imports": spans["main_start"] - spans["start"],
-                 "uv export": uv["export"], "uv venv": uv["venv"], "linking": linking,
-                 "uv sync (editable)": uv["sync"], "other subprocesses": uv["other"],
-                 "other wheelstore work": in_main - sum(uv.values()) - linking, "exit": ended - spans["main_end"]}
-        for name, seconds in found.items():
+        for name, seconds in phases_of(json.loads(record.read_text()), spawned, ended).items():
             phases[name].append(seconds)
     return phases
+
+
+def phases_of(record: dict[str, Any], spawned: float, ended: float) -> dict[str, float]:
+    """One recorded run's phases (:data:`PHASES`), which add up to its time from spawn to exit: uv export and uv
+    venv may run side by side, and the time they overlap is counted once (its row is negative)."""
+    spans: list[tuple[str, float, float]] = [tuple(s) for s in record["subprocesses"]]
+    own = {verb: [(s, e) for v, s, e in spans if v == f"uv {verb}"] for verb in ("export", "venv", "sync")}
+    others = [(s, e) for v, s, e in spans if v not in {f"uv {verb}" for verb in own}]
+    side_by_side = _covered(own["export"]) + _covered(own["venv"]) - _covered(own["export"] + own["venv"])
+    waited = _covered([(s, e) for _, s, e in spans])
+    return {"python start": record["start"] - spawned, "wheelstore imports": record["main_start"] - record["start"],
+            "uv export": _covered(own["export"]), "uv venv": _covered(own["venv"]),
+            "uv export and uv venv side by side": -side_by_side, "linking": record["linking"],
+            "uv sync (editable)": _covered(own["sync"]), "other subprocesses": _covered(others),
+            "other wheelstore work": record["main_end"] - record["main_start"] - waited - record["linking"],
+            "exit": ended - record["main_end"]}
+
+
+def _covered(intervals: list[tuple[float, float]]) -> float:
+    """The time at least one of ``intervals`` runs."""
+    total, reached = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
 
 
 @dataclass
