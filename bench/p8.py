@@ -256,7 +256,7 @@ def report(args: argparse.Namespace, found: Found, uv: Path, fs: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.p8")
     parser.add_argument("--runs", type=int, default=11, help="timed runs of each sync")
-    parser.add_argument("--profile-runs", type=int, default=5, help="runs of wheelstore sync under the recorder")
+    parser.add_argument("--profile-runs", type=int, default=9, help="runs of wheelstore sync under the recorder")
     parser.add_argument("--requirements", type=Path, default=SET36, help="the pins the project depends on")
     parser.add_argument("--work", type=Path, default=HERE / ".work", help="where uv and the wheels are kept")
     parser.add_argument("--scratch", type=Path, default=SCRATCH,
