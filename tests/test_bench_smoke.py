@@ -41,3 +41,28 @@ def test_bench_runner_smoke(tmp_path: Path) -> None:
     assert data["meta"]["cores"] and data["meta"]["uv"].startswith("uv ")
     table = next(out.glob("p1-*.md")).read_text()
     assert "| wheelstore auto |" in table and "| pip |" in table
+
+
+@pytest.mark.network
+def test_bench_p8_runner_smoke(tmp_path: Path) -> None:
+    """P8's runner: a uv project locked against its local index, each sync timed once, and wheelstore sync's phases
+    recorded (each uv step seen as a subprocess of its own, none fetching from the index once warm)."""
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "bench.p8", "--smoke", "--work", str(tmp_path / "work"),
+                           "--scratch", str(tmp_path / "scratch"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = out.glob("p8-*.json")
+    data = json.loads(report.read_text())
+    rows = {r["command"]: r for r in data["syncs"]}
+    assert set(rows) == {"wheelstore sync", "uv sync --frozen", "uv sync --frozen --link-mode symlink"}
+    assert all(r["median_s"] > 0 and r["ratio_to_uv_sync"] > 0 for r in rows.values())
+    assert rows["uv sync --frozen"]["ratio_to_uv_sync"] == 1.0
+    phases = {p["phase"]: p["median_s"] for p in data["wheelstore_sync_phases"]}
+    assert all(phases[p] > 0 for p in ("python start", "wheelstore imports", "uv export", "uv venv", "linking",
+                                       "uv sync (editable)"))
+    assert data["meta"]["index_requests_during_timed_runs"] == 0
+    assert data["meta"]["wheelstore_link_modes"] and "editable" not in data["meta"]["wheelstore_link_modes"]
+    table = next(out.glob("p8-*.md")).read_text()
+    assert "| wheelstore sync |" in table and "| uv export |" in table
+    assert not (tmp_path / "scratch" / "run").exists()  # the run's store, cache, project and venvs are gone

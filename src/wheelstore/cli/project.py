@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..base.distinfo import origin, read_regular
 from ..base.errors import InputError, VenvError
+from ..base.interpreter import Interpreter
 from ..resolve.pylock import is_pylock, read_pylock
 from ..resolve.uvproject import Project, Selection, UvSync, export, find_project, project_environment
-from ..venv.create import create, create_with_uv, uv_would_replace
+from ..venv.create import create, create_with_uv, finish_uv_venv, start_uv_venv, uv_would_replace
 from ..venv.environment import Environment
 from ..venv.locate import owned
 from .options import sources_from
@@ -74,17 +76,23 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
     if not args.venv and not os.environ.get("UV_PROJECT_ENVIRONMENT") and (venv / "pyvenv.cfg").is_file():
         owned(venv)  # the project's .venv, found, not named: nobody else's interpreter is run unasked
     with TemporaryDirectory(prefix="wheelstore-export-") as tmp:
-        lock = export(project, start, chosen, sources_from(args), Path(tmp)) if project.is_uv else project.lock
-        if chosen and not project.is_uv:  # checked now, so that a refusal is the only line
-            pylock = read_pylock(project.lock)
-            chosen.for_pylock(project.lock, pylock.extras or [], pylock.dependency_groups or [], [])
-        _check_venv(args, project, venv)  # a refusal is the only line: the "using" line comes after
+        made: list[Interpreter] = []
+        if project.is_uv:
+            with _venv_meanwhile(venv, project, made):
+                lock = export(project, start, chosen, sources_from(args), Path(tmp))
+        else:
+            lock = project.lock
+            if chosen:  # checked now, so that a refusal is the only line
+                pylock = read_pylock(project.lock)
+                chosen.for_pylock(project.lock, pylock.extras or [], pylock.dependency_groups or [], [])
+        if not made:
+            _check_venv(args, project, venv)  # a refusal is the only line: the "using" line comes after
         if not args.quiet:
             err(f"using {project.lock} and the venv at {venv}")
-        if not (venv / "pyvenv.cfg").is_file():
-            interpreter = create_with_uv(venv, project.root) if project.is_uv else create(venv)
-            if not args.quiet:
-                err(f"created venv at {venv} (Python {'.'.join(map(str, interpreter.version))})")
+        if not made and not (venv / "pyvenv.cfg").is_file():
+            made.append(create_with_uv(venv, project.root) if project.is_uv else create(venv))
+        if made and not args.quiet:
+            err(f"created venv at {venv} (Python {'.'.join(map(str, made[0].version))})")
         if project.is_uv:
             yield venv, lock, UvSync(start, chosen), None
         else:
@@ -93,6 +101,26 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
         options = " ".join(chosen.uv_args())
         err(f"note: uv run and uv sync take the project's default selection unless given the same options: "
             f"'uv run {options} ...' keeps this venv as it is, as does 'uv run --no-sync ...'")
+
+
+@contextlib.contextmanager
+def _venv_meanwhile(venv: Path, project: Project, made: list[Interpreter]) -> Iterator[None]:
+    """A missing project venv made by ``uv venv`` while the body (the lock's export) runs, the two short uv runs of a
+    warm sync side by side; its interpreter appended to ``made``. Removed again if the body fails: a refused lock
+    still changes nothing. Only a path where nothing is, in a directory that exists, is made meanwhile."""
+    if os.path.lexists(venv) or not venv.parent.is_dir():
+        yield
+        return
+    making = start_uv_venv(venv, project.root)
+    try:
+        yield
+    except BaseException:
+        making.kill()
+        making.wait()
+        with contextlib.suppress(OSError):  # (rmtree refuses a symlink put there meanwhile: left as it is)
+            shutil.rmtree(venv)
+        raise
+    made.append(finish_uv_venv(making, venv))
 
 
 def _check_venv(args: argparse.Namespace, project: Project, venv: Path) -> None:

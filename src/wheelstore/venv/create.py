@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..base.errors import VenvError
 from ..base.interpreter import Interpreter, find_python
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 def create(venv: Path, python: str | None = None) -> Interpreter:
@@ -33,6 +37,12 @@ def create(venv: Path, python: str | None = None) -> Interpreter:
 def create_with_uv(venv: Path, project: Path) -> Interpreter:
     """Make a uv project's venv with ``uv venv`` run in the project: the Python uv picks there (``requires-python``,
     ``.python-version``, the user's uv settings), so that ``uv run`` keeps the venv instead of making another."""
+    return finish_uv_venv(start_uv_venv(venv, project), venv)
+
+
+def start_uv_venv(venv: Path, project: Path) -> subprocess.Popen[str]:
+    """:func:`create_with_uv`'s ``uv venv``, started: the caller does something else meanwhile, then
+    :func:`finish_uv_venv` (or kills it)."""
     import subprocess
 
     from ..fetch.uv import user_uv_environ, uv_binary
@@ -40,9 +50,15 @@ def create_with_uv(venv: Path, project: Path) -> Interpreter:
     if (venv / "pyvenv.cfg").exists():
         raise VenvError(f"{venv} already is a venv", hint=f"install into it: wheelstore install --venv {venv} ...")
     cmd = [uv_binary(), "venv", "--quiet", "--color", "never", os.fspath(venv)]
-    done = subprocess.run(cmd, cwd=project, env=user_uv_environ(), stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = [line for line in done.stderr.splitlines() if line.strip()][:1] or ["failed"]
+    return subprocess.Popen(cmd, cwd=project, env=user_uv_environ(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish_uv_venv(making: subprocess.Popen[str], venv: Path) -> Interpreter:
+    """Wait for :func:`start_uv_venv`'s ``uv venv``; the venv's interpreter, or its one-line error."""
+    _, stderr = making.communicate()
+    if making.returncode != 0:
+        last = [line for line in stderr.splitlines() if line.strip()][:1] or ["failed"]
         raise VenvError(f"uv venv could not create {venv}: {last[0].removeprefix('error:').strip()}")
     return Interpreter.inspect(find_python(venv))
 
