@@ -72,9 +72,7 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
                          hint="give what the venv is to hold (wheelstore sync -r requirements.txt), or run it in a "
                               "uv project (uv lock makes its uv.lock)")
     chosen = selection(args)
-    venv = Path(args.venv).absolute() if args.venv else project_environment(project)
-    if not args.venv and not os.environ.get("UV_PROJECT_ENVIRONMENT") and (venv / "pyvenv.cfg").is_file():
-        owned(venv)  # the project's .venv, found, not named: nobody else's interpreter is run unasked
+    venv = _project_venv(args, project)
     with TemporaryDirectory(prefix="wheelstore-export-") as tmp:
         made: list[Interpreter] = []
         if project.is_uv:
@@ -101,6 +99,20 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
         options = " ".join(chosen.uv_args())
         err(f"note: uv run and uv sync take the project's default selection unless given the same options: "
             f"'uv run {options} ...' keeps this venv as it is, as does 'uv run --no-sync ...'")
+
+
+def _project_venv(args: argparse.Namespace, project: Project) -> Path:
+    """The venv to sync: ``--venv``, else the project's (:func:`project_environment`). One found in the project, not
+    named in full, must be the user's or root's, as any venv found is, even before it is one: a directory or symlink
+    planted there by another member of a shared project's group would be theirs to swap or to point anywhere."""
+    if args.venv:
+        venv = Path(args.venv).absolute()
+    else:
+        venv = project_environment(project)
+        if os.path.lexists(venv) and not os.path.isabs(os.environ.get("UV_PROJECT_ENVIRONMENT", "")):
+            owned(venv, fix="ask its owner to remove it, or set UV_PROJECT_ENVIRONMENT to a venv of yours (uv run "
+                            "takes it too)")
+    return venv
 
 
 @contextlib.contextmanager

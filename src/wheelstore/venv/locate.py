@@ -44,14 +44,19 @@ def find_venv(cwd: Path | None = None, environ: Mapping[str, str] | None = None)
                     hint=_FIX)
 
 
-def owned(venv: Path) -> Path:
-    """``venv`` if it and its ``pyvenv.cfg`` belong to this user or root: nobody else's interpreter is run unasked."""
+def owned(venv: Path, fix: str = _FIX) -> Path:
+    """``venv`` if it, the symlink that names it if one does, and its ``pyvenv.cfg`` belong to this user or root:
+    nobody else's interpreter is run unasked, and nobody's link sends an install into a venv that is not theirs (a
+    symlink to root's venv would have root's own install change it). ``fix`` ends the error's hint."""
     me = os.geteuid()
-    for path in (venv, venv / "pyvenv.cfg"):
-        owner = path.stat().st_uid
+    for path, follow in ((venv, False), (venv, True), (venv / "pyvenv.cfg", True)):
+        try:
+            owner = os.stat(path, follow_symlinks=follow).st_uid
+        except (FileNotFoundError, NotADirectoryError):  # not a venv (yet): the caller says what may be there
+            continue
         if owner not in (me, 0):
             raise VenvError(f"found {venv}, but it belongs to {_user(owner)}, not you: not using it unasked",
-                            hint=f"name it with --venv {venv} if you trust it, or {_FIX}")
+                            hint=f"name it with --venv {venv} if you trust it, or {fix}")
     return venv
 
 

@@ -1,0 +1,163 @@
+"""uv projects (issue 21) under attack: what another member of the group can plant in a shared project or above it,
+what a user gets wrong, what root runs, an interrupt, a failure half-way; and a sync that has nothing to do.
+
+The harness is test_uv_project's (real users, real uv, a local index), with an index of this module's own whose files
+can be made to fail.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import SYSTEM_PYTHON, Runner, Users, flit_core_wheel
+from .pyindex import PyIndex, Served
+from .test_uv_project import ALICE, WHEELS, Lab, _entries, _error, _installed, _ok, _own, _write
+from .wheelmaker import make_wheel
+
+
+@pytest.fixture(scope="module")
+def served(base_dir: Path) -> Iterator[tuple[PyIndex, dict[str, Served]]]:
+    """The index, and what it serves by project name (to inject faults)."""
+    wheels = base_dir / "attacks-wheels"
+    wheels.mkdir(mode=0o755)
+    files = [make_wheel(wheels, name, version, requires=requires) for name, version, requires in WHEELS]
+    with PyIndex() as index:
+        by_name = {path.name.split("-")[0]: index.add(path) for path in files}
+        index.add(flit_core_wheel())
+        yield index, by_name
+
+
+@pytest.fixture(scope="module")
+def lab(run: Runner, users: Users, base_dir: Path, served: tuple[PyIndex, dict[str, Served]]) -> Lab:
+    top = base_dir / "attacks"
+    homes, templates = top / "homes", top / "templates"
+    for d in (top, homes, templates):
+        d.mkdir(mode=0o755)
+    for user in (users.alice, users.bob, "root"):
+        _own(homes / user, user, 0o700)
+    _write(templates / "alice", ALICE, "myproj")
+    found = Lab(run, users, served[0].simple_url, homes, templates)
+    _own(templates / "alice", users.alice)
+    _ok(found.uv(users.alice, "lock", cwd=templates / "alice"))
+    return found
+
+
+def _shared(lab: Lab, users: Users, workdir: Path) -> Path:
+    """alice's project in a directory the group may create entries in (sticky): bob can plant, not remove."""
+    proj = lab.project("alice", workdir, users.alice)
+    subprocess.run(["chgrp", users.group, str(proj)], check=True)
+    proj.chmod(0o3775)
+    return proj
+
+
+def _as(lab: Lab, user: str, *cmd: str, cwd: Path) -> None:
+    _ok(lab.as_user(user, *cmd, cwd=cwd))
+
+
+def test_someone_elses_venv_in_a_shared_project_is_never_used(lab: Lab, users: Users, group_store: Path,
+                                                             workdir: Path) -> None:
+    alice, bob = users.alice, users.bob
+    proj = _shared(lab, users, workdir)
+    venv = proj / ".venv"
+    rootvenv = workdir / "rootvenv"  # root's own venv, which bob cannot write but can point at
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(rootvenv)], check=True)
+    roots = _entries(rootvenv)
+    plants = {
+        "his venv": (SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(venv)),
+        "his empty directory": ("mkdir", "-m", "777", str(venv)),  # uv venv would fill it: his to swap bin/ in
+        "his symlink to root's venv": ("ln", "-s", str(rootvenv), str(venv)),
+    }
+    for what, plant in plants.items():
+        _as(lab, bob, *plant, cwd=proj)
+        line = _error(lab.ws(alice, group_store, "sync", cwd=proj))
+        assert f"found {venv}, but it belongs to {bob}" in line and f"--venv {venv}" in line, (what, line)
+        assert "wheelstore venv" not in line, line  # .venv is his: making one there is not the fix
+        if what == "his symlink to root's venv":  # root trusts alice's project, not bob's link in it
+            for args, cwd in ((("sync", "--project", str(proj)), Path("/")), (("install", "gamma"), proj)):
+                line = _error(lab.ws(None, group_store, *args, cwd=cwd))  # a venv found as uv pip finds it too
+                assert f"belongs to {bob}" in line, line
+            assert _entries(rootvenv) == roots
+        elif what == "his empty directory":
+            assert list(venv.iterdir()) == []
+        _as(lab, bob, "rm", "-rf", str(venv), cwd=proj)
+
+    # the venv $UV_PROJECT_ENVIRONMENT names relative to the project is found there just as .venv is
+    _as(lab, bob, SYSTEM_PYTHON, "-m", "venv", "--without-pip", str(proj / "env"), cwd=proj)
+    line = _error(lab.ws(alice, group_store, "sync", cwd=proj, env={"UV_PROJECT_ENVIRONMENT": "env"}))
+    assert f"found {proj / 'env'}, but it belongs to {bob}" in line, line
+    # named in full, it is the user's choice, as --venv is (and as VIRTUAL_ENV is for install)
+    mine = workdir / "mine"
+    done = _ok(lab.ws(alice, group_store, "sync", cwd=proj, env={"UV_PROJECT_ENVIRONMENT": str(mine)}))
+    assert f"the venv at {mine}" in done.stderr and "alpha" in _installed(mine)
+
+
+def test_a_lock_found_above_must_be_the_users(lab: Lab, users: Users, group_store: Path, workdir: Path) -> None:
+    """bob's uv.lock in a shared /tmp-like directory above alice's: never synced unasked, a symlink of his to her
+    own lock neither; root never syncs alice's project unasked (--project says it is trusted)."""
+    alice, bob = users.alice, users.bob
+    scratch = _own(workdir / "scratch" / "sub", alice)
+    for name in ("uv.lock", "pyproject.toml"):
+        _as(lab, bob, "cp", str(lab.templates / "alice" / name), str(workdir / name), cwd=workdir)
+    line = _error(lab.ws(alice, group_store, "sync", cwd=scratch))
+    assert f"found {workdir / 'uv.lock'}, but {workdir / 'uv.lock'} belongs to {bob}" in line, line
+    assert f"--project {workdir}" in line, line
+
+    proj = lab.project("alice", workdir / "scratch", alice)
+    for name in ("uv.lock", "pyproject.toml"):
+        (workdir / name).unlink()
+        _as(lab, bob, "ln", "-s", str(proj / name), str(workdir / name), cwd=workdir)
+    line = _error(lab.ws(alice, group_store, "sync", cwd=scratch))
+    assert f"belongs to {bob}" in line, line
+    line = _error(lab.ws(None, group_store, "sync", cwd=proj))
+    assert f"belongs to {alice}" in line and f"--project {proj}" in line, line
+    assert not (proj / ".venv").exists() and not (scratch / ".venv").exists() and not (workdir / ".venv").exists()
+
+
+def _child_runs(parent: int, verb: str) -> bool:
+    """Whether ``parent`` runs ``uv VERB`` now."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and cmd[0].endswith(b"/uv") and cmd[1:2] == [verb.encode()]:
+            return True
+    return False
+
+
+def test_ctrl_c_while_uv_exports_leaves_nothing(lab: Lab, users: Users, group_store: Path, workdir: Path) -> None:
+    """uv export waits for a uv cache another uv holds (uv cache clean does so): Ctrl-C then, as a terminal sends it
+    to the whole foreground group. 'error: interrupted', status 130, no venv made, no export left behind."""
+    alice = users.alice
+    proj = lab.project("alice", workdir, alice)
+    tmp = _own(workdir / "tmp", alice)
+    cache = lab.homes / alice / "uv"
+    _ok(lab.uv(alice, "cache", "dir", cwd=proj))  # the cache exists, with its lock file
+    with open(cache / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([os.fspath(lab.run.tool), "--store", str(group_store), "sync"], cwd=proj,
+                                env=lab.env(alice, {"TMPDIR": str(tmp)}), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                **lab.run.popen_kwargs(alice, 0o022))
+        try:
+            deadline = time.monotonic() + 30
+            while not _child_runs(proc.pid, "export") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _child_runs(proc.pid, "export") and os.listdir(tmp), "uv export never started"
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130 and err == "error: interrupted\n" and out == "", (out, err)
+    assert os.listdir(tmp) == [] and not (proj / ".venv").exists()
+
