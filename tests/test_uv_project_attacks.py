@@ -121,6 +121,23 @@ def test_a_lock_found_above_must_be_the_users(lab: Lab, users: Users, group_stor
     assert not (proj / ".venv").exists() and not (scratch / ".venv").exists() and not (workdir / ".venv").exists()
 
 
+def test_a_venv_path_that_is_no_venv_is_refused_and_kept(lab: Lab, users: Users, group_store: Path,
+                                                        workdir: Path) -> None:
+    """$UV_PROJECT_ENVIRONMENT set by mistake to a directory of data or to a file: named, refused, left as it is."""
+    alice = users.alice
+    proj = lab.project("alice", workdir, alice)
+    data = _own(proj / "data", alice)
+    (data / "results.csv").write_text("1,2\n")
+    (proj / "notes.txt").write_text("mine\n")
+    for name in ("data", "notes.txt"):
+        line = _error(lab.ws(alice, group_store, "sync", cwd=proj, env={"UV_PROJECT_ENVIRONMENT": name}))
+        assert f"{proj / name} is not a venv (it has no pyvenv.cfg)" in line, line
+        assert "UV_PROJECT_ENVIRONMENT" in line, line
+    line = _error(lab.ws(alice, group_store, "sync", "--venv", str(data), cwd=proj))  # named: still no venv
+    assert f"{data} is not a venv" in line, line
+    assert os.listdir(data) == ["results.csv"] and (proj / "notes.txt").read_text() == "mine\n"
+
+
 def _child_runs(parent: int, verb: str) -> bool:
     """Whether ``parent`` runs ``uv VERB`` now."""
     for pid in filter(str.isdigit, os.listdir("/proc")):

@@ -104,7 +104,8 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
 def _project_venv(args: argparse.Namespace, project: Project) -> Path:
     """The venv to sync: ``--venv``, else the project's (:func:`project_environment`). One found in the project, not
     named in full, must be the user's or root's, as any venv found is, even before it is one: a directory or symlink
-    planted there by another member of a shared project's group would be theirs to swap or to point anywhere."""
+    planted there by another member of a shared project's group would be theirs to swap or to point anywhere. What is
+    there must be a venv or an empty directory, never a directory of data that ``uv venv`` would fill."""
     if args.venv:
         venv = Path(args.venv).absolute()
     else:
@@ -112,7 +113,17 @@ def _project_venv(args: argparse.Namespace, project: Project) -> Path:
         if os.path.lexists(venv) and not os.path.isabs(os.environ.get("UV_PROJECT_ENVIRONMENT", "")):
             owned(venv, fix="ask its owner to remove it, or set UV_PROJECT_ENVIRONMENT to a venv of yours (uv run "
                             "takes it too)")
+    if os.path.lexists(venv) and not (venv / "pyvenv.cfg").is_file() and not _empty_directory(venv):
+        raise VenvError(f"{venv} is not a venv (it has no pyvenv.cfg)",
+                        hint="remove it, or sync another venv: --venv DIR, or UV_PROJECT_ENVIRONMENT=DIR as uv does")
     return venv
+
+
+def _empty_directory(path: Path) -> bool:
+    try:
+        return path.is_dir() and next(path.iterdir(), None) is None
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
