@@ -19,7 +19,7 @@ import pytest
 
 from .conftest import SYSTEM_PYTHON, Runner, Users, flit_core_wheel
 from .pyindex import PyIndex, Served
-from .test_uv_project import ALICE, WHEELS, Lab, _entries, _error, _installed, _ok, _own, _write
+from .test_uv_project import ALICE, WHEELS, Lab, _entries, _error, _installed, _ok, _own, _trees, _write
 from .wheelmaker import make_wheel
 
 
@@ -136,6 +136,37 @@ def test_a_venv_path_that_is_no_venv_is_refused_and_kept(lab: Lab, users: Users,
     line = _error(lab.ws(alice, group_store, "sync", "--venv", str(data), cwd=proj))  # named: still no venv
     assert f"{data} is not a venv" in line, line
     assert os.listdir(data) == ["results.csv"] and (proj / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_sync_with_nothing_to_do_changes_nothing(lab: Lab, users: Users, group_store: Path, workdir: Path) -> None:
+    """Twice in a row: nothing relinked, nothing rebuilt, not even the directory's mtime; -q prints nothing. After
+    'uv add' (which installs from uv's cache) the next sync links the new package from the store."""
+    alice = users.alice
+    proj = lab.project("alice", workdir, alice)
+    venv = proj / ".venv"
+    _ok(lab.ws(alice, group_store, "sync", cwd=proj))
+    before = _entries(venv)
+    again = _ok(lab.ws(alice, group_store, "sync", cwd=proj))
+    assert "0 installed, 0 removed, 4 already there" in again.stdout, again.stdout
+    quiet = _ok(lab.ws(alice, group_store, "sync", "-q", cwd=proj))
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert _entries(venv) == before
+
+    _ok(lab.ws(alice, group_store, "sync", "--no-dev", cwd=proj))
+    before = _entries(venv)
+    _ok(lab.uv(alice, "run", "--no-dev", "python", "-c", "import myproj", cwd=proj))
+    _ok(lab.uv(alice, "sync", "--locked", "--no-dev", cwd=proj))
+    assert _entries(venv) == before and "devtool" not in _installed(venv)
+
+    _ok(lab.ws(alice, group_store, "sync", cwd=proj))
+    _ok(lab.uv(alice, "add", "gamma", cwd=proj))
+    assert "gamma" in _installed(venv) and "gamma" not in _trees(venv, group_store)  # uv's, from its cache
+    done = _ok(lab.ws(alice, group_store, "sync", cwd=proj))
+    assert "+ gamma==1.0" in done.stdout and "gamma" in _trees(venv, group_store), done.stdout
+    before = _entries(venv)
+    _ok(lab.uv(alice, "run", "python", "-c", "import gamma", cwd=proj))
+    _ok(lab.ws(alice, group_store, "sync", cwd=proj))
+    assert _entries(venv) == before
 
 
 def _child_runs(parent: int, verb: str) -> bool:

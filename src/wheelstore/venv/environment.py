@@ -259,11 +259,13 @@ class Environment:
 
             remember_closed(work.plan.candidates, {s.cand.name: s.tree for s in steps}, work.plan.closed,
                             self.interpreter)
+        strays = False
         if work.request.exact:  # removals last: a failed install above must not have cost the venv its other packages
             keep = {c.name for c in work.plan.candidates} | {p.name for p in work.editables} | {
                 n for n, d in after.items() if editable_of(d) in {p.project for p in work.editables}}
-            self._remove_unwanted(after, keep, report)
-        inst.bump_mtime(self.interpreter)
+            strays = self._remove_unwanted(after, keep, report)
+        if steps or report.removed or strays:  # a sync with nothing to do changes nothing, not even an mtime
+            inst.bump_mtime(self.interpreter)
         return report, after
 
     def _old_pip_left(self, old_pip: str, linked: set[NormalizedName], work: Work, report: InstallReport, *,
@@ -298,10 +300,10 @@ class Environment:
         return {d.dist.name for d in found if d.dist is not None}
 
     def _remove_unwanted(self, present: dict[NormalizedName, Distribution], wanted: set[NormalizedName],
-                         report: InstallReport) -> None:
+                         report: InstallReport) -> bool:
         """sync's removals: every distribution not wanted (whole or half removed by another tool, then what can be
         told as its own), and links into the store nobody claims. ``present`` (the venv's distributions) loses
-        those removed."""
+        those removed; whether there were such links."""
         for name, dist in sorted(present.items()):
             if name in wanted or name in SEED_PACKAGES:
                 continue
@@ -315,9 +317,11 @@ class Environment:
                                 dist.display_name, dist.version)
             report.removed.append((dist.display_name, dist.version))
             del present[name]
-        for stray in damage.survey(self.interpreter, present, ()):
+        strays = damage.survey(self.interpreter, present, ())
+        for stray in strays:
             log.warning("removing %s", stray.describe())
             damage.remove(stray, self.interpreter, self.path)
+        return bool(strays)
 
     def _link_checked(
         self,
