@@ -209,3 +209,35 @@ def test_ctrl_c_while_uv_exports_leaves_nothing(lab: Lab, users: Users, group_st
     assert proc.returncode == 130 and err == "error: interrupted\n" and out == "", (out, err)
     assert os.listdir(tmp) == [] and not (proj / ".venv").exists()
 
+
+def test_a_download_failing_after_the_project_changed_changes_nothing(
+        lab: Lab, users: Users, group_store: Path, workdir: Path, served: tuple[PyIndex, dict[str, Served]]) -> None:
+    """The project gains a dependency (uv lock); its wheel comes corrupt from the index, then the project fails to
+    build: each time the venv is as it was, the project's own install too (uv sync fetches and builds everything
+    before it changes anything)."""
+    alice = users.alice
+    proj = lab.project("alice", workdir, alice)
+    venv = proj / ".venv"
+    _ok(lab.ws(alice, group_store, "sync", cwd=proj))
+    before = _entries(venv)
+    pyproject = proj / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('dependencies = ["alpha"]', 'dependencies = ["alpha", "gamma"]'))
+    _ok(lab.uv(alice, "lock", cwd=proj))
+    gamma = served[1]["gamma"]
+    gamma.wrong_bytes = True
+    try:
+        done = lab.ws(alice, group_store, "sync", cwd=proj)
+    finally:
+        gamma.wrong_bytes = False
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("error: ") and "gamma" in done.stderr.splitlines()[-1], done.stderr
+    assert _entries(venv) == before
+
+    text = pyproject.read_text()  # now the project fails to build (gamma comes whole, to the store only)
+    pyproject.write_text(text.replace("flit_core.buildapi", "flit_core.nosuchmodule"))
+    line = lab.ws(alice, group_store, "sync", cwd=proj).stderr.splitlines()[-1]
+    assert line.startswith(f"error: uv sync of {proj} failed, before anything was linked"), line
+    assert _entries(venv) == before
+    pyproject.write_text(text)
+    done = _ok(lab.ws(alice, group_store, "sync", cwd=proj))
+    assert "+ gamma==1.0" in done.stdout and "gamma" in _trees(venv, group_store), done.stdout

@@ -10,7 +10,7 @@ half-installed; a tree the check finds damaged while it is being linked takes th
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -129,25 +129,20 @@ class Environment:
                           ) -> tuple[Work, InstallReport, dict[NormalizedName, Distribution], Done | None]:
         """Plan and install, planned once more when a gc took trees before the install pinned them (a client of a
         store's service: :meth:`_pin`), so that they are published again. A uv project's own packages are installed
-        by ``uv sync`` first (what it did is returned): a project that fails to build then changes nothing else."""
-        done: Done | None = None
+        by ``uv sync`` on the way (:meth:`_uv_sync_first`; what it did is returned)."""
+        done: list[Done] = []
+        first = self._uv_sync_first(options.project, builds, done)
         for last in (False, True):
             with LocalProjects(self.interpreter, builds, request.editables,
                                all_aside=options.project is not None) as projects:
                 present = self.distributions()
                 planned = plan(store, self.interpreter, request, sources, present, projects=projects)
-                if options.project is not None and projects.editables and done is None:
-                    from .editable import install_editables  # here: it runs uv
-
-                    done = install_editables(self.interpreter, projects.editables, builds, options.project,
-                                             [c.name for c in planned.candidates])
-                    present = self.distributions()
                 work = Work(request, planned, present, tuple(projects.editables))
                 try:
                     try:
-                        report, after = self._install(store, work, options, check_while_linking=True)
+                        report, after = self._install(store, work, options, check_while_linking=True, first=first)
                     except _DamagedMeanwhile:  # all taken back: now check first, to name or repair the damage
-                        report, after = self._install(store, work, options, check_while_linking=False)
+                        report, after = self._install(store, work, options, check_while_linking=False, first=first)
                 except _GoneMeanwhile as e:
                     if last:
                         raise InstallError(f"gc removed {', '.join(e.names)} from {store.root} while this install "
@@ -155,8 +150,29 @@ class Environment:
                                            hint="run the command again") from None
                     log.debug("gc removed %s before this install pinned it: planning again", ", ".join(e.names))
                     continue
-            return work, report, after, done
+            return work, report, after, done[0] if done else None
         raise AssertionError("not reached")
+
+    def _uv_sync_first(self, project: UvSync | None, builds: Sources, done: list[Done]
+                       ) -> Callable[[Work], Work] | None:
+        """For a uv project's lock, what :meth:`_install` does once the store holds every tree the venv is to link
+        (downloaded, unpacked) and before it links any: ``uv sync`` of the project's own packages, once (what it did
+        is put in ``done``); the work then has the venv's distributions read again. A download or a build that fails
+        so changes nothing in the venv, as with ``uv sync``, which fetches and builds everything before it installs."""
+        if project is None:
+            return None
+
+        def first(work: Work) -> Work:
+            if not work.editables:
+                return work
+            if not done:
+                from .editable import install_editables  # here: it runs uv
+
+                done.append(install_editables(self.interpreter, work.editables, builds, project,
+                                              [c.name for c in work.plan.candidates]))
+            return work._replace(present=self.distributions())
+
+        return first
 
     def _pin(self, store: Store, present: Mapping[NormalizedName, Distribution], steps: Sequence[Step]) -> None:
         """On a service store, pin the trees and pyc units about to be linked in the venv's root (its clients take no
@@ -221,11 +237,14 @@ class Environment:
             step.mode = modes[step.key]
         return steps
 
-    def _install(self, store: Store, work: Work, options: Options, *, check_while_linking: bool
-                 ) -> tuple[InstallReport, dict[NormalizedName, Distribution]]:
-        """Link what the plan chose; the report, and the venv's distributions after it (read once, before)."""
+    def _install(self, store: Store, work: Work, options: Options, *, check_while_linking: bool,
+                 first: Callable[[Work], Work] | None = None) -> tuple[InstallReport, dict[NormalizedName, Distribution]]:
+        """Link what the plan chose; the report, and the venv's distributions after it (read once, before, and once
+        more after what ``first`` does once the trees are at hand)."""
         report = InstallReport()
         steps = self._steps(store, work, options, report)
+        if first is not None:
+            work = first(work)
         present = work.present
         self._pin(store, present, steps)
         hardlinked = frozenset(s.key for s in steps if s.mode is LinkMode.HARDLINK)
