@@ -121,6 +121,35 @@ def test_a_lock_found_above_must_be_the_users(lab: Lab, users: Users, group_stor
     assert not (proj / ".venv").exists() and not (scratch / ".venv").exists() and not (workdir / ".venv").exists()
 
 
+def test_what_uv_reads_in_and_above_a_project_must_be_the_users(lab: Lab, users: Users, group_store: Path,
+                                                                 workdir: Path) -> None:
+    """uv makes the venv with the Python a .python-version names, and takes its settings from the project's uv.toml,
+    else from the nearest uv.toml (or pyproject.toml with [tool.uv]) above it: bob's there would make alice's venv
+    with his interpreter, or fetch her project's build backend from his index."""
+    alice, bob = users.alice, users.bob
+    proj = _shared(lab, users, workdir)
+    python = _own(workdir / "bobpy", bob) / "python3"  # his: he may make it anything later
+    _as(lab, bob, "ln", "-s", SYSTEM_PYTHON, str(python), cwd=workdir)
+    for name, text in ((".python-version", f"{python}\n"), ("uv.toml", "no-cache = true\n")):
+        _as(lab, bob, "sh", "-c", f"printf '{text}' > {proj / name}", cwd=proj)
+        line = _error(lab.ws(alice, group_store, "sync", cwd=proj))
+        assert f"found {proj / 'uv.lock'}, but {proj / name} belongs to {bob}" in line, line
+        _as(lab, bob, "rm", str(proj / name), cwd=proj)
+    assert not (proj / ".venv").exists()
+
+    _as(lab, bob, "sh", "-c", f"printf 'no-cache = true\n' > {workdir / 'uv.toml'}", cwd=workdir)
+    for args in ((), ("--project", str(proj))):  # above the project: not part of what --project vouches for
+        line = _error(lab.ws(alice, group_store, "sync", *args, cwd=proj))
+        assert f"from {workdir / 'uv.toml'}, which belongs to {bob}" in line, line
+        assert f"add a [tool.uv] table to {proj / 'pyproject.toml'}" in line and "UV_NO_CONFIG=1" in line, line
+    assert not (proj / ".venv").exists()
+    _ok(lab.ws(alice, group_store, "sync", "--no-dev", cwd=proj, env={"UV_NO_CONFIG": "1"}))
+    with open(proj / "pyproject.toml", "a") as f:
+        f.write("\n[tool.uv]\n")  # uv stops its search there
+    done = _ok(lab.ws(alice, group_store, "sync", cwd=proj))
+    assert "+ devtool==1.0" in done.stdout, done.stdout
+
+
 def test_a_venv_path_that_is_no_venv_is_refused_and_kept(lab: Lab, users: Users, group_store: Path,
                                                         workdir: Path) -> None:
     """$UV_PROJECT_ENVIRONMENT set by mistake to a directory of data or to a file: named, refused, left as it is."""

@@ -82,7 +82,9 @@ def find_project(start: Path, *, named: bool = False) -> Project | None:
 
     Unless the user ``named`` the directory, the project found must be theirs (or root's), as a venv found by walking
     up must be: anyone can put a ``uv.lock`` and a ``pyproject.toml`` in ``/tmp``, and syncing it would run their build
-    backend as whoever typed ``wheelstore sync`` below it.
+    backend as whoever typed ``wheelstore sync`` below it. So must what uv reads there besides (:func:`_read_by_uv`):
+    a ``.python-version`` naming another's interpreter makes the venv with it. The uv settings uv finds above a uv
+    project must be theirs even when it is named (:func:`_settings_above`).
     """
     start = start.absolute()
     for directory in (start, *start.parents):
@@ -90,28 +92,74 @@ def find_project(start: Path, *, named: bool = False) -> Project | None:
             if (directory / name).is_file():
                 project = Project(directory, directory / name)
                 if not named:
-                    _owned(project)
+                    for path in (directory, project.lock, directory / "pyproject.toml", *_read_by_uv(project, start)):
+                        _owned(path, project)
+                if project.is_uv:
+                    _settings_above(project)
                 return project
     return None
 
 
-def _owned(project: Project) -> None:
-    me = os.geteuid()
-    for path in (project.root, project.lock, project.root / "pyproject.toml"):
-        try:
-            owner = path.lstat().st_uid  # a symlink's own owner: anyone may point one at root's files
-        except FileNotFoundError:
-            continue
-        if owner not in (me, 0):
-            import pwd
+#: what uv reads in a project's directories, from where it runs up to the root: the Python it makes the venv with
+_READ = (".python-version", ".python-versions")
 
+
+def _read_by_uv(project: Project, start: Path) -> list[Path]:
+    """What else uv reads of a uv project run from ``start``: the root's ``uv.toml`` (its settings), each
+    :data:`_READ`."""
+    if not project.is_uv:
+        return []
+    between = (start, *(d for d in start.parents if d.is_relative_to(project.root)))
+    return [project.root / "uv.toml", *(d / name for d in between for name in _READ)]
+
+
+def _owned(path: Path, project: Project) -> None:
+    if (who := _stranger(path)) is not None:
+        raise InputError(f"found {project.lock}, but {path} belongs to {who}, not you: not syncing it unasked",
+                         hint=f"name it with --project {project.root} if you trust it, or run wheelstore sync "
+                              "in your own project")
+
+
+def _stranger(path: Path) -> str | None:
+    """Who owns ``path`` if not this user nor root (a symlink's own owner: anyone may point one at root's files)."""
+    try:
+        owner = path.lstat().st_uid
+    except FileNotFoundError:
+        return None
+    if owner in (os.geteuid(), 0):
+        return None
+    import pwd
+
+    try:
+        return pwd.getpwuid(owner).pw_name
+    except KeyError:
+        return f"uid {owner}"
+
+
+def _settings_above(project: Project) -> None:
+    """uv takes a project's settings from its root's ``uv.toml``, else its ``pyproject.toml``'s ``[tool.uv]``, else
+    from the nearest directory above that has either: someone else's ``/tmp/uv.toml`` would choose the index the
+    project's build backend comes from. Such a file must be the user's or root's (unless uv is told to read none)."""
+    from ..base.toml import tomllib
+
+    if os.environ.get("UV_CONFIG_FILE") or os.environ.get("UV_NO_CONFIG", "").lower() in ("1", "true", "yes", "on"):
+        return
+    for directory in (project.root, *project.root.parents):
+        found = directory / "uv.toml"
+        if not found.is_file():
+            found = directory / "pyproject.toml"
             try:
-                who = pwd.getpwuid(owner).pw_name
-            except KeyError:
-                who = f"uid {owner}"
-            raise InputError(f"found {project.lock}, but {path} belongs to {who}, not you: not syncing it unasked",
-                             hint=f"name it with --project {project.root} if you trust it, or run wheelstore sync "
-                                  "in your own project")
+                tool = tomllib.loads(found.read_text(encoding="utf-8")).get("tool")
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+                continue
+            if not isinstance(tool, dict) or "uv" not in tool:
+                continue
+        if directory != project.root and (who := _stranger(found)) is not None:
+            raise InputError(f"uv would take the settings of the project at {project.root} from {found}, which "
+                             f"belongs to {who}, not you: not running uv with them unasked",
+                             hint=f"add a [tool.uv] table to {project.root / 'pyproject.toml'} (uv then looks no "
+                                  "further), or set UV_NO_CONFIG=1")
+        return
 
 
 def project_environment(project: Project, environ: Mapping[str, str] | None = None) -> Path:
