@@ -118,6 +118,12 @@ def test_a_lock_found_above_must_be_the_users(lab: Lab, users: Users, group_stor
     assert f"belongs to {bob}" in line, line
     line = _error(lab.ws(None, group_store, "sync", cwd=proj))
     assert f"belongs to {alice}" in line and f"--project {proj}" in line, line
+    for name in ("uv.lock", "pyproject.toml"):
+        (workdir / name).unlink()
+    _as(lab, bob, "sh", "-c", f"printf 'lock-version = \"1.0\"\\npackages = []\\n' > {workdir / 'pylock.toml'}",
+        cwd=workdir)  # a PEP 751 lock of his, found the same way
+    line = _error(lab.ws(alice, group_store, "sync", cwd=scratch))
+    assert f"found {workdir / 'pylock.toml'}, but {workdir / 'pylock.toml'} belongs to {bob}" in line, line
     assert not (proj / ".venv").exists() and not (scratch / ".venv").exists() and not (workdir / ".venv").exists()
 
 
@@ -270,3 +276,15 @@ def test_a_download_failing_after_the_project_changed_changes_nothing(
     pyproject.write_text(text)
     done = _ok(lab.ws(alice, group_store, "sync", cwd=proj))
     assert "+ gamma==1.0" in done.stdout and "gamma" in _trees(venv, group_store), done.stdout
+
+
+def test_offline_with_a_cold_store_names_what_is_missing(lab: Lab, users: Users, group_store: Path,
+                                                          workdir: Path) -> None:
+    """--offline, and the store has none of the lock's wheels yet: refused before uv sync or any link, with the fix."""
+    proj = lab.project("alice", workdir, users.alice)
+    done = lab.ws(users.alice, group_store, "sync", "--offline", cwd=proj)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.splitlines()[-1]
+    assert line.startswith("error: not in the store, and --offline forbids downloading: alpha==1.0, beta==2.0, "
+                           "devtool==1.0") and "fix: run once without --offline" in line, line
+    assert _installed(proj / ".venv") == {}
