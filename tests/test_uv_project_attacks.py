@@ -224,8 +224,8 @@ def test_ctrl_c_while_uv_exports_leaves_nothing(lab: Lab, users: Users, group_st
     proj = lab.project("alice", workdir, alice)
     tmp = _own(workdir / "tmp", alice)
     cache = lab.homes / alice / "uv"
-    _ok(lab.uv(alice, "cache", "dir", cwd=proj))  # the cache exists, with its lock file
-    with open(cache / ".lock", "a") as held:
+    with open(cache / ".lock", "a") as held:  # made by alice's uv lock; hers in any case
+        os.chown(held.fileno(), users.uid(alice), -1)
         fcntl.flock(held, fcntl.LOCK_EX)
         proc = subprocess.Popen([os.fspath(lab.run.tool), "--store", str(group_store), "sync"], cwd=proj,
                                 env=lab.env(alice, {"TMPDIR": str(tmp)}), stdout=subprocess.PIPE,
