@@ -147,9 +147,11 @@ def test_what_uv_reads_in_and_above_a_project_must_be_the_users(lab: Lab, users:
     for args in ((), ("--project", str(proj))):  # above the project: not part of what --project vouches for
         line = _error(lab.ws(alice, group_store, "sync", *args, cwd=proj))
         assert f"from {workdir / 'uv.toml'}, which belongs to {bob}" in line, line
-        assert f"add a [tool.uv] table to {proj / 'pyproject.toml'}" in line and "UV_NO_CONFIG=1" in line, line
+        assert f"UV_CONFIG_FILE={workdir / 'uv.toml'} if you trust it" in line and "UV_NO_CONFIG=1" in line, line
+        assert f"add a [tool.uv] table to {proj / 'pyproject.toml'}" in line, line
     assert not (proj / ".venv").exists()
     _ok(lab.ws(alice, group_store, "sync", "--no-dev", cwd=proj, env={"UV_NO_CONFIG": "1"}))
+    _ok(lab.ws(alice, group_store, "sync", "--no-dev", cwd=proj, env={"UV_CONFIG_FILE": str(workdir / "uv.toml")}))
     with open(proj / "pyproject.toml", "a") as f:
         f.write("\n[tool.uv]\n")  # uv stops its search there
     done = _ok(lab.ws(alice, group_store, "sync", cwd=proj))

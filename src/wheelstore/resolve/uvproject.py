@@ -157,8 +157,9 @@ def _settings_above(project: Project) -> None:
         if directory != project.root and (who := _stranger(found)) is not None:
             raise InputError(f"uv would take the settings of the project at {project.root} from {found}, which "
                              f"belongs to {who}, not you: not running uv with them unasked",
-                             hint=f"add a [tool.uv] table to {project.root / 'pyproject.toml'} (uv then looks no "
-                                  "further), or set UV_NO_CONFIG=1")
+                             hint=f"name it with UV_CONFIG_FILE={found} if you trust it, add a [tool.uv] table to "
+                                  f"{project.root / 'pyproject.toml'} (uv then looks no further), or set "
+                                  "UV_NO_CONFIG=1")
         return
 
 
