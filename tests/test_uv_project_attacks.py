@@ -247,6 +247,36 @@ def test_ctrl_c_while_uv_exports_leaves_nothing(lab: Lab, users: Users, group_st
     assert os.listdir(tmp) == [] and not (proj / ".venv").exists()
 
 
+
+def test_a_directory_planted_while_uv_venv_starts_is_refused(lab: Lab, users: Users, group_store: Path,
+                                                           workdir: Path) -> None:
+    """The venv is made while uv export runs: bob's empty .venv put there after wheelstore looked and before uv venv
+    made it (both wait here for the uv cache that is held) is filled by uv venv, then refused before its interpreter
+    runs, whose bin/ bob could swap."""
+    alice, bob = users.alice, users.bob
+    proj = _shared(lab, users, workdir)
+    with open(lab.homes / alice / "uv" / ".lock", "a") as held:
+        os.chown(held.fileno(), users.uid(alice), -1)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([os.fspath(lab.run.tool), "--store", str(group_store), "sync"], cwd=proj,
+                                env=lab.env(alice), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                **lab.run.popen_kwargs(alice, 0o022))
+        try:
+            deadline = time.monotonic() + 30
+            while not (_child_runs(proc.pid, "venv") and _child_runs(proc.pid, "export")) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _child_runs(proc.pid, "venv") and not (proj / ".venv").exists(), "uv venv never waited"
+            _as(lab, bob, "mkdir", "-m", "777", str(proj / ".venv"), cwd=proj)
+            fcntl.flock(held, fcntl.LOCK_UN)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    line = _error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    assert f"found {proj / '.venv'}, but it belongs to {bob}" in line, line
+    assert not list(proj.glob(".venv/lib/python3*/site-packages/*.dist-info"))
+
 def test_a_download_failing_after_the_project_changed_changes_nothing(
         lab: Lab, users: Users, group_store: Path, workdir: Path, served: tuple[PyIndex, dict[str, Served]]) -> None:
     """The project gains a dependency (uv lock); its wheel comes corrupt from the index, then the project fails to

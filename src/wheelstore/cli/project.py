@@ -88,7 +88,7 @@ def project_inputs(args: argparse.Namespace) -> Iterator[tuple[Path, Path, UvSyn
         if not args.quiet:
             err(f"using {project.lock} and the venv at {venv}")
         if not made and not (venv / "pyvenv.cfg").is_file():
-            made.append(create_with_uv(venv, project.root) if project.is_uv else create(venv))
+            made.append(create_with_uv(venv, project.root) if project.is_uv else create(venv, must_own=True))
         if made and not args.quiet:
             err(f"created venv at {venv} (Python {'.'.join(map(str, made[0].version))})")
         if project.is_uv:

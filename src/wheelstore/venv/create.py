@@ -9,13 +9,15 @@ from typing import TYPE_CHECKING
 
 from ..base.errors import VenvError
 from ..base.interpreter import Interpreter, find_python
+from .locate import owned
 
 if TYPE_CHECKING:
     import subprocess
 
 
-def create(venv: Path, python: str | None = None) -> Interpreter:
-    """Make a venv without pip (like ``uv venv``): fast, and pip can be added with ``python -m ensurepip``."""
+def create(venv: Path, python: str | None = None, *, must_own: bool = False) -> Interpreter:
+    """Make a venv without pip (like ``uv venv``): fast, and pip can be added with ``python -m ensurepip``. With
+    ``must_own`` (a project's venv, as :func:`create_with_uv` makes it), it must be this user's (:func:`_made_mine`)."""
     import shutil
     import subprocess
 
@@ -31,6 +33,8 @@ def create(venv: Path, python: str | None = None) -> Interpreter:
     except subprocess.CalledProcessError as e:
         last = (e.stderr or e.stdout).strip().splitlines()[-1:] or ["failed"]
         raise VenvError(f"cannot create {venv}: {last[0]}") from None
+    if must_own:
+        _made_mine(venv)
     return Interpreter.inspect(find_python(venv))
 
 
@@ -60,7 +64,15 @@ def finish_uv_venv(making: subprocess.Popen[str], venv: Path) -> Interpreter:
     if making.returncode != 0:
         last = [line for line in stderr.splitlines() if line.strip()][:1] or ["failed"]
         raise VenvError(f"uv venv could not create {venv}: {last[0].removeprefix('error:').strip()}")
+    _made_mine(venv)
     return Interpreter.inspect(find_python(venv))
+
+
+def _made_mine(venv: Path) -> None:
+    """A venv just made where nothing was must be this user's before its interpreter runs: a directory another member
+    of a shared project's group put there meanwhile is filled all the same (uv venv and python -m venv take an empty
+    one), and its owner may swap its ``bin/`` at any time."""
+    owned(venv, fix="ask its owner to remove it, then run the command again")
 
 
 def uv_would_replace(venv: Path, project: Path) -> str | None:
