@@ -79,7 +79,7 @@ def test_someone_elses_venv_in_a_shared_project_is_never_used(lab: Lab, users: U
         _as(lab, bob, *plant, cwd=proj)
         line = _error(lab.ws(alice, group_store, "sync", cwd=proj))
         assert f"found {venv}, but it belongs to {bob}" in line and f"--venv {venv}" in line, (what, line)
-        assert "wheelstore venv" not in line, line  # .venv is his: making one there is not the fix
+        assert "wheelstore venv" not in line and "ask its owner to remove it" in line, line  # not the fix here
         if what == "his symlink to root's venv":  # root trusts alice's project, not bob's link in it
             for args, cwd in ((("sync", "--project", str(proj)), Path("/")), (("install", "gamma"), proj)):
                 line = _error(lab.ws(None, group_store, *args, cwd=cwd))  # a venv found as uv pip finds it too
@@ -274,7 +274,7 @@ def test_a_directory_planted_while_uv_venv_starts_is_refused(lab: Lab, users: Us
             if proc.poll() is None:
                 proc.kill()
     line = _error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
-    assert f"found {proj / '.venv'}, but it belongs to {bob}" in line, line
+    assert f"found {proj / '.venv'}, but it belongs to {bob}" in line and "put there while the venv" in line, line
     assert not list(proj.glob(".venv/lib/python3*/site-packages/*.dist-info"))
 
 def test_a_download_failing_after_the_project_changed_changes_nothing(

@@ -111,8 +111,8 @@ def _project_venv(args: argparse.Namespace, project: Project) -> Path:
     else:
         venv = project_environment(project)
         if os.path.lexists(venv) and not os.path.isabs(os.environ.get("UV_PROJECT_ENVIRONMENT", "")):
-            owned(venv, fix="ask its owner to remove it, or set UV_PROJECT_ENVIRONMENT to a venv of yours (uv run "
-                            "takes it too)")
+            owned(venv, hint=f"name it with --venv {venv} if you trust it, or ask its owner to remove it, or set "
+                             "UV_PROJECT_ENVIRONMENT to a venv of yours (uv run takes it too)")
     if os.path.lexists(venv) and not (venv / "pyvenv.cfg").is_file() and not _empty_directory(venv):
         raise VenvError(f"{venv} is not a venv (it has no pyvenv.cfg)",
                         hint="remove it, or sync another venv: --venv DIR, or UV_PROJECT_ENVIRONMENT=DIR as uv does")

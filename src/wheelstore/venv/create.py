@@ -72,7 +72,8 @@ def _made_mine(venv: Path) -> None:
     """A venv just made where nothing was must be this user's before its interpreter runs: a directory another member
     of a shared project's group put there meanwhile is filled all the same (uv venv and python -m venv take an empty
     one), and its owner may swap its ``bin/`` at any time."""
-    owned(venv, fix="ask its owner to remove it, then run the command again")
+    owned(venv, hint="it was put there while the venv was being made: ask its owner to remove it, then run the "
+                     "command again")
 
 
 def uv_would_replace(venv: Path, project: Path) -> str | None:

@@ -44,10 +44,10 @@ def find_venv(cwd: Path | None = None, environ: Mapping[str, str] | None = None)
                     hint=_FIX)
 
 
-def owned(venv: Path, fix: str = _FIX) -> Path:
+def owned(venv: Path, hint: str | None = None) -> Path:
     """``venv`` if it, the symlink that names it if one does, and its ``pyvenv.cfg`` belong to this user or root:
     nobody else's interpreter is run unasked, and nobody's link sends an install into a venv that is not theirs (a
-    symlink to root's venv would have root's own install change it). ``fix`` ends the error's hint."""
+    symlink to root's venv would have root's own install change it). ``hint``: the error's fix, if not the usual."""
     me = os.geteuid()
     for path, follow in ((venv, False), (venv, True), (venv / "pyvenv.cfg", True)):
         try:
@@ -56,7 +56,7 @@ def owned(venv: Path, fix: str = _FIX) -> Path:
             continue
         if owner not in (me, 0):
             raise VenvError(f"found {venv}, but it belongs to {_user(owner)}, not you: not using it unasked",
-                            hint=f"name it with --venv {venv} if you trust it, or {fix}")
+                            hint=hint or f"name it with --venv {venv} if you trust it, or {_FIX}")
     return venv
 
 
