@@ -49,3 +49,15 @@ def test_a_venv_uv_cannot_make_is_one_line_after_a_good_export(run: Runner, user
                               "--venv", str(closed / "venv")))
     assert line.startswith(f"error: uv venv could not create {closed / 'venv'}: "), line
     assert list(closed.iterdir()) == [] and not (proj / ".venv").exists()
+
+
+def test_a_store_that_cannot_be_used_leaves_no_venv(run: Runner, users: Users, workdir: Path) -> None:
+    """The store is opened before the project's venv is made: a store alice may not use refuses the sync, and no
+    new, empty .venv is left behind."""
+    alice = users.alice
+    proj = _project(workdir / "proj", run.tool.parent / "uv", alice)
+    private = workdir / "roots-store"
+    assert run(None, "init", str(private)).returncode == 0  # root's private store: alice may not use it
+    line = one_line_error(run(alice, "--store", str(private), "sync", "-q", "--offline", "--project", str(proj)))
+    assert str(private) in line, line
+    assert sorted(p.name for p in proj.iterdir()) == ["pyproject.toml", "uv.lock"]

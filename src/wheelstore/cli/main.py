@@ -188,9 +188,11 @@ def cmd_install(args: argparse.Namespace) -> int:
         if args.items or args.requirements or args.editables:
             chosen = given_selection(args)
             venv, items, project = _venv(args), args.items, None
-        elif sync:
+        elif sync:  # the store first: one that cannot be used must not leave a new, empty venv behind
+            store = closing.enter_context(Store.select(args.store))
             venv, lock, project, chosen = closing.enter_context(project_inputs(args))
-            items = [str(lock)]
+            _install(args, Environment(venv), [str(lock)], project, chosen, started, store)
+            return 0
         else:
             raise WheelstoreError("nothing to install", hint="give wheels, requirements, a pylock.toml, or -r FILE")
         _install(args, Environment(venv), items, project, chosen, started)
@@ -198,7 +200,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace, env: Environment, items: list[str], project: UvSync | None,
-             chosen: Selection | None, started: float) -> None:
+             chosen: Selection | None, started: float, store: Store | None = None) -> None:
     sync = args.verb == "sync"
     request = Request(
         items=items, requirement_files=[Path(r) for r in args.requirements], find_links=local_links(args),
@@ -208,10 +210,10 @@ def _install(args: argparse.Namespace, env: Environment, items: list[str], proje
         reinstall_packages=frozenset(map(canonical, args.reinstall_package)) | (others(env) if project else set()),
         selection=chosen,
     )
-    with Store.select(args.store) as store:
-        report = env.install(store, request, Options(link_mode=_link_mode(args), compile_bytecode=not args.no_compile,
-                                                     compile_optimized=args.compile_optimized,
-                                                     sources=sources_from(args), project=project))
+    options = Options(link_mode=_link_mode(args), compile_bytecode=not args.no_compile,
+                      compile_optimized=args.compile_optimized, sources=sources_from(args), project=project)
+    with contextlib.nullcontext(store) if store is not None else Store.select(args.store) as opened:
+        report = env.install(opened, request, options)
     _print_report(args, report, started)
 
 
