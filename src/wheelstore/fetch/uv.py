@@ -128,8 +128,11 @@ def uv_failure(lines: Sequence[str], what: str, sources: Sources, *, cls: type[W
     parts = [head, *causes[:1], *causes[1:][-1:]]
     message = f"{what}: {': '.join(parts)}"
     where = ", ".join([*sources.index_urls, *sources.find_links]) or "no index and no find-links"
-    if hints:
+    hint: str | None
+    if hints:  # a hint that goes on below (uv's "add it ... under:", then a TOML table) ends at its last whole sentence
         hint = hints[0]
+        if hint.endswith(":"):
+            hint = hint.rsplit(". ", 1)[0] + "." if ". " in hint else None
     elif sources.offline:
         hint = "run once without --offline to fill uv's cache, or give the files with --find-links"
     elif "No solution found" in head:
