@@ -17,6 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from . import test_service_server
 from .conftest import Runner, Users, one_line_error
 from .test_service_server import PEER, SERVICE_USER, Service, _ensure_service_user, _env, _wheel
@@ -55,6 +57,8 @@ def test_a_trickling_request_is_cut_off_and_one_user_cannot_take_every_slot(
         service: Service, users: Users) -> None:
     """A byte every 2 s (each wait under the receive timeout) held a slot for ever; 32 such connections of one
     user held the service. Now a request has REQUEST_SECONDS to arrive, and one uid at most MAX_PER_USER slots."""
+    if service.owner == "root":  # 33 s of real waiting each time, and the suite has 20 minutes
+        pytest.skip("measured with the service account: the deadline and the cap do not depend on who runs the server")
     from wheelstore.service.server import MAX_PER_USER, REFUSAL_SECONDS, REQUEST_SECONDS
 
     slow = service.ask(users.alice, "trickle", "2", timeout=300)
